@@ -168,3 +168,46 @@ def test_mid_answer_thoughts_resume_the_text():
         a, b = map(int, prompt.split("+"))
         assert strip_thoughts(rest) == str(a + b)  # removing the thought leaves the plain answer
         assert not rest.startswith("<think>")  # the thought is inside the answer, never before it
+
+
+def test_pause_thoughts_sit_anywhere_but_the_answer_start():
+    import random
+
+    from ponder.data.corpus import PAUSE_THOUGHT, iter_task_documents, pause_offset, render_problem
+    from ponder.data.synthetic import Addition
+    from ponder.lm.thoughts import strip_thoughts
+
+    p = Addition(3).make(998, 154)  # "998+154=" + "1152"
+    pause = "<think>" + PAUSE_THOUGHT + "</think>"
+    assert render_problem(p, False, pause_at=3) == "998" + pause + "+154=1152"
+    assert render_problem(p, False, pause_at=12) == "998+154=1152" + pause  # after the last character
+    # with a scratchpad before the answer, a pause inside the answer goes after the scratchpad
+    assert render_problem(p, True, pause_at=10) == "998+154=<think>" + p.thought + "</think>11" + pause + "52"
+    with pytest.raises(ValueError, match="answer start"):
+        render_problem(p, False, pause_at=len(p.prompt))
+    with pytest.raises(ValueError):
+        render_problem(p, False, pause_at=0)
+    rng = random.Random(0)
+    offsets = {pause_offset(p, rng) for _ in range(500)}
+    assert offsets == set(range(1, 13)) - {len(p.prompt)}  # every boundary but the start and the answer start
+    docs = iter_task_documents(Addition(3, min_digits=2), seed=0, think_fraction=0.5, pause_thoughts=1.0)
+    for _ in range(50):
+        doc = next(docs)
+        assert doc.count(pause) == 1 and "=" + pause not in doc
+        prompt, rest = strip_thoughts(doc).split("=")
+        a, b = map(int, prompt.split("+"))
+        assert rest == str(a + b)
+
+
+def test_pauses_leave_the_rest_of_the_stream_unchanged():
+    import itertools
+
+    from ponder.data.corpus import iter_task_documents
+    from ponder.data.synthetic import Addition
+    from ponder.lm.thoughts import strip_thoughts
+
+    task = Addition(3, min_digits=2)
+    plain = list(itertools.islice(iter_task_documents(task, seed=1, think_fraction=0.5), 40))
+    paused = list(itertools.islice(iter_task_documents(task, seed=1, think_fraction=0.5, pause_thoughts=0.5), 40))
+    assert [strip_thoughts(d) for d in plain] == [strip_thoughts(d) for d in paused]
+    assert 5 < sum(a != b for a, b in zip(plain, paused)) < 35  # about half the documents got a pause

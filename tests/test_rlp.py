@@ -61,13 +61,13 @@ def test_tokenize_docs_marks_answer_and_splits_windows(char_tokenizer):
 
 def test_positions_never_at_first_token_and_respect_k():
     assert list(eligible_range(1)) == []  # a one-token document has no position
-    assert list(eligible_range(5, k=2)) == [1, 2, 3]
+    assert list(eligible_range(5)) == [1, 2, 3, 4]
     gen = torch.Generator().manual_seed(0)
     docs = [Doc([1]), Doc([1, 2, 3, 4, 5])]
-    pos = choose_positions(docs, per_doc=10, k=1, generator=gen)
+    pos = choose_positions(docs, per_doc=10, generator=gen)
     assert pos == [(1, 1), (1, 2), (1, 3), (1, 4)]
     weights = [torch.zeros(1), torch.tensor([0.0, 0.0, 0.0, 1.0, 0.0])]
-    assert choose_positions(docs, 1, 1, gen, weights) == [(1, 3)]
+    assert choose_positions(docs, 1, gen, weights) == [(1, 3)]
 
 
 def test_compute_matching():

@@ -160,16 +160,39 @@ def read_documents(path: str | Path, text_field: str = "text") -> list[str]:
     return docs
 
 
-def render_problem(problem: Problem, think: bool, split_at: int = 0) -> str:
+#: Content of a pause thought: one token, because RLP thoughts have at least one (the paper's minimum length).
+PAUSE_THOUGHT = " "
+
+
+def render_problem(problem: Problem, think: bool, split_at: int = 0, pause_at: int | None = None) -> str:
     """``prompt<think>thought</think>answer`` when ``think`` and the problem has a thought, else ``prompt answer``.
 
     ``split_at`` > 0 places the thought after that many characters of the answer, the text
     resuming after it (``prompt an<think>thought</think>swer``): a model trained on such
     documents learns that a thought can sit inside text without derailing it.
+
+    ``pause_at``: an offset into ``prompt + answer`` where a pause thought (:data:`PAUSE_THOUGHT`)
+    is inserted (never where the answer starts). A model trained on such documents learns that
+    where no reasoning is needed a thought is trivial and the text simply goes on.
     """
+    text = problem.prompt + problem.answer
+    inserts = []
     if think and problem.thought is not None:
-        return problem.prompt + problem.answer[:split_at] + wrap_thought(problem.thought) + problem.answer[split_at:]
-    return problem.prompt + problem.answer
+        inserts.append((len(problem.prompt) + split_at, wrap_thought(problem.thought)))
+    if pause_at is not None:
+        if not 0 < pause_at <= len(text) or pause_at == len(problem.prompt):
+            raise ValueError(f"pause_at={pause_at} must be in 1..{len(text)} and not the answer start {len(problem.prompt)}")
+        inserts.append((pause_at, wrap_thought(PAUSE_THOUGHT)))
+    for offset, piece in sorted(inserts, key=lambda x: x[0], reverse=True):  # right to left keeps offsets valid
+        text = text[:offset] + piece + text[offset:]
+    return text
+
+
+def pause_offset(problem: Problem, rng: random.Random) -> int:
+    """A uniform offset for a pause thought: any boundary of ``prompt + answer`` but the start and the answer start."""
+    n = len(problem.prompt) + len(problem.answer)
+    offset = rng.randint(1, n - 1)
+    return offset + 1 if offset >= len(problem.prompt) else offset
 
 
 def _iter_train_problems(task: Task, seed: int) -> Iterator[Problem]:
@@ -187,22 +210,30 @@ def _iter_train_problems(task: Task, seed: int) -> Iterator[Problem]:
 
 
 def iter_task_documents(
-    task: Task, seed: int = 0, think_fraction: float = 0.5, mid_answer_thoughts: float = 0.0
+    task: Task, seed: int = 0, think_fraction: float = 0.5, mid_answer_thoughts: float = 0.0,
+    pause_thoughts: float = 0.0,
 ) -> Iterator[str]:
     """Endless training documents of ``task``'s train split (see :func:`task_corpus`).
 
     ``mid_answer_thoughts``: share of thought documents whose thought sits at a random point
-    inside the answer rather than before it (see :func:`render_problem`).
+    inside the answer rather than before it. ``pause_thoughts``: share of documents that get
+    one pause thought at a random point other than the answer start (see :func:`render_problem`).
     """
-    if not 0.0 <= think_fraction <= 1.0 or not 0.0 <= mid_answer_thoughts <= 1.0:
-        raise ValueError(f"think_fraction and mid_answer_thoughts must be in [0, 1], got {think_fraction}, {mid_answer_thoughts}")
+    for name, v in (("think_fraction", think_fraction), ("mid_answer_thoughts", mid_answer_thoughts),
+                    ("pause_thoughts", pause_thoughts)):
+        if not 0.0 <= v <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {v}")
     rng = random.Random(f"task-corpus:{task.name}:{seed}")
+    pause_rng = random.Random(f"task-corpus-pauses:{task.name}:{seed}")  # separate: pauses leave the rest unchanged
     for problem in _iter_train_problems(task, seed):
         think = rng.random() < think_fraction
         split_at = 0
         if think and mid_answer_thoughts > 0 and rng.random() < mid_answer_thoughts and len(problem.answer) > 1:
             split_at = rng.randint(1, len(problem.answer) - 1)
-        yield render_problem(problem, think, split_at)
+        pause_at = None
+        if pause_thoughts > 0 and pause_rng.random() < pause_thoughts and problem.answer:
+            pause_at = pause_offset(problem, pause_rng)
+        yield render_problem(problem, think, split_at, pause_at)
 
 
 def task_corpus(task: Task, n: int, seed: int = 0, think_fraction: float = 0.5) -> list[str]:

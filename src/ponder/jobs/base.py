@@ -26,6 +26,7 @@ class BaseJob(BaseModel):
     task: str = Field(DEMO_TASK, description="synthetic task whose documents form the corpus")
     think_fraction: float = Field(0.5, ge=0, le=1, description="share of documents written with a worked scratchpad")
     mid_answer_thoughts: float = Field(0.0, ge=0, le=1, description="share of scratchpad documents whose thought sits inside the answer (text resumes after it)")
+    pause_thoughts: float = Field(0.0, ge=0, le=1, description="share of documents with one pause thought (a single space) at a random point other than the answer start")
     out: str | None = Field(None, description="output directory (default: the tiny-model cache)")
     eval_n: int = Field(200, ge=1, description="held-out problems measured at the end")
     seed: int = Field(0, description="seed of the data stream, the initialisation and the optimizer")
@@ -55,7 +56,8 @@ def run_base(job: BaseJob, out_dir: str | Path, resume: bool = False, progress: 
     summary = train_next_token(
         model, tokenizer,
         documents=lambda: iter_task_documents(task, seed=job.seed, think_fraction=job.think_fraction,
-                                              mid_answer_thoughts=job.mid_answer_thoughts),
+                                              mid_answer_thoughts=job.mid_answer_thoughts,
+                                              pause_thoughts=job.pause_thoughts),
         cfg=job.train.model_copy(update={"seed": job.seed}),
         run_dir=out_dir, resume=resume, progress=progress, description="ponder base",
     )

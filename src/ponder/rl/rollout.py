@@ -59,19 +59,20 @@ def tokenize_docs(tokenizer, items: Iterable[tuple[str, int | None]], context_le
     return docs
 
 
-def eligible_range(doc_len: int, k: int = 1) -> range:
-    """Positions ``t`` with a non-empty prefix and ``k`` target tokens: ``1 <= t <= doc_len - k``.
+def eligible_range(doc_len: int) -> range:
+    """Positions ``t`` with a non-empty prefix: ``1 <= t < doc_len``.
 
     Position 0 is never used: nothing conditions it (with a BOS token, position 1 is the
-    document's first real token and its prefix is just BOS).
+    document's first real token and its prefix is just BOS). A reward over the next k tokens
+    takes the ``x_t .. x_{t+k-1}`` that exist: fewer near the end of the document, so the
+    answer at the end of a short document stays eligible for any k.
     """
-    return range(1, max(1, doc_len - k + 1))
+    return range(1, max(1, doc_len))
 
 
 def choose_positions(
     docs: Sequence[Doc],
     per_doc: int,
-    k: int,
     generator: torch.Generator,
     weights: Sequence[Tensor] | None = None,
 ) -> list[tuple[int, int]]:
@@ -83,7 +84,7 @@ def choose_positions(
     """
     out = []
     for d, doc in enumerate(docs):
-        span = eligible_range(len(doc.ids), k)
+        span = eligible_range(len(doc.ids))
         if len(span) == 0:
             continue
         m = min(per_doc, len(span))
@@ -238,7 +239,7 @@ def make_rollout(
         weights = base_ent
     elif position_weighting != "uniform":
         raise ValueError(f"unknown position weighting {position_weighting!r} (uniform, ema_loss, ema_entropy)")
-    positions = choose_positions(docs, per_doc, k, generator, weights)
+    positions = choose_positions(docs, per_doc, generator, weights)
     if not positions:
         return None
     prefixes = [docs[d].ids[:t] for d, t in positions]
