@@ -186,3 +186,19 @@ def test_rlp_runs_on_smollm2_with_a_text_corpus(tmp_path):
     assert [r["step"] for r in rows] == [1, 2]
     assert all(math.isfinite(r["reward_mean"]) and math.isfinite(r["loss"]) for r in rows)
     assert (tmp_path / "run" / "final" / "config.json").is_file()
+
+
+def test_think_probs_align_with_the_position_they_precede(random_tiny):
+    from ponder.lm.thoughts import think_token_ids
+    from ponder.rl.rollout import think_probs
+
+    model, tok = random_tiny
+    open_id, _ = think_token_ids(tok)
+    docs = [tok("12+34=46")["input_ids"], tok("7+8=15")["input_ids"]]  # different lengths: right padding
+    probs = think_probs(model, docs, tok.pad_token_id, open_id)
+    for doc, p in zip(docs, probs):
+        assert p.shape == (len(doc),) and p[0] == 0
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([doc])).logits[0]
+        for t in range(1, len(doc)):  # p(<think> | x_<t) comes from the logits at t - 1
+            assert torch.isclose(p[t], logits[t - 1].softmax(-1)[open_id], atol=1e-6)

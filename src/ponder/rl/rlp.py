@@ -51,8 +51,9 @@ class RLPConfig(BaseModel):
     ppo_epochs: int = Field(1, ge=1, description="optimizer steps per rollout batch")
     kl_coef: float = Field(0.0, ge=0, description="KL(policy || EMA) on thought tokens (paper: 0)")
     ema_tau: float = Field(0.999, ge=0, le=1, description="EMA teacher decay")
-    position_weighting: Literal["uniform", "ema_loss", "ema_entropy"] = Field("uniform",
-                                    description="how positions are drawn: uniform, ema_loss or ema_entropy")
+    position_weighting: Literal["uniform", "ema_loss", "ema_entropy", "think_prob"] = Field(
+        "uniform", description="how positions are drawn: uniform, or in proportion to the EMA baseline's loss "
+        "(ema_loss), predictive entropy (ema_entropy) or probability of opening a thought there (think_prob)")
     reward_tokens: int = Field(1, ge=1, description="reward over the next k tokens (paper: 1)")
     next_token_weight: float = Field(0.0, ge=0, description="weight of a mixed-in next-token loss (paper: 0)")
     sample_batch_size: int | None = Field(None, ge=1, description="positions sampled together (memory bound)")

@@ -198,6 +198,17 @@ def doc_logprobs(model, docs: Sequence[Sequence[int]], pad_id: int, return_entro
     return rows
 
 
+@torch.no_grad()
+def think_probs(model, docs: Sequence[Sequence[int]], pad_id: int, open_id: int) -> list[Tensor]:
+    """``[len(doc)]`` per document: ``[t] = p(<think> | x_<t)``, the model's own wish to think before x_t (0 at t = 0)."""
+    from ponder.lm.score import model_device, pad_ids, position_ids_from_mask
+
+    ids, mask = pad_ids(docs, pad_id, model_device(model))
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), use_cache=False).logits
+    p_open = logits[:, :-1].float().log_softmax(-1)[..., open_id].exp().cpu()  # [B, T-1], predicts position t = 1..
+    return [torch.cat([torch.zeros(1), p_open[i, : len(d) - 1]]) for i, d in enumerate(docs)]
+
+
 def target_logprob_sums(logp: Tensor, target_mask: Tensor) -> Tensor:
     """``[N]`` sum of the target tokens' log-probs (``logp [N, T]`` from :func:`token_logprobs`)."""
     return (logp * target_mask).sum(-1)
@@ -224,8 +235,9 @@ def make_rollout(
     """Choose positions, run the baseline's one pass per document, sample G thoughts per position.
 
     ``position_weighting``: ``uniform``, ``ema_loss`` (draw t in proportion to the baseline's
-    -log p(x_t | x_<t)) or ``ema_entropy`` (its predictive entropy). Returns None when no
-    document has an eligible position.
+    -log p(x_t | x_<t)), ``ema_entropy`` (its predictive entropy) or ``think_prob`` (the
+    baseline's p(<think> | x_<t): think where the model itself would open a thought). Returns
+    None when no document has an eligible position.
     """
     from ponder.lm.score import model_device
 
@@ -237,8 +249,10 @@ def make_rollout(
         weights = [-lp for lp in base_logp]
     elif position_weighting == "ema_entropy":
         weights = base_ent
+    elif position_weighting == "think_prob":
+        weights = think_probs(baseline, [d.ids for d in docs], pad_id, open_id)
     elif position_weighting != "uniform":
-        raise ValueError(f"unknown position weighting {position_weighting!r} (uniform, ema_loss, ema_entropy)")
+        raise ValueError(f"unknown position weighting {position_weighting!r} (uniform, ema_loss, ema_entropy, think_prob)")
     positions = choose_positions(docs, per_doc, generator, weights)
     if not positions:
         return None
