@@ -71,6 +71,10 @@ def test_valid_groups_and_finite_mask():
     r = torch.tensor([[1.0, 1.0], [1.0, 2.0], [float("nan"), 2.0], [float("inf"), float("inf")]])
     assert finite_mask(r).tolist() == [True, True, False, False]
     assert valid_groups(r).tolist() == [False, True, False, False]
+    near = torch.tensor([[1.0, 1.0 + 1e-6], [1.0, 1.5]])  # float noise vs a real difference
+    assert valid_groups(near).tolist() == [True, True]
+    assert valid_groups(near, min_spread=1e-4).tolist() == [False, True]
+    assert valid_groups(near, min_spread=0.5).tolist() == [False, False]  # the spread must exceed it
 
 
 def test_hicra_amplifies_planning_tokens():

@@ -88,15 +88,17 @@ def finite_mask(rewards: torch.Tensor) -> torch.Tensor:
     return torch.isfinite(rewards).all(dim=-1)
 
 
-def valid_groups(rewards: torch.Tensor) -> torch.Tensor:
+def valid_groups(rewards: torch.Tensor, min_spread: float = 0.0) -> torch.Tensor:
     """``BoolTensor [B]``: groups ``[B, G]`` that carry a learning signal.
 
-    False where a reward is non-finite, or where all rewards are exactly equal (zero variance:
-    every advantage is 0, so the group only dilutes the batch mean).
+    False where a reward is non-finite, or where the rewards' spread (max - min) is at most
+    ``min_spread``: with 0, groups whose rewards are exactly equal (every advantage is 0, so the
+    group only dilutes the batch mean); a small positive value also drops groups whose only
+    differences are float noise (identical thoughts scored in different rows of a batch).
     """
     finite = finite_mask(rewards)
     spread = rewards.amax(dim=-1) - rewards.amin(dim=-1)
-    return finite & (spread > 0)
+    return finite & (spread > min_spread)
 
 
 def hicra_advantages(advantages: torch.Tensor, planning_mask: torch.Tensor, alpha: float = 0.2) -> torch.Tensor:

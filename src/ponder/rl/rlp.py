@@ -22,7 +22,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ponder.lm.score import pad_id_of, pad_ids, token_logprobs
-from ponder.rl.advantages import group_advantages, rlp_reward
+from ponder.rl.advantages import group_advantages, rlp_reward, valid_groups
 from ponder.rl.ema import EMATeacher
 from ponder.rl.losses import clipped_surrogate, kl_penalty, masked_mean, next_token_loss
 from ponder.rl.rollout import ANSWER, OTHER, Rollout, make_rollout, target_logprob_sums, tokenize_docs
@@ -56,6 +56,7 @@ class RLPConfig(BaseModel):
         "(ema_loss), predictive entropy (ema_entropy) or probability of opening a thought there (think_prob)")
     reward_tokens: int = Field(1, ge=1, description="reward over the next k tokens (paper: 1)")
     next_token_weight: float = Field(0.0, ge=0, description="weight of a mixed-in next-token loss (paper: 0)")
+    min_reward_spread: float = Field(1e-4, ge=0, description="groups whose rewards differ by at most this (nats) get zero advantage")
     sample_batch_size: int | None = Field(None, ge=1, description="positions sampled together (memory bound)")
     seed: int = Field(0, description="seed of positions and thought sampling")
     save_every: int = Field(50, ge=1, description="checkpoint every N steps (and at the end)")
@@ -175,7 +176,11 @@ class RLPTrainer:
             self.counters["skipped_nonfinite"] += 1
             self.optimizer.zero_grad(set_to_none=True)
             return {**metrics, "skipped": 1, "skipped_nonfinite": self.counters["skipped_nonfinite"]}
-        advantages = group_advantages(rewards, correction="rlp").flatten().to(self.device)
+        advantages = group_advantages(rewards, correction="rlp")
+        # A group of (near-)identical rewards teaches nothing; left in, its float-noise advantages
+        # still move Adam's normalized update. Zero them (counted).
+        signal = valid_groups(rewards, min_spread=cfg.min_reward_spread)
+        advantages = (advantages * signal[:, None]).flatten().to(self.device)
         logp_old = logp.detach()
         for epoch in range(cfg.ppo_epochs):
             if epoch > 0:  # later epochs re-score the same rollout with the updated policy
@@ -188,6 +193,7 @@ class RLPTrainer:
             self.scheduler.step()
             self.ema.update(self.model)
         per_position = rewards.mean(1)
+        metrics["signal_group_fraction"] = float(signal.float().mean())
         elapsed = time.time() - t0
         metrics.update({
             "loss": float(loss.detach()), "grad_norm": float(grad_norm), "lr": self.scheduler.get_last_lr()[0],
