@@ -32,8 +32,8 @@ def perturb(tokens: Sequence[int], fraction: float, pool: Sequence[int], rng: ra
 
 @torch.no_grad()
 def continuation_entropy(model, tokenizer, contexts: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]],
-                         batch_size: int = 16) -> list[list[float]]:
-    """Per continuation: entropies (nats) of the distributions predicting its tokens 2..end."""
+                         batch_size: int = 16, skip_first: bool = True) -> list[list[float]]:
+    """Per continuation: entropies (nats) of the distributions predicting its tokens (2..end with ``skip_first``)."""
     from ponder.lm.score import model_device, pad_id_of, pad_ids, token_logprobs
 
     out = []
@@ -43,7 +43,7 @@ def continuation_entropy(model, tokenizer, contexts: Sequence[Sequence[int]], co
         _, ent = token_logprobs(model, ids, mask, return_entropy=True)
         ent = ent.cpu()
         for row, (c, r) in enumerate(zip(ctx, cont)):
-            out.append(ent[row, len(c) + 1:len(c) + len(r)].tolist())
+            out.append(ent[row, len(c) + int(skip_first):len(c) + len(r)].tolist())
     return out
 
 

@@ -67,3 +67,17 @@ class ValidityResult:
 
     def to_json(self) -> dict:
         return {"accuracy": self.accuracy, "exemplars": self.exemplars, "problems": self.problems}
+
+
+def validity_accuracy(model, tokenizer, task, exemplars: Sequence, problems: Sequence, max_thought_tokens: int = 128,
+                      max_answer_tokens: int = 16, seed: int = 0, batch_size: int | None = 32) -> ValidityResult:
+    """Greedy think-mode accuracy on ``problems`` after each condition's few-shot prefix."""
+    from ponder.lm.generate import generate
+
+    accuracy = {}
+    for condition in CONDITIONS:
+        prefix = exemplar_prefix(exemplars, condition, seed=seed)
+        out = generate(model, tokenizer, [prefix + p.prompt for p in problems], think=True, n=1, temperature=0.0,
+                       max_thought_tokens=max_thought_tokens, max_answer_tokens=max_answer_tokens, batch_size=batch_size)
+        accuracy[condition] = sum(task.score(p, t) for p, t in zip(problems, out.texts)) / len(problems)
+    return ValidityResult(accuracy=accuracy, exemplars=len(exemplars), problems=len(problems))
