@@ -159,16 +159,18 @@ def test_sparsity_bf16_vs_fp32_and_rank_planted():
     after = {k: v.clone() for k, v in base.items()}
     after["model.layers.0.w"][0, :3] += 0.5        # 3 big updates: survive bf16
     after["model.layers.0.w"][1, :4] += 2e-5       # 4 tiny updates: > tol in fp32, vanish in bf16 (|w| = 1)
+    after["model.layers.0.w"][2, :2] += 2e-6       # 2 below tol: seen only by the exact (no tolerance) count
     u, v = torch.randn(8, 1), torch.randn(1, 8)
     after["model.layers.1.w"] += u @ v             # dense rank-1 update: 64 entries
     r = update_sparsity(base, after, tol=1e-5)
     total = 64 + 64 + 8
     assert r.total == total
     assert r.updated["fp32"] == 3 + 4 + 64
+    assert r.updated["exact"] == 3 + 4 + 2 + 64
     assert r.sparsity("bf16") == pytest.approx(1 - (3 + 64) / total, abs=1 / total)  # bf16 may round a rank-1 entry to 0
     assert r.per_layer["layer 0"]["updated_bf16"] == 3 and r.per_layer["layer 0"]["updated_fp32"] == 7
     assert r.ranks["model.layers.1.w"] == pytest.approx(1 / 8)
-    assert r.ranks["model.layers.0.w"] == pytest.approx(2 / 8)  # two changed rows
+    assert r.ranks["model.layers.0.w"] == pytest.approx(3 / 8)  # three changed rows
 
 
 def test_overlap_of_two_runs_is_jaccard():

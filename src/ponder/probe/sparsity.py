@@ -5,7 +5,9 @@ For parameters ``theta_0`` (base) and ``theta_1`` (trained), an entry is *update
 
 * ``bf16``: both tensors rounded to bfloat16 first, as the paper stores them. bf16 keeps
   8 significant bits, so an fp32 update smaller than about ``|w| / 256`` vanishes here;
-* ``fp32``: on the tensors as stored (upcast to fp32).
+* ``fp32``: on the tensors as stored (upcast to fp32);
+* ``exact``: any change at all in fp32 (no tolerance): with a small learning rate most
+  fp32 updates are below ``tol`` yet nonzero, and only this view shows them.
 
 Rank: for each 2-D weight, ``rank(Delta) / min(shape)`` with
 ``torch.linalg.matrix_rank``'s default tolerance (``sigma_max * max(shape) * eps(fp32)``) on
@@ -26,6 +28,7 @@ from torch import Tensor
 from ponder.errors import PonderError
 
 DEFAULT_TOL = 1e-5
+PRECISIONS = ("bf16", "fp32", "exact")
 
 
 class ArchitectureMismatch(PonderError):
@@ -51,7 +54,9 @@ def check_same_architecture(a: Mapping[str, Tensor], b: Mapping[str, Tensor], na
 
 
 def updated_mask(before: Tensor, after: Tensor, tol: float = DEFAULT_TOL, precision: str = "fp32") -> Tensor:
-    """Boolean mask of updated entries at ``precision`` ("fp32" or "bf16")."""
+    """Boolean mask of updated entries at ``precision``: "fp32", "bf16", or "exact" (any change at all, no tolerance)."""
+    if precision == "exact":
+        return after.float() != before.float()
     if precision == "bf16":
         before, after = before.to(torch.bfloat16), after.to(torch.bfloat16)
     return (after.float() - before.float()).abs() > tol
@@ -96,6 +101,7 @@ class SparsityResult:
         ratios = list(self.ranks.values())
         return {"tol": self.tol, "parameters": self.total,
                 "sparsity_bf16": self.sparsity("bf16"), "sparsity_fp32": self.sparsity("fp32"),
+                "sparsity_fp32_exact": self.sparsity("exact"),
                 "per_layer": self.per_layer, "rank_ratio": self.ranks,
                 "mean_rank_ratio": sum(ratios) / len(ratios) if ratios else float("nan"),
                 "rank_tolerance": "torch.linalg.matrix_rank default: sigma_max * max(shape) * eps(fp32)",
@@ -109,7 +115,7 @@ def update_sparsity(before: Mapping[str, Tensor], after: Mapping[str, Tensor], t
     check_same_architecture(before, after, names)
     if other is not None:
         check_same_architecture(before, other, (names[0], "second run"))
-    result = SparsityResult(tol=tol, total=0, updated={"bf16": 0, "fp32": 0})
+    result = SparsityResult(tol=tol, total=0, updated={p: 0 for p in PRECISIONS})
     inter = union = other_updated = 0
     seen: set[int] = set()
     for name in sorted(before):
@@ -117,10 +123,10 @@ def update_sparsity(before: Mapping[str, Tensor], after: Mapping[str, Tensor], t
         if not a.is_floating_point() or a.data_ptr() in seen:  # buffers of ints; tied weights once
             continue
         seen.add(a.data_ptr())
-        row = result.per_layer.setdefault(layer_of(name), {"parameters": 0, "updated_bf16": 0, "updated_fp32": 0})
+        row = result.per_layer.setdefault(layer_of(name), {"parameters": 0, **{f"updated_{p}": 0 for p in PRECISIONS}})
         row["parameters"] += a.numel()
         result.total += a.numel()
-        for precision in ("bf16", "fp32"):
+        for precision in PRECISIONS:
             k = int(updated_mask(a, b, tol, precision).sum())
             row[f"updated_{precision}"] += k
             result.updated[precision] += k
@@ -133,7 +139,7 @@ def update_sparsity(before: Mapping[str, Tensor], after: Mapping[str, Tensor], t
             union += int((m1 | m2).sum())
             other_updated += int(m2.sum())
     for row in result.per_layer.values():
-        for precision in ("bf16", "fp32"):
+        for precision in PRECISIONS:
             row[f"sparsity_{precision}"] = 1.0 - row[f"updated_{precision}"] / row["parameters"]
     if other is not None:
         p1, p2 = result.updated["bf16"] / result.total, other_updated / result.total

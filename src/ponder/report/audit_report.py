@@ -124,13 +124,14 @@ def _sparsity(s: Section, d: dict) -> None:
     s.text(f"An entry is updated when |delta| > {d['tol']:g}; bf16 rounds both checkpoints to bfloat16 first. "
            f"Rank: {d['rank_tolerance']}.")
     rows = [["parameters", d["parameters"]], ["sparsity (bf16)", d["sparsity_bf16"]], ["sparsity (fp32)", d["sparsity_fp32"]],
+            ["share unchanged at all (fp32, no tolerance)", d["sparsity_fp32_exact"]],
             ["mean update rank / min(shape)", d["mean_rank_ratio"]]]
     if d.get("overlap"):
         rows += [["updated-set overlap with the second run (Jaccard)", d["overlap"]["jaccard_bf16"]],
                  ["overlap of random sets of the same density", d["overlap"]["random_baseline"]]]
     s.table(["measure", "value"], rows)
-    s.table(["layer", "parameters", "sparsity bf16", "sparsity fp32"],
-            [[k, v["parameters"], v["sparsity_bf16"], v["sparsity_fp32"]] for k, v in d["per_layer"].items()])
+    s.table(["layer", "parameters", "sparsity bf16", "sparsity fp32", "unchanged at all"],
+            [[k, v["parameters"], v["sparsity_bf16"], v["sparsity_fp32"], v["sparsity_exact"]] for k, v in d["per_layer"].items()])
 
 
 def _planning(s: Section, d: dict) -> None:
