@@ -14,7 +14,7 @@ from ponder.probe.planning import (
 )
 from ponder.probe.reflection import analyse_trace, candidate_in_line, reflection_result
 from ponder.probe.sparsity import ArchitectureMismatch, random_jaccard, update_sparsity
-from ponder.probe.step_gain import prefix_contexts, split_steps, step_gains, summarize_gains
+from ponder.probe.step_gain import group_steps, prefix_contexts, split_steps, step_gains, summarize_gains
 from ponder.probe.budget import peak
 from ponder.probe.validity import exemplar_prefix, invalidate_thought
 from ponder.probe.policy_entropy import perturb
@@ -75,6 +75,14 @@ def test_split_steps_and_prefix_contexts():
     assert split_steps("first line\nsecond line\n") == ["first line", "second line"]
     ctx = prefix_contexts("12+34=", "2+4+0=06 1+3+0=04")
     assert ctx == ["12+34=<think></think>", "12+34=<think>2+4+0=06</think>", "12+34=<think>2+4+0=06 1+3+0=04</think>"]
+
+
+def test_long_thoughts_are_grouped_into_max_steps():
+    steps = [f"s{i}" for i in range(10)]
+    groups = group_steps(steps, 4, multiline=False)
+    assert len(groups) == 4 and " ".join(groups).split() == steps
+    assert group_steps(steps, 16, multiline=False) == steps
+    assert len(prefix_contexts("p", " ".join(steps), max_steps=4)) == 5
 
 
 def test_step_gains_recover_planted_increments():

@@ -41,6 +41,8 @@ class AuditJob(BaseModel):
     max_thought_tokens: int | None = Field(None, ge=1, description="thought budget (default: from the task, else 128)")
     max_answer_tokens: int = Field(16, ge=1, description="answer budget")
     prefix_tokens: int = Field(50, ge=1, description="Think@n ranks samples by the DTR of this many first thought tokens")
+    dtr_max_tokens: int | None = Field(None, ge=1, description="DTR over at most this many first thought tokens (the lens costs layers x vocab per token; default all)")
+    max_steps: int = Field(16, ge=1, description="step information gain: longer thoughts have consecutive steps merged into this many")
     g: float = Field(0.5, description="DTR settling threshold on the JSD")
     rho: float = Field(0.85, gt=0, lt=1, description="DTR depth fraction")
     depth_rule: Literal["paper", "research"] = Field("paper", description="deep if c_t >= ceil(rho L) (paper) or ceil((1-rho) L) (RESEARCH.md wording)")
@@ -136,9 +138,12 @@ class _Audit:
         from ponder.probe.dtr import dtr, dtr_result, response_divergences, think_at_n
 
         j, tr = self.job, self.traces("model", self.lm)
-        divs = response_divergences(self.lm.model, self.lm.tokenizer, tr.context_ids, tr.thought_ids, base=j.log_base,
+        cap = max(j.dtr_max_tokens or 0, j.prefix_tokens) if j.dtr_max_tokens else None
+        thought_ids = [ids[:cap] for ids in tr.thought_ids]
+        divs = response_divergences(self.lm.model, self.lm.tokenizer, tr.context_ids, thought_ids, base=j.log_base,
                                     batch_size=max(1, j.batch_size // 4))
         result = dtr_result(divs, [s >= 1 for s in tr.scores], j.g, j.rho, j.depth_rule, j.log_base)
+        result.max_tokens = cap
         groups = []
         for k, p in enumerate(self.problems):
             rows = range(k * tr.n, (k + 1) * tr.n)
@@ -159,7 +164,8 @@ class _Audit:
             lls, correct = [], []
             for k, i in enumerate(tr.first()):
                 p = self.problems[k]
-                lls.append(answer_logliks(lm.model, lm.tokenizer, p.prompt, tr.thoughts[i], p.answer, self.job.batch_size))
+                lls.append(answer_logliks(lm.model, lm.tokenizer, p.prompt, tr.thoughts[i], p.answer, self.job.batch_size,
+                                          self.job.max_steps))
                 correct.append(tr.scores[i] >= 1)
             per_model[self._label(name)] = summarize_gains(lls, correct)
         return StepGainResult(per_model)

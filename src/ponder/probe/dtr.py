@@ -91,6 +91,7 @@ class DTRResult:
     correct: list[bool]
     depth_histogram: list[int]  # count of tokens settling at layer 1..L
     example_depths: list[int] = field(default_factory=list)
+    max_tokens: int | None = None  # DTR measured over at most this many first tokens (None: all)
 
     @property
     def mean(self) -> float:
@@ -104,7 +105,8 @@ class DTRResult:
     def to_json(self) -> dict:
         total = sum(self.depth_histogram)
         return {"g": self.g, "rho": self.rho, "depth_rule": self.rule, "log_base": self.log_base,
-                "num_layers": self.num_layers, "deep_from_layer": self.deep_from, "mean_dtr": self.mean,
+                "num_layers": self.num_layers, "deep_from_layer": self.deep_from, "max_tokens": self.max_tokens,
+                "mean_dtr": self.mean,
                 "mean_dtr_correct": self.mean_where(True), "mean_dtr_incorrect": self.mean_where(False),
                 "per_token_deep_fraction": (sum(self.depth_histogram[self.deep_from - 1:]) / total) if total else float("nan"),
                 "per_response": self.per_response, "correct": self.correct,

@@ -5,7 +5,8 @@ whitespace, which for ponder's scratchpads gives one step per column). With
 ``LL_k = log p(answer | prompt, <think> s_1..s_k </think>)`` (nats, teacher-forced,
 reference answer), the gain of step ``k`` is ``LL_k - LL_{k-1}`` and the total gain
 ``LL_K - LL_0``. A checkpoint that answers correctly while its steps carry little gain is
-rationalizing after the fact; ``--compare`` puts two checkpoints side by side.
+rationalizing after the fact; ``--compare`` puts two checkpoints side by side. A thought of
+more than ``max_steps`` steps has consecutive steps merged into ``max_steps`` groups.
 """
 
 from __future__ import annotations
@@ -22,6 +23,14 @@ def split_steps(thought: str) -> list[str]:
     return lines if len(lines) > 1 else thought.split()
 
 
+def group_steps(steps: Sequence[str], max_steps: int | None, multiline: bool) -> list[str]:
+    """Merge consecutive steps into at most ``max_steps`` near-equal groups (scoring cost grows with the steps)."""
+    if not max_steps or len(steps) <= max_steps:
+        return list(steps)
+    bounds = [round(i * len(steps) / max_steps) for i in range(max_steps + 1)]
+    return [join_steps(steps[a:b], multiline) for a, b in zip(bounds, bounds[1:])]
+
+
 def join_steps(steps: Sequence[str], multiline: bool) -> str:
     return ("\n" if multiline else " ").join(steps)
 
@@ -31,18 +40,19 @@ def step_gains(logliks: Sequence[float]) -> list[float]:
     return [b - a for a, b in zip(logliks[:-1], logliks[1:])]
 
 
-def prefix_contexts(prompt: str, thought: str) -> list[str]:
-    """``K + 1`` contexts: the prompt with a thought holding the first k steps, k = 0..K."""
-    steps = split_steps(thought)
+def prefix_contexts(prompt: str, thought: str, max_steps: int | None = None) -> list[str]:
+    """``K + 1`` contexts: the prompt with a thought holding the first k steps, k = 0..K (K <= ``max_steps``)."""
     multiline = "\n" in thought.strip()
+    steps = group_steps(split_steps(thought), max_steps, multiline)
     return [f"{prompt}{THINK_OPEN}{join_steps(steps[:k], multiline)}{THINK_CLOSE}" for k in range(len(steps) + 1)]
 
 
-def answer_logliks(model, tokenizer, prompt: str, thought: str, answer: str, batch_size: int = 32) -> list[float]:
+def answer_logliks(model, tokenizer, prompt: str, thought: str, answer: str, batch_size: int = 32,
+                   max_steps: int | None = None) -> list[float]:
     """``[LL_0..LL_K]`` of ``answer`` for one thought (see module doc)."""
     from ponder.lm.score import score_pairs
 
-    contexts = prefix_contexts(prompt, thought)
+    contexts = prefix_contexts(prompt, thought, max_steps)
     return score_pairs(model, tokenizer, contexts, [answer] * len(contexts), batch_size=batch_size).sum.tolist()
 
 

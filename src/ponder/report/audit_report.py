@@ -38,7 +38,8 @@ def _bar(labels, values, title, ylabel):
 def _dtr(s: Section, d: dict) -> None:
     s.text(f"Logit lens with the final norm; JSD against the final layer in log base {d['log_base']:g} "
            f"(values in [0, 1]); settling depth c_t = min{{l : min_(j<=l) JSD_j <= g}}, g = {d['g']}; a token is deep "
-           f"when c_t >= {d['deep_from_layer']} of L = {d['num_layers']} layers (rho = {d['rho']}, rule '{d['depth_rule']}').")
+           f"when c_t >= {d['deep_from_layer']} of L = {d['num_layers']} layers (rho = {d['rho']}, rule '{d['depth_rule']}'). "
+           + (f"Measured over the first {d['max_tokens']} thought tokens." if d.get("max_tokens") else "Measured over whole thoughts."))
     s.table(["measure", "value"], [["mean DTR per response", d["mean_dtr"]],
                                    ["deep share of all tokens", d["per_token_deep_fraction"]],
                                    ["mean DTR, correct responses", d["mean_dtr_correct"]],
