@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -318,11 +319,12 @@ def run_audit(job: AuditJob, progress: bool = True) -> dict:
     """Run the chosen diagnostics; write ``out/audit.json`` and ``out/report.html``; return the JSON."""
     from ponder.lm.lens import LensUnsupported
     from ponder.report.audit_report import write_report
-    from ponder.report.progress import make_progress
+    from ponder.report.progress import console, make_progress
 
     audit = _Audit(job, progress)
     audit.check_sparsity_inputs()
     results: dict = {}
+    seconds: dict[str, float] = {}
     steps = [k for k in DIAGNOSTICS if audit.wants(k)]
     with make_progress(progress) as bar:
         task_id = bar.add_task("ponder audit", total=len(steps))
@@ -331,6 +333,7 @@ def run_audit(job: AuditJob, progress: bool = True) -> dict:
             if key in results:
                 bar.advance(task_id)
                 continue
+            start = time.time()
             try:
                 if key in ("dtr", "think_at_n"):
                     dtr_res, tn = audit.run_dtr_and_think()
@@ -341,11 +344,14 @@ def run_audit(job: AuditJob, progress: bool = True) -> dict:
             except LensUnsupported as e:
                 reason = f"the model gives no hidden-state access for the logit lens: {e}"
                 results["dtr"] = results["think_at_n"] = {"skipped": reason}
+            seconds[key] = round(time.time() - start, 1)
+            if progress:
+                console.print(f"audit: {key} took {seconds[key]:.0f} s")
             bar.advance(task_id)
     for key in DIAGNOSTICS:
         results.setdefault(key, {"skipped": "not requested (--diagnostics)"})
     payload = {"model": job.model, "compare": job.compare, "task": job.task, "problems": len(audit.problems),
-               "samples": job.samples, "thought_budget": audit.budget, "config": job.model_dump(mode="json"), **results}
+               "samples": job.samples, "thought_budget": audit.budget, "seconds": seconds, "config": job.model_dump(mode="json"), **results}
     out = Path(job.out)
     out.mkdir(parents=True, exist_ok=True)
     payload = finite(payload)
