@@ -17,8 +17,8 @@ def fmt(v) -> str:
 
 def main(paths: list[str]) -> None:
     runs = [json.load(open(p)) for p in paths]
-    print("| model | task | problems | n | Think@n acc | Think@n tokens | SC acc | SC tokens | token ratio | mean DTR |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| model | task | problems | n | Think@n acc | Think@n tokens | SC acc | SC tokens | token ratio | random-half vote acc | mean DTR |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in runs:
         t, d = r["think_at_n"], r["dtr"]
         if "skipped" in t:
@@ -26,7 +26,7 @@ def main(paths: list[str]) -> None:
             continue
         print(f"| {r['model']} | {r['task']} | {t['problems']} | {t['n']} | {fmt(t['think_at_n_accuracy'])} | "
               f"{t['think_at_n_tokens']} | {fmt(t['self_consistency_accuracy'])} | {t['self_consistency_tokens']} | "
-              f"{fmt(t['token_ratio'])} | {fmt(d.get('mean_dtr'))} |")
+              f"{fmt(t['token_ratio'])} | {fmt(t.get('half_vote_accuracy'))} | {fmt(d.get('mean_dtr'))} |")
     print()
     print("| model | diagnostic | figure | value |")
     print("| --- | --- | --- | --- |")

@@ -62,6 +62,7 @@ def test_think_at_n_beats_a_wrong_majority_at_lower_cost():
     assert think_at_n_keep(group["prefix_dtr"]) == [2, 4, 1]
     r = think_at_n([group], prefix=50)
     assert r.think_at_n_accuracy == 1.0 and r.self_consistency_accuracy == 0.0
+    assert r.half_vote_accuracy == 0.0  # samples 0-2 vote "5": the ranking, not the halving, finds "7"
     assert r.think_at_n_tokens == 3 * 100 + 3 * 50 and r.self_consistency_tokens == 600
     assert r.mean_sample_accuracy == pytest.approx(2 / 6)
     assert think_at_n_tokens([30, 80, 10], kept=[1], prefix=50) == 30 + 80 + 10

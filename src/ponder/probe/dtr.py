@@ -16,6 +16,8 @@ token), so it is not the default. Defaults g = 0.5, rho = 0.85.
 Think@n: sample n responses, compute each one's DTR on its first ``prefix`` (50) thought
 tokens, keep the top half by DTR (higher = more deep thinking = preferred) and majority-vote
 over them. The bottom half can be stopped after the prefix, so its cost is only the prefix.
+The control ``half_vote_accuracy`` votes over the first ceil(n/2) samples (a random half, the
+samples being i.i.d.): what Think@n would score if DTR ranked no better than chance.
 """
 
 from __future__ import annotations
@@ -155,11 +157,13 @@ class ThinkAtNResult:
     think_at_n_tokens: int
     self_consistency_tokens: int
     no_answer_samples: int
+    half_vote_accuracy: float = float("nan")  # vote over the first ceil(n/2) samples: Think@n without the ranking
 
     def to_json(self) -> dict:
         return {"n": self.n, "prefix_tokens": self.prefix, "problems": self.problems,
                 "think_at_n_accuracy": self.think_at_n_accuracy,
                 "self_consistency_accuracy": self.self_consistency_accuracy,
+                "half_vote_accuracy": self.half_vote_accuracy,
                 "mean_sample_accuracy": self.mean_sample_accuracy,
                 "think_at_n_tokens": self.think_at_n_tokens, "self_consistency_tokens": self.self_consistency_tokens,
                 "token_ratio": self.think_at_n_tokens / max(self.self_consistency_tokens, 1),
@@ -174,20 +178,18 @@ def think_at_n(groups: Sequence[dict], prefix: int = 50) -> ThinkAtNResult:
     """
     from ponder.eval import majority_answer
 
-    tn_acc = sc_acc = sample_acc = 0.0
+    tn_acc = sc_acc = half_acc = sample_acc = 0.0
     tn_tok = sc_tok = missing = 0
     n = 0
     for grp in groups:
         answers, score = grp["answers"], grp["score"]
         n = len(answers)
         kept = think_at_n_keep(grp["prefix_dtr"])
-        for pick, acc in ((kept, "tn"), (range(n), "sc")):
+        hits = []
+        for pick in (kept, range(n), range(len(kept))):
             maj = majority_answer([answers[i] for i in pick])
-            hit = 0.0 if maj is None else score(maj)
-            if acc == "tn":
-                tn_acc += hit
-            else:
-                sc_acc += hit
+            hits.append(0.0 if maj is None else score(maj))
+        tn_acc, sc_acc, half_acc = tn_acc + hits[0], sc_acc + hits[1], half_acc + hits[2]
         sample_acc += sum(0.0 if a is None else score(a) for a in answers) / max(n, 1)
         missing += sum(a is None for a in answers)
         tn_tok += think_at_n_tokens(grp["lengths"], kept, prefix)
@@ -195,4 +197,5 @@ def think_at_n(groups: Sequence[dict], prefix: int = 50) -> ThinkAtNResult:
     m = max(len(groups), 1)
     return ThinkAtNResult(n=n, prefix=prefix, problems=len(groups), think_at_n_accuracy=tn_acc / m,
                           self_consistency_accuracy=sc_acc / m, mean_sample_accuracy=sample_acc / m,
+                          half_vote_accuracy=half_acc / m,
                           think_at_n_tokens=tn_tok, self_consistency_tokens=sc_tok, no_answer_samples=missing)

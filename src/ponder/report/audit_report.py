@@ -59,6 +59,7 @@ def _think(s: Section, d: dict) -> None:
            "the prefix (its tokens are counted up to there). Self-consistency votes over all n.")
     s.table(["method", "accuracy", "tokens"], [["Think@n", d["think_at_n_accuracy"], d["think_at_n_tokens"]],
                                                ["self-consistency", d["self_consistency_accuracy"], d["self_consistency_tokens"]],
+                                               ["vote over a random half (control)", d["half_vote_accuracy"], ""],
                                                ["single sample (mean)", d["mean_sample_accuracy"], ""]])
     s.text(f"Token ratio Think@n / self-consistency: {d['token_ratio']:.3f}; samples without an answer: {d['no_answer_samples']}.")
 
