@@ -124,3 +124,10 @@ def test_report_renders_in_headless_chromium(audit_run, tmp_path):
     assert len(images) >= 6
     for b64 in images:
         Image.open(__import__("io").BytesIO(base64.b64decode(b64))).verify()
+
+
+def test_unknown_diagnostic_is_a_clear_error(tmp_path):
+    from ponder.errors import PonderError
+
+    with pytest.raises(PonderError, match="unknown diagnostics.*'dtrr'.*think_at_n"):
+        run_audit(AuditJob(model="tiny", task="add2", diagnostics=["dtrr"], out=str(tmp_path)), progress=False)

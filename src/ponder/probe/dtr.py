@@ -62,20 +62,27 @@ def response_divergences(model, tokenizer, contexts: Sequence[Sequence[int]], re
                          base: float = 2.0, batch_size: int = 8) -> list[Tensor]:
     """Per response ``[L, len(response)]``: JSD of layers 1..L against the final layer, per response token.
 
-    The distribution that produced response token ``k`` sits at the position before it.
+    The distribution that produced response token ``k`` sits at the position before it. The
+    lens (``[N, V]`` per layer) is applied only at those positions, not at the context's.
     Raises :class:`ponder.lm.LensUnsupported` when the model hides its norm or unembedding.
     """
-    from ponder.lm.lens import lens_jsd
+    from ponder.lm.lens import _finish_logits, hidden_states, jsd, lens_logits, lens_parts
     from ponder.lm.score import model_device, pad_id_of, pad_ids
 
+    parts = lens_parts(model)
     out: list[Tensor] = []
     for start in range(0, len(contexts), batch_size):
-        seqs = [list(c) + list(r) for c, r in zip(contexts[start:start + batch_size], responses[start:start + batch_size])]
-        ids, mask = pad_ids(seqs, pad_id_of(tokenizer), model_device(model))
-        div = lens_jsd(model, ids, mask, base=base)[1:].cpu()  # drop the embeddings row: [L, B, T]
-        for row, i in enumerate(range(start, start + len(seqs))):
-            c, r = len(contexts[i]), len(responses[i])
-            out.append(div[:, row, c - 1:c - 1 + r])
+        ctx, resp = contexts[start:start + batch_size], responses[start:start + batch_size]
+        ids, mask = pad_ids([list(c) + list(r) for c, r in zip(ctx, resp)], pad_id_of(tokenizer), model_device(model))
+        states = hidden_states(model, ids, mask)  # L + 1 of [B, T, D]; the last is already final-normed
+        rows = torch.tensor([b for b, r in enumerate(resp) for _ in range(len(r))], dtype=torch.long)
+        cols = torch.tensor([len(c) - 1 + k for c, r in zip(ctx, resp) for k in range(len(r))], dtype=torch.long)
+        at = lambda h: h[rows.to(h.device), cols.to(h.device)][None]  # noqa: E731  [1, N, D]
+        final = _finish_logits(model, parts[1](at(states[-1]).to(parts[1].weight.device))).float().log_softmax(-1)
+        layers = [jsd(lens_logits(model, at(h), parts).float().log_softmax(-1), final, base)[0] for h in states[1:-1]]
+        div = torch.stack(layers + [torch.zeros_like(layers[0]) if layers else final.new_zeros(len(rows))]).cpu()
+        for part in torch.split(div, [len(r) for r in resp], dim=1):
+            out.append(part)
     return out
 
 
