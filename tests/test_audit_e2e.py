@@ -131,3 +131,13 @@ def test_unknown_diagnostic_is_a_clear_error(tmp_path):
 
     with pytest.raises(PonderError, match="unknown diagnostics.*'dtrr'.*think_at_n"):
         run_audit(AuditJob(model="tiny", task="add2", diagnostics=["dtrr"], out=str(tmp_path)), progress=False)
+
+
+def test_planning_series_over_checkpoints(trained_tiny_dir, rlp_dir, tmp_path, one_thread):
+    data = run_audit(AuditJob(model=str(trained_tiny_dir), task="add2", n=3, samples=2, diagnostics=["planning_tokens"],
+                              checkpoints=[str(rlp_dir), str(trained_tiny_dir)], out=str(tmp_path)), progress=False)
+    points = data["planning_tokens"]["checkpoints"]
+    assert [p["name"] for p in points] == [str(trained_tiny_dir), str(rlp_dir), str(trained_tiny_dir)]
+    # the same checkpoint sampled with the same seed twice gives the same figures
+    assert {k: v for k, v in points[0].items() if k != "name"} == {k: v for k, v in points[2].items() if k != "name"}
+    assert points[0]["traces"] == 6 and 0.0 <= points[0]["planning_token_share"] <= 1.0
