@@ -133,6 +133,7 @@ def test_unknown_diagnostic_is_a_clear_error(tmp_path):
         run_audit(AuditJob(model="tiny", task="add2", diagnostics=["dtrr"], out=str(tmp_path)), progress=False)
 
 
+@pytest.mark.slow
 def test_planning_series_over_checkpoints(trained_tiny_dir, rlp_dir, tmp_path, one_thread):
     data = run_audit(AuditJob(model=str(trained_tiny_dir), task="add2", n=3, samples=2, diagnostics=["planning_tokens"],
                               checkpoints=[str(rlp_dir), str(trained_tiny_dir)], out=str(tmp_path)), progress=False)
