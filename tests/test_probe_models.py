@@ -114,3 +114,28 @@ def test_forcing_replaces_every_early_close(random_tiny, one_thread):
     assert tok.decode(ids[0]) == "WaitWaitWa" and forcings == [3]
     ids, forcings = forced_thoughts(model, tok, ["1+2="], budget=10, max_forcings=1)
     assert tok.decode(ids[0]) == "Wait" and forcings == [1]
+
+
+def test_validity_harness_recovers_a_planted_dependence_on_exemplars(monkeypatch):
+    import ponder.lm.generate as gen
+    from ponder.data import get_task
+    from ponder.probe.validity import validity_accuracy
+
+    task = get_task("add2")
+    problems = task.problems(6, split="test")
+    exemplars = task.problems(2, seed=1)
+
+    def fake_generate(model, tokenizer, prompts, **kw):
+        # answers right only after valid worked exemplars; after answer-only ones, right on half
+        texts = []
+        for i, prompt in enumerate(prompts):
+            p = problems[i]
+            valid = all(f"<think>{e.thought}</think>" in prompt for e in exemplars)
+            answer_only = "<think>" not in prompt
+            right = valid or (answer_only and i % 2 == 0)
+            texts.append(f"<think></think>{p.answer if right else 'x'}")
+        return SimpleNamespace(texts=texts)
+
+    monkeypatch.setattr(gen, "generate", fake_generate)
+    r = validity_accuracy(None, None, task, exemplars, problems)
+    assert r.accuracy == {"valid": 1.0, "invalid": 0.0, "answer_only": 0.5}
