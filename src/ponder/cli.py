@@ -119,6 +119,21 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_audit(args) -> int:
+    from ponder.jobs.audit import DIAGNOSTICS, AuditJob, run_audit
+
+    job = config_from_args(AuditJob, args)
+    payload = run_audit(job, progress=not args.quiet)
+    rows = {k: ("skipped: " + v["skipped"]) if isinstance(v, dict) and "skipped" in v else "done"
+            for k, v in payload.items() if k in DIAGNOSTICS}
+    _print_summary(f"ponder audit: {job.model}" + (f" vs {job.compare}" if job.compare else ""), rows)
+    console.print(f"report: {Path(job.out) / 'report.html'}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(payload, indent=2))
+        console.print(f"wrote {args.json}")
+    return 0
+
+
 def cmd_tasks(args) -> int:
     from ponder.data.registry import DEMO_TASK, known_tasks
 
@@ -172,6 +187,15 @@ def build_parser() -> argparse.ArgumentParser:
                  "RLP and FLOP-matched continued pretraining for each seed, then held-out think / no-think accuracy "
                  "and information gain for each; prints one table and writes an HTML report.")
     p.add_argument("--quick", action="store_true", help="one seed and small budgets (a few minutes), for smoke checks")
+    _add_run_flags(p, resume=False)
+
+    from ponder.jobs.audit import AuditJob
+
+    p = _add_job(sub, "audit", AuditJob, cmd_audit, "thought audit: does thinking help this model, and how?",
+                 "Nine diagnostics of a model's thoughts on held-out problems: deep-thinking ratio and Think@n vs "
+                 "self-consistency, information gain per step, on- vs off-policy entropy, reflection after the first "
+                 "answer, the thinking-budget curve, the validity ablation, update sparsity against --compare and "
+                 "planning vs execution tokens. Writes OUT/report.html (self-contained) and OUT/audit.json.")
     _add_run_flags(p, resume=False)
 
     p = sub.add_parser("tasks", help="list the built-in tasks")
