@@ -42,8 +42,9 @@ from ponder.rl.ema import EMATeacher
 from ponder.rl.formats import format_shares
 from ponder.rl.losses import clipped_surrogate, kl_penalty, masked_mean
 from ponder.rl.prompts import PromptPool
-from ponder.train.checkpoint import latest_checkpoint, load_state, load_weights_into, save_checkpoint, save_pretrained_atomic, set_rng_state
+from ponder.train.checkpoint import latest_checkpoint, load_weights_into, restore_checkpoint, save_checkpoint, save_pretrained_atomic
 from ponder.train.metrics import MetricsLogger
+from ponder.train.optim import adamw_constant_after_warmup
 
 #: Rewards that read the reference answers: with one of them the hard-prompt filter may use labels too.
 LABEL_REWARDS = frozenset({"verifiable", "answer_likelihood"})
@@ -225,9 +226,7 @@ class GRPOTrainer:
             raise ValueError(f"task {task.name} has only {len(self.problems)} {cfg.split} problems; "
                              f"need at least prompts_per_step={cfg.prompts_per_step}")
         self.pool = PromptPool(len(self.problems), seed=cfg.seed)
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        warm = max(1, cfg.warmup_steps)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / warm))
+        self.optimizer, self.scheduler = adamw_constant_after_warmup(model, cfg.lr, cfg.weight_decay, cfg.warmup_steps)
         self.ref = EMATeacher(1.0 if cfg.kl_ref == "initial" else cfg.ema_tau)
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.step = 0
@@ -266,13 +265,8 @@ class GRPOTrainer:
         ckpt = latest_checkpoint(self.run_dir)
         if ckpt is None:
             return False
-        state = load_state(ckpt)
-        load_weights_into(self.model, ckpt)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        state = restore_checkpoint(ckpt, self.model, self.optimizer, self.scheduler, self.generator)
         self.pool.load_state_dict(state["pool"])
-        self.generator.set_state(state["generator"])
-        set_rng_state(state["rng"])
         self.step, self.counters = state["step"], state["counters"]
         if state["ref_initialized"]:
             self.ref.initialize(self.model)
