@@ -90,7 +90,7 @@ class GRPOConfig(BaseModel):
     max_answer_tokens: int = Field(16, ge=1, description="answer budget")
     temperature: float = Field(1.0, gt=0, description="sampling temperature of thoughts and answers")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling")
-    lr: float = Field(2e-5, gt=0, description="learning rate (AdamW, constant after warmup)")
+    lr: float = Field(3e-5, gt=0, description="learning rate (AdamW, constant after warmup)")
     warmup_steps: int = Field(0, ge=0, description="linear lr warmup steps")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     grad_clip: float = Field(1.0, gt=0, description="gradient norm clip")
