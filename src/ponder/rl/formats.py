@@ -55,5 +55,5 @@ def format_shares(texts: Sequence[str], closed: Sequence[bool] | None = None) ->
     think, answer, joint = Counter(p[0] for p in pairs), Counter(p[1] for p in pairs), Counter(pairs)
     out = {f"format/think_{c}": think[c] / n for c in THOUGHT_CLASSES}
     out.update({f"format/answer_{c}": answer[c] / n for c in ANSWER_CLASSES})
-    out["format/entropy"] = -sum((k / n) * math.log(k / n) for k in joint.values())
+    out["format/entropy"] = sum((k / n) * math.log(n / k) for k in joint.values())  # +0.0 when collapsed
     return out
