@@ -92,6 +92,16 @@ def cmd_cpt(args) -> int:
     return 0
 
 
+def cmd_grpo(args) -> int:
+    from ponder.jobs.grpo import GRPOJob, TTRLJob, run_grpo, run_ttrl
+
+    job_cls, run = (GRPOJob, run_grpo) if args.command == "grpo" else (TTRLJob, run_ttrl)
+    job = config_from_args(job_cls, args)
+    summary = run(job, resume=args.resume, progress=not args.quiet)
+    _print_summary(f"ponder {args.command}: {job.model} -> {job.out}/final", summary)
+    return 0
+
+
 def cmd_demo(args) -> int:
     from ponder.jobs.demo import DemoJob, run_demo
     from ponder.report.demo_report import demo_table
@@ -178,6 +188,20 @@ def build_parser() -> argparse.ArgumentParser:
                  "Next-token training on the same corpus as RLP. With --match-run RUN the step count is set so the "
                  "tokens processed match that RLP run: --match flop (rollout tokens + input tokens, the paper's "
                  "T_flop) or --match token (input tokens only).")
+    _add_run_flags(p, json_out=False)
+
+    from ponder.jobs.grpo import GRPOJob, TTRLJob
+
+    p = _add_job(sub, "grpo", GRPOJob, cmd_grpo, "GRPO on task prompts with any weighted mix of ponder rewards",
+                 "Group-relative RL: G think-then-answer completions per prompt, rewarded by --reward (a weighted mix, "
+                 "e.g. verifiable, self_certainty, answer_confidence, answer_likelihood, majority_vote, format, length), "
+                 "trained with a clipped surrogate on group advantages, optional KL. Equal-reward groups are dropped and "
+                 "prompts with pass rate 0 set aside to the next epoch (on by default, logged), as are format shares.")
+    _add_run_flags(p, json_out=False)
+    p = _add_job(sub, "ttrl", TTRLJob, cmd_grpo, "test-time RL: majority-vote rewards on unlabeled prompts",
+                 "TTRL: n votes per unlabeled prompt (--group-size), each rewarded 1 when its answer is the majority "
+                 "answer; m of them (--train-samples) are trained on. Logs the majority ratio and, when the problems "
+                 "have labels, the majority's label accuracy and the reward accuracy. Prompts default to the held-out split.")
     _add_run_flags(p, json_out=False)
 
     from ponder.jobs.demo import DemoJob

@@ -121,3 +121,16 @@ def load_weights_into(model, ckpt: Path) -> None:
     tied = {k for k in missing if k.endswith("lm_head.weight")} if getattr(model.config, "tie_word_embeddings", False) else set()
     if set(missing) - tied or unexpected:
         raise RuntimeError(f"checkpoint {ckpt} does not match the model: missing {sorted(set(missing) - tied)}, unexpected {unexpected}")
+
+
+def restore_checkpoint(ckpt: Path, model, optimizer, scheduler, generator: torch.Generator | None = None) -> dict:
+    """Resume a trainer from ``ckpt``: model weights, optimizer, scheduler, sampling ``generator`` and the
+    global RNGs are restored in place; returns the saved state for the trainer's own fields."""
+    state = load_state(ckpt)
+    load_weights_into(model, ckpt)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if generator is not None:
+        generator.set_state(state["generator"])
+    set_rng_state(state["rng"])
+    return state
