@@ -94,9 +94,14 @@ def _top_p_filter(logits: Tensor, top_p: float) -> Tensor:
 
 
 def _pick(
-    logits: Tensor, temperature: float, top_p: float, ban: Tensor | None, generator: torch.Generator | None
+    logits: Tensor, temperature: float, top_p: float, ban: Tensor | None, generator: torch.Generator | None,
+    uniform: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Next tokens ``[B]`` and their model log-probs ``[B]`` (fp32, temperature 1) from ``logits [B, V]``."""
+    """Next tokens ``[B]`` and their model log-probs ``[B]`` (fp32, temperature 1) from ``logits [B, V]``.
+
+    ``uniform [B, V]`` (values in (0, 1)) draws by Gumbel-max instead of ``multinomial``: the same
+    distribution, but each row's draw depends only on its own noise, not on the batch around it.
+    """
     logits = logits.float()
     model_logp = logits.log_softmax(dim=-1)
     if ban is not None:
@@ -108,6 +113,10 @@ def _pick(
             logits = logits / temperature
         if top_p < 1:
             logits = _top_p_filter(logits, top_p)
+        if uniform is not None:
+            gumbel = -torch.log(-torch.log(uniform.clamp(1e-20, 1 - 1e-7)))
+            tokens = (logits + gumbel).argmax(dim=-1)
+            return tokens, model_logp.gather(-1, tokens[:, None]).squeeze(-1)
         probs = logits.softmax(dim=-1)
         if generator is not None and generator.device != probs.device:
             tokens = torch.multinomial(probs.to(generator.device), 1, generator=generator).to(probs.device)
@@ -168,8 +177,13 @@ def _decode_chunk(
     keep_last: dict,
     min_new_tokens: int = 0,
     early_ban: Tensor | None = None,
+    prompt_generators: Sequence[torch.Generator] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Decode ``n`` rows per prompt; returns ``tokens, mask, logprobs [P*n, max_new_tokens]`` and ``finished [P*n]``."""
+    """Decode ``n`` rows per prompt; returns ``tokens, mask, logprobs [P*n, max_new_tokens]`` and ``finished [P*n]``.
+
+    ``prompt_generators`` (one per prompt): each prompt's rows draw their noise from its own
+    generator every step, so a prompt's samples do not depend on which prompts share its batch.
+    """
     device = model_device(model)
     num_rows = len(prompts) * n
     ids, attn = left_pad(prompts, pad_id, device)
@@ -192,7 +206,11 @@ def _decode_chunk(
     rows_list = list(range(num_rows)) if watcher else None
 
     for step in range(max_new_tokens):
-        tokens, logp = _pick(logits, temperature, top_p, early_ban if step < min_new_tokens else ban, generator)
+        uniform = None
+        if prompt_generators is not None and temperature > 0:
+            vocab = logits.shape[-1]
+            uniform = torch.cat([torch.rand((n, vocab), generator=g, device=device) for g in prompt_generators])[rows]
+        tokens, logp = _pick(logits, temperature, top_p, early_ban if step < min_new_tokens else ban, generator, uniform)
         tokens = torch.where(live, tokens, pad_id)
         tokens_out[rows, step] = tokens
         logp_out[rows, step] = torch.where(live, logp, 0.0)
@@ -241,6 +259,7 @@ def sample(
     progress: bool = False,
     stop_token_ids: Sequence[int] = (),
     min_new_tokens: int = 0,
+    prompt_generators: Sequence[torch.Generator] | None = None,
 ) -> Samples:
     """Sample ``n`` continuations of each prompt (texts, or token ids used as given).
 
@@ -253,7 +272,9 @@ def sample(
     (it should live on the model's device; one elsewhere works, more slowly).
     ``stop_token_ids`` end a row like EOS but stay in the text (e.g. ``</think>``: cheaper than
     a stop string). For the first ``min_new_tokens`` steps EOS and ``stop_token_ids`` are
-    banned (e.g. a thought of at least one token). Runs under
+    banned (e.g. a thought of at least one token). ``prompt_generators`` (one per prompt, on the
+    model's device) replace ``generator``: a prompt's samples then depend only on its generator,
+    whatever the batching (used to make data-parallel runs match single-process ones). Runs under
     ``no_grad`` (not ``inference_mode``: outputs may feed training graphs later).
     """
     if n < 1 or max_new_tokens < 0:
@@ -263,6 +284,8 @@ def sample(
     prompt_ids = tokenize(tokenizer, prompts, add_special_tokens)
     if any(len(p) == 0 for p in prompt_ids):
         raise ValueError("every prompt needs at least one token")
+    if prompt_generators is not None and len(prompt_generators) != len(prompt_ids):
+        raise ValueError(f"{len(prompt_generators)} prompt generators for {len(prompt_ids)} prompts")
     device = model_device(model)
     pad_id = pad_id_of(tokenizer)
     eos_list = _eos_ids(model, tokenizer)
@@ -293,6 +316,7 @@ def sample(
                     out = _decode_chunk(
                         model, [prompt_ids[i] for i in chunk], n, max_new_tokens, temperature, top_p,
                         ban, eos, pad_id, watcher, generator, keep_last, min_new_tokens, early_ban,
+                        None if prompt_generators is None else [prompt_generators[i] for i in chunk],
                     )
                     dest = (torch.tensor(chunk, device=device)[:, None] * n + torch.arange(n, device=device)).reshape(-1)
                     tokens[dest], mask[dest], logprobs[dest], finished[dest] = out

@@ -9,10 +9,20 @@ thoughts ``c`` after ``x_<t <think>`` and lays out one sequence per thought::
 so a single teacher-forced forward gives both the thought tokens' log-probs (the policy
 loss) and ``log p(x_t | x_<t, c)`` (the reward's first term). The no-think baseline is one
 teacher-forced pass per document, which gives ``log p(x_t | x_<t)`` at every position at once.
+
+Two layouts of that forward give the same log-probs and gradients:
+
+* :class:`TreeBatch` (default): one row per *document*. The document's prefix is computed once
+  and every branch ``<think> c </think> x_t..`` of every position of that document attends to
+  it up to its own ``t`` (a 4D attention mask, position ids continuing from ``t``). The prefix
+  is neither duplicated G times nor once per position.
+* :class:`PolicyBatch` (fallback for attention kernels that take no 4D mask, e.g. flash
+  attention): one padded row per thought.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -23,6 +33,7 @@ from ponder.lm.score import pad_id_of, token_logprobs
 from ponder.lm.thoughts import think_token_ids
 
 ANSWER, OTHER = "answer", "other"
+LOG = logging.getLogger(__name__)
 
 
 @dataclass
@@ -72,26 +83,29 @@ def choose_positions(
     docs: Sequence[Doc],
     per_doc: int,
     k: int,
-    generator: torch.Generator,
+    generator: torch.Generator | Sequence[torch.Generator],
     weights: Sequence[Tensor] | None = None,
 ) -> list[tuple[int, int]]:
     """Up to ``per_doc`` distinct positions ``(doc_index, t)`` per document.
 
     ``weights[d]`` (``[len(doc)]``, non-negative) draws positions in proportion to it (e.g. the
     EMA baseline's loss or entropy); otherwise uniformly. Documents with no eligible position
-    are skipped (the caller counts them).
+    are skipped (the caller counts them). ``generator``: one for all documents, or one per
+    document (then a document's positions do not depend on the others).
     """
     out = []
+    per_doc_gen = not isinstance(generator, torch.Generator)
     for d, doc in enumerate(docs):
+        gen = generator[d] if per_doc_gen else generator
         span = eligible_range(len(doc.ids), k)
         if len(span) == 0:
             continue
         m = min(per_doc, len(span))
         if weights is None:
-            pick = torch.randperm(len(span), generator=generator)[:m]
+            pick = torch.randperm(len(span), generator=gen, device=gen.device)[:m].cpu()
         else:
             w = weights[d][span.start:span.stop].double().clamp(min=0) + 1e-8
-            pick = torch.multinomial(w, m, replacement=False, generator=generator)
+            pick = torch.multinomial(w.to(gen.device), m, replacement=False, generator=gen).cpu()
         out += [(d, span.start + int(i)) for i in sorted(pick.tolist())]
     return out
 
@@ -115,9 +129,12 @@ class Thoughts:
 def sample_thoughts(
     model, tokenizer, prefixes: Sequence[Sequence[int]], group_size: int, max_tokens: int,
     temperature: float = 0.7, top_p: float = 1.0, generator: torch.Generator | None = None,
-    batch_size: int | None = None,
+    batch_size: int | None = None, prompt_generators: Sequence[torch.Generator] | None = None,
 ) -> Thoughts:
-    """G thoughts after each ``prefix + <think>``: at least one token, at most ``max_tokens``, no EOS inside."""
+    """G thoughts after each ``prefix + <think>``: at least one token, at most ``max_tokens``, no EOS inside.
+
+    ``prompt_generators``: one per prefix (see :func:`ponder.lm.sample.sample`).
+    """
     from ponder.lm.sample import _eos_ids, sample
 
     if max_tokens < 1:
@@ -127,7 +144,8 @@ def sample_thoughts(
     model.eval()
     s = sample(model, tokenizer, [list(p) + [open_id] for p in prefixes], n=group_size, max_new_tokens=max_tokens,
                temperature=temperature, top_p=top_p, generator=generator, batch_size=batch_size,
-               stop_token_ids=[close_id], ban_token_ids=[open_id, *_eos_ids(model, tokenizer)], min_new_tokens=1)
+               stop_token_ids=[close_id], ban_token_ids=[open_id, *_eos_ids(model, tokenizer)], min_new_tokens=1,
+               prompt_generators=prompt_generators)
     model.train(was_training)
     ids, closed = [], []
     for row, row_mask in zip(s.tokens.tolist(), s.mask.tolist()):
@@ -153,6 +171,17 @@ class PolicyBatch:
     loss_mask: Tensor
     target_mask: Tensor
 
+    layout = "padded"
+
+    def logprobs(self, model, return_entropy: bool = False):
+        """``[N, T]`` log-probs (and entropies) of every token of every thought's row; see :func:`token_logprobs`."""
+        return token_logprobs(model, self.input_ids, self.attention_mask, return_entropy=return_entropy)
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens the forward computes (padding excluded)."""
+        return int(self.attention_mask.sum())
+
 
 def build_policy_batch(
     prefixes: Sequence[Sequence[int]], targets: Sequence[Sequence[int]], thoughts: Thoughts,
@@ -177,6 +206,124 @@ def build_policy_batch(
         loss_mask[i, a:b] = True
         target_mask[i, c:d] = True
     return PolicyBatch(*(x.to(device) for x in (input_ids, attention, loss_mask, target_mask)))
+
+
+@dataclass
+class TreeBatch:
+    """Shared-prefix layout: one row per document, ``N = B * G`` branches hanging off the prefixes.
+
+    Row ``d`` holds document ``d``'s tokens ``x_<t_max`` (``t_max``: its last position), then one
+    branch ``<think> c </think> x_t .. x_{t+k-1}`` per thought of each of its positions. A branch
+    token at offset ``j`` has position id ``t + j`` and attends to ``x_<t`` and to its own branch
+    up to ``j``; prefix tokens are causal. Padding attends to itself only.
+
+    ``input_ids``/``position_ids`` ``[D, S]``; ``allowed [D, S, S]`` bool (query, key);
+    ``index [N, L]``: column in the row of branch token ``j`` of thought ``n`` (``-1``: padding);
+    ``row [N]``: the thought's document row. ``loss_mask``/``target_mask`` ``[N, L]`` are in
+    branch coordinates (column 0 is ``<think>``), exactly like :class:`PolicyBatch`'s rows with
+    the prefix cut off, so the losses need not know the layout.
+    """
+
+    input_ids: Tensor
+    position_ids: Tensor
+    allowed: Tensor
+    index: Tensor
+    row: Tensor
+    loss_mask: Tensor
+    target_mask: Tensor
+    num_tokens: int = 0  # tokens the forward computes (padding excluded)
+
+    layout = "tree"
+
+    def attention_bias(self, dtype: torch.dtype) -> Tensor:
+        """``[D, 1, S, S]`` additive mask (0 attend, dtype min elsewhere): what eager and sdpa attention take as-is."""
+        bias = torch.zeros(self.allowed.shape, dtype=dtype, device=self.allowed.device)
+        return bias.masked_fill_(~self.allowed, torch.finfo(dtype).min)[:, None]
+
+    def logprobs(self, model, return_entropy: bool = False):
+        """``[N, L]`` log-probs (and entropies) of each branch token given the prefix and the branch before it.
+
+        One forward over the ``D`` rows; logits are computed only from the first branch column
+        on (``logits_to_keep``), and each token's log-prob is read off its predecessor's logits.
+        Column 0 (``<think>``) and padding are 0. Differentiable.
+        """
+        from ponder.lm.score import logprobs_from_logits, supports_logits_to_keep
+
+        first = int(self.index.masked_fill(self.index < 0, self.input_ids.shape[1]).min())
+        dtype = next(model.parameters()).dtype
+        keep = {"logits_to_keep": self.input_ids.shape[1] - first} if supports_logits_to_keep(model) else {}
+        logits = model(input_ids=self.input_ids, attention_mask=self.attention_bias(dtype),
+                       position_ids=self.position_ids, use_cache=False, **keep).logits
+        start = self.input_ids.shape[1] - logits.shape[1]  # first column with logits
+        out = logprobs_from_logits(logits[:, :-1], self.input_ids[:, start + 1:], return_entropy)  # [D, S-start-1]
+        # Branch token at column c is predicted by column c-1, i.e. entry c - start - 1.
+        col = self.index - start - 1  # [N, L]
+        ok = (self.index >= 0) & (col >= 0) & (torch.arange(self.index.shape[1], device=col.device) > 0)
+        col = col.clamp(min=0)
+        rows = self.row[:, None].expand_as(col)
+        pick = lambda x: torch.where(ok, x[rows, col], x.new_zeros(()))  # noqa: E731
+        return (pick(out[0]), pick(out[1])) if return_entropy else pick(out)
+
+
+def build_tree_batch(
+    doc_ids: Sequence[Sequence[int]], positions: Sequence[tuple[int, int]], k: int, thoughts: Thoughts,
+    group_size: int, open_id: int, close_id: int, pad_id: int, device=None,
+) -> TreeBatch:
+    """Lay out the ``B * G`` branches over their documents' shared prefixes (see :class:`TreeBatch`).
+
+    ``positions[b] = (doc index, t)``; thoughts ``b*G .. b*G+G-1`` belong to position ``b``.
+    Only documents with a position get a row.
+    """
+    docs_used = sorted({d for d, _ in positions})
+    row_of = {d: r for r, d in enumerate(docs_used)}
+    t_max = {d: max(t for dd, t in positions if dd == d) for d in docs_used}
+    rows = {d: list(doc_ids[d][:t_max[d]]) for d in docs_used}
+    pos_ids = {d: list(range(t_max[d])) for d in docs_used}
+    spans = {d: [] for d in docs_used}  # (start, length, t) of each branch
+    branches, loss_spans, target_spans = [], [], []
+    for n, (thought, closed) in enumerate(zip(thoughts.ids, thoughts.closed.tolist())):
+        d, t = positions[n // group_size]
+        target = list(doc_ids[d][t:t + k])
+        branch = [open_id, *thought, close_id, *target]
+        start = len(rows[d])
+        spans[d].append((start, len(branch), t))
+        rows[d] += branch
+        pos_ids[d] += range(t, t + len(branch))
+        branches.append((row_of[d], start, len(branch)))
+        loss_spans.append((1, 1 + len(thought) + (1 if closed else 0)))
+        target_spans.append((len(branch) - len(target), len(branch)))
+    num_rows, width = len(docs_used), max(len(r) for r in rows.values())
+    input_ids = torch.full((num_rows, width), pad_id, dtype=torch.long)
+    position_ids = torch.zeros((num_rows, width), dtype=torch.long)
+    allowed = torch.zeros((num_rows, width, width), dtype=torch.bool)
+    causal = torch.ones((width, width), dtype=torch.bool).tril()
+    for d, r in row_of.items():
+        n_tok, pre = len(rows[d]), t_max[d]
+        input_ids[r, :n_tok] = torch.tensor(rows[d])
+        position_ids[r, :n_tok] = torch.tensor(pos_ids[d])
+        allowed[r, :pre, :pre] = causal[:pre, :pre]
+        for start, length, t in spans[d]:
+            allowed[r, start:start + length, :t] = True
+            allowed[r, start:start + length, start:start + length] = causal[:length, :length]
+        idx = torch.arange(n_tok, width)
+        allowed[r, idx, idx] = True  # padding: itself only (never a fully masked row)
+    length = max(n for _, _, n in branches)
+    index = torch.full((len(branches), length), -1, dtype=torch.long)
+    loss_mask = torch.zeros((len(branches), length), dtype=torch.bool)
+    target_mask = torch.zeros((len(branches), length), dtype=torch.bool)
+    for i, ((_, start, n), (a, b), (c, e)) in enumerate(zip(branches, loss_spans, target_spans)):
+        index[i, :n] = torch.arange(start, start + n)
+        loss_mask[i, a:b] = True
+        target_mask[i, c:e] = True
+    row = torch.tensor([r for r, _, _ in branches], dtype=torch.long)
+    tensors = (input_ids, position_ids, allowed, index, row, loss_mask, target_mask)
+    return TreeBatch(*(x.to(device) for x in tensors), num_tokens=sum(len(r) for r in rows.values()))
+
+
+def tree_mask_supported(model) -> bool:
+    """Whether the model's attention takes a custom 4D additive mask as-is (eager, sdpa); not flash/flex."""
+    impl = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    return impl in (None, "eager", "sdpa")
 
 
 def doc_logprobs(model, docs: Sequence[Sequence[int]], pad_id: int, return_entropy: bool = False):
@@ -212,24 +359,49 @@ class Rollout:
     targets: list[list[int]]
     thoughts: Thoughts
     baseline_logp: Tensor  # [B] log p_baseline(x_t..x_{t+k-1} | x_<t), no thought
-    batch: PolicyBatch
+    batch: TreeBatch | PolicyBatch
+
+
+def resolve_layout(model, layout: str = "auto") -> str:
+    """``tree`` when the model's attention takes a 4D mask, else ``padded`` (logged); explicit choices are checked."""
+    if layout not in ("auto", "tree", "padded"):
+        raise ValueError(f"unknown batch layout {layout!r} (auto, tree, padded)")
+    if layout == "padded":
+        return layout
+    if tree_mask_supported(model):
+        return "tree"
+    impl = model.config._attn_implementation
+    if layout == "tree":
+        raise ValueError(f"attention implementation {impl!r} takes no 4D mask: use layout 'padded' or 'auto'")
+    LOG.warning("attention implementation %r takes no 4D mask: RLP uses the padded batch (prefix once per thought)", impl)
+    return "padded"
+
+
+def keyed_generators(seed: int, keys: Sequence[int], device=None) -> list[torch.Generator]:
+    """One generator per key, seeded from ``(seed, key)``: randomness that follows an item, not its batch."""
+    return [torch.Generator(device=device).manual_seed((seed * 1_000_003 + int(k) * 7919 + 17) % (2**63 - 1))
+            for k in keys]
 
 
 def make_rollout(
     policy, baseline, tokenizer, docs: Sequence[Doc], per_doc: int, group_size: int, k: int,
-    max_thought_tokens: int, temperature: float, top_p: float, generator: torch.Generator,
-    position_weighting: str = "uniform", batch_size: int | None = None,
+    max_thought_tokens: int, temperature: float, top_p: float, generator: torch.Generator | Sequence[torch.Generator],
+    position_weighting: str = "uniform", batch_size: int | None = None, layout: str = "auto",
 ) -> Rollout | None:
     """Choose positions, run the baseline's one pass per document, sample G thoughts per position.
 
     ``position_weighting``: ``uniform``, ``ema_loss`` (draw t in proportion to the baseline's
-    -log p(x_t | x_<t)) or ``ema_entropy`` (its predictive entropy). Returns None when no
+    -log p(x_t | x_<t)) or ``ema_entropy`` (its predictive entropy). ``generator``: one for the
+    whole batch, or one per document (a document's positions and thoughts then depend only on
+    its own generator: data-parallel ranks reproduce a single process). ``layout``: ``auto``
+    (tree when the attention takes a 4D mask), ``tree`` or ``padded``. Returns None when no
     document has an eligible position.
     """
     from ponder.lm.score import model_device
 
     pad_id = pad_id_of(tokenizer)
     open_id, close_id = think_token_ids(tokenizer)
+    layout = resolve_layout(policy, layout)
     base_logp, base_ent = doc_logprobs(baseline, [d.ids for d in docs], pad_id, return_entropy=True)
     weights = None
     if position_weighting == "ema_loss":
@@ -244,9 +416,18 @@ def make_rollout(
     prefixes = [docs[d].ids[:t] for d, t in positions]
     targets = [docs[d].ids[t:t + k] for d, t in positions]
     baseline_logp = torch.stack([base_logp[d][t:t + k].sum() for d, t in positions])
+    per_prompt, sampler = None, generator
+    if not isinstance(generator, torch.Generator):  # each position's thoughts get a generator seeded by its document's
+        sampler = None
+        per_prompt = [torch.Generator(device=generator[d].device).manual_seed(
+            int(torch.randint(2**62, (1,), generator=generator[d], device=generator[d].device))) for d, _ in positions]
     thoughts = sample_thoughts(policy, tokenizer, prefixes, group_size, max_thought_tokens, temperature, top_p,
-                               generator, batch_size)
-    batch = build_policy_batch(prefixes, targets, thoughts, group_size, open_id, close_id, pad_id,
-                               device=model_device(policy))
+                               sampler, batch_size, prompt_generators=per_prompt)
+    if layout == "tree":
+        batch = build_tree_batch([d.ids for d in docs], positions, k, thoughts, group_size, open_id, close_id, pad_id,
+                                 device=model_device(policy))
+    else:
+        batch = build_policy_batch(prefixes, targets, thoughts, group_size, open_id, close_id, pad_id,
+                                   device=model_device(policy))
     classes = [docs[d].position_class(t) for d, t in positions]
     return Rollout(positions, classes, prefixes, targets, thoughts, baseline_logp, batch)
