@@ -114,3 +114,28 @@ def test_rollout_per_document_generators_ignore_batch_composition(one_thread):
     assert both.thoughts.ids[6:] == alone.thoughts.ids
     assert both.batch.layout == "tree"
     torch.testing.assert_close(both.baseline_logp[2:], alone.baseline_logp)
+
+
+def test_generation_backends(one_thread, monkeypatch):
+    """The transformers backend gives G closed-or-budgeted thoughts per prefix, reproducible per generator;
+    vLLM, absent here, is refused with a PonderError and ``auto`` falls back to transformers."""
+    import sys
+
+    from ponder.errors import PonderError
+    from ponder.rl.generation import TransformersBackend, make_backend
+
+    model, tok = _model()
+    backend = make_backend("auto", model, tok)
+    assert isinstance(backend, TransformersBackend)
+    prefixes = [tok("12+3")["input_ids"], tok("7+8=")["input_ids"]]
+    a = backend.generate(prefixes, 3, 5, 1.0, 1.0, keyed_generators(0, [1, 2]))
+    b = backend.generate(prefixes[1:], 3, 5, 1.0, 1.0, keyed_generators(0, [2]))
+    assert len(a.ids) == 6 and all(1 <= len(t) <= 5 for t in a.ids)
+    assert a.ids[3:] == b.ids and a.closed[3:].tolist() == b.closed.tolist()
+    assert all(len(t) == 5 for t, c in zip(a.ids, a.closed) if not c)
+    other, _ = _model(seed=1)
+    backend.sync_weights(other)
+    assert backend.model is other
+    monkeypatch.setitem(sys.modules, "vllm", None)  # import fails as when the extra is not installed
+    with pytest.raises(PonderError, match="vllm"):
+        make_backend("vllm", model, tok)

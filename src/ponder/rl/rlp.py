@@ -61,6 +61,8 @@ class RLPConfig(BaseModel):
     sample_batch_size: int | None = Field(None, ge=1, description="positions sampled together (memory bound)")
     batch_layout: Literal["auto", "tree", "padded"] = Field("auto", description="policy forward: shared-prefix tree "
                                                             "(auto when the attention takes a 4D mask) or padded rows")
+    generation_backend: Literal["auto", "transformers", "vllm"] = Field(
+        "auto", description="thought sampler: transformers, vllm (GPU, extra `vllm`), auto (vllm when usable)")
     seed: int = Field(0, description="seed of positions and thought sampling")
     save_every: int = Field(50, ge=1, description="checkpoint every N steps (and at the end)")
     log_every: int = Field(1, ge=1, description="write metrics every N steps")
@@ -89,6 +91,9 @@ class RLPTrainer:
         self.rank, self.world = distributed.init_from_env()
         self.forward_model = distributed.wrap(model, self.world)  # DDP for the training forward; sampling uses model
         self.layout = resolve_layout(model, cfg.batch_layout)
+        from ponder.rl.generation import make_backend
+
+        self.backend = make_backend(cfg.generation_backend, model, tokenizer, cfg.sample_batch_size)
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         warm = max(1, cfg.warmup_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / warm))
@@ -170,7 +175,7 @@ class RLPTrainer:
             self.ema.initialize(self.model)  # phi <- theta lazily on the first batch
         rollout = make_rollout(self.model, self.ema.model, self.tokenizer, docs, cfg.positions_per_doc, cfg.group_size,
                                cfg.reward_tokens, cfg.max_thought_tokens, cfg.temperature, cfg.top_p, generators,
-                               cfg.position_weighting, cfg.sample_batch_size, self.layout) if docs else None
+                               cfg.position_weighting, cfg.sample_batch_size, self.layout, self.backend) if docs else None
         self.step += 1
         local_pos = 0 if rollout is None else len(rollout.positions)
         # The loss is a mean over the global batch's thoughts: ranks scale theirs by their share.
@@ -214,6 +219,7 @@ class RLPTrainer:
             self.optimizer.step()
             self.scheduler.step()
             self.ema.update(self.model)
+        self.backend.sync_weights(self.model)
         per_position = rewards.mean(1)
         elapsed = time.time() - t0
         metrics.update({
@@ -244,6 +250,7 @@ class RLPTrainer:
             self.optimizer.step()
             self.scheduler.step()
             self.ema.update(self.model)
+        self.backend.sync_weights(self.model)
         return {"idle_rank": 1}
 
     def _next_token_term(self, rollout: Rollout) -> torch.Tensor:

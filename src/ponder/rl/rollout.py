@@ -386,7 +386,7 @@ def keyed_generators(seed: int, keys: Sequence[int], device=None) -> list[torch.
 def make_rollout(
     policy, baseline, tokenizer, docs: Sequence[Doc], per_doc: int, group_size: int, k: int,
     max_thought_tokens: int, temperature: float, top_p: float, generator: torch.Generator | Sequence[torch.Generator],
-    position_weighting: str = "uniform", batch_size: int | None = None, layout: str = "auto",
+    position_weighting: str = "uniform", batch_size: int | None = None, layout: str = "auto", backend=None,
 ) -> Rollout | None:
     """Choose positions, run the baseline's one pass per document, sample G thoughts per position.
 
@@ -394,8 +394,9 @@ def make_rollout(
     -log p(x_t | x_<t)) or ``ema_entropy`` (its predictive entropy). ``generator``: one for the
     whole batch, or one per document (a document's positions and thoughts then depend only on
     its own generator: data-parallel ranks reproduce a single process). ``layout``: ``auto``
-    (tree when the attention takes a 4D mask), ``tree`` or ``padded``. Returns None when no
-    document has an eligible position.
+    (tree when the attention takes a 4D mask), ``tree`` or ``padded``. ``backend``: a
+    :class:`ponder.rl.generation.GenerationBackend` that samples the thoughts (default: ponder's
+    sampler on ``policy``). Returns None when no document has an eligible position.
     """
     from ponder.lm.score import model_device
 
@@ -421,8 +422,11 @@ def make_rollout(
         sampler = None
         per_prompt = [torch.Generator(device=generator[d].device).manual_seed(
             int(torch.randint(2**62, (1,), generator=generator[d], device=generator[d].device))) for d, _ in positions]
-    thoughts = sample_thoughts(policy, tokenizer, prefixes, group_size, max_thought_tokens, temperature, top_p,
-                               sampler, batch_size, prompt_generators=per_prompt)
+    if backend is not None:
+        thoughts = backend.generate(prefixes, group_size, max_thought_tokens, temperature, top_p, per_prompt)
+    else:
+        thoughts = sample_thoughts(policy, tokenizer, prefixes, group_size, max_thought_tokens, temperature, top_p,
+                                   sampler, batch_size, prompt_generators=per_prompt)
     if layout == "tree":
         batch = build_tree_batch([d.ids for d in docs], positions, k, thoughts, group_size, open_id, close_id, pad_id,
                                  device=model_device(policy))
