@@ -28,6 +28,86 @@ from ponder.lm.score import (
 _COMPACT_AT = 0.75
 
 
+def _preallocate(cache, extra: int) -> None:
+    """Give each plain dynamic KV layer room for ``extra`` more tokens, written in place.
+
+    transformers' ``DynamicLayer`` concatenates the whole cache at every decode step (quadratic
+    copying: most of a CPU decode step for a 512-token prefix). Other layer kinds (sliding
+    windows, quantized) are left as they are.
+    """
+    from transformers.cache_utils import DynamicLayer
+
+    layers = getattr(cache, "layers", None)
+    if layers is None:
+        return
+    for i, layer in enumerate(layers):
+        if type(layer) is DynamicLayer and layer.is_initialized and layer.keys.numel():
+            layers[i] = _PreallocatedLayer(layer.keys, layer.values, extra)
+
+
+def _preallocated_layer_class():
+    from transformers.cache_utils import DynamicLayer
+
+    class PreallocatedLayer(DynamicLayer):
+        """A ``DynamicLayer`` over a buffer with spare capacity; ``keys``/``values`` are views of its filled part."""
+
+        def __init__(self, keys: Tensor, values: Tensor, extra: int):
+            super().__init__()
+            b, h, n, d = keys.shape
+            self._k = keys.new_empty((b, h, n + extra, d))
+            self._v = values.new_empty((b, h, n + extra, values.shape[-1]))
+            self._k[:, :, :n], self._v[:, :, :n] = keys, values
+            self._len = n
+            self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
+            self._views()
+
+        def _views(self) -> None:
+            self.keys, self.values = self._k[:, :, :self._len], self._v[:, :, :self._len]
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            n = key_states.shape[-2]
+            if self._len + n > self._k.shape[-2]:  # out of room: grow (never on the sampler's path)
+                grow = max(n, self._k.shape[-2])
+                self._k = torch.cat([self._k, self._k.new_empty(self._k.shape[:2] + (grow, self._k.shape[-1]))], -2)
+                self._v = torch.cat([self._v, self._v.new_empty(self._v.shape[:2] + (grow, self._v.shape[-1]))], -2)
+            self._k[:, :, self._len:self._len + n] = key_states
+            self._v[:, :, self._len:self._len + n] = value_states
+            self._len += n
+            self._views()
+            return self.keys, self.values
+
+        def reorder_cache(self, beam_idx) -> None:
+            self._k = self._k.index_select(0, beam_idx.to(self._k.device))
+            self._v = self._v.index_select(0, beam_idx.to(self._v.device))
+            self._views()
+
+        def crop(self, tokens_to_remove: int) -> None:
+            if tokens_to_remove > 0:
+                raise ValueError("crop takes a negative number of tokens to remove")
+            self._len -= abs(tokens_to_remove)
+            self._views()
+
+        def batch_select_indices(self, indices) -> None:
+            self._k, self._v = self._k[indices], self._v[indices]
+            self._views()
+
+        def batch_repeat_interleave(self, repeats: int) -> None:
+            self._k, self._v = self._k.repeat_interleave(repeats, 0), self._v.repeat_interleave(repeats, 0)
+            self._views()
+
+    return PreallocatedLayer
+
+
+def _PreallocatedLayer(keys: Tensor, values: Tensor, extra: int):  # noqa: N802 - builds the lazily defined class
+    global _LAYER_CLASS
+    if _LAYER_CLASS is None:
+        _LAYER_CLASS = _preallocated_layer_class()
+    return _LAYER_CLASS(keys, values, extra)
+
+
+_LAYER_CLASS = None
+
+
 @dataclass
 class Samples:
     """``M = P * n`` sampled continuations, grouped by prompt (rows ``i*n .. i*n+n-1`` are prompt ``i``).
@@ -191,6 +271,7 @@ def _decode_chunk(
     out = model(input_ids=ids, attention_mask=attn, position_ids=positions, use_cache=True, **keep_last)
     cache, logits = out.past_key_values, out.logits[:, -1]  # logits: [P, V]
     del out
+    _preallocate(cache, max_new_tokens)
     next_pos = positions[:, -1] + 1  # [P]
     if n > 1:
         expand = torch.arange(len(prompts), device=device).repeat_interleave(n)
