@@ -32,25 +32,26 @@ def _case():
 def test_tree_layout_masks_and_positions():
     docs, positions, thoughts = _case()
     tb = build_tree_batch(docs, positions, 2, thoughts, 2, OPEN, CLOSE, PAD)
-    # Row 0: doc 0's prefix up to t_max = 5, then its 4 branches.
-    assert tb.input_ids[0, :5].tolist() == docs[0][:5]
-    first = tb.index[0, :6].tolist()
-    assert tb.input_ids[0, first].tolist() == [OPEN, 40, 41, CLOSE, 11, 12]
-    assert tb.position_ids[0, first].tolist() == [2, 3, 4, 5, 6, 7]
-    q = first[3]  # </think> of thought 0 (position t=2): sees x_<2 and its own branch up to itself
-    assert tb.allowed[0, q].nonzero().flatten().tolist() == [0, 1, *first[:4]]
-    second = tb.index[1, :4].tolist()  # thought 1 must not see thought 0's branch
-    assert not tb.allowed[0, second[-1], first].any()
+    # One prefix row per document, up to its last position (doc 0: t_max = 5, doc 1: 3).
+    assert tb.prefix_ids.tolist() == [docs[0][:5], docs[1][:3] + [PAD, PAD]]
     assert tb.row.tolist() == [0, 0, 0, 0, 1, 1]
-    assert tb.num_tokens == 5 + (6 + 5 + 7 + 5) + 3 + (6 + 8)  # prefixes once, branches <think> c </think> x x
+    assert tb.branch_ids[0, :6].tolist() == [OPEN, 40, 41, CLOSE, 11, 12]
+    assert tb.branch_positions[0, :6].tolist() == [2, 3, 4, 5, 6, 7]
+    width = 5
+    # </think> of thought 0 (t = 2) sees x_0, x_1 and its own branch up to itself, nothing else.
+    assert tb.allowed[0, 3].nonzero().flatten().tolist() == [0, 1, width, width + 1, width + 2, width + 3]
+    # Thought 2 (t = 5) sees the whole prefix; its padding sees only itself.
+    assert tb.allowed[2, 0, :width].all()
+    assert tb.allowed[1, 5].nonzero().flatten().tolist() == [width + 5]
+    assert tb.num_tokens == 5 + 3 + (6 + 5 + 7 + 5) + (6 + 8)  # prefixes once, branches <think> c </think> x x
     pb = build_policy_batch([docs[d][:t] for d, t in positions], [docs[d][t:t + 2] for d, t in positions],
                             thoughts, 2, OPEN, CLOSE, PAD)
     # Masks are the padded rows' masks with each prefix cut off.
-    width = tb.loss_mask.shape[1]
+    length = tb.loss_mask.shape[1]
     for n, (d, t) in enumerate([positions[i // 2] for i in range(6)]):
         for tree_mask, pad_mask in ((tb.loss_mask, pb.loss_mask), (tb.target_mask, pb.target_mask)):
             cut = pad_mask[n, t:]
-            assert tree_mask[n, :cut.numel()].tolist() == cut[:width].tolist()
+            assert tree_mask[n, :cut.numel()].tolist() == cut[:length].tolist()
             assert not tree_mask[n, cut.numel():].any()
 
 

@@ -33,20 +33,33 @@ def init_from_env() -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
-def wrap(model: torch.nn.Module, world: int) -> torch.nn.Module:
-    """``model`` itself for one process, else a DDP wrapper for the training forward.
+class _Run(torch.nn.Module):
+    """``forward(fn, **kw) = fn(model, **kw)``: a whole loss forward (any number of model calls) as one DDP call."""
 
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, fn, **kwargs):
+        return fn(self.model, **kwargs)
+
+
+def wrap(model: torch.nn.Module, world: int):
+    """``run(fn, **kw)`` computing ``fn(model, **kw)``: directly in one process, else through DDP.
+
+    The shared-prefix forward calls the model twice (prefix, then branches) before one backward;
+    DDP allows one forward per backward, so the whole function runs inside one DDP forward.
     Sampling and the EMA use the unwrapped module: ranks decode different numbers of steps, and a
     DDP forward outside training would take part in collectives. ``broadcast_buffers`` is off for
     the same reason (the only buffers are rotary tables, identical on every rank).
     """
     if world <= 1:
-        return model
+        return lambda fn, **kwargs: fn(model, **kwargs)
     from torch.nn.parallel import DistributedDataParallel
 
     device = next(model.parameters()).device
     ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+    return DistributedDataParallel(_Run(model), device_ids=ids, broadcast_buffers=False)
 
 
 def all_sum(values: list[float], world: int, device=None) -> list[float]:

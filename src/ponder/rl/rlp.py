@@ -89,7 +89,7 @@ class RLPTrainer:
         self.device = next(model.parameters()).device
         self.pad_id = pad_id_of(tokenizer)
         self.rank, self.world = distributed.init_from_env()
-        self.forward_model = distributed.wrap(model, self.world)  # DDP for the training forward; sampling uses model
+        self.run = distributed.wrap(model, self.world)  # run(fn) = fn(model), through DDP when data-parallel
         self.layout = resolve_layout(model, cfg.batch_layout)
         from ponder.rl.generation import make_backend
 
@@ -190,7 +190,7 @@ class RLPTrainer:
         self.model.train()
         # One forward gives the reward's log p(x_t | x_<t, c) and the thought tokens' log-probs.
         batch = rollout.batch
-        logp, entropy = batch.logprobs(self.forward_model, return_entropy=True)
+        logp, entropy = self.run(batch.logprobs, return_entropy=True)
         policy_target = target_logprob_sums(logp.detach(), batch.target_mask).view(num_pos, group).cpu()
         rewards = rlp_reward(policy_target, rollout.baseline_logp[:, None].expand(num_pos, group))
         thought_len = rollout.thoughts.lengths
@@ -211,7 +211,7 @@ class RLPTrainer:
         logp_old = logp.detach()
         for epoch in range(cfg.ppo_epochs):
             if epoch > 0:  # later epochs re-score the same rollout with the updated policy
-                logp, entropy = batch.logprobs(self.forward_model, return_entropy=True)
+                logp, entropy = self.run(batch.logprobs, return_entropy=True)
             loss, stats = self._loss(logp, logp_old, advantages, rollout)
             self.optimizer.zero_grad(set_to_none=True)
             (loss * share).backward()
@@ -243,7 +243,7 @@ class RLPTrainer:
             return {"skipped": 1}
         for _ in range(self.cfg.ppo_epochs):
             ids = torch.full((1, 2), self.pad_id, dtype=torch.long, device=self.device)
-            out = self.forward_model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).logits
+            out = self.run(lambda m: m(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).logits)
             self.optimizer.zero_grad(set_to_none=True)
             (out.float().sum() * 0).backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)

@@ -210,24 +210,28 @@ def build_policy_batch(
 
 @dataclass
 class TreeBatch:
-    """Shared-prefix layout: one row per document, ``N = B * G`` branches hanging off the prefixes.
+    """Shared-prefix layout: each document's prefix is computed once and ``N = B * G`` branches attend to it.
 
-    Row ``d`` holds document ``d``'s tokens ``x_<t_max`` (``t_max``: its last position), then one
-    branch ``<think> c </think> x_t .. x_{t+k-1}`` per thought of each of its positions. A branch
-    token at offset ``j`` has position id ``t + j`` and attends to ``x_<t`` and to its own branch
-    up to ``j``; prefix tokens are causal. Padding attends to itself only.
+    The forward has two stages in one differentiable graph. (1) The ``D`` documents' prefixes
+    ``x_<t_max`` (``t_max``: a document's last position) run once, leaving their keys and values
+    in a KV cache. (2) The branches ``<think> c </think> x_t .. x_{t+k-1}``, one row per thought,
+    run against that cache with a 4D mask: branch token ``j`` attends to its document's ``x_<t``
+    and to its own branch up to ``j``, with position id ``t + j``. Gradients flow into the prefix
+    through the cache, so the result equals one padded sequence per thought, while the prefix is
+    computed neither G times nor once per position.
 
-    ``input_ids``/``position_ids`` ``[D, S]``; ``allowed [D, S, S]`` bool (query, key);
-    ``index [N, L]``: column in the row of branch token ``j`` of thought ``n`` (``-1``: padding);
-    ``row [N]``: the thought's document row. ``loss_mask``/``target_mask`` ``[N, L]`` are in
-    branch coordinates (column 0 is ``<think>``), exactly like :class:`PolicyBatch`'s rows with
-    the prefix cut off, so the losses need not know the layout.
+    ``prefix_ids``/``prefix_mask`` ``[D, P]`` (right-padded); ``branch_ids``/``branch_positions``
+    ``[N, L]``; ``allowed [N, L, P + L]`` bool (query, key over prefix then branch columns);
+    ``row [N]``: each thought's document. ``loss_mask``/``target_mask`` ``[N, L]`` are in branch
+    coordinates (column 0 is ``<think>``), exactly :class:`PolicyBatch`'s rows with the prefix cut
+    off, so the losses need not know the layout.
     """
 
-    input_ids: Tensor
-    position_ids: Tensor
+    prefix_ids: Tensor
+    prefix_mask: Tensor
+    branch_ids: Tensor
+    branch_positions: Tensor
     allowed: Tensor
-    index: Tensor
     row: Tensor
     loss_mask: Tensor
     target_mask: Tensor
@@ -236,33 +240,35 @@ class TreeBatch:
     layout = "tree"
 
     def attention_bias(self, dtype: torch.dtype) -> Tensor:
-        """``[D, 1, S, S]`` additive mask (0 attend, dtype min elsewhere): what eager and sdpa attention take as-is."""
+        """``[N, 1, L, P + L]`` additive mask (0 attend, dtype min elsewhere): what eager and sdpa take as-is."""
         bias = torch.zeros(self.allowed.shape, dtype=dtype, device=self.allowed.device)
         return bias.masked_fill_(~self.allowed, torch.finfo(dtype).min)[:, None]
 
+    @property
+    def real_tokens(self) -> Tensor:
+        """``[N, L]`` bool: branch tokens that are not padding (they see their branch's first token)."""
+        return self.allowed[:, :, self.prefix_ids.shape[1]]
+
     def logprobs(self, model, return_entropy: bool = False):
-        """``[N, L]`` log-probs (and entropies) of each branch token given the prefix and the branch before it.
+        """``[N, L]`` log-probs (and entropies) of each branch token given its prefix and the branch before it.
 
-        One forward over the ``D`` rows; logits are computed only from the first branch column
-        on (``logits_to_keep``), and each token's log-prob is read off its predecessor's logits.
-        Column 0 (``<think>``) and padding are 0. Differentiable.
+        Column 0 (``<think>``, no action) and padding are 0. Differentiable, prefix included.
         """
-        from ponder.lm.score import logprobs_from_logits, supports_logits_to_keep
+        from ponder.lm.score import logprobs_from_logits, position_ids_from_mask, supports_logits_to_keep
 
-        first = int(self.index.masked_fill(self.index < 0, self.input_ids.shape[1]).min())
+        keep = {"logits_to_keep": 1} if supports_logits_to_keep(model) else {}
+        cache = model(input_ids=self.prefix_ids, attention_mask=self.prefix_mask,
+                      position_ids=position_ids_from_mask(self.prefix_mask), use_cache=True, **keep).past_key_values
+        cache.reorder_cache(self.row)  # each thought's row of its document's keys/values (differentiable)
         dtype = next(model.parameters()).dtype
-        keep = {"logits_to_keep": self.input_ids.shape[1] - first} if supports_logits_to_keep(model) else {}
-        logits = model(input_ids=self.input_ids, attention_mask=self.attention_bias(dtype),
-                       position_ids=self.position_ids, use_cache=False, **keep).logits
-        start = self.input_ids.shape[1] - logits.shape[1]  # first column with logits
-        out = logprobs_from_logits(logits[:, :-1], self.input_ids[:, start + 1:], return_entropy)  # [D, S-start-1]
-        # Branch token at column c is predicted by column c-1, i.e. entry c - start - 1.
-        col = self.index - start - 1  # [N, L]
-        ok = (self.index >= 0) & (col >= 0) & (torch.arange(self.index.shape[1], device=col.device) > 0)
-        col = col.clamp(min=0)
-        rows = self.row[:, None].expand_as(col)
-        pick = lambda x: torch.where(ok, x[rows, col], x.new_zeros(()))  # noqa: E731
-        return (pick(out[0]), pick(out[1])) if return_entropy else pick(out)
+        logits = model(input_ids=self.branch_ids, attention_mask=self.attention_bias(dtype),
+                       position_ids=self.branch_positions, past_key_values=cache, use_cache=True).logits
+        out = logprobs_from_logits(logits[:, :-1], self.branch_ids[:, 1:], return_entropy)  # [N, L-1]
+        scored = self.real_tokens[:, 1:]  # a branch is contiguous: a real token's predecessor is real
+        zero = logits.new_zeros((self.branch_ids.shape[0], 1), dtype=torch.float32)
+        if return_entropy:
+            return tuple(torch.cat([zero, x * scored], dim=1) for x in out)
+        return torch.cat([zero, out * scored], dim=1)
 
 
 def build_tree_batch(
@@ -272,52 +278,43 @@ def build_tree_batch(
     """Lay out the ``B * G`` branches over their documents' shared prefixes (see :class:`TreeBatch`).
 
     ``positions[b] = (doc index, t)``; thoughts ``b*G .. b*G+G-1`` belong to position ``b``.
-    Only documents with a position get a row.
+    Only documents with a position get a prefix row.
     """
+    from ponder.lm.score import pad_ids
+
     docs_used = sorted({d for d, _ in positions})
     row_of = {d: r for r, d in enumerate(docs_used)}
     t_max = {d: max(t for dd, t in positions if dd == d) for d in docs_used}
-    rows = {d: list(doc_ids[d][:t_max[d]]) for d in docs_used}
-    pos_ids = {d: list(range(t_max[d])) for d in docs_used}
-    spans = {d: [] for d in docs_used}  # (start, length, t) of each branch
-    branches, loss_spans, target_spans = [], [], []
+    prefix_ids, prefix_mask = pad_ids([list(doc_ids[d][:t_max[d]]) for d in docs_used], pad_id)
+    width = prefix_ids.shape[1]
+    branches, starts, rows, loss_spans, target_spans = [], [], [], [], []
     for n, (thought, closed) in enumerate(zip(thoughts.ids, thoughts.closed.tolist())):
         d, t = positions[n // group_size]
         target = list(doc_ids[d][t:t + k])
-        branch = [open_id, *thought, close_id, *target]
-        start = len(rows[d])
-        spans[d].append((start, len(branch), t))
-        rows[d] += branch
-        pos_ids[d] += range(t, t + len(branch))
-        branches.append((row_of[d], start, len(branch)))
+        branches.append([open_id, *thought, close_id, *target])
+        starts.append(t)
+        rows.append(row_of[d])
         loss_spans.append((1, 1 + len(thought) + (1 if closed else 0)))
-        target_spans.append((len(branch) - len(target), len(branch)))
-    num_rows, width = len(docs_used), max(len(r) for r in rows.values())
-    input_ids = torch.full((num_rows, width), pad_id, dtype=torch.long)
-    position_ids = torch.zeros((num_rows, width), dtype=torch.long)
-    allowed = torch.zeros((num_rows, width, width), dtype=torch.bool)
-    causal = torch.ones((width, width), dtype=torch.bool).tril()
-    for d, r in row_of.items():
-        n_tok, pre = len(rows[d]), t_max[d]
-        input_ids[r, :n_tok] = torch.tensor(rows[d])
-        position_ids[r, :n_tok] = torch.tensor(pos_ids[d])
-        allowed[r, :pre, :pre] = causal[:pre, :pre]
-        for start, length, t in spans[d]:
-            allowed[r, start:start + length, :t] = True
-            allowed[r, start:start + length, start:start + length] = causal[:length, :length]
-        idx = torch.arange(n_tok, width)
-        allowed[r, idx, idx] = True  # padding: itself only (never a fully masked row)
-    length = max(n for _, _, n in branches)
-    index = torch.full((len(branches), length), -1, dtype=torch.long)
+        target_spans.append((len(branches[-1]) - len(target), len(branches[-1])))
+    branch_ids, branch_mask = pad_ids(branches, pad_id)
+    length = branch_ids.shape[1]
+    t = torch.tensor(starts)
+    branch_positions = t[:, None] + torch.arange(length)
+    real = branch_mask.bool()
+    causal = torch.ones((length, length), dtype=torch.bool).tril()
+    allowed = torch.cat([
+        (torch.arange(width)[None, None, :] < t[:, None, None]) & real[:, :, None],  # x_<t, real tokens only
+        causal[None] & real[:, None, :] & real[:, :, None],  # own branch, causal
+    ], dim=2)
+    pads = ~real
+    allowed[:, :, width:] |= torch.diag_embed(pads)  # padding attends to itself (no fully masked row)
     loss_mask = torch.zeros((len(branches), length), dtype=torch.bool)
     target_mask = torch.zeros((len(branches), length), dtype=torch.bool)
-    for i, ((_, start, n), (a, b), (c, e)) in enumerate(zip(branches, loss_spans, target_spans)):
-        index[i, :n] = torch.arange(start, start + n)
+    for i, ((a, b), (c, e)) in enumerate(zip(loss_spans, target_spans)):
         loss_mask[i, a:b] = True
         target_mask[i, c:e] = True
-    row = torch.tensor([r for r, _, _ in branches], dtype=torch.long)
-    tensors = (input_ids, position_ids, allowed, index, row, loss_mask, target_mask)
-    return TreeBatch(*(x.to(device) for x in tensors), num_tokens=sum(len(r) for r in rows.values()))
+    tensors = (prefix_ids, prefix_mask, branch_ids, branch_positions, allowed, torch.tensor(rows), loss_mask, target_mask)
+    return TreeBatch(*(x.to(device) for x in tensors), num_tokens=int(prefix_mask.sum()) + int(branch_mask.sum()))
 
 
 def tree_mask_supported(model) -> bool:
