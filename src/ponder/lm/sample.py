@@ -9,12 +9,14 @@ would prefill every one of the ``n`` copies of a prompt.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
 from torch import Tensor
 
+from ponder.lm import shared_prefix
 from ponder.lm.score import (
     left_pad,
     model_device,
@@ -271,12 +273,32 @@ def _decode_chunk(
     out = model(input_ids=ids, attention_mask=attn, position_ids=positions, use_cache=True, **keep_last)
     cache, logits = out.past_key_values, out.logits[:, -1]  # logits: [P, V]
     del out
-    _preallocate(cache, max_new_tokens)
     next_pos = positions[:, -1] + 1  # [P]
+    shared = None
+    if n > 1 and shared_prefix.supported(model):
+        # The prefix stays one copy per prompt; the cache holds only the generated tokens.
+        prefix = [(layer.keys, layer.values) for layer in cache.layers]
+        shared = shared_prefix.SharedPrefix(prefix, attn.bool(), n)
+        for i, (k, v) in enumerate(prefix):
+            cache.layers[i] = _PreallocatedLayer(k.new_empty((num_rows, *k.shape[1:2], 0, k.shape[-1])),
+                                                 v.new_empty((num_rows, *v.shape[1:2], 0, v.shape[-1])), max_new_tokens)
+    else:
+        _preallocate(cache, max_new_tokens)
     if n > 1:
         expand = torch.arange(len(prompts), device=device).repeat_interleave(n)
-        cache.reorder_cache(expand)
+        if shared is None:
+            cache.reorder_cache(expand)
         logits, attn, next_pos = logits[expand], attn[expand], next_pos[expand]
+    with shared_prefix.active(model, shared) if shared is not None else contextlib.nullcontext():
+        return _decode_steps(model, cache, shared, logits, attn, next_pos, num_rows, max_new_tokens, temperature,
+                             top_p, ban, eos, pad_id, watcher, generator, keep_last, min_new_tokens, early_ban,
+                             prompt_generators, n)
+
+
+def _decode_steps(model, cache, shared, logits, attn, next_pos, num_rows, max_new_tokens, temperature, top_p, ban,
+                  eos, pad_id, watcher, generator, keep_last, min_new_tokens, early_ban, prompt_generators, n):
+    """The decode loop of :func:`_decode_chunk` (``shared``: the shared-prefix attention state, or None)."""
+    device = logits.device
 
     tokens_out = torch.full((num_rows, max_new_tokens), pad_id, dtype=torch.long, device=device)
     mask_out = torch.zeros((num_rows, max_new_tokens), dtype=torch.bool, device=device)
@@ -308,13 +330,15 @@ def _decode_chunk(
         if num_live <= _COMPACT_AT * live.numel():
             keep = live.nonzero().squeeze(-1)
             cache.reorder_cache(keep)
+            if shared is not None:
+                shared.select(keep)
             rows, tokens, attn, next_pos, live = rows[keep], tokens[keep], attn[keep], next_pos[keep], live[keep]
             if watcher:
                 rows_list = rows.tolist()
         attn = torch.cat([attn, attn.new_ones((attn.shape[0], 1))], dim=1)
         logits = model(
             input_ids=tokens[:, None],
-            attention_mask=attn,
+            attention_mask=None if shared is not None else attn,
             position_ids=next_pos[:, None],
             past_key_values=cache,
             use_cache=True,

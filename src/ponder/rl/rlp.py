@@ -61,6 +61,7 @@ class RLPConfig(BaseModel):
     sample_batch_size: int | None = Field(None, ge=1, description="positions sampled together (memory bound)")
     batch_layout: Literal["auto", "tree", "padded"] = Field("auto", description="policy forward: shared-prefix tree "
                                                             "(auto when the attention takes a 4D mask) or padded rows")
+    autocast_bf16: bool = Field(False, description="sample and score under bf16 autocast (GPU); weights stay fp32")
     generation_backend: Literal["auto", "transformers", "vllm"] = Field(
         "auto", description="thought sampler: transformers, vllm (GPU, extra `vllm`), auto (vllm when usable)")
     seed: int = Field(0, description="seed of positions and thought sampling")
@@ -173,9 +174,10 @@ class RLPTrainer:
         docs, generators = self._next_docs(stream)
         if not self.ema.initialized:
             self.ema.initialize(self.model)  # phi <- theta lazily on the first batch
-        rollout = make_rollout(self.model, self.ema.model, self.tokenizer, docs, cfg.positions_per_doc, cfg.group_size,
-                               cfg.reward_tokens, cfg.max_thought_tokens, cfg.temperature, cfg.top_p, generators,
-                               cfg.position_weighting, cfg.sample_batch_size, self.layout, self.backend) if docs else None
+        with self._autocast():
+            rollout = make_rollout(self.model, self.ema.model, self.tokenizer, docs, cfg.positions_per_doc, cfg.group_size,
+                                   cfg.reward_tokens, cfg.max_thought_tokens, cfg.temperature, cfg.top_p, generators,
+                                   cfg.position_weighting, cfg.sample_batch_size, self.layout, self.backend) if docs else None
         self.step += 1
         local_pos = 0 if rollout is None else len(rollout.positions)
         # The loss is a mean over the global batch's thoughts: ranks scale theirs by their share.
@@ -190,7 +192,8 @@ class RLPTrainer:
         self.model.train()
         # One forward gives the reward's log p(x_t | x_<t, c) and the thought tokens' log-probs.
         batch = rollout.batch
-        logp, entropy = self.run(batch.logprobs, return_entropy=True)
+        with self._autocast():
+            logp, entropy = self.run(batch.logprobs, return_entropy=True)
         policy_target = target_logprob_sums(logp.detach(), batch.target_mask).view(num_pos, group).cpu()
         rewards = rlp_reward(policy_target, rollout.baseline_logp[:, None].expand(num_pos, group))
         thought_len = rollout.thoughts.lengths
@@ -211,7 +214,8 @@ class RLPTrainer:
         logp_old = logp.detach()
         for epoch in range(cfg.ppo_epochs):
             if epoch > 0:  # later epochs re-score the same rollout with the updated policy
-                logp, entropy = self.run(batch.logprobs, return_entropy=True)
+                with self._autocast():
+                    logp, entropy = self.run(batch.logprobs, return_entropy=True)
             loss, stats = self._loss(logp, logp_old, advantages, rollout)
             self.optimizer.zero_grad(set_to_none=True)
             (loss * share).backward()
@@ -235,6 +239,10 @@ class RLPTrainer:
             **{k: v for k, v in self.counters.items()},
         })
         return metrics
+
+    def _autocast(self):
+        """bf16 autocast on the model's device when ``autocast_bf16`` (log-probs are upcast to fp32 anyway)."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.autocast_bf16)
 
     def _idle_step(self) -> dict:
         """A rank without positions: a zero loss through the DDP model, so its gradient all-reduces pair up."""
