@@ -223,6 +223,9 @@ def run_trl(model, tok, texts, args):
 
     open_id, close_id = think_token_ids(tok)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    # A GGUF checkpoint is de-quantized to fp32 on load but keeps the loader's "quantized" flag, which the
+    # Trainer refuses to fine-tune; the weights are plain fp32 tensors.
+    model.is_quantized, model.hf_quantizer = False, None
     model.generation_config.eos_token_id = close_id  # a completion is a thought: it ends at </think>
     model.generation_config.pad_token_id = pad
     ema = EMATeacher.from_model(model, 0.999)
@@ -312,9 +315,14 @@ def main(argv=None) -> dict:
     for name in args.only.split(","):
         model = copy.deepcopy(base_model)
         t0 = time.perf_counter()
-        results[name] = runners[name](model, tok, texts, args)
+        try:
+            results[name] = runners[name](model, tok, texts, args)
+        except Exception as e:  # noqa: BLE001 - report the others' figures rather than lose them
+            print(f"  {name}: FAILED: {type(e).__name__}: {e}", flush=True)
+            continue
         results[name]["wall_s"] = time.perf_counter() - t0
-        print(f"  {name}: {results[name]['seconds']:.2f} s timed ({results[name]['wall_s']:.1f} s total)", flush=True)
+        print(f"  {name}: {results[name]['seconds']:.2f} s timed, {results[name]['positions']} positions, "
+              f"{results[name]['thought_tokens']:.0f} thought tokens ({results[name]['wall_s']:.1f} s total)", flush=True)
     rows = []
     for name, r in results.items():
         rows.append({"impl": name, "seconds": r["seconds"], "positions": r["positions"],
