@@ -294,11 +294,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")), help="torch threads")
     ap.add_argument("--only", default="ponder,loop,trl", help="comma list of implementations to run")
-    ap.add_argument("--quick", action="store_true", help="tiny model, 2 docs x 2 positions, 1 timed step, no warmup")
+    ap.add_argument("--quick", action="store_true", help="tiny model, 1 doc x 2 positions, 1 timed step, no warmup")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
     if args.quick:
-        args.model, args.docs, args.positions, args.steps, args.warmup = "tiny", 2, 2, 1, 0
+        args.model, args.docs, args.positions, args.steps, args.warmup = "tiny", 1, 2, 1, 0
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     import logging
