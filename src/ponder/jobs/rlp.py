@@ -48,16 +48,25 @@ def _source(job):
 
 
 def run_rlp(job: RLPJob, resume: bool = True, progress: bool = True) -> dict:
+    import torch
+
     from ponder.lm.load import load_model
+    from ponder.rl import distributed
     from ponder.rl.rlp import RLPTrainer
 
-    lm = load_model(job.model, device=job.device)
+    # Under torchrun / accelerate launch: join the group first so each GPU rank loads onto its own device.
+    rank, world = distributed.init_from_env()
+    device = job.device
+    if world > 1 and device in (None, "cuda") and torch.cuda.is_available():
+        device = f"cuda:{torch.cuda.current_device()}"
+    lm = load_model(job.model, device=device)
     out = Path(job.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "rlp_job.json").write_text(job.model_dump_json(indent=2))
     cfg = RLPConfig(**job.model_dump(include=set(RLPConfig.model_fields)))
     summary = RLPTrainer(lm.model, lm.tokenizer, _source(job), cfg, out).train(resume=resume, progress=progress)
-    (out / "rlp_summary.json").write_text(json.dumps(summary, indent=2))
+    if rank == 0:
+        (out / "rlp_summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 

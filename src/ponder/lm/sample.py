@@ -9,12 +9,14 @@ would prefill every one of the ``n`` copies of a prompt.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
 from torch import Tensor
 
+from ponder.lm import shared_prefix
 from ponder.lm.score import (
     left_pad,
     model_device,
@@ -26,6 +28,86 @@ from ponder.lm.score import (
 
 #: Compact the decoding batch once the live rows are at most this fraction of it.
 _COMPACT_AT = 0.75
+
+
+def _preallocate(cache, extra: int) -> None:
+    """Give each plain dynamic KV layer room for ``extra`` more tokens, written in place.
+
+    transformers' ``DynamicLayer`` concatenates the whole cache at every decode step (quadratic
+    copying: most of a CPU decode step for a 512-token prefix). Other layer kinds (sliding
+    windows, quantized) are left as they are.
+    """
+    from transformers.cache_utils import DynamicLayer
+
+    layers = getattr(cache, "layers", None)
+    if layers is None:
+        return
+    for i, layer in enumerate(layers):
+        if type(layer) is DynamicLayer and layer.is_initialized and layer.keys.numel():
+            layers[i] = _PreallocatedLayer(layer.keys, layer.values, extra)
+
+
+def _preallocated_layer_class():
+    from transformers.cache_utils import DynamicLayer
+
+    class PreallocatedLayer(DynamicLayer):
+        """A ``DynamicLayer`` over a buffer with spare capacity; ``keys``/``values`` are views of its filled part."""
+
+        def __init__(self, keys: Tensor, values: Tensor, extra: int):
+            super().__init__()
+            b, h, n, d = keys.shape
+            self._k = keys.new_empty((b, h, n + extra, d))
+            self._v = values.new_empty((b, h, n + extra, values.shape[-1]))
+            self._k[:, :, :n], self._v[:, :, :n] = keys, values
+            self._len = n
+            self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
+            self._views()
+
+        def _views(self) -> None:
+            self.keys, self.values = self._k[:, :, :self._len], self._v[:, :, :self._len]
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            n = key_states.shape[-2]
+            if self._len + n > self._k.shape[-2]:  # out of room: grow (never on the sampler's path)
+                grow = max(n, self._k.shape[-2])
+                self._k = torch.cat([self._k, self._k.new_empty(self._k.shape[:2] + (grow, self._k.shape[-1]))], -2)
+                self._v = torch.cat([self._v, self._v.new_empty(self._v.shape[:2] + (grow, self._v.shape[-1]))], -2)
+            self._k[:, :, self._len:self._len + n] = key_states
+            self._v[:, :, self._len:self._len + n] = value_states
+            self._len += n
+            self._views()
+            return self.keys, self.values
+
+        def reorder_cache(self, beam_idx) -> None:
+            self._k = self._k.index_select(0, beam_idx.to(self._k.device))
+            self._v = self._v.index_select(0, beam_idx.to(self._v.device))
+            self._views()
+
+        def crop(self, tokens_to_remove: int) -> None:
+            if tokens_to_remove > 0:
+                raise ValueError("crop takes a negative number of tokens to remove")
+            self._len -= abs(tokens_to_remove)
+            self._views()
+
+        def batch_select_indices(self, indices) -> None:
+            self._k, self._v = self._k[indices], self._v[indices]
+            self._views()
+
+        def batch_repeat_interleave(self, repeats: int) -> None:
+            self._k, self._v = self._k.repeat_interleave(repeats, 0), self._v.repeat_interleave(repeats, 0)
+            self._views()
+
+    return PreallocatedLayer
+
+
+def _PreallocatedLayer(keys: Tensor, values: Tensor, extra: int):  # noqa: N802 - builds the lazily defined class
+    global _LAYER_CLASS
+    if _LAYER_CLASS is None:
+        _LAYER_CLASS = _preallocated_layer_class()
+    return _LAYER_CLASS(keys, values, extra)
+
+
+_LAYER_CLASS = None
 
 
 @dataclass
@@ -94,9 +176,14 @@ def _top_p_filter(logits: Tensor, top_p: float) -> Tensor:
 
 
 def _pick(
-    logits: Tensor, temperature: float, top_p: float, ban: Tensor | None, generator: torch.Generator | None
+    logits: Tensor, temperature: float, top_p: float, ban: Tensor | None, generator: torch.Generator | None,
+    uniform: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Next tokens ``[B]`` and their model log-probs ``[B]`` (fp32, temperature 1) from ``logits [B, V]``."""
+    """Next tokens ``[B]`` and their model log-probs ``[B]`` (fp32, temperature 1) from ``logits [B, V]``.
+
+    ``uniform [B, V]`` (values in (0, 1)) draws by Gumbel-max instead of ``multinomial``: the same
+    distribution, but each row's draw depends only on its own noise, not on the batch around it.
+    """
     logits = logits.float()
     model_logp = logits.log_softmax(dim=-1)
     if ban is not None:
@@ -108,6 +195,10 @@ def _pick(
             logits = logits / temperature
         if top_p < 1:
             logits = _top_p_filter(logits, top_p)
+        if uniform is not None:
+            gumbel = -torch.log(-torch.log(uniform.clamp(1e-20, 1 - 1e-7)))
+            tokens = (logits + gumbel).argmax(dim=-1)
+            return tokens, model_logp.gather(-1, tokens[:, None]).squeeze(-1)
         probs = logits.softmax(dim=-1)
         if generator is not None and generator.device != probs.device:
             tokens = torch.multinomial(probs.to(generator.device), 1, generator=generator).to(probs.device)
@@ -168,8 +259,13 @@ def _decode_chunk(
     keep_last: dict,
     min_new_tokens: int = 0,
     early_ban: Tensor | None = None,
+    prompt_generators: Sequence[torch.Generator] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Decode ``n`` rows per prompt; returns ``tokens, mask, logprobs [P*n, max_new_tokens]`` and ``finished [P*n]``."""
+    """Decode ``n`` rows per prompt; returns ``tokens, mask, logprobs [P*n, max_new_tokens]`` and ``finished [P*n]``.
+
+    ``prompt_generators`` (one per prompt): each prompt's rows draw their noise from its own
+    generator every step, so a prompt's samples do not depend on which prompts share its batch.
+    """
     device = model_device(model)
     num_rows = len(prompts) * n
     ids, attn = left_pad(prompts, pad_id, device)
@@ -178,10 +274,31 @@ def _decode_chunk(
     cache, logits = out.past_key_values, out.logits[:, -1]  # logits: [P, V]
     del out
     next_pos = positions[:, -1] + 1  # [P]
+    shared = None
+    if n > 1 and shared_prefix.supported(model):
+        # The prefix stays one copy per prompt; the cache holds only the generated tokens.
+        prefix = [(layer.keys, layer.values) for layer in cache.layers]
+        shared = shared_prefix.SharedPrefix(prefix, attn.bool(), n)
+        for i, (k, v) in enumerate(prefix):
+            cache.layers[i] = _PreallocatedLayer(k.new_empty((num_rows, *k.shape[1:2], 0, k.shape[-1])),
+                                                 v.new_empty((num_rows, *v.shape[1:2], 0, v.shape[-1])), max_new_tokens)
+    else:
+        _preallocate(cache, max_new_tokens)
     if n > 1:
         expand = torch.arange(len(prompts), device=device).repeat_interleave(n)
-        cache.reorder_cache(expand)
+        if shared is None:
+            cache.reorder_cache(expand)
         logits, attn, next_pos = logits[expand], attn[expand], next_pos[expand]
+    with shared_prefix.active(model, shared) if shared is not None else contextlib.nullcontext():
+        return _decode_steps(model, cache, shared, logits, attn, next_pos, num_rows, max_new_tokens, temperature,
+                             top_p, ban, eos, pad_id, watcher, generator, keep_last, min_new_tokens, early_ban,
+                             prompt_generators, n)
+
+
+def _decode_steps(model, cache, shared, logits, attn, next_pos, num_rows, max_new_tokens, temperature, top_p, ban,
+                  eos, pad_id, watcher, generator, keep_last, min_new_tokens, early_ban, prompt_generators, n):
+    """The decode loop of :func:`_decode_chunk` (``shared``: the shared-prefix attention state, or None)."""
+    device = logits.device
 
     tokens_out = torch.full((num_rows, max_new_tokens), pad_id, dtype=torch.long, device=device)
     mask_out = torch.zeros((num_rows, max_new_tokens), dtype=torch.bool, device=device)
@@ -192,7 +309,11 @@ def _decode_chunk(
     rows_list = list(range(num_rows)) if watcher else None
 
     for step in range(max_new_tokens):
-        tokens, logp = _pick(logits, temperature, top_p, early_ban if step < min_new_tokens else ban, generator)
+        uniform = None
+        if prompt_generators is not None and temperature > 0:
+            vocab = logits.shape[-1]
+            uniform = torch.cat([torch.rand((n, vocab), generator=g, device=device) for g in prompt_generators])[rows]
+        tokens, logp = _pick(logits, temperature, top_p, early_ban if step < min_new_tokens else ban, generator, uniform)
         tokens = torch.where(live, tokens, pad_id)
         tokens_out[rows, step] = tokens
         logp_out[rows, step] = torch.where(live, logp, 0.0)
@@ -209,13 +330,15 @@ def _decode_chunk(
         if num_live <= _COMPACT_AT * live.numel():
             keep = live.nonzero().squeeze(-1)
             cache.reorder_cache(keep)
+            if shared is not None:
+                shared.select(keep)
             rows, tokens, attn, next_pos, live = rows[keep], tokens[keep], attn[keep], next_pos[keep], live[keep]
             if watcher:
                 rows_list = rows.tolist()
         attn = torch.cat([attn, attn.new_ones((attn.shape[0], 1))], dim=1)
         logits = model(
             input_ids=tokens[:, None],
-            attention_mask=attn,
+            attention_mask=None if shared is not None else attn,
             position_ids=next_pos[:, None],
             past_key_values=cache,
             use_cache=True,
@@ -241,6 +364,7 @@ def sample(
     progress: bool = False,
     stop_token_ids: Sequence[int] = (),
     min_new_tokens: int = 0,
+    prompt_generators: Sequence[torch.Generator] | None = None,
 ) -> Samples:
     """Sample ``n`` continuations of each prompt (texts, or token ids used as given).
 
@@ -253,7 +377,9 @@ def sample(
     (it should live on the model's device; one elsewhere works, more slowly).
     ``stop_token_ids`` end a row like EOS but stay in the text (e.g. ``</think>``: cheaper than
     a stop string). For the first ``min_new_tokens`` steps EOS and ``stop_token_ids`` are
-    banned (e.g. a thought of at least one token). Runs under
+    banned (e.g. a thought of at least one token). ``prompt_generators`` (one per prompt, on the
+    model's device) replace ``generator``: a prompt's samples then depend only on its generator,
+    whatever the batching (used to make data-parallel runs match single-process ones). Runs under
     ``no_grad`` (not ``inference_mode``: outputs may feed training graphs later).
     """
     if n < 1 or max_new_tokens < 0:
@@ -263,6 +389,8 @@ def sample(
     prompt_ids = tokenize(tokenizer, prompts, add_special_tokens)
     if any(len(p) == 0 for p in prompt_ids):
         raise ValueError("every prompt needs at least one token")
+    if prompt_generators is not None and len(prompt_generators) != len(prompt_ids):
+        raise ValueError(f"{len(prompt_generators)} prompt generators for {len(prompt_ids)} prompts")
     device = model_device(model)
     pad_id = pad_id_of(tokenizer)
     eos_list = _eos_ids(model, tokenizer)
@@ -293,6 +421,7 @@ def sample(
                     out = _decode_chunk(
                         model, [prompt_ids[i] for i in chunk], n, max_new_tokens, temperature, top_p,
                         ban, eos, pad_id, watcher, generator, keep_last, min_new_tokens, early_ban,
+                        None if prompt_generators is None else [prompt_generators[i] for i in chunk],
                     )
                     dest = (torch.tensor(chunk, device=device)[:, None] * n + torch.arange(n, device=device)).reshape(-1)
                     tokens[dest], mask[dest], logprobs[dest], finished[dest] = out

@@ -22,11 +22,16 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ponder.lm.score import pad_id_of, pad_ids, token_logprobs
+from ponder.rl import distributed
 from ponder.rl.advantages import group_advantages, rlp_reward, valid_groups
 from ponder.rl.ema import EMATeacher
 from ponder.rl.losses import clipped_surrogate, kl_penalty, masked_mean, next_token_loss
-from ponder.rl.rollout import ANSWER, OTHER, Rollout, make_rollout, target_logprob_sums, tokenize_docs
-from ponder.train.checkpoint import latest_checkpoint, load_state, load_weights_into, save_checkpoint, save_pretrained_atomic, set_rng_state
+from ponder.rl.rollout import (
+    ANSWER, OTHER, Rollout, keyed_generators, make_rollout, resolve_layout, target_logprob_sums, tokenize_docs,
+)
+from ponder.train.checkpoint import (latest_checkpoint, load_weights_into, restore_checkpoint, save_checkpoint,
+                                     save_pretrained_atomic)
+from ponder.train.optim import adamw_constant_after_warmup
 from ponder.train.metrics import MetricsLogger
 
 
@@ -58,6 +63,11 @@ class RLPConfig(BaseModel):
     next_token_weight: float = Field(0.0, ge=0, description="weight of a mixed-in next-token loss (paper: 0)")
     min_reward_spread: float = Field(1e-4, ge=0, description="groups whose rewards differ by at most this (nats) get zero advantage")
     sample_batch_size: int | None = Field(None, ge=1, description="positions sampled together (memory bound)")
+    batch_layout: Literal["auto", "tree", "padded"] = Field("auto", description="policy forward: shared-prefix tree "
+                                                            "(auto when the attention takes a 4D mask) or padded rows")
+    autocast_bf16: bool = Field(False, description="sample and score under bf16 autocast (GPU); weights stay fp32")
+    generation_backend: Literal["auto", "transformers", "vllm"] = Field(
+        "auto", description="thought sampler: transformers, vllm (GPU, extra `vllm`), auto (vllm when usable)")
     seed: int = Field(0, description="seed of positions and thought sampling")
     save_every: int = Field(50, ge=1, description="checkpoint every N steps (and at the end)")
     log_every: int = Field(1, ge=1, description="write metrics every N steps")
@@ -83,11 +93,14 @@ class RLPTrainer:
         self.run_dir = Path(run_dir)
         self.device = next(model.parameters()).device
         self.pad_id = pad_id_of(tokenizer)
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        warm = max(1, cfg.warmup_steps)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / warm))
+        self.rank, self.world = distributed.init_from_env()
+        self.run = distributed.wrap(model, self.world)  # run(fn) = fn(model), through DDP when data-parallel
+        self.layout = resolve_layout(model, cfg.batch_layout)
+        from ponder.rl.generation import make_backend
+
+        self.backend = make_backend(cfg.generation_backend, model, tokenizer, cfg.sample_batch_size)
+        self.optimizer, self.scheduler = adamw_constant_after_warmup(model, cfg.lr, cfg.weight_decay, cfg.warmup_steps)
         self.ema = EMATeacher(cfg.ema_tau)
-        self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.step = 0
         self.docs_consumed = 0
         self.counters = {"skipped_nonfinite": 0, "skipped_no_position": 0, "unclosed_thoughts": 0,
@@ -96,23 +109,23 @@ class RLPTrainer:
     # ------------------------------------------------------------------ state
     def _state(self) -> dict:
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "docs_consumed": self.docs_consumed, "generator": self.generator.get_state(),
+                "docs_consumed": self.docs_consumed,
                 "counters": dict(self.counters), "ema_updates": self.ema.num_updates, "ema_initialized": self.ema.initialized}
 
-    def save(self) -> Path:
-        extra = {"ema": self.ema.model} if self.ema.initialized else {}
-        return save_checkpoint(self.run_dir, self.step, self.model, self.tokenizer, self._state(), extra_models=extra)
+    def save(self) -> Path | None:
+        """Rank 0 writes the checkpoint (replicas are identical); every rank waits for it."""
+        path = None
+        if self.rank == 0:
+            extra = {"ema": self.ema.model} if self.ema.initialized else {}
+            path = save_checkpoint(self.run_dir, self.step, self.model, self.tokenizer, self._state(), extra_models=extra)
+        distributed.barrier(self.world)
+        return path
 
     def resume(self) -> bool:
         ckpt = latest_checkpoint(self.run_dir)
         if ckpt is None:
             return False
-        state = load_state(ckpt)
-        load_weights_into(self.model, ckpt)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.generator.set_state(state["generator"])
-        set_rng_state(state["rng"])
+        state = restore_checkpoint(ckpt, self.model, self.optimizer, self.scheduler)  # sampling RNGs are keyed per step
         self.step, self.docs_consumed, self.counters = state["step"], state["docs_consumed"], state["counters"]
         if state["ema_initialized"]:
             self.ema.initialize(self.model)
@@ -122,9 +135,18 @@ class RLPTrainer:
 
     # ------------------------------------------------------------------ one step
     def _next_docs(self, stream):
+        """This rank's documents of the step and one generator each, keyed by (seed, step, global index).
+
+        Every rank reads the whole global batch from the stream and keeps every world-th window:
+        a window's positions and thoughts depend only on its key, so any number of ranks sees
+        the same rollouts as one process.
+        """
         texts = [next(stream) for _ in range(self.cfg.docs_per_step)]
         self.docs_consumed += len(texts)
-        return tokenize_docs(self.tokenizer, texts, self.cfg.context_length)
+        docs = tokenize_docs(self.tokenizer, texts, self.cfg.context_length)
+        keys = [self.step * 1_000_003 + i for i in range(len(docs))]
+        mine = list(range(self.rank, len(docs), self.world))
+        return [docs[i] for i in mine], keyed_generators(self.cfg.seed, [keys[i] for i in mine], self.device)
 
     def _loss(self, logp: torch.Tensor, logp_old: torch.Tensor, advantages: torch.Tensor, rollout: Rollout):
         """Clipped surrogate on thought tokens, plus the optional KL and next-token terms (both off by default)."""
@@ -132,7 +154,7 @@ class RLPTrainer:
         loss, stats = clipped_surrogate(logp, logp_old, advantages, batch.loss_mask, cfg.eps_low, cfg.eps_high, reduce="rlp")
         if cfg.kl_coef > 0:
             with torch.no_grad():
-                ref = token_logprobs(self.ema.model, batch.input_ids, batch.attention_mask)
+                ref = batch.logprobs(self.ema.model)
             kl = kl_penalty(logp, ref, batch.loss_mask)
             loss = loss + cfg.kl_coef * kl
             stats["kl_to_ema"] = kl.detach()
@@ -145,21 +167,29 @@ class RLPTrainer:
     def train_step(self, stream) -> dict:
         cfg = self.cfg
         t0 = time.time()
-        docs = self._next_docs(stream)
+        docs, generators = self._next_docs(stream)
         if not self.ema.initialized:
             self.ema.initialize(self.model)  # phi <- theta lazily on the first batch
-        rollout = make_rollout(self.model, self.ema.model, self.tokenizer, docs, cfg.positions_per_doc, cfg.group_size,
-                               cfg.reward_tokens, cfg.max_thought_tokens, cfg.temperature, cfg.top_p, self.generator,
-                               cfg.position_weighting, cfg.sample_batch_size)
+        with self._autocast():
+            rollout = make_rollout(self.model, self.ema.model, self.tokenizer, docs, cfg.positions_per_doc, cfg.group_size,
+                                   cfg.reward_tokens, cfg.max_thought_tokens, cfg.temperature, cfg.top_p, generators,
+                                   cfg.position_weighting, cfg.sample_batch_size, self.layout, self.backend) if docs else None
         self.step += 1
-        if rollout is None:
+        local_pos = 0 if rollout is None else len(rollout.positions)
+        # The loss is a mean over the global batch's thoughts: ranks scale theirs by their share.
+        global_pos = distributed.all_sum([local_pos], self.world, self.device)[0]
+        if global_pos == 0:
             self.counters["skipped_no_position"] += 1
             return {"skipped": 1}
+        if rollout is None:  # this rank drew nothing but the others train: join their gradient all-reduce
+            return self._idle_step()
         num_pos, group = len(rollout.positions), cfg.group_size
+        share = num_pos * self.world / global_pos
         self.model.train()
         # One forward gives the reward's log p(x_t | x_<t, c) and the thought tokens' log-probs.
         batch = rollout.batch
-        logp, entropy = token_logprobs(self.model, batch.input_ids, batch.attention_mask, return_entropy=True)
+        with self._autocast():
+            logp, entropy = self.run(batch.logprobs, return_entropy=True)
         policy_target = target_logprob_sums(logp.detach(), batch.target_mask).view(num_pos, group).cpu()
         rewards = rlp_reward(policy_target, rollout.baseline_logp[:, None].expand(num_pos, group))
         thought_len = rollout.thoughts.lengths
@@ -168,10 +198,10 @@ class RLPTrainer:
         self.counters["positions"] += num_pos
         self.counters["thought_tokens"] += int(thought_len.sum())
         self.counters["input_tokens"] += sum(len(d.ids) for d in docs)
-        self.counters["rollout_tokens"] += int(batch.attention_mask.sum())
+        self.counters["rollout_tokens"] += batch.num_tokens
         metrics = {"reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()),
                    "thought_tokens_mean": float(thought_len.mean()), "unclosed_fraction": unclosed / len(thought_len)}
-        if not torch.isfinite(rewards).all():
+        if distributed.all_sum([float(not torch.isfinite(rewards).all())], self.world, self.device)[0] > 0:
             # Never averaged in: the whole step is dropped and counted.
             self.counters["skipped_nonfinite"] += 1
             self.optimizer.zero_grad(set_to_none=True)
@@ -184,14 +214,16 @@ class RLPTrainer:
         logp_old = logp.detach()
         for epoch in range(cfg.ppo_epochs):
             if epoch > 0:  # later epochs re-score the same rollout with the updated policy
-                logp, entropy = token_logprobs(self.model, batch.input_ids, batch.attention_mask, return_entropy=True)
+                with self._autocast():
+                    logp, entropy = self.run(batch.logprobs, return_entropy=True)
             loss, stats = self._loss(logp, logp_old, advantages, rollout)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * share).backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
             self.optimizer.step()
             self.scheduler.step()
             self.ema.update(self.model)
+        self.backend.sync_weights(self.model)
         per_position = rewards.mean(1)
         metrics["signal_group_fraction"] = float(signal.float().mean())
         elapsed = time.time() - t0
@@ -209,9 +241,32 @@ class RLPTrainer:
         })
         return metrics
 
+    def _autocast(self):
+        """bf16 autocast on the model's device when ``autocast_bf16`` (log-probs are upcast to fp32 anyway)."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.autocast_bf16)
+
+    def _idle_step(self) -> dict:
+        """A rank without positions: a zero loss through the DDP model, so its gradient all-reduces pair up."""
+        if distributed.all_sum([0.0], self.world, self.device)[0] > 0:  # pairs with the non-finite vote
+            self.optimizer.zero_grad(set_to_none=True)
+            return {"skipped": 1}
+        for _ in range(self.cfg.ppo_epochs):
+            ids = torch.full((1, 2), self.pad_id, dtype=torch.long, device=self.device)
+            out = self.run(lambda m: m(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).logits)
+            self.optimizer.zero_grad(set_to_none=True)
+            (out.float().sum() * 0).backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.ema.update(self.model)
+        self.backend.sync_weights(self.model)
+        return {"idle_rank": 1}
+
     def _next_token_term(self, rollout: Rollout) -> torch.Tensor:
         docs = [p + t for p, t in zip(rollout.prefixes, rollout.targets)]
         ids, mask = pad_ids(docs, self.pad_id, self.device)
+        # The unwrapped model: a second DDP forward before one backward is not allowed; autograd sums
+        # both paths' gradients before DDP's per-parameter hooks fire, so this term is all-reduced too.
         return next_token_loss(token_logprobs(self.model, ids, mask), mask.bool())
 
     @torch.no_grad()
@@ -228,7 +283,8 @@ class RLPTrainer:
         from ponder.report.progress import make_progress
 
         resumed = self.resume() if resume else False
-        logger = MetricsLogger(self.run_dir, resume_step=self.step if resumed else None)
+        progress = progress and self.rank == 0
+        logger = MetricsLogger(self.run_dir, resume_step=self.step if resumed else None) if self.rank == 0 else None
         stream = self.source.stream()
         for _ in range(self.docs_consumed):
             next(stream)
@@ -237,13 +293,16 @@ class RLPTrainer:
             task = bar.add_task("ponder rlp", total=self.cfg.steps, completed=self.step)
             while self.step < self.cfg.steps:
                 metrics = self.train_step(stream)
-                if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps:
+                if logger is not None and (self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps):
                     logger.log(self.step, metrics)
                 desc = f"ponder rlp reward={metrics.get('reward_mean', float('nan')):+.3f}"
                 bar.update(task, completed=self.step, description=desc)
                 if self.step % self.cfg.save_every == 0 or self.step == self.cfg.steps:
                     self.save()
-        logger.close()
+        if logger is not None:
+            logger.close()
         self.model.eval()
-        save_pretrained_atomic(self.run_dir / "final", self.model, self.tokenizer)
+        if self.rank == 0:
+            save_pretrained_atomic(self.run_dir / "final", self.model, self.tokenizer)
+        distributed.barrier(self.world)
         return {"steps": self.step, "seconds": time.time() - start, **self.counters}

@@ -1,0 +1,76 @@
+"""Data parallelism for RLP through ``torch.distributed``: whatever launched the processes.
+
+``torchrun`` and ``accelerate launch`` both export ``RANK``/``WORLD_SIZE``/``MASTER_ADDR``; the
+trainer calls :func:`init_from_env` and runs single-process when ``WORLD_SIZE`` is absent or 1.
+Each rank takes its share of a step's documents; gradients are averaged by
+``DistributedDataParallel`` and the loss is scaled so the average equals the single-process
+loss over the whole global batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+import torch.distributed as dist
+
+LOG = logging.getLogger(__name__)
+
+
+def init_from_env() -> tuple[int, int]:
+    """``(rank, world_size)``; joins the process group named by the launcher's environment (gloo on CPU, nccl on GPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        cuda = torch.cuda.is_available()
+        if cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if cuda else "gloo")
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true"):
+        LOG.warning("FSDP was requested by the launcher; ponder's RLP trains data-parallel (DDP) with full replicas")
+    return dist.get_rank(), dist.get_world_size()
+
+
+class _Run(torch.nn.Module):
+    """``forward(fn, **kw) = fn(model, **kw)``: a whole loss forward (any number of model calls) as one DDP call."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, fn, **kwargs):
+        return fn(self.model, **kwargs)
+
+
+def wrap(model: torch.nn.Module, world: int):
+    """``run(fn, **kw)`` computing ``fn(model, **kw)``: directly in one process, else through DDP.
+
+    The shared-prefix forward calls the model twice (prefix, then branches) before one backward;
+    DDP allows one forward per backward, so the whole function runs inside one DDP forward.
+    Sampling and the EMA use the unwrapped module: ranks decode different numbers of steps, and a
+    DDP forward outside training would take part in collectives. ``broadcast_buffers`` is off for
+    the same reason (the only buffers are rotary tables, identical on every rank).
+    """
+    if world <= 1:
+        return lambda fn, **kwargs: fn(model, **kwargs)
+    from torch.nn.parallel import DistributedDataParallel
+
+    device = next(model.parameters()).device
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(_Run(model), device_ids=ids, broadcast_buffers=False)
+
+
+def all_sum(values: list[float], world: int, device=None) -> list[float]:
+    """Sums of ``values`` over all ranks (the values themselves in one process)."""
+    if world <= 1:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def barrier(world: int) -> None:
+    if world > 1:
+        dist.barrier()

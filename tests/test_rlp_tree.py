@@ -1,0 +1,142 @@
+"""Shared-prefix (tree) RLP batch: same log-probs and gradients as one padded row per thought."""
+
+import pytest
+import torch
+
+from ponder.rl.rollout import (
+    Doc, Thoughts, build_policy_batch, build_tree_batch, keyed_generators, make_rollout, resolve_layout,
+    target_logprob_sums,
+)
+
+OPEN, CLOSE, PAD = 98, 99, 0
+
+
+def _model(attn="sdpa", seed=0):
+    from ponder.lm.tiny import TinyArch, build_char_tokenizer, build_tiny_model
+
+    tok = build_char_tokenizer()
+    model = build_tiny_model(tok, TinyArch(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64), seed=seed)
+    model.config._attn_implementation = attn
+    return model.float(), tok
+
+
+def _case():
+    """Two documents; doc 0 has two positions (shared prefix), doc 1 one; G = 2, k = 2; ragged thoughts."""
+    docs = [[1, 10, 11, 12, 13, 14, 15, 16], [1, 20, 21, 22, 23]]
+    positions = [(0, 2), (0, 5), (1, 3)]
+    thoughts = Thoughts(ids=[[40, 41], [42], [43, 44, 45], [46], [47, 48], [49, 50, 51, 52]],
+                        closed=torch.tensor([True, False, True, True, False, True]))
+    return docs, positions, thoughts
+
+
+def test_tree_layout_masks_and_positions():
+    docs, positions, thoughts = _case()
+    tb = build_tree_batch(docs, positions, 2, thoughts, 2, OPEN, CLOSE, PAD)
+    # One prefix row per document, up to its last position (doc 0: t_max = 5, doc 1: 3).
+    assert tb.prefix_ids.tolist() == [docs[0][:5], docs[1][:3] + [PAD, PAD]]
+    assert tb.row.tolist() == [0, 0, 0, 0, 1, 1]
+    assert tb.branch_ids[0, :6].tolist() == [OPEN, 40, 41, CLOSE, 11, 12]
+    assert tb.branch_positions[0, :6].tolist() == [2, 3, 4, 5, 6, 7]
+    width = 5
+    # </think> of thought 0 (t = 2) sees x_0, x_1 and its own branch up to itself, nothing else.
+    assert tb.allowed[0, 3].nonzero().flatten().tolist() == [0, 1, width, width + 1, width + 2, width + 3]
+    # Thought 2 (t = 5) sees the whole prefix; its padding sees only itself.
+    assert tb.allowed[2, 0, :width].all()
+    assert tb.allowed[1, 5].nonzero().flatten().tolist() == [width + 5]
+    assert tb.num_tokens == 5 + 3 + (6 + 5 + 7 + 5) + (6 + 8)  # prefixes once, branches <think> c </think> x x
+    pb = build_policy_batch([docs[d][:t] for d, t in positions], [docs[d][t:t + 2] for d, t in positions],
+                            thoughts, 2, OPEN, CLOSE, PAD)
+    # Masks are the padded rows' masks with each prefix cut off.
+    length = tb.loss_mask.shape[1]
+    for n, (d, t) in enumerate([positions[i // 2] for i in range(6)]):
+        for tree_mask, pad_mask in ((tb.loss_mask, pb.loss_mask), (tb.target_mask, pb.target_mask)):
+            cut = pad_mask[n, t:]
+            assert tree_mask[n, :cut.numel()].tolist() == cut[:length].tolist()
+            assert not tree_mask[n, cut.numel():].any()
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_tree_forward_matches_padded_logprobs_and_gradients(one_thread, attn):
+    docs, positions, thoughts = _case()
+    model, _ = _model(attn)
+    pb = build_policy_batch([docs[d][:t] for d, t in positions], [docs[d][t:t + 2] for d, t in positions],
+                            thoughts, 2, OPEN, CLOSE, PAD)
+    tb = build_tree_batch(docs, positions, 2, thoughts, 2, OPEN, CLOSE, PAD)
+    weights = torch.randn(6, 16, generator=torch.Generator().manual_seed(0))
+    weights[:, 0] = 0  # <think> is scored by the padded rows only; it is no action
+
+    def run(batch):
+        model.zero_grad()
+        logp, ent = batch.logprobs(model, return_entropy=True)
+        # Compare in branch coordinates: the padded row's tokens after its prefix.
+        rows = []
+        for n, (d, t) in enumerate([positions[i // 2] for i in range(6)]):
+            r = logp[n] if batch.layout == "tree" else logp[n, t:]
+            rows.append(torch.nn.functional.pad(r, (0, 16 - r.numel())))
+        branch = torch.stack(rows)
+        loss = (branch * weights).sum() + (ent * batch.loss_mask).sum()
+        loss.backward()
+        grads = {k: p.grad.clone() for k, p in model.named_parameters()}
+        return branch.detach(), target_logprob_sums(logp.detach(), batch.target_mask), grads
+
+    lp_pad, tgt_pad, g_pad = run(pb)
+    lp_tree, tgt_tree, g_tree = run(tb)
+    # The padded rows also score <think> (column 0 of a branch); the tree leaves it 0 (it is no action).
+    lp_pad[:, 0] = 0
+    torch.testing.assert_close(lp_tree, lp_pad, atol=1e-5, rtol=0)
+    torch.testing.assert_close(tgt_tree, tgt_pad, atol=1e-5, rtol=0)
+    assert tgt_tree.abs().min() > 0  # the targets really were scored
+    for name in g_pad:
+        torch.testing.assert_close(g_tree[name], g_pad[name], atol=1e-5, rtol=1e-5, msg=name)
+
+
+def test_layout_falls_back_for_flash_attention(caplog):
+    model, _ = _model("sdpa")
+    assert resolve_layout(model) == "tree"
+    model.config._attn_implementation = "flash_attention_2"
+    with caplog.at_level("WARNING"):
+        assert resolve_layout(model) == "padded"
+    assert "4D mask" in caplog.text
+    with pytest.raises(ValueError):
+        resolve_layout(model, "tree")
+
+
+def test_rollout_per_document_generators_ignore_batch_composition(one_thread):
+    """A document's positions and thoughts depend only on its own generator, not on the other documents."""
+    model, tok = _model()
+    docs = [Doc(tok("12+34=46")["input_ids"]), Doc(tok("7+8=15, 9+9=18")["input_ids"])]
+
+    def rollout(sel):
+        gens = [keyed_generators(5, [i])[0] for i in sel]
+        return make_rollout(model, model, tok, [docs[i] for i in sel], 2, 3, 1, 6, 1.0, 1.0, gens)
+
+    both, alone = rollout([0, 1]), rollout([1])
+    assert [t for d, t in both.positions if d == 1] == [t for _, t in alone.positions]
+    assert both.thoughts.ids[6:] == alone.thoughts.ids
+    assert both.batch.layout == "tree"
+    torch.testing.assert_close(both.baseline_logp[2:], alone.baseline_logp)
+
+
+def test_generation_backends(one_thread, monkeypatch):
+    """The transformers backend gives G closed-or-budgeted thoughts per prefix, reproducible per generator;
+    vLLM, absent here, is refused with a PonderError and ``auto`` falls back to transformers."""
+    import sys
+
+    from ponder.errors import PonderError
+    from ponder.rl.generation import TransformersBackend, make_backend
+
+    model, tok = _model()
+    backend = make_backend("auto", model, tok)
+    assert isinstance(backend, TransformersBackend)
+    prefixes = [tok("12+3")["input_ids"], tok("7+8=")["input_ids"]]
+    a = backend.generate(prefixes, 3, 5, 1.0, 1.0, keyed_generators(0, [1, 2]))
+    b = backend.generate(prefixes[1:], 3, 5, 1.0, 1.0, keyed_generators(0, [2]))
+    assert len(a.ids) == 6 and all(1 <= len(t) <= 5 for t in a.ids)
+    assert a.ids[3:] == b.ids and a.closed[3:].tolist() == b.closed.tolist()
+    assert all(len(t) == 5 for t, c in zip(a.ids, a.closed) if not c)
+    other, _ = _model(seed=1)
+    backend.sync_weights(other)
+    assert backend.model is other
+    monkeypatch.setitem(sys.modules, "vllm", None)  # import fails as when the extra is not installed
+    with pytest.raises(PonderError, match="vllm"):
+        make_backend("vllm", model, tok)
