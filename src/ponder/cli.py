@@ -119,6 +119,19 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_plan(args) -> int:
+    from ponder.jobs.plan import PlanJob, run_plan
+
+    job = config_from_args(PlanJob, args)
+    summary = run_plan(job, progress=not args.quiet, printer=lambda line: console.print(line, markup=False, highlight=False))
+    console.print(f"best chain (held-out accuracy {summary['best_heldout_accuracy']:.3f}, {summary['calls']} real calls, "
+                  f"{summary['rejected']} edits rejected):\n{json.dumps(summary['best_chain'], indent=2)}", highlight=False)
+    console.print(f"saved {Path(job.out) / 'best_chain.json'} and {summary['report']}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
 def cmd_tasks(args) -> int:
     from ponder.data.registry import DEMO_TASK, known_tasks
 
@@ -172,6 +185,15 @@ def build_parser() -> argparse.ArgumentParser:
                  "RLP and FLOP-matched continued pretraining for each seed, then held-out think / no-think accuracy "
                  "and information gain for each; prints one table and writes an HTML report.")
     p.add_argument("--quick", action="store_true", help="one seed and small budgets (a few minutes), for smoke checks")
+    _add_run_flags(p, resume=False)
+
+    from ponder.jobs.plan import PlanJob
+
+    p = _add_job(sub, "plan", PlanJob, cmd_plan, "Thoughts-as-Planning: optimise a reasoning chain with a world-model planner",
+                 "Edits a chain (instruction and exemplar lines, a reasoning prefix, the answer format) to raise the "
+                 "model's score on a task. World-model planners (mppi, gradient, policy) choose edits in a learned "
+                 "latent model and verify each with one real evaluation; baselines (random, hill, evolution) evaluate "
+                 "every candidate. Prints the trajectory (edit, predicted, real), saves the best chain and a report.")
     _add_run_flags(p, resume=False)
 
     p = sub.add_parser("tasks", help="list the built-in tasks")

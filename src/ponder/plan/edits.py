@@ -304,23 +304,32 @@ def enumerate_edits(chain: Chain, vocab: Vocabulary, rng: random.Random, samples
 def candidate_edits(chain: Chain, vocab: Vocabulary, rng: random.Random, max_candidates: int = 48,
                     accept: Callable[[Chain], bool] | None = None, scales: tuple[str, ...] = SCALES,
                     samples_per_op: int = 2) -> list[tuple[Edit, Chain]]:
-    """Up to ``max_candidates`` distinct ``(edit, resulting chain)`` pairs, in random order.
+    """Up to ``max_candidates`` distinct ``(edit, resulting chain)`` pairs, drawn evenly across operations.
 
     Edits that are rejected or lead to the same chain as an earlier one are dropped;
     ``accept(chain)`` (e.g. the environment's length check) filters the results.
     """
     seen, out = {chain.key()}, []
-    edits = enumerate_edits(chain, vocab, rng, samples_per_op, scales)
-    rng.shuffle(edits)
-    for e in edits:
-        try:
-            new = apply_edit(chain, e)
-        except EditRejected:
-            continue
-        if new.key() in seen or (accept is not None and not accept(new)):
-            continue
-        seen.add(new.key())
-        out.append((e, new))
-        if len(out) >= max_candidates:
-            break
+    by_op: dict[str, list[Edit]] = {}
+    for e in enumerate_edits(chain, vocab, rng, samples_per_op, scales):
+        by_op.setdefault(e.op, []).append(e)
+    for pool in by_op.values():
+        rng.shuffle(pool)
+    # Round-robin over operations (stratified), so edits with many instances (one per word)
+    # do not crowd out the few structural ones.
+    while by_op and len(out) < max_candidates:
+        for op in rng.sample(sorted(by_op), len(by_op)):
+            e = by_op[op].pop()
+            if not by_op[op]:
+                del by_op[op]
+            try:
+                new = apply_edit(chain, e)
+            except EditRejected:
+                continue
+            if new.key() in seen or (accept is not None and not accept(new)):
+                continue
+            seen.add(new.key())
+            out.append((e, new))
+            if len(out) >= max_candidates:
+                break
     return out

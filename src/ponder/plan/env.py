@@ -33,6 +33,10 @@ from ponder.plan.edits import Edit, EditRejected, apply_edit
 from ponder.plan.state import Chain, render_prompt
 
 
+#: Nats per token at which the log-likelihood term of :attr:`Outcome.value` reaches 0.
+LOGLIK_SCALE = 10.0
+
+
 class PlanInputError(PonderError, ValueError):
     """Bad input to planning (a task that can be neither scored nor compared with a reference)."""
 
@@ -48,7 +52,14 @@ class Outcome:
 
     @property
     def value(self) -> float:
-        return self.accuracy if self.ref_prob is None else 0.5 * (self.accuracy + self.ref_prob)
+        """``(accuracy + clip(1 + loglik / LOGLIK_SCALE, 0, 1)) / 2``; the accuracy alone without references.
+
+        The log-likelihood term is linear in nats, so a chain that moves the reference from
+        ``e^-9`` to ``e^-2`` per token counts as progress even while no answer is right yet.
+        """
+        if self.loglik is None:
+            return self.accuracy
+        return 0.5 * (self.accuracy + min(1.0, max(0.0, 1.0 + self.loglik / LOGLIK_SCALE)))
 
     def to_json(self) -> dict:
         return {**asdict(self), "value": self.value}
@@ -96,6 +107,7 @@ class PlanEnv:
                 "chain's outcome cannot be measured; give the problems answers or the task a score() method."
             )
         self._cache: dict[tuple[str, str], Outcome] = {}
+        self._accepted: dict[str, bool] = {}
         self._longest_input = max(len(self._tokens(p.prompt)) for p in self.train + self.heldout)
 
     # ---------------------------------------------------------------- edits
@@ -104,10 +116,12 @@ class PlanEnv:
 
     def accept(self, chain: Chain) -> bool:
         """Whether ``chain`` gives non-empty prompts within ``max_prompt_tokens`` for every input."""
-        probe = render_prompt(chain, "")
-        if not probe.strip() and not all(p.prompt.strip() for p in self.train):
-            return False
-        return len(self._tokens(probe)) + self._longest_input <= self.max_prompt_tokens
+        key = chain.key()
+        if key not in self._accepted:
+            probe = render_prompt(chain, "")
+            ok = bool(probe.strip()) or all(p.prompt.strip() for p in self.train + self.heldout)
+            self._accepted[key] = ok and len(self._tokens(probe)) + self._longest_input <= self.max_prompt_tokens
+        return self._accepted[key]
 
     def try_edit(self, chain: Chain, edit: Edit) -> Chain | None:
         """``chain`` after ``edit``, or None (counted in ``rejected``) when the edit is refused."""

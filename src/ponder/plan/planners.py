@@ -44,6 +44,7 @@ class PlannerConfig:
     grad_lr: float = 0.1
     grad_lam: float = 0.5
     policy_episodes: int = 24
+    kappa: float = 1.0  # optimism: planners score mean + kappa * std of the reward ensemble
     seed: int = 0
 
 
@@ -54,8 +55,10 @@ class _Latent:
         self.model, self.features, self.vocab, self.accept, self.cfg = model, features, vocab, accept, cfg
         self.rng = random.Random(cfg.seed)
 
-    def candidates(self, chain: Chain, k: int | None = None) -> list[tuple[Edit, Chain]]:
-        return candidate_edits(chain, self.vocab, self.rng, k or self.cfg.candidates, self.accept)
+    def candidates(self, chain: Chain, k: int | None = None, imagined: bool = False) -> list[tuple[Edit, Chain]]:
+        """Candidate edits; ``imagined`` ones (inside latent rollouts) skip the prompt-length check."""
+        return candidate_edits(chain, self.vocab, self.rng, k or self.cfg.candidates, None if imagined else self.accept,
+                               samples_per_op=1 if imagined else 2)
 
     @torch.no_grad()
     def z(self, chains: list[Chain]) -> torch.Tensor:
@@ -71,7 +74,7 @@ class MPPIPlanner(_Latent):
         cfg, m = self.cfg, self.model
         z0 = self.z([chain])  # [1, d]
         z1 = m.step(z0.expand(len(cands), -1), self.e([e for e, _ in cands], [chain] * len(cands)))  # [K, d]
-        r1 = m.reward(z1)  # [K]
+        r1 = m.optimistic_reward(z1, cfg.kappa)  # [K]
         logits = torch.zeros(len(cands))
         gen = torch.Generator().manual_seed(self.rng.randrange(1 << 30))
         best_return = r1.clone()
@@ -81,21 +84,21 @@ class MPPIPlanner(_Latent):
             z = z1[first]
             texts = [cands[int(i)][1] for i in first]
             for _ in range(cfg.horizon - 1):
-                steps = [self.candidates(t, 8) for t in texts]
+                steps = [self.candidates(t, 8, imagined=True) for t in texts]
                 picks = [self.rng.choice(s) if s else None for s in steps]
                 live = [k for k, p in enumerate(picks) if p is not None]
                 if not live:
                     break
                 e = self.e([picks[k][0] for k in live], [texts[k] for k in live])
                 z[live] = m.step(z[live], e)
-                returns[live] = torch.maximum(returns[live], m.reward(z[live]))
+                returns[live] = torch.maximum(returns[live], m.optimistic_reward(z[live], cfg.kappa))
                 texts = [picks[k][1] if picks[k] is not None else texts[k] for k in range(len(texts))]
             best_return.scatter_reduce_(0, first, returns, reduce="amax")
             w = torch.softmax((returns - returns.max()) / cfg.temperature, 0)
             mass = torch.zeros(len(cands)).index_add_(0, first, w)
             logits = torch.log(mass + 1e-3)
         idx = int(torch.argmax(best_return + 1e-3 * torch.softmax(logits, 0)))
-        return idx, float(r1[idx])
+        return idx, float(m.reward(z1[idx]))
 
 
 class GradientPlanner(_Latent):
@@ -105,7 +108,7 @@ class GradientPlanner(_Latent):
         target = z0.clone().requires_grad_(True)
         opt = torch.optim.SGD([target], lr=cfg.grad_lr)
         for _ in range(cfg.grad_steps):
-            loss = -m.reward(target) + cfg.grad_lam * (target - z0).pow(2).sum()
+            loss = -m.optimistic_reward(target, cfg.kappa) + cfg.grad_lam * (target - z0).pow(2).sum()
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -141,10 +144,10 @@ class PolicyPlanner(_Latent):
             chain = self.rng.choice(starts)
             with torch.no_grad():
                 z = self.z([chain])[0]
-                r0 = float(m.reward(z))
+                r0 = float(m.optimistic_reward(z, cfg.kappa))
             logps, best = [], r0
             for _ in range(cfg.horizon):
-                cands = self.candidates(chain, 16)
+                cands = self.candidates(chain, 16, imagined=True)
                 if not cands:
                     break
                 with torch.no_grad():
@@ -154,7 +157,7 @@ class PolicyPlanner(_Latent):
                 logps.append(dist.log_prob(k))
                 with torch.no_grad():
                     z = m.step(z, e[k])
-                    best = max(best, float(m.reward(z)))
+                    best = max(best, float(m.optimistic_reward(z, cfg.kappa)))
                 chain = cands[int(k)][1]
             if logps:
                 losses.append((best - r0, torch.stack(logps).sum()))
@@ -208,7 +211,7 @@ def plan_with_world_model(search: Search, start: Chain, vocab: Vocabulary, featu
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
     diag = {"fit": fit_world_model(model, replay, features, cfg.horizon, cfg.fit_steps, optimizer=opt, seed=cfg.seed)}
     stale = 0
-    while not search.exhausted and stale < 20:
+    while not search.exhausted and stale < 5:
         here = search.best
         if method == "policy":
             planner.train_in_imagination([here] + [s.chains[-1] for s in replay.segments[-8:]])
@@ -216,12 +219,12 @@ def plan_with_world_model(search: Search, start: Chain, vocab: Vocabulary, featu
         if not cands:
             stale += 1
             continue
+        stale = 0
         idx, predicted = planner.choose(here, cands)
         edit, chain = cands[idx]
         before = search.best_outcome.value
         value = search.evaluate(chain, edit, predicted).value
         replay.add([here, chain], [edit], [before, value])
-        stale = 0 if search.best is chain else stale + 1
         diag["fit"] = fit_world_model(model, replay, features, cfg.horizon, cfg.refit_steps, optimizer=opt,
                                       seed=cfg.seed + len(replay))
     diag["replay_transitions"] = len(replay)

@@ -39,6 +39,7 @@ class Search:
     best_heldout: float | None = None
     steps: list[Step] = field(default_factory=list)
     curve: list[dict] = field(default_factory=list)
+    on_step: object = None  # called with each Step (progress bars, live trajectories)
 
     @property
     def exhausted(self) -> bool:
@@ -53,6 +54,8 @@ class Search:
                 self.best_heldout = self.env.measure(chain).accuracy
         label = edit.describe() if isinstance(edit, Edit) else (edit or "start")
         self.steps.append(Step(self.env.counters.calls, label, chain, out, predicted, improved))
+        if self.on_step is not None:
+            self.on_step(self.steps[-1])
         self.curve.append({"calls": self.env.counters.calls, "best_value": self.best_outcome.value,
                            "best_train_accuracy": self.best_outcome.accuracy, "heldout_accuracy": self.best_heldout})
         return out
@@ -65,3 +68,19 @@ class Search:
                 "evaluations": c.evaluations, "cache_hits": c.cache_hits, "rejected": c.rejected,
                 "proposal_calls": c.proposal_calls, "heldout_calls": c.heldout_calls,
                 "curve": self.curve, "trajectory": [s.to_json() for s in self.steps]}
+
+
+def calls_to_reach(curve: list[dict], target: float, key: str = "heldout_accuracy") -> int | None:
+    """Real calls at the first curve point whose ``key`` is at least ``target`` (None if never)."""
+    for point in curve:
+        value = point.get(key)
+        if value is not None and value >= target - 1e-9:
+            return int(point["calls"])
+    return None
+
+
+def call_savings(planner_calls: int | None, baseline_calls: int | None) -> float | None:
+    """``1 - planner_calls / baseline_calls``; None when either never reached the target."""
+    if planner_calls is None or not baseline_calls:
+        return None
+    return 1.0 - planner_calls / baseline_calls

@@ -47,11 +47,12 @@ class Chain:
         return not (self.instructions or self.exemplars or self.steps)
 
     def key(self) -> str:
-        """Canonical text identifying the chain (cache key, de-duplication)."""
-        parts = [f"fmt={self.answer_format}"]
-        for field in LINE_FIELDS:
-            parts += [f"{field[0]}:{line}" for line in self.lines(field)]
-        return "\x1f".join(parts)
+        """Canonical text identifying the chain's effect: its rendering around a placeholder input.
+
+        Two chains that render alike (e.g. one step ``"a b"`` and two steps ``"a"``, ``"b"``)
+        share a key, so the cache treats them as one and candidate lists keep only one.
+        """
+        return render_prompt(self, "\x00")
 
     def header(self) -> str:
         """Instruction and exemplar lines, each ended by a newline ('' when there are none)."""

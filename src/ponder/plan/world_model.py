@@ -79,14 +79,15 @@ def _mlp(i: int, h: int, o: int) -> nn.Sequential:
 
 
 class WorldModel(nn.Module):
-    """Shapes: chain features ``[B, Dc]`` -> ``z [B, d]``; edit features ``[B, De]`` -> ``e [B, k]``."""
+    """``heads`` reward heads form an ensemble (mean = prediction, spread = uncertainty). Shapes: chain features ``[B, Dc]`` -> ``z [B, d]``; edit features ``[B, De]`` -> ``e [B, k]``."""
 
-    def __init__(self, chain_dim: int, edit_dim: int, latent: int = 64, edit_latent: int = 32, hidden: int = 128):
+    def __init__(self, chain_dim: int, edit_dim: int, latent: int = 64, edit_latent: int = 32, hidden: int = 128,
+                 heads: int = 3):
         super().__init__()
         self.encoder = nn.Sequential(nn.LayerNorm(chain_dim), _mlp(chain_dim, hidden, latent))
         self.edit_proj = nn.Sequential(nn.LayerNorm(edit_dim), nn.Linear(edit_dim, edit_latent))
         self.dynamics = _mlp(latent + edit_latent, hidden, latent)
-        self.reward_head = _mlp(latent, hidden, 1)
+        self.reward_heads = nn.ModuleList(_mlp(latent, hidden, 1) for _ in range(heads))
         self.latent = latent
 
     def encode(self, feats: Tensor) -> Tensor:
@@ -98,8 +99,17 @@ class WorldModel(nn.Module):
     def step(self, z: Tensor, e: Tensor) -> Tensor:
         return transition(z, e, self.dynamics)
 
+    def rewards(self, z: Tensor) -> Tensor:
+        """``[heads, ...]``: every reward head's prediction (an ensemble: their spread is the uncertainty)."""
+        return torch.stack([h(z).squeeze(-1) for h in self.reward_heads])
+
     def reward(self, z: Tensor) -> Tensor:
-        return self.reward_head(z).squeeze(-1)
+        return self.rewards(z).mean(0)
+
+    def optimistic_reward(self, z: Tensor, kappa: float) -> Tensor:
+        """Mean plus ``kappa`` standard deviations of the heads (optimism where the model is unsure)."""
+        r = self.rewards(z)
+        return r.mean(0) + kappa * r.std(0, unbiased=False)
 
 
 # ---------------------------------------------------------------- data and training
@@ -160,7 +170,9 @@ def world_model_loss(model: WorldModel, chain_feats: Tensor, edit_feats: Tensor,
     rolled = torch.stack(rolled, 1)  # [B, H+1, d]
     cons = consistency_loss(rolled[:, 1:].transpose(0, 1), enc[:, 1:].transpose(0, 1), mask[:, 1:].T, w.rho) if h1 > 1 \
         else enc.sum() * 0.0
-    rew = 0.5 * (reward_loss(model.reward(enc), values, mask) + reward_loss(model.reward(rolled), values, mask))
+    heads = len(model.reward_heads)
+    rew = 0.5 * (reward_loss(model.rewards(enc), values.expand(heads, -1, -1), mask.expand(heads, -1, -1))
+                 + reward_loss(model.rewards(rolled), values.expand(heads, -1, -1), mask.expand(heads, -1, -1)))
     flat = mask.bool()
     bis = bisimulation_loss(enc[flat], values[flat])
     total = w.consistency * cons + w.reward * rew + w.bisim * bis
