@@ -82,7 +82,7 @@ def main(argv=None) -> int:
     p.add_argument("--candidates", type=int, default=48)
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true", help="tiny only, one task, small budget (< 1 min)")
+    p.add_argument("--quick", action="store_true", help="first model (tiny by default) and first task only, budget <= 320 calls (< 1 min)")
     p.add_argument("--json", metavar="PATH")
     p.add_argument("--report", metavar="PATH", help="HTML report with the curves")
     a = p.parse_args(argv)
@@ -90,11 +90,11 @@ def main(argv=None) -> int:
     models, tasks = a.models.split(","), a.tasks.split(",")
     methods = tuple(a.methods.split(","))
     if a.quick:
-        models, tasks, a.budget, a.n_heldout, a.candidates = ["tiny"], tasks[:1], 320, 16, 16
+        models, tasks, a.budget, a.n_heldout, a.candidates = models[:1], tasks[:1], min(a.budget, 320), 16, 16
     results, rows, savings = [], [], {}
     for model in models:
         lm = load_model(model)
-        smol = model != "tiny"
+        smol = model.startswith("smollm")
         for task in (a.smollm_tasks.split(",") if smol and a.smollm_tasks else tasks):
             res = compare(model, task, a.smollm_budget if smol else a.budget, a.n_train if not smol else min(a.n_train, 4),
                           a.n_heldout if not smol else min(a.n_heldout, 16), a.seed, methods,
