@@ -76,12 +76,14 @@ def main(argv=None) -> int:
     p.add_argument("--tasks", default="add3-5,add5")
     p.add_argument("--smollm-tasks", default=None, help="tasks for smollm2-135m (default: --tasks)")
     p.add_argument("--budget", type=int, default=1600, help="real LM calls per method (tiny)")
-    p.add_argument("--smollm-budget", type=int, default=480, help="real LM calls per method (smollm2-135m)")
+    p.add_argument("--smollm-budget", type=int, default=240, help="real LM calls per method (smollm2-135m)")
     p.add_argument("--n-train", type=int, default=8)
     p.add_argument("--n-heldout", type=int, default=32)
     p.add_argument("--candidates", type=int, default=48)
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mode", default="prefix", choices=("prefix", "instruction"),
+                   help="start chain for the tiny model (smollm2-135m always starts from instruction + exemplar lines)")
     p.add_argument("--quick", action="store_true", help="first model (tiny by default) and first task only, budget <= 320 calls (< 1 min)")
     p.add_argument("--json", metavar="PATH")
     p.add_argument("--report", metavar="PATH", help="HTML report with the curves")
@@ -98,7 +100,8 @@ def main(argv=None) -> int:
         for task in (a.smollm_tasks.split(",") if smol and a.smollm_tasks else tasks):
             res = compare(model, task, a.smollm_budget if smol else a.budget, a.n_train if not smol else min(a.n_train, 4),
                           a.n_heldout if not smol else min(a.n_heldout, 16), a.seed, methods,
-                          a.candidates if not smol else min(a.candidates, 24), 4 if not smol else 2, lm=lm)
+                          a.candidates if not smol else min(a.candidates, 16), 4 if not smol else 2, lm=lm,
+                          mode="instruction" if smol else a.mode)
             results.append(res)
             r, s = summarize(res)
             rows += r
