@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ponder import __version__
-from ponder.config import add_model_arguments, config_from_args, dump_config
+from ponder.config import add_model_arguments, config_from_args
 from ponder.errors import PonderError
 from ponder.report.progress import console
 from rich.markup import escape
@@ -144,6 +144,19 @@ def cmd_audit(args) -> int:
     return 0
 
 
+def cmd_plan(args) -> int:
+    from ponder.jobs.plan import PlanJob, run_plan
+
+    job = config_from_args(PlanJob, args)
+    summary = run_plan(job, progress=not args.quiet, printer=lambda line: console.print(line, markup=False, highlight=False))
+    console.print(f"best chain (held-out accuracy {summary['best_heldout_accuracy']:.3f}, {summary['calls']} real calls, "
+                  f"{summary['rejected']} edits rejected):\n{json.dumps(summary['best_chain'], indent=2)}", highlight=False)
+    console.print(f"saved {Path(job.out) / 'best_chain.json'} and {summary['report']}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
 def cmd_tasks(args) -> int:
     from ponder.data.registry import DEMO_TASK, known_tasks
 
@@ -160,7 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="ponder",
-        description="Treat a language model's thoughts as actions: pretrain the built-in tiny model, measure think vs no-think accuracy, and train thinking with RLP against a compute-matched baseline.",
+        description="Treat a language model's thoughts as actions: pretrain the built-in tiny model, measure think vs "
+                    "no-think accuracy, train thinking (RLP against a compute-matched baseline, GRPO and TTRL with "
+                    "verifier-free rewards), plan reasoning chains in a learned world model, and audit whether thoughts help.",
     )
     parser.add_argument("--version", action="version", version=f"ponder {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -220,6 +235,15 @@ def build_parser() -> argparse.ArgumentParser:
                  "self-consistency, information gain per step, on- vs off-policy entropy, reflection after the first "
                  "answer, the thinking-budget curve, the validity ablation, update sparsity against --compare and "
                  "planning vs execution tokens. Writes OUT/report.html (self-contained) and OUT/audit.json.")
+    _add_run_flags(p, resume=False)
+
+    from ponder.jobs.plan import PlanJob
+
+    p = _add_job(sub, "plan", PlanJob, cmd_plan, "Thoughts-as-Planning: optimise a reasoning chain with a world-model planner",
+                 "Edits a chain (instruction and exemplar lines, a reasoning prefix, the answer format) to raise the "
+                 "model's score on a task. World-model planners (mppi, gradient, policy) choose edits in a learned "
+                 "latent model and verify each with one real evaluation; baselines (random, hill, evolution) evaluate "
+                 "every candidate. Prints the trajectory (edit, predicted, real), saves the best chain and a report.")
     _add_run_flags(p, resume=False)
 
     p = sub.add_parser("tasks", help="list the built-in tasks")

@@ -1,0 +1,161 @@
+"""``ponder plan``: optimise a reasoning chain for a task with a world-model planner or a baseline.
+
+Prints the trajectory (each real evaluation: the edit, the value the world model predicted,
+the real outcome), saves the best chain (``best_chain.json``), the whole run
+(``plan.json``) and an HTML report with the curves (``report.html``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ponder.data.registry import DEMO_TASK
+
+METHODS = ("mppi", "gradient", "policy", "random", "hill", "evolution")
+WORLD_MODEL_METHODS = ("mppi", "gradient", "policy")
+
+
+class PlanJob(BaseModel):
+    """Settings of ``ponder plan``."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field("tiny", description="tiny, smollm2-135m, a HF model directory or a .gguf file")
+    task: str = Field(DEMO_TASK, description="task name (see `ponder tasks`)")
+    method: Literal["mppi", "gradient", "policy", "random", "hill", "evolution"] = Field(
+        "mppi", description="world-model planner (mppi, gradient, policy) or baseline (random, hill, evolution)")
+    mode: Literal["instruction", "prefix"] = Field(
+        "instruction", description="start chain: instruction + exemplar lines, or a reasoning prefix inside the thought")
+    start: str | None = Field(None, description="JSON file of a start chain (overrides --mode)")
+    budget: int = Field(800, ge=1, description="real LM calls the search may spend")
+    n_train: int = Field(8, ge=1, description="training inputs every evaluation averages over")
+    n_heldout: int = Field(32, ge=1, description="held-out inputs for the accuracy curve")
+    horizon: int = Field(3, ge=1, description="planning horizon H (edits)")
+    candidates: int = Field(48, ge=1, description="candidate edits considered per step")
+    warmup_walks: int = Field(4, ge=0, description="random walks of H real edits that train the world model first")
+    lm_proposals: int = Field(4, ge=0, description="LM-sampled instruction lines and reasoning steps added to the vocabulary (counted calls)")
+    max_prompt_tokens: int = Field(384, ge=8, description="longest prompt (chain + input) accepted")
+    max_thought_tokens: int = Field(64, ge=1, description="thought budget in the think format")
+    max_answer_tokens: int = Field(12, ge=1, description="answer budget")
+    seed: int = Field(0, description="seed of problem draws, candidates and the world model")
+    out: str = Field("runs/plan", description="output directory")
+    device: str | None = Field(None, description="cpu, cuda, ... (default: cuda when available)")
+
+
+def default_start(vocab, mode: str):
+    """A plausible but untuned start chain: a generic instruction and a solved exemplar in the
+    direct format (``instruction``), or four mined worked steps as the thought's prefix (``prefix``)."""
+    from ponder.plan.state import Chain
+
+    if mode == "prefix":
+        return Chain(steps=tuple(vocab.steps[:4]), answer_format="think")
+    return Chain(instructions=tuple(vocab.instructions[:1]), exemplars=tuple(vocab.exemplars[1:2]) or tuple(vocab.exemplars[:1]),
+                 answer_format="direct")
+
+
+def build_vocabulary(lm, task, seed: int = 0, lm_proposals: int = 4):
+    """Mined payloads plus ``lm_proposals`` LM samples each of instruction lines and thought steps.
+
+    Returns ``(vocab, calls)``: the proposal calls are paid once and shared by every method.
+    """
+    from ponder.plan.edits import mine_vocabulary
+    from ponder.plan.env import PlanEnv
+    from ponder.plan.state import Chain, render_prompt
+
+    vocab = mine_vocabulary(task, seed=seed)
+    if lm_proposals <= 0:
+        return vocab, 0
+    env = PlanEnv(lm, task, n_train=2, n_heldout=1, seed=seed)
+    x = env.train[0].prompt
+    lines = env.propose([vocab.instructions[0].split()[0] + " "], n=lm_proposals, max_new_tokens=24, seed=seed)
+    steps = env.propose([render_prompt(Chain(), x)], n=lm_proposals, max_new_tokens=24, seed=seed + 1,
+                        stop=(" ", "</think>"))
+    vocab.extend(instructions=[vocab.instructions[0].split()[0] + " " + t for t in lines if t],
+                 steps=[s.replace("</think>", "") for s in steps])
+    return vocab, env.counters.calls
+
+
+def run_method(lm, task, method: str, start, vocab, budget: int, env_kwargs: dict, cfg=None, on_step=None):
+    """One search within ``budget`` real calls on a fresh environment; returns ``(search, diagnostics)``."""
+    from ponder.plan.baselines import BASELINES
+    from ponder.plan.encoder import LMFeatures
+    from ponder.plan.env import PlanEnv
+    from ponder.plan.planners import PlannerConfig, plan_with_world_model
+    from ponder.plan.search import Search
+
+    env = PlanEnv(lm, task, **env_kwargs)
+    search = Search(env, budget=budget, on_step=on_step)
+    cfg = cfg or PlannerConfig(seed=env_kwargs.get("seed", 0))
+    if method in BASELINES:
+        BASELINES[method](search, start, vocab, seed=cfg.seed, candidates=cfg.candidates)
+        return search, {}
+    if method not in WORLD_MODEL_METHODS:
+        raise ValueError(f"unknown method {method!r}; known: {METHODS}")
+    features = LMFeatures(lm, [p.prompt for p in env.train[:2]])
+    return search, plan_with_world_model(search, start, vocab, features, method, cfg)
+
+
+def run_plan(job: PlanJob, progress: bool = True, printer=print) -> dict:
+    from ponder.data.registry import get_task
+    from ponder.errors import PonderError
+    from ponder.lm.load import load_model
+    from ponder.plan.planners import PlannerConfig
+    from ponder.plan.state import Chain
+    from ponder.report.progress import make_progress
+    from ponder.train.checkpoint import _atomic_write_text as atomic_write_text
+
+    task = get_task(job.task)
+    lm = load_model(job.model, device=job.device)
+    vocab, vocab_calls = build_vocabulary(lm, task, job.seed, job.lm_proposals)
+    if job.start:
+        try:
+            start = Chain.from_json(json.loads(Path(job.start).read_text()))
+        except (OSError, ValueError) as e:
+            raise PonderError(f"could not read the start chain {job.start}: {e}. Give a JSON file like best_chain.json.") from e
+    else:
+        start = default_start(vocab, job.mode)
+    env_kwargs = dict(n_train=job.n_train, n_heldout=job.n_heldout, seed=job.seed, max_prompt_tokens=job.max_prompt_tokens,
+                      max_thought_tokens=job.max_thought_tokens, max_answer_tokens=job.max_answer_tokens)
+    cfg = PlannerConfig(horizon=job.horizon, candidates=job.candidates, warmup_walks=job.warmup_walks, seed=job.seed)
+    with make_progress(progress) as bar:
+        tid = bar.add_task(f"ponder plan {job.method}", total=job.budget)
+
+        def on_step(step):
+            bar.update(tid, completed=min(step.calls, job.budget))
+            pred = "      -" if step.predicted is None else f"{step.predicted:7.3f}"
+            printer(f"{step.calls:6d} calls  {step.edit[:60]:60s}  predicted {pred}  real {step.outcome.value:.3f} "
+                    f"(acc {step.outcome.accuracy:.2f}){'  *best*' if step.improved else ''}")
+
+        search, diag = run_method(lm, task, job.method, start, vocab, job.budget, env_kwargs, cfg, on_step)
+    summary = {"job": job.model_dump(), "vocabulary": vocab.sizes(), "vocabulary_calls": vocab_calls,
+               "start_chain": start.to_json(), "diagnostics": diag, **search.summary()}
+    out = Path(job.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "best_chain.json", json.dumps(search.best.to_json(), indent=2))
+    atomic_write_text(out / "plan.json", json.dumps(summary, indent=2, default=str))
+    summary["report"] = str(write_plan_report({job.method: summary}, out / "report.html", f"ponder plan: {job.model} on {task.name}"))
+    return summary
+
+
+def write_plan_report(runs: dict[str, dict], path: Path, title: str) -> Path:
+    """HTML report: held-out accuracy and training value against real calls, per method; the best chains."""
+    from ponder.report.html import Report, line_plot
+
+    report = Report(title)
+    sec = report.section("Curves")
+    acc = {m: ([p["calls"] for p in r["curve"]], [p["heldout_accuracy"] or 0.0 for p in r["curve"]]) for m, r in runs.items()}
+    val = {m: ([p["calls"] for p in r["curve"]], [p["best_value"] for p in r["curve"]]) for m, r in runs.items()}
+    sec.figure(line_plot(acc, "held-out accuracy of the best chain so far", "real LM calls", "accuracy"))
+    sec.figure(line_plot(val, "training value of the best chain so far", "real LM calls", "value"))
+    sec.table(["method", "held-out accuracy", "calls", "evaluations", "cache hits", "rejected"],
+              [[m, r["best_heldout_accuracy"], r["calls"], r["evaluations"], r["cache_hits"], r["rejected"]] for m, r in runs.items()])
+    for m, r in runs.items():
+        s = report.section(f"{m}: best chain and trajectory")
+        s.code(json.dumps(r["best_chain"], indent=2))
+        s.table(["calls", "edit", "predicted", "real value", "real accuracy"],
+                [[t["calls"], t["edit"], "-" if t["predicted"] is None else round(t["predicted"], 3), round(t["real"]["value"], 3),
+                  t["real"]["accuracy"]] for t in r["trajectory"]])
+    return report.write(path)

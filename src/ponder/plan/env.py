@@ -1,0 +1,222 @@
+"""The LM as a (partially observable) environment for chain edits.
+
+``PlanEnv.evaluate(chain)`` renders the chain around every input of a fixed training
+minibatch, lets the LM answer greedily (think or answer-at-once, per the chain's format),
+scores the answers with the task's scorer, and teacher-forces the reference answer after the
+prompt (and after the model's own thought) for its log-likelihood. The outcome's ``value``
+(what every planner and baseline maximises) is the mean of accuracy and the reference's
+per-token geometric-mean probability, or the accuracy alone for a task without references.
+
+Accounting (the same for every method, since all go through this class):
+
+* ``calls``: prompts sent to the LM: one per input for the answer, one per input for the
+  reference log-likelihood, one per sample for LM proposals (``propose``);
+* ``tokens``: tokens those calls read and wrote;
+* a repeated evaluation of the same chain is served from a cache and is NOT a call (it is
+  counted in ``cache_hits``): no method pays for, or profits from, re-asking the same thing;
+* ``rejected``: edits refused because they did not apply, or the prompt would be empty or
+  longer than ``max_prompt_tokens``;
+* held-out measurements (``measure``) are counted apart (``heldout_calls``): they draw the
+  curves and are not part of any method's budget.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from ponder.errors import PonderError
+from ponder.lm.thoughts import THINK_CLOSE, THINK_OPEN, has_think_tokens, think_ban_ids
+from ponder.plan.edits import Edit, EditRejected, apply_edit
+from ponder.plan.state import Chain, render_prompt
+
+
+#: Nats per token at which the log-likelihood term of :attr:`Outcome.value` reaches 0.
+LOGLIK_SCALE = 10.0
+
+
+class PlanInputError(PonderError, ValueError):
+    """Bad input to planning (a task that can be neither scored nor compared with a reference)."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Result of a chain on a set of inputs. ``ref_prob``/``loglik`` are None without references."""
+
+    accuracy: float
+    ref_prob: float | None
+    loglik: float | None
+    n: int
+
+    @property
+    def value(self) -> float:
+        """``(accuracy + clip(1 + loglik / LOGLIK_SCALE, 0, 1)) / 2``; the accuracy alone without references.
+
+        The log-likelihood term is linear in nats, so a chain that moves the reference from
+        ``e^-9`` to ``e^-2`` per token counts as progress even while no answer is right yet.
+        """
+        if self.loglik is None:
+            return self.accuracy
+        return 0.5 * (self.accuracy + min(1.0, max(0.0, 1.0 + self.loglik / LOGLIK_SCALE)))
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "value": self.value}
+
+
+@dataclass
+class Counters:
+    calls: int = 0
+    tokens: int = 0
+    evaluations: int = 0
+    cache_hits: int = 0
+    rejected: int = 0
+    proposal_calls: int = 0
+    heldout_calls: int = 0
+    heldout_tokens: int = 0
+
+
+@dataclass
+class PlanEnv:
+    """Environment over ``lm`` and ``task``: see the module docstring.
+
+    ``n_train`` inputs form the fixed minibatch every evaluation averages over; ``n_heldout``
+    test-split inputs are used by :meth:`measure` only.
+    """
+
+    lm: object
+    task: object
+    n_train: int = 8
+    n_heldout: int = 32
+    seed: int = 0
+    max_prompt_tokens: int = 384
+    max_thought_tokens: int = 64
+    max_answer_tokens: int = 12
+    counters: Counters = field(default_factory=Counters)
+
+    def __post_init__(self):
+        self.train = self.task.problems(self.n_train, seed=self.seed, split="train")
+        self.heldout = self.task.problems(self.n_heldout, seed=self.seed, split="test")
+        if not self.train:
+            raise PlanInputError(f"task {self.task.name!r} gave no training problems to plan on.")
+        self.has_reference = all(p.answer not in (None, "") for p in self.train + self.heldout)
+        if not self.has_reference and not callable(getattr(self.task, "score", None)):
+            raise PlanInputError(
+                f"task {getattr(self.task, 'name', self.task)!r} has neither reference answers nor a scorer, so a "
+                "chain's outcome cannot be measured; give the problems answers or the task a score() method."
+            )
+        self._cache: dict[tuple[str, str], Outcome] = {}
+        self._accepted: dict[str, bool] = {}
+        self._longest_input = max(len(self._tokens(p.prompt)) for p in self.train + self.heldout)
+
+    # ---------------------------------------------------------------- edits
+    def _tokens(self, text: str) -> list[int]:
+        return self.lm.tokenizer(text, add_special_tokens=True)["input_ids"]
+
+    def accept(self, chain: Chain) -> bool:
+        """Whether ``chain`` gives non-empty prompts within ``max_prompt_tokens`` for every input."""
+        key = chain.key()
+        if key not in self._accepted:
+            probe = render_prompt(chain, "")
+            ok = bool(probe.strip()) or all(p.prompt.strip() for p in self.train + self.heldout)
+            self._accepted[key] = ok and len(self._tokens(probe)) + self._longest_input <= self.max_prompt_tokens
+        return self._accepted[key]
+
+    def try_edit(self, chain: Chain, edit: Edit) -> Chain | None:
+        """``chain`` after ``edit``, or None (counted in ``rejected``) when the edit is refused."""
+        try:
+            new = apply_edit(chain, edit)
+        except EditRejected:
+            self.counters.rejected += 1
+            return None
+        if not self.accept(new):
+            self.counters.rejected += 1
+            return None
+        return new
+
+    # ---------------------------------------------------------------- outcomes
+    def evaluate(self, chain: Chain) -> Outcome:
+        """Outcome of ``chain`` on the training minibatch (counted; a repeat is a free cache hit)."""
+        return self._outcome(chain, "train")
+
+    def measure(self, chain: Chain) -> Outcome:
+        """Outcome on the held-out inputs (counted apart from the budget)."""
+        return self._outcome(chain, "test")
+
+    def seen(self, chain: Chain) -> bool:
+        return (chain.key(), "train") in self._cache
+
+    def _outcome(self, chain: Chain, split: str) -> Outcome:
+        if not self.accept(chain):
+            raise PlanInputError("the chain gives an empty prompt or one longer than max_prompt_tokens; shorten it.")
+        key = (chain.key(), split)
+        if key in self._cache:
+            if split == "train":
+                self.counters.cache_hits += 1
+            return self._cache[key]
+        out, calls, tokens = self._run(chain, self.train if split == "train" else self.heldout)
+        if split == "train":
+            self.counters.calls += calls
+            self.counters.tokens += tokens
+            self.counters.evaluations += 1
+        else:
+            self.counters.heldout_calls += calls
+            self.counters.heldout_tokens += tokens
+        self._cache[key] = out
+        return out
+
+    def _run(self, chain: Chain, problems) -> tuple[Outcome, int, int]:
+        from ponder.lm.sample import sample
+
+        lm, tok = self.lm, self.lm.tokenizer
+        prompts = [render_prompt(chain, p.prompt) for p in problems]
+        think = chain.answer_format == "think"
+        if think and not has_think_tokens(tok):
+            raise PlanInputError("the 'think' answer format needs a model with <think> tokens (load it with ponder.lm.load_model).")
+        ban = [think_ban_ids(tok)[0]] if think else (think_ban_ids(tok) if has_think_tokens(tok) else [])
+        budget = self.max_answer_tokens + (self.max_thought_tokens if think else 0)
+        with torch.no_grad():
+            s = sample(lm.model, tok, prompts, n=1, max_new_tokens=budget, temperature=0.0, stop=("\n",), ban_token_ids=ban)
+        tokens = sum(len(p) for p in s.prompt_ids) + int(s.mask.sum())
+        completions, contexts = [], []
+        for prompt, text in zip(prompts, s.texts):
+            text = text.replace(tok.eos_token or "\x00", "") if tok.eos_token else text
+            if think:
+                thought_end = text.find(THINK_CLOSE)
+                thought = text if thought_end < 0 else text[:thought_end]
+                completions.append(THINK_OPEN + " ".join(chain.steps) + text)
+                contexts.append(prompt + thought + THINK_CLOSE)
+            else:
+                completions.append(text)
+                contexts.append(prompt)
+        acc = sum(self.task.score(p, c) for p, c in zip(problems, completions)) / len(problems)
+        calls = len(problems)
+        if not self.has_reference:
+            return Outcome(acc, None, None, len(problems)), calls, tokens
+        scores = lm.score(contexts, [p.answer for p in problems])
+        per_token = (scores.sum / scores.num_tokens.clamp(min=1)).tolist()
+        loglik = sum(per_token) / len(per_token)
+        tokens += sum(len(self._tokens(c)) for c in contexts) + int(scores.num_tokens.sum())
+        calls += len(problems)
+        ref_prob = sum(math.exp(v) for v in per_token) / len(per_token)
+        return Outcome(acc, ref_prob, loglik, len(problems)), calls, tokens
+
+    # ---------------------------------------------------------------- proposals
+    def propose(self, prompts: list[str], n: int = 1, max_new_tokens: int = 32, temperature: float = 1.0,
+                seed: int = 0, stop: tuple[str, ...] = ("\n",)) -> list[str]:
+        """LM-sampled texts (``n`` per prompt), counted as calls: payloads for rewrites and mutations."""
+        from ponder.lm.sample import sample
+
+        if not prompts:
+            return []
+        gen = torch.Generator(device=self.lm.device).manual_seed(seed)
+        tok = self.lm.tokenizer
+        ban = think_ban_ids(tok) if has_think_tokens(tok) else []
+        with torch.no_grad():
+            s = sample(self.lm.model, tok, prompts, n=n, max_new_tokens=max_new_tokens, temperature=temperature,
+                       stop=stop, ban_token_ids=ban, generator=gen)
+        self.counters.calls += len(prompts) * n
+        self.counters.proposal_calls += len(prompts) * n
+        self.counters.tokens += sum(len(p) for p in s.prompt_ids) * n + int(s.mask.sum())
+        return [" ".join(t.replace(tok.eos_token or "\x00", "").split()) for t in s.texts]

@@ -1,0 +1,232 @@
+"""World-model planners: choose an edit in imagination, verify it with one real evaluation.
+
+All three share :func:`plan_with_world_model`: a short warm-up of random edit walks (real,
+counted) trains the world model; then each round the planner picks one edit of the best
+chain so far without touching the LM, the resulting chain is evaluated for real, the
+transition joins the replay buffer and the model is refined on it.
+
+* :class:`MPPIPlanner`: sequences of ``horizon`` edits (the first from the current
+  candidates, the rest random edits of the texts they lead to) are rolled out in latent
+  space and scored by the best predicted value along them; the distribution over first
+  edits is re-weighted by ``softmax(return / temperature)`` (MPPI) for a few iterations.
+* :class:`GradientPlanner`: gradient ascent on ``R(z) - lam * ||z - z0||^2`` from the current
+  latent, then the candidate whose predicted successor is nearest to the optimum.
+* :class:`PolicyPlanner`: a policy over candidate edits (bilinear in ``z`` and ``e(a)``)
+  trained by REINFORCE on imagined rollouts of the world model.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+
+from ponder.plan.edits import Edit, Vocabulary, candidate_edits
+from ponder.plan.encoder import LMFeatures
+from ponder.plan.search import Search
+from ponder.plan.state import Chain
+from ponder.plan.world_model import LossWeights, Replay, WorldModel, fit_world_model
+
+
+@dataclass
+class PlannerConfig:
+    horizon: int = 3
+    candidates: int = 48
+    samples: int = 64
+    iterations: int = 3
+    temperature: float = 0.1
+    warmup_walks: int = 4
+    fit_steps: int = 150
+    refit_steps: int = 30
+    latent: int = 64
+    grad_steps: int = 30
+    grad_lr: float = 0.1
+    grad_lam: float = 0.5
+    policy_episodes: int = 24
+    kappa: float = 1.0  # optimism: planners score mean + kappa * std of the reward ensemble
+    seed: int = 0
+
+
+class _Latent:
+    """What every planner needs: features, the model, candidates, latent rollouts."""
+
+    def __init__(self, model: WorldModel, features: LMFeatures, vocab: Vocabulary, accept, cfg: PlannerConfig):
+        self.model, self.features, self.vocab, self.accept, self.cfg = model, features, vocab, accept, cfg
+        self.rng = random.Random(cfg.seed)
+
+    def candidates(self, chain: Chain, k: int | None = None, imagined: bool = False) -> list[tuple[Edit, Chain]]:
+        """Candidate edits; ``imagined`` ones (inside latent rollouts) skip the prompt-length check."""
+        return candidate_edits(chain, self.vocab, self.rng, k or self.cfg.candidates, None if imagined else self.accept,
+                               samples_per_op=1 if imagined else 2)
+
+    @torch.no_grad()
+    def z(self, chains: list[Chain]) -> torch.Tensor:
+        return self.model.encode(self.features.chains(chains))
+
+    def e(self, edits: list[Edit], chains: list[Chain]) -> torch.Tensor:
+        return self.model.embed_edit(self.features.edits(edits, chains))
+
+
+class MPPIPlanner(_Latent):
+    @torch.no_grad()
+    def choose(self, chain: Chain, cands: list[tuple[Edit, Chain]]) -> tuple[int, float]:
+        cfg, m = self.cfg, self.model
+        z0 = self.z([chain])  # [1, d]
+        z1 = m.step(z0.expand(len(cands), -1), self.e([e for e, _ in cands], [chain] * len(cands)))  # [K, d]
+        r1 = m.optimistic_reward(z1, cfg.kappa)  # [K]
+        logits = torch.zeros(len(cands))
+        gen = torch.Generator().manual_seed(self.rng.randrange(1 << 30))
+        best_return = r1.clone()
+        for _ in range(cfg.iterations):
+            first = torch.multinomial(torch.softmax(logits, 0), cfg.samples, replacement=True, generator=gen)
+            returns = r1[first].clone()
+            z = z1[first]
+            texts = [cands[int(i)][1] for i in first]
+            for _ in range(cfg.horizon - 1):
+                steps = [self.candidates(t, 8, imagined=True) for t in texts]
+                picks = [self.rng.choice(s) if s else None for s in steps]
+                live = [k for k, p in enumerate(picks) if p is not None]
+                if not live:
+                    break
+                e = self.e([picks[k][0] for k in live], [texts[k] for k in live])
+                z[live] = m.step(z[live], e)
+                returns[live] = torch.maximum(returns[live], m.optimistic_reward(z[live], cfg.kappa))
+                texts = [picks[k][1] if picks[k] is not None else texts[k] for k in range(len(texts))]
+            best_return.scatter_reduce_(0, first, returns, reduce="amax")
+            w = torch.softmax((returns - returns.max()) / cfg.temperature, 0)
+            mass = torch.zeros(len(cands)).index_add_(0, first, w)
+            logits = torch.log(mass + 1e-3)
+        idx = int(torch.argmax(best_return + 1e-3 * torch.softmax(logits, 0)))
+        return idx, float(m.reward(z1[idx]))
+
+
+class GradientPlanner(_Latent):
+    def choose(self, chain: Chain, cands: list[tuple[Edit, Chain]]) -> tuple[int, float]:
+        cfg, m = self.cfg, self.model
+        z0 = self.z([chain])[0]
+        target = z0.clone().requires_grad_(True)
+        opt = torch.optim.SGD([target], lr=cfg.grad_lr)
+        for _ in range(cfg.grad_steps):
+            loss = -m.optimistic_reward(target, cfg.kappa) + cfg.grad_lam * (target - z0).pow(2).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            z1 = m.step(z0.expand(len(cands), -1), self.e([e for e, _ in cands], [chain] * len(cands)))
+            idx = int(torch.argmin((z1 - target.detach()).pow(2).sum(-1)))
+            return idx, float(m.reward(z1[idx]))
+
+
+class PolicyNet(torch.nn.Module):
+    """``logit(a | z) = q(z) . e(a)`` over a candidate set; ``z [d]``, ``e [K, k]`` -> ``[K]``."""
+
+    def __init__(self, latent: int, edit_latent: int):
+        super().__init__()
+        self.query = torch.nn.Sequential(torch.nn.Linear(latent, 64), torch.nn.ELU(), torch.nn.Linear(64, edit_latent))
+
+    def forward(self, z, e):
+        return e @ self.query(z)
+
+
+class PolicyPlanner(_Latent):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        edit_latent = self.model.edit_proj[-1].out_features
+        self.policy = PolicyNet(self.model.latent, edit_latent)
+        self.opt = torch.optim.Adam(self.policy.parameters(), lr=3e-3)
+
+    def train_in_imagination(self, starts: list[Chain], episodes: int | None = None) -> float:
+        """REINFORCE on world-model rollouts of ``horizon`` edits; reward = best predicted value gain."""
+        m, cfg = self.model, self.cfg
+        losses = []
+        for _ in range(episodes or cfg.policy_episodes):
+            chain = self.rng.choice(starts)
+            with torch.no_grad():
+                z = self.z([chain])[0]
+                r0 = float(m.optimistic_reward(z, cfg.kappa))
+            logps, best = [], r0
+            for _ in range(cfg.horizon):
+                cands = self.candidates(chain, 16, imagined=True)
+                if not cands:
+                    break
+                with torch.no_grad():
+                    e = self.e([a for a, _ in cands], [chain] * len(cands))
+                dist = torch.distributions.Categorical(logits=self.policy(z, e))
+                k = dist.sample()
+                logps.append(dist.log_prob(k))
+                with torch.no_grad():
+                    z = m.step(z, e[k])
+                    best = max(best, float(m.optimistic_reward(z, cfg.kappa)))
+                chain = cands[int(k)][1]
+            if logps:
+                losses.append((best - r0, torch.stack(logps).sum()))
+        if not losses:
+            return 0.0
+        gains = torch.tensor([g for g, _ in losses])
+        adv = gains - gains.mean()
+        loss = -(adv * torch.stack([lp for _, lp in losses])).mean()
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        return float(gains.mean())
+
+    def choose(self, chain: Chain, cands: list[tuple[Edit, Chain]]) -> tuple[int, float]:
+        with torch.no_grad():
+            z = self.z([chain])[0]
+            e = self.e([a for a, _ in cands], [chain] * len(cands))
+            idx = int(torch.argmax(self.policy(z, e)))
+            return idx, float(self.model.reward(self.model.step(z, e[idx])))
+
+
+PLANNERS = {"mppi": MPPIPlanner, "gradient": GradientPlanner, "policy": PolicyPlanner}
+
+
+def plan_with_world_model(search: Search, start: Chain, vocab: Vocabulary, features: LMFeatures, method: str = "mppi",
+                          cfg: PlannerConfig = PlannerConfig(), weights: LossWeights = LossWeights()) -> dict:
+    """Run a world-model planner within ``search``'s call budget; returns training diagnostics."""
+    if method not in PLANNERS:
+        raise ValueError(f"unknown planner {method!r}; known: {sorted(PLANNERS)}")
+    env = search.env
+    torch.manual_seed(cfg.seed)
+    model = WorldModel(features.chain_dim, features.edit_dim, latent=cfg.latent)
+    planner = PLANNERS[method](model, features, vocab, env.accept, cfg)
+    rng, replay = planner.rng, Replay()
+    search.evaluate(start)
+    # Warm-up: random walks of `horizon` real edits from the start chain (real, counted).
+    for _ in range(cfg.warmup_walks):
+        chains, edits, values = [start], [], [env.evaluate(start).value]  # a free cache hit
+        for _ in range(cfg.horizon):
+            if search.exhausted:
+                break
+            cands = [(e, c) for e, c in planner.candidates(chains[-1]) if not env.seen(c)]
+            if not cands:
+                break
+            edit, chain = rng.choice(cands)
+            values.append(search.evaluate(chain, edit).value)
+            chains.append(chain)
+            edits.append(edit)
+        if edits:
+            replay.add(chains, edits, values)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
+    diag = {"fit": fit_world_model(model, replay, features, cfg.horizon, cfg.fit_steps, optimizer=opt, seed=cfg.seed)}
+    stale = 0
+    while not search.exhausted and stale < 5:
+        here = search.best
+        if method == "policy":
+            planner.train_in_imagination([here] + [s.chains[-1] for s in replay.segments[-8:]])
+        cands = [(e, c) for e, c in planner.candidates(here) if not env.seen(c)]
+        if not cands:
+            stale += 1
+            continue
+        stale = 0
+        idx, predicted = planner.choose(here, cands)
+        edit, chain = cands[idx]
+        before = search.best_outcome.value
+        value = search.evaluate(chain, edit, predicted).value
+        replay.add([here, chain], [edit], [before, value])
+        diag["fit"] = fit_world_model(model, replay, features, cfg.horizon, cfg.refit_steps, optimizer=opt,
+                                      seed=cfg.seed + len(replay))
+    diag["replay_transitions"] = len(replay)
+    diag["encoder_forwards"] = features.forwards
+    return diag

@@ -1,0 +1,40 @@
+"""Test helpers for planning: transparent features and a planted outcome (no LM needed)."""
+
+from __future__ import annotations
+
+import torch
+
+from ponder.plan.edits import ALL_OPS
+from ponder.plan.state import FORMATS
+
+
+def planted_value(chain) -> float:
+    """Planted outcome: the ``qa`` format is worth 0.8 (else 0.2); each instruction line costs 0.1."""
+    return (0.8 if chain.answer_format == "qa" else 0.2) - 0.1 * len(chain.instructions)
+
+
+class FakeFeatures:
+    """Features a test can read: format one-hot and line counts; edit op one-hot and payload format."""
+
+    chain_dim = len(FORMATS) + 3
+    edit_dim = len(ALL_OPS) + len(FORMATS)
+    forwards = 0
+
+    def chains(self, chains):
+        rows = []
+        for c in chains:
+            row = torch.zeros(self.chain_dim)
+            row[FORMATS.index(c.answer_format)] = 1
+            row[len(FORMATS):] = torch.tensor([len(c.instructions), len(c.exemplars), len(c.steps)], dtype=torch.float)
+            rows.append(row)
+        return torch.stack(rows)
+
+    def edits(self, edits, chains):
+        rows = []
+        for e in edits:
+            row = torch.zeros(self.edit_dim)
+            row[ALL_OPS.index(e.op)] = 1
+            if e.payload in FORMATS:
+                row[len(ALL_OPS) + FORMATS.index(e.payload)] = 1
+            rows.append(row)
+        return torch.stack(rows)

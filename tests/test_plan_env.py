@@ -1,0 +1,98 @@
+"""The LM environment: outcomes, call accounting, cache, rejections and bad input (small random tiny model)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from ponder.data import get_task
+from ponder.data.task import GeneratedTask, Problem
+from ponder.errors import PonderError
+from ponder.lm.load import LM
+from ponder.plan.edits import Edit
+from ponder.plan.env import Outcome, PlanEnv
+from ponder.plan.state import Chain
+
+
+@pytest.fixture
+def lm(random_tiny, one_thread):
+    model, tok = random_tiny
+    return LM(model, tok, "random-tiny")
+
+
+def test_outcome_value_by_hand():
+    assert Outcome(1.0, 0.5, -2.0, 4).value == pytest.approx(0.5 * (1.0 + 0.8))
+    assert Outcome(0.0, 1e-9, -25.0, 4).value == 0.0  # the log-likelihood term is clipped at 0
+    assert Outcome(0.75, None, None, 4).value == 0.75  # no reference: accuracy alone
+
+
+def test_calls_tokens_and_cache(lm):
+    env = PlanEnv(lm, get_task("add3"), n_train=3, n_heldout=2, max_thought_tokens=8, max_answer_tokens=4)
+    out = env.evaluate(Chain())  # the empty chain is a valid state: the bare input
+    assert 0.0 <= out.accuracy <= 1.0 and out.loglik < 0 and out.n == 3
+    assert env.counters.calls == 6 and env.counters.evaluations == 1 and env.counters.tokens > 0
+    again = env.evaluate(Chain(steps=()))
+    assert again == out and env.counters.calls == 6 and env.counters.cache_hits == 1
+    env.measure(Chain())
+    assert env.counters.calls == 6 and env.counters.heldout_calls == 4  # held-out is not in the budget
+    env.evaluate(Chain(answer_format="direct"))
+    assert env.counters.calls == 12 and env.counters.evaluations == 2
+    env.propose(["1+"], n=3, max_new_tokens=4)
+    assert env.counters.calls == 15 and env.counters.proposal_calls == 3
+
+
+def test_rejected_edits_are_counted(lm):
+    env = PlanEnv(lm, get_task("add3"), n_train=2, n_heldout=1, max_prompt_tokens=40)
+    chain = Chain(instructions=("short",))
+    assert env.try_edit(chain, Edit("remove_instruction", index=3)) is None  # does not apply
+    assert env.try_edit(chain, Edit("add_exemplar", payload="x" * 60)) is None  # prompt too long
+    assert env.counters.rejected == 2 and env.counters.calls == 0
+    assert env.try_edit(chain, Edit("remove_instruction")) == Chain()
+    with pytest.raises(PonderError):
+        env.evaluate(Chain(instructions=("y" * 80,)))
+
+
+class _NoReference(GeneratedTask):
+    name = "noref"
+
+    def sample(self, rng):
+        a = rng.randint(100, 999)
+        return Problem(prompt=f"{a}=", answer="")
+
+    def score(self, problem, completion):  # a scorer that needs no reference: any digit answer is right
+        return float(any(ch.isdigit() for ch in completion))
+
+
+def test_task_without_reference_uses_the_scorer_alone(lm):
+    env = PlanEnv(lm, _NoReference(), n_train=2, n_heldout=1, max_thought_tokens=4, max_answer_tokens=3)
+    out = env.evaluate(Chain(answer_format="direct"))
+    assert out.ref_prob is None and out.loglik is None and out.value == out.accuracy
+    assert env.counters.calls == 2  # no reference scoring calls
+
+
+def test_task_with_neither_reference_nor_scorer_is_a_clear_error(lm):
+    problems = [Problem(prompt="1=", answer="")]
+    task = SimpleNamespace(name="bare", problems=lambda n, seed=0, split="train": problems)
+    with pytest.raises(PonderError, match="neither reference answers nor a scorer"):
+        PlanEnv(lm, task)
+
+
+def test_think_format_needs_think_tokens(lm):
+    class NoThink:
+        def __init__(self, tok):
+            self._tok = tok
+
+        def __getattr__(self, name):
+            return getattr(self._tok, name)
+
+        def __call__(self, *a, **k):
+            return self._tok(*a, **k)
+
+        def convert_tokens_to_ids(self, t):
+            return self._tok.unk_token_id
+
+    bare = LM(lm.model, NoThink(lm.tokenizer), "no-think")
+    env = PlanEnv(bare, get_task("add3"), n_train=1, n_heldout=1, max_answer_tokens=2)
+    with pytest.raises(PonderError, match="think"):
+        env.evaluate(Chain())

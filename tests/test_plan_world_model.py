@@ -1,0 +1,95 @@
+"""Transition and losses against hand computations; the world model learns a planted replay."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from ponder.plan.edits import Edit
+from ponder.plan.state import Chain
+from ponder.plan.world_model import (
+    LossWeights, Replay, WorldModel, bisimulation_loss, consistency_loss, fit_world_model, reward_loss, transition,
+)
+from plan_fakes import FakeFeatures, planted_value
+
+
+def test_transition_is_residual_on_the_concatenation():
+    f = torch.nn.Linear(3, 2, bias=False)
+    with torch.no_grad():
+        f.weight.copy_(torch.tensor([[1.0, 0.0, 1.0], [0.0, 2.0, -1.0]]))
+    z, e = torch.tensor([1.0, 2.0]), torch.tensor([3.0])
+    # f([1, 2, 3]) = [1 + 3, 4 - 3] = [4, 1]; z' = z + f = [5, 3]
+    assert torch.allclose(transition(z, e, f), torch.tensor([5.0, 3.0]))
+
+
+def test_consistency_loss_by_hand_and_stop_gradient():
+    pred = torch.tensor([[[1.0, 1.0]], [[0.0, 2.0]]], requires_grad=True)  # [H=2, B=1, d=2]
+    target = torch.tensor([[[0.0, 1.0]], [[0.0, 0.0]]], requires_grad=True)
+    # step errors: (1 + 0) / 2 = 0.5 and (0 + 4) / 2 = 2; weights 1, 0.5; divided by H = 2
+    loss = consistency_loss(pred, target, rho=0.5)
+    assert loss.item() == pytest.approx((0.5 + 0.5 * 2.0) / 2)
+    loss.backward()
+    assert target.grad is None and pred.grad is not None
+    masked = consistency_loss(pred.detach(), target.detach(), mask=torch.tensor([[1.0], [0.0]]), rho=0.5)
+    assert masked.item() == pytest.approx(0.5 / 2)
+
+
+def test_reward_loss_by_hand():
+    assert reward_loss(torch.tensor([1.0, 2.0, 3.0]), torch.ones(3)).item() == pytest.approx(5 / 3)
+    assert reward_loss(torch.tensor([1.0, 2.0, 3.0]), torch.ones(3), torch.tensor([1, 1, 0])).item() == pytest.approx(0.5)
+
+
+def test_bisimulation_loss_by_hand():
+    z = torch.tensor([[0.0, 0.0], [3.0, 4.0], [0.0, 1.0]])
+    r = torch.tensor([0.0, 1.0, 0.5])
+    want = ((5 - 1) ** 2 + (1 - 0.5) ** 2 + (math.sqrt(18) - 0.5) ** 2) / 3
+    assert bisimulation_loss(z, r).item() == pytest.approx(want, rel=1e-5)
+    nz = torch.tensor([[0.0, 0.0], [0.0, 2.0], [0.0, 2.0]])  # successor distances 2, 2, 0
+    want_g = ((5 - 2) ** 2 + (1 - 1.5) ** 2 + (math.sqrt(18) - 0.5) ** 2) / 3
+    assert bisimulation_loss(z, r, nz, gamma=0.5).item() == pytest.approx(want_g, rel=1e-5)
+    assert bisimulation_loss(z[:1], r[:1]).item() == 0.0
+    # distances that equal the outcome gaps cost nothing
+    assert bisimulation_loss(torch.tensor([[0.0], [0.3]]), torch.tensor([0.1, 0.4])).item() == pytest.approx(0.0, abs=1e-10)
+
+
+def test_replay_windows_cover_every_start_up_to_the_horizon():
+    a, b, c, d = (Chain(instructions=(s,)) for s in "abcd")
+    e = Edit("remove_instruction")
+    replay = Replay()
+    replay.add([a, b, c, d], [e, e, e], [0.0, 0.1, 0.2, 0.3])
+    wins = replay.windows(horizon=2)
+    assert [len(w.edits) for w in wins] == [2, 2, 1]
+    assert wins[1].chains == [b, c, d] and wins[2].values == [0.2, 0.3]
+    with pytest.raises(ValueError):
+        replay.add([a, b], [], [0.0, 0.1])
+
+
+def test_world_model_fits_a_planted_replay(one_thread):
+    torch.manual_seed(0)
+    feats = FakeFeatures()
+    start = Chain(instructions=("x",), answer_format="think")
+    edits = [Edit("set_format", payload="qa"), Edit("set_format", payload="direct"), Edit("remove_instruction"),
+             Edit("add_instruction", payload="y")]
+    from ponder.plan.edits import apply_edit
+
+    replay = Replay()
+    for first in edits:
+        mid = apply_edit(start, first)
+        for second in edits:
+            try:
+                end = apply_edit(mid, second)
+            except ValueError:
+                continue
+            replay.add([start, mid, end], [first, second], [planted_value(start), planted_value(mid), planted_value(end)])
+    model = WorldModel(feats.chain_dim, feats.edit_dim, latent=16, hidden=64)
+    before = fit_world_model(model, replay, feats, horizon=2, steps=1, weights=LossWeights())
+    after = fit_world_model(model, replay, feats, horizon=2, steps=300, lr=1e-2)
+    assert after["reward"] < 0.2 * before["reward"] and after["reward"] < 0.01
+    assert after["consistency"] < before["consistency"]
+    with torch.no_grad():  # imagined two-step value of start -> qa -> no instruction matches the planted one
+        z = model.encode(feats.chains([start]))
+        for e, c in [(edits[0], start), (edits[2], apply_edit(start, edits[0]))]:
+            z = model.step(z, model.embed_edit(feats.edits([e], [c])))
+        assert model.reward(z).item() == pytest.approx(planted_value(Chain(answer_format="qa")), abs=0.1)
