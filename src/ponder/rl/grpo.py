@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from ponder.data.task import Problem, Task
 from ponder.lm.generate import drop_stop
@@ -44,7 +44,7 @@ from ponder.rl.losses import clipped_surrogate, kl_penalty, masked_mean
 from ponder.rl.prompts import PromptPool
 from ponder.train.checkpoint import latest_checkpoint, load_weights_into, restore_checkpoint, save_checkpoint, save_pretrained_atomic
 from ponder.train.metrics import MetricsLogger
-from ponder.train.optim import adamw_constant_after_warmup
+from ponder.train.optim import PolicyUpdateSettings, adamw_constant_after_warmup
 
 #: Rewards that read the reference answers: with one of them the hard-prompt filter may use labels too.
 LABEL_REWARDS = frozenset({"verifiable", "answer_likelihood"})
@@ -74,7 +74,7 @@ def parse_reward_spec(spec: str) -> dict[str, float]:
     return weights
 
 
-class GRPOConfig(BaseModel):
+class GRPOConfig(PolicyUpdateSettings):
     """GRPO settings (a GRPO / Dr.GRPO family member chosen by ``scale`` and ``loss_reduce``)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -91,12 +91,6 @@ class GRPOConfig(BaseModel):
     temperature: float = Field(1.0, gt=0, description="sampling temperature of thoughts and answers")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling")
     lr: float = Field(3e-5, gt=0, description="learning rate (AdamW, constant after warmup)")
-    warmup_steps: int = Field(0, ge=0, description="linear lr warmup steps")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
-    grad_clip: float = Field(1.0, gt=0, description="gradient norm clip")
-    eps_low: float = Field(0.2, ge=0, description="clip range below 1")
-    eps_high: float = Field(0.2, ge=0, description="clip range above 1")
-    ppo_epochs: int = Field(1, ge=1, description="optimizer steps per rollout batch")
     scale: Literal["std", "none"] = Field("std", description="advantage scale: std (GRPO) or none (Dr.GRPO)")
     loss_reduce: Literal["rlp", "token"] = Field("rlp", description="rlp: mean over completions of per-token means (GRPO); token: over all tokens (DAPO)")
     kl_coef: float = Field(0.0, ge=0, description="KL(policy || reference) on completion tokens (0: off)")

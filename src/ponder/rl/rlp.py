@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from ponder.lm.score import pad_id_of, pad_ids, token_logprobs
 from ponder.rl import distributed
@@ -31,11 +31,11 @@ from ponder.rl.rollout import (
 )
 from ponder.train.checkpoint import (latest_checkpoint, load_weights_into, restore_checkpoint, save_checkpoint,
                                      save_pretrained_atomic)
-from ponder.train.optim import adamw_constant_after_warmup
+from ponder.train.optim import PolicyUpdateSettings, adamw_constant_after_warmup
 from ponder.train.metrics import MetricsLogger
 
 
-class RLPConfig(BaseModel):
+class RLPConfig(PolicyUpdateSettings):
     """RLP settings. Defaults follow the paper where it states them (G, tau, eps, temperature, no KL)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -48,12 +48,6 @@ class RLPConfig(BaseModel):
     temperature: float = Field(0.7, gt=0, description="thought sampling temperature")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling of thoughts")
     lr: float = Field(1e-6, gt=0, description="learning rate (AdamW, constant after warmup)")
-    warmup_steps: int = Field(0, ge=0, description="linear lr warmup steps")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
-    grad_clip: float = Field(1.0, gt=0, description="gradient norm clip")
-    eps_low: float = Field(0.2, ge=0, description="clip range below 1")
-    eps_high: float = Field(0.2, ge=0, description="clip range above 1")
-    ppo_epochs: int = Field(1, ge=1, description="optimizer steps per rollout batch")
     kl_coef: float = Field(0.0, ge=0, description="KL(policy || EMA) on thought tokens (paper: 0)")
     ema_tau: float = Field(0.999, ge=0, le=1, description="EMA teacher decay")
     position_weighting: Literal["uniform", "ema_loss", "ema_entropy", "think_prob"] = Field(

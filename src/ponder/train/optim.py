@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 
 
 def adamw_constant_after_warmup(model, lr: float, weight_decay: float = 0.0, warmup_steps: int = 0):
@@ -10,3 +11,15 @@ def adamw_constant_after_warmup(model, lr: float, weight_decay: float = 0.0, war
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     warm = max(1, warmup_steps)
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warm))
+
+
+class PolicyUpdateSettings(BaseModel):
+    """Optimizer and clipped-surrogate settings shared by the RL trainers (RLP, GRPO, TTRL)."""
+
+    model_config = ConfigDict(extra="forbid")
+    warmup_steps: int = Field(0, ge=0, description="linear lr warmup steps")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    grad_clip: float = Field(1.0, gt=0, description="gradient norm clip")
+    eps_low: float = Field(0.2, ge=0, description="clip range below 1")
+    eps_high: float = Field(0.2, ge=0, description="clip range above 1")
+    ppo_epochs: int = Field(1, ge=1, description="optimizer steps per rollout batch")
