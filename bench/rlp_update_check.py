@@ -19,7 +19,6 @@ import ponder.rl.rollout as rollout
 from ponder.data.registry import get_task
 from ponder.data.sources import TaskSource
 from ponder.lm.load import load_model
-from ponder.lm.score import token_logprobs
 from ponder.rl.advantages import group_advantages, rlp_reward
 from ponder.rl.rlp import RLPConfig, RLPTrainer
 
@@ -49,7 +48,7 @@ def main() -> None:
                               args.temperature, 1.0, torch.Generator().manual_seed(0))
     b = ro.batch
     lm.model.train()
-    logp = token_logprobs(lm.model, b.input_ids, b.attention_mask)
+    logp = b.logprobs(lm.model)
     target = rollout.target_logprob_sums(logp.detach(), b.target_mask).view(-1, g)
     rewards = rlp_reward(target, ro.baseline_logp[:, None].expand(-1, g))
     adv = group_advantages(rewards, correction="rlp").flatten()
@@ -60,7 +59,7 @@ def main() -> None:
     torch.nn.utils.clip_grad_norm_(lm.model.parameters(), cfg.grad_clip)
     trainer.optimizer.step()
     with torch.no_grad():
-        after = (token_logprobs(lm.model, b.input_ids, b.attention_mask) * b.loss_mask).sum(1)
+        after = (b.logprobs(lm.model) * b.loss_mask).sum(1)
     delta = after - before
     w = torch.softmax(delta.view(-1, g), dim=1)  # importance weights of the same samples under the new policy
     print(f"corr(advantage, d log p)      {float(torch.corrcoef(torch.stack([adv, delta]))[0, 1]):+.3f}")

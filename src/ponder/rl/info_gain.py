@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import torch
 
-from ponder.lm.score import token_logprobs
 from ponder.rl.rollout import ANSWER, OTHER, Doc, make_rollout, target_logprob_sums
 
 
@@ -36,7 +35,7 @@ def information_gain(
         if rollout is None:
             continue
         b = rollout.batch
-        with_thought = target_logprob_sums(token_logprobs(model, b.input_ids, b.attention_mask), b.target_mask)
+        with_thought = target_logprob_sums(b.logprobs(model), b.target_mask)
         gain = with_thought.cpu().view(len(rollout.positions), group_size).mean(1) - rollout.baseline_logp
         for g, cls in zip(gain.tolist(), rollout.classes):
             per_class[cls].append(g)
