@@ -105,7 +105,7 @@ def run_plan(job: PlanJob, progress: bool = True, printer=print) -> dict:
     from ponder.plan.planners import PlannerConfig
     from ponder.plan.state import Chain
     from ponder.report.progress import make_progress
-    from ponder.train.checkpoint import _atomic_write_text as atomic_write_text
+    from ponder.train.checkpoint import atomic_write_text
 
     task = get_task(job.task)
     lm = load_model(job.model, device=job.device)

@@ -26,7 +26,7 @@ import torch
 STATE_FILE = "trainer_state.pt"
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)
@@ -82,7 +82,7 @@ def save_checkpoint(run_dir: Path, step: int, model, tokenizer, state: dict, ext
     root = checkpoint_dir(run_dir)
     target = root / f"step-{step:08d}"
     save_pretrained_atomic(target, model, tokenizer, extra_models, {**state, "step": step, "rng": rng_state()})
-    _atomic_write_text(root / "latest", target.name)
+    atomic_write_text(root / "latest", target.name)
     if keep_last > 0:
         for old in sorted(root.glob("step-*"))[:-keep_last]:
             shutil.rmtree(old, ignore_errors=True)
