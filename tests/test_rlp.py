@@ -188,17 +188,21 @@ def test_rlp_runs_on_smollm2_with_a_text_corpus(tmp_path):
     assert (tmp_path / "run" / "final" / "config.json").is_file()
 
 
-def test_think_probs_align_with_the_position_they_precede(random_tiny):
+def test_baseline_pass_aligns_each_figure_with_the_position_it_predicts(random_tiny):
     from ponder.lm.thoughts import think_token_ids
-    from ponder.rl.rollout import think_probs
+    from ponder.rl.rollout import doc_logprobs
 
     model, tok = random_tiny
     open_id, _ = think_token_ids(tok)
     docs = [tok("12+34=46")["input_ids"], tok("7+8=15")["input_ids"]]  # different lengths: right padding
-    probs = think_probs(model, docs, tok.pad_token_id, open_id)
-    for doc, p in zip(docs, probs):
-        assert p.shape == (len(doc),) and p[0] == 0
+    base = doc_logprobs(model, docs, tok.pad_token_id, think_id=open_id)
+    assert doc_logprobs(model, docs, tok.pad_token_id).think_prob is None
+    for doc, lp, ent, p in zip(docs, base.logp, base.entropy, base.think_prob):
+        assert lp.shape == ent.shape == p.shape == (len(doc),) and lp[0] == ent[0] == p[0] == 0
         with torch.no_grad():
             logits = model(input_ids=torch.tensor([doc])).logits[0]
-        for t in range(1, len(doc)):  # p(<think> | x_<t) comes from the logits at t - 1
-            assert torch.isclose(p[t], logits[t - 1].softmax(-1)[open_id], atol=1e-6)
+        for t in range(1, len(doc)):  # everything at t comes from the logits at t - 1
+            dist = logits[t - 1].log_softmax(-1)
+            assert torch.isclose(lp[t], dist[doc[t]], atol=1e-5)
+            assert torch.isclose(ent[t], -(dist.exp() * dist).sum(), atol=1e-5)
+            assert torch.isclose(p[t], dist[open_id].exp(), atol=1e-6)

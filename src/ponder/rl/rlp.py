@@ -219,12 +219,12 @@ class RLPTrainer:
             self.ema.update(self.model)
         self.backend.sync_weights(self.model)
         per_position = rewards.mean(1)
-        metrics["signal_group_fraction"] = float(signal.float().mean())
         elapsed = time.time() - t0
         metrics.update({
             "loss": float(loss.detach()), "grad_norm": float(grad_norm), "lr": self.scheduler.get_last_lr()[0],
             "info_gain_answer": _class_mean(per_position, rollout.classes, ANSWER),
             "info_gain_other": _class_mean(per_position, rollout.classes, OTHER),
+            "signal_group_fraction": float(signal.float().mean()),
             "clip_fraction": float(stats["clip_fraction"]), "ratio_mean": float(stats["ratio_mean"]),
             "approx_kl": float(stats["approx_kl"]),
             "policy_entropy": float(masked_mean(entropy.detach(), batch.loss_mask)),

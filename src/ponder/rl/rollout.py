@@ -346,33 +346,37 @@ def tree_mask_supported(model) -> bool:
     return impl in (None, "eager", "sdpa")
 
 
-def doc_logprobs(model, docs: Sequence[Sequence[int]], pad_id: int, return_entropy: bool = False):
-    """No-think baseline: one teacher-forced pass per document.
+@dataclass
+class BaselinePass:
+    """What one teacher-forced pass of the no-think baseline gives, per document (``[len(doc)]`` each, 0 at t = 0).
 
-    Returns a list of ``[len(doc)]`` log-probs (``[t]`` = log p(x_t | x_<t), 0 at t = 0), and with
-    ``return_entropy`` a matching list of predictive entropies (nats).
+    ``logp[t] = log p(x_t | x_<t)``; ``entropy[t]``: the predictive entropy there (nats);
+    ``think_prob[t] = p(<think> | x_<t)``, the model's own wish to think before ``x_t`` (when asked for).
     """
-    from ponder.lm.score import model_device, pad_ids
 
-    ids, mask = pad_ids(docs, pad_id, model_device(model))
-    with torch.no_grad():
-        out = token_logprobs(model, ids, mask, return_entropy=return_entropy)
-    logp, ent = out if return_entropy else (out, None)
-    rows = [logp[i, : len(d)].float().cpu() for i, d in enumerate(docs)]
-    if return_entropy:
-        return rows, [ent[i, : len(d)].float().cpu() for i, d in enumerate(docs)]
-    return rows
+    logp: list[Tensor]
+    entropy: list[Tensor]
+    think_prob: list[Tensor] | None = None
 
 
 @torch.no_grad()
-def think_probs(model, docs: Sequence[Sequence[int]], pad_id: int, open_id: int) -> list[Tensor]:
-    """``[len(doc)]`` per document: ``[t] = p(<think> | x_<t)``, the model's own wish to think before x_t (0 at t = 0)."""
-    from ponder.lm.score import model_device, pad_ids, position_ids_from_mask
+def doc_logprobs(model, docs: Sequence[Sequence[int]], pad_id: int, think_id: int | None = None) -> BaselinePass:
+    """No-think baseline: one teacher-forced pass per document gives every position's figures at once."""
+    from ponder.lm.score import logprobs_from_logits, model_device, pad_ids, position_ids_from_mask
 
-    ids, mask = pad_ids(docs, pad_id, model_device(model))
+    ids, mask = pad_ids(docs, pad_id, model_device(model))  # right padding: row i's first len(doc) columns are real
     logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), use_cache=False).logits
-    p_open = logits[:, :-1].float().log_softmax(-1)[..., open_id].exp().cpu()  # [B, T-1], predicts position t = 1..
-    return [torch.cat([torch.zeros(1), p_open[i, : len(d) - 1]]) for i, d in enumerate(docs)]
+    logits = logits[:, :-1]  # [B, T-1, V]: column t - 1 predicts position t
+    logp, ent = logprobs_from_logits(logits, ids[:, 1:], return_entropy=True)
+    think = None
+    if think_id is not None:  # the same logits, read at the <think> column
+        think = logprobs_from_logits(logits, torch.full_like(ids[:, 1:], think_id)).exp()
+
+    def rows(x: Tensor) -> list[Tensor]:
+        x = x.float().cpu()
+        return [torch.cat([torch.zeros(1), x[i, : len(d) - 1]]) for i, d in enumerate(docs)]
+
+    return BaselinePass(rows(logp), rows(ent), None if think is None else rows(think))
 
 
 def target_logprob_sums(logp: Tensor, target_mask: Tensor) -> Tensor:
@@ -435,22 +439,17 @@ def make_rollout(
     pad_id = pad_id_of(tokenizer)
     open_id, close_id = think_token_ids(tokenizer)
     layout = resolve_layout(policy, layout)
-    base_logp, base_ent = doc_logprobs(baseline, [d.ids for d in docs], pad_id, return_entropy=True)
-    weights = None
-    if position_weighting == "ema_loss":
-        weights = [-lp for lp in base_logp]
-    elif position_weighting == "ema_entropy":
-        weights = base_ent
-    elif position_weighting == "think_prob":
-        weights = think_probs(baseline, [d.ids for d in docs], pad_id, open_id)
-    elif position_weighting != "uniform":
+    if position_weighting not in ("uniform", "ema_loss", "ema_entropy", "think_prob"):
         raise ValueError(f"unknown position weighting {position_weighting!r} (uniform, ema_loss, ema_entropy, think_prob)")
+    base = doc_logprobs(baseline, [d.ids for d in docs], pad_id, open_id if position_weighting == "think_prob" else None)
+    weights = {"uniform": None, "ema_loss": [-lp for lp in base.logp], "ema_entropy": base.entropy,
+               "think_prob": base.think_prob}[position_weighting]
     positions = choose_positions(docs, per_doc, generator, weights)
     if not positions:
         return None
     prefixes = [docs[d].ids[:t] for d, t in positions]
     targets = [docs[d].ids[t:t + k] for d, t in positions]
-    baseline_logp = torch.stack([base_logp[d][t:t + k].sum() for d, t in positions])
+    baseline_logp = torch.stack([base.logp[d][t:t + k].sum() for d, t in positions])
     per_prompt, sampler = None, generator
     if not isinstance(generator, torch.Generator):  # each position's thoughts get a generator seeded by its document's
         sampler = None
