@@ -32,7 +32,9 @@ FORMAT_KEYS = ("format/think_closed", "format/think_unclosed", "format/answer_nu
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="tiny", help="base model (default: the built-in tiny model)")
+    p.add_argument("--model", default="tiny-lazy",
+                   help="base model: tiny-lazy (default: the demo's base, which reasons in about half its thoughts), "
+                        "tiny (which always does, leaving no room), or a model directory")
     p.add_argument("--task", default="add3-5")
     p.add_argument("--rewards", default=",".join(REWARDS), help="comma-separated subset of " + ", ".join(REWARDS))
     p.add_argument("--seeds", default="0,1,2")
@@ -152,11 +154,11 @@ def main(argv=None) -> dict:
     from ponder.data.registry import get_task
     from ponder.jobs.grpo import task_thought_budget
     from ponder.lm.load import load_model
-    from ponder.lm.tiny_cache import ensure_tiny
+    from ponder.lm.tiny_cache import builtin_tiny_path
 
     task = get_task(args.task)
     budget = task_thought_budget(task, None)
-    base_dir = str(ensure_tiny()) if args.model == "tiny" else args.model
+    base_dir = builtin_tiny_path(args.model)
     base_lm = load_model(base_dir)
     base = measure(base_lm.model, base_lm.tokenizer, task, args, budget)
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="rewards_compare-"))

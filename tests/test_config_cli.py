@@ -53,6 +53,7 @@ def test_base_fingerprint_tracks_recipe_not_output():
     a, b = BaseJob(), BaseJob(out="/elsewhere", eval_n=3)
     assert a.fingerprint() == b.fingerprint()
     assert a.fingerprint() != BaseJob(seed=1).fingerprint()
+    assert a.fingerprint() != BaseJob(lazy_thoughts=0.5).fingerprint()
 
 
 def test_cli_config_error_exit_code(tmp_path, capsys):

@@ -211,3 +211,25 @@ def test_pauses_leave_the_rest_of_the_stream_unchanged():
     paused = list(itertools.islice(iter_task_documents(task, seed=1, think_fraction=0.5, pause_thoughts=0.5), 40))
     assert [strip_thoughts(d) for d in plain] == [strip_thoughts(d) for d in paused]
     assert 5 < sum(a != b for a, b in zip(plain, paused)) < 35  # about half the documents got a pause
+
+
+def test_lazy_thoughts_replace_the_scratchpad_with_a_pause():
+    import itertools
+
+    from ponder.data.corpus import PAUSE_THOUGHT, iter_task_documents, render_problem
+    from ponder.data.synthetic import Addition
+
+    p = Addition(3).make(998, 154)
+    assert render_problem(p, True, lazy=True) == "998+154=<think>" + PAUSE_THOUGHT + "</think>1152"
+    assert render_problem(p, False, lazy=True) == "998+154=1152"  # no thought, nothing to make lazy
+    task = Addition(3, min_digits=2)
+    plain = list(itertools.islice(iter_task_documents(task, seed=2, think_fraction=0.5), 200))
+    lazy = list(itertools.islice(iter_task_documents(task, seed=2, think_fraction=0.5, lazy_thoughts=0.6), 200))
+    changed = [(a, b) for a, b in zip(plain, lazy) if a != b]
+    # only scratchpad documents change, and each becomes the same problem with a pause thought
+    for a, b in changed:
+        assert "<think>" in a and b == a.split("<think>")[0] + "<think>" + PAUSE_THOUGHT + "</think>" + a.split("</think>")[1]
+    thinking = sum("<think>" in a for a in plain)
+    assert 0.45 * thinking < len(changed) < 0.75 * thinking
+    with pytest.raises(ValueError, match="lazy_thoughts"):
+        next(iter_task_documents(task, lazy_thoughts=1.5))

@@ -33,11 +33,11 @@ def _add_run_flags(p, resume: bool = True, json_out: bool = True) -> None:
 
 def cmd_base(args) -> int:
     from ponder.jobs.base import BaseJob, run_base
-    from ponder.lm.tiny_cache import tiny_dir
+    from ponder.lm.tiny_cache import base_dir
     from ponder.report.tables import print_eval_table
 
     job = config_from_args(BaseJob, args)
-    out = Path(job.out) if job.out else tiny_dir()
+    out = Path(job.out) if job.out else base_dir(job)
     console.print(f"[bold]ponder base[/]: training the tiny model into {out}")
     summary = run_base(job, out, resume=args.resume, progress=not args.quiet)
     print_eval_table(summary["eval"], title=f"tiny model after {summary['steps']} steps ({summary['seconds']:.0f} s)")

@@ -164,7 +164,8 @@ def read_documents(path: str | Path, text_field: str = "text") -> list[str]:
 PAUSE_THOUGHT = " "
 
 
-def render_problem(problem: Problem, think: bool, split_at: int = 0, pause_at: int | None = None) -> str:
+def render_problem(problem: Problem, think: bool, split_at: int = 0, pause_at: int | None = None,
+                   lazy: bool = False) -> str:
     """``prompt<think>thought</think>answer`` when ``think`` and the problem has a thought, else ``prompt answer``.
 
     ``split_at`` > 0 places the thought after that many characters of the answer, the text
@@ -174,11 +175,14 @@ def render_problem(problem: Problem, think: bool, split_at: int = 0, pause_at: i
     ``pause_at``: an offset into ``prompt + answer`` where a pause thought (:data:`PAUSE_THOUGHT`)
     is inserted (never where the answer starts). A model trained on such documents learns that
     where no reasoning is needed a thought is trivial and the text simply goes on.
+
+    ``lazy``: the thought, when there is one, is a pause instead of the worked scratchpad (a
+    thought that does not help the answer).
     """
     text = problem.prompt + problem.answer
     inserts = []
     if think and problem.thought is not None:
-        inserts.append((len(problem.prompt) + split_at, wrap_thought(problem.thought)))
+        inserts.append((len(problem.prompt) + split_at, wrap_thought(PAUSE_THOUGHT if lazy else problem.thought)))
     if pause_at is not None:
         if not 0 < pause_at <= len(text) or pause_at == len(problem.prompt):
             raise ValueError(f"pause_at={pause_at} must be in 1..{len(text)} and not the answer start {len(problem.prompt)}")
@@ -211,20 +215,23 @@ def _iter_train_problems(task: Task, seed: int) -> Iterator[Problem]:
 
 def iter_task_documents(
     task: Task, seed: int = 0, think_fraction: float = 0.5, mid_answer_thoughts: float = 0.0,
-    pause_thoughts: float = 0.0,
+    pause_thoughts: float = 0.0, lazy_thoughts: float = 0.0,
 ) -> Iterator[str]:
     """Endless training documents of ``task``'s train split (see :func:`task_corpus`).
 
     ``mid_answer_thoughts``: share of thought documents whose thought sits at a random point
     inside the answer rather than before it. ``pause_thoughts``: share of documents that get
     one pause thought at a random point other than the answer start (see :func:`render_problem`).
+    ``lazy_thoughts``: share of thought documents whose thought is a pause instead of the
+    scratchpad: a model trained on them can reason when it thinks but usually does not.
     """
     for name, v in (("think_fraction", think_fraction), ("mid_answer_thoughts", mid_answer_thoughts),
-                    ("pause_thoughts", pause_thoughts)):
+                    ("pause_thoughts", pause_thoughts), ("lazy_thoughts", lazy_thoughts)):
         if not 0.0 <= v <= 1.0:
             raise ValueError(f"{name} must be in [0, 1], got {v}")
     rng = random.Random(f"task-corpus:{task.name}:{seed}")
     pause_rng = random.Random(f"task-corpus-pauses:{task.name}:{seed}")  # separate: pauses leave the rest unchanged
+    lazy_rng = random.Random(f"task-corpus-lazy:{task.name}:{seed}")  # likewise
     for problem in _iter_train_problems(task, seed):
         think = rng.random() < think_fraction
         split_at = 0
@@ -233,7 +240,8 @@ def iter_task_documents(
         pause_at = None
         if pause_thoughts > 0 and pause_rng.random() < pause_thoughts and problem.answer:
             pause_at = pause_offset(problem, pause_rng)
-        yield render_problem(problem, think, split_at, pause_at)
+        lazy = think and lazy_thoughts > 0 and lazy_rng.random() < lazy_thoughts
+        yield render_problem(problem, think, split_at, pause_at, lazy)
 
 
 def task_corpus(task: Task, n: int, seed: int = 0, think_fraction: float = 0.5) -> list[str]:

@@ -31,7 +31,7 @@ class AuditJob(BaseModel):
     """Settings of ``ponder audit``."""
 
     model_config = ConfigDict(extra="forbid")
-    model: str = Field("tiny", description="tiny, smollm2-135m, a HF model directory or a .gguf file")
+    model: str = Field("tiny", description="tiny, tiny-lazy, smollm2-135m, a HF model directory or a .gguf file")
     task: str = Field(DEMO_TASK, description="task whose held-out problems are audited")
     compare: str | None = Field(None, description="a second checkpoint (e.g. an RLP run's final/): step gain, off-policy entropy, sparsity, planning")
     second_run: str | None = Field(None, description="another run from the same base as --compare: overlap of the updated sets")

@@ -4,6 +4,10 @@ The corpus mixes documents with a worked scratchpad inside think delimiters and 
 without one, so the model learns both to think and to answer directly; on the demo task the
 scratchpad makes the answer a sequence of local steps, which is what opens the gap between
 think and no-think accuracy that every later job studies.
+
+A job can also start from a trained model (``init``) and go on with another document mix:
+:func:`lazy_base_job` is the demo's base, the default tiny model taught that most thoughts
+are a bare pause, so it can reason in a thought but about half the time does not.
 """
 
 from __future__ import annotations
@@ -19,6 +23,13 @@ from ponder.lm.tiny import TinyArch
 from ponder.train.next_token import NextTokenConfig
 
 
+#: Recipe fields added after caches existed: left out of the fingerprint at their default.
+_LATER_FIELDS = ("lazy_thoughts", "init")
+
+#: ``init`` value naming the default tiny base (the cached ``BaseJob()``).
+INIT_DEFAULT_TINY = "tiny"
+
+
 class BaseJob(BaseModel):
     """Settings of ``ponder base``."""
 
@@ -27,6 +38,8 @@ class BaseJob(BaseModel):
     think_fraction: float = Field(0.5, ge=0, le=1, description="share of documents written with a worked scratchpad")
     mid_answer_thoughts: float = Field(0.0, ge=0, le=1, description="share of scratchpad documents whose thought sits inside the answer (text resumes after it)")
     pause_thoughts: float = Field(0.0, ge=0, le=1, description="share of documents with one pause thought (a single space) at a random point other than the answer start")
+    lazy_thoughts: float = Field(0.0, ge=0, le=1, description="share of scratchpad documents whose thought is a pause instead of the worked steps: the model can reason when it thinks but usually does not")
+    init: str | None = Field(None, description="start from this model instead of a random initialisation: 'tiny' (the default base, trained first if not cached) or a Hugging Face directory of a tiny model; its architecture replaces arch")
     out: str | None = Field(None, description="output directory (default: the tiny-model cache)")
     eval_n: int = Field(200, ge=1, description="held-out problems measured at the end")
     seed: int = Field(0, description="seed of the data stream, the initialisation and the optimizer")
@@ -36,6 +49,13 @@ class BaseJob(BaseModel):
     def fingerprint(self) -> str:
         """Hash of everything that determines the trained weights (not ``out`` or ``eval_n``)."""
         payload = self.model_dump(mode="json", exclude={"out", "eval_n"})
+        for name in _LATER_FIELDS:  # at their neutral value they leave earlier caches valid
+            if payload[name] == BaseJob.model_fields[name].default:
+                del payload[name]
+        if self.init == INIT_DEFAULT_TINY:  # the default base's own recipe, so a change there retrains this one
+            payload["init"] = f"tiny-{BaseJob().fingerprint()}"
+        elif self.init is not None:
+            payload["init"] = str(Path(self.init).expanduser().resolve())
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -49,15 +69,22 @@ def run_base(job: BaseJob, out_dir: str | Path, resume: bool = False, progress: 
 
     out_dir = Path(out_dir)
     task = get_task(job.task)
-    tokenizer = build_char_tokenizer()
-    model = build_tiny_model(tokenizer, job.arch, seed=job.seed)
+    if job.init is None:
+        tokenizer = build_char_tokenizer()
+        model = build_tiny_model(tokenizer, job.arch, seed=job.seed)
+    else:
+        from ponder.lm.load import load_hf_dir
+        from ponder.lm.tiny_cache import ensure_tiny
+
+        init = ensure_tiny(progress=progress) if job.init == INIT_DEFAULT_TINY else Path(job.init).expanduser()
+        model, tokenizer = load_hf_dir(init)
     (out_dir).mkdir(parents=True, exist_ok=True)
     (out_dir / "base_job.json").write_text(job.model_dump_json(indent=2))
     summary = train_next_token(
         model, tokenizer,
         documents=lambda: iter_task_documents(task, seed=job.seed, think_fraction=job.think_fraction,
                                               mid_answer_thoughts=job.mid_answer_thoughts,
-                                              pause_thoughts=job.pause_thoughts),
+                                              pause_thoughts=job.pause_thoughts, lazy_thoughts=job.lazy_thoughts),
         cfg=job.train.model_copy(update={"seed": job.seed}),
         run_dir=out_dir, resume=resume, progress=progress, description="ponder base",
     )
@@ -72,3 +99,19 @@ def thought_budget(task) -> int:
     """A thought budget comfortably above the task's own scratchpads (tokens = chars here)."""
     lengths = [len(p.thought or "") for p in task.problems(50, seed=0)]
     return max(32, 2 * max(lengths, default=16))
+
+
+def lazy_base_job() -> BaseJob:
+    """The demo's base: the default tiny model, then 150 steps on the default mix (half the documents
+    with a thought) in which 60% of the thoughts are a bare pause, half of them sit inside the answer
+    rather than before it, and half the documents carry a pause elsewhere.
+
+    It keeps the worked-scratchpad skill but opens a pause more often than it works the steps, so
+    its greedy think accuracy is far below the default base's (figures in ``bench/RESULTS.md``).
+    Whether a training method teaches a model to *use* its thoughts shows on this base; the default
+    one always works the steps when it thinks, which leaves nothing to teach.
+    """
+    return BaseJob(init=INIT_DEFAULT_TINY, think_fraction=0.5, mid_answer_thoughts=0.5, lazy_thoughts=0.6,
+                   pause_thoughts=0.5, seed=1,
+                   train=NextTokenConfig(steps=150, batch_size=64, lr=5e-4, min_lr_ratio=1.0, warmup_steps=10,
+                                         save_every=50, max_length=128))

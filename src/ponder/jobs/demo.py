@@ -1,6 +1,10 @@
 """``ponder demo``: base -> RLP -> compute-matched CPT -> eval, on the built-in tiny model.
 
-Nothing is downloaded. The base model is the cached tiny model (trained on first use).
+Nothing is downloaded. The base model is the cached ``tiny-lazy`` model (trained on first use,
+:func:`~ponder.jobs.base.lazy_base_job`): the tiny model after a short next-token phase on
+documents where most thoughts are a bare pause, so it can work the steps in a thought but about
+half the time does not. (On the default ``tiny`` base, which always works the steps when it
+thinks, RLP has nothing left to teach: ``bench/RESULTS.md``.)
 For each seed, RLP and FLOP-matched CPT start from the base and read the same corpus: the
 demo task's training problems written as plain text (``prompt answer``, no scratchpad), i.e.
 ordinary text in which thinking could help but is never shown. Each model is then measured
@@ -22,8 +26,10 @@ from ponder.rl.rlp import RLPConfig
 
 def _demo_rlp() -> RLPConfig:
     # lr 3e-5: 1e-4 collapsed think accuracy (0.84 -> 0.22 in 40 steps), 1e-5 left it unchanged.
+    # think_prob: positions where the baseline would open a thought (the answer starts, here).
     return RLPConfig(steps=40, docs_per_step=16, group_size=8, max_thought_tokens=56, context_length=128,
-                     temperature=0.7, lr=3e-5, warmup_steps=5, ema_tau=0.999, save_every=20)
+                     temperature=0.7, lr=3e-5, warmup_steps=5, ema_tau=0.999, save_every=20,
+                     position_weighting="think_prob")
 
 
 class DemoJob(BaseModel):
@@ -32,7 +38,7 @@ class DemoJob(BaseModel):
     model_config = ConfigDict(extra="forbid")
     seeds: list[int] = Field([0, 1, 2], description="seeds of the RLP and CPT runs")
     task: str = Field(DEMO_TASK, description="demo task")
-    base: str | None = Field(None, description="base model directory (default: the cached tiny model, trained on first use)")
+    base: str | None = Field(None, description="base model directory (default: the cached tiny-lazy model, trained on first use)")
     out: str = Field("runs/demo", description="output directory (runs, JSON, HTML report)")
     eval_n: int = Field(200, ge=1, description="held-out problems per evaluation")
     info_gain_docs: int = Field(32, ge=1, description="held-out documents for the information-gain measurement")
@@ -74,14 +80,14 @@ def run_demo(job: DemoJob, progress: bool = True) -> dict:
     from ponder.data.sources import TaskSource
     from ponder.jobs.rlp import CPTJob, RLPJob, run_cpt, run_rlp
     from ponder.lm.load import load_hf_dir, load_model
-    from ponder.lm.tiny_cache import ensure_tiny
+    from ponder.lm.tiny_cache import ensure_lazy_tiny
     from ponder.report.progress import console
     from ponder.rl.rollout import tokenize_docs
 
     out = Path(job.out)
     out.mkdir(parents=True, exist_ok=True)
     task = get_task(job.task)
-    base_dir = Path(job.base) if job.base else ensure_tiny(progress=progress)
+    base_dir = Path(job.base) if job.base else ensure_lazy_tiny(progress=progress)
     console.print(f"[bold]ponder demo[/]: base model {base_dir}; runs under {out}")
     base = load_model(str(base_dir))
     held = TaskSource(task, seed=0, split="test").stream()

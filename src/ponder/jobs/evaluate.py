@@ -13,7 +13,7 @@ class EvalJob(BaseModel):
     """Settings of ``ponder eval``."""
 
     model_config = ConfigDict(extra="forbid")
-    model: str = Field("tiny", description="tiny, smollm2-135m, a HF model directory or a .gguf file")
+    model: str = Field("tiny", description="tiny, tiny-lazy, smollm2-135m, a HF model directory or a .gguf file")
     task: str = Field(DEMO_TASK, description="task name (see `ponder tasks`), rg:<reasoning-gym name> or a BIG-bench task.json")
     n: int = Field(200, ge=1, description="held-out problems")
     seed: int = Field(0, description="seed of the problem draw and of sampling")

@@ -23,7 +23,7 @@ class PlanJob(BaseModel):
     """Settings of ``ponder plan``."""
 
     model_config = ConfigDict(extra="forbid")
-    model: str = Field("tiny", description="tiny, smollm2-135m, a HF model directory or a .gguf file")
+    model: str = Field("tiny", description="tiny, tiny-lazy, smollm2-135m, a HF model directory or a .gguf file")
     task: str = Field(DEMO_TASK, description="task name (see `ponder tasks`)")
     method: Literal["mppi", "gradient", "policy", "random", "hill", "evolution"] = Field(
         "mppi", description="world-model planner (mppi, gradient, policy) or baseline (random, hill, evolution)")

@@ -19,7 +19,7 @@ class ModelAndCorpus(BaseModel):
     """What a training job trains and reads: shared by ``rlp`` and ``cpt`` so both see the same corpus."""
 
     model_config = ConfigDict(extra="forbid")
-    model: str = Field("tiny", description="tiny, smollm2-135m, a HF model directory or a .gguf file")
+    model: str = Field("tiny", description="tiny, tiny-lazy, smollm2-135m, a HF model directory or a .gguf file")
     task: str = Field(DEMO_TASK, description="task whose training problems form the corpus (when --corpus is not given)")
     corpus: str | None = Field(None, description="text/jsonl/parquet file or folder of documents (overrides --task)")
     text_field: str = Field("text", description="field holding the text in jsonl/parquet/HF datasets")

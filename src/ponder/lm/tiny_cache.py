@@ -1,9 +1,11 @@
-"""Where the built-in tiny model lives, and training it on first use.
+"""Where the built-in tiny models live, and training them on first use.
 
-The cache directory is ``$PONDER_TINY_DIR`` if set, else
+The default base (``tiny``) is cached in ``$PONDER_TINY_DIR`` if set, else
 ``$PONDER_CACHE`` (default ``~/.cache/ponder``) ``/tiny-<fingerprint>``, where the
 fingerprint hashes the default :class:`~ponder.jobs.base.BaseJob`: changing the recipe
-trains a new model instead of silently reusing a stale one.
+trains a new model instead of silently reusing a stale one. Any other recipe, such as the
+demo's ``tiny-lazy`` (:func:`~ponder.jobs.base.lazy_base_job`), is cached the same way under
+its own fingerprint.
 """
 
 from __future__ import annotations
@@ -18,26 +20,52 @@ def cache_root() -> Path:
     return Path(os.environ.get("PONDER_CACHE", Path.home() / ".cache" / "ponder"))
 
 
-def tiny_dir(override: str | os.PathLike | None = None) -> Path:
-    """Directory of the tiny model's run; its HF checkpoint is ``<dir>/final``."""
+def base_dir(job=None) -> Path:
+    """Cache directory of the run of ``job`` (default: the default ``BaseJob``); its HF checkpoint is ``<dir>/final``."""
     from ponder.jobs.base import BaseJob
 
-    if override:
-        return Path(override)
-    if os.environ.get("PONDER_TINY_DIR"):
+    job = job or BaseJob()
+    if job.fingerprint() == BaseJob().fingerprint() and os.environ.get("PONDER_TINY_DIR"):
         return Path(os.environ["PONDER_TINY_DIR"])
-    return cache_root() / f"tiny-{BaseJob().fingerprint()}"
+    return cache_root() / f"tiny-{job.fingerprint()}"
 
 
-def ensure_tiny(override: str | os.PathLike | None = None, progress: bool = True) -> Path:
-    """Path of the tiny model's HF checkpoint, training it first if it is not cached yet."""
+def tiny_dir(override: str | os.PathLike | None = None) -> Path:
+    """Directory of the default tiny model's run; its HF checkpoint is ``<dir>/final``."""
+    return Path(override) if override else base_dir()
+
+
+def ensure_base(job=None, override: str | os.PathLike | None = None, progress: bool = True) -> Path:
+    """HF checkpoint of ``job``'s model (default: the default tiny base), training it first if not cached."""
     from ponder.jobs.base import BaseJob, run_base
 
-    root = tiny_dir(override)
+    job = job or BaseJob()
+    root = Path(override) if override else base_dir(job)
     final = root / "final"
     if (final / "config.json").is_file():
         return final
-    console.print(f"[bold]ponder:[/] no cached tiny model; training it now (a few minutes on CPU) into {root}\n"
+    console.print(f"[bold]ponder:[/] no cached tiny model for this recipe; training it now (minutes on CPU) into {root}\n"
                   "        (set PONDER_TINY_DIR or PONDER_CACHE to choose another place)")
-    run_base(BaseJob(), root, resume=True, progress=progress)
+    run_base(job, root, resume=True, progress=progress)
     return final
+
+
+def ensure_tiny(override: str | os.PathLike | None = None, progress: bool = True) -> Path:
+    """HF checkpoint of the default tiny model, training it first if it is not cached yet."""
+    return ensure_base(None, override, progress)
+
+
+def ensure_lazy_tiny(progress: bool = True) -> Path:
+    """HF checkpoint of the demo's ``tiny-lazy`` base (:func:`~ponder.jobs.base.lazy_base_job`)."""
+    from ponder.jobs.base import lazy_base_job
+
+    return ensure_base(lazy_base_job(), progress=progress)
+
+
+def builtin_tiny_path(spec: str, progress: bool = True) -> str:
+    """``spec`` with the built-in tiny names (``tiny``, ``tiny-lazy``) replaced by their cached checkpoints."""
+    if spec == "tiny":
+        return str(ensure_tiny(progress=progress))
+    if spec == "tiny-lazy":
+        return str(ensure_lazy_tiny(progress=progress))
+    return spec

@@ -1,0 +1,74 @@
+"""Base jobs that start from a trained model (``init``), and the cache of named base recipes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ponder.jobs.base import INIT_DEFAULT_TINY, BaseJob, lazy_base_job
+from ponder.train.next_token import NextTokenConfig
+
+
+def test_init_enters_the_fingerprint_and_default_recipes_keep_theirs(tmp_path):
+    default = BaseJob().fingerprint()
+    assert BaseJob(init=None, lazy_thoughts=0.0).fingerprint() == default  # later fields at neutral values
+    from_tiny = BaseJob(init=INIT_DEFAULT_TINY).fingerprint()
+    assert from_tiny != default
+    assert BaseJob(init=str(tmp_path / "a")).fingerprint() != BaseJob(init=str(tmp_path / "b")).fingerprint()
+    assert lazy_base_job().fingerprint() not in (default, from_tiny)
+
+
+def test_a_job_with_init_continues_from_that_model(trained_tiny_dir, tmp_path, one_thread):
+    from ponder.jobs.base import run_base
+    from ponder.lm.load import load_hf_dir
+
+    job = BaseJob(task="add2", init=str(trained_tiny_dir), think_fraction=1.0, lazy_thoughts=1.0, eval_n=4,
+                  train=NextTokenConfig(steps=2, batch_size=4, lr=1e-9, warmup_steps=0, save_every=10, max_length=64))
+    summary = run_base(job, tmp_path / "run", progress=False)
+    assert summary["steps"] == 2
+    start, _ = load_hf_dir(trained_tiny_dir)
+    after, _ = load_hf_dir(tmp_path / "run" / "final")
+    assert after.config.hidden_size == start.config.hidden_size  # the init's architecture, not arch's default
+    for (name, a), b in zip(start.named_parameters(), after.parameters()):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0, msg=name)  # lr 1e-9: still the init's weights
+
+
+def test_ensure_base_trains_once_per_recipe(tmp_path, monkeypatch):
+    import ponder.jobs.base as base_mod
+    from ponder.lm import tiny_cache
+
+    monkeypatch.setenv("PONDER_CACHE", str(tmp_path))
+    monkeypatch.delenv("PONDER_TINY_DIR", raising=False)
+    calls = []
+
+    def fake_run_base(job, out_dir, resume=False, progress=True):
+        calls.append(job.fingerprint())
+        (out_dir / "final").mkdir(parents=True)
+        (out_dir / "final" / "config.json").write_text("{}")
+
+    monkeypatch.setattr(base_mod, "run_base", fake_run_base)
+    lazy = tiny_cache.ensure_lazy_tiny(progress=False)
+    assert lazy == tmp_path / f"tiny-{lazy_base_job().fingerprint()}" / "final"
+    assert tiny_cache.ensure_lazy_tiny(progress=False) == lazy and len(calls) == 1  # cached: not retrained
+    assert tiny_cache.ensure_tiny(progress=False) != lazy and len(calls) == 2  # another recipe, another cache
+    monkeypatch.setenv("PONDER_TINY_DIR", str(tmp_path / "mine"))
+    assert tiny_cache.base_dir() == tmp_path / "mine"  # the override names the default base only
+    assert tiny_cache.base_dir(lazy_base_job()) == lazy.parent
+
+
+def test_base_cli_without_out_caches_under_the_recipe(monkeypatch, tmp_path):
+    from ponder import cli
+    from ponder.lm.tiny_cache import base_dir
+
+    monkeypatch.setenv("PONDER_CACHE", str(tmp_path))
+    seen = {}
+    import ponder.jobs.base as base_mod
+
+    def fake_run_base(job, out_dir, resume=False, progress=True):
+        seen["out"] = out_dir
+        raise SystemExit(0)
+
+    monkeypatch.setattr(base_mod, "run_base", fake_run_base)
+    with pytest.raises(SystemExit):
+        cli.main(["base", "--lazy-thoughts", "0.5", "--quiet"])
+    assert seen["out"] == base_dir(BaseJob(lazy_thoughts=0.5)) != base_dir(BaseJob())
