@@ -10,8 +10,10 @@ to do so is retired, so a planner stranded on a plateau restarts from the next-b
 
 * :class:`MPPIPlanner`: sequences of ``horizon`` edits (the first from the current
   candidates, the rest random edits of the texts they lead to) are rolled out in latent
-  space and scored by the best predicted value along them; the distribution over first
-  edits is re-weighted by ``softmax(return / temperature)`` (MPPI) for a few iterations.
+  space and scored by the best predicted value along them (optimistic for the first edit,
+  the one that is verified for real; the plain ensemble mean for the imagined rest); the
+  distribution over first edits is re-weighted by ``softmax(return / temperature)`` (MPPI)
+  for a few iterations, and the first edit with the highest mean return is chosen.
 * :class:`GradientPlanner`: gradient ascent on ``R(z) - lam * ||z - z0||^2`` from the current
   latent, then the candidate whose predicted successor is nearest to the optimum.
 * :class:`PolicyPlanner`: a policy over candidate edits (bilinear in ``z`` and ``e(a)``)
@@ -84,7 +86,7 @@ class MPPIPlanner(_Latent):
         r1 = m.optimistic_reward(z1, cfg.kappa)  # [K]
         logits = torch.zeros(len(cands))
         gen = torch.Generator().manual_seed(self.rng.randrange(1 << 30))
-        best_return = r1.clone()
+        total, count = torch.zeros(len(cands)), torch.zeros(len(cands))
         for _ in range(cfg.iterations):
             first = torch.multinomial(torch.softmax(logits, 0), cfg.samples, replacement=True, generator=gen)
             returns = r1[first].clone()
@@ -98,13 +100,16 @@ class MPPIPlanner(_Latent):
                     break
                 e = self.e([picks[k][0] for k in live], [texts[k] for k in live])
                 z[live] = m.step(z[live], e)
-                returns[live] = torch.maximum(returns[live], m.optimistic_reward(z[live], cfg.kappa))
+                returns[live] = torch.maximum(returns[live], m.reward(z[live]))
                 texts = [picks[k][1] if picks[k] is not None else texts[k] for k in range(len(texts))]
-            best_return.scatter_reduce_(0, first, returns, reduce="amax")
+            total.index_add_(0, first, returns)
+            count.index_add_(0, first, torch.ones(len(first)))
             w = torch.softmax((returns - returns.max()) / cfg.temperature, 0)
             mass = torch.zeros(len(cands)).index_add_(0, first, w)
             logits = torch.log(mass + 1e-3)
-        idx = int(torch.argmax(best_return + 1e-3 * torch.softmax(logits, 0)))
+        # Mean (not max) return per first edit: a max over samples favours the edits drawn most often.
+        mean_return = torch.where(count > 0, total / count.clamp(min=1), r1)
+        idx = int(torch.argmax(mean_return + 1e-3 * torch.softmax(logits, 0)))
         return idx, float(m.reward(z1[idx]))
 
 
