@@ -32,7 +32,7 @@ PRIMARY = "mppi"
 
 
 def compare(model: str, task_name: str, budget: int, n_train: int, n_heldout: int, seed: int, methods=METHODS,
-            candidates: int = 24, warmup_walks: int = 4, lm=None, log=print, mode: str = "prefix") -> dict:
+            candidates: int = 24, warmup_walks: int = 2, lm=None, log=print, mode: str = "prefix") -> dict:
     task = get_task(task_name)
     lm = lm or load_model(model)
     vocab, vocab_calls = build_vocabulary(lm, task, seed)
@@ -80,6 +80,7 @@ def main(argv=None) -> int:
     p.add_argument("--n-train", type=int, default=8)
     p.add_argument("--n-heldout", type=int, default=32)
     p.add_argument("--candidates", type=int, default=48)
+    p.add_argument("--warmup-walks", type=int, default=2, help="random warm-up walks of H real edits (world-model planners)")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mode", default="prefix", choices=("prefix", "instruction"),
@@ -100,7 +101,7 @@ def main(argv=None) -> int:
         for task in (a.smollm_tasks.split(",") if smol and a.smollm_tasks else tasks):
             res = compare(model, task, a.smollm_budget if smol else a.budget, a.n_train if not smol else min(a.n_train, 4),
                           a.n_heldout if not smol else min(a.n_heldout, 16), a.seed, methods,
-                          a.candidates if not smol else min(a.candidates, 16), 4 if not smol else 2, lm=lm,
+                          a.candidates if not smol else min(a.candidates, 16), a.warmup_walks, lm=lm,
                           mode="instruction" if smol else a.mode)
             results.append(res)
             r, s = summarize(res)

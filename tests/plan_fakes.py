@@ -38,3 +38,18 @@ class FakeFeatures:
                 row[len(ALL_OPS) + FORMATS.index(e.payload)] = 1
             rows.append(row)
         return torch.stack(rows)
+
+
+#: Start of the plateau trap: four steps in an open thought.
+TRAP_START_STEPS = ("a", "b", "c", "d")
+
+
+def planted_trap_value(chain) -> float:
+    """A plateau trap: every non-``think`` chain is worth 0.3 whatever else is edited (a plateau with
+    no way up: from it every edit is worth at most as much); in ``think`` each deleted step of four
+    adds 0.06 (0.2 -> 0.26 -> 0.32 -> 0.38: the real path climbs past the plateau, as the tiny
+    model's steps do) and the empty thought is worth 1.0."""
+    if chain.answer_format != "think":
+        return 0.3
+    n = len(chain.steps)
+    return 1.0 if n == 0 else 0.2 + 0.06 * (len(TRAP_START_STEPS) - n)

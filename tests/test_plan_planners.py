@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from plan_fakes import FakeFeatures, planted_value
+from plan_fakes import TRAP_START_STEPS, FakeFeatures, planted_trap_value, planted_value
 
 from ponder.data import get_task
 from ponder.plan.edits import Edit, Vocabulary, apply_edit, candidate_edits
@@ -29,9 +29,16 @@ class PlantedEnv(PlanEnv):
         return Outcome(v, None, None, len(problems)), len(problems), 0
 
 
-def planted_env(char_tokenizer, n_train=4):
+class TrapEnv(PlanEnv):
+    """A PlanEnv whose outcome is :func:`planted_trap_value` (one call per input)."""
+
+    def _run(self, chain, problems):
+        return Outcome(planted_trap_value(chain), None, None, len(problems)), len(problems), 0
+
+
+def planted_env(char_tokenizer, n_train=4, cls=PlantedEnv):
     lm = SimpleNamespace(tokenizer=char_tokenizer)
-    return PlantedEnv(lm, get_task("add3"), n_train=n_train, n_heldout=2)
+    return cls(lm, get_task("add3"), n_train=n_train, n_heldout=2)
 
 
 def trained_model(seed=0):
@@ -91,6 +98,31 @@ def test_world_model_planner_finds_the_optimum_in_a_planted_environment(method, 
     assert diag["replay_transitions"] >= 6
     planned = [s for s in search.steps if s.predicted is not None]
     assert planned, "after the warm-up every step carries the model's prediction"
+
+
+def _run_trap(method, char_tokenizer, **cfg_kwargs):
+    """Warm-up walks that strand the incumbent on the plateau (0.3) and also take one step down the
+    real path (one step deleted: 0.26); then plan for 30 evaluations."""
+    env = planted_env(char_tokenizer, cls=TrapEnv)
+    search = Search(env, budget=4 * 30, measure_heldout=False)
+    cfg = PlannerConfig(horizon=2, candidates=16, fit_steps=150, refit_steps=20, policy_episodes=16, seed=0, **cfg_kwargs)
+    walks = [[Edit("set_format", payload="direct")], [Edit("delete_step", index=0)]]
+    diag = plan_with_world_model(search, Chain(steps=TRAP_START_STEPS), VOCAB, FakeFeatures(), method, cfg, walks=walks)
+    return search, diag
+
+
+@pytest.mark.parametrize("method", ["mppi", "gradient", "policy"])
+def test_planner_escapes_a_plateau_trap(method, char_tokenizer, one_thread):
+    # Without restarts (a root is never retired, any gain admits) the planner only edits the
+    # plateau incumbent, where no edit is ever an improvement: it stays at 0.3.
+    stuck, _ = _run_trap(method, char_tokenizer, patience=10**9, margin=0.0)
+    assert stuck.best_outcome.value == pytest.approx(0.3)
+    assert stuck.best.answer_format == "direct"
+    # With the elite and patience it retires the plateau root and follows the real path down to the empty thought.
+    search, diag = _run_trap(method, char_tokenizer)
+    assert search.best_outcome.value == pytest.approx(1.0)
+    assert search.best == Chain(answer_format="think")
+    assert diag["elite"]["restarts"] >= 1
 
 
 def test_calls_to_reach_and_savings():

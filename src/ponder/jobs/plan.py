@@ -35,7 +35,10 @@ class PlanJob(BaseModel):
     n_heldout: int = Field(32, ge=1, description="held-out inputs for the accuracy curve")
     horizon: int = Field(3, ge=1, description="planning horizon H (edits)")
     candidates: int = Field(48, ge=1, description="candidate edits considered per step")
-    warmup_walks: int = Field(4, ge=0, description="random walks of H real edits that train the world model first")
+    warmup_walks: int = Field(2, ge=0, description="random walks of H real edits that train the world model first")
+    elite: int = Field(8, ge=1, description="world-model planners: good chains kept as roots to plan from")
+    patience: int = Field(3, ge=1, description="world-model planners: failed children after which a root is retired (restart from the next-best)")
+    margin: float = Field(0.02, ge=0.0, description="world-model planners: gain over its parent a chain needs to join the elite")
     lm_proposals: int = Field(4, ge=0, description="LM-sampled instruction lines and reasoning steps added to the vocabulary (counted calls)")
     max_prompt_tokens: int = Field(384, ge=8, description="longest prompt (chain + input) accepted")
     max_thought_tokens: int = Field(64, ge=1, description="thought budget in the think format")
@@ -119,7 +122,8 @@ def run_plan(job: PlanJob, progress: bool = True, printer=print) -> dict:
         start = default_start(vocab, job.mode)
     env_kwargs = dict(n_train=job.n_train, n_heldout=job.n_heldout, seed=job.seed, max_prompt_tokens=job.max_prompt_tokens,
                       max_thought_tokens=job.max_thought_tokens, max_answer_tokens=job.max_answer_tokens)
-    cfg = PlannerConfig(horizon=job.horizon, candidates=job.candidates, warmup_walks=job.warmup_walks, seed=job.seed)
+    cfg = PlannerConfig(horizon=job.horizon, candidates=job.candidates, warmup_walks=job.warmup_walks, elite=job.elite,
+                        patience=job.patience, margin=job.margin, seed=job.seed)
     with make_progress(progress) as bar:
         tid = bar.add_task(f"ponder plan {job.method}", total=job.budget)
 

@@ -1,14 +1,19 @@
 """World-model planners: choose an edit in imagination, verify it with one real evaluation.
 
 All three share :func:`plan_with_world_model`: a short warm-up of random edit walks (real,
-counted) trains the world model; then each round the planner picks one edit of the best
-chain so far without touching the LM, the resulting chain is evaluated for real, the
-transition joins the replay buffer and the model is refined on it.
+counted) trains the world model; then each round the planner picks one edit of a root chain
+without touching the LM, the resulting chain is evaluated for real, the transition joins the
+replay buffer and the model is refined on it. The root is the best chain of an
+:class:`~ponder.plan.elite.Elite` set that is not retired: chains enter it only by beating their
+parent by more than a noise margin, and a root whose ``patience`` planned children all failed
+to do so is retired, so a planner stranded on a plateau restarts from the next-best chain.
 
 * :class:`MPPIPlanner`: sequences of ``horizon`` edits (the first from the current
   candidates, the rest random edits of the texts they lead to) are rolled out in latent
-  space and scored by the best predicted value along them; the distribution over first
-  edits is re-weighted by ``softmax(return / temperature)`` (MPPI) for a few iterations.
+  space and scored by the best predicted value along them (optimistic for the first edit,
+  the one that is verified for real; the plain ensemble mean for the imagined rest); the
+  distribution over first edits is re-weighted by ``softmax(return / temperature)`` (MPPI)
+  for a few iterations, and the first edit with the highest mean return is chosen.
 * :class:`GradientPlanner`: gradient ascent on ``R(z) - lam * ||z - z0||^2`` from the current
   latent, then the candidate whose predicted successor is nearest to the optimum.
 * :class:`PolicyPlanner`: a policy over candidate edits (bilinear in ``z`` and ``e(a)``)
@@ -22,7 +27,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ponder.plan.edits import Edit, Vocabulary, candidate_edits
+from ponder.plan.edits import Edit, EditRejected, Vocabulary, apply_edit, candidate_edits
+from ponder.plan.elite import Elite
 from ponder.plan.encoder import LMFeatures
 from ponder.plan.search import Search
 from ponder.plan.state import Chain
@@ -36,7 +42,10 @@ class PlannerConfig:
     samples: int = 64
     iterations: int = 3
     temperature: float = 0.1
-    warmup_walks: int = 4
+    warmup_walks: int = 2
+    elite: int = 8  # elite chains kept as roots to plan from
+    patience: int = 3  # failed planned children after which a root is retired (restart from the next-best)
+    margin: float = 0.02  # real-value gain over the parent a chain needs to enter the elite (noise of 8 inputs ~0.01)
     fit_steps: int = 150
     refit_steps: int = 30
     latent: int = 64
@@ -77,7 +86,7 @@ class MPPIPlanner(_Latent):
         r1 = m.optimistic_reward(z1, cfg.kappa)  # [K]
         logits = torch.zeros(len(cands))
         gen = torch.Generator().manual_seed(self.rng.randrange(1 << 30))
-        best_return = r1.clone()
+        total, count = torch.zeros(len(cands)), torch.zeros(len(cands))
         for _ in range(cfg.iterations):
             first = torch.multinomial(torch.softmax(logits, 0), cfg.samples, replacement=True, generator=gen)
             returns = r1[first].clone()
@@ -91,13 +100,16 @@ class MPPIPlanner(_Latent):
                     break
                 e = self.e([picks[k][0] for k in live], [texts[k] for k in live])
                 z[live] = m.step(z[live], e)
-                returns[live] = torch.maximum(returns[live], m.optimistic_reward(z[live], cfg.kappa))
+                returns[live] = torch.maximum(returns[live], m.reward(z[live]))
                 texts = [picks[k][1] if picks[k] is not None else texts[k] for k in range(len(texts))]
-            best_return.scatter_reduce_(0, first, returns, reduce="amax")
+            total.index_add_(0, first, returns)
+            count.index_add_(0, first, torch.ones(len(first)))
             w = torch.softmax((returns - returns.max()) / cfg.temperature, 0)
             mass = torch.zeros(len(cands)).index_add_(0, first, w)
             logits = torch.log(mass + 1e-3)
-        idx = int(torch.argmax(best_return + 1e-3 * torch.softmax(logits, 0)))
+        # Mean (not max) return per first edit: a max over samples favours the edits drawn most often.
+        mean_return = torch.where(count > 0, total / count.clamp(min=1), r1)
+        idx = int(torch.argmax(mean_return + 1e-3 * torch.softmax(logits, 0)))
         return idx, float(m.reward(z1[idx]))
 
 
@@ -183,8 +195,13 @@ PLANNERS = {"mppi": MPPIPlanner, "gradient": GradientPlanner, "policy": PolicyPl
 
 
 def plan_with_world_model(search: Search, start: Chain, vocab: Vocabulary, features: LMFeatures, method: str = "mppi",
-                          cfg: PlannerConfig = PlannerConfig(), weights: LossWeights = LossWeights()) -> dict:
-    """Run a world-model planner within ``search``'s call budget; returns training diagnostics."""
+                          cfg: PlannerConfig = PlannerConfig(), weights: LossWeights = LossWeights(),
+                          walks: list[list[Edit]] | None = None) -> dict:
+    """Run a world-model planner within ``search``'s call budget; returns training diagnostics.
+
+    ``walks``: explicit warm-up walks (edit sequences applied from ``start``) in place of
+    ``cfg.warmup_walks`` random ones.
+    """
     if method not in PLANNERS:
         raise ValueError(f"unknown planner {method!r}; known: {sorted(PLANNERS)}")
     env = search.env
@@ -192,18 +209,27 @@ def plan_with_world_model(search: Search, start: Chain, vocab: Vocabulary, featu
     model = WorldModel(features.chain_dim, features.edit_dim, latent=cfg.latent)
     planner = PLANNERS[method](model, features, vocab, env.accept, cfg)
     rng, replay = planner.rng, Replay()
-    search.evaluate(start)
-    # Warm-up: random walks of `horizon` real edits from the start chain (real, counted).
-    for _ in range(cfg.warmup_walks):
-        chains, edits, values = [start], [], [env.evaluate(start).value]  # a free cache hit
-        for _ in range(cfg.horizon):
+    elite = Elite(cfg.elite, cfg.patience, cfg.margin)
+    start_value = search.evaluate(start).value
+    elite.admit(start, start_value)
+    # Warm-up: walks of `horizon` real edits from the start chain (real, counted).
+    for w in range(len(walks) if walks is not None else cfg.warmup_walks):
+        chains, edits, values = [start], [], [start_value]
+        for t in range(len(walks[w]) if walks is not None else cfg.horizon):
             if search.exhausted:
                 break
-            cands = [(e, c) for e, c in planner.candidates(chains[-1]) if not env.seen(c)]
-            if not cands:
-                break
-            edit, chain = rng.choice(cands)
+            if walks is not None:
+                try:
+                    edit, chain = walks[w][t], apply_edit(chains[-1], walks[w][t])
+                except EditRejected:
+                    break
+            else:
+                cands = [(e, c) for e, c in planner.candidates(chains[-1]) if not env.seen(c)]
+                if not cands:
+                    break
+                edit, chain = rng.choice(cands)
             values.append(search.evaluate(chain, edit).value)
+            elite.admit(chain, values[-1], values[-2])
             chains.append(chain)
             edits.append(edit)
         if edits:
@@ -212,21 +238,24 @@ def plan_with_world_model(search: Search, start: Chain, vocab: Vocabulary, featu
     diag = {"fit": fit_world_model(model, replay, features, cfg.horizon, cfg.fit_steps, optimizer=opt, seed=cfg.seed)}
     stale = 0
     while not search.exhausted and stale < 5:
-        here = search.best
+        here = elite.root()
+        here_value = elite.value(here)
         if method == "policy":
             planner.train_in_imagination([here] + [s.chains[-1] for s in replay.segments[-8:]])
         cands = [(e, c) for e, c in planner.candidates(here) if not env.seen(c)]
         if not cands:
+            elite.fail(here, cfg.patience)  # nothing left to try here: retire it
             stale += 1
             continue
         stale = 0
         idx, predicted = planner.choose(here, cands)
         edit, chain = cands[idx]
-        before = search.best_outcome.value
         value = search.evaluate(chain, edit, predicted).value
-        replay.add([here, chain], [edit], [before, value])
+        elite.report(here, here_value, chain, value)
+        replay.add([here, chain], [edit], [here_value, value])
         diag["fit"] = fit_world_model(model, replay, features, cfg.horizon, cfg.refit_steps, optimizer=opt,
                                       seed=cfg.seed + len(replay))
     diag["replay_transitions"] = len(replay)
     diag["encoder_forwards"] = features.forwards
+    diag["elite"] = elite.to_json()
     return diag
