@@ -24,7 +24,6 @@ the problems have them, are used only to log how good the pseudo-labels are.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ from ponder.lm.thoughts import think_ban_ids, think_token_ids
 from ponder.rl.advantages import group_advantages
 from ponder.rl.ema import EMATeacher
 from ponder.rl.formats import format_shares
+from ponder.rl.loop import run_steps
 from ponder.rl.losses import clipped_surrogate, kl_penalty, masked_mean
 from ponder.rl.prompts import PromptPool
 from ponder.train.checkpoint import latest_checkpoint, load_weights_into, restore_checkpoint, save_checkpoint, save_pretrained_atomic
@@ -383,25 +383,13 @@ class GRPOTrainer:
 
     # ------------------------------------------------------------------ loop
     def train(self, resume: bool = False, progress: bool = True) -> dict:
-        from ponder.report.progress import make_progress
-
         resumed = self.resume() if resume else False
         logger = MetricsLogger(self.run_dir, resume_step=self.step if resumed else None)
-        start = time.time()
-        with make_progress(progress) as bar:
-            task = bar.add_task(f"ponder {self.name}", total=self.cfg.steps, completed=self.step)
-            while self.step < self.cfg.steps:
-                metrics = self.train_step()
-                if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps:
-                    logger.log(self.step, metrics)
-                reward = metrics.get("reward_mean", math.nan)
-                bar.update(task, completed=self.step, description=f"ponder {self.name} reward={reward:.3f}")
-                if self.step % self.cfg.save_every == 0 or self.step == self.cfg.steps:
-                    self.save()
+        seconds = run_steps(self, self.name, self.train_step, logger, progress)
         logger.close()
         self.model.eval()
         save_pretrained_atomic(self.run_dir / "final", self.model, self.tokenizer)
-        return {"steps": self.step, "seconds": time.time() - start, "epochs": self.pool.epoch, **self.counters}
+        return {"steps": self.step, "seconds": seconds, "epochs": self.pool.epoch, **self.counters}
 
 
 class TTRLTrainer(GRPOTrainer):

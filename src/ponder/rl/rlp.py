@@ -25,6 +25,7 @@ from ponder.lm.score import pad_id_of, pad_ids, token_logprobs
 from ponder.rl import distributed
 from ponder.rl.advantages import group_advantages, rlp_reward, valid_groups
 from ponder.rl.ema import EMATeacher
+from ponder.rl.loop import run_steps
 from ponder.rl.losses import clipped_surrogate, kl_penalty, masked_mean, next_token_loss
 from ponder.rl.rollout import (
     ANSWER, OTHER, Rollout, keyed_generators, make_rollout, resolve_layout, target_logprob_sums, tokenize_docs,
@@ -274,29 +275,17 @@ class RLPTrainer:
 
     # ------------------------------------------------------------------ loop
     def train(self, resume: bool = False, progress: bool = True) -> dict:
-        from ponder.report.progress import make_progress
-
         resumed = self.resume() if resume else False
         progress = progress and self.rank == 0
         logger = MetricsLogger(self.run_dir, resume_step=self.step if resumed else None) if self.rank == 0 else None
         stream = self.source.stream()
         for _ in range(self.docs_consumed):
             next(stream)
-        start = time.time()
-        with make_progress(progress) as bar:
-            task = bar.add_task("ponder rlp", total=self.cfg.steps, completed=self.step)
-            while self.step < self.cfg.steps:
-                metrics = self.train_step(stream)
-                if logger is not None and (self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps):
-                    logger.log(self.step, metrics)
-                desc = f"ponder rlp reward={metrics.get('reward_mean', float('nan')):+.3f}"
-                bar.update(task, completed=self.step, description=desc)
-                if self.step % self.cfg.save_every == 0 or self.step == self.cfg.steps:
-                    self.save()
+        seconds = run_steps(self, "rlp", lambda: self.train_step(stream), logger, progress)
         if logger is not None:
             logger.close()
         self.model.eval()
         if self.rank == 0:
             save_pretrained_atomic(self.run_dir / "final", self.model, self.tokenizer)
         distributed.barrier(self.world)
-        return {"steps": self.step, "seconds": time.time() - start, **self.counters}
+        return {"steps": self.step, "seconds": seconds, **self.counters}
