@@ -53,3 +53,14 @@ def planted_trap_value(chain) -> float:
         return 0.3
     n = len(chain.steps)
     return 1.0 if n == 0 else 0.2 + 0.06 * (len(TRAP_START_STEPS) - n)
+
+
+def planted_delete_value(chain) -> float:
+    """Only deleting a step helps: a ``think`` chain whose steps are a subset of the four start steps
+    is worth ``0.2 + 0.2 * deleted``; any other change (another format, a new, merged or rewritten
+    step, an instruction or exemplar) is worth 0.1, so every operation but ``delete_step`` hurts."""
+    if chain.answer_format != "think" or chain.instructions or chain.exemplars:
+        return 0.1
+    if not set(chain.steps) <= set(TRAP_START_STEPS):
+        return 0.1
+    return 0.2 + 0.2 * (len(TRAP_START_STEPS) - len(chain.steps))

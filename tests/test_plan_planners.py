@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from plan_fakes import TRAP_START_STEPS, FakeFeatures, planted_trap_value, planted_value
+from plan_fakes import TRAP_START_STEPS, FakeFeatures, planted_delete_value, planted_trap_value, planted_value
 
 from ponder.data import get_task
 from ponder.plan.edits import Edit, Vocabulary, apply_edit, candidate_edits
@@ -34,6 +34,13 @@ class TrapEnv(PlanEnv):
 
     def _run(self, chain, problems):
         return Outcome(planted_trap_value(chain), None, None, len(problems)), len(problems), 0
+
+
+class DeleteEnv(PlanEnv):
+    """A PlanEnv whose outcome is :func:`planted_delete_value` (one call per input)."""
+
+    def _run(self, chain, problems):
+        return Outcome(planted_delete_value(chain), None, None, len(problems)), len(problems), 0
 
 
 def planted_env(char_tokenizer, n_train=4, cls=PlantedEnv):
@@ -102,9 +109,12 @@ def test_world_model_planner_finds_the_optimum_in_a_planted_environment(method, 
 
 def _run_trap(method, char_tokenizer, **cfg_kwargs):
     """Warm-up walks that strand the incumbent on the plateau (0.3) and also take one step down the
-    real path (one step deleted: 0.26); then plan for 30 evaluations."""
+    real path (one step deleted: 0.26); then plan for 30 evaluations. The exploration bonus is off
+    (``explore=0``) to test the elite alone: with it on, the gradient planner spends part of the 30
+    evaluations on other operations and does not reach the empty thought in time."""
     env = planted_env(char_tokenizer, cls=TrapEnv)
     search = Search(env, budget=4 * 30, measure_heldout=False)
+    cfg_kwargs.setdefault("explore", 0.0)
     cfg = PlannerConfig(horizon=2, candidates=16, fit_steps=150, refit_steps=20, policy_episodes=16, seed=0, **cfg_kwargs)
     walks = [[Edit("set_format", payload="direct")], [Edit("delete_step", index=0)]]
     diag = plan_with_world_model(search, Chain(steps=TRAP_START_STEPS), VOCAB, FakeFeatures(), method, cfg, walks=walks)
@@ -125,9 +135,83 @@ def test_planner_escapes_a_plateau_trap(method, char_tokenizer, one_thread):
     assert diag["elite"]["restarts"] >= 1
 
 
+def _run_unseen_op(method, char_tokenizer, explore):
+    """Warm-up walks of one edit of every operation that applies but ``delete_step`` (all of them hurt:
+    0.1), then plan for 12 evaluations; deleting steps (0.2 -> 0.4 -> ... -> 1.0) is the only way up."""
+    env = planted_env(char_tokenizer, cls=DeleteEnv)
+    search = Search(env, budget=4 * 22, measure_heldout=False)
+    cfg = PlannerConfig(horizon=2, candidates=16, fit_steps=150, refit_steps=20, policy_episodes=16, seed=0,
+                        explore=explore)
+    walks = [[Edit("set_format", payload="direct")], [Edit("rewrite_step", index=0, payload="s")],
+             [Edit("add_instruction", payload="i1")], [Edit("merge", index=0)], [Edit("reorder", index=0, pos=1)],
+             [Edit("insert_word", field="steps", index=1, pos=0, payload="w")],
+             [Edit("replace_word", field="steps", index=2, pos=0, payload="w")],
+             [Edit("insert_step", index=1, payload="s")], [Edit("add_exemplar", payload="1+1=2")]]
+    diag = plan_with_world_model(search, Chain(steps=TRAP_START_STEPS), VOCAB, FakeFeatures(), method, cfg, walks=walks)
+    return search, diag
+
+
+def _first_delete(search):
+    """Index of the first real evaluation of a deletion (None if never)."""
+    return next((k for k, s in enumerate(search.steps) if "delete_step" in s.edit), None)
+
+
+@pytest.mark.parametrize("method", ["mppi", "gradient", "policy"])
+def test_exploration_bonus_finds_an_operation_the_warm_up_never_tried(method, char_tokenizer, one_thread):
+    greedy, _ = _run_unseen_op(method, char_tokenizer, explore=0.0)
+    search, diag = _run_unseen_op(method, char_tokenizer, explore=1.0)
+    # With the bonus every planner tries the operation the warm-up never did, and climbs with it.
+    first = _first_delete(search)
+    assert first is not None and search.best_outcome.value >= 0.4
+    assert search.best.answer_format == "think" and len(search.best.steps) < len(TRAP_START_STEPS)
+    # Without it the gradient planner never deletes (the model extrapolates "every edit hurts");
+    # MPPI and the policy get there by chance, but no sooner than with the bonus.
+    if method == "gradient":
+        assert _first_delete(greedy) is None and greedy.best_outcome.value == pytest.approx(0.2)
+    else:
+        assert _first_delete(greedy) is not None and first <= _first_delete(greedy)
+    # every evaluated edit is counted as evidence (a cache hit too); calls are only the real evaluations
+    c = search.env.counters
+    assert sum(diag["ops"]["counts"].values()) == len(search.steps) - 1 and c.calls == 4 * c.evaluations <= 88
+
+
+def test_pick_puts_the_bonus_on_a_rank_scale():
+    from ponder.plan.planners import pick
+    scores = torch.tensor([5.0, 4.0, -100.0, 3.0])  # an unseen edit's outlier score (index 2) is only last in rank
+    assert pick(scores) == 0 and pick(scores, torch.zeros(4)) == 0
+    assert pick(scores, torch.tensor([0.5, 0.5, 1.0, 0.5])) == 0  # bonus 1 vs 0.5: ranked last loses to the first
+    assert pick(scores, torch.tensor([0.1, 0.5, 1.0, 1.0])) == 3  # between equal bonuses the planner's rank decides (3 over 2)
+    assert pick(scores, torch.tensor([0.1, 0.1, 1.5, 0.1])) == 2  # a large enough bonus wins from the bottom
+
+
+def test_op_counts_cover_and_bonus():
+    from ponder.plan.explore import OpCounts
+    counts = OpCounts(beta=0.2)
+    a, b = Edit("delete_step"), Edit("merge")
+    counts.record(a)
+    counts.record(a)
+    counts.record(a)
+    assert counts.least_tried([(a, 1), (b, 2)]) == [(b, 2)]
+    assert counts.bonus([a, b]).tolist() == pytest.approx([0.05, 0.2])
+    assert counts.to_json() == {"beta": 0.2, "counts": {"delete_step": 3}}
+    assert OpCounts().bonus([a]).tolist() == [0.0]
+
+
 def test_calls_to_reach_and_savings():
     curve = [{"calls": 10, "heldout_accuracy": None}, {"calls": 20, "heldout_accuracy": 0.5},
              {"calls": 40, "heldout_accuracy": 0.9}]
     assert calls_to_reach(curve, 0.5) == 20 and calls_to_reach(curve, 0.9) == 40 and calls_to_reach(curve, 0.95) is None
     assert call_savings(20, 80) == pytest.approx(0.75)
     assert call_savings(None, 80) is None and call_savings(10, None) is None
+
+
+@pytest.mark.parametrize("cover", [True, False])
+def test_warm_up_covers_distinct_operations(cover, char_tokenizer, one_thread):
+    env = planted_env(char_tokenizer, cls=DeleteEnv)
+    search = Search(env, budget=4 * 7, measure_heldout=False)  # the start and six warm-up edits, no planning
+    cfg = PlannerConfig(horizon=3, warmup_walks=2, candidates=48, fit_steps=5, cover_ops=cover, seed=1)
+    diag = plan_with_world_model(search, Chain(steps=TRAP_START_STEPS), VOCAB, FakeFeatures(), "mppi", cfg)
+    ops = [s.edit.split()[0] for s in search.steps[1:]]
+    assert len(ops) == 6 and sum(diag["ops"]["counts"].values()) == 6
+    if cover:
+        assert len(set(ops)) == 6  # six evaluations, six operations

@@ -7,6 +7,11 @@ replay buffer and the model is refined on it. The root is the best chain of an
 :class:`~ponder.plan.elite.Elite` set that is not retired: chains enter it only by beating their
 parent by more than a noise margin, and a root whose ``patience`` planned children all failed
 to do so is retired, so a planner stranded on a plateau restarts from the next-best chain.
+Exploration over edit operations (:mod:`ponder.plan.explore`) is shared too: the warm-up draws
+each edit from the operations tried least so far (``cover_ops``), and every planner adds the
+count-based bonus ``explore / (1 + n(op))`` to the rank quantile of its score of each candidate
+(:func:`pick`: imagined return for MPPI, closeness to the latent optimum for the gradient
+planner, the policy's logit), so the three explore alike.
 
 * :class:`MPPIPlanner`: sequences of ``horizon`` edits (the first from the current
   candidates, the rest random edits of the texts they lead to) are rolled out in latent
@@ -30,6 +35,7 @@ import torch
 from ponder.plan.edits import Edit, EditRejected, Vocabulary, apply_edit, candidate_edits
 from ponder.plan.elite import Elite
 from ponder.plan.encoder import LMFeatures
+from ponder.plan.explore import OpCounts
 from ponder.plan.search import Search
 from ponder.plan.state import Chain
 from ponder.plan.world_model import LossWeights, Replay, WorldModel, fit_world_model
@@ -54,6 +60,8 @@ class PlannerConfig:
     grad_lam: float = 0.5
     policy_episodes: int = 24
     kappa: float = 1.0  # optimism: planners score mean + kappa * std of the reward ensemble
+    explore: float = 1.0  # count-based bonus explore / (1 + n(op)), added to the rank quantile of a planner's scores
+    cover_ops: bool = True  # warm-up draws each edit from the operations tried least so far
     seed: int = 0
 
 
@@ -77,9 +85,24 @@ class _Latent:
         return self.model.embed_edit(self.features.edits(edits, chains))
 
 
+def pick(scores: torch.Tensor, bonus: torch.Tensor | None = None) -> int:
+    """The candidate maximising its rank quantile under the planner's score plus the exploration bonus.
+
+    Each planner scores candidates on its own scale (an imagined return, a latent distance, a
+    logit); the rank quantile (0 for its least, 1 for its most preferred candidate) puts the
+    bonus in the same unit for all three and is robust to outliers (an edit the model has never
+    seen often lands far away in latent space). With no bonus this is the plain argmax.
+    """
+    if bonus is None or not bool(bonus.any()) or len(scores) < 2:
+        return int(torch.argmax(scores))
+    ranks = torch.empty(len(scores))
+    ranks[torch.argsort(scores)] = torch.arange(len(scores), dtype=torch.float)
+    return int(torch.argmax(ranks / (len(scores) - 1) + bonus))
+
+
 class MPPIPlanner(_Latent):
     @torch.no_grad()
-    def choose(self, chain: Chain, cands: list[tuple[Edit, Chain]]) -> tuple[int, float]:
+    def choose(self, chain: Chain, cands: list[tuple[Edit, Chain]], bonus: torch.Tensor | None = None) -> tuple[int, float]:
         cfg, m = self.cfg, self.model
         z0 = self.z([chain])  # [1, d]
         z1 = m.step(z0.expand(len(cands), -1), self.e([e for e, _ in cands], [chain] * len(cands)))  # [K, d]
@@ -109,12 +132,12 @@ class MPPIPlanner(_Latent):
             logits = torch.log(mass + 1e-3)
         # Mean (not max) return per first edit: a max over samples favours the edits drawn most often.
         mean_return = torch.where(count > 0, total / count.clamp(min=1), r1)
-        idx = int(torch.argmax(mean_return + 1e-3 * torch.softmax(logits, 0)))
+        idx = pick(mean_return + 1e-3 * torch.softmax(logits, 0), bonus)
         return idx, float(m.reward(z1[idx]))
 
 
 class GradientPlanner(_Latent):
-    def choose(self, chain: Chain, cands: list[tuple[Edit, Chain]]) -> tuple[int, float]:
+    def choose(self, chain: Chain, cands: list[tuple[Edit, Chain]], bonus: torch.Tensor | None = None) -> tuple[int, float]:
         cfg, m = self.cfg, self.model
         z0 = self.z([chain])[0]
         target = z0.clone().requires_grad_(True)
@@ -126,7 +149,7 @@ class GradientPlanner(_Latent):
             opt.step()
         with torch.no_grad():
             z1 = m.step(z0.expand(len(cands), -1), self.e([e for e, _ in cands], [chain] * len(cands)))
-            idx = int(torch.argmin((z1 - target.detach()).pow(2).sum(-1)))
+            idx = pick(-(z1 - target.detach()).pow(2).sum(-1), bonus)
             return idx, float(m.reward(z1[idx]))
 
 
@@ -183,11 +206,11 @@ class PolicyPlanner(_Latent):
         self.opt.step()
         return float(gains.mean())
 
-    def choose(self, chain: Chain, cands: list[tuple[Edit, Chain]]) -> tuple[int, float]:
+    def choose(self, chain: Chain, cands: list[tuple[Edit, Chain]], bonus: torch.Tensor | None = None) -> tuple[int, float]:
         with torch.no_grad():
             z = self.z([chain])[0]
             e = self.e([a for a, _ in cands], [chain] * len(cands))
-            idx = int(torch.argmax(self.policy(z, e)))
+            idx = pick(self.policy(z, e), bonus)
             return idx, float(self.model.reward(self.model.step(z, e[idx])))
 
 
@@ -210,6 +233,7 @@ def plan_with_world_model(search: Search, start: Chain, vocab: Vocabulary, featu
     planner = PLANNERS[method](model, features, vocab, env.accept, cfg)
     rng, replay = planner.rng, Replay()
     elite = Elite(cfg.elite, cfg.patience, cfg.margin)
+    counts = OpCounts(cfg.explore)
     start_value = search.evaluate(start).value
     elite.admit(start, start_value)
     # Warm-up: walks of `horizon` real edits from the start chain (real, counted).
@@ -227,8 +251,9 @@ def plan_with_world_model(search: Search, start: Chain, vocab: Vocabulary, featu
                 cands = [(e, c) for e, c in planner.candidates(chains[-1]) if not env.seen(c)]
                 if not cands:
                     break
-                edit, chain = rng.choice(cands)
+                edit, chain = rng.choice(counts.least_tried(cands) if cfg.cover_ops else cands)
             values.append(search.evaluate(chain, edit).value)
+            counts.record(edit)
             elite.admit(chain, values[-1], values[-2])
             chains.append(chain)
             edits.append(edit)
@@ -248,9 +273,10 @@ def plan_with_world_model(search: Search, start: Chain, vocab: Vocabulary, featu
             stale += 1
             continue
         stale = 0
-        idx, predicted = planner.choose(here, cands)
+        idx, predicted = planner.choose(here, cands, counts.bonus([e for e, _ in cands]))
         edit, chain = cands[idx]
         value = search.evaluate(chain, edit, predicted).value
+        counts.record(edit)
         elite.report(here, here_value, chain, value)
         replay.add([here, chain], [edit], [here_value, value])
         diag["fit"] = fit_world_model(model, replay, features, cfg.horizon, cfg.refit_steps, optimizer=opt,
@@ -258,4 +284,5 @@ def plan_with_world_model(search: Search, start: Chain, vocab: Vocabulary, featu
     diag["replay_transitions"] = len(replay)
     diag["encoder_forwards"] = features.forwards
     diag["elite"] = elite.to_json()
+    diag["ops"] = counts.to_json()
     return diag
