@@ -33,7 +33,7 @@ PRIMARY = "mppi"
 
 def compare(model: str, task_name: str, budget: int, n_train: int, n_heldout: int, seed: int, methods=METHODS,
             candidates: int = 24, warmup_walks: int = 2, lm=None, log=print, mode: str = "prefix",
-            explore: float = 1.0) -> dict:
+            explore: float = 1.0, cover_ops: bool = False, explore_stalled_only: bool = True) -> dict:
     task = get_task(task_name)
     lm = lm or load_model(model)
     vocab, vocab_calls = build_vocabulary(lm, task, seed)
@@ -42,7 +42,8 @@ def compare(model: str, task_name: str, budget: int, n_train: int, n_heldout: in
     runs = {}
     for method in methods:
         t0 = time.time()
-        cfg = PlannerConfig(candidates=candidates, warmup_walks=warmup_walks, explore=explore, seed=seed)
+        cfg = PlannerConfig(candidates=candidates, warmup_walks=warmup_walks, explore=explore, cover_ops=cover_ops,
+                            explore_stalled_only=explore_stalled_only, seed=seed)
         search, diag = run_method(lm, task, method, start, vocab, budget, env_kwargs, cfg)
         runs[method] = {**search.summary(), "seconds": time.time() - t0, "diagnostics": diag}
         log(f"  {model} {task_name} {method:9s} heldout acc {search.best_heldout:.3f}  calls {search.env.counters.calls}"
@@ -84,6 +85,10 @@ def main(argv=None) -> int:
     p.add_argument("--warmup-walks", type=int, default=2, help="random warm-up walks of H real edits (world-model planners)")
     p.add_argument("--explore", type=float, default=1.0,
                    help="world-model planners: bonus explore / (1 + n(op)) for rarely tried edit operations (0: off)")
+    p.add_argument("--explore-stalled-only", action=argparse.BooleanOptionalAction, default=True,
+                   help="apply the --explore bonus only after --patience planned edits in a row failed to improve "
+                        "(--no-explore-stalled-only: always)")
+    p.add_argument("--cover-ops", action="store_true", help="warm-up draws each edit from the operations tried least so far")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mode", default="prefix", choices=("prefix", "instruction"),
@@ -105,7 +110,8 @@ def main(argv=None) -> int:
             res = compare(model, task, a.smollm_budget if smol else a.budget, a.n_train if not smol else min(a.n_train, 4),
                           a.n_heldout if not smol else min(a.n_heldout, 16), a.seed, methods,
                           a.candidates if not smol else min(a.candidates, 16), a.warmup_walks, lm=lm,
-                          mode="instruction" if smol else a.mode, explore=a.explore)
+                          mode="instruction" if smol else a.mode, explore=a.explore, cover_ops=a.cover_ops,
+                          explore_stalled_only=a.explore_stalled_only)
             results.append(res)
             r, s = summarize(res)
             rows += r

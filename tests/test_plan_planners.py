@@ -135,13 +135,13 @@ def test_planner_escapes_a_plateau_trap(method, char_tokenizer, one_thread):
     assert diag["elite"]["restarts"] >= 1
 
 
-def _run_unseen_op(method, char_tokenizer, explore):
+def _run_unseen_op(method, char_tokenizer, explore, **cfg_kwargs):
     """Warm-up walks of one edit of every operation that applies but ``delete_step`` (all of them hurt:
     0.1), then plan for 12 evaluations; deleting steps (0.2 -> 0.4 -> ... -> 1.0) is the only way up."""
     env = planted_env(char_tokenizer, cls=DeleteEnv)
     search = Search(env, budget=4 * 22, measure_heldout=False)
     cfg = PlannerConfig(horizon=2, candidates=16, fit_steps=150, refit_steps=20, policy_episodes=16, seed=0,
-                        explore=explore)
+                        explore=explore, **cfg_kwargs)
     walks = [[Edit("set_format", payload="direct")], [Edit("rewrite_step", index=0, payload="s")],
              [Edit("add_instruction", payload="i1")], [Edit("merge", index=0)], [Edit("reorder", index=0, pos=1)],
              [Edit("insert_word", field="steps", index=1, pos=0, payload="w")],
@@ -173,6 +173,18 @@ def test_exploration_bonus_finds_an_operation_the_warm_up_never_tried(method, ch
     # every evaluated edit is counted as evidence (a cache hit too); calls are only the real evaluations
     c = search.env.counters
     assert sum(diag["ops"]["counts"].values()) == len(search.steps) - 1 and c.calls == 4 * c.evaluations <= 88
+
+
+@pytest.mark.parametrize("method", ["mppi", "gradient", "policy"])
+def test_stalled_only_exploration_plans_greedily_until_patience_edits_fail(method, char_tokenizer, one_thread):
+    greedy, _ = _run_unseen_op(method, char_tokenizer, explore=0.0)
+    stalled, _ = _run_unseen_op(method, char_tokenizer, explore=1.0, explore_stalled_only=True)
+    warm = 9  # the start and the nine warm-up edits
+    patience = PlannerConfig().patience
+    # every planned edit hurts here, so the first `patience` planned edits carry no bonus: the same as greedy
+    assert [s.edit for s in stalled.steps[: warm + 1 + patience]] == [s.edit for s in greedy.steps[: warm + 1 + patience]]
+    # then the bonus applies and the operation the warm-up never tried is found and climbed with
+    assert _first_delete(stalled) is not None and stalled.best_outcome.value >= 0.4
 
 
 def test_pick_puts_the_bonus_on_a_rank_scale():

@@ -37,6 +37,8 @@ class PlanJob(BaseModel):
     candidates: int = Field(48, ge=1, description="candidate edits considered per step")
     warmup_walks: int = Field(2, ge=0, description="random walks of H real edits that train the world model first")
     explore: float = Field(1.0, ge=0.0, description="world-model planners: bonus explore / (1 + n(op)) for edit operations rarely tried (0: off)")
+    explore_stalled_only: bool = Field(True, description="apply the exploration bonus only after `patience` planned edits in a row failed to improve (a stall)")
+    cover_ops: bool = Field(False, description="warm-up draws each edit from the edit operations tried least so far")
     elite: int = Field(8, ge=1, description="world-model planners: good chains kept as roots to plan from")
     patience: int = Field(3, ge=1, description="world-model planners: failed children after which a root is retired (restart from the next-best)")
     margin: float = Field(0.02, ge=0.0, description="world-model planners: gain over its parent a chain needs to join the elite")
@@ -124,7 +126,8 @@ def run_plan(job: PlanJob, progress: bool = True, printer=print) -> dict:
     env_kwargs = dict(n_train=job.n_train, n_heldout=job.n_heldout, seed=job.seed, max_prompt_tokens=job.max_prompt_tokens,
                       max_thought_tokens=job.max_thought_tokens, max_answer_tokens=job.max_answer_tokens)
     cfg = PlannerConfig(horizon=job.horizon, candidates=job.candidates, warmup_walks=job.warmup_walks, elite=job.elite,
-                        patience=job.patience, margin=job.margin, explore=job.explore, seed=job.seed)
+                        patience=job.patience, margin=job.margin, explore=job.explore, cover_ops=job.cover_ops,
+                        explore_stalled_only=job.explore_stalled_only, seed=job.seed)
     with make_progress(progress) as bar:
         tid = bar.add_task(f"ponder plan {job.method}", total=job.budget)
 

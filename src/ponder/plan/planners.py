@@ -61,7 +61,8 @@ class PlannerConfig:
     policy_episodes: int = 24
     kappa: float = 1.0  # optimism: planners score mean + kappa * std of the reward ensemble
     explore: float = 1.0  # count-based bonus explore / (1 + n(op)), added to the rank quantile of a planner's scores
-    cover_ops: bool = True  # warm-up draws each edit from the operations tried least so far
+    explore_stalled_only: bool = True  # bonus only after `patience` planned edits in a row failed to enter the elite
+    cover_ops: bool = False  # warm-up draws each edit from the operations tried least so far
     seed: int = 0
 
 
@@ -262,6 +263,7 @@ def plan_with_world_model(search: Search, start: Chain, vocab: Vocabulary, featu
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
     diag = {"fit": fit_world_model(model, replay, features, cfg.horizon, cfg.fit_steps, optimizer=opt, seed=cfg.seed)}
     stale = 0
+    failed_in_a_row = 0  # planned edits since the last one that entered the elite
     while not search.exhausted and stale < 5:
         here = elite.root()
         here_value = elite.value(here)
@@ -273,11 +275,13 @@ def plan_with_world_model(search: Search, start: Chain, vocab: Vocabulary, featu
             stale += 1
             continue
         stale = 0
-        idx, predicted = planner.choose(here, cands, counts.bonus([e for e, _ in cands]))
+        stalled = failed_in_a_row >= cfg.patience
+        bonus = counts.bonus([e for e, _ in cands]) if stalled or not cfg.explore_stalled_only else None
+        idx, predicted = planner.choose(here, cands, bonus)
         edit, chain = cands[idx]
         value = search.evaluate(chain, edit, predicted).value
         counts.record(edit)
-        elite.report(here, here_value, chain, value)
+        failed_in_a_row = 0 if elite.report(here, here_value, chain, value) else failed_in_a_row + 1
         replay.add([here, chain], [edit], [here_value, value])
         diag["fit"] = fit_world_model(model, replay, features, cfg.horizon, cfg.refit_steps, optimizer=opt,
                                       seed=cfg.seed + len(replay))
