@@ -20,14 +20,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ponder.data.registry import DEMO_TASK
 from ponder.lm.tiny import TinyArch
+from ponder.lm.tiny_cache import TINY
 from ponder.train.next_token import NextTokenConfig
 
 
 #: Recipe fields added after caches existed: left out of the fingerprint at their default.
 _LATER_FIELDS = ("lazy_thoughts", "init")
 
-#: ``init`` value naming the default tiny base (the cached ``BaseJob()``).
-INIT_DEFAULT_TINY = "tiny"
+#: ``init`` value naming the default tiny base (the cached ``BaseJob()``): its model name.
+INIT_DEFAULT_TINY = TINY
 
 
 class BaseJob(BaseModel):

@@ -22,9 +22,8 @@ import torch
 
 from ponder.errors import ModelLoadError
 from ponder.lm.thoughts import ensure_think_tokens
+from ponder.lm.tiny_cache import TINY, TINY_LAZY
 
-TINY = "tiny"
-TINY_LAZY = "tiny-lazy"
 SMOLLM2 = "smollm2-135m"
 BUILTIN_MODELS = (TINY, TINY_LAZY, SMOLLM2)
 
@@ -139,14 +138,10 @@ def load_model(
     ``tiny_dir`` overrides where the built-in tiny model is cached.
     """
     spec = str(spec)
-    if spec == TINY:
-        from ponder.lm.tiny_cache import ensure_tiny
+    if spec in (TINY, TINY_LAZY):
+        from ponder.lm.tiny_cache import builtin_tiny_path
 
-        model, tokenizer = load_hf_dir(ensure_tiny(tiny_dir), dtype)
-    elif spec == TINY_LAZY:
-        from ponder.lm.tiny_cache import ensure_lazy_tiny
-
-        model, tokenizer = load_hf_dir(ensure_lazy_tiny(), dtype)
+        model, tokenizer = load_hf_dir(builtin_tiny_path(spec, tiny_dir), dtype)
     elif spec == SMOLLM2:
         model, tokenizer = load_gguf(smollm2_gguf_path(), dtype or torch.float32)
     elif spec.endswith(".gguf"):

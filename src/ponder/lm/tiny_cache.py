@@ -24,10 +24,10 @@ def base_dir(job=None) -> Path:
     """Cache directory of the run of ``job`` (default: the default ``BaseJob``); its HF checkpoint is ``<dir>/final``."""
     from ponder.jobs.base import BaseJob
 
-    job = job or BaseJob()
-    if job.fingerprint() == BaseJob().fingerprint() and os.environ.get("PONDER_TINY_DIR"):
+    fingerprint = (job or BaseJob()).fingerprint()
+    if fingerprint == BaseJob().fingerprint() and os.environ.get("PONDER_TINY_DIR"):
         return Path(os.environ["PONDER_TINY_DIR"])
-    return cache_root() / f"tiny-{job.fingerprint()}"
+    return cache_root() / f"tiny-{fingerprint}"
 
 
 def tiny_dir(override: str | os.PathLike | None = None) -> Path:
@@ -62,10 +62,15 @@ def ensure_lazy_tiny(progress: bool = True) -> Path:
     return ensure_base(lazy_base_job(), progress=progress)
 
 
-def builtin_tiny_path(spec: str, progress: bool = True) -> str:
-    """``spec`` with the built-in tiny names (``tiny``, ``tiny-lazy``) replaced by their cached checkpoints."""
-    if spec == "tiny":
-        return str(ensure_tiny(progress=progress))
-    if spec == "tiny-lazy":
+#: Names of the built-in tiny models (``--model``).
+TINY, TINY_LAZY = "tiny", "tiny-lazy"
+
+
+def builtin_tiny_path(spec: str, override: str | os.PathLike | None = None, progress: bool = True) -> str:
+    """``spec`` with the built-in tiny names replaced by their cached checkpoints (trained first if
+    needed); any other spec unchanged. ``override`` is the default base's run directory."""
+    if spec == TINY:
+        return str(ensure_tiny(override, progress=progress))
+    if spec == TINY_LAZY:
         return str(ensure_lazy_tiny(progress=progress))
     return spec
