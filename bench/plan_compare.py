@@ -9,7 +9,7 @@ training value) against the real calls spent. Savings of the world-model planner
 best baseline's final held-out accuracy, and the best baseline is the one with the highest
 final accuracy (ties: the one that got there with the fewest calls).
 
-    OMP_NUM_THREADS=1 python bench/plan_compare.py [--quick] [--json PATH] [--report PATH]
+    OMP_NUM_THREADS=1 python bench/plan_compare.py [--quick] [--seeds 0,1,2] [--json PATH] [--report PATH]
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 
 from ponder.data.registry import get_task
-from ponder.jobs.plan import METHODS, build_vocabulary, default_start, run_method, write_plan_report
+from ponder.config import add_model_arguments, config_from_args
+from ponder.jobs.plan import METHODS, PlannerSettings, build_vocabulary, default_start, run_method, write_plan_report
 from ponder.lm.load import load_model
-from ponder.plan.planners import PlannerConfig
 from ponder.plan.search import call_savings, calls_to_reach
 
 BASELINE_METHODS = ("random", "hill", "evolution")
@@ -32,8 +32,7 @@ PRIMARY = "mppi"
 
 
 def compare(model: str, task_name: str, budget: int, n_train: int, n_heldout: int, seed: int, methods=METHODS,
-            candidates: int = 24, warmup_walks: int = 2, lm=None, log=print, mode: str = "prefix",
-            explore: float = 1.0, cover_ops: bool = False, explore_stalled_only: bool = True) -> dict:
+            settings: PlannerSettings = PlannerSettings(), lm=None, log=print, mode: str = "prefix") -> dict:
     task = get_task(task_name)
     lm = lm or load_model(model)
     vocab, vocab_calls = build_vocabulary(lm, task, seed)
@@ -42,8 +41,7 @@ def compare(model: str, task_name: str, budget: int, n_train: int, n_heldout: in
     runs = {}
     for method in methods:
         t0 = time.time()
-        cfg = PlannerConfig(candidates=candidates, warmup_walks=warmup_walks, explore=explore, cover_ops=cover_ops,
-                            explore_stalled_only=explore_stalled_only, seed=seed)
+        cfg = settings.planner_config(seed)
         search, diag = run_method(lm, task, method, start, vocab, budget, env_kwargs, cfg)
         runs[method] = {**search.summary(), "seconds": time.time() - t0, "diagnostics": diag}
         log(f"  {model} {task_name} {method:9s} heldout acc {search.best_heldout:.3f}  calls {search.env.counters.calls}"
@@ -81,16 +79,10 @@ def main(argv=None) -> int:
     p.add_argument("--smollm-budget", type=int, default=240, help="real LM calls per method (smollm2-135m)")
     p.add_argument("--n-train", type=int, default=8)
     p.add_argument("--n-heldout", type=int, default=32)
-    p.add_argument("--candidates", type=int, default=48)
-    p.add_argument("--warmup-walks", type=int, default=2, help="random warm-up walks of H real edits (world-model planners)")
-    p.add_argument("--explore", type=float, default=1.0,
-                   help="world-model planners: bonus explore / (1 + n(op)) for rarely tried edit operations (0: off)")
-    p.add_argument("--explore-stalled-only", action=argparse.BooleanOptionalAction, default=True,
-                   help="apply the --explore bonus only after --patience planned edits in a row failed to improve "
-                        "(--no-explore-stalled-only: always)")
-    p.add_argument("--cover-ops", action="store_true", help="warm-up draws each edit from the operations tried least so far")
+    add_model_arguments(p, PlannerSettings)  # the search settings of `ponder plan`, same flags and defaults
     p.add_argument("--methods", default=",".join(METHODS))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", default="0", help="comma-separated seeds (training/held-out problems and every method's "
+                   "randomness); each seed is a separate comparison, and the minimum saving is over model x task x seed")
     p.add_argument("--mode", default="prefix", choices=("prefix", "instruction"),
                    help="start chain for the tiny model (smollm2-135m always starts from instruction + exemplar lines)")
     p.add_argument("--quick", action="store_true", help="first model (tiny by default) and first task only, budget <= 320 calls (< 1 min)")
@@ -98,28 +90,32 @@ def main(argv=None) -> int:
     p.add_argument("--report", metavar="PATH", help="HTML report with the curves")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
+    settings = config_from_args(PlannerSettings, a)
     models, tasks = a.models.split(","), a.tasks.split(",")
     methods = tuple(a.methods.split(","))
     if a.quick:
-        models, tasks, a.budget, a.n_heldout, a.candidates = models[:1], tasks[:1], min(a.budget, 320), 16, 16
+        models, tasks, a.budget, a.n_heldout = models[:1], tasks[:1], min(a.budget, 320), 16
+        settings = settings.model_copy(update={"candidates": 16})
+    seeds = [int(x) for x in a.seeds.split(",") if x.strip()]
     results, rows, savings = [], [], {}
     for model in models:
         lm = load_model(model)
         smol = model.startswith("smollm")
         for task in (a.smollm_tasks.split(",") if smol and a.smollm_tasks else tasks):
-            res = compare(model, task, a.smollm_budget if smol else a.budget, a.n_train if not smol else min(a.n_train, 4),
-                          a.n_heldout if not smol else min(a.n_heldout, 16), a.seed, methods,
-                          a.candidates if not smol else min(a.candidates, 16), a.warmup_walks, lm=lm,
-                          mode="instruction" if smol else a.mode, explore=a.explore, cover_ops=a.cover_ops,
-                          explore_stalled_only=a.explore_stalled_only)
-            results.append(res)
-            r, s = summarize(res)
-            rows += r
-            savings[f"{model}/{task}"] = s
-    print("\n| model | task | method | final held-out accuracy | calls to best baseline's accuracy | calls | evaluations | s |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+            for seed in seeds:
+                res = compare(model, task, a.smollm_budget if smol else a.budget, a.n_train if not smol else min(a.n_train, 4),
+                              a.n_heldout if not smol else min(a.n_heldout, 16), seed, methods,
+                              settings if not smol else settings.model_copy(update={"candidates": min(settings.candidates, 16)}),
+                              lm=lm, mode="instruction" if smol else a.mode)
+                res["seed"] = seed
+                results.append(res)
+                r, s = summarize(res)
+                rows += [{**row, "seed": seed} for row in r]
+                savings[f"{model}/{task}/seed{seed}"] = s
+    print("\n| model | task | seed | method | final held-out accuracy | calls to best baseline's accuracy | calls | evaluations | s |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        print(f"| {r['model']} | {r['task']} | {r['method']} | {r['final_accuracy']:.3f} | "
+        print(f"| {r['model']} | {r['task']} | {r['seed']} | {r['method']} | {r['final_accuracy']:.3f} | "
               f"{r['calls_to_best_baseline_accuracy'] if r['calls_to_best_baseline_accuracy'] is not None else 'never'} | "
               f"{r['calls']} | {r['evaluations']} | {r['seconds']} |")
     known = [s for s in savings.values() if s is not None]
@@ -132,8 +128,8 @@ def main(argv=None) -> int:
     if a.report:
         for res in results:
             path = Path(a.report)
-            write_plan_report(res["runs"], path.with_name(f"{path.stem}_{res['model']}_{res['task']}{path.suffix}"),
-                              f"plan_compare: {res['model']} on {res['task']}")
+            write_plan_report(res["runs"], path.with_name(f"{path.stem}_{res['model']}_{res['task']}_s{res['seed']}{path.suffix}"),
+                              f"plan_compare: {res['model']} on {res['task']}, seed {res['seed']}")
     return 0
 
 

@@ -164,7 +164,6 @@ def run_loop(model, tok, texts, args):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
     ema = EMATeacher.from_model(model, 0.999)
     docs = [tok(t)["input_ids"] for t in texts]
-    gen = torch.Generator().manual_seed(0)
     times, positions, thoughts = [], 0, 0
     for step in range(args.steps + args.warmup):
         t0 = time.perf_counter()
@@ -342,7 +341,7 @@ def main(argv=None) -> dict:
            "rows": rows, "ratio_vs_loop": ratio("loop"), "ratio_vs_trl": ratio("trl"), "matmul_peak_fraction": frac}
     print(f"\nmodel {args.model}, CPU, {args.threads} thread(s); prefix {args.prefix}, G={args.group}, thought "
           f"<= {args.thought}, {args.docs} docs x {args.positions} positions per step, {args.steps} timed steps")
-    print(f"| impl | s | positions/s | thought tokens/s | ponder / impl |\n| --- | --- | --- | --- | --- |")
+    print("| impl | s | positions/s | thought tokens/s | ponder / impl |\n| --- | --- | --- | --- | --- |")
     for r in rows:
         rel = by["ponder"]["positions_per_s"] / r["positions_per_s"] if "ponder" in by else float("nan")
         print(f"| {r['impl']} | {r['seconds']:.2f} | {r['positions_per_s']:.3f} | {r['thought_tokens_per_s']:.1f} | "

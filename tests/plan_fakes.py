@@ -14,7 +14,7 @@ def planted_value(chain) -> float:
 
 
 class FakeFeatures:
-    """Features a test can read: format one-hot and line counts; edit op one-hot and payload format."""
+    """Features a test can read: format one-hot and line counts; payload format and edit op one-hot."""
 
     chain_dim = len(FORMATS) + 3
     edit_dim = len(ALL_OPS) + len(FORMATS)
@@ -31,11 +31,11 @@ class FakeFeatures:
 
     def edits(self, edits, chains):
         rows = []
-        for e in edits:
+        for e in edits:  # like LMFeatures, the operation's one-hot code comes last
             row = torch.zeros(self.edit_dim)
-            row[ALL_OPS.index(e.op)] = 1
             if e.payload in FORMATS:
-                row[len(ALL_OPS) + FORMATS.index(e.payload)] = 1
+                row[FORMATS.index(e.payload)] = 1
+            row[len(FORMATS) + ALL_OPS.index(e.op)] = 1
             rows.append(row)
         return torch.stack(rows)
 

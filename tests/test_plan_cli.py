@@ -16,7 +16,7 @@ from ponder.cli import main
 def test_ponder_plan_end_to_end(method, trained_tiny_dir, tmp_path, capsys, one_thread):
     out = tmp_path / method
     rc = main(["plan", "--model", str(trained_tiny_dir), "--task", "add2", "--method", method, "--budget", "40",
-               "--n-train", "2", "--n-heldout", "4", "--horizon", "2", "--warmup-walks", "1", "--candidates", "6",
+               "--n-train", "2", "--n-heldout", "4", "--horizon", "2", "--warmup-edits", "2", "--candidates", "6",
                "--lm-proposals", "2", "--max-thought-tokens", "16", "--out", str(out), "--json", str(tmp_path / "p.json"),
                "--quiet"])
     assert rc == 0
@@ -53,3 +53,5 @@ def test_plan_compare_quick(trained_tiny_dir, tmp_path):
     for row in data["rows"]:
         assert 0.0 <= row["final_accuracy"] <= 1.0 and "calls_to_best_baseline_accuracy" in row
     assert "call_savings_vs_best_baseline" in data
+    assert set(data["call_savings_per_model_task"]) == {f"{trained_tiny_dir}/add2/seed0"}
+    assert {r["seed"] for r in data["rows"]} == {0}

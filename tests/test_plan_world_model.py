@@ -11,6 +11,7 @@ from ponder.plan.edits import Edit
 from ponder.plan.state import Chain
 from ponder.plan.world_model import (
     LossWeights, Replay, WorldModel, bisimulation_loss, consistency_loss, fit_world_model, reward_loss, transition,
+    world_model_loss,
 )
 from plan_fakes import FakeFeatures, planted_value
 
@@ -93,3 +94,31 @@ def test_world_model_fits_a_planted_replay(one_thread):
         for e, c in [(edits[0], start), (edits[2], apply_edit(start, edits[0]))]:
             z = model.step(z, model.embed_edit(feats.edits([e], [c])))
         assert model.reward(z).item() == pytest.approx(planted_value(Chain(answer_format="qa")), abs=0.1)
+
+
+def test_unknown_values_are_left_out_of_the_reward_and_bisimulation_terms(one_thread):
+    """A chain passed on the way inside a multi-edit plan has a NaN value: it still takes part in the
+    latent consistency, but not in the reward regression or the bisimulation distances."""
+    torch.manual_seed(0)
+    model = WorldModel(6, 4, latent=8, hidden=16, heads=2)
+    cf, ef = torch.randn(1, 3, 6), torch.randn(1, 2, 4)
+    mask = torch.ones(1, 3)
+    values = torch.tensor([[0.2, math.nan, 0.5]])
+    total, parts = world_model_loss(model, cf, ef, values, mask)
+    assert math.isfinite(float(total.detach()))
+    with torch.no_grad():
+        enc = model.encode(cf)[0]  # [3, d]
+        rolled = [enc[0]]
+        for t in range(2):
+            rolled.append(model.step(rolled[-1], model.embed_edit(ef[0, t])))
+        known = torch.tensor([0.2, 0.5])
+        r_enc = ((model.rewards(enc[[0, 2]]) - known) ** 2).mean()
+        r_rolled = ((model.rewards(torch.stack([rolled[0], rolled[2]])) - known) ** 2).mean()
+        assert parts["reward"] == pytest.approx(float(0.5 * (r_enc + r_rolled)), rel=1e-5)
+        assert parts["bisim"] == pytest.approx(float(bisimulation_loss(enc[[0, 2]], known)), rel=1e-5)
+    # The middle chain's features move the consistency term only.
+    cf2 = cf.clone()
+    cf2[0, 1] += torch.randn(6)  # not a constant shift: the encoder starts with a LayerNorm
+    _, moved = world_model_loss(model, cf2, ef, values, mask)
+    assert moved["consistency"] != pytest.approx(parts["consistency"], rel=1e-3)
+    assert moved["reward"] == pytest.approx(parts["reward"], rel=1e-6) and moved["bisim"] == pytest.approx(parts["bisim"], rel=1e-6)

@@ -19,10 +19,33 @@ METHODS = ("mppi", "gradient", "policy", "random", "hill", "evolution")
 WORLD_MODEL_METHODS = ("mppi", "gradient", "policy")
 
 
-class PlanJob(BaseModel):
-    """Settings of ``ponder plan``."""
+class PlannerSettings(BaseModel):
+    """Search settings shared by ``ponder plan`` and ``bench/plan_compare.py`` (one source for both)."""
 
     model_config = ConfigDict(extra="forbid")
+    horizon: int = Field(3, ge=1, description="planning horizon H (edits)")
+    candidates: int = Field(48, ge=1, description="candidate edits considered per step")
+    warmup: Literal["star", "walks"] = Field(
+        "star", description="world-model warm-up: single edits of the start chain (star) or random walks of H edits from it")
+    warmup_edits: int = Field(6, ge=0, description="real evaluations of the warm-up that trains the world model first")
+    commit: int = Field(3, ge=1, description="mppi: edits of its best imagined sequence it may verify in one real evaluation (1: one edit)")
+    explore: float = Field(1.0, ge=0.0, description="world-model planners: bonus explore / (1 + n(op)) for edit operations rarely tried (0: off)")
+    explore_stalled_only: bool = Field(True, description="apply the exploration bonus only after `patience` planned edits in a row failed to improve (a stall)")
+    cover_ops: bool = Field(True, description="warm-up draws each edit from the edit operations tried least so far")
+    elite: int = Field(8, ge=1, description="world-model planners: good chains kept as roots to plan from")
+    patience: int = Field(3, ge=1, description="world-model planners: failed children after which a root is retired (restart from the next-best)")
+    margin: float = Field(0.02, ge=0.0, description="world-model planners: gain over its parent a chain needs to join the elite")
+
+    def planner_config(self, seed: int):
+        """The :class:`~ponder.plan.planners.PlannerConfig` these settings describe."""
+        from ponder.plan.planners import PlannerConfig
+
+        return PlannerConfig(seed=seed, **{k: getattr(self, k) for k in PlannerSettings.model_fields})
+
+
+class PlanJob(PlannerSettings):
+    """Settings of ``ponder plan``."""
+
     model: str = Field("tiny", description="tiny, tiny-lazy, smollm2-135m, a HF model directory or a .gguf file")
     task: str = Field(DEMO_TASK, description="task name (see `ponder tasks`)")
     method: Literal["mppi", "gradient", "policy", "random", "hill", "evolution"] = Field(
@@ -33,15 +56,6 @@ class PlanJob(BaseModel):
     budget: int = Field(800, ge=1, description="real LM calls the search may spend")
     n_train: int = Field(8, ge=1, description="training inputs every evaluation averages over")
     n_heldout: int = Field(32, ge=1, description="held-out inputs for the accuracy curve")
-    horizon: int = Field(3, ge=1, description="planning horizon H (edits)")
-    candidates: int = Field(48, ge=1, description="candidate edits considered per step")
-    warmup_walks: int = Field(2, ge=0, description="random walks of H real edits that train the world model first")
-    explore: float = Field(1.0, ge=0.0, description="world-model planners: bonus explore / (1 + n(op)) for edit operations rarely tried (0: off)")
-    explore_stalled_only: bool = Field(True, description="apply the exploration bonus only after `patience` planned edits in a row failed to improve (a stall)")
-    cover_ops: bool = Field(False, description="warm-up draws each edit from the edit operations tried least so far")
-    elite: int = Field(8, ge=1, description="world-model planners: good chains kept as roots to plan from")
-    patience: int = Field(3, ge=1, description="world-model planners: failed children after which a root is retired (restart from the next-best)")
-    margin: float = Field(0.02, ge=0.0, description="world-model planners: gain over its parent a chain needs to join the elite")
     lm_proposals: int = Field(4, ge=0, description="LM-sampled instruction lines and reasoning steps added to the vocabulary (counted calls)")
     max_prompt_tokens: int = Field(384, ge=8, description="longest prompt (chain + input) accepted")
     max_thought_tokens: int = Field(64, ge=1, description="thought budget in the think format")
@@ -108,7 +122,6 @@ def run_plan(job: PlanJob, progress: bool = True, printer=print) -> dict:
     from ponder.data.registry import get_task
     from ponder.errors import PonderError
     from ponder.lm.load import load_model
-    from ponder.plan.planners import PlannerConfig
     from ponder.plan.state import Chain
     from ponder.report.progress import make_progress
     from ponder.train.checkpoint import atomic_write_text
@@ -125,9 +138,7 @@ def run_plan(job: PlanJob, progress: bool = True, printer=print) -> dict:
         start = default_start(vocab, job.mode)
     env_kwargs = dict(n_train=job.n_train, n_heldout=job.n_heldout, seed=job.seed, max_prompt_tokens=job.max_prompt_tokens,
                       max_thought_tokens=job.max_thought_tokens, max_answer_tokens=job.max_answer_tokens)
-    cfg = PlannerConfig(horizon=job.horizon, candidates=job.candidates, warmup_walks=job.warmup_walks, elite=job.elite,
-                        patience=job.patience, margin=job.margin, explore=job.explore, cover_ops=job.cover_ops,
-                        explore_stalled_only=job.explore_stalled_only, seed=job.seed)
+    cfg = job.planner_config(job.seed)
     with make_progress(progress) as bar:
         tid = bar.add_task(f"ponder plan {job.method}", total=job.budget)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 
-from ponder.plan.edits import Edit, Vocabulary, candidate_edits
+from ponder.plan.edits import Vocabulary, candidate_edits
 from ponder.plan.search import Search
 from ponder.plan.state import LINE_FIELDS, Chain
 

@@ -5,7 +5,8 @@
   the final layer's last position is kept; the probes are averaged. ``[N, 3 * D]``.
 * edit features: the mean of the LM's input embeddings over the edit's content text
   (operation, payload and the text it touches; see ``Edit.content``) next to one-hot codes of
-  the operation. ``[N, D + len(ALL_OPS)]``. Content, not an id: an edit never seen in
+  the operation, last (the world model reads that code on its own: ``WorldModel(n_ops=...)``).
+  ``[N, D + len(ALL_OPS)]``. Content, not an id: an edit never seen in
   training still lands near edits with similar text.
 
 These forwards read the prompt only (no sampling, no answer) and are counted apart from

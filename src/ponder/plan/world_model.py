@@ -82,10 +82,15 @@ class WorldModel(nn.Module):
     """``heads`` reward heads form an ensemble (mean = prediction, spread = uncertainty). Shapes: chain features ``[B, Dc]`` -> ``z [B, d]``; edit features ``[B, De]`` -> ``e [B, k]``."""
 
     def __init__(self, chain_dim: int, edit_dim: int, latent: int = 64, edit_latent: int = 32, hidden: int = 128,
-                 heads: int = 3):
+                 heads: int = 3, n_ops: int = 0):
         super().__init__()
         self.encoder = nn.Sequential(nn.LayerNorm(chain_dim), _mlp(chain_dim, hidden, latent))
         self.edit_proj = nn.Sequential(nn.LayerNorm(edit_dim), nn.Linear(edit_dim, edit_latent))
+        # The operation's own embedding, read from the one-hot code in the last ``n_ops`` edit features:
+        # after the LayerNorm above, one code among hundreds of content features is a faint signal, and
+        # what an operation does (a deletion vs a rewrite of the same step) must be learnt from a few edits.
+        self.n_ops = n_ops
+        self.op_embed = nn.Linear(n_ops, edit_latent, bias=False) if n_ops else None
         self.dynamics = _mlp(latent + edit_latent, hidden, latent)
         self.reward_heads = nn.ModuleList(_mlp(latent, hidden, 1) for _ in range(heads))
         self.latent = latent
@@ -94,7 +99,8 @@ class WorldModel(nn.Module):
         return self.encoder(feats)
 
     def embed_edit(self, feats: Tensor) -> Tensor:
-        return self.edit_proj(feats)
+        e = self.edit_proj(feats)
+        return e if self.op_embed is None else e + self.op_embed(feats[..., -self.n_ops:])
 
     def step(self, z: Tensor, e: Tensor) -> Tensor:
         return transition(z, e, self.dynamics)
@@ -159,9 +165,13 @@ def world_model_loss(model: WorldModel, chain_feats: Tensor, edit_feats: Tensor,
     """Total loss on a batch of windows.
 
     ``chain_feats [B, H+1, Dc]``, ``edit_feats [B, H, De]``, ``values [B, H+1]``, ``mask [B, H+1]``
-    (1 where the window has that chain; the first chain always exists).
+    (1 where the window has that chain; the first chain always exists). A NaN value marks a chain
+    that was reached but never evaluated (inside a multi-edit plan): it takes part in the latent
+    consistency, not in the reward and bisimulation terms.
     """
     b, h1, _ = chain_feats.shape
+    known = mask.bool() & ~values.isnan()  # a chain passed on the way to a verified one has no value
+    values = values.nan_to_num(0.0)
     enc = model.encode(chain_feats)  # [B, H+1, d]
     z, rolled = enc[:, 0], [enc[:, 0]]
     for t in range(h1 - 1):
@@ -171,10 +181,9 @@ def world_model_loss(model: WorldModel, chain_feats: Tensor, edit_feats: Tensor,
     cons = consistency_loss(rolled[:, 1:].transpose(0, 1), enc[:, 1:].transpose(0, 1), mask[:, 1:].T, w.rho) if h1 > 1 \
         else enc.sum() * 0.0
     heads = len(model.reward_heads)
-    rew = 0.5 * (reward_loss(model.rewards(enc), values.expand(heads, -1, -1), mask.expand(heads, -1, -1))
-                 + reward_loss(model.rewards(rolled), values.expand(heads, -1, -1), mask.expand(heads, -1, -1)))
-    flat = mask.bool()
-    bis = bisimulation_loss(enc[flat], values[flat])
+    rew = 0.5 * (reward_loss(model.rewards(enc), values.expand(heads, -1, -1), known.expand(heads, -1, -1))
+                 + reward_loss(model.rewards(rolled), values.expand(heads, -1, -1), known.expand(heads, -1, -1)))
+    bis = bisimulation_loss(enc[known], values[known])
     total = w.consistency * cons + w.reward * rew + w.bisim * bis
     return total, {"consistency": float(cons.detach()), "reward": float(rew.detach()), "bisim": float(bis.detach())}
 
