@@ -43,9 +43,10 @@ class PlannerSettings(BaseModel):
         return PlannerConfig(seed=seed, **{k: getattr(self, k) for k in PlannerSettings.model_fields})
 
 
-class PlanJob(PlannerSettings):
-    """Settings of ``ponder plan``."""
+class _PlanRun(BaseModel):
+    """What ``ponder plan`` runs on and where it writes (listed before the search settings in ``--help``)."""
 
+    model_config = ConfigDict(extra="forbid")
     model: str = Field("tiny", description="tiny, tiny-lazy, smollm2-135m, a HF model directory or a .gguf file")
     task: str = Field(DEMO_TASK, description="task name (see `ponder tasks`)")
     method: Literal["mppi", "gradient", "policy", "random", "hill", "evolution"] = Field(
@@ -63,6 +64,10 @@ class PlanJob(PlannerSettings):
     seed: int = Field(0, description="seed of problem draws, candidates and the world model")
     out: str = Field("runs/plan", description="output directory")
     device: str | None = Field(None, description="cpu, cuda, ... (default: cuda when available)")
+
+
+class PlanJob(PlannerSettings, _PlanRun):
+    """Settings of ``ponder plan``: the run's fields, then the search settings."""
 
 
 def default_start(vocab, mode: str):
