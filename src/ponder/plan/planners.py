@@ -337,10 +337,11 @@ def plan_with_world_model(search: Search, start: Chain, vocab: Vocabulary, featu
     # operation does from where planning begins, untangled from the others) or as walks of `horizon` edits.
     walk_len = 1 if cfg.warmup == "star" else cfg.horizon
     n_walks = -(-cfg.warmup_edits // walk_len)
+    made = 0  # warm-up edits evaluated so far
     for w in range(len(walks) if walks is not None else n_walks):
         chains, edits, values = [start], [], [start_value]
         for t in range(len(walks[w]) if walks is not None else walk_len):
-            if search.exhausted or (walks is None and sum(len(s.edits) for s in replay.segments) + t >= cfg.warmup_edits):
+            if search.exhausted or (walks is None and made >= cfg.warmup_edits):
                 break
             if walks is not None:
                 try:
@@ -353,6 +354,7 @@ def plan_with_world_model(search: Search, start: Chain, vocab: Vocabulary, featu
                     break
                 edit, chain = rng.choice(counts.least_tried(cands) if cfg.cover_ops else cands)
             values.append(search.evaluate(chain, edit).value)
+            made += 1
             counts.record(edit)
             elite.admit(chain, values[-1], values[-2])
             chains.append(chain)
