@@ -7,7 +7,7 @@ PIP    := $(BIN)/python -m pip
 # instead of a newer release with several GB of CUDA packages.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install install-test demo demo-quick test test-fast bench clean
+.PHONY: install install-test demo demo-quick lint test test-fast bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,11 @@ demo: install
 demo-quick: install
 	$(BIN)/ponder demo --quick
 
-test: install-test
+lint: install-test
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 test-fast: install-test

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from ponder.data.registry import get_task
 from ponder.config import add_model_arguments, config_from_args
+from ponder.data.registry import get_task
 from ponder.jobs.plan import METHODS, PlannerSettings, build_vocabulary, default_start, run_method, write_plan_report
 from ponder.lm.load import load_model
 from ponder.plan.search import call_savings, calls_to_reach
@@ -31,8 +31,19 @@ BASELINE_METHODS = ("random", "hill", "evolution")
 PRIMARY = "mppi"
 
 
-def compare(model: str, task_name: str, budget: int, n_train: int, n_heldout: int, seed: int, methods=METHODS,
-            settings: PlannerSettings = PlannerSettings(), lm=None, log=print, mode: str = "prefix") -> dict:
+def compare(
+    model: str,
+    task_name: str,
+    budget: int,
+    n_train: int,
+    n_heldout: int,
+    seed: int,
+    methods=METHODS,
+    settings: PlannerSettings = PlannerSettings(),
+    lm=None,
+    log=print,
+    mode: str = "prefix",
+) -> dict:
     task = get_task(task_name)
     lm = lm or load_model(model)
     vocab, vocab_calls = build_vocabulary(lm, task, seed)
@@ -44,9 +55,18 @@ def compare(model: str, task_name: str, budget: int, n_train: int, n_heldout: in
         cfg = settings.planner_config(seed)
         search, diag = run_method(lm, task, method, start, vocab, budget, env_kwargs, cfg)
         runs[method] = {**search.summary(), "seconds": time.time() - t0, "diagnostics": diag}
-        log(f"  {model} {task_name} {method:9s} heldout acc {search.best_heldout:.3f}  calls {search.env.counters.calls}"
-            f"  evals {search.env.counters.evaluations}  {time.time() - t0:.0f} s")
-    return {"model": model, "task": task_name, "mode": mode, "vocabulary_calls": vocab_calls, "start": start.to_json(), "runs": runs}
+        log(
+            f"  {model} {task_name} {method:9s} heldout acc {search.best_heldout:.3f}  calls {search.env.counters.calls}"
+            f"  evals {search.env.counters.evaluations}  {time.time() - t0:.0f} s"
+        )
+    return {
+        "model": model,
+        "task": task_name,
+        "mode": mode,
+        "vocabulary_calls": vocab_calls,
+        "start": start.to_json(),
+        "runs": runs,
+    }
 
 
 def summarize(result: dict) -> tuple[list[dict], float | None]:
@@ -57,9 +77,18 @@ def summarize(result: dict) -> tuple[list[dict], float | None]:
     target = max(finals[m] for m in baselines) if baselines else None
     rows = []
     for m, r in runs.items():
-        rows.append({"model": result["model"], "task": result["task"], "method": m, "final_accuracy": finals[m],
-                     "calls_to_best_baseline_accuracy": None if target is None else calls_to_reach(r["curve"], target),
-                     "calls": r["calls"], "evaluations": r["evaluations"], "seconds": round(r["seconds"], 1)})
+        rows.append(
+            {
+                "model": result["model"],
+                "task": result["task"],
+                "method": m,
+                "final_accuracy": finals[m],
+                "calls_to_best_baseline_accuracy": None if target is None else calls_to_reach(r["curve"], target),
+                "calls": r["calls"],
+                "evaluations": r["evaluations"],
+                "seconds": round(r["seconds"], 1),
+            }
+        )
     saving = None
     if baselines and PRIMARY in runs:
         reach = {row["method"]: row["calls_to_best_baseline_accuracy"] for row in rows}
@@ -81,11 +110,23 @@ def main(argv=None) -> int:
     p.add_argument("--n-heldout", type=int, default=32)
     add_model_arguments(p, PlannerSettings)  # the search settings of `ponder plan`, same flags and defaults
     p.add_argument("--methods", default=",".join(METHODS))
-    p.add_argument("--seeds", default="0", help="comma-separated seeds (training/held-out problems and every method's "
-                   "randomness); each seed is a separate comparison, and the minimum saving is over model x task x seed")
-    p.add_argument("--mode", default="prefix", choices=("prefix", "instruction"),
-                   help="start chain for the tiny model (smollm2-135m always starts from instruction + exemplar lines)")
-    p.add_argument("--quick", action="store_true", help="first model (tiny by default) and first task only, budget <= 320 calls (< 1 min)")
+    p.add_argument(
+        "--seeds",
+        default="0",
+        help="comma-separated seeds (training/held-out problems and every method's "
+        "randomness); each seed is a separate comparison, and the minimum saving is over model x task x seed",
+    )
+    p.add_argument(
+        "--mode",
+        default="prefix",
+        choices=("prefix", "instruction"),
+        help="start chain for the tiny model (smollm2-135m always starts from instruction + exemplar lines)",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="first model (tiny by default) and first task only, budget <= 320 calls (< 1 min)",
+    )
     p.add_argument("--json", metavar="PATH")
     p.add_argument("--report", metavar="PATH", help="HTML report with the curves")
     a = p.parse_args(argv)
@@ -101,35 +142,64 @@ def main(argv=None) -> int:
     for model in models:
         lm = load_model(model)
         smol = model.startswith("smollm")
-        for task in (a.smollm_tasks.split(",") if smol and a.smollm_tasks else tasks):
+        for task in a.smollm_tasks.split(",") if smol and a.smollm_tasks else tasks:
             for seed in seeds:
-                res = compare(model, task, a.smollm_budget if smol else a.budget, a.n_train if not smol else min(a.n_train, 4),
-                              a.n_heldout if not smol else min(a.n_heldout, 16), seed, methods,
-                              settings if not smol else settings.model_copy(update={"candidates": min(settings.candidates, 16)}),
-                              lm=lm, mode="instruction" if smol else a.mode)
+                res = compare(
+                    model,
+                    task,
+                    a.smollm_budget if smol else a.budget,
+                    a.n_train if not smol else min(a.n_train, 4),
+                    a.n_heldout if not smol else min(a.n_heldout, 16),
+                    seed,
+                    methods,
+                    settings if not smol else settings.model_copy(update={"candidates": min(settings.candidates, 16)}),
+                    lm=lm,
+                    mode="instruction" if smol else a.mode,
+                )
                 res["seed"] = seed
                 results.append(res)
                 r, s = summarize(res)
                 rows += [{**row, "seed": seed} for row in r]
                 savings[f"{model}/{task}/seed{seed}"] = s
-    print("\n| model | task | seed | method | final held-out accuracy | calls to best baseline's accuracy | calls | evaluations | s |")
+    print(
+        "\n| model | task | seed | method | final held-out accuracy | calls to best baseline's accuracy | calls | evaluations | s |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        print(f"| {r['model']} | {r['task']} | {r['seed']} | {r['method']} | {r['final_accuracy']:.3f} | "
-              f"{r['calls_to_best_baseline_accuracy'] if r['calls_to_best_baseline_accuracy'] is not None else 'never'} | "
-              f"{r['calls']} | {r['evaluations']} | {r['seconds']} |")
+        print(
+            f"| {r['model']} | {r['task']} | {r['seed']} | {r['method']} | {r['final_accuracy']:.3f} | "
+            f"{r['calls_to_best_baseline_accuracy'] if r['calls_to_best_baseline_accuracy'] is not None else 'never'} | "
+            f"{r['calls']} | {r['evaluations']} | {r['seconds']} |"
+        )
     known = [s for s in savings.values() if s is not None]
     overall = min(known) if known and len(known) == len(savings) else None
-    print("\ncall savings of mppi vs the best baseline:", {k: (None if v is None else round(v, 3)) for k, v in savings.items()},
-          "minimum:", overall)
+    print(
+        "\ncall savings of mppi vs the best baseline:",
+        {k: (None if v is None else round(v, 3)) for k, v in savings.items()},
+        "minimum:",
+        overall,
+    )
     if a.json:
-        Path(a.json).write_text(json.dumps({"rows": rows, "call_savings_vs_best_baseline": overall,
-                                            "call_savings_per_model_task": savings, "results": results}, indent=2, default=str))
+        Path(a.json).write_text(
+            json.dumps(
+                {
+                    "rows": rows,
+                    "call_savings_vs_best_baseline": overall,
+                    "call_savings_per_model_task": savings,
+                    "results": results,
+                },
+                indent=2,
+                default=str,
+            )
+        )
     if a.report:
         for res in results:
             path = Path(a.report)
-            write_plan_report(res["runs"], path.with_name(f"{path.stem}_{res['model']}_{res['task']}_s{res['seed']}{path.suffix}"),
-                              f"plan_compare: {res['model']} on {res['task']}, seed {res['seed']}")
+            write_plan_report(
+                res["runs"],
+                path.with_name(f"{path.stem}_{res['model']}_{res['task']}_s{res['seed']}{path.suffix}"),
+                f"plan_compare: {res['model']} on {res['task']}, seed {res['seed']}",
+            )
     return 0
 
 

@@ -25,11 +25,13 @@ from ponder.plan.state import Chain
 def probe_chains(vocab) -> dict[str, Chain]:
     direct = [e for e in vocab.exemplars if "<think>" not in e and not e.startswith("Q:")]
     qa = [e for e in vocab.exemplars if e.startswith("Q:")]
-    return {"bare": Chain(answer_format="direct"),
-            "ex1": Chain(exemplars=tuple(direct[:1]), answer_format="direct"),
-            "ex3": Chain(exemplars=tuple(direct[:3]), answer_format="direct"),
-            "qa3": Chain(exemplars=tuple(qa[:3]), answer_format="qa"),
-            "instr+ex1": Chain(instructions=(vocab.instructions[1],), exemplars=tuple(direct[1:2]), answer_format="direct")}
+    return {
+        "bare": Chain(answer_format="direct"),
+        "ex1": Chain(exemplars=tuple(direct[:1]), answer_format="direct"),
+        "ex3": Chain(exemplars=tuple(direct[:3]), answer_format="direct"),
+        "qa3": Chain(exemplars=tuple(qa[:3]), answer_format="qa"),
+        "instr+ex1": Chain(instructions=(vocab.instructions[1],), exemplars=tuple(direct[1:2]), answer_format="direct"),
+    }
 
 
 def main(argv=None) -> int:
@@ -44,8 +46,18 @@ def main(argv=None) -> int:
             t = time.time()
             o = env.evaluate(chain)
             out[f"{name}/{label}"] = {"accuracy": o.accuracy, "loglik": round(o.loglik, 2)}
-            print(name, label, "acc", o.accuracy, "loglik", round(o.loglik, 2), "value", round(o.value, 3),
-                  f"{time.time() - t:.1f}s", flush=True)
+            print(
+                name,
+                label,
+                "acc",
+                o.accuracy,
+                "loglik",
+                round(o.loglik, 2),
+                "value",
+                round(o.value, 3),
+                f"{time.time() - t:.1f}s",
+                flush=True,
+            )
     print(json.dumps(out))
     return 0
 

@@ -32,9 +32,12 @@ FORMAT_KEYS = ("format/think_closed", "format/think_unclosed", "format/answer_nu
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="tiny-lazy",
-                   help="base model: tiny-lazy (default: the demo's base, which reasons in about half its thoughts), "
-                        "tiny (which always does, leaving no room), or a model directory")
+    p.add_argument(
+        "--model",
+        default="tiny-lazy",
+        help="base model: tiny-lazy (default: the demo's base, which reasons in about half its thoughts), "
+        "tiny (which always does, leaving no room), or a model directory",
+    )
     p.add_argument("--task", default="add3-5")
     p.add_argument("--rewards", default=",".join(REWARDS), help="comma-separated subset of " + ", ".join(REWARDS))
     p.add_argument("--seeds", default="0,1,2")
@@ -70,8 +73,15 @@ def sampled_accuracy(model, tokenizer, task, n: int, budget: int, k: int, temper
 
     problems = task.problems(n, seed=0, split="test")
     gen = torch.Generator().manual_seed(1234)
-    out = generate(model, tokenizer, [p.prompt for p in problems], n=k, max_thought_tokens=budget,
-                   temperature=temperature, generator=gen)
+    out = generate(
+        model,
+        tokenizer,
+        [p.prompt for p in problems],
+        n=k,
+        max_thought_tokens=budget,
+        temperature=temperature,
+        generator=gen,
+    )
     return sum(task.score(problems[i // k], t) for i, t in enumerate(out.texts)) / len(out.texts)
 
 
@@ -80,8 +90,9 @@ def measure(model, tokenizer, task, args, budget: int) -> dict:
     from ponder.jobs.grpo import held_out_think_accuracy
 
     out = held_out_think_accuracy(model, tokenizer, task, args.eval_n, budget)
-    out["sampled_accuracy"] = sampled_accuracy(model, tokenizer, task, args.eval_n, budget, args.eval_samples,
-                                               args.temperature)
+    out["sampled_accuracy"] = sampled_accuracy(
+        model, tokenizer, task, args.eval_n, budget, args.eval_samples, args.temperature
+    )
     return out
 
 
@@ -91,9 +102,18 @@ def train_one(args, reward: str, seed: int, base_dir: str, task, budget: int, ru
     from ponder.train.metrics import read_metrics
 
     lm = load_model(base_dir)
-    common = dict(steps=args.steps, prompts_per_step=args.prompts, group_size=args.group, pool_size=args.pool,
-                  split="train", max_thought_tokens=budget, temperature=args.temperature, lr=args.lr, seed=seed,
-                  save_every=args.steps)
+    common = dict(
+        steps=args.steps,
+        prompts_per_step=args.prompts,
+        group_size=args.group,
+        pool_size=args.pool,
+        split="train",
+        max_thought_tokens=budget,
+        temperature=args.temperature,
+        lr=args.lr,
+        seed=seed,
+        save_every=args.steps,
+    )
     if reward == "majority_vote":
         trainer = TTRLTrainer(lm.model, lm.tokenizer, task, TTRLConfig(**common), run_dir)
     else:
@@ -101,13 +121,25 @@ def train_one(args, reward: str, seed: int, base_dir: str, task, budget: int, ru
     t0 = time.time()
     summary = trainer.train(progress=False)
     after = measure(lm.model, lm.tokenizer, task, args, budget)
-    rows = read_metrics(run_dir)[-args.last:]
+    rows = read_metrics(run_dir)[-args.last :]
     fmt = {k: statistics.fmean(r[k] for r in rows if r.get(k) is not None) for k in FORMAT_KEYS}
-    extra = {k: statistics.fmean(r[k] for r in rows if r.get(k) is not None)
-             for k in ("label_accuracy", "majority_ratio", "reward_accuracy") if any(r.get(k) is not None for r in rows)}
-    return {"reward": reward, "seed": seed, **after, **fmt, **extra, "seconds": time.time() - t0,
-            "groups_trained": summary["groups_trained"], "groups_equal_filtered": summary["groups_equal_filtered"],
-            "groups_hard_set_aside": summary["groups_hard_set_aside"], "skipped_nonfinite": summary["skipped_nonfinite"]}
+    extra = {
+        k: statistics.fmean(r[k] for r in rows if r.get(k) is not None)
+        for k in ("label_accuracy", "majority_ratio", "reward_accuracy")
+        if any(r.get(k) is not None for r in rows)
+    }
+    return {
+        "reward": reward,
+        "seed": seed,
+        **after,
+        **fmt,
+        **extra,
+        "seconds": time.time() - t0,
+        "groups_trained": summary["groups_trained"],
+        "groups_equal_filtered": summary["groups_equal_filtered"],
+        "groups_hard_set_aside": summary["groups_hard_set_aside"],
+        "skipped_nonfinite": summary["skipped_nonfinite"],
+    }
 
 
 def aggregate(runs: list[dict], rewards: list[str]) -> list[dict]:
@@ -115,12 +147,15 @@ def aggregate(runs: list[dict], rewards: list[str]) -> list[dict]:
     for reward in rewards:
         mine = [r for r in runs if r["reward"] == reward]
         accs = [r["think_accuracy"] for r in mine]
-        row = {"reward": reward, "think_accuracy_mean": statistics.fmean(accs),
-               "think_accuracy_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
-               "think_accuracy_per_seed": accs,
-               "mean_thought_tokens": statistics.fmean(r["mean_thought_tokens"] for r in mine),
-               "sampled_accuracy_mean": statistics.fmean(r["sampled_accuracy"] for r in mine),
-               "sampled_accuracy_std": statistics.stdev(r["sampled_accuracy"] for r in mine) if len(mine) > 1 else 0.0}
+        row = {
+            "reward": reward,
+            "think_accuracy_mean": statistics.fmean(accs),
+            "think_accuracy_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+            "think_accuracy_per_seed": accs,
+            "mean_thought_tokens": statistics.fmean(r["mean_thought_tokens"] for r in mine),
+            "sampled_accuracy_mean": statistics.fmean(r["sampled_accuracy"] for r in mine),
+            "sampled_accuracy_std": statistics.stdev(r["sampled_accuracy"] for r in mine) if len(mine) > 1 else 0.0,
+        }
         for k in FORMAT_KEYS + ("label_accuracy", "majority_ratio", "reward_accuracy"):
             if all(k in r for r in mine):
                 row[k] = statistics.fmean(r[k] for r in mine)
@@ -133,19 +168,49 @@ def print_table(payload: dict) -> None:
 
     from ponder.report.tables import console
 
-    table = Table(title=f"GRPO rewards on {payload['task']}: {payload['steps']} steps x {payload['prompts']} prompts x "
-                        f"G={payload['group']}, seeds {payload['seeds']}, held-out n={payload['eval_n']}")
-    for h in ("reward", "think acc before", "after (mean)", "std", "per seed", "sampled acc", "thought tokens",
-              "think closed", "answer number", "format entropy"):
+    table = Table(
+        title=f"GRPO rewards on {payload['task']}: {payload['steps']} steps x {payload['prompts']} prompts x "
+        f"G={payload['group']}, seeds {payload['seeds']}, held-out n={payload['eval_n']}"
+    )
+    for h in (
+        "reward",
+        "think acc before",
+        "after (mean)",
+        "std",
+        "per seed",
+        "sampled acc",
+        "thought tokens",
+        "think closed",
+        "answer number",
+        "format entropy",
+    ):
         table.add_column(h, justify="right")
     base = payload["base_think_accuracy"]
-    table.add_row("(base)", f"{base:.3f}", f"{base:.3f}", "-", "-", f"{payload['base_sampled_accuracy']:.3f}",
-                  f"{payload['base_mean_thought_tokens']:.1f}", "-", "-", "-")
+    table.add_row(
+        "(base)",
+        f"{base:.3f}",
+        f"{base:.3f}",
+        "-",
+        "-",
+        f"{payload['base_sampled_accuracy']:.3f}",
+        f"{payload['base_mean_thought_tokens']:.1f}",
+        "-",
+        "-",
+        "-",
+    )
     for r in payload["rows"]:
-        table.add_row(r["reward"], f"{base:.3f}", f"{r['think_accuracy_mean']:.3f}", f"{r['think_accuracy_std']:.3f}",
-                      " ".join(f"{a:.3f}" for a in r["think_accuracy_per_seed"]),
-                      f"{r['sampled_accuracy_mean']:.3f}±{r['sampled_accuracy_std']:.3f}", f"{r['mean_thought_tokens']:.1f}",
-                      f"{r['format/think_closed']:.2f}", f"{r['format/answer_number']:.2f}", f"{r['format/entropy']:.2f}")
+        table.add_row(
+            r["reward"],
+            f"{base:.3f}",
+            f"{r['think_accuracy_mean']:.3f}",
+            f"{r['think_accuracy_std']:.3f}",
+            " ".join(f"{a:.3f}" for a in r["think_accuracy_per_seed"]),
+            f"{r['sampled_accuracy_mean']:.3f}±{r['sampled_accuracy_std']:.3f}",
+            f"{r['mean_thought_tokens']:.1f}",
+            f"{r['format/think_closed']:.2f}",
+            f"{r['format/answer_number']:.2f}",
+            f"{r['format/entropy']:.2f}",
+        )
     console.print(table)
 
 
@@ -167,19 +232,35 @@ def main(argv=None) -> dict:
 
     def payload() -> dict:
         done = [r for r in args.rewards if any(run["reward"] == r for run in runs)]
-        return {"task": task.name, "model": base_dir, "steps": args.steps, "prompts": args.prompts, "group": args.group,
-                "pool": args.pool, "lr": args.lr, "temperature": args.temperature, "seeds": args.seeds,
-                "eval_n": args.eval_n, "base_think_accuracy": base["think_accuracy"],
-                "base_sampled_accuracy": base["sampled_accuracy"], "base_mean_thought_tokens": base["mean_thought_tokens"],
-                "rows": aggregate(runs, done), "runs": runs, "seconds": time.time() - start}
+        return {
+            "task": task.name,
+            "model": base_dir,
+            "steps": args.steps,
+            "prompts": args.prompts,
+            "group": args.group,
+            "pool": args.pool,
+            "lr": args.lr,
+            "temperature": args.temperature,
+            "seeds": args.seeds,
+            "eval_n": args.eval_n,
+            "base_think_accuracy": base["think_accuracy"],
+            "base_sampled_accuracy": base["sampled_accuracy"],
+            "base_mean_thought_tokens": base["mean_thought_tokens"],
+            "rows": aggregate(runs, done),
+            "runs": runs,
+            "seconds": time.time() - start,
+        }
 
     for seed in args.seeds:  # seed-major: an interrupted run still covers every reward
         for reward in args.rewards:
             run = train_one(args, reward, seed, base_dir, task, budget, out / f"{reward}-s{seed}")
             runs.append(run)
-            print(f"[{time.time() - start:6.0f}s] {reward} seed {seed}: think acc {run['think_accuracy']:.3f} "
-                  f"(base {base['think_accuracy']:.3f}), sampled {run['sampled_accuracy']:.3f} "
-                  f"(base {base['sampled_accuracy']:.3f}), thought {run['mean_thought_tokens']:.1f} tokens", flush=True)
+            print(
+                f"[{time.time() - start:6.0f}s] {reward} seed {seed}: think acc {run['think_accuracy']:.3f} "
+                f"(base {base['think_accuracy']:.3f}), sampled {run['sampled_accuracy']:.3f} "
+                f"(base {base['sampled_accuracy']:.3f}), thought {run['mean_thought_tokens']:.1f} tokens",
+                flush=True,
+            )
             if args.json:
                 Path(args.json).write_text(json.dumps(payload(), indent=2))
     result = payload()

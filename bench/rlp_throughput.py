@@ -62,7 +62,7 @@ def make_docs(tok, num_docs: int, prefix: int) -> list[str]:
     special = 1 if tok("a")["input_ids"][0] == tok.bos_token_id else 0
     out = []
     for i in range(num_docs):
-        window = ids[i * 997: i * 997 + prefix + 1 - special]
+        window = ids[i * 997 : i * 997 + prefix + 1 - special]
         out.append(tok.decode(window))
     return out
 
@@ -106,9 +106,17 @@ def run_ponder(model, tok, texts, args):
     import ponder.rl.rollout as rollout
     from ponder.rl.rlp import RLPConfig, RLPTrainer
 
-    cfg = RLPConfig(steps=10**6, docs_per_step=args.docs, positions_per_doc=args.positions, group_size=args.group,
-                    context_length=args.prefix + 64, max_thought_tokens=args.thought, temperature=1.0, lr=1e-6,
-                    generation_backend="transformers")
+    cfg = RLPConfig(
+        steps=10**6,
+        docs_per_step=args.docs,
+        positions_per_doc=args.positions,
+        group_size=args.group,
+        context_length=args.prefix + 64,
+        max_thought_tokens=args.thought,
+        temperature=1.0,
+        lr=1e-6,
+        generation_backend="transformers",
+    )
     real = rollout.choose_positions
     rollout.choose_positions = fixed_positions(args.positions)
     flops = {"value": 0.0}
@@ -130,14 +138,24 @@ def run_ponder(model, tok, texts, args):
                     flops["value"] += ponder_step_flops(model, delta, args)
     finally:
         rollout.choose_positions = real
-    return {"seconds": sum(times), "positions": positions, "thought_tokens": thoughts, "flops": flops["value"],
-            "layout": trainer.layout}
+    return {
+        "seconds": sum(times),
+        "positions": positions,
+        "thought_tokens": thoughts,
+        "flops": flops["value"],
+        "layout": trainer.layout,
+    }
 
 
 def ponder_step_flops(model, delta: dict, args) -> float:
     """Model FLOPs of one engine step from its counters (useful work: causal attention, no padding)."""
     n = matmul_params(model)
-    doc, pos, thought, tree = delta["input_tokens"], delta["positions"], delta["thought_tokens"], delta["rollout_tokens"]
+    doc, pos, thought, tree = (
+        delta["input_tokens"],
+        delta["positions"],
+        delta["thought_tokens"],
+        delta["rollout_tokens"],
+    )
     p, g = args.prefix, args.group
     base = 2 * n * doc + attn_flops(model, doc * doc / 2 / max(1, args.docs))  # one pass per document
     prefill = 2 * n * pos * (p + 1) + attn_flops(model, pos * (p + 1) ** 2 / 2)
@@ -173,14 +191,21 @@ def run_loop(model, tok, texts, args):
         for ids in docs:
             for j in reversed(range(args.positions)):
                 t = len(ids) - 1 - j
-                prefix, target = ids[:t], ids[t:t + 1]
+                prefix, target = ids[:t], ids[t : t + 1]
                 model.eval()
                 with torch.no_grad():
-                    out = model.generate(torch.tensor([prefix + [open_id]]), do_sample=True, temperature=1.0, top_k=0,
-                                         max_new_tokens=args.thought, num_return_sequences=args.group,
-                                         eos_token_id=close_id, pad_token_id=pad)
-                cont = out[:, len(prefix) + 1:].tolist()
-                cs = [c[:c.index(close_id)] if close_id in c else [x for x in c if x != pad] for c in cont]
+                    out = model.generate(
+                        torch.tensor([prefix + [open_id]]),
+                        do_sample=True,
+                        temperature=1.0,
+                        top_k=0,
+                        max_new_tokens=args.thought,
+                        num_return_sequences=args.group,
+                        eos_token_id=close_id,
+                        pad_token_id=pad,
+                    )
+                cont = out[:, len(prefix) + 1 :].tolist()
+                cs = [c[: c.index(close_id)] if close_id in c else [x for x in c if x != pad] for c in cont]
                 count += sum(len(c) for c in cs)
                 seqs = [prefix + [open_id] + c + [close_id] + target for c in cs]
                 x, m = pad_ids(seqs, pad)
@@ -194,7 +219,7 @@ def run_loop(model, tok, texts, args):
                 logp = token_logprobs(model, x, m)  # gradient pass
                 mask = torch.zeros_like(m, dtype=torch.bool)
                 for r, c in enumerate(cs):
-                    mask[r, len(prefix) + 1:len(prefix) + 1 + len(c)] = True
+                    mask[r, len(prefix) + 1 : len(prefix) + 1 + len(c)] = True
                 loss, _ = clipped_surrogate(logp, logp.detach(), adv, mask, reduce="rlp")
                 (loss / num_pos).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -233,8 +258,13 @@ def run_trl(model, tok, texts, args):
         ids = tok(text)["input_ids"]
         for j in reversed(range(args.positions)):
             t = len(ids) - 1 - j
-            rows.append({"prompt": tok.decode(ids[:t], skip_special_tokens=True) + THINK_OPEN,
-                         "prefix_ids": ids[:t], "target_id": ids[t]})
+            rows.append(
+                {
+                    "prompt": tok.decode(ids[:t], skip_special_tokens=True) + THINK_OPEN,
+                    "prefix_ids": ids[:t],
+                    "target_id": ids[t],
+                }
+            )
     per_step = len(rows)
     counted = {"thought_tokens": 0}
 
@@ -264,16 +294,34 @@ def run_trl(model, tok, texts, args):
     data = Dataset.from_list(rows * steps)
     cb = EMACallback()
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = GRPOConfig(output_dir=tmp, per_device_train_batch_size=per_step * args.group,
-                         num_generations=args.group, max_completion_length=args.thought, temperature=1.0, top_k=0,
-                         learning_rate=1e-6, beta=0.0, max_steps=steps, logging_steps=10**6, save_strategy="no",
-                         report_to=[], use_cpu=True, bf16=False, fp16=False, shuffle_dataset=False,
-                         dataloader_num_workers=0, disable_dropout=True, remove_unused_columns=False, seed=0)
-        trainer = GRPOTrainer(model=model, reward_funcs=[info_gain], args=cfg, train_dataset=data,
-                              processing_class=tok, callbacks=[cb])
+        cfg = GRPOConfig(
+            output_dir=tmp,
+            per_device_train_batch_size=per_step * args.group,
+            num_generations=args.group,
+            max_completion_length=args.thought,
+            temperature=1.0,
+            top_k=0,
+            learning_rate=1e-6,
+            beta=0.0,
+            max_steps=steps,
+            logging_steps=10**6,
+            save_strategy="no",
+            report_to=[],
+            use_cpu=True,
+            bf16=False,
+            fp16=False,
+            shuffle_dataset=False,
+            dataloader_num_workers=0,
+            disable_dropout=True,
+            remove_unused_columns=False,
+            seed=0,
+        )
+        trainer = GRPOTrainer(
+            model=model, reward_funcs=[info_gain], args=cfg, train_dataset=data, processing_class=tok, callbacks=[cb]
+        )
         before = counted["thought_tokens"]
         trainer.train()
-    times = cb.times[args.warmup:]
+    times = cb.times[args.warmup :]
     per_step_tokens = (counted["thought_tokens"] - before) / max(1, len(cb.times))
     return {"seconds": sum(times), "positions": per_step * len(times), "thought_tokens": per_step_tokens * len(times)}
 
@@ -320,35 +368,72 @@ def main(argv=None) -> dict:
             print(f"  {name}: FAILED: {type(e).__name__}: {e}", flush=True)
             continue
         results[name]["wall_s"] = time.perf_counter() - t0
-        print(f"  {name}: {results[name]['seconds']:.2f} s timed, {results[name]['positions']} positions, "
-              f"{results[name]['thought_tokens']:.0f} thought tokens ({results[name]['wall_s']:.1f} s total)", flush=True)
+        print(
+            f"  {name}: {results[name]['seconds']:.2f} s timed, {results[name]['positions']} positions, "
+            f"{results[name]['thought_tokens']:.0f} thought tokens ({results[name]['wall_s']:.1f} s total)",
+            flush=True,
+        )
     rows = []
     for name, r in results.items():
-        rows.append({"impl": name, "seconds": r["seconds"], "positions": r["positions"],
-                     "thought_tokens": r["thought_tokens"], "positions_per_s": r["positions"] / r["seconds"],
-                     "thought_tokens_per_s": r["thought_tokens"] / r["seconds"]})
+        rows.append(
+            {
+                "impl": name,
+                "seconds": r["seconds"],
+                "positions": r["positions"],
+                "thought_tokens": r["thought_tokens"],
+                "positions_per_s": r["positions"] / r["seconds"],
+                "thought_tokens_per_s": r["thought_tokens"] / r["seconds"],
+            }
+        )
     by = {r["impl"]: r for r in rows}
-    ratio = lambda other: (by["ponder"]["positions_per_s"] / by[other]["positions_per_s"]  # noqa: E731
-                           if "ponder" in by and other in by else None)
+
+    def ratio(other):
+        return (
+            by["ponder"]["positions_per_s"] / by[other]["positions_per_s"]  # noqa: E731
+            if "ponder" in by and other in by
+            else None
+        )
+
     frac = None
     if "ponder" in results:
         achieved = results["ponder"]["flops"] / results["ponder"]["seconds"]
         frac = achieved / peak
-    out = {"model": args.model, "device": "cpu", "threads": args.threads,
-           "work": {"prefix": args.prefix, "group": args.group, "thought": args.thought, "docs": args.docs,
-                    "positions_per_doc": args.positions, "steps": args.steps, "warmup": args.warmup},
-           "layout": results.get("ponder", {}).get("layout"), "matmul_peak_flops": peak,
-           "rows": rows, "ratio_vs_loop": ratio("loop"), "ratio_vs_trl": ratio("trl"), "matmul_peak_fraction": frac}
-    print(f"\nmodel {args.model}, CPU, {args.threads} thread(s); prefix {args.prefix}, G={args.group}, thought "
-          f"<= {args.thought}, {args.docs} docs x {args.positions} positions per step, {args.steps} timed steps")
+    out = {
+        "model": args.model,
+        "device": "cpu",
+        "threads": args.threads,
+        "work": {
+            "prefix": args.prefix,
+            "group": args.group,
+            "thought": args.thought,
+            "docs": args.docs,
+            "positions_per_doc": args.positions,
+            "steps": args.steps,
+            "warmup": args.warmup,
+        },
+        "layout": results.get("ponder", {}).get("layout"),
+        "matmul_peak_flops": peak,
+        "rows": rows,
+        "ratio_vs_loop": ratio("loop"),
+        "ratio_vs_trl": ratio("trl"),
+        "matmul_peak_fraction": frac,
+    }
+    print(
+        f"\nmodel {args.model}, CPU, {args.threads} thread(s); prefix {args.prefix}, G={args.group}, thought "
+        f"<= {args.thought}, {args.docs} docs x {args.positions} positions per step, {args.steps} timed steps"
+    )
     print("| impl | s | positions/s | thought tokens/s | ponder / impl |\n| --- | --- | --- | --- | --- |")
     for r in rows:
         rel = by["ponder"]["positions_per_s"] / r["positions_per_s"] if "ponder" in by else float("nan")
-        print(f"| {r['impl']} | {r['seconds']:.2f} | {r['positions_per_s']:.3f} | {r['thought_tokens_per_s']:.1f} | "
-              f"{rel:.2f}x |")
+        print(
+            f"| {r['impl']} | {r['seconds']:.2f} | {r['positions_per_s']:.3f} | {r['thought_tokens_per_s']:.1f} | "
+            f"{rel:.2f}x |"
+        )
     if frac is not None:
-        print(f"\nponder: {results['ponder']['flops'] / results['ponder']['seconds'] / 1e9:.2f} GFLOP/s of model "
-              f"work = {frac:.1%} of the measured fp32 matmul peak ({peak / 1e9:.1f} GFLOP/s)")
+        print(
+            f"\nponder: {results['ponder']['flops'] / results['ponder']['seconds'] / 1e9:.2f} GFLOP/s of model "
+            f"work = {frac:.1%} of the measured fp32 matmul peak ({peak / 1e9:.1f} GFLOP/s)"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
     return out

@@ -39,13 +39,28 @@ def main() -> None:
     texts = list(itertools.islice(TaskSource(get_task(args.task), seed=0).stream(), args.docs))
     docs = rollout.tokenize_docs(lm.tokenizer, texts, 128)
     # Every position at an answer start: the one place where a thought can help on this task.
-    rollout.choose_positions = lambda ds, per_doc, gen, weights=None: [(d, doc.answer_start) for d, doc in enumerate(ds)]
-    cfg = RLPConfig(lr=args.lr, temperature=args.temperature, reward_tokens=args.reward_tokens, group_size=args.group_size)
+    rollout.choose_positions = lambda ds, per_doc, gen, weights=None: [
+        (d, doc.answer_start) for d, doc in enumerate(ds)
+    ]
+    cfg = RLPConfig(
+        lr=args.lr, temperature=args.temperature, reward_tokens=args.reward_tokens, group_size=args.group_size
+    )
     trainer = RLPTrainer(lm.model, lm.tokenizer, None, cfg, args.out)
     trainer.ema.initialize(lm.model)
     g = args.group_size
-    ro = rollout.make_rollout(lm.model, trainer.ema.model, lm.tokenizer, docs, 1, g, args.reward_tokens, 56,
-                              args.temperature, 1.0, torch.Generator().manual_seed(0))
+    ro = rollout.make_rollout(
+        lm.model,
+        trainer.ema.model,
+        lm.tokenizer,
+        docs,
+        1,
+        g,
+        args.reward_tokens,
+        56,
+        args.temperature,
+        1.0,
+        torch.Generator().manual_seed(0),
+    )
     b = ro.batch
     lm.model.train()
     logp = b.logprobs(lm.model)

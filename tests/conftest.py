@@ -67,8 +67,12 @@ def trained_tiny_dir(tmp_path_factory):
     from ponder.train.next_token import NextTokenConfig
 
     out = tmp_path_factory.mktemp("trained-tiny")
-    job = BaseJob(task="add2", arch=TinyArch(**SMALL_ARCH), eval_n=20,
-                  train=NextTokenConfig(steps=120, batch_size=32, lr=3e-3, warmup_steps=20, save_every=1000, max_length=64))
+    job = BaseJob(
+        task="add2",
+        arch=TinyArch(**SMALL_ARCH),
+        eval_n=20,
+        train=NextTokenConfig(steps=120, batch_size=32, lr=3e-3, warmup_steps=20, save_every=1000, max_length=64),
+    )
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # session fixtures are set up before `one_thread`; 2 threads on a busy box cost 10x
     try:

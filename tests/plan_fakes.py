@@ -25,7 +25,7 @@ class FakeFeatures:
         for c in chains:
             row = torch.zeros(self.chain_dim)
             row[FORMATS.index(c.answer_format)] = 1
-            row[len(FORMATS):] = torch.tensor([len(c.instructions), len(c.exemplars), len(c.steps)], dtype=torch.float)
+            row[len(FORMATS) :] = torch.tensor([len(c.instructions), len(c.exemplars), len(c.steps)], dtype=torch.float)
             rows.append(row)
         return torch.stack(rows)
 

@@ -19,8 +19,17 @@ def run(run_dir: str, steps: int = 3) -> dict:
     torch.set_num_threads(1)
     tok = build_char_tokenizer()
     model = build_tiny_model(tok, TinyArch(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64), seed=0)
-    cfg = RLPConfig(steps=steps, docs_per_step=3, positions_per_doc=2, group_size=3, max_thought_tokens=6,
-                    context_length=32, lr=1e-3, ema_tau=0.9, temperature=1.0)
+    cfg = RLPConfig(
+        steps=steps,
+        docs_per_step=3,
+        positions_per_doc=2,
+        group_size=3,
+        max_thought_tokens=6,
+        context_length=32,
+        lr=1e-3,
+        ema_tau=0.9,
+        temperature=1.0,
+    )
     trainer = RLPTrainer(model, tok, TaskSource(Addition(2), seed=1), cfg, run_dir)
     stream = trainer.source.stream()
     for _ in range(steps):

@@ -21,8 +21,19 @@ def rlp_dir(trained_tiny_dir, tmp_path_factory):
     from ponder.jobs.rlp import RLPJob, run_rlp
 
     out = tmp_path_factory.mktemp("rlp")
-    run_rlp(RLPJob(model=str(trained_tiny_dir), task="add2", steps=1, docs_per_step=2, group_size=2,
-                   max_thought_tokens=8, out=str(out)), resume=False, progress=False)
+    run_rlp(
+        RLPJob(
+            model=str(trained_tiny_dir),
+            task="add2",
+            steps=1,
+            docs_per_step=2,
+            group_size=2,
+            max_thought_tokens=8,
+            out=str(out),
+        ),
+        resume=False,
+        progress=False,
+    )
     return out / "final"
 
 
@@ -31,9 +42,32 @@ def audit_run(trained_tiny_dir, rlp_dir, tmp_path_factory):
     from ponder.cli import main
 
     out = tmp_path_factory.mktemp("audit")
-    rc = main(["audit", "--model", str(trained_tiny_dir), "--compare", str(rlp_dir), "--task", "add2", "--n", "3",
-               "--samples", "2", "--budgets", "4,16", "--prefix-tokens", "4", "--exemplars", "1",
-               "--out", str(out), "--json", str(out / "cli.json"), "--quiet"])
+    rc = main(
+        [
+            "audit",
+            "--model",
+            str(trained_tiny_dir),
+            "--compare",
+            str(rlp_dir),
+            "--task",
+            "add2",
+            "--n",
+            "3",
+            "--samples",
+            "2",
+            "--budgets",
+            "4,16",
+            "--prefix-tokens",
+            "4",
+            "--exemplars",
+            "1",
+            "--out",
+            str(out),
+            "--json",
+            str(out / "cli.json"),
+            "--quiet",
+        ]
+    )
     assert rc == 0
     return out
 
@@ -67,8 +101,17 @@ def test_models_without_lens_access_are_skipped_with_the_reason(trained_tiny_dir
         raise lens.LensUnsupported("no final norm here")
 
     monkeypatch.setattr(lens, "lens_parts", no_lens)
-    data = run_audit(AuditJob(model=str(trained_tiny_dir), task="add2", n=2, samples=2,
-                              diagnostics=["dtr", "think_at_n", "reflection", "sparsity"], out=str(tmp_path)), progress=False)
+    data = run_audit(
+        AuditJob(
+            model=str(trained_tiny_dir),
+            task="add2",
+            n=2,
+            samples=2,
+            diagnostics=["dtr", "think_at_n", "reflection", "sparsity"],
+            out=str(tmp_path),
+        ),
+        progress=False,
+    )
     for key in ("dtr", "think_at_n"):
         assert "hidden-state access" in data[key]["skipped"] and "no final norm here" in data[key]["skipped"]
     assert "skipped" not in data["reflection"]
@@ -82,11 +125,22 @@ def test_sparsity_across_architectures_is_a_clear_error(trained_tiny_dir, tmp_pa
     from ponder.lm.tiny import TinyArch, build_tiny_model
 
     other = tmp_path / "wide"
-    build_tiny_model(char_tokenizer, TinyArch(hidden_size=32, num_layers=3, num_heads=2, intermediate_size=64)).save_pretrained(other)
+    build_tiny_model(
+        char_tokenizer, TinyArch(hidden_size=32, num_layers=3, num_heads=2, intermediate_size=64)
+    ).save_pretrained(other)
     char_tokenizer.save_pretrained(other)
     with pytest.raises(PonderError, match=r"same architecture.*only in .*wide.*layers\.2\."):
-        run_audit(AuditJob(model=str(trained_tiny_dir), compare=str(other), task="add2", n=2,
-                           diagnostics=["sparsity"], out=str(tmp_path / "a")), progress=False)
+        run_audit(
+            AuditJob(
+                model=str(trained_tiny_dir),
+                compare=str(other),
+                task="add2",
+                n=2,
+                diagnostics=["sparsity"],
+                out=str(tmp_path / "a"),
+            ),
+            progress=False,
+        )
     assert not (tmp_path / "a" / "audit.json").exists()
 
 
@@ -104,14 +158,33 @@ def test_report_renders_in_headless_chromium(audit_run, tmp_path):
             pytest.fail("chromium is not installed (apt-get install -y chromium); CI must run this test")
         pytest.skip("chromium not installed (set CI=1 to make this a failure)")
     url = (audit_run / "report.html").resolve().as_uri()
-    flags = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--disable-dev-shm-usage", "--window-size=1200,4000"]
+    flags = [
+        exe,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1200,4000",
+    ]
     shot = tmp_path / "report.png"
-    subprocess.run(flags + [f"--user-data-dir={tmp_path / 'p1'}", f"--screenshot={shot}", url],
-                   check=True, capture_output=True, timeout=120)
-    dom = subprocess.run(flags + [f"--user-data-dir={tmp_path / 'p2'}", "--dump-dom", url],
-                         check=True, capture_output=True, text=True, timeout=120).stdout
+    subprocess.run(
+        flags + [f"--user-data-dir={tmp_path / 'p1'}", f"--screenshot={shot}", url],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    dom = subprocess.run(
+        flags + [f"--user-data-dir={tmp_path / 'p2'}", "--dump-dom", url],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
     img = Image.open(shot).convert("L")
     assert img.size == (1200, 4000)
     lo, hi = img.getextrema()
@@ -135,8 +208,18 @@ def test_unknown_diagnostic_is_a_clear_error(tmp_path):
 
 @pytest.mark.slow
 def test_planning_series_over_checkpoints(trained_tiny_dir, rlp_dir, tmp_path, one_thread):
-    data = run_audit(AuditJob(model=str(trained_tiny_dir), task="add2", n=3, samples=2, diagnostics=["planning_tokens"],
-                              checkpoints=[str(rlp_dir), str(trained_tiny_dir)], out=str(tmp_path)), progress=False)
+    data = run_audit(
+        AuditJob(
+            model=str(trained_tiny_dir),
+            task="add2",
+            n=3,
+            samples=2,
+            diagnostics=["planning_tokens"],
+            checkpoints=[str(rlp_dir), str(trained_tiny_dir)],
+            out=str(tmp_path),
+        ),
+        progress=False,
+    )
     points = data["planning_tokens"]["checkpoints"]
     assert [p["name"] for p in points] == [str(trained_tiny_dir), str(rlp_dir), str(trained_tiny_dir)]
     # the same checkpoint sampled with the same seed twice gives the same figures

@@ -22,8 +22,14 @@ def test_a_job_with_init_continues_from_that_model(trained_tiny_dir, tmp_path, o
     from ponder.jobs.base import run_base
     from ponder.lm.load import load_hf_dir
 
-    job = BaseJob(task="add2", init=str(trained_tiny_dir), think_fraction=1.0, lazy_thoughts=1.0, eval_n=4,
-                  train=NextTokenConfig(steps=2, batch_size=4, lr=1e-9, warmup_steps=0, save_every=10, max_length=64))
+    job = BaseJob(
+        task="add2",
+        init=str(trained_tiny_dir),
+        think_fraction=1.0,
+        lazy_thoughts=1.0,
+        eval_n=4,
+        train=NextTokenConfig(steps=2, batch_size=4, lr=1e-9, warmup_steps=0, save_every=10, max_length=64),
+    )
     summary = run_base(job, tmp_path / "run", progress=False)
     assert summary["steps"] == 2
     start, _ = load_hf_dir(trained_tiny_dir)

@@ -1,6 +1,5 @@
 """Checkpoints are atomic, HF-loadable, and resume exactly."""
 
-
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -111,7 +111,9 @@ def test_cli_reasoning_gym_missing_says_which_extra(monkeypatch, capsys):
     import ponder.data.reasoning_gym as rg
 
     def missing():
-        raise ImportError(f"reasoning-gym tasks (rg:<name>) need the optional 'reasoning-gym' package: {rg.INSTALL_HINT}")
+        raise ImportError(
+            f"reasoning-gym tasks (rg:<name>) need the optional 'reasoning-gym' package: {rg.INSTALL_HINT}"
+        )
 
     monkeypatch.setattr(rg, "_import_reasoning_gym", missing)
     assert main(["eval", "--task", "rg:basic_arithmetic", "--n", "1"]) == 2

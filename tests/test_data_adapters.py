@@ -42,8 +42,12 @@ def test_bigbench_generative_and_multiple_choice(tmp_path):
 
 def test_bigbench_custom_prefixes_and_order_is_stable(tmp_path):
     path = _write_task(
-        tmp_path, [MC], task_prefix="Answer yes or no.", example_input_prefix="\nQuestion: ",
-        example_output_prefix="\nAnswer: ", append_choices_to_input=False,
+        tmp_path,
+        [MC],
+        task_prefix="Answer yes or no.",
+        example_input_prefix="\nQuestion: ",
+        example_output_prefix="\nAnswer: ",
+        append_choices_to_input=False,
     )
     p = BigBenchTask(path).all_problems[0]
     assert p.prompt == "Answer yes or no.\nQuestion: Is the sky green?\nAnswer: "
@@ -76,7 +80,7 @@ def test_bigbench_errors(tmp_path):
         BigBenchTask(bad)
     no_ex = tmp_path / "noex.json"
     no_ex.write_text('{"name": "x"}')
-    with pytest.raises(BigBenchError, match="noex.json.*\"examples\""):
+    with pytest.raises(BigBenchError, match='noex.json.*"examples"'):
         BigBenchTask(no_ex)
     with pytest.raises(BigBenchError, match="example 0"):
         BigBenchTask(_write_task(tmp_path, [{"input": "no target"}]))

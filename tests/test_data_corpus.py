@@ -228,7 +228,10 @@ def test_lazy_thoughts_replace_the_scratchpad_with_a_pause():
     changed = [(a, b) for a, b in zip(plain, lazy) if a != b]
     # only scratchpad documents change, and each becomes the same problem with a pause thought
     for a, b in changed:
-        assert "<think>" in a and b == a.split("<think>")[0] + "<think>" + PAUSE_THOUGHT + "</think>" + a.split("</think>")[1]
+        assert (
+            "<think>" in a
+            and b == a.split("<think>")[0] + "<think>" + PAUSE_THOUGHT + "</think>" + a.split("</think>")[1]
+        )
     thinking = sum("<think>" in a for a in plain)
     assert 0.45 * thinking < len(changed) < 0.75 * thinking
     with pytest.raises(ValueError, match="lazy_thoughts"):

@@ -22,7 +22,16 @@ from ponder.data import (
 )
 
 PRINTABLE = set(string.printable[:95])
-ALL_SYNTHETIC = [Addition(4), Addition(1), Multiplication(2), Multiplication(3, 2), ShiftCipher(), ShiftCipher(max_words=3), ListSort(), ListSort(3)]
+ALL_SYNTHETIC = [
+    Addition(4),
+    Addition(1),
+    Multiplication(2),
+    Multiplication(3, 2),
+    ShiftCipher(),
+    ShiftCipher(max_words=3),
+    ListSort(),
+    ListSort(3),
+]
 
 
 def _check_addition(p) -> None:
@@ -82,7 +91,12 @@ def _check_sort(p) -> None:
     assert rest == [] and ",".join(map(str, mins)) == p.answer == ",".join(map(str, sorted(values)))
 
 
-CHECKS = {Addition: _check_addition, Multiplication: _check_multiplication, ShiftCipher: _check_cipher, ListSort: _check_sort}
+CHECKS = {
+    Addition: _check_addition,
+    Multiplication: _check_multiplication,
+    ShiftCipher: _check_cipher,
+    ListSort: _check_sort,
+}
 
 
 @pytest.mark.parametrize("task", ALL_SYNTHETIC, ids=lambda t: f"{t.name}")

@@ -17,12 +17,20 @@ def test_demo_pipeline_json_and_report(trained_tiny_dir, tmp_path):
         "rlp: {steps: 2, docs_per_step: 3, group_size: 2, max_thought_tokens: 8, context_length: 32, save_every: 1}\n"
     )
     out_json = tmp_path / "demo.json"
-    assert main(["demo", "--config", str(cfg), "--out", str(tmp_path / "runs"), "--json", str(out_json), "--quiet"]) == 0
+    assert (
+        main(["demo", "--config", str(cfg), "--out", str(tmp_path / "runs"), "--json", str(out_json), "--quiet"]) == 0
+    )
     data = json.loads(out_json.read_text())
     assert data["seeds"] == [0, 1]
     for key in ("base", "cpt", "rlp"):
         r = data[key]
-        for field in ("think_accuracy", "no_think_accuracy", "info_gain_answer", "info_gain_other", "think_accuracy_per_seed"):
+        for field in (
+            "think_accuracy",
+            "no_think_accuracy",
+            "info_gain_answer",
+            "info_gain_other",
+            "think_accuracy_per_seed",
+        ):
             assert field in r
     assert len(data["rlp"]["think_accuracy_per_seed"]) == 2
     mean = sum(data["rlp"]["think_accuracy_per_seed"]) / 2

@@ -41,8 +41,25 @@ def test_base_cli_writes_hf_model_and_accuracies(tmp_path, capsys):
 @pytest.mark.slow
 def test_eval_cli_json_keys_and_modes(trained_tiny_dir, tmp_path):
     path = tmp_path / "e.json"
-    assert main(["eval", "--model", str(trained_tiny_dir), "--task", "add2", "--n", "12", "--k", "3",
-                 "--json", str(path), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(trained_tiny_dir),
+                "--task",
+                "add2",
+                "--n",
+                "12",
+                "--k",
+                "3",
+                "--json",
+                str(path),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     data = json.loads(path.read_text())
     assert data["model"] == str(trained_tiny_dir) and data["task"] == "add2" and data["n"] == 12
     assert set(data["think"]) >= {"accuracy", "mean_thought_tokens", "pass@3", "maj@3"}
@@ -62,8 +79,9 @@ def test_no_think_mode_never_emits_a_delimiter(trained_tiny_dir):
 
     lm = load_model(str(trained_tiny_dir), device="cpu")
     prompts = [p.prompt for p in get_task("add2").problems(16, seed=3, split="test")]
-    out = generate(lm.model, lm.tokenizer, prompts, think=False, n=4, temperature=1.0,
-                   generator=torch.Generator().manual_seed(0))
+    out = generate(
+        lm.model, lm.tokenizer, prompts, think=False, n=4, temperature=1.0, generator=torch.Generator().manual_seed(0)
+    )
     assert out.thoughts is None
     assert not any("<think>" in t or "</think>" in t for t in out.texts)
 
@@ -77,8 +95,25 @@ def test_bigbench_file_end_to_end(trained_tiny_dir, tmp_path):
     path = tmp_path / "task.json"
     path.write_text(json.dumps(task))
     out = tmp_path / "bb.json"
-    assert main(["eval", "--model", str(trained_tiny_dir), "--task", str(path), "--n", "4", "--mode", "no_think",
-                 "--json", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(trained_tiny_dir),
+                "--task",
+                str(path),
+                "--n",
+                "4",
+                "--mode",
+                "no_think",
+                "--json",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     data = json.loads(out.read_text())
     assert data["n"] == 4 and "think" not in data and 0 <= data["no_think"]["accuracy"] <= 1
 
@@ -87,8 +122,27 @@ def test_bigbench_file_end_to_end(trained_tiny_dir, tmp_path):
 def test_reasoning_gym_dataset_end_to_end(trained_tiny_dir, tmp_path):
     pytest.importorskip("reasoning_gym")
     out = tmp_path / "rg.json"
-    assert main(["eval", "--model", str(trained_tiny_dir), "--task", "rg:basic_arithmetic", "--n", "3",
-                 "--max-thought-tokens", "8", "--max-answer-tokens", "8", "--json", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(trained_tiny_dir),
+                "--task",
+                "rg:basic_arithmetic",
+                "--n",
+                "3",
+                "--max-thought-tokens",
+                "8",
+                "--max-answer-tokens",
+                "8",
+                "--json",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     data = json.loads(out.read_text())
     assert data["task"].startswith("rg:") or "basic_arithmetic" in data["task"]
     assert data["n"] == 3 and data["think"]["mean_thought_tokens"] <= 8

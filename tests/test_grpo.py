@@ -10,18 +10,37 @@ from pydantic import ValidationError
 from ponder.data.synthetic import Addition
 from ponder.data.task import Problem, first_line_answer
 from ponder.rl.formats import classify_completion, format_shares
-from ponder.rl.grpo import (GRPOConfig, GRPOTrainer, GroupRollout, TTRLConfig, TTRLTrainer, completion_batch,
-                            parse_reward_spec)
+from ponder.rl.grpo import (
+    GroupRollout,
+    GRPOConfig,
+    GRPOTrainer,
+    TTRLConfig,
+    TTRLTrainer,
+    completion_batch,
+    parse_reward_spec,
+)
 from ponder.rl.prompts import PromptPool
 
 # ---------------------------------------------------------------- pure pieces
 
 
 def test_format_classes_and_shares_by_hand():
-    texts = ["<think>1+2</think>3", "<think>abc", "42", "<think>x</think>hello", "<think>x</think>\n", "<think>y</think>-7"]
+    texts = [
+        "<think>1+2</think>3",
+        "<think>abc",
+        "42",
+        "<think>x</think>hello",
+        "<think>x</think>\n",
+        "<think>y</think>-7",
+    ]
     assert [classify_completion(t) for t in texts] == [
-        ("closed", "number"), ("unclosed", "empty"), ("none", "number"), ("closed", "other"), ("closed", "empty"),
-        ("closed", "number")]
+        ("closed", "number"),
+        ("unclosed", "empty"),
+        ("none", "number"),
+        ("closed", "other"),
+        ("closed", "empty"),
+        ("closed", "number"),
+    ]
     # A thought cut at the budget is closed in the text but not by the model.
     assert classify_completion("<think>1+2</think>3", closed=False) == ("unclosed", "number")
     shares = format_shares(texts, closed=[True, False, True, True, True, False])
@@ -81,8 +100,13 @@ def test_group_size_one_on_the_command_line(capsys):
 
 
 def test_completion_batch_masks_thought_close_and_answer():
-    ro = GroupRollout(prompt_ids=[[1, 5]], thought_ids=[[20, 21], [22]], closed=torch.tensor([True, False]),
-                      answer_ids=[[30, 31], [32]], texts=["", ""])
+    ro = GroupRollout(
+        prompt_ids=[[1, 5]],
+        thought_ids=[[20, 21], [22]],
+        closed=torch.tensor([True, False]),
+        answer_ids=[[30, 31], [32]],
+        texts=["", ""],
+    )
     ids, attn, mask = completion_batch(ro, [0, 1], 2, open_id=90, close_id=91, pad_id=0)
     assert ids[0].tolist() == [1, 5, 90, 20, 21, 91, 30, 31]
     assert ids[1].tolist() == [1, 5, 90, 22, 91, 32, 0, 0]
@@ -114,8 +138,16 @@ class LabelTask:
 
 
 def _cfg(cls=GRPOConfig, **kw):
-    base = dict(steps=3, prompts_per_step=2, group_size=3, pool_size=4, max_thought_tokens=5, max_answer_tokens=3,
-                lr=1e-3, save_every=2)
+    base = dict(
+        steps=3,
+        prompts_per_step=2,
+        group_size=3,
+        pool_size=4,
+        max_thought_tokens=5,
+        max_answer_tokens=3,
+        lr=1e-3,
+        save_every=2,
+    )
     return cls(**{**base, **kw})
 
 
@@ -134,6 +166,7 @@ def extra_reward(monkeypatch):
 
     def register(name, fn):
         monkeypatch.setitem(REWARDS, name, fn)
+
     return register
 
 
@@ -147,7 +180,9 @@ def test_equal_reward_groups_are_dropped_and_carry_zero_gradient(random_tiny, tm
     assert m["skipped"] == 1 and m["groups_equal"] == 2 and trainer.counters["skipped_no_signal"] == 1
     assert _unchanged(model, before)
     # With the filter off the groups are trained on, but every advantage is 0: the gradient is exactly 0.
-    trainer = GRPOTrainer(model, tok, Addition(2), _cfg(reward="constant", no_answer_reward=1.0, filter_equal=False), tmp_path / "b")
+    trainer = GRPOTrainer(
+        model, tok, Addition(2), _cfg(reward="constant", no_answer_reward=1.0, filter_equal=False), tmp_path / "b"
+    )
     m = trainer.train_step()
     assert m["groups_trained"] == 2 and m["loss"] == 0.0
     assert all(p.grad is None or not p.grad.any() for p in model.parameters())
@@ -156,8 +191,12 @@ def test_equal_reward_groups_are_dropped_and_carry_zero_gradient(random_tiny, tm
 
 def test_nan_reward_skips_the_step_and_counts_it(random_tiny, tmp_path, extra_reward, one_thread):
     model, tok = random_tiny
-    extra_reward("nan_one", lambda prompts, completions, group_ids, **_: torch.arange(len(completions)).float()
-                 .index_fill(0, torch.tensor([0]), float("nan")))
+    extra_reward(
+        "nan_one",
+        lambda prompts, completions, group_ids, **_: (
+            torch.arange(len(completions)).float().index_fill(0, torch.tensor([0]), float("nan"))
+        ),
+    )
     before = _params(model)
     trainer = GRPOTrainer(model, tok, Addition(2), _cfg(reward="nan_one"), tmp_path)
     m = trainer.train_step()
@@ -202,8 +241,16 @@ def test_ttrl_diagnostics_on_hand_made_votes(random_tiny, tmp_path):
     model, tok = random_tiny
     trainer = TTRLTrainer(model, tok, Addition(2), _cfg(TTRLConfig, group_size=4, train_samples=3), tmp_path)
     problems = [Problem("1+4=", "5"), Problem("3+4=", "7")]
-    texts = ["<think>a</think>5", "<think>b</think>5", "<think>c</think>3", "<think>d</think>",
-             "<think>a</think>7", "<think>b</think>8", "<think>c</think>8", "<think>d</think>8"]
+    texts = [
+        "<think>a</think>5",
+        "<think>b</think>5",
+        "<think>c</think>3",
+        "<think>d</think>",
+        "<think>a</think>7",
+        "<think>b</think>8",
+        "<think>c</think>8",
+        "<think>d</think>8",
+    ]
     m = trainer._extra_metrics(problems, texts, torch.tensor([0] * 4 + [1] * 4))
     # Group 0: majority 5 (right), 2 of 4 agree; group 1: majority 8 (wrong), 3 of 4 agree.
     assert m["label_accuracy"] == pytest.approx(0.5)
@@ -225,15 +272,41 @@ def _run_cli(argv):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("command, extra", [("grpo", ["--reward", "verifiable=1,format=0.1"]),
-                                            ("ttrl", ["--group-size", "4", "--train-samples", "3", "--split", "train"])])
+@pytest.mark.parametrize(
+    "command, extra",
+    [
+        ("grpo", ["--reward", "verifiable=1,format=0.1"]),
+        ("ttrl", ["--group-size", "4", "--train-samples", "3", "--split", "train"]),
+    ],
+)
 def test_cli_run_killed_and_resumed_equals_uninterrupted(command, extra, trained_tiny_dir, tmp_path, one_thread):
     from ponder.lm.load import load_model
     from ponder.train.metrics import read_metrics
 
-    common = ["--model", str(trained_tiny_dir), "--task", "add2", "--steps", "4", "--save-every", "2",
-              "--prompts-per-step", "3", "--group-size", "3", "--pool-size", "5", "--lr", "1e-3",
-              "--max-thought-tokens", "24", "--eval-n", "10", "--quiet", *extra]
+    common = [
+        "--model",
+        str(trained_tiny_dir),
+        "--task",
+        "add2",
+        "--steps",
+        "4",
+        "--save-every",
+        "2",
+        "--prompts-per-step",
+        "3",
+        "--group-size",
+        "3",
+        "--pool-size",
+        "5",
+        "--lr",
+        "1e-3",
+        "--max-thought-tokens",
+        "24",
+        "--eval-n",
+        "10",
+        "--quiet",
+        *extra,
+    ]
     _run_cli([command, *common, "--out", str(tmp_path / "full")])
     summary = json.loads((tmp_path / "full" / f"{command}_summary.json").read_text())
     assert summary["steps"] == 4 and summary["epochs"] >= 1  # 4 x 3 prompts from a pool of 5: epochs crossed

@@ -14,8 +14,6 @@ NUM_LAYERS = 3
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-
-
 @pytest.fixture(scope="module")
 def llama(tok):
     arch = TinyArch(hidden_size=64, num_layers=NUM_LAYERS, num_heads=2, intermediate_size=128)

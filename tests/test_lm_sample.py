@@ -13,10 +13,6 @@ PROMPTS = ["a", "Question: what is 2+2? Answer:", "hello there"]
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-
-
-
-
 @contextmanager
 def biased(model, bias: dict[int, float]):
     """Add ``bias[id]`` to the model's output logits for those ids."""
@@ -116,7 +112,9 @@ def test_stop_strings_cut_text_and_finish(model, tok):
     x, y = tok.convert_tokens_to_ids(["x", "y"])
     stops = ["xyx", "yyy"]
     with biased(model, {x: 30.0, y: 30.0}):
-        samples = sample(model, tok, PROMPTS, n=8, max_new_tokens=16, stop=stops, generator=torch.Generator().manual_seed(1))
+        samples = sample(
+            model, tok, PROMPTS, n=8, max_new_tokens=16, stop=stops, generator=torch.Generator().manual_seed(1)
+        )
     assert samples.finished.any()
     for row, text in enumerate(samples.texts):
         firsts = [text.find(s) + len(s) for s in stops if s in text]
@@ -130,7 +128,9 @@ def test_stop_strings_cut_text_and_finish(model, tok):
 def test_stop_at_think_close(model, tok):
     _, close = think_token_ids(tok)
     with biased(model, {close: 8.0}):
-        samples = sample(model, tok, PROMPTS, n=4, max_new_tokens=30, stop=[THINK_CLOSE], generator=torch.Generator().manual_seed(0))
+        samples = sample(
+            model, tok, PROMPTS, n=4, max_new_tokens=30, stop=[THINK_CLOSE], generator=torch.Generator().manual_seed(0)
+        )
     for row, text in enumerate(samples.texts):
         assert text.count(THINK_CLOSE) <= 1
         assert text.endswith(THINK_CLOSE) == bool(samples.finished[row])
@@ -145,8 +145,14 @@ def test_banned_ids_never_appear(model, tok):
         assert (free.tokens[:, 0] == open_id).all() and all(t.startswith(THINK_OPEN) for t in free.texts)
         for temperature in (0.0, 1.0):
             banned = sample(
-                model, tok, PROMPTS, n=4, max_new_tokens=20, temperature=temperature,
-                ban_token_ids=think_ban_ids(tok), generator=torch.Generator().manual_seed(0),
+                model,
+                tok,
+                PROMPTS,
+                n=4,
+                max_new_tokens=20,
+                temperature=temperature,
+                ban_token_ids=think_ban_ids(tok),
+                generator=torch.Generator().manual_seed(0),
             )
             assert not torch.isin(banned.tokens, torch.tensor([open_id, close_id])).any()
             assert not any(THINK_OPEN in t or THINK_CLOSE in t for t in banned.texts)
@@ -157,7 +163,13 @@ def test_logprobs_match_rescoring(model, tok, temperature, top_p, eos_bias):
     # eos_bias makes rows end at different steps, so finished rows get dropped mid-decode.
     with biased(model, {tok.eos_token_id: eos_bias}):
         samples = sample(
-            model, tok, PROMPTS, n=4, max_new_tokens=15, temperature=temperature, top_p=top_p,
+            model,
+            tok,
+            PROMPTS,
+            n=4,
+            max_new_tokens=15,
+            temperature=temperature,
+            top_p=top_p,
             generator=torch.Generator().manual_seed(0),
         )
         if eos_bias:
@@ -167,13 +179,15 @@ def test_logprobs_match_rescoring(model, tok, temperature, top_p, eos_bias):
             gen = row_tokens(samples, row)
             ids = torch.tensor([prompt + gen])
             with torch.no_grad():
-                rescored = token_logprobs(model, ids, torch.ones_like(ids))[0, len(prompt):]
+                rescored = token_logprobs(model, ids, torch.ones_like(ids))[0, len(prompt) :]
             torch.testing.assert_close(samples.logprobs[row, : len(gen)], rescored, atol=1e-4, rtol=0)
 
 
 def test_reproducible_with_seeded_generator(model, tok):
     def draw(seed):
-        return sample(model, tok, PROMPTS, n=4, max_new_tokens=12, top_p=0.95, generator=torch.Generator().manual_seed(seed))
+        return sample(
+            model, tok, PROMPTS, n=4, max_new_tokens=12, top_p=0.95, generator=torch.Generator().manual_seed(seed)
+        )
 
     a, b, c = draw(3), draw(3), draw(4)
     assert torch.equal(a.tokens, b.tokens) and a.texts == b.texts and torch.equal(a.logprobs, b.logprobs)
@@ -204,8 +218,14 @@ def _other_arch(name, vocab_size, eos_id):
         return GPT2LMHeadModel(config).eval()
     # GQA and a sliding window shorter than the prompts
     config = MistralConfig(
-        vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, sliding_window=8, eos_token_id=eos_id,
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        sliding_window=8,
+        eos_token_id=eos_id,
     )
     return MistralForCausalLM(config).eval()
 
@@ -222,13 +242,30 @@ def test_other_architectures_greedy(tok, arch):
 def test_stop_token_ids_end_rows_and_min_new_tokens_delays_them(model, tok):
     _, close = think_token_ids(tok)
     with biased(model, {close: 50.0, tok.eos_token_id: 40.0}):
-        plain = sample(model, tok, PROMPTS, n=2, max_new_tokens=10, temperature=1.0, stop_token_ids=[close],
-                       generator=torch.Generator().manual_seed(0))
+        plain = sample(
+            model,
+            tok,
+            PROMPTS,
+            n=2,
+            max_new_tokens=10,
+            temperature=1.0,
+            stop_token_ids=[close],
+            generator=torch.Generator().manual_seed(0),
+        )
         # close is (almost surely) the first token: every row is one token long, finished, text kept.
         assert plain.finished.all() and (plain.num_tokens == 1).all()
         assert all(t == THINK_CLOSE for t in plain.texts)
-        delayed = sample(model, tok, PROMPTS, n=2, max_new_tokens=10, temperature=1.0, stop_token_ids=[close],
-                         min_new_tokens=3, generator=torch.Generator().manual_seed(0))
+        delayed = sample(
+            model,
+            tok,
+            PROMPTS,
+            n=2,
+            max_new_tokens=10,
+            temperature=1.0,
+            stop_token_ids=[close],
+            min_new_tokens=3,
+            generator=torch.Generator().manual_seed(0),
+        )
     # Neither close nor EOS may appear before the 4th token; then close (the top token) ends the row.
     assert (delayed.num_tokens == 4).all() and delayed.finished.all()
     first3 = delayed.tokens[:, :3]

@@ -15,10 +15,38 @@ from ponder.cli import main
 @pytest.mark.parametrize("method", ["mppi", "hill"])
 def test_ponder_plan_end_to_end(method, trained_tiny_dir, tmp_path, capsys, one_thread):
     out = tmp_path / method
-    rc = main(["plan", "--model", str(trained_tiny_dir), "--task", "add2", "--method", method, "--budget", "40",
-               "--n-train", "2", "--n-heldout", "4", "--horizon", "2", "--warmup-edits", "2", "--candidates", "6",
-               "--lm-proposals", "2", "--max-thought-tokens", "16", "--out", str(out), "--json", str(tmp_path / "p.json"),
-               "--quiet"])
+    rc = main(
+        [
+            "plan",
+            "--model",
+            str(trained_tiny_dir),
+            "--task",
+            "add2",
+            "--method",
+            method,
+            "--budget",
+            "40",
+            "--n-train",
+            "2",
+            "--n-heldout",
+            "4",
+            "--horizon",
+            "2",
+            "--warmup-edits",
+            "2",
+            "--candidates",
+            "6",
+            "--lm-proposals",
+            "2",
+            "--max-thought-tokens",
+            "16",
+            "--out",
+            str(out),
+            "--json",
+            str(tmp_path / "p.json"),
+            "--quiet",
+        ]
+    )
     assert rc == 0
     captured = capsys.readouterr()
     printed = captured.out + captured.err
@@ -36,8 +64,24 @@ def test_ponder_plan_end_to_end(method, trained_tiny_dir, tmp_path, capsys, one_
 def test_plan_rejects_a_bad_start_chain(tmp_path, trained_tiny_dir, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    rc = main(["plan", "--model", str(trained_tiny_dir), "--task", "add2", "--start", str(bad), "--budget", "4",
-               "--lm-proposals", "0", "--out", str(tmp_path / "o"), "--quiet"])
+    rc = main(
+        [
+            "plan",
+            "--model",
+            str(trained_tiny_dir),
+            "--task",
+            "add2",
+            "--start",
+            str(bad),
+            "--budget",
+            "4",
+            "--lm-proposals",
+            "0",
+            "--out",
+            str(tmp_path / "o"),
+            "--quiet",
+        ]
+    )
     assert rc == 2
 
 
@@ -45,8 +89,25 @@ def test_plan_rejects_a_bad_start_chain(tmp_path, trained_tiny_dir, capsys):
 def test_plan_compare_quick(trained_tiny_dir, tmp_path):
     bench = Path(__file__).resolve().parents[1] / "bench" / "plan_compare.py"
     out = tmp_path / "c.json"
-    subprocess.run([sys.executable, str(bench), "--quick", "--models", str(trained_tiny_dir), "--tasks", "add2",
-                    "--budget", "80", "--json", str(out)], check=True, capture_output=True, text=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            str(bench),
+            "--quick",
+            "--models",
+            str(trained_tiny_dir),
+            "--tasks",
+            "add2",
+            "--budget",
+            "80",
+            "--json",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     data = json.loads(out.read_text())
     methods = {r["method"] for r in data["rows"]}
     assert methods == {"mppi", "gradient", "policy", "random", "hill", "evolution"}

@@ -13,24 +13,27 @@ from ponder.plan.state import Chain, render_prompt
 C = Chain(instructions=("add the numbers",), exemplars=("1+2=3",), steps=("a b c", "d e"), answer_format="think")
 
 
-@pytest.mark.parametrize("edit, field, expected", [
-    (Edit("insert_word", "instructions", 0, 1, "two"), "instructions", ("add two the numbers",)),
-    (Edit("insert_word", "steps", 1, 2, "f"), "steps", ("a b c", "d e f")),
-    (Edit("delete_word", "instructions", 0, 0), "instructions", ("the numbers",)),
-    (Edit("replace_word", "steps", 0, 1, "X"), "steps", ("a X c", "d e")),
-    (Edit("reorder", index=0, pos=1), "steps", ("d e", "a b c")),
-    (Edit("split", index=0, pos=2), "steps", ("a b", "c", "d e")),
-    (Edit("merge", index=0), "steps", ("a b c d e",)),
-    (Edit("delete_step", index=1), "steps", ("a b c",)),
-    (Edit("insert_step", index=2, payload="g h"), "steps", ("a b c", "d e", "g h")),
-    (Edit("rewrite_step", index=1, payload="new step"), "steps", ("a b c", "new step")),
-    (Edit("add_instruction", index=0, payload="be brief"), "instructions", ("be brief", "add the numbers")),
-    (Edit("replace_instruction", index=0, payload="sum them"), "instructions", ("sum them",)),
-    (Edit("remove_instruction", index=0), "instructions", ()),
-    (Edit("add_exemplar", index=1, payload="2+2=4"), "exemplars", ("1+2=3", "2+2=4")),
-    (Edit("replace_exemplar", index=0, payload="5+5=10"), "exemplars", ("5+5=10",)),
-    (Edit("remove_exemplar", index=0), "exemplars", ()),
-])
+@pytest.mark.parametrize(
+    "edit, field, expected",
+    [
+        (Edit("insert_word", "instructions", 0, 1, "two"), "instructions", ("add two the numbers",)),
+        (Edit("insert_word", "steps", 1, 2, "f"), "steps", ("a b c", "d e f")),
+        (Edit("delete_word", "instructions", 0, 0), "instructions", ("the numbers",)),
+        (Edit("replace_word", "steps", 0, 1, "X"), "steps", ("a X c", "d e")),
+        (Edit("reorder", index=0, pos=1), "steps", ("d e", "a b c")),
+        (Edit("split", index=0, pos=2), "steps", ("a b", "c", "d e")),
+        (Edit("merge", index=0), "steps", ("a b c d e",)),
+        (Edit("delete_step", index=1), "steps", ("a b c",)),
+        (Edit("insert_step", index=2, payload="g h"), "steps", ("a b c", "d e", "g h")),
+        (Edit("rewrite_step", index=1, payload="new step"), "steps", ("a b c", "new step")),
+        (Edit("add_instruction", index=0, payload="be brief"), "instructions", ("be brief", "add the numbers")),
+        (Edit("replace_instruction", index=0, payload="sum them"), "instructions", ("sum them",)),
+        (Edit("remove_instruction", index=0), "instructions", ()),
+        (Edit("add_exemplar", index=1, payload="2+2=4"), "exemplars", ("1+2=3", "2+2=4")),
+        (Edit("replace_exemplar", index=0, payload="5+5=10"), "exemplars", ("5+5=10",)),
+        (Edit("remove_exemplar", index=0), "exemplars", ()),
+    ],
+)
 def test_each_operator(edit, field, expected):
     new = apply_edit(C, edit)
     assert new.lines(field) == expected
@@ -41,9 +44,24 @@ def test_each_operator(edit, field, expected):
 
 
 def test_every_operator_is_covered_by_a_case():
-    covered = {"insert_word", "delete_word", "replace_word", "reorder", "split", "merge", "delete_step", "insert_step",
-               "rewrite_step", "add_instruction", "replace_instruction", "remove_instruction", "add_exemplar",
-               "replace_exemplar", "remove_exemplar", "set_format"}
+    covered = {
+        "insert_word",
+        "delete_word",
+        "replace_word",
+        "reorder",
+        "split",
+        "merge",
+        "delete_step",
+        "insert_step",
+        "rewrite_step",
+        "add_instruction",
+        "replace_instruction",
+        "remove_instruction",
+        "add_exemplar",
+        "replace_exemplar",
+        "remove_exemplar",
+        "set_format",
+    }
     assert covered == set(ALL_OPS)
 
 
@@ -55,16 +73,19 @@ def test_set_format_changes_the_rendering():
     assert render_prompt(Chain(answer_format="direct"), "4+5=") == "4+5="
 
 
-@pytest.mark.parametrize("edit", [
-    Edit("delete_step", index=5),                      # out of range
-    Edit("merge", index=1),                            # no next step
-    Edit("split", index=1, pos=0),                     # nothing before the cut
-    Edit("delete_word", "steps", 1, 9),
-    Edit("set_format", payload="think"),               # no change
-    Edit("set_format", payload="yaml"),                # unknown format
-    Edit("replace_word", "instructions", 0, 0, "   "),  # empty payload
-    Edit("insert_word", "nonsense", 0, 0, "x"),
-])
+@pytest.mark.parametrize(
+    "edit",
+    [
+        Edit("delete_step", index=5),  # out of range
+        Edit("merge", index=1),  # no next step
+        Edit("split", index=1, pos=0),  # nothing before the cut
+        Edit("delete_word", "steps", 1, 9),
+        Edit("set_format", payload="think"),  # no change
+        Edit("set_format", payload="yaml"),  # unknown format
+        Edit("replace_word", "instructions", 0, 0, "   "),  # empty payload
+        Edit("insert_word", "nonsense", 0, 0, "x"),
+    ],
+)
 def test_bad_edits_are_rejected(edit):
     with pytest.raises(EditRejected):
         apply_edit(C, edit)
@@ -105,7 +126,8 @@ def test_mined_vocabulary_comes_from_the_task():
     problems = task.problems(16, split="train")
     assert problems[0].prompt + problems[0].answer in vocab.exemplars
     assert set(problems[0].thought.split()) <= set(vocab.steps) | set(vocab.words) or any(
-        s in vocab.steps for s in problems[0].thought.split())
+        s in vocab.steps for s in problems[0].thought.split()
+    )
     assert all("+" in s and "=" in s for s in vocab.steps)  # worked steps, not toy strings
     sort = mine_vocabulary(get_task("sort"), n=8)
     assert any(s.startswith("min ") and " rest " in s for s in sort.steps)  # multi-word steps stay whole

@@ -7,13 +7,20 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from plan_fakes import TRAP_START_STEPS, FakeFeatures, planted_delete_value, planted_trap_value, planted_value
 
+from plan_fakes import TRAP_START_STEPS, FakeFeatures, planted_delete_value, planted_trap_value, planted_value
 from ponder.data import get_task
 from ponder.plan.edits import Edit, Vocabulary, apply_edit, candidate_edits
 from ponder.plan.env import Outcome, PlanEnv
-from ponder.plan.planners import (GradientPlanner, MPPIPlanner, PlannerConfig, PolicyPlanner, commit_length, drop_cycles,
-                                  plan_with_world_model)
+from ponder.plan.planners import (
+    GradientPlanner,
+    MPPIPlanner,
+    PlannerConfig,
+    PolicyPlanner,
+    commit_length,
+    drop_cycles,
+    plan_with_world_model,
+)
 from ponder.plan.search import Search, call_savings, calls_to_reach
 from ponder.plan.state import Chain
 from ponder.plan.world_model import Replay, WorldModel, fit_world_model
@@ -120,7 +127,9 @@ def _run_trap(method, char_tokenizer, **cfg_kwargs):
     search = Search(env, budget=4 * 30, measure_heldout=False)
     cfg_kwargs.setdefault("explore", 0.0)
     cfg_kwargs.setdefault("commit", 1)  # one edit per evaluation: the elite's restarts alone
-    cfg = PlannerConfig(horizon=2, candidates=16, fit_steps=150, refit_steps=20, policy_episodes=16, seed=0, **cfg_kwargs)
+    cfg = PlannerConfig(
+        horizon=2, candidates=16, fit_steps=150, refit_steps=20, policy_episodes=16, seed=0, **cfg_kwargs
+    )
     walks = [[Edit("set_format", payload="direct")], [Edit("delete_step", index=0)]]
     diag = plan_with_world_model(search, Chain(steps=TRAP_START_STEPS), VOCAB, FakeFeatures(), method, cfg, walks=walks)
     return search, diag
@@ -149,13 +158,27 @@ def _run_unseen_op(method, char_tokenizer, explore, **cfg_kwargs):
     0.1), then plan for 12 evaluations; deleting steps (0.2 -> 0.4 -> ... -> 1.0) is the only way up."""
     env = planted_env(char_tokenizer, cls=DeleteEnv)
     search = Search(env, budget=4 * 22, measure_heldout=False)
-    cfg = PlannerConfig(horizon=2, candidates=16, fit_steps=150, refit_steps=20, policy_episodes=16, seed=0,
-                        explore=explore, **cfg_kwargs)
-    walks = [[Edit("set_format", payload="direct")], [Edit("rewrite_step", index=0, payload="s")],
-             [Edit("add_instruction", payload="i1")], [Edit("merge", index=0)], [Edit("reorder", index=0, pos=1)],
-             [Edit("insert_word", field="steps", index=1, pos=0, payload="w")],
-             [Edit("replace_word", field="steps", index=2, pos=0, payload="w")],
-             [Edit("insert_step", index=1, payload="s")], [Edit("add_exemplar", payload="1+1=2")]]
+    cfg = PlannerConfig(
+        horizon=2,
+        candidates=16,
+        fit_steps=150,
+        refit_steps=20,
+        policy_episodes=16,
+        seed=0,
+        explore=explore,
+        **cfg_kwargs,
+    )
+    walks = [
+        [Edit("set_format", payload="direct")],
+        [Edit("rewrite_step", index=0, payload="s")],
+        [Edit("add_instruction", payload="i1")],
+        [Edit("merge", index=0)],
+        [Edit("reorder", index=0, pos=1)],
+        [Edit("insert_word", field="steps", index=1, pos=0, payload="w")],
+        [Edit("replace_word", field="steps", index=2, pos=0, payload="w")],
+        [Edit("insert_step", index=1, payload="s")],
+        [Edit("add_exemplar", payload="1+1=2")],
+    ]
     diag = plan_with_world_model(search, Chain(steps=TRAP_START_STEPS), VOCAB, FakeFeatures(), method, cfg, walks=walks)
     return search, diag
 
@@ -193,22 +216,28 @@ def test_stalled_only_exploration_plans_greedily_until_patience_edits_fail(metho
     warm = 9  # the start and the nine warm-up edits
     patience = PlannerConfig().patience
     # every planned edit hurts here, so the first `patience` planned edits carry no bonus: the same as greedy
-    assert [s.edit for s in stalled.steps[: warm + 1 + patience]] == [s.edit for s in greedy.steps[: warm + 1 + patience]]
+    assert [s.edit for s in stalled.steps[: warm + 1 + patience]] == [
+        s.edit for s in greedy.steps[: warm + 1 + patience]
+    ]
     # then the bonus applies and the operation the warm-up never tried is found and climbed with
     assert _first_delete(stalled) is not None and stalled.best_outcome.value >= 0.4
 
 
 def test_pick_puts_the_bonus_on_a_rank_scale():
     from ponder.plan.planners import pick
+
     scores = torch.tensor([5.0, 4.0, -100.0, 3.0])  # an unseen edit's outlier score (index 2) is only last in rank
     assert pick(scores) == 0 and pick(scores, torch.zeros(4)) == 0
     assert pick(scores, torch.tensor([0.5, 0.5, 1.0, 0.5])) == 0  # bonus 1 vs 0.5: ranked last loses to the first
-    assert pick(scores, torch.tensor([0.1, 0.5, 1.0, 1.0])) == 3  # between equal bonuses the planner's rank decides (3 over 2)
+    assert (
+        pick(scores, torch.tensor([0.1, 0.5, 1.0, 1.0])) == 3
+    )  # between equal bonuses the planner's rank decides (3 over 2)
     assert pick(scores, torch.tensor([0.1, 0.1, 1.5, 0.1])) == 2  # a large enough bonus wins from the bottom
 
 
 def test_op_counts_cover_and_bonus():
     from ponder.plan.explore import OpCounts
+
     counts = OpCounts(beta=0.2)
     a, b = Edit("delete_step"), Edit("merge")
     counts.record(a)
@@ -221,8 +250,11 @@ def test_op_counts_cover_and_bonus():
 
 
 def test_calls_to_reach_and_savings():
-    curve = [{"calls": 10, "heldout_accuracy": None}, {"calls": 20, "heldout_accuracy": 0.5},
-             {"calls": 40, "heldout_accuracy": 0.9}]
+    curve = [
+        {"calls": 10, "heldout_accuracy": None},
+        {"calls": 20, "heldout_accuracy": 0.5},
+        {"calls": 40, "heldout_accuracy": 0.9},
+    ]
     assert calls_to_reach(curve, 0.5) == 20 and calls_to_reach(curve, 0.9) == 40 and calls_to_reach(curve, 0.95) is None
     assert call_savings(20, 80) == pytest.approx(0.75)
     assert call_savings(None, 80) is None and call_savings(10, None) is None
@@ -248,8 +280,12 @@ def _evaluations_to_optimum(char_tokenizer, commit: int, seed: int) -> tuple[int
     operations hurting; MPPI plans from there until the empty thought (1.0) or 16 evaluations."""
     env = planted_env(char_tokenizer, cls=DeleteEnv)
     search = Search(env, budget=4 * 16, measure_heldout=False)
-    walks = [[Edit("delete_step", index=0)], [Edit("set_format", payload="direct")],
-             [Edit("add_instruction", payload="i1")], [Edit("rewrite_step", index=1, payload="s")]]
+    walks = [
+        [Edit("delete_step", index=0)],
+        [Edit("set_format", payload="direct")],
+        [Edit("add_instruction", payload="i1")],
+        [Edit("rewrite_step", index=1, payload="s")],
+    ]
     cfg = PlannerConfig(horizon=3, candidates=24, fit_steps=150, refit_steps=20, seed=seed, commit=commit)
     plan_with_world_model(search, Chain(steps=TRAP_START_STEPS), VOCAB, FakeFeatures(), "mppi", cfg, walks=walks)
     reached = next((k for k, st in enumerate(search.steps) if st.outcome.value >= 1.0), None)
@@ -267,7 +303,7 @@ def test_mppi_verifies_a_run_of_good_edits_in_one_evaluation(seed, char_tokenize
     assert one_at_a_time is not None and planned is not None
     # Three deletions were left after the warm-up; with plans, two of them cost one evaluation.
     assert planned < one_at_a_time
-    multi = [st.edit for st in search.steps[:planned + 1] if " ; " in st.edit]
+    multi = [st.edit for st in search.steps[: planned + 1] if " ; " in st.edit]
     assert multi and all(part.startswith("step:delete_step") for part in multi[0].split(" ; "))
     assert search.best == Chain(answer_format="think")
 
@@ -282,8 +318,11 @@ def test_commit_length_and_drop_cycles():
     with_i = apply_edit(root, add)
     back = apply_edit(with_i, Edit("remove_instruction", index=0))
     deleted = apply_edit(back, Edit("delete_step", index=0))
-    plan = [(Edit("delete_step", index=0), deleted), (add, apply_edit(deleted, add)),
-            (Edit("remove_instruction", index=0), deleted)]
+    plan = [
+        (Edit("delete_step", index=0), deleted),
+        (add, apply_edit(deleted, add)),
+        (Edit("remove_instruction", index=0), deleted),
+    ]
     kept, values = drop_cycles(root, plan, [0.1, 0.2, 0.3])
     assert kept == plan[:1] and values == [0.1]  # the add-then-remove cycle is gone
     assert drop_cycles(root, [(add, with_i), (Edit("remove_instruction", index=0), back)], [0.1, 0.2]) == ([], [])

@@ -7,13 +7,20 @@ import math
 import pytest
 import torch
 
+from plan_fakes import FakeFeatures, planted_value
 from ponder.plan.edits import Edit
 from ponder.plan.state import Chain
 from ponder.plan.world_model import (
-    LossWeights, Replay, WorldModel, bisimulation_loss, consistency_loss, fit_world_model, reward_loss, transition,
+    LossWeights,
+    Replay,
+    WorldModel,
+    bisimulation_loss,
+    consistency_loss,
+    fit_world_model,
+    reward_loss,
+    transition,
     world_model_loss,
 )
-from plan_fakes import FakeFeatures, planted_value
 
 
 def test_transition_is_residual_on_the_concatenation():
@@ -39,7 +46,9 @@ def test_consistency_loss_by_hand_and_stop_gradient():
 
 def test_reward_loss_by_hand():
     assert reward_loss(torch.tensor([1.0, 2.0, 3.0]), torch.ones(3)).item() == pytest.approx(5 / 3)
-    assert reward_loss(torch.tensor([1.0, 2.0, 3.0]), torch.ones(3), torch.tensor([1, 1, 0])).item() == pytest.approx(0.5)
+    assert reward_loss(torch.tensor([1.0, 2.0, 3.0]), torch.ones(3), torch.tensor([1, 1, 0])).item() == pytest.approx(
+        0.5
+    )
 
 
 def test_bisimulation_loss_by_hand():
@@ -52,7 +61,9 @@ def test_bisimulation_loss_by_hand():
     assert bisimulation_loss(z, r, nz, gamma=0.5).item() == pytest.approx(want_g, rel=1e-5)
     assert bisimulation_loss(z[:1], r[:1]).item() == 0.0
     # distances that equal the outcome gaps cost nothing
-    assert bisimulation_loss(torch.tensor([[0.0], [0.3]]), torch.tensor([0.1, 0.4])).item() == pytest.approx(0.0, abs=1e-10)
+    assert bisimulation_loss(torch.tensor([[0.0], [0.3]]), torch.tensor([0.1, 0.4])).item() == pytest.approx(
+        0.0, abs=1e-10
+    )
 
 
 def test_replay_windows_cover_every_start_up_to_the_horizon():
@@ -71,8 +82,12 @@ def test_world_model_fits_a_planted_replay(one_thread):
     torch.manual_seed(0)
     feats = FakeFeatures()
     start = Chain(instructions=("x",), answer_format="think")
-    edits = [Edit("set_format", payload="qa"), Edit("set_format", payload="direct"), Edit("remove_instruction"),
-             Edit("add_instruction", payload="y")]
+    edits = [
+        Edit("set_format", payload="qa"),
+        Edit("set_format", payload="direct"),
+        Edit("remove_instruction"),
+        Edit("add_instruction", payload="y"),
+    ]
     from ponder.plan.edits import apply_edit
 
     replay = Replay()
@@ -83,7 +98,9 @@ def test_world_model_fits_a_planted_replay(one_thread):
                 end = apply_edit(mid, second)
             except ValueError:
                 continue
-            replay.add([start, mid, end], [first, second], [planted_value(start), planted_value(mid), planted_value(end)])
+            replay.add(
+                [start, mid, end], [first, second], [planted_value(start), planted_value(mid), planted_value(end)]
+            )
     model = WorldModel(feats.chain_dim, feats.edit_dim, latent=16, hidden=64)
     before = fit_world_model(model, replay, feats, horizon=2, steps=1, weights=LossWeights())
     after = fit_world_model(model, replay, feats, horizon=2, steps=300, lr=1e-2)
@@ -121,4 +138,6 @@ def test_unknown_values_are_left_out_of_the_reward_and_bisimulation_terms(one_th
     cf2[0, 1] += torch.randn(6)  # not a constant shift: the encoder starts with a LayerNorm
     _, moved = world_model_loss(model, cf2, ef, values, mask)
     assert moved["consistency"] != pytest.approx(parts["consistency"], rel=1e-3)
-    assert moved["reward"] == pytest.approx(parts["reward"], rel=1e-6) and moved["bisim"] == pytest.approx(parts["bisim"], rel=1e-6)
+    assert moved["reward"] == pytest.approx(parts["reward"], rel=1e-6) and moved["bisim"] == pytest.approx(
+        parts["bisim"], rel=1e-6
+    )

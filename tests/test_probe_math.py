@@ -8,17 +8,21 @@ import random
 import pytest
 import torch
 
+from ponder.probe.budget import peak
 from ponder.probe.dtr import deep_from, dtr, settling_depth, think_at_n, think_at_n_keep, think_at_n_tokens
 from ponder.probe.planning import (
-    checkpoint_planning, entropy_bits, format_class, lexicon_clusters, mine_strategic_ngrams, planning_spans,
+    checkpoint_planning,
+    entropy_bits,
+    format_class,
+    lexicon_clusters,
+    mine_strategic_ngrams,
+    planning_spans,
 )
+from ponder.probe.policy_entropy import perturb
 from ponder.probe.reflection import analyse_trace, candidate_in_line, reflection_result
 from ponder.probe.sparsity import ArchitectureMismatch, random_jaccard, update_sparsity
 from ponder.probe.step_gain import group_steps, prefix_contexts, split_steps, step_gains, summarize_gains
-from ponder.probe.budget import peak
 from ponder.probe.validity import exemplar_prefix, invalidate_thought
-from ponder.probe.policy_entropy import perturb
-
 
 # ---------------------------------------------------------------- DTR
 
@@ -27,7 +31,7 @@ def planted_divergence(settle: list[int], num_layers: int) -> torch.Tensor:
     """[L, T]: token t's JSD is 0.9 before layer settle[t] and 0.1 from it on (0 at the last layer)."""
     d = torch.full((num_layers, len(settle)), 0.9)
     for t, s in enumerate(settle):
-        d[s - 1:, t] = 0.1
+        d[s - 1 :, t] = 0.1
     d[-1] = 0.0
     return d
 
@@ -57,8 +61,12 @@ def test_dtr_with_both_depth_rules():
 
 def test_think_at_n_beats_a_wrong_majority_at_lower_cost():
     # 6 samples: four wrong ("5", low DTR), two right ("7", high DTR).
-    group = {"answers": ["5", "5", "7", "5", "7", "5"], "prefix_dtr": [0.1, 0.2, 0.9, 0.15, 0.8, 0.05],
-             "lengths": [100] * 6, "score": lambda a: float(a == "7")}
+    group = {
+        "answers": ["5", "5", "7", "5", "7", "5"],
+        "prefix_dtr": [0.1, 0.2, 0.9, 0.15, 0.8, 0.05],
+        "lengths": [100] * 6,
+        "score": lambda a: float(a == "7"),
+    }
     assert think_at_n_keep(group["prefix_dtr"]) == [2, 4, 1]
     r = think_at_n([group], prefix=50)
     assert r.think_at_n_accuracy == 1.0 and r.self_consistency_accuracy == 0.0
@@ -166,17 +174,19 @@ def test_sparsity_bf16_vs_fp32_and_rank_planted():
     torch.manual_seed(0)
     base = {"model.layers.0.w": torch.ones(8, 8), "model.layers.1.w": torch.randn(8, 8), "lm_head.bias": torch.zeros(8)}
     after = {k: v.clone() for k, v in base.items()}
-    after["model.layers.0.w"][0, :3] += 0.5        # 3 big updates: survive bf16
-    after["model.layers.0.w"][1, :4] += 2e-5       # 4 tiny updates: > tol in fp32, vanish in bf16 (|w| = 1)
-    after["model.layers.0.w"][2, :2] += 2e-6       # 2 below tol: seen only by the exact (no tolerance) count
+    after["model.layers.0.w"][0, :3] += 0.5  # 3 big updates: survive bf16
+    after["model.layers.0.w"][1, :4] += 2e-5  # 4 tiny updates: > tol in fp32, vanish in bf16 (|w| = 1)
+    after["model.layers.0.w"][2, :2] += 2e-6  # 2 below tol: seen only by the exact (no tolerance) count
     u, v = torch.randn(8, 1), torch.randn(1, 8)
-    after["model.layers.1.w"] += u @ v             # dense rank-1 update: 64 entries
+    after["model.layers.1.w"] += u @ v  # dense rank-1 update: 64 entries
     r = update_sparsity(base, after, tol=1e-5)
     total = 64 + 64 + 8
     assert r.total == total
     assert r.updated["fp32"] == 3 + 4 + 64
     assert r.updated["exact"] == 3 + 4 + 2 + 64
-    assert r.sparsity("bf16") == pytest.approx(1 - (3 + 64) / total, abs=1 / total)  # bf16 may round a rank-1 entry to 0
+    assert r.sparsity("bf16") == pytest.approx(
+        1 - (3 + 64) / total, abs=1 / total
+    )  # bf16 may round a rank-1 entry to 0
     assert r.per_layer["layer 0"]["updated_bf16"] == 3 and r.per_layer["layer 0"]["updated_fp32"] == 7
     assert r.ranks["model.layers.1.w"] == pytest.approx(1 / 8)
     assert r.ranks["model.layers.0.w"] == pytest.approx(3 / 8)  # three changed rows
@@ -208,8 +218,7 @@ def test_planning_spans_semantic_entropy_and_formats():
     planning, clusters, _ = planning_spans(thoughts[0], strategic)
     assert sorted(clusters) == ["check", "let me"]
     assert sum(planning) == 3  # let, me, wait
-    cp = checkpoint_planning("m", thoughts, ["5", "five"], strategic,
-                             word_entropies=[[1.0] * 10, [3.0] * 8])
+    cp = checkpoint_planning("m", thoughts, ["5", "five"], strategic, word_entropies=[[1.0] * 10, [3.0] * 8])
     assert cp.clusters == {"let me": 2, "check": 2}
     assert cp.planning_semantic_entropy_bits == pytest.approx(1.0)
     assert cp.planning_token_share == pytest.approx((3 + 4) / (10 + 8))

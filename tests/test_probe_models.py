@@ -79,7 +79,7 @@ def test_dtr_divergences_match_the_lens(random_tiny, one_thread):
     ids, mask = pad_ids([ctx + resp], tok.pad_token_id)
     full = lens_jsd(model, ids, mask)[1:, 0]
     # response token k is predicted at position len(ctx) - 1 + k
-    assert torch.allclose(div, full[:, len(ctx) - 1:len(ctx) - 1 + len(resp)])
+    assert torch.allclose(div, full[:, len(ctx) - 1 : len(ctx) - 1 + len(resp)])
     assert torch.all(div[-1] == 0)
 
 
@@ -88,8 +88,10 @@ def test_step_gain_with_a_scorer_that_rewards_each_step(monkeypatch):
 
     def fake_score_pairs(model, tokenizer, contexts, continuations, batch_size=None):
         # log p(answer) = -10 + 1.5 * (steps in the thought) + 4 if the step "3+4+1=08" is present
-        sums = [-10 + 1.5 * (len(c.split("<think>")[1].split("</think>")[0].split())) + 4.0 * ("3+4+1=08" in c)
-                for c in contexts]
+        sums = [
+            -10 + 1.5 * (len(c.split("<think>")[1].split("</think>")[0].split())) + 4.0 * ("3+4+1=08" in c)
+            for c in contexts
+        ]
         return score.PairScores(logprobs=[], sum=torch.tensor(sums), num_tokens=torch.ones(len(sums)))
 
     monkeypatch.setattr(score, "score_pairs", fake_score_pairs)

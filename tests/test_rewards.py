@@ -10,11 +10,26 @@ import torch
 from ponder.data.synthetic import Addition
 from ponder.data.task import Problem
 from ponder.lm.score import score_pairs
-from ponder.rewards import (REWARDS, answer_confidence, answer_likelihood, answer_likelihood_reward, combine,
-                            format_reward, gather_answers_for_vote, length_penalty, length_reward,
-                            margin_confidence_from_logprobs, majority_stats, majority_vote, prompt_group_id,
-                            self_certainty, self_certainty_from_logprobs, thought_token_counts, trl_reward,
-                            verifiable)
+from ponder.rewards import (
+    REWARDS,
+    answer_confidence,
+    answer_likelihood,
+    answer_likelihood_reward,
+    combine,
+    format_reward,
+    gather_answers_for_vote,
+    length_penalty,
+    length_reward,
+    majority_stats,
+    majority_vote,
+    margin_confidence_from_logprobs,
+    prompt_group_id,
+    self_certainty,
+    self_certainty_from_logprobs,
+    thought_token_counts,
+    trl_reward,
+    verifiable,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -23,8 +38,18 @@ TASK = Addition(2)
 # group 0: answers 5, 7, 7, None, "5 " -> tie 5/7 (2 each), earliest seen (5) wins
 # group 1: 12, "12." (normalises to 12), 13 -> 12
 # group 2: no answers at all -> no majority
-COMPLETIONS = ["<think>a</think>5", "12", "<think>b</think>7", "<think>x</think>12.", "<think>c</think>7",
-               "<think>d", "13", "5 ", "<think>", "<think>y"]
+COMPLETIONS = [
+    "<think>a</think>5",
+    "12",
+    "<think>b</think>7",
+    "<think>x</think>12.",
+    "<think>c</think>7",
+    "<think>d",
+    "13",
+    "5 ",
+    "<think>",
+    "<think>y",
+]
 GROUPS = [0, 1, 0, 1, 0, 0, 1, 0, 2, 2]
 PROMPTS = [f"p{g}" for g in GROUPS]
 
@@ -161,7 +186,7 @@ def _manual_logprobs(model, tok, prompt: str, completion: str) -> torch.Tensor:
     cont = tok(completion, add_special_tokens=False)["input_ids"]
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([ctx + cont])).logits[0].float()
-    return torch.log_softmax(logits, -1)[len(ctx) - 1:-1]
+    return torch.log_softmax(logits, -1)[len(ctx) - 1 : -1]
 
 
 def test_self_certainty_model_matches_manual(model, tok):
@@ -171,12 +196,14 @@ def test_self_certainty_model_matches_manual(model, tok):
     assert torch.allclose(got, self_certainty(model, tok, prompts, comps, batch_size=1), atol=1e-5)
     for i, (p, c) in enumerate(zip(prompts, comps)):
         lp = _manual_logprobs(model, tok, p, c)
-        assert got[i].item() == pytest.approx(self_certainty_from_logprobs(lp[None], torch.ones(1, len(lp))).item(),
-                                              abs=1e-5)
+        assert got[i].item() == pytest.approx(
+            self_certainty_from_logprobs(lp[None], torch.ones(1, len(lp))).item(), abs=1e-5
+        )
     logits = torch.randn(2, 4, 7)
     mask = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0]])
-    assert torch.allclose(self_certainty(logits, mask=mask),
-                          self_certainty_from_logprobs(torch.log_softmax(logits, -1), mask))
+    assert torch.allclose(
+        self_certainty(logits, mask=mask), self_certainty_from_logprobs(torch.log_softmax(logits, -1), mask)
+    )
 
 
 def test_answer_confidence_model_matches_manual(model, tok):
@@ -184,8 +211,9 @@ def test_answer_confidence_model_matches_manual(model, tok):
     comps = ["<think>4+2</think>46", "15", "<think>unclosed"]
     got = answer_confidence(model, tok, prompts, comps)
     lp = _manual_logprobs(model, tok, prompts[0], comps[0])
-    assert got[0].item() == pytest.approx(margin_confidence_from_logprobs(lp[None, -2:], torch.ones(1, 2)).item(),
-                                          abs=1e-5)  # the two answer tokens after </think>
+    assert got[0].item() == pytest.approx(
+        margin_confidence_from_logprobs(lp[None, -2:], torch.ones(1, 2)).item(), abs=1e-5
+    )  # the two answer tokens after </think>
     lp = _manual_logprobs(model, tok, prompts[1], comps[1])
     assert got[1].item() == pytest.approx(margin_confidence_from_logprobs(lp[None], torch.ones(1, 2)).item(), abs=1e-5)
     assert got[2].item() == 0.0
@@ -194,14 +222,17 @@ def test_answer_confidence_model_matches_manual(model, tok):
 def test_answer_likelihood_matches_score_pairs(model, tok):
     prompts, thoughts, answers = ["12+34=", "12+34=", "7+8="], ["4+2", "zz", None], ["46", "46", "15"]
     got = answer_likelihood(model, tok, prompts, thoughts, answers)
-    with_t = score_pairs(model, tok, ["12+34=<think>4+2</think>", "12+34=<think>zz</think>", "7+8=<think></think>"],
-                         answers)
+    with_t = score_pairs(
+        model, tok, ["12+34=<think>4+2</think>", "12+34=<think>zz</think>", "7+8=<think></think>"], answers
+    )
     base = score_pairs(model, tok, prompts, answers)
     assert torch.allclose(got, with_t.mean - base.mean, atol=1e-5)
-    assert torch.allclose(answer_likelihood(model, tok, prompts, thoughts, answers, reduce="sum"),
-                          with_t.sum - base.sum, atol=1e-5)
-    assert torch.allclose(answer_likelihood(model, tok, prompts, thoughts, answers, baseline=False), with_t.mean,
-                          atol=1e-5)
+    assert torch.allclose(
+        answer_likelihood(model, tok, prompts, thoughts, answers, reduce="sum"), with_t.sum - base.sum, atol=1e-5
+    )
+    assert torch.allclose(
+        answer_likelihood(model, tok, prompts, thoughts, answers, baseline=False), with_t.mean, atol=1e-5
+    )
     comps = ["<think>4+2</think>46", "<think>zz</think>40", "15"]
     r = answer_likelihood_reward(prompts, comps, [0, 0, 1], model=model, tokenizer=tok, reference_answers=answers)
     assert torch.allclose(r, got, atol=1e-5)
@@ -217,8 +248,12 @@ def test_trl_adapter_groups_identical_prompts():
         return torch.arange(len(completions), dtype=torch.float32)
 
     f = trl_reward(spy, columns={"reference_answers": "answer"}, scale=2)
-    out = f(["p", "q", "p", "q"], ["a", "b", [{"role": "assistant", "content": "c"}], "d"], answer=[1, 2, 1, 2],
-            trainer_state=None)
+    out = f(
+        ["p", "q", "p", "q"],
+        ["a", "b", [{"role": "assistant", "content": "c"}], "d"],
+        answer=[1, 2, 1, 2],
+        trainer_state=None,
+    )
     assert out == [0.0, 1.0, 2.0, 3.0] and all(isinstance(x, float) for x in out)
     ids = seen["ids"]
     assert ids[0] == ids[2] == prompt_group_id("p") and ids[1] == ids[3] and ids[0] != ids[1]
@@ -236,12 +271,26 @@ def test_trl_adapter_groups_identical_prompts():
 
 
 def test_registry_uniform_signature(model, tok):
-    names = {"verifiable", "majority_vote", "format", "length", "answer_likelihood", "self_certainty",
-             "answer_confidence"}
+    names = {
+        "verifiable",
+        "majority_vote",
+        "format",
+        "length",
+        "answer_likelihood",
+        "self_certainty",
+        "answer_confidence",
+    }
     assert names <= set(REWARDS)
     prompts, comps = ["1+1=", "1+1="], ["<think>1+1</think>2", "<think>x</think>3"]
-    cols = dict(task=TASK, problems=[Problem("1+1=", "2")] * 2, target=2, model=model, tokenizer=tok,
-                reference_answers=["2", "2"], unused_column=[0, 0])
+    cols = dict(
+        task=TASK,
+        problems=[Problem("1+1=", "2")] * 2,
+        target=2,
+        model=model,
+        tokenizer=tok,
+        reference_answers=["2", "2"],
+        unused_column=[0, 0],
+    )
     for name in sorted(names):
         r = REWARDS[name](prompts, comps, [0, 0], **cols)
         assert r.shape == (2,) and r.dtype == torch.float32 and torch.isfinite(r).all(), name

@@ -15,12 +15,28 @@ def test_quick_bench_writes_the_documented_json(trained_tiny_dir, tmp_path, one_
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     out = tmp_path / "rc.json"
-    bench.main(["--quick", "--model", str(trained_tiny_dir), "--task", "add2", "--out", str(tmp_path / "runs"),
-                "--json", str(out)])
+    bench.main(
+        [
+            "--quick",
+            "--model",
+            str(trained_tiny_dir),
+            "--task",
+            "add2",
+            "--out",
+            str(tmp_path / "runs"),
+            "--json",
+            str(out),
+        ]
+    )
     data = json.loads(out.read_text())
     assert 0 <= data["base_think_accuracy"] <= 1
-    assert [r["reward"] for r in data["rows"]] == ["verifiable", "majority_vote", "self_certainty",
-                                                   "answer_confidence", "answer_likelihood"]
+    assert [r["reward"] for r in data["rows"]] == [
+        "verifiable",
+        "majority_vote",
+        "self_certainty",
+        "answer_confidence",
+        "answer_likelihood",
+    ]
     for row in data["rows"]:
         assert 0 <= row["think_accuracy_mean"] <= 1 and row["think_accuracy_std"] == 0.0  # one seed in --quick
         assert row["mean_thought_tokens"] >= 0 and 0 <= row["format/think_closed"] <= 1

@@ -83,7 +83,9 @@ def test_hicra_amplifies_planning_tokens():
     out = hicra_advantages(adv, plan, alpha=0.5)
     assert torch.allclose(out, torch.tensor([[3.0, 2.0], [-1.0, -2.0]]))
     per_token = torch.tensor([[[1.0, -4.0]]])
-    assert torch.allclose(hicra_advantages(per_token, torch.tensor([[[0, 1]]]), alpha=0.25), torch.tensor([[[1.0, -3.0]]]))
+    assert torch.allclose(
+        hicra_advantages(per_token, torch.tensor([[[0, 1]]]), alpha=0.25), torch.tensor([[[1.0, -3.0]]])
+    )
 
 
 # ---------------------------------------------------------------- Prop. 1
@@ -92,7 +94,9 @@ def test_hicra_amplifies_planning_tokens():
 def test_prop1_expected_info_gain():
     gen = torch.Generator().manual_seed(1)
     vocab = 6
-    p_star, p_phi, p_theta_c = (torch.softmax(torch.randn(vocab, generator=gen, dtype=torch.float64), -1) for _ in range(3))
+    p_star, p_phi, p_theta_c = (
+        torch.softmax(torch.randn(vocab, generator=gen, dtype=torch.float64), -1) for _ in range(3)
+    )
     gain = expected_info_gain(p_star, p_phi, p_theta_c).item()
     exact = (p_star * (p_theta_c.log() - p_phi.log())).sum().item()
     assert gain == pytest.approx(exact, abs=1e-6)

@@ -10,7 +10,16 @@ from ponder.data.synthetic import Addition
 from ponder.lm.thoughts import think_token_ids
 from ponder.rl.compute import cpt_budget_tokens, flop_matched_tokens, steps_for_tokens
 from ponder.rl.rlp import RLPConfig, RLPTrainer
-from ponder.rl.rollout import ANSWER, OTHER, Doc, Thoughts, build_policy_batch, choose_positions, eligible_range, tokenize_docs
+from ponder.rl.rollout import (
+    ANSWER,
+    OTHER,
+    Doc,
+    Thoughts,
+    build_policy_batch,
+    choose_positions,
+    eligible_range,
+    tokenize_docs,
+)
 
 
 def test_policy_batch_layout_and_masks():
@@ -86,8 +95,17 @@ def test_zero_thought_budget_is_rejected():
 
 
 def _cfg(**kw):
-    base = dict(steps=3, docs_per_step=3, group_size=3, max_thought_tokens=6, context_length=32, lr=1e-3,
-                save_every=2, log_every=1, ema_tau=0.9)
+    base = dict(
+        steps=3,
+        docs_per_step=3,
+        group_size=3,
+        max_thought_tokens=6,
+        context_length=32,
+        lr=1e-3,
+        save_every=2,
+        log_every=1,
+        ema_tau=0.9,
+    )
     return RLPConfig(**{**base, **kw})
 
 
@@ -95,7 +113,9 @@ def _model(seed=0):
     from ponder.lm.tiny import TinyArch, build_char_tokenizer, build_tiny_model
 
     tok = build_char_tokenizer()
-    return build_tiny_model(tok, TinyArch(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64), seed=seed), tok
+    return build_tiny_model(
+        tok, TinyArch(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64), seed=seed
+    ), tok
 
 
 def test_rlp_step_updates_only_through_thoughts_and_moves_ema(tmp_path):
@@ -105,8 +125,18 @@ def test_rlp_step_updates_only_through_thoughts_and_moves_ema(tmp_path):
     stream = trainer.source.stream()
     m = trainer.train_step(stream)
     assert trainer.ema.initialized and trainer.ema.num_updates == 1
-    for key in ("reward_mean", "reward_std", "info_gain_answer", "info_gain_other", "thought_tokens_mean",
-                "unclosed_fraction", "clip_fraction", "policy_entropy", "ema_param_distance", "thought_tokens_per_s"):
+    for key in (
+        "reward_mean",
+        "reward_std",
+        "info_gain_answer",
+        "info_gain_other",
+        "thought_tokens_mean",
+        "unclosed_fraction",
+        "clip_fraction",
+        "policy_entropy",
+        "ema_param_distance",
+        "thought_tokens_per_s",
+    ):
         assert key in m and (isinstance(m[key], float))
     assert math.isfinite(m["reward_mean"]) and 0 <= m["unclosed_fraction"] <= 1
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
@@ -176,10 +206,20 @@ def test_rlp_runs_on_smollm2_with_a_text_corpus(tmp_path):
     except Exception as e:  # noqa: BLE001 - the weights package is installed by `make test`
         pytest.skip(str(e))
     corpus = tmp_path / "corpus.txt"
-    corpus.write_text("The cat sat on the mat because it was warm.\n\nTwo plus three is five, and five plus five is ten.\n")
+    corpus.write_text(
+        "The cat sat on the mat because it was warm.\n\nTwo plus three is five, and five plus five is ten.\n"
+    )
     lm = load_model("smollm2-135m", device="cpu")
-    cfg = RLPConfig(steps=2, docs_per_step=2, group_size=2, max_thought_tokens=4, context_length=24, lr=1e-6,
-                    save_every=2, log_every=1)
+    cfg = RLPConfig(
+        steps=2,
+        docs_per_step=2,
+        group_size=2,
+        max_thought_tokens=4,
+        context_length=24,
+        lr=1e-6,
+        save_every=2,
+        log_every=1,
+    )
     summary = RLPTrainer(lm.model, lm.tokenizer, FileSource(str(corpus)), cfg, tmp_path / "run").train(progress=False)
     assert summary["steps"] == 2 and summary["skipped_nonfinite"] == 0
     rows = read_metrics(tmp_path / "run")

@@ -32,11 +32,24 @@ def test_two_gloo_ranks_reach_the_single_process_parameters(tmp_path, one_thread
     src = str(HERE.parent / "src")
     procs = []
     for rank in range(2):
-        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
-               "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1",
-               "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
-        procs.append(subprocess.Popen([sys.executable, str(HERE / "rlp_dist_worker.py"), str(tmp_path / "ddp"), str(out)],
-                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+        env = {
+            **os.environ,
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": "2",
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]),
+        }
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, str(HERE / "rlp_dist_worker.py"), str(tmp_path / "ddp"), str(out)],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+        )
     for p in procs:
         log = p.communicate(timeout=120)[0].decode()
         assert p.returncode == 0, log
@@ -49,6 +62,7 @@ def test_two_gloo_ranks_reach_the_single_process_parameters(tmp_path, one_thread
     # The run trained: parameters left their initialisation (same seed, fresh model).
     from ponder.lm.tiny import TinyArch, build_char_tokenizer, build_tiny_model
 
-    init = build_tiny_model(build_char_tokenizer(), TinyArch(hidden_size=32, num_layers=1, num_heads=2,
-                                                              intermediate_size=64), seed=0).state_dict()
+    init = build_tiny_model(
+        build_char_tokenizer(), TinyArch(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64), seed=0
+    ).state_dict()
     assert max(float((single[k] - v).abs().max()) for k, v in init.items()) > 1e-4

@@ -4,7 +4,13 @@ import pytest
 import torch
 
 from ponder.rl.rollout import (
-    Doc, Thoughts, build_policy_batch, build_tree_batch, keyed_generators, make_rollout, resolve_layout,
+    Doc,
+    Thoughts,
+    build_policy_batch,
+    build_tree_batch,
+    keyed_generators,
+    make_rollout,
+    resolve_layout,
     target_logprob_sums,
 )
 
@@ -24,8 +30,10 @@ def _case():
     """Two documents; doc 0 has two positions (shared prefix), doc 1 one; G = 2, k = 2; ragged thoughts."""
     docs = [[1, 10, 11, 12, 13, 14, 15, 16], [1, 20, 21, 22, 23]]
     positions = [(0, 2), (0, 5), (1, 3)]
-    thoughts = Thoughts(ids=[[40, 41], [42], [43, 44, 45], [46], [47, 48], [49, 50, 51, 52]],
-                        closed=torch.tensor([True, False, True, True, False, True]))
+    thoughts = Thoughts(
+        ids=[[40, 41], [42], [43, 44, 45], [46], [47, 48], [49, 50, 51, 52]],
+        closed=torch.tensor([True, False, True, True, False, True]),
+    )
     return docs, positions, thoughts
 
 
@@ -44,23 +52,25 @@ def test_tree_layout_masks_and_positions():
     assert tb.allowed[2, 0, :width].all()
     assert tb.allowed[1, 5].nonzero().flatten().tolist() == [width + 5]
     assert tb.num_tokens == 5 + 3 + (6 + 5 + 7 + 5) + (6 + 8)  # prefixes once, branches <think> c </think> x x
-    pb = build_policy_batch([docs[d][:t] for d, t in positions], [docs[d][t:t + 2] for d, t in positions],
-                            thoughts, 2, OPEN, CLOSE, PAD)
+    pb = build_policy_batch(
+        [docs[d][:t] for d, t in positions], [docs[d][t : t + 2] for d, t in positions], thoughts, 2, OPEN, CLOSE, PAD
+    )
     # Masks are the padded rows' masks with each prefix cut off.
     length = tb.loss_mask.shape[1]
-    for n, (d, t) in enumerate([positions[i // 2] for i in range(6)]):
+    for n, (_d, t) in enumerate([positions[i // 2] for i in range(6)]):
         for tree_mask, pad_mask in ((tb.loss_mask, pb.loss_mask), (tb.target_mask, pb.target_mask)):
             cut = pad_mask[n, t:]
-            assert tree_mask[n, :cut.numel()].tolist() == cut[:length].tolist()
-            assert not tree_mask[n, cut.numel():].any()
+            assert tree_mask[n, : cut.numel()].tolist() == cut[:length].tolist()
+            assert not tree_mask[n, cut.numel() :].any()
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 def test_tree_forward_matches_padded_logprobs_and_gradients(one_thread, attn):
     docs, positions, thoughts = _case()
     model, _ = _model(attn)
-    pb = build_policy_batch([docs[d][:t] for d, t in positions], [docs[d][t:t + 2] for d, t in positions],
-                            thoughts, 2, OPEN, CLOSE, PAD)
+    pb = build_policy_batch(
+        [docs[d][:t] for d, t in positions], [docs[d][t : t + 2] for d, t in positions], thoughts, 2, OPEN, CLOSE, PAD
+    )
     tb = build_tree_batch(docs, positions, 2, thoughts, 2, OPEN, CLOSE, PAD)
     weights = torch.randn(6, 16, generator=torch.Generator().manual_seed(0))
     weights[:, 0] = 0  # <think> is scored by the padded rows only; it is no action
@@ -70,7 +80,7 @@ def test_tree_forward_matches_padded_logprobs_and_gradients(one_thread, attn):
         logp, ent = batch.logprobs(model, return_entropy=True)
         # Compare in branch coordinates: the padded row's tokens after its prefix.
         rows = []
-        for n, (d, t) in enumerate([positions[i // 2] for i in range(6)]):
+        for n, (_d, t) in enumerate([positions[i // 2] for i in range(6)]):
             r = logp[n] if batch.layout == "tree" else logp[n, t:]
             rows.append(torch.nn.functional.pad(r, (0, 16 - r.numel())))
         branch = torch.stack(rows)

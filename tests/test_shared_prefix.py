@@ -11,9 +11,18 @@ from ponder.lm.sample import sample
 def test_shared_prefix_decoding_matches_copied_cache(one_thread, tok, monkeypatch, kv_heads):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=kv_heads, max_position_embeddings=256,
-                      pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=256,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
     torch.manual_seed(0)
     model = LlamaForCausalLM(cfg).eval()
     assert shared_prefix.supported(model)
@@ -28,8 +37,16 @@ def test_shared_prefix_decoding_matches_copied_cache(one_thread, tok, monkeypatc
     monkeypatch.setattr(shared_prefix, "attention", counting)
 
     def run():
-        return sample(model, tok, prompts, n=4, max_new_tokens=12, temperature=1.0, stop=["\n"],
-                      generator=torch.Generator().manual_seed(3))
+        return sample(
+            model,
+            tok,
+            prompts,
+            n=4,
+            max_new_tokens=12,
+            temperature=1.0,
+            stop=["\n"],
+            generator=torch.Generator().manual_seed(3),
+        )
 
     shared = run()
     assert calls["n"] > 0  # the shared-prefix path really ran

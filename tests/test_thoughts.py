@@ -5,7 +5,14 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from ponder.lm.thoughts import ensure_think_tokens, has_think_tokens, split_thought, strip_thoughts, think_token_ids, wrap_thought
+from ponder.lm.thoughts import (
+    ensure_think_tokens,
+    has_think_tokens,
+    split_thought,
+    strip_thoughts,
+    think_token_ids,
+    wrap_thought,
+)
 
 
 def test_wrap_strip_split():
@@ -29,8 +36,17 @@ def test_ensure_think_tokens_adds_rows_at_the_mean(tied):
     assert not has_think_tokens(tok)
     with pytest.raises(ValueError, match="ensure_think_tokens"):
         think_token_ids(tok)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=5, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                         num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=tied))
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=5,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            tie_word_embeddings=tied,
+        )
+    )
     emb_before = model.get_input_embeddings().weight.detach().clone()
     out_before = model.get_output_embeddings().weight.detach().clone()
     assert ensure_think_tokens(model, tok) == 2

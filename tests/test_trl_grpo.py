@@ -19,7 +19,9 @@ def test_trl_grpo_trainer_calls_and_logs_ponder_rewards(random_tiny, tmp_path, o
     model, tok = random_tiny
     task = Addition(2)
     problems = task.problems(8, seed=0)
-    data = Dataset.from_dict({"prompt": [p.prompt + "<think>" for p in problems], "answer": [p.answer for p in problems]})
+    data = Dataset.from_dict(
+        {"prompt": [p.prompt + "<think>" for p in problems], "answer": [p.answer for p in problems]}
+    )
     calls = []
     vote = trl_reward("majority_vote", task=task, no_answer_reward=0.0)
     verifiable = trl_reward("verifiable", columns={"problems": "answer"}, task=task)
@@ -29,11 +31,27 @@ def test_trl_grpo_trainer_calls_and_logs_ponder_rewards(random_tiny, tmp_path, o
         return vote(prompts, completions, **kwargs)
 
     counted_vote.__name__ = "majority_vote"
-    args = GRPOConfig(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=4, num_generations=4,
-                      max_completion_length=12, learning_rate=1e-3, logging_steps=1, save_strategy="no",
-                      report_to="none", use_cpu=True, seed=0, disable_tqdm=True)
-    trainer = GRPOTrainer(model=model.train(), reward_funcs=[counted_vote, verifiable], args=args, train_dataset=data,
-                          processing_class=tok)
+    args = GRPOConfig(
+        output_dir=str(tmp_path),
+        max_steps=2,
+        per_device_train_batch_size=4,
+        num_generations=4,
+        max_completion_length=12,
+        learning_rate=1e-3,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        seed=0,
+        disable_tqdm=True,
+    )
+    trainer = GRPOTrainer(
+        model=model.train(),
+        reward_funcs=[counted_vote, verifiable],
+        args=args,
+        train_dataset=data,
+        processing_class=tok,
+    )
     trainer.train()
     assert len(calls) >= 2
     prompts, completions = calls[0]

@@ -7,15 +7,18 @@ import json
 import sys
 from pathlib import Path
 
+from rich.markup import escape
+
 from ponder import __version__
 from ponder.config import add_model_arguments, config_from_args
 from ponder.errors import PonderError
 from ponder.report.progress import console
-from rich.markup import escape
 
 
 def _add_job(sub, name: str, config_cls, func, help_text: str, description: str):
-    p = sub.add_parser(name, help=help_text, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser(
+        name, help=help_text, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--config", metavar="YAML", help="YAML file of settings; flags override it")
     add_model_arguments(p, config_cls)
     p.set_defaults(func=func, config_cls=config_cls)
@@ -24,8 +27,12 @@ def _add_job(sub, name: str, config_cls, func, help_text: str, description: str)
 
 def _add_run_flags(p, resume: bool = True, json_out: bool = True) -> None:
     if resume:
-        p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
-                       help="continue from the last checkpoint in the output directory")
+        p.add_argument(
+            "--resume",
+            action=argparse.BooleanOptionalAction,
+            default=True,
+            help="continue from the last checkpoint in the output directory",
+        )
     if json_out:
         p.add_argument("--json", metavar="PATH", help="write the results as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -103,10 +110,10 @@ def cmd_grpo(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from ponder.jobs.demo import DemoJob, run_demo
-    from ponder.report.demo_report import demo_table
     from rich.table import Table
 
+    from ponder.jobs.demo import DemoJob, run_demo
+    from ponder.report.demo_report import demo_table
     from ponder.report.tables import console as out
 
     if args.quick and args.config:
@@ -134,8 +141,11 @@ def cmd_audit(args) -> int:
 
     job = config_from_args(AuditJob, args)
     payload = run_audit(job, progress=not args.quiet)
-    rows = {k: ("skipped: " + v["skipped"]) if isinstance(v, dict) and "skipped" in v else "done"
-            for k, v in payload.items() if k in DIAGNOSTICS}
+    rows = {
+        k: ("skipped: " + v["skipped"]) if isinstance(v, dict) and "skipped" in v else "done"
+        for k, v in payload.items()
+        if k in DIAGNOSTICS
+    }
     _print_summary(f"ponder audit: {job.model}" + (f" vs {job.compare}" if job.compare else ""), rows)
     console.print(f"report: {Path(job.out) / 'report.html'}")
     if args.json:
@@ -148,9 +158,14 @@ def cmd_plan(args) -> int:
     from ponder.jobs.plan import PlanJob, run_plan
 
     job = config_from_args(PlanJob, args)
-    summary = run_plan(job, progress=not args.quiet, printer=lambda line: console.print(line, markup=False, highlight=False))
-    console.print(f"best chain (held-out accuracy {summary['best_heldout_accuracy']:.3f}, {summary['calls']} real calls, "
-                  f"{summary['rejected']} edits rejected):\n{json.dumps(summary['best_chain'], indent=2)}", highlight=False)
+    summary = run_plan(
+        job, progress=not args.quiet, printer=lambda line: console.print(line, markup=False, highlight=False)
+    )
+    console.print(
+        f"best chain (held-out accuracy {summary['best_heldout_accuracy']:.3f}, {summary['calls']} real calls, "
+        f"{summary['rejected']} edits rejected):\n{json.dumps(summary['best_chain'], indent=2)}",
+        highlight=False,
+    )
     console.print(f"saved {Path(job.out) / 'best_chain.json'} and {summary['report']}")
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2, default=str))
@@ -174,76 +189,130 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ponder",
         description="Treat a language model's thoughts as actions: pretrain the built-in tiny model, measure think vs "
-                    "no-think accuracy, train thinking (RLP against a compute-matched baseline, GRPO and TTRL with "
-                    "verifier-free rewards), plan reasoning chains in a learned world model, and audit whether thoughts help.",
+        "no-think accuracy, train thinking (RLP against a compute-matched baseline, GRPO and TTRL with "
+        "verifier-free rewards), plan reasoning chains in a learned world model, and audit whether thoughts help.",
     )
     parser.add_argument("--version", action="version", version=f"ponder {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = _add_job(sub, "base", BaseJob, cmd_base, "pretrain the built-in tiny model on the synthetic corpus",
-                 "Pretrain the built-in tiny model (a Llama with a char tokenizer) on documents of the demo task, "
-                 "with and without worked scratchpads, then print its think and no-think accuracy on held-out problems.")
+    p = _add_job(
+        sub,
+        "base",
+        BaseJob,
+        cmd_base,
+        "pretrain the built-in tiny model on the synthetic corpus",
+        "Pretrain the built-in tiny model (a Llama with a char tokenizer) on documents of the demo task, "
+        "with and without worked scratchpads, then print its think and no-think accuracy on held-out problems.",
+    )
     _add_run_flags(p)
 
-    p = _add_job(sub, "eval", EvalJob, cmd_eval, "measure a model's accuracy on a task, think and no-think",
-                 "Accuracy on held-out problems: greedy, and pass@k / maj@k with --k, in think mode "
-                 "(the model writes a thought first) and no-think mode (thought delimiters banned).")
+    p = _add_job(
+        sub,
+        "eval",
+        EvalJob,
+        cmd_eval,
+        "measure a model's accuracy on a task, think and no-think",
+        "Accuracy on held-out problems: greedy, and pass@k / maj@k with --k, in think mode "
+        "(the model writes a thought first) and no-think mode (thought delimiters banned).",
+    )
     _add_run_flags(p, resume=False)
 
     from ponder.jobs.rlp import CPTJob, RLPJob
 
-    p = _add_job(sub, "rlp", RLPJob, cmd_rlp, "RLP: reward thoughts by the information gain they bring to the next token",
-                 "Reinforcement as a pretraining objective (RLP): at positions of ordinary text the model samples G "
-                 "thoughts, each rewarded by log p(x_t | x_<t, thought) - log p_EMA(x_t | x_<t); thought tokens are "
-                 "trained with a clipped surrogate on the group advantage. Checkpoints are Hugging Face models; "
-                 "rerunning the same command resumes.")
+    p = _add_job(
+        sub,
+        "rlp",
+        RLPJob,
+        cmd_rlp,
+        "RLP: reward thoughts by the information gain they bring to the next token",
+        "Reinforcement as a pretraining objective (RLP): at positions of ordinary text the model samples G "
+        "thoughts, each rewarded by log p(x_t | x_<t, thought) - log p_EMA(x_t | x_<t); thought tokens are "
+        "trained with a clipped surrogate on the group advantage. Checkpoints are Hugging Face models; "
+        "rerunning the same command resumes.",
+    )
     _add_run_flags(p, json_out=False)
 
-    p = _add_job(sub, "cpt", CPTJob, cmd_cpt, "continued pretraining (next-token) baseline, compute-matched to an RLP run",
-                 "Next-token training on the same corpus as RLP. With --match-run RUN the step count is set so the "
-                 "tokens processed match that RLP run: --match flop (rollout tokens + input tokens, the paper's "
-                 "T_flop) or --match token (input tokens only).")
+    p = _add_job(
+        sub,
+        "cpt",
+        CPTJob,
+        cmd_cpt,
+        "continued pretraining (next-token) baseline, compute-matched to an RLP run",
+        "Next-token training on the same corpus as RLP. With --match-run RUN the step count is set so the "
+        "tokens processed match that RLP run: --match flop (rollout tokens + input tokens, the paper's "
+        "T_flop) or --match token (input tokens only).",
+    )
     _add_run_flags(p, json_out=False)
 
     from ponder.jobs.grpo import GRPOJob, TTRLJob
 
-    p = _add_job(sub, "grpo", GRPOJob, cmd_grpo, "GRPO on task prompts with any weighted mix of ponder rewards",
-                 "Group-relative RL: G think-then-answer completions per prompt, rewarded by --reward (a weighted mix, "
-                 "e.g. verifiable, self_certainty, answer_confidence, answer_likelihood, majority_vote, format, length), "
-                 "trained with a clipped surrogate on group advantages, optional KL. Equal-reward groups are dropped and "
-                 "prompts with pass rate 0 set aside to the next epoch (on by default, logged), as are format shares.")
+    p = _add_job(
+        sub,
+        "grpo",
+        GRPOJob,
+        cmd_grpo,
+        "GRPO on task prompts with any weighted mix of ponder rewards",
+        "Group-relative RL: G think-then-answer completions per prompt, rewarded by --reward (a weighted mix, "
+        "e.g. verifiable, self_certainty, answer_confidence, answer_likelihood, majority_vote, format, length), "
+        "trained with a clipped surrogate on group advantages, optional KL. Equal-reward groups are dropped and "
+        "prompts with pass rate 0 set aside to the next epoch (on by default, logged), as are format shares.",
+    )
     _add_run_flags(p, json_out=False)
-    p = _add_job(sub, "ttrl", TTRLJob, cmd_grpo, "test-time RL: majority-vote rewards on unlabeled prompts",
-                 "TTRL: n votes per unlabeled prompt (--group-size), each rewarded 1 when its answer is the majority "
-                 "answer; m of them (--train-samples) are trained on. Logs the majority ratio and, when the problems "
-                 "have labels, the majority's label accuracy and the reward accuracy. Prompts default to the held-out split.")
+    p = _add_job(
+        sub,
+        "ttrl",
+        TTRLJob,
+        cmd_grpo,
+        "test-time RL: majority-vote rewards on unlabeled prompts",
+        "TTRL: n votes per unlabeled prompt (--group-size), each rewarded 1 when its answer is the majority "
+        "answer; m of them (--train-samples) are trained on. Logs the majority ratio and, when the problems "
+        "have labels, the majority's label accuracy and the reward accuracy. Prompts default to the held-out split.",
+    )
     _add_run_flags(p, json_out=False)
 
     from ponder.jobs.demo import DemoJob
 
-    p = _add_job(sub, "demo", DemoJob, cmd_demo, "the main job: base -> RLP -> compute-matched CPT -> eval on the tiny model",
-                 "Runs the whole RLP story on the built-in tiny model with nothing downloaded: the cached base model, "
-                 "RLP and FLOP-matched continued pretraining for each seed, then held-out think / no-think accuracy "
-                 "and information gain for each; prints one table and writes an HTML report.")
+    p = _add_job(
+        sub,
+        "demo",
+        DemoJob,
+        cmd_demo,
+        "the main job: base -> RLP -> compute-matched CPT -> eval on the tiny model",
+        "Runs the whole RLP story on the built-in tiny model with nothing downloaded: the cached base model, "
+        "RLP and FLOP-matched continued pretraining for each seed, then held-out think / no-think accuracy "
+        "and information gain for each; prints one table and writes an HTML report.",
+    )
     p.add_argument("--quick", action="store_true", help="one seed and small budgets (a few minutes), for smoke checks")
     _add_run_flags(p, resume=False)
 
     from ponder.jobs.audit import AuditJob
 
-    p = _add_job(sub, "audit", AuditJob, cmd_audit, "thought audit: does thinking help this model, and how?",
-                 "Nine diagnostics of a model's thoughts on held-out problems: deep-thinking ratio and Think@n vs "
-                 "self-consistency, information gain per step, on- vs off-policy entropy, reflection after the first "
-                 "answer, the thinking-budget curve, the validity ablation, update sparsity against --compare and "
-                 "planning vs execution tokens. Writes OUT/report.html (self-contained) and OUT/audit.json.")
+    p = _add_job(
+        sub,
+        "audit",
+        AuditJob,
+        cmd_audit,
+        "thought audit: does thinking help this model, and how?",
+        "Nine diagnostics of a model's thoughts on held-out problems: deep-thinking ratio and Think@n vs "
+        "self-consistency, information gain per step, on- vs off-policy entropy, reflection after the first "
+        "answer, the thinking-budget curve, the validity ablation, update sparsity against --compare and "
+        "planning vs execution tokens. Writes OUT/report.html (self-contained) and OUT/audit.json.",
+    )
     _add_run_flags(p, resume=False)
 
     from ponder.jobs.plan import PlanJob
 
-    p = _add_job(sub, "plan", PlanJob, cmd_plan, "Thoughts-as-Planning: optimise a reasoning chain with a world-model planner",
-                 "Edits a chain (instruction and exemplar lines, a reasoning prefix, the answer format) to raise the "
-                 "model's score on a task. World-model planners (mppi, gradient, policy) choose edits in a learned "
-                 "latent model and verify each with one real evaluation; baselines (random, hill, evolution) evaluate "
-                 "every candidate. Prints the trajectory (edit, predicted, real), saves the best chain and a report.")
+    p = _add_job(
+        sub,
+        "plan",
+        PlanJob,
+        cmd_plan,
+        "Thoughts-as-Planning: optimise a reasoning chain with a world-model planner",
+        "Edits a chain (instruction and exemplar lines, a reasoning prefix, the answer format) to raise the "
+        "model's score on a task. World-model planners (mppi, gradient, policy) choose edits in a learned "
+        "latent model and verify each with one real evaluation; baselines (random, hill, evolution) evaluate "
+        "every candidate. Prints the trajectory (edit, predicted, real), saves the best chain and a report.",
+    )
     _add_run_flags(p, resume=False)
 
     p = sub.add_parser("tasks", help="list the built-in tasks")

@@ -60,12 +60,21 @@ def add_model_arguments(parser: argparse.ArgumentParser, model: type[BaseModel],
         help_text = f"{help_text} (default: {default})" if help_text else f"default: {default}"
         choices = list(typing.get_args(ann)) if typing.get_origin(ann) is typing.Literal else None
         if conv is bool:
-            parser.add_argument(_flag(path), dest=path, action=argparse.BooleanOptionalAction, default=_SENTINEL, help=help_text)
+            parser.add_argument(
+                _flag(path), dest=path, action=argparse.BooleanOptionalAction, default=_SENTINEL, help=help_text
+            )
         else:
             is_list = typing.get_origin(ann) is list
             metavar = None if choices else (f"{name.upper()}[,...]" if is_list else name.upper())
-            parser.add_argument(_flag(path), dest=path, type=conv if conv is not Path else str, default=_SENTINEL,
-                                choices=choices, help=help_text, metavar=metavar)
+            parser.add_argument(
+                _flag(path),
+                dest=path,
+                type=conv if conv is not Path else str,
+                default=_SENTINEL,
+                choices=choices,
+                help=help_text,
+                metavar=metavar,
+            )
 
 
 def _set_path(data: dict, path: str, value: Any) -> None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 
@@ -48,8 +48,12 @@ class ModeResult:
     per_problem: list[float] = field(default_factory=list, repr=False)
 
     def to_json(self) -> dict:
-        out = {"accuracy": self.accuracy, "mean_thought_tokens": self.mean_thought_tokens,
-               "unclosed_fraction": self.unclosed_fraction, "no_answer_fraction": self.no_answer_fraction}
+        out = {
+            "accuracy": self.accuracy,
+            "mean_thought_tokens": self.mean_thought_tokens,
+            "unclosed_fraction": self.unclosed_fraction,
+            "no_answer_fraction": self.no_answer_fraction,
+        }
         if self.k is not None:
             out[f"pass@{self.k}"] = self.pass_at_k
             out[f"maj@{self.k}"] = self.maj_at_k
@@ -65,8 +69,13 @@ class EvalResult:
     modes: dict[str, ModeResult]
 
     def to_json(self) -> dict:
-        return {"model": self.model, "task": self.task, "n": self.n, "seed": self.seed,
-                **{mode: r.to_json() for mode, r in self.modes.items()}}
+        return {
+            "model": self.model,
+            "task": self.task,
+            "n": self.n,
+            "seed": self.seed,
+            **{mode: r.to_json() for mode, r in self.modes.items()},
+        }
 
 
 def evaluate_mode(
@@ -87,8 +96,13 @@ def evaluate_mode(
     from ponder.lm.generate import generate
 
     prompts = [p.prompt for p in problems]
-    kw = dict(think=think, max_thought_tokens=max_thought_tokens, max_answer_tokens=max_answer_tokens,
-              batch_size=batch_size, progress=progress)
+    kw = dict(
+        think=think,
+        max_thought_tokens=max_thought_tokens,
+        max_answer_tokens=max_answer_tokens,
+        batch_size=batch_size,
+        progress=progress,
+    )
     greedy = generate(model, tokenizer, prompts, n=1, temperature=0.0, **kw)
     scores = [task.score(p, text) for p, text in zip(problems, greedy.texts)]
     extracted = [task.extract_answer(text) for text in greedy.texts]
@@ -105,7 +119,7 @@ def evaluate_mode(
         texts = sampled.texts
         passes, majs = [], []
         for i, p in enumerate(problems):
-            group = texts[i * k:(i + 1) * k]
+            group = texts[i * k : (i + 1) * k]
             correct = sum(task.score(p, t) >= 1.0 for t in group)
             passes.append(pass_at_k(k, correct, k))
             maj = majority_answer([task.extract_answer(t) for t in group])
@@ -129,6 +143,8 @@ def evaluate(
     problems = task.problems(n, seed=seed, split=split)
     if not problems:
         raise ValueError(f"task {task.name} produced no {split} problems")
-    results = {mode: evaluate_mode(model, tokenizer, task, problems, think=(mode == "think"), seed=seed, **kwargs)
-               for mode in modes}
+    results = {
+        mode: evaluate_mode(model, tokenizer, task, problems, think=(mode == "think"), seed=seed, **kwargs)
+        for mode in modes
+    }
     return EvalResult(model=model_name, task=task.name, n=len(problems), seed=seed, modes=results)

@@ -28,8 +28,8 @@ import json
 import random
 from pathlib import Path
 
-from ponder.errors import PonderError
 from ponder.data.task import Problem, Split, first_line_answer, is_held_out, normalize_answer
+from ponder.errors import PonderError
 
 DEFAULTS = {
     "task_prefix": "",
@@ -60,15 +60,15 @@ def load_task_json(path: str | Path) -> dict:
         raise BigBenchError(f"cannot read BIG-bench task file {str(path)!r}: {e}") from e
     if not isinstance(data, dict) or not isinstance(data.get("examples"), list):
         raise BigBenchError(
-            f"BIG-bench task file {str(path)!r} has no \"examples\" list; a task.json needs "
+            f'BIG-bench task file {str(path)!r} has no "examples" list; a task.json needs '
             '"examples": [{"input": ..., "target": ...} or {"input": ..., "target_scores": {...}}].'
         )
     if not data["examples"]:
-        raise BigBenchError(f"BIG-bench task file {str(path)!r} has an empty \"examples\" list.")
+        raise BigBenchError(f'BIG-bench task file {str(path)!r} has an empty "examples" list.')
     for i, ex in enumerate(data["examples"]):
         if not isinstance(ex, dict) or "input" not in ex or ("target" not in ex and "target_scores" not in ex):
             raise BigBenchError(
-                f"example {i} of BIG-bench task file {str(path)!r} needs an \"input\" and a \"target\" or \"target_scores\"."
+                f'example {i} of BIG-bench task file {str(path)!r} needs an "input" and a "target" or "target_scores".'
             )
     data.setdefault("name", path.parent.name if path.name == "task.json" else path.stem)
     return data

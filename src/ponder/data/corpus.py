@@ -20,11 +20,11 @@ import itertools
 import json
 import random
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
-from ponder.errors import PonderError
 from ponder.data.task import Problem, Task
+from ponder.errors import PonderError
 from ponder.lm.thoughts import wrap_thought
 
 TEXT_SUFFIXES = (".txt", ".md")
@@ -68,7 +68,9 @@ def _read_jsonl(path: Path, text_field: str) -> list[str]:
                 f"object with the text in {text_field!r}, or pass the right text_field."
             )
         if not isinstance(obj[text_field], str):
-            raise CorpusError(f"{path}, line {lineno}: field {text_field!r} is {type(obj[text_field]).__name__}, not a string.")
+            raise CorpusError(
+                f"{path}, line {lineno}: field {text_field!r} is {type(obj[text_field]).__name__}, not a string."
+            )
         docs.append(obj[text_field])
     return docs
 
@@ -97,23 +99,29 @@ def _read_parquet(path: Path, text_field: str) -> list[str]:
 
 
 def _is_saved_hf_dataset(path: Path) -> bool:
-    return (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file() or (
-        path / "state.json"
-    ).is_file()
+    return (
+        (path / "dataset_info.json").is_file()
+        or (path / "dataset_dict.json").is_file()
+        or (path / "state.json").is_file()
+    )
 
 
 def _read_hf_dataset(path: Path, text_field: str) -> list[str]:
     try:
         import datasets
     except ImportError as e:  # pragma: no cover - depends on the environment
-        raise CorpusError(f"{path} looks like a saved Hugging Face dataset; reading it needs: pip install datasets.") from e
+        raise CorpusError(
+            f"{path} looks like a saved Hugging Face dataset; reading it needs: pip install datasets."
+        ) from e
     try:
         ds = datasets.load_from_disk(str(path))
     except Exception as e:
         raise CorpusError(f"cannot load {path} with datasets.load_from_disk: {e}") from e
     if isinstance(ds, datasets.DatasetDict):
         if "train" not in ds:
-            raise CorpusError(f"{path} is a DatasetDict without a 'train' split (splits: {', '.join(ds)}); pass the split's folder.")
+            raise CorpusError(
+                f"{path} is a DatasetDict without a 'train' split (splits: {', '.join(ds)}); pass the split's folder."
+            )
         ds = ds["train"]
     _column(list(ds.column_names), path, text_field)
     return [str(x) for x in ds[text_field] if x is not None]
@@ -139,14 +147,18 @@ def read_documents(path: str | Path, text_field: str = "text") -> list[str]:
     """Every non-blank document of the corpus at ``path`` (formats in the module docstring)."""
     path = Path(path).expanduser()
     if not path.exists():
-        raise CorpusError(f"corpus path {str(path)!r} does not exist; give a file ({', '.join(SUPPORTED_SUFFIXES)}) or a folder.")
+        raise CorpusError(
+            f"corpus path {str(path)!r} does not exist; give a file ({', '.join(SUPPORTED_SUFFIXES)}) or a folder."
+        )
     if path.is_dir():
         if _is_saved_hf_dataset(path):
             docs = _read_hf_dataset(path, text_field)
         else:
             files = sorted(
-                f for f in path.rglob("*")
-                if f.is_file() and f.suffix.lower() in SUPPORTED_SUFFIXES
+                f
+                for f in path.rglob("*")
+                if f.is_file()
+                and f.suffix.lower() in SUPPORTED_SUFFIXES
                 and not any(part.startswith(".") for part in f.relative_to(path).parts)
             )
             if not files:
@@ -164,8 +176,9 @@ def read_documents(path: str | Path, text_field: str = "text") -> list[str]:
 PAUSE_THOUGHT = " "
 
 
-def render_problem(problem: Problem, think: bool, split_at: int = 0, pause_at: int | None = None,
-                   lazy: bool = False) -> str:
+def render_problem(
+    problem: Problem, think: bool, split_at: int = 0, pause_at: int | None = None, lazy: bool = False
+) -> str:
     """``prompt<think>thought</think>answer`` when ``think`` and the problem has a thought, else ``prompt answer``.
 
     ``split_at`` > 0 places the thought after that many characters of the answer, the text
@@ -185,7 +198,9 @@ def render_problem(problem: Problem, think: bool, split_at: int = 0, pause_at: i
         inserts.append((len(problem.prompt) + split_at, wrap_thought(PAUSE_THOUGHT if lazy else problem.thought)))
     if pause_at is not None:
         if not 0 < pause_at <= len(text) or pause_at == len(problem.prompt):
-            raise ValueError(f"pause_at={pause_at} must be in 1..{len(text)} and not the answer start {len(problem.prompt)}")
+            raise ValueError(
+                f"pause_at={pause_at} must be in 1..{len(text)} and not the answer start {len(problem.prompt)}"
+            )
         inserts.append((pause_at, wrap_thought(PAUSE_THOUGHT)))
     for offset, piece in sorted(inserts, key=lambda x: x[0], reverse=True):  # right to left keeps offsets valid
         text = text[:offset] + piece + text[offset:]
@@ -214,8 +229,12 @@ def _iter_train_problems(task: Task, seed: int) -> Iterator[Problem]:
 
 
 def iter_task_documents(
-    task: Task, seed: int = 0, think_fraction: float = 0.5, mid_answer_thoughts: float = 0.0,
-    pause_thoughts: float = 0.0, lazy_thoughts: float = 0.0,
+    task: Task,
+    seed: int = 0,
+    think_fraction: float = 0.5,
+    mid_answer_thoughts: float = 0.0,
+    pause_thoughts: float = 0.0,
+    lazy_thoughts: float = 0.0,
 ) -> Iterator[str]:
     """Endless training documents of ``task``'s train split (see :func:`task_corpus`).
 
@@ -225,8 +244,12 @@ def iter_task_documents(
     ``lazy_thoughts``: share of thought documents whose thought is a pause instead of the
     scratchpad: a model trained on them can reason when it thinks but usually does not.
     """
-    for name, v in (("think_fraction", think_fraction), ("mid_answer_thoughts", mid_answer_thoughts),
-                    ("pause_thoughts", pause_thoughts), ("lazy_thoughts", lazy_thoughts)):
+    for name, v in (
+        ("think_fraction", think_fraction),
+        ("mid_answer_thoughts", mid_answer_thoughts),
+        ("pause_thoughts", pause_thoughts),
+        ("lazy_thoughts", lazy_thoughts),
+    ):
         if not 0.0 <= v <= 1.0:
             raise ValueError(f"{name} must be in [0, 1], got {v}")
     rng = random.Random(f"task-corpus:{task.name}:{seed}")

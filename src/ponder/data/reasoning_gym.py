@@ -21,7 +21,8 @@ in both.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from ponder.data.task import Problem, Split, first_line_answer, is_held_out
 from ponder.lm.thoughts import split_thought
@@ -66,9 +67,7 @@ class ReasoningGymTask:
         _import_reasoning_gym()
         known = reasoning_gym_datasets()
         if dataset_name not in known:
-            raise ValueError(
-                f"unknown reasoning-gym dataset {dataset_name!r}; known datasets: {', '.join(known)}"
-            )
+            raise ValueError(f"unknown reasoning-gym dataset {dataset_name!r}; known datasets: {', '.join(known)}")
         if size < 1:
             raise ValueError("size must be >= 1")
         self.dataset_name = dataset_name

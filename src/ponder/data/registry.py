@@ -11,9 +11,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ponder.errors import PonderError
 from ponder.data.synthetic import Addition, ListSort, Multiplication, ShiftCipher
 from ponder.data.task import Task
+from ponder.errors import PonderError
 
 #: The task every command uses when --task is not given.
 DEMO_TASK = "add3-5"

@@ -10,9 +10,9 @@ each epoch) and depend only on the seed, so a resumed run replays them exactly.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from ponder.data.corpus import read_documents, render_problem
 from ponder.data.task import Task

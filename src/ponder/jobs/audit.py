@@ -22,8 +22,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from ponder.data.registry import DEMO_TASK
 from ponder.errors import PonderError
 
-Diagnostic = Literal["dtr", "think_at_n", "step_information_gain", "policy_entropy", "reflection", "budget_curve",
-                     "validity", "sparsity", "planning_tokens"]
+Diagnostic = Literal[
+    "dtr",
+    "think_at_n",
+    "step_information_gain",
+    "policy_entropy",
+    "reflection",
+    "budget_curve",
+    "validity",
+    "sparsity",
+    "planning_tokens",
+]
 DIAGNOSTICS: tuple[str, ...] = Diagnostic.__args__  # type: ignore[attr-defined]
 
 
@@ -33,27 +42,50 @@ class AuditJob(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str = Field("tiny", description="tiny, tiny-lazy, smollm2-135m, a HF model directory or a .gguf file")
     task: str = Field(DEMO_TASK, description="task whose held-out problems are audited")
-    compare: str | None = Field(None, description="a second checkpoint (e.g. an RLP run's final/): step gain, off-policy entropy, sparsity, planning")
-    second_run: str | None = Field(None, description="another run from the same base as --compare: overlap of the updated sets")
-    checkpoints: list[str] = Field(default_factory=list, description="further checkpoints for the planning-token series (after model, compare)")
+    compare: str | None = Field(
+        None,
+        description="a second checkpoint (e.g. an RLP run's final/): step gain, off-policy entropy, sparsity, planning",
+    )
+    second_run: str | None = Field(
+        None, description="another run from the same base as --compare: overlap of the updated sets"
+    )
+    checkpoints: list[str] = Field(
+        default_factory=list, description="further checkpoints for the planning-token series (after model, compare)"
+    )
     n: int = Field(16, ge=1, description="held-out problems")
     samples: int = Field(4, ge=2, description="samples per problem (the n of Think@n and self-consistency)")
     temperature: float = Field(0.7, ge=0, description="sampling temperature of the audited traces")
     max_thought_tokens: int | None = Field(None, ge=1, description="thought budget (default: from the task, else 128)")
     max_answer_tokens: int = Field(16, ge=1, description="answer budget")
-    prefix_tokens: int = Field(50, ge=1, description="Think@n ranks samples by the DTR of this many first thought tokens")
-    dtr_max_tokens: int | None = Field(None, ge=1, description="DTR over at most this many first thought tokens (the lens costs layers x vocab per token; default all)")
-    max_steps: int = Field(16, ge=1, description="step information gain: longer thoughts have consecutive steps merged into this many")
+    prefix_tokens: int = Field(
+        50, ge=1, description="Think@n ranks samples by the DTR of this many first thought tokens"
+    )
+    dtr_max_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="DTR over at most this many first thought tokens (the lens costs layers x vocab per token; default all)",
+    )
+    max_steps: int = Field(
+        16, ge=1, description="step information gain: longer thoughts have consecutive steps merged into this many"
+    )
     g: float = Field(0.5, description="DTR settling threshold on the JSD")
     rho: float = Field(0.85, gt=0, lt=1, description="DTR depth fraction")
-    depth_rule: Literal["paper", "research"] = Field("paper", description="deep if c_t >= ceil(rho L) (paper) or ceil((1-rho) L) (RESEARCH.md wording)")
+    depth_rule: Literal["paper", "research"] = Field(
+        "paper", description="deep if c_t >= ceil(rho L) (paper) or ceil((1-rho) L) (RESEARCH.md wording)"
+    )
     log_base: float = Field(2.0, gt=1, description="log base of the JSD (2: values in [0, 1])")
-    budgets: list[int] | None = Field(None, description="thought budgets of the budget curve (default: 1/8 .. 2x the thought budget)")
+    budgets: list[int] | None = Field(
+        None, description="thought budgets of the budget curve (default: 1/8 .. 2x the thought budget)"
+    )
     force_text: str = Field("Wait", description="text put in place of an early end-of-thought when forcing")
     exemplars: int = Field(3, ge=1, description="few-shot exemplars of the validity ablation")
-    perturb_fraction: float = Field(0.1, gt=0, le=1, description="share of own-trajectory tokens replaced for the off-policy entropy")
+    perturb_fraction: float = Field(
+        0.1, gt=0, le=1, description="share of own-trajectory tokens replaced for the off-policy entropy"
+    )
     sparsity_tol: float = Field(1e-5, ge=0, description="|delta| above this counts as updated")
-    planning_lexicon: list[str] | None = Field(None, description="strategic phrases (phrase or phrase=cluster); default: mined from successful traces")
+    planning_lexicon: list[str] | None = Field(
+        None, description="strategic phrases (phrase or phrase=cluster); default: mined from successful traces"
+    )
     diagnostics: list[str] = Field(list(DIAGNOSTICS), description="which diagnostics to run")
     out: str = Field("runs/audit", description="output directory (report.html, audit.json)")
     seed: int = Field(0, description="seed of the problem draw and of sampling")
@@ -86,20 +118,34 @@ def sample_traces(lm, task, problems, job: AuditJob, n: int, budget: int, seed: 
     from ponder.lm.thoughts import think_token_ids
 
     gen = torch.Generator(device=lm.device).manual_seed(seed)
-    c = generate(lm.model, lm.tokenizer, [p.prompt for p in problems], think=True, n=n, temperature=job.temperature,
-                 max_thought_tokens=budget, max_answer_tokens=job.max_answer_tokens, generator=gen,
-                 batch_size=job.batch_size)
+    c = generate(
+        lm.model,
+        lm.tokenizer,
+        [p.prompt for p in problems],
+        think=True,
+        n=n,
+        temperature=job.temperature,
+        max_thought_tokens=budget,
+        max_answer_tokens=job.max_answer_tokens,
+        generator=gen,
+        batch_size=job.batch_size,
+    )
     open_id, _ = think_token_ids(lm.tokenizer)
     tok = lm.tokenizer
     ctx = [tok(p.prompt, add_special_tokens=True)["input_ids"] + [open_id] for p in problems]
     rows = [int(i) for i in c.prompt_index]
     texts = c.texts
     return Traces(
-        n=n, thoughts=list(c.thoughts), answers=list(c.answers), texts=texts, context_ids=[ctx[i] for i in rows],
+        n=n,
+        thoughts=list(c.thoughts),
+        answers=list(c.answers),
+        texts=texts,
+        context_ids=[ctx[i] for i in rows],
         thought_ids=[tok(t, add_special_tokens=False)["input_ids"] for t in c.thoughts],
         lengths=[int(a) + int(b) for a, b in zip(c.thought_tokens, c.answer_tokens)],
         extracted=[task.extract_answer(t) for t in texts],
-        scores=[task.score(problems[i], t) for i, t in zip(rows, texts)])
+        scores=[task.score(problems[i], t) for i, t in zip(rows, texts)],
+    )
 
 
 class _Audit:
@@ -129,8 +175,9 @@ class _Audit:
 
     def traces(self, name: str, lm) -> Traces:
         if name not in self._traces:
-            self._traces[name] = sample_traces(lm, self.task, self.problems, self.job, self.job.samples, self.budget,
-                                               self.job.seed)
+            self._traces[name] = sample_traces(
+                lm, self.task, self.problems, self.job, self.job.samples, self.budget, self.job.seed
+            )
         return self._traces[name]
 
     # ------------------------------------------------------------ 1. DTR and Think@n
@@ -141,17 +188,27 @@ class _Audit:
         j, tr = self.job, self.traces("model", self.lm)
         cap = max(j.dtr_max_tokens or 0, j.prefix_tokens) if j.dtr_max_tokens else None
         thought_ids = [ids[:cap] for ids in tr.thought_ids]
-        divs = response_divergences(self.lm.model, self.lm.tokenizer, tr.context_ids, thought_ids, base=j.log_base,
-                                    batch_size=max(1, j.batch_size // 4))
+        divs = response_divergences(
+            self.lm.model,
+            self.lm.tokenizer,
+            tr.context_ids,
+            thought_ids,
+            base=j.log_base,
+            batch_size=max(1, j.batch_size // 4),
+        )
         result = dtr_result(divs, [s >= 1 for s in tr.scores], j.g, j.rho, j.depth_rule, j.log_base)
         result.max_tokens = cap
         groups = []
         for k, p in enumerate(self.problems):
             rows = range(k * tr.n, (k + 1) * tr.n)
-            groups.append({"answers": [tr.extracted[i] for i in rows],
-                           "prefix_dtr": [dtr(divs[i][:, :j.prefix_tokens], j.g, j.rho, j.depth_rule) for i in rows],
-                           "lengths": [tr.lengths[i] for i in rows],
-                           "score": (lambda a, p=p: self.task.score(p, a))})
+            groups.append(
+                {
+                    "answers": [tr.extracted[i] for i in rows],
+                    "prefix_dtr": [dtr(divs[i][:, : j.prefix_tokens], j.g, j.rho, j.depth_rule) for i in rows],
+                    "lengths": [tr.lengths[i] for i in rows],
+                    "score": (lambda a, p=p: self.task.score(p, a)),
+                }
+            )
         return result, think_at_n(groups, prefix=j.prefix_tokens)
 
     # ------------------------------------------------------------ 2. information gain per step
@@ -165,8 +222,17 @@ class _Audit:
             lls, correct = [], []
             for k, i in enumerate(tr.first()):
                 p = self.problems[k]
-                lls.append(answer_logliks(lm.model, lm.tokenizer, p.prompt, tr.thoughts[i], p.answer, self.job.batch_size,
-                                          self.job.max_steps))
+                lls.append(
+                    answer_logliks(
+                        lm.model,
+                        lm.tokenizer,
+                        p.prompt,
+                        tr.thoughts[i],
+                        p.answer,
+                        self.job.batch_size,
+                        self.job.max_steps,
+                    )
+                )
                 correct.append(tr.scores[i] >= 1)
             per_model[self._label(name)] = summarize_gains(lls, correct)
         return StepGainResult(per_model)
@@ -186,13 +252,17 @@ class _Audit:
         pool = sorted({t for ids in own for t in ids})
         noisy = [perturb(ids, self.job.perturb_fraction, pool, rng)[0] for ids in own]
         off[f"own, {self.job.perturb_fraction:.0%} tokens perturbed"] = mean_entropy(
-            continuation_entropy(lm.model, lm.tokenizer, ctx, noisy, self.job.batch_size))
+            continuation_entropy(lm.model, lm.tokenizer, ctx, noisy, self.job.batch_size)
+        )
         if self.other is not None:
             theirs = self.traces("compare", self.other)
             foreign = [lm.tokenizer(theirs.thoughts[i], add_special_tokens=False)["input_ids"] for i in theirs.first()]
-            off["from --compare"] = mean_entropy(continuation_entropy(lm.model, lm.tokenizer, ctx, foreign, self.job.batch_size))
-        return PolicyEntropyResult(on_policy=on, off_policy=off, trajectories=len(rows),
-                                   perturb_fraction=self.job.perturb_fraction)
+            off["from --compare"] = mean_entropy(
+                continuation_entropy(lm.model, lm.tokenizer, ctx, foreign, self.job.batch_size)
+            )
+        return PolicyEntropyResult(
+            on_policy=on, off_policy=off, trajectories=len(rows), perturb_fraction=self.job.perturb_fraction
+        )
 
     # ------------------------------------------------------------ 4. reflection
 
@@ -203,11 +273,16 @@ class _Audit:
         analyses, texts, rights = [], [], []
         for i, (thought, answer) in enumerate(zip(tr.thoughts, tr.answers)):
             p = self.problems[i // tr.n]
-            right = (lambda a, p=p: self.task.score(p, a) >= 1)
+
+            def right(a, p=p):
+                return self.task.score(p, a) >= 1
+
             analyses.append(analyse_trace(thought, answer, tr.extracted[i], right))
             texts.append(thought + answer)
             rights.append(right)
-        return reflection_result(analyses, texts, rights, count_tokens=lambda s: len(tok(s, add_special_tokens=False)["input_ids"]))
+        return reflection_result(
+            analyses, texts, rights, count_tokens=lambda s: len(tok(s, add_special_tokens=False)["input_ids"])
+        )
 
     # ------------------------------------------------------------ 5. budget curve
 
@@ -225,11 +300,22 @@ class _Audit:
         prompts = [p.prompt for p in self.problems]
         trunc, force, tokens = [], [], {"truncation": [], "forcing": []}
         for b in self.budgets():
-            c = generate(lm.model, lm.tokenizer, prompts, think=True, n=1, temperature=0.0, max_thought_tokens=b,
-                         max_answer_tokens=j.max_answer_tokens, batch_size=j.batch_size)
+            c = generate(
+                lm.model,
+                lm.tokenizer,
+                prompts,
+                think=True,
+                n=1,
+                temperature=0.0,
+                max_thought_tokens=b,
+                max_answer_tokens=j.max_answer_tokens,
+                batch_size=j.batch_size,
+            )
             trunc.append(sum(self.task.score(p, t) for p, t in zip(self.problems, c.texts)) / len(prompts))
             tokens["truncation"].append(float(c.thought_tokens.float().mean()))
-            ids, _ = forced_thoughts(lm.model, lm.tokenizer, prompts, b, force_text=j.force_text, batch_size=j.batch_size)
+            ids, _ = forced_thoughts(
+                lm.model, lm.tokenizer, prompts, b, force_text=j.force_text, batch_size=j.batch_size
+            )
             answers = answers_after(lm.model, lm.tokenizer, prompts, ids, j.max_answer_tokens, batch_size=j.batch_size)
             texts = [f"<think>{lm.tokenizer.decode(t)}</think>{a}" for t, a in zip(ids, answers)]
             force.append(sum(self.task.score(p, t) for p, t in zip(self.problems, texts)) / len(prompts))
@@ -245,8 +331,17 @@ class _Audit:
         exemplars = [p for p in pool if p.thought][: self.job.exemplars]
         if len(exemplars) < self.job.exemplars:
             return {"skipped": f"task {self.job.task} has no worked thoughts to build exemplars from"}
-        return validity_accuracy(self.lm.model, self.lm.tokenizer, self.task, exemplars, self.problems, self.budget,
-                                 self.job.max_answer_tokens, self.job.seed, self.job.batch_size)
+        return validity_accuracy(
+            self.lm.model,
+            self.lm.tokenizer,
+            self.task,
+            exemplars,
+            self.problems,
+            self.budget,
+            self.job.max_answer_tokens,
+            self.job.seed,
+            self.job.batch_size,
+        )
 
     # ------------------------------------------------------------ 7. sparsity
 
@@ -260,8 +355,13 @@ class _Audit:
             from ponder.lm.load import load_model
 
             second = load_model(self.job.second_run, device="cpu").model.state_dict()
-        return update_sparsity(self._state(self.lm), self._state(self.other), self.job.sparsity_tol, other=second,
-                               names=(self.job.model, self.job.compare))
+        return update_sparsity(
+            self._state(self.lm),
+            self._state(self.other),
+            self.job.sparsity_tol,
+            other=second,
+            names=(self.job.model, self.job.compare),
+        )
 
     @staticmethod
     def _state(lm) -> dict:
@@ -271,15 +371,20 @@ class _Audit:
         from ponder.probe.sparsity import check_same_architecture
 
         if self.wants("sparsity") and self.other is not None:
-            check_same_architecture(self.lm.model.state_dict(), self.other.model.state_dict(),
-                                    (self.job.model, str(self.job.compare)))
+            check_same_architecture(
+                self.lm.model.state_dict(), self.other.model.state_dict(), (self.job.model, str(self.job.compare))
+            )
 
     # ------------------------------------------------------------ 8. planning tokens
 
     def run_planning_tokens(self):
         from ponder.lm.load import load_model
         from ponder.probe.planning import (
-            PlanningResult, checkpoint_planning, lexicon_clusters, mine_strategic_ngrams, word_entropies_from_tokens,
+            PlanningResult,
+            checkpoint_planning,
+            lexicon_clusters,
+            mine_strategic_ngrams,
+            word_entropies_from_tokens,
         )
         from ponder.probe.policy_entropy import continuation_entropy
 
@@ -289,16 +394,27 @@ class _Audit:
             strategic, source = lexicon_clusters(self.job.planning_lexicon), "lexicon"
         else:
             won = [t for tr in traces.values() for t, s in zip(tr.thoughts, tr.scores) if s >= 1]
-            strategic, source = mine_strategic_ngrams(won), "mined from successful traces (3-5-grams, top 20% by document frequency)"
+            strategic, source = (
+                mine_strategic_ngrams(won),
+                "mined from successful traces (3-5-grams, top 20% by document frequency)",
+            )
         points = []
         for name, lm in series:
             tr = traces[name]
             word_ent = None
             try:
                 enc = [lm.tokenizer(t, add_special_tokens=False, return_offsets_mapping=True) for t in tr.thoughts]
-                ents = continuation_entropy(lm.model, lm.tokenizer, tr.context_ids, [e["input_ids"] for e in enc],
-                                            self.job.batch_size, skip_first=False)
-                word_ent = [word_entropies_from_tokens(t, e["offset_mapping"], h) for t, e, h in zip(tr.thoughts, enc, ents)]
+                ents = continuation_entropy(
+                    lm.model,
+                    lm.tokenizer,
+                    tr.context_ids,
+                    [e["input_ids"] for e in enc],
+                    self.job.batch_size,
+                    skip_first=False,
+                )
+                word_ent = [
+                    word_entropies_from_tokens(t, e["offset_mapping"], h) for t, e, h in zip(tr.thoughts, enc, ents)
+                ]
             except (NotImplementedError, KeyError, TypeError):  # a slow tokenizer has no offsets
                 pass
             points.append(checkpoint_planning(self._label(name), tr.thoughts, tr.answers, strategic, word_ent))
@@ -350,8 +466,17 @@ def run_audit(job: AuditJob, progress: bool = True) -> dict:
             bar.advance(task_id)
     for key in DIAGNOSTICS:
         results.setdefault(key, {"skipped": "not requested (--diagnostics)"})
-    payload = {"model": job.model, "compare": job.compare, "task": job.task, "problems": len(audit.problems),
-               "samples": job.samples, "thought_budget": audit.budget, "seconds": seconds, "config": job.model_dump(mode="json"), **results}
+    payload = {
+        "model": job.model,
+        "compare": job.compare,
+        "task": job.task,
+        "problems": len(audit.problems),
+        "samples": job.samples,
+        "thought_budget": audit.budget,
+        "seconds": seconds,
+        "config": job.model_dump(mode="json"),
+        **results,
+    }
     out = Path(job.out)
     out.mkdir(parents=True, exist_ok=True)
     payload = finite(payload)

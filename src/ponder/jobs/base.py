@@ -23,7 +23,6 @@ from ponder.lm.tiny import TinyArch
 from ponder.lm.tiny_cache import TINY
 from ponder.train.next_token import NextTokenConfig
 
-
 #: Recipe fields added after caches existed: left out of the fingerprint at their default.
 _LATER_FIELDS = ("lazy_thoughts", "init")
 
@@ -37,15 +36,35 @@ class BaseJob(BaseModel):
     model_config = ConfigDict(extra="forbid")
     task: str = Field(DEMO_TASK, description="synthetic task whose documents form the corpus")
     think_fraction: float = Field(0.5, ge=0, le=1, description="share of documents written with a worked scratchpad")
-    mid_answer_thoughts: float = Field(0.0, ge=0, le=1, description="share of scratchpad documents whose thought sits inside the answer (text resumes after it)")
-    pause_thoughts: float = Field(0.0, ge=0, le=1, description="share of documents with one pause thought (a single space) at a random point other than the answer start")
-    lazy_thoughts: float = Field(0.0, ge=0, le=1, description="share of scratchpad documents whose thought is a pause instead of the worked steps: the model can reason when it thinks but usually does not")
-    init: str | None = Field(None, description="start from this model instead of a random initialisation: 'tiny' (the default base, trained first if not cached) or a Hugging Face directory of a tiny model; its architecture replaces arch")
+    mid_answer_thoughts: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="share of scratchpad documents whose thought sits inside the answer (text resumes after it)",
+    )
+    pause_thoughts: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="share of documents with one pause thought (a single space) at a random point other than the answer start",
+    )
+    lazy_thoughts: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="share of scratchpad documents whose thought is a pause instead of the worked steps: the model can reason when it thinks but usually does not",
+    )
+    init: str | None = Field(
+        None,
+        description="start from this model instead of a random initialisation: 'tiny' (the default base, trained first if not cached) or a Hugging Face directory of a tiny model; its architecture replaces arch",
+    )
     out: str | None = Field(None, description="output directory (default: the tiny-model cache)")
     eval_n: int = Field(200, ge=1, description="held-out problems measured at the end")
     seed: int = Field(0, description="seed of the data stream, the initialisation and the optimizer")
     arch: TinyArch = TinyArch()
-    train: NextTokenConfig = NextTokenConfig(steps=800, batch_size=64, lr=2e-3, warmup_steps=100, save_every=200, max_length=128)
+    train: NextTokenConfig = NextTokenConfig(
+        steps=800, batch_size=64, lr=2e-3, warmup_steps=100, save_every=200, max_length=128
+    )
 
     def fingerprint(self) -> str:
         """Hash of everything that determines the trained weights (not ``out`` or ``eval_n``)."""
@@ -82,15 +101,32 @@ def run_base(job: BaseJob, out_dir: str | Path, resume: bool = False, progress: 
     (out_dir).mkdir(parents=True, exist_ok=True)
     (out_dir / "base_job.json").write_text(job.model_dump_json(indent=2))
     summary = train_next_token(
-        model, tokenizer,
-        documents=lambda: iter_task_documents(task, seed=job.seed, think_fraction=job.think_fraction,
-                                              mid_answer_thoughts=job.mid_answer_thoughts,
-                                              pause_thoughts=job.pause_thoughts, lazy_thoughts=job.lazy_thoughts),
+        model,
+        tokenizer,
+        documents=lambda: iter_task_documents(
+            task,
+            seed=job.seed,
+            think_fraction=job.think_fraction,
+            mid_answer_thoughts=job.mid_answer_thoughts,
+            pause_thoughts=job.pause_thoughts,
+            lazy_thoughts=job.lazy_thoughts,
+        ),
         cfg=job.train.model_copy(update={"seed": job.seed}),
-        run_dir=out_dir, resume=resume, progress=progress, description="ponder base",
+        run_dir=out_dir,
+        resume=resume,
+        progress=progress,
+        description="ponder base",
     )
-    result = evaluate(model, tokenizer, task, n=job.eval_n, seed=job.seed, model_name=str(out_dir / "final"),
-                      max_thought_tokens=thought_budget(task), progress=progress)
+    result = evaluate(
+        model,
+        tokenizer,
+        task,
+        n=job.eval_n,
+        seed=job.seed,
+        model_name=str(out_dir / "final"),
+        max_thought_tokens=thought_budget(task),
+        progress=progress,
+    )
     summary["eval"] = result.to_json()
     (out_dir / "base_summary.json").write_text(json.dumps(summary, indent=2))
     return summary
@@ -112,7 +148,14 @@ def lazy_base_job() -> BaseJob:
     Whether a training method teaches a model to *use* its thoughts shows on this base; the default
     one always works the steps when it thinks, which leaves nothing to teach.
     """
-    return BaseJob(init=INIT_DEFAULT_TINY, think_fraction=0.5, mid_answer_thoughts=0.5, lazy_thoughts=0.6,
-                   pause_thoughts=0.5, seed=1,
-                   train=NextTokenConfig(steps=150, batch_size=64, lr=5e-4, min_lr_ratio=1.0, warmup_steps=10,
-                                         save_every=50, max_length=128))
+    return BaseJob(
+        init=INIT_DEFAULT_TINY,
+        think_fraction=0.5,
+        mid_answer_thoughts=0.5,
+        lazy_thoughts=0.6,
+        pause_thoughts=0.5,
+        seed=1,
+        train=NextTokenConfig(
+            steps=150, batch_size=64, lr=5e-4, min_lr_ratio=1.0, warmup_steps=10, save_every=50, max_length=128
+        ),
+    )

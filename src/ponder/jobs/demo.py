@@ -27,9 +27,19 @@ from ponder.rl.rlp import RLPConfig
 def _demo_rlp() -> RLPConfig:
     # lr 3e-5: 1e-4 collapsed think accuracy (0.84 -> 0.22 in 40 steps), 1e-5 left it unchanged.
     # think_prob: positions where the baseline would open a thought (the answer starts, here).
-    return RLPConfig(steps=40, docs_per_step=16, group_size=8, max_thought_tokens=56, context_length=128,
-                     temperature=0.7, lr=3e-5, warmup_steps=5, ema_tau=0.999, save_every=20,
-                     position_weighting="think_prob")
+    return RLPConfig(
+        steps=40,
+        docs_per_step=16,
+        group_size=8,
+        max_thought_tokens=56,
+        context_length=128,
+        temperature=0.7,
+        lr=3e-5,
+        warmup_steps=5,
+        ema_tau=0.999,
+        save_every=20,
+        position_weighting="think_prob",
+    )
 
 
 class DemoJob(BaseModel):
@@ -38,7 +48,9 @@ class DemoJob(BaseModel):
     model_config = ConfigDict(extra="forbid")
     seeds: list[int] = Field([0, 1, 2], description="seeds of the RLP and CPT runs")
     task: str = Field(DEMO_TASK, description="demo task")
-    base: str | None = Field(None, description="base model directory (default: the cached tiny-lazy model, trained on first use)")
+    base: str | None = Field(
+        None, description="base model directory (default: the cached tiny-lazy model, trained on first use)"
+    )
     out: str = Field("runs/demo", description="output directory (runs, JSON, HTML report)")
     eval_n: int = Field(200, ge=1, description="held-out problems per evaluation")
     info_gain_docs: int = Field(32, ge=1, description="held-out documents for the information-gain measurement")
@@ -47,7 +59,7 @@ class DemoJob(BaseModel):
     rlp: RLPConfig = Field(default_factory=_demo_rlp)
 
     @classmethod
-    def quick(cls) -> "DemoJob":
+    def quick(cls) -> DemoJob:
         """One seed, small budgets: a smoke run of the whole pipeline in a few minutes."""
         rlp = _demo_rlp().model_copy(update={"steps": 10, "docs_per_step": 8, "save_every": 5})
         return cls(seeds=[0], eval_n=100, info_gain_docs=16, rlp=rlp, out="runs/demo-quick")
@@ -59,11 +71,16 @@ def _measure(model, tokenizer, task, job: DemoJob, heldout_docs, seed: int = 0) 
     from ponder.rl.info_gain import information_gain
 
     res = evaluate(model, tokenizer, task, n=job.eval_n, seed=0, max_thought_tokens=thought_budget(task))
-    ig = information_gain(model, tokenizer, heldout_docs, group_size=4, max_thought_tokens=job.rlp.max_thought_tokens,
-                          seed=seed)
-    return {"think_accuracy": res.modes["think"].accuracy, "no_think_accuracy": res.modes["no_think"].accuracy,
-            "mean_thought_tokens": res.modes["think"].mean_thought_tokens,
-            "info_gain_answer": ig["answer"], "info_gain_other": ig["other"]}
+    ig = information_gain(
+        model, tokenizer, heldout_docs, group_size=4, max_thought_tokens=job.rlp.max_thought_tokens, seed=seed
+    )
+    return {
+        "think_accuracy": res.modes["think"].accuracy,
+        "no_think_accuracy": res.modes["no_think"].accuracy,
+        "mean_thought_tokens": res.modes["think"].mean_thought_tokens,
+        "info_gain_answer": ig["answer"],
+        "info_gain_other": ig["other"],
+    }
 
 
 def _aggregate(per_seed: list[dict], seeds: list[int]) -> dict:
@@ -91,17 +108,32 @@ def run_demo(job: DemoJob, progress: bool = True) -> dict:
     console.print(f"[bold]ponder demo[/]: base model {base_dir}; runs under {out}")
     base = load_model(str(base_dir))
     held = TaskSource(task, seed=0, split="test").stream()
-    heldout_docs = tokenize_docs(base.tokenizer, [next(held) for _ in range(job.info_gain_docs)], job.rlp.context_length)
+    heldout_docs = tokenize_docs(
+        base.tokenizer, [next(held) for _ in range(job.info_gain_docs)], job.rlp.context_length
+    )
 
     results = {"base": _measure(base.model, base.tokenizer, task, job, heldout_docs)}
     rows = {"rlp": [], "cpt": []}
     for seed in job.seeds:
         rlp_dir, cpt_dir = out / f"rlp-s{seed}", out / f"cpt-s{seed}"
-        rlp_job = RLPJob(**{**job.rlp.model_dump(), "seed": seed, "model": str(base_dir), "task": job.task, "out": str(rlp_dir)})
+        rlp_job = RLPJob(
+            **{**job.rlp.model_dump(), "seed": seed, "model": str(base_dir), "task": job.task, "out": str(rlp_dir)}
+        )
         run_rlp(rlp_job, resume=True, progress=progress)
-        cpt_job = CPTJob(model=str(base_dir), task=job.task, out=str(cpt_dir), seed=seed, match_run=str(rlp_dir),
-                         match="flop", batch_size=job.cpt_batch_size, lr=job.cpt_lr, warmup_steps=5, min_lr_ratio=1.0,
-                         max_length=job.rlp.context_length, save_every=10**6)
+        cpt_job = CPTJob(
+            model=str(base_dir),
+            task=job.task,
+            out=str(cpt_dir),
+            seed=seed,
+            match_run=str(rlp_dir),
+            match="flop",
+            batch_size=job.cpt_batch_size,
+            lr=job.cpt_lr,
+            warmup_steps=5,
+            min_lr_ratio=1.0,
+            max_length=job.rlp.context_length,
+            save_every=10**6,
+        )
         run_cpt(cpt_job, resume=True, progress=progress)
         for name, d in (("rlp", rlp_dir), ("cpt", cpt_dir)):
             model, tok = load_hf_dir(d / "final")

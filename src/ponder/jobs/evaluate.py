@@ -14,7 +14,9 @@ class EvalJob(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     model: str = Field("tiny", description="tiny, tiny-lazy, smollm2-135m, a HF model directory or a .gguf file")
-    task: str = Field(DEMO_TASK, description="task name (see `ponder tasks`), rg:<reasoning-gym name> or a BIG-bench task.json")
+    task: str = Field(
+        DEMO_TASK, description="task name (see `ponder tasks`), rg:<reasoning-gym name> or a BIG-bench task.json"
+    )
     n: int = Field(200, ge=1, description="held-out problems")
     seed: int = Field(0, description="seed of the problem draw and of sampling")
     k: int = Field(1, ge=1, description="samples per problem for pass@k and maj@k (1 = greedy only)")
@@ -38,6 +40,18 @@ def run_eval(job: EvalJob, progress: bool = True):
     if budget is None:
         budget = thought_budget(task) if hasattr(task, "sample") else 256
     modes = ("think", "no_think") if job.mode == "both" else (job.mode,)
-    return evaluate(lm.model, lm.tokenizer, task, n=job.n, seed=job.seed, modes=modes, model_name=job.model,
-                    k=job.k, temperature=job.temperature, max_thought_tokens=budget,
-                    max_answer_tokens=job.max_answer_tokens, batch_size=job.batch_size, progress=progress)
+    return evaluate(
+        lm.model,
+        lm.tokenizer,
+        task,
+        n=job.n,
+        seed=job.seed,
+        modes=modes,
+        model_name=job.model,
+        k=job.k,
+        temperature=job.temperature,
+        max_thought_tokens=budget,
+        max_answer_tokens=job.max_answer_tokens,
+        batch_size=job.batch_size,
+        progress=progress,
+    )

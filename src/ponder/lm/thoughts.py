@@ -42,7 +42,7 @@ def split_thought(text: str) -> tuple[str | None, str, bool]:
     end = text.find(THINK_CLOSE, body_start)
     if end < 0:
         return text[body_start:], text[:start], False
-    return text[body_start:end], text[:start] + strip_thoughts(text[end + len(THINK_CLOSE):]), True
+    return text[body_start:end], text[:start] + strip_thoughts(text[end + len(THINK_CLOSE) :]), True
 
 
 def think_token_ids(tokenizer) -> tuple[int, int]:
@@ -72,7 +72,9 @@ def ensure_think_tokens(model, tokenizer) -> int:
     Resizes the model's embeddings (and an untied output layer) and initialises the new rows
     to the mean of the old ones.
     """
-    missing = [t for t in (THINK_OPEN, THINK_CLOSE) if tokenizer.convert_tokens_to_ids(t) in (None, tokenizer.unk_token_id)]
+    missing = [
+        t for t in (THINK_OPEN, THINK_CLOSE) if tokenizer.convert_tokens_to_ids(t) in (None, tokenizer.unk_token_id)
+    ]
     if not missing:
         return 0
     tokenizer.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)

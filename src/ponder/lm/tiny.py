@@ -46,9 +46,7 @@ def build_char_tokenizer():
     core.post_processor = processors.TemplateProcessing(
         single=f"{BOS} $A", pair=f"{BOS} $A $B", special_tokens=[(BOS, vocab[BOS])]
     )
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=core, pad_token=PAD, bos_token=BOS, eos_token=EOS, unk_token=UNK
-    )
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token=PAD, bos_token=BOS, eos_token=EOS, unk_token=UNK)
     tok.add_special_tokens({"additional_special_tokens": [THINK_OPEN, THINK_CLOSE]})
     tok.model_max_length = TinyArch().max_positions
     return tok

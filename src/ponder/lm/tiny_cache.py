@@ -44,8 +44,10 @@ def ensure_base(job=None, override: str | os.PathLike | None = None, progress: b
     final = root / "final"
     if (final / "config.json").is_file():
         return final
-    console.print(f"[bold]ponder:[/] no cached tiny model for this recipe; training it now (minutes on CPU) into {root}\n"
-                  "        (set PONDER_TINY_DIR or PONDER_CACHE to choose another place)")
+    console.print(
+        f"[bold]ponder:[/] no cached tiny model for this recipe; training it now (minutes on CPU) into {root}\n"
+        "        (set PONDER_TINY_DIR or PONDER_CACHE to choose another place)"
+    )
     run_base(job, root, resume=True, progress=progress)
     return final
 

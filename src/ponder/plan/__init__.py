@@ -10,5 +10,17 @@ from ponder.plan.edits import Edit, EditRejected, Vocabulary, apply_edit, candid
 from ponder.plan.env import Outcome, PlanEnv, PlanInputError
 from ponder.plan.state import FORMATS, Chain, render_prompt
 
-__all__ = ["Chain", "render_prompt", "FORMATS", "Edit", "EditRejected", "apply_edit", "candidate_edits", "Vocabulary",
-           "mine_vocabulary", "PlanEnv", "Outcome", "PlanInputError"]
+__all__ = [
+    "Chain",
+    "render_prompt",
+    "FORMATS",
+    "Edit",
+    "EditRejected",
+    "apply_edit",
+    "candidate_edits",
+    "Vocabulary",
+    "mine_vocabulary",
+    "PlanEnv",
+    "Outcome",
+    "PlanInputError",
+]

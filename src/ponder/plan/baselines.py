@@ -22,8 +22,11 @@ def random_search(search: Search, start: Chain, vocab: Vocabulary, seed: int = 0
     rng = random.Random(seed)
     search.evaluate(start)
     while not search.exhausted:
-        cands = [(e, c) for e, c in candidate_edits(search.best, vocab, rng, candidates, search.env.accept)
-                 if not search.env.seen(c)]
+        cands = [
+            (e, c)
+            for e, c in candidate_edits(search.best, vocab, rng, candidates, search.env.accept)
+            if not search.env.seen(c)
+        ]
         if not cands:
             break
         edit, chain = rng.choice(cands)
@@ -37,8 +40,11 @@ def hill_climb(search: Search, start: Chain, vocab: Vocabulary, seed: int = 0, c
     stale = 0
     while not search.exhausted and stale < 5:
         here = search.best
-        cands = [(e, c) for e, c in candidate_edits(here, vocab, rng, candidates, search.env.accept)
-                 if not search.env.seen(c)]
+        cands = [
+            (e, c)
+            for e, c in candidate_edits(here, vocab, rng, candidates, search.env.accept)
+            if not search.env.seen(c)
+        ]
         for edit, chain in cands:
             if search.exhausted:
                 break
@@ -65,7 +71,9 @@ def _lm_mutation(search: Search, chain: Chain, vocab: Vocabulary, rng: random.Ra
         i, source = len(lines), rng.choice(pool) if pool else "Answer:"
         lines.append(source)
     head = source[: max(1, len(source) // 2)]
-    tail = search.env.propose([head], n=1, max_new_tokens=max(8, len(source) - len(head) + 4), temperature=1.0, seed=seed)[0]
+    tail = search.env.propose(
+        [head], n=1, max_new_tokens=max(8, len(source) - len(head) + 4), temperature=1.0, seed=seed
+    )[0]
     text = " ".join((head + tail).split())
     if not text:
         lines.pop(i)
@@ -74,8 +82,9 @@ def _lm_mutation(search: Search, chain: Chain, vocab: Vocabulary, rng: random.Ra
     return chain.with_lines(fld, lines), f"evolve: {fld}[{i}] <- LM({head!r})"
 
 
-def evolution(search: Search, start: Chain, vocab: Vocabulary, seed: int = 0, population: int = 6,
-              candidates: int = 48) -> Search:
+def evolution(
+    search: Search, start: Chain, vocab: Vocabulary, seed: int = 0, population: int = 6, candidates: int = 48
+) -> Search:
     rng = random.Random(seed)
     env = search.env
     pop = [(start, search.evaluate(start).value)]

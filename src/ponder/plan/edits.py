@@ -18,8 +18,8 @@ from __future__ import annotations
 import random
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
 from ponder.plan.state import FORMATS, LINE_FIELDS, Chain
 
@@ -27,8 +27,15 @@ SCALES = ("token", "step", "instruction")
 OPS = {
     "token": ("insert_word", "delete_word", "replace_word"),
     "step": ("reorder", "split", "merge", "delete_step", "insert_step", "rewrite_step"),
-    "instruction": ("add_instruction", "replace_instruction", "remove_instruction",
-                    "add_exemplar", "replace_exemplar", "remove_exemplar", "set_format"),
+    "instruction": (
+        "add_instruction",
+        "replace_instruction",
+        "remove_instruction",
+        "add_exemplar",
+        "replace_exemplar",
+        "remove_exemplar",
+        "set_format",
+    ),
 }
 ALL_OPS = tuple(op for ops in OPS.values() for op in ops)
 SCALE_OF = {op: scale for scale, ops in OPS.items() for op in ops}
@@ -151,10 +158,10 @@ def _apply(chain: Chain, e: Edit) -> Chain:
             words = steps[e.index].split()
             if not 0 < e.pos < len(words):
                 raise EditRejected(f"{op}: a step of {len(words)} words cannot be split before word {e.pos}")
-            steps[e.index:e.index + 1] = [" ".join(words[:e.pos]), " ".join(words[e.pos:])]
+            steps[e.index : e.index + 1] = [" ".join(words[: e.pos]), " ".join(words[e.pos :])]
         elif op == "merge":
             _check_index(steps, e.index + 1, op)
-            steps[e.index:e.index + 2] = [steps[e.index] + " " + steps[e.index + 1]]
+            steps[e.index : e.index + 2] = [steps[e.index] + " " + steps[e.index + 1]]
         elif op == "delete_step":
             del steps[e.index]
         else:  # rewrite_step
@@ -200,7 +207,7 @@ class Vocabulary:
     steps: list[str] = field(default_factory=list)
     formats: tuple[str, ...] = FORMATS
 
-    def extend(self, **lists) -> "Vocabulary":
+    def extend(self, **lists) -> Vocabulary:
         for name, items in lists.items():
             pool = getattr(self, name)
             for item in items:
@@ -253,8 +260,10 @@ def mine_vocabulary(task, n: int = 64, seed: int = 0, n_words: int = 40, n_exemp
 
 # ---------------------------------------------------------------- candidates
 
-def enumerate_edits(chain: Chain, vocab: Vocabulary, rng: random.Random, samples_per_op: int = 2,
-                    scales: tuple[str, ...] = SCALES) -> list[Edit]:
+
+def enumerate_edits(
+    chain: Chain, vocab: Vocabulary, rng: random.Random, samples_per_op: int = 2, scales: tuple[str, ...] = SCALES
+) -> list[Edit]:
     """Edits of ``chain``: every structural edit (deletes, removals, merges, swaps of
     neighbours, format changes) and ``samples_per_op`` random payload edits per operation."""
     out: list[Edit] = []
@@ -291,19 +300,34 @@ def enumerate_edits(chain: Chain, vocab: Vocabulary, rng: random.Random, samples
         out += [Edit("remove_instruction", index=i) for i in range(len(chain.instructions))]
         out += [Edit("remove_exemplar", index=i) for i in range(len(chain.exemplars))]
         for _ in range(samples_per_op):
-            out.append(Edit("add_instruction", index=rng.randint(0, len(chain.instructions)), payload=pick(vocab.instructions)))
+            out.append(
+                Edit("add_instruction", index=rng.randint(0, len(chain.instructions)), payload=pick(vocab.instructions))
+            )
             out.append(Edit("add_exemplar", index=rng.randint(0, len(chain.exemplars)), payload=pick(vocab.exemplars)))
             if chain.instructions:
-                out.append(Edit("replace_instruction", index=rng.randrange(len(chain.instructions)),
-                                payload=pick(vocab.instructions)))
+                out.append(
+                    Edit(
+                        "replace_instruction",
+                        index=rng.randrange(len(chain.instructions)),
+                        payload=pick(vocab.instructions),
+                    )
+                )
             if chain.exemplars:
-                out.append(Edit("replace_exemplar", index=rng.randrange(len(chain.exemplars)), payload=pick(vocab.exemplars)))
+                out.append(
+                    Edit("replace_exemplar", index=rng.randrange(len(chain.exemplars)), payload=pick(vocab.exemplars))
+                )
     return out
 
 
-def candidate_edits(chain: Chain, vocab: Vocabulary, rng: random.Random, max_candidates: int = 48,
-                    accept: Callable[[Chain], bool] | None = None, scales: tuple[str, ...] = SCALES,
-                    samples_per_op: int = 2) -> list[tuple[Edit, Chain]]:
+def candidate_edits(
+    chain: Chain,
+    vocab: Vocabulary,
+    rng: random.Random,
+    max_candidates: int = 48,
+    accept: Callable[[Chain], bool] | None = None,
+    scales: tuple[str, ...] = SCALES,
+    samples_per_op: int = 2,
+) -> list[tuple[Edit, Chain]]:
     """Up to ``max_candidates`` distinct ``(edit, resulting chain)`` pairs, drawn evenly across operations.
 
     Edits that are rejected or lead to the same chain as an earlier one are dropped;

@@ -88,5 +88,9 @@ class Elite:
             self.restarts += 1
 
     def to_json(self) -> dict:
-        return {"size": len(self.entries), "restarts": self.restarts, "resets": self.resets,
-                "values": sorted((round(e.value, 4) for e in self.entries.values()), reverse=True)}
+        return {
+            "size": len(self.entries),
+            "restarts": self.restarts,
+            "resets": self.resets,
+            "values": sorted((round(e.value, 4) for e in self.entries.values()), reverse=True),
+        }

@@ -44,7 +44,7 @@ class LMFeatures:
         tok, model = self.lm.tokenizer, self.lm.model
         out = []
         for start in range(0, len(texts), self.batch_size):
-            ids = tok(texts[start:start + self.batch_size], add_special_tokens=True)["input_ids"]
+            ids = tok(texts[start : start + self.batch_size], add_special_tokens=True)["input_ids"]
             x, mask = left_pad(ids, pad_id_of(tok), model_device(model))
             states = hidden_states(model, x, mask)
             m = mask.unsqueeze(-1).float()

@@ -32,7 +32,6 @@ from ponder.lm.thoughts import THINK_CLOSE, THINK_OPEN, has_think_tokens, think_
 from ponder.plan.edits import Edit, EditRejected, apply_edit
 from ponder.plan.state import Chain, render_prompt
 
-
 #: Nats per token at which the log-likelihood term of :attr:`Outcome.value` reaches 0.
 LOGLIK_SCALE = 10.0
 
@@ -173,11 +172,15 @@ class PlanEnv:
         prompts = [render_prompt(chain, p.prompt) for p in problems]
         think = chain.answer_format == "think"
         if think and not has_think_tokens(tok):
-            raise PlanInputError("the 'think' answer format needs a model with <think> tokens (load it with ponder.lm.load_model).")
+            raise PlanInputError(
+                "the 'think' answer format needs a model with <think> tokens (load it with ponder.lm.load_model)."
+            )
         ban = [think_ban_ids(tok)[0]] if think else (think_ban_ids(tok) if has_think_tokens(tok) else [])
         budget = self.max_answer_tokens + (self.max_thought_tokens if think else 0)
         with torch.no_grad():
-            s = sample(lm.model, tok, prompts, n=1, max_new_tokens=budget, temperature=0.0, stop=("\n",), ban_token_ids=ban)
+            s = sample(
+                lm.model, tok, prompts, n=1, max_new_tokens=budget, temperature=0.0, stop=("\n",), ban_token_ids=ban
+            )
         tokens = sum(len(p) for p in s.prompt_ids) + int(s.mask.sum())
         completions, contexts = [], []
         for prompt, text in zip(prompts, s.texts):
@@ -203,8 +206,15 @@ class PlanEnv:
         return Outcome(acc, ref_prob, loglik, len(problems)), calls, tokens
 
     # ---------------------------------------------------------------- proposals
-    def propose(self, prompts: list[str], n: int = 1, max_new_tokens: int = 32, temperature: float = 1.0,
-                seed: int = 0, stop: tuple[str, ...] = ("\n",)) -> list[str]:
+    def propose(
+        self,
+        prompts: list[str],
+        n: int = 1,
+        max_new_tokens: int = 32,
+        temperature: float = 1.0,
+        seed: int = 0,
+        stop: tuple[str, ...] = ("\n",),
+    ) -> list[str]:
         """LM-sampled texts (``n`` per prompt), counted as calls: payloads for rewrites and mutations."""
         from ponder.lm.sample import sample
 
@@ -214,8 +224,17 @@ class PlanEnv:
         tok = self.lm.tokenizer
         ban = think_ban_ids(tok) if has_think_tokens(tok) else []
         with torch.no_grad():
-            s = sample(self.lm.model, tok, prompts, n=n, max_new_tokens=max_new_tokens, temperature=temperature,
-                       stop=stop, ban_token_ids=ban, generator=gen)
+            s = sample(
+                self.lm.model,
+                tok,
+                prompts,
+                n=n,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                stop=stop,
+                ban_token_ids=ban,
+                generator=gen,
+            )
         self.counters.calls += len(prompts) * n
         self.counters.proposal_calls += len(prompts) * n
         self.counters.tokens += sum(len(p) for p in s.prompt_ids) * n + int(s.mask.sum())

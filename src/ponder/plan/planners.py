@@ -84,8 +84,14 @@ class _Latent:
 
     def candidates(self, chain: Chain, k: int | None = None, imagined: bool = False) -> list[tuple[Edit, Chain]]:
         """Candidate edits; ``imagined`` ones (inside latent rollouts) skip the prompt-length check."""
-        return candidate_edits(chain, self.vocab, self.rng, k or self.cfg.candidates, None if imagined else self.accept,
-                               samples_per_op=1 if imagined else 2)
+        return candidate_edits(
+            chain,
+            self.vocab,
+            self.rng,
+            k or self.cfg.candidates,
+            None if imagined else self.accept,
+            samples_per_op=1 if imagined else 2,
+        )
 
     @torch.no_grad()
     def z(self, chains: list[Chain]) -> torch.Tensor:
@@ -168,15 +174,16 @@ class MPPIPlanner(_Latent):
         at = 0
         for k, s in enumerate(steps):
             if s:
-                w = torch.softmax(rn[at:at + len(s)] / cfg.temperature, 0)
+                w = torch.softmax(rn[at : at + len(s)] / cfg.temperature, 0)
                 j = at + int(torch.multinomial(w, 1, generator=gen))
                 picks[k], new_z[k], values[k] = flat[j], zn[j], rn[j]
             at += len(s)
         return picks, new_z, values
 
     @torch.no_grad()
-    def choose(self, chain: Chain, cands: list[tuple[Edit, Chain]], bonus: torch.Tensor | None = None,
-               max_edits: int = 1) -> tuple[Plan, list[float]]:
+    def choose(
+        self, chain: Chain, cands: list[tuple[Edit, Chain]], bonus: torch.Tensor | None = None, max_edits: int = 1
+    ) -> tuple[Plan, list[float]]:
         """MPPI over sequences of ``horizon`` edits whose first edit is one of ``cands``.
 
         Returns the plan to verify (the chosen first edit, extended by up to ``min(commit,
@@ -224,13 +231,14 @@ class MPPIPlanner(_Latent):
             return [cands[idx]], [float(v1[idx])]
         _, tail, means = best_seq[idx]
         n = commit_length(means[:reach], cfg.margin)
-        plan, values = drop_cycles(chain, [cands[idx]] + tail[:n - 1], means[:n])
+        plan, values = drop_cycles(chain, [cands[idx]] + tail[: n - 1], means[:n])
         return (plan, values) if plan else ([cands[idx]], [float(v1[idx])])  # it came back to the root
 
 
 class GradientPlanner(_Latent):
-    def choose(self, chain: Chain, cands: list[tuple[Edit, Chain]], bonus: torch.Tensor | None = None,
-               max_edits: int = 1) -> tuple[Plan, list[float]]:
+    def choose(
+        self, chain: Chain, cands: list[tuple[Edit, Chain]], bonus: torch.Tensor | None = None, max_edits: int = 1
+    ) -> tuple[Plan, list[float]]:
         cfg, m = self.cfg, self.model
         z0 = self.z([chain])[0]
         target = z0.clone().requires_grad_(True)
@@ -299,8 +307,9 @@ class PolicyPlanner(_Latent):
         self.opt.step()
         return float(gains.mean())
 
-    def choose(self, chain: Chain, cands: list[tuple[Edit, Chain]], bonus: torch.Tensor | None = None,
-               max_edits: int = 1) -> tuple[Plan, list[float]]:
+    def choose(
+        self, chain: Chain, cands: list[tuple[Edit, Chain]], bonus: torch.Tensor | None = None, max_edits: int = 1
+    ) -> tuple[Plan, list[float]]:
         with torch.no_grad():
             z = self.z([chain])[0]
             e = self.e([a for a, _ in cands], [chain] * len(cands))
@@ -312,9 +321,16 @@ PLANNERS = {"mppi": MPPIPlanner, "gradient": GradientPlanner, "policy": PolicyPl
 WARMUPS = ("star", "walks")
 
 
-def plan_with_world_model(search: Search, start: Chain, vocab: Vocabulary, features: LMFeatures, method: str = "mppi",
-                          cfg: PlannerConfig = PlannerConfig(), weights: LossWeights = LossWeights(),
-                          walks: list[list[Edit]] | None = None) -> dict:
+def plan_with_world_model(
+    search: Search,
+    start: Chain,
+    vocab: Vocabulary,
+    features: LMFeatures,
+    method: str = "mppi",
+    cfg: PlannerConfig = PlannerConfig(),
+    weights: LossWeights = LossWeights(),
+    walks: list[list[Edit]] | None = None,
+) -> dict:
     """Run a world-model planner within ``search``'s call budget; returns training diagnostics.
 
     ``walks``: explicit warm-up walks (edit sequences applied from ``start``) in place of the
@@ -362,8 +378,14 @@ def plan_with_world_model(search: Search, start: Chain, vocab: Vocabulary, featu
         if edits:
             replay.add(chains, edits, values)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
-    warm_up = {"kind": "given" if walks is not None else cfg.warmup, "walks": [len(seg.edits) for seg in replay.segments]}
-    diag = {"warmup": warm_up, "fit": fit_world_model(model, replay, features, cfg.horizon, cfg.fit_steps, optimizer=opt, seed=cfg.seed)}
+    warm_up = {
+        "kind": "given" if walks is not None else cfg.warmup,
+        "walks": [len(seg.edits) for seg in replay.segments],
+    }
+    diag = {
+        "warmup": warm_up,
+        "fit": fit_world_model(model, replay, features, cfg.horizon, cfg.fit_steps, optimizer=opt, seed=cfg.seed),
+    }
     stale = 0
     failed_in_a_row = 0  # planned edits since the last one that entered the elite
     reach = 1  # edits the next plan may verify at once: grows by one after each success, back to 1 after a failure
@@ -393,8 +415,9 @@ def plan_with_world_model(search: Search, start: Chain, vocab: Vocabulary, featu
         reach = min(reach + 1, cfg.commit) if improved else 1
         # The chains passed on the way were not evaluated: their values are unknown (NaN, not trained on).
         replay.add([here] + [c for _, c in plan], edits, [here_value] + [math.nan] * (len(plan) - 1) + [value])
-        diag["fit"] = fit_world_model(model, replay, features, cfg.horizon, cfg.refit_steps, optimizer=opt,
-                                      seed=cfg.seed + len(replay))
+        diag["fit"] = fit_world_model(
+            model, replay, features, cfg.horizon, cfg.refit_steps, optimizer=opt, seed=cfg.seed + len(replay)
+        )
     diag["replay_transitions"] = len(replay)
     diag["encoder_forwards"] = features.forwards
     diag["elite"] = elite.to_json()

@@ -25,8 +25,14 @@ class Step:
     improved: bool
 
     def to_json(self) -> dict:
-        return {"calls": self.calls, "edit": self.edit, "chain": self.chain.to_json(), "real": self.outcome.to_json(),
-                "predicted": self.predicted, "improved": self.improved}
+        return {
+            "calls": self.calls,
+            "edit": self.edit,
+            "chain": self.chain.to_json(),
+            "real": self.outcome.to_json(),
+            "predicted": self.predicted,
+            "improved": self.improved,
+        }
 
 
 @dataclass
@@ -56,18 +62,32 @@ class Search:
         self.steps.append(Step(self.env.counters.calls, label, chain, out, predicted, improved))
         if self.on_step is not None:
             self.on_step(self.steps[-1])
-        self.curve.append({"calls": self.env.counters.calls, "best_value": self.best_outcome.value,
-                           "best_train_accuracy": self.best_outcome.accuracy, "heldout_accuracy": self.best_heldout})
+        self.curve.append(
+            {
+                "calls": self.env.counters.calls,
+                "best_value": self.best_outcome.value,
+                "best_train_accuracy": self.best_outcome.accuracy,
+                "heldout_accuracy": self.best_heldout,
+            }
+        )
         return out
 
     def summary(self) -> dict:
         c = self.env.counters
-        return {"best_chain": self.best.to_json() if self.best else None,
-                "best_train": self.best_outcome.to_json() if self.best_outcome else None,
-                "best_heldout_accuracy": self.best_heldout, "calls": c.calls, "tokens": c.tokens,
-                "evaluations": c.evaluations, "cache_hits": c.cache_hits, "rejected": c.rejected,
-                "proposal_calls": c.proposal_calls, "heldout_calls": c.heldout_calls,
-                "curve": self.curve, "trajectory": [s.to_json() for s in self.steps]}
+        return {
+            "best_chain": self.best.to_json() if self.best else None,
+            "best_train": self.best_outcome.to_json() if self.best_outcome else None,
+            "best_heldout_accuracy": self.best_heldout,
+            "calls": c.calls,
+            "tokens": c.tokens,
+            "evaluations": c.evaluations,
+            "cache_hits": c.cache_hits,
+            "rejected": c.rejected,
+            "proposal_calls": c.proposal_calls,
+            "heldout_calls": c.heldout_calls,
+            "curve": self.curve,
+            "trajectory": [s.to_json() for s in self.steps],
+        }
 
 
 def calls_to_reach(curve: list[dict], target: float, key: str = "heldout_accuracy") -> int | None:

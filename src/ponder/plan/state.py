@@ -39,7 +39,7 @@ class Chain:
     def lines(self, field: str) -> tuple[str, ...]:
         return getattr(self, field)
 
-    def with_lines(self, field: str, lines) -> "Chain":
+    def with_lines(self, field: str, lines) -> Chain:
         return replace(self, **{field: tuple(lines)})
 
     @property
@@ -67,13 +67,21 @@ class Chain:
         return "\n".join(out)
 
     def to_json(self) -> dict:
-        return {"instructions": list(self.instructions), "exemplars": list(self.exemplars),
-                "steps": list(self.steps), "answer_format": self.answer_format}
+        return {
+            "instructions": list(self.instructions),
+            "exemplars": list(self.exemplars),
+            "steps": list(self.steps),
+            "answer_format": self.answer_format,
+        }
 
     @classmethod
-    def from_json(cls, data: dict) -> "Chain":
-        return cls(tuple(data.get("instructions", ())), tuple(data.get("exemplars", ())),
-                   tuple(data.get("steps", ())), data.get("answer_format", "think"))
+    def from_json(cls, data: dict) -> Chain:
+        return cls(
+            tuple(data.get("instructions", ())),
+            tuple(data.get("exemplars", ())),
+            tuple(data.get("steps", ())),
+            data.get("answer_format", "think"),
+        )
 
 
 def render_prompt(chain: Chain, x: str) -> str:

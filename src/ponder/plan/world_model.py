@@ -22,8 +22,8 @@ from torch import Tensor, nn
 from ponder.plan.edits import Edit
 from ponder.plan.state import Chain
 
-
 # ---------------------------------------------------------------- pure losses
+
 
 def transition(z: Tensor, e: Tensor, f) -> Tensor:
     """Residual transition ``z + f(cat(z, e))``; ``z [..., d]``, ``e [..., k]``."""
@@ -54,7 +54,9 @@ def reward_loss(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Ten
     return (err * mask).sum() / mask.sum().clamp(min=1)
 
 
-def bisimulation_loss(z: Tensor, r: Tensor, next_z: Tensor | None = None, gamma: float = 0.0, scale: float = 1.0) -> Tensor:
+def bisimulation_loss(
+    z: Tensor, r: Tensor, next_z: Tensor | None = None, gamma: float = 0.0, scale: float = 1.0
+) -> Tensor:
     """Mean over pairs ``i < j`` of ``(||z_i - z_j|| - scale * (|r_i - r_j| + gamma * ||sg(z'_i) - sg(z'_j)||))^2``.
 
     ``z [N, d]``, ``r [N]``, ``next_z [N, d]`` (optional successors; their distance is a
@@ -74,6 +76,7 @@ def bisimulation_loss(z: Tensor, r: Tensor, next_z: Tensor | None = None, gamma:
 
 # ---------------------------------------------------------------- the model
 
+
 def _mlp(i: int, h: int, o: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(i, h), nn.ELU(), nn.Linear(h, o))
 
@@ -81,8 +84,16 @@ def _mlp(i: int, h: int, o: int) -> nn.Sequential:
 class WorldModel(nn.Module):
     """``heads`` reward heads form an ensemble (mean = prediction, spread = uncertainty). Shapes: chain features ``[B, Dc]`` -> ``z [B, d]``; edit features ``[B, De]`` -> ``e [B, k]``."""
 
-    def __init__(self, chain_dim: int, edit_dim: int, latent: int = 64, edit_latent: int = 32, hidden: int = 128,
-                 heads: int = 3, n_ops: int = 0):
+    def __init__(
+        self,
+        chain_dim: int,
+        edit_dim: int,
+        latent: int = 64,
+        edit_latent: int = 32,
+        hidden: int = 128,
+        heads: int = 3,
+        n_ops: int = 0,
+    ):
         super().__init__()
         self.encoder = nn.Sequential(nn.LayerNorm(chain_dim), _mlp(chain_dim, hidden, latent))
         self.edit_proj = nn.Sequential(nn.LayerNorm(edit_dim), nn.Linear(edit_dim, edit_latent))
@@ -100,7 +111,7 @@ class WorldModel(nn.Module):
 
     def embed_edit(self, feats: Tensor) -> Tensor:
         e = self.edit_proj(feats)
-        return e if self.op_embed is None else e + self.op_embed(feats[..., -self.n_ops:])
+        return e if self.op_embed is None else e + self.op_embed(feats[..., -self.n_ops :])
 
     def step(self, z: Tensor, e: Tensor) -> Tensor:
         return transition(z, e, self.dynamics)
@@ -119,6 +130,7 @@ class WorldModel(nn.Module):
 
 
 # ---------------------------------------------------------------- data and training
+
 
 @dataclass
 class Segment:
@@ -144,7 +156,7 @@ class Replay:
         for s in self.segments:
             for t in range(len(s.edits)):
                 h = min(horizon, len(s.edits) - t)
-                out.append(Segment(s.chains[t:t + h + 1], s.edits[t:t + h], s.values[t:t + h + 1]))
+                out.append(Segment(s.chains[t : t + h + 1], s.edits[t : t + h], s.values[t : t + h + 1]))
         return out
 
     def __len__(self) -> int:
@@ -160,8 +172,14 @@ class LossWeights:
     gamma: float = 0.0
 
 
-def world_model_loss(model: WorldModel, chain_feats: Tensor, edit_feats: Tensor, values: Tensor, mask: Tensor,
-                     w: LossWeights = LossWeights()) -> tuple[Tensor, dict]:
+def world_model_loss(
+    model: WorldModel,
+    chain_feats: Tensor,
+    edit_feats: Tensor,
+    values: Tensor,
+    mask: Tensor,
+    w: LossWeights = LossWeights(),
+) -> tuple[Tensor, dict]:
     """Total loss on a batch of windows.
 
     ``chain_feats [B, H+1, Dc]``, ``edit_feats [B, H, De]``, ``values [B, H+1]``, ``mask [B, H+1]``
@@ -178,11 +196,16 @@ def world_model_loss(model: WorldModel, chain_feats: Tensor, edit_feats: Tensor,
         z = model.step(z, model.embed_edit(edit_feats[:, t]))
         rolled.append(z)
     rolled = torch.stack(rolled, 1)  # [B, H+1, d]
-    cons = consistency_loss(rolled[:, 1:].transpose(0, 1), enc[:, 1:].transpose(0, 1), mask[:, 1:].T, w.rho) if h1 > 1 \
+    cons = (
+        consistency_loss(rolled[:, 1:].transpose(0, 1), enc[:, 1:].transpose(0, 1), mask[:, 1:].T, w.rho)
+        if h1 > 1
         else enc.sum() * 0.0
+    )
     heads = len(model.reward_heads)
-    rew = 0.5 * (reward_loss(model.rewards(enc), values.expand(heads, -1, -1), known.expand(heads, -1, -1))
-                 + reward_loss(model.rewards(rolled), values.expand(heads, -1, -1), known.expand(heads, -1, -1)))
+    rew = 0.5 * (
+        reward_loss(model.rewards(enc), values.expand(heads, -1, -1), known.expand(heads, -1, -1))
+        + reward_loss(model.rewards(rolled), values.expand(heads, -1, -1), known.expand(heads, -1, -1))
+    )
     bis = bisimulation_loss(enc[known], values[known])
     total = w.consistency * cons + w.reward * rew + w.bisim * bis
     return total, {"consistency": float(cons.detach()), "reward": float(rew.detach()), "bisim": float(bis.detach())}
@@ -197,18 +220,30 @@ def batch_windows(windows: list[Segment], features, horizon: int) -> tuple[Tenso
     for i, w in enumerate(windows):
         pad_c = w.chains + [w.chains[-1]] * (horizon + 1 - len(w.chains))
         chain_rows.append(pad_c)
-        edit_rows.append([(w.edits[t], w.chains[t]) if t < len(w.edits) else (w.edits[-1], w.chains[-2])
-                          for t in range(horizon)])
-        values[i, :len(w.values)] = torch.tensor(w.values)
-        mask[i, :len(w.values)] = 1
+        edit_rows.append(
+            [(w.edits[t], w.chains[t]) if t < len(w.edits) else (w.edits[-1], w.chains[-2]) for t in range(horizon)]
+        )
+        values[i, : len(w.values)] = torch.tensor(w.values)
+        mask[i, : len(w.values)] = 1
     cf = features.chains([c for row in chain_rows for c in row]).view(b, horizon + 1, -1)
-    ef = features.edits([e for row in edit_rows for e, _ in row], [c for row in edit_rows for _, c in row]).view(b, horizon, -1)
+    ef = features.edits([e for row in edit_rows for e, _ in row], [c for row in edit_rows for _, c in row]).view(
+        b, horizon, -1
+    )
     return cf, ef, values, mask
 
 
-def fit_world_model(model: WorldModel, replay: Replay, features, horizon: int = 3, steps: int = 100, lr: float = 3e-3,
-                    batch_size: int = 64, weights: LossWeights = LossWeights(), seed: int = 0,
-                    optimizer: torch.optim.Optimizer | None = None) -> dict:
+def fit_world_model(
+    model: WorldModel,
+    replay: Replay,
+    features,
+    horizon: int = 3,
+    steps: int = 100,
+    lr: float = 3e-3,
+    batch_size: int = 64,
+    weights: LossWeights = LossWeights(),
+    seed: int = 0,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> dict:
     """``steps`` Adam steps on random minibatches of windows; returns the last step's losses."""
     windows = replay.windows(horizon)
     if not windows:

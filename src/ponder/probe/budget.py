@@ -13,8 +13,8 @@ threshold: budgets past it cost tokens without gaining accuracy.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 
@@ -26,9 +26,17 @@ def peak(budgets: Sequence[int], accuracy: Sequence[float]) -> tuple[int, float]
 
 
 @torch.no_grad()
-def forced_thoughts(model, tokenizer, prompts: Sequence[str], budget: int, force_text: str = "Wait",
-                    max_forcings: int = 4, temperature: float = 0.0, generator=None,
-                    batch_size: int | None = None) -> tuple[list[list[int]], list[int]]:
+def forced_thoughts(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    budget: int,
+    force_text: str = "Wait",
+    max_forcings: int = 4,
+    temperature: float = 0.0,
+    generator=None,
+    batch_size: int | None = None,
+) -> tuple[list[list[int]], list[int]]:
     """Thought ids (delimiters excluded) per prompt, with early closes replaced by ``force_text``.
 
     -> ``(thought_ids, forcings)``; each thought has at most ``budget`` tokens.
@@ -49,9 +57,18 @@ def forced_thoughts(model, tokenizer, prompts: Sequence[str], budget: int, force
         active = [i for i in active if room[i] > 0]
         if not active:
             break
-        s = sample(model, tokenizer, [bases[i] + thoughts[i] for i in active], n=1, max_new_tokens=max(room.values()),
-                   temperature=temperature, stop_token_ids=[close_id], ban_token_ids=[open_id], generator=generator,
-                   batch_size=batch_size)
+        s = sample(
+            model,
+            tokenizer,
+            [bases[i] + thoughts[i] for i in active],
+            n=1,
+            max_new_tokens=max(room.values()),
+            temperature=temperature,
+            stop_token_ids=[close_id],
+            ban_token_ids=[open_id],
+            generator=generator,
+            batch_size=batch_size,
+        )
         still = []
         for row, i in enumerate(active):
             ids = s.tokens[row][s.mask[row]].tolist()
@@ -66,18 +83,36 @@ def forced_thoughts(model, tokenizer, prompts: Sequence[str], budget: int, force
     return thoughts, forcings
 
 
-def answers_after(model, tokenizer, prompts: Sequence[str], thoughts: Sequence[Sequence[int]], max_answer_tokens: int = 16,
-                  answer_stop: Sequence[str] = ("\n",), batch_size: int | None = None) -> list[str]:
+def answers_after(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    thoughts: Sequence[Sequence[int]],
+    max_answer_tokens: int = 16,
+    answer_stop: Sequence[str] = ("\n",),
+    batch_size: int | None = None,
+) -> list[str]:
     """Greedy answers after ``prompt <think> thought </think>`` (stop string removed)."""
     from ponder.lm.generate import drop_stop
     from ponder.lm.sample import sample
     from ponder.lm.thoughts import think_ban_ids, think_token_ids
 
     open_id, close_id = think_token_ids(tokenizer)
-    ids = [tokenizer(p, add_special_tokens=True)["input_ids"] + [open_id] + list(t) + [close_id]
-           for p, t in zip(prompts, thoughts)]
-    s = sample(model, tokenizer, ids, n=1, max_new_tokens=max_answer_tokens, stop=answer_stop,
-               ban_token_ids=think_ban_ids(tokenizer), temperature=0.0, batch_size=batch_size)
+    ids = [
+        tokenizer(p, add_special_tokens=True)["input_ids"] + [open_id] + list(t) + [close_id]
+        for p, t in zip(prompts, thoughts)
+    ]
+    s = sample(
+        model,
+        tokenizer,
+        ids,
+        n=1,
+        max_new_tokens=max_answer_tokens,
+        stop=answer_stop,
+        ban_token_ids=think_ban_ids(tokenizer),
+        temperature=0.0,
+        batch_size=batch_size,
+    )
     return drop_stop(s.texts, answer_stop)
 
 
@@ -89,8 +124,12 @@ class BudgetCurveResult:
     mean_thought_tokens: dict[str, list[float]] = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        out = {"budgets": self.budgets, "accuracy_truncation": self.truncation, "accuracy_forcing": self.forcing,
-               "mean_thought_tokens": self.mean_thought_tokens}
+        out = {
+            "budgets": self.budgets,
+            "accuracy_truncation": self.truncation,
+            "accuracy_forcing": self.forcing,
+            "mean_thought_tokens": self.mean_thought_tokens,
+        }
         for name, acc in (("truncation", self.truncation), ("forcing", self.forcing)):
             if acc:
                 b, a = peak(self.budgets, acc)

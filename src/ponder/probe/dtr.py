@@ -23,8 +23,9 @@ samples being i.i.d.): what Think@n would score if DTR ranked no better than cha
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -58,8 +59,14 @@ def dtr(divergence: Tensor, g: float = 0.5, rho: float = 0.85, rule: DepthRule =
 
 
 @torch.no_grad()
-def response_divergences(model, tokenizer, contexts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]],
-                         base: float = 2.0, batch_size: int = 8) -> list[Tensor]:
+def response_divergences(
+    model,
+    tokenizer,
+    contexts: Sequence[Sequence[int]],
+    responses: Sequence[Sequence[int]],
+    base: float = 2.0,
+    batch_size: int = 8,
+) -> list[Tensor]:
     """Per response ``[L, len(response)]``: JSD of layers 1..L against the final layer, per response token.
 
     The distribution that produced response token ``k`` sits at the position before it. The
@@ -72,12 +79,15 @@ def response_divergences(model, tokenizer, contexts: Sequence[Sequence[int]], re
     parts = lens_parts(model)
     out: list[Tensor] = []
     for start in range(0, len(contexts), batch_size):
-        ctx, resp = contexts[start:start + batch_size], responses[start:start + batch_size]
+        ctx, resp = contexts[start : start + batch_size], responses[start : start + batch_size]
         ids, mask = pad_ids([list(c) + list(r) for c, r in zip(ctx, resp)], pad_id_of(tokenizer), model_device(model))
         states = hidden_states(model, ids, mask)  # L + 1 of [B, T, D]; the last is already final-normed
         rows = torch.tensor([b for b, r in enumerate(resp) for _ in range(len(r))], dtype=torch.long)
         cols = torch.tensor([len(c) - 1 + k for c, r in zip(ctx, resp) for k in range(len(r))], dtype=torch.long)
-        at = lambda h: h[rows.to(h.device), cols.to(h.device)][None]  # noqa: E731  [1, N, D]
+
+        def at(h, rows=rows, cols=cols):  # [1, N, D]
+            return h[rows.to(h.device), cols.to(h.device)][None]
+
         final = _finish_logits(model, parts[1](at(states[-1]).to(parts[1].weight.device))).float().log_softmax(-1)
         layers = [jsd(lens_logits(model, at(h), parts).float().log_softmax(-1), final, base)[0] for h in states[1:-1]]
         div = torch.stack(layers + [torch.zeros_like(layers[0]) if layers else final.new_zeros(len(rows))]).cpu()
@@ -113,17 +123,35 @@ class DTRResult:
 
     def to_json(self) -> dict:
         total = sum(self.depth_histogram)
-        return {"g": self.g, "rho": self.rho, "depth_rule": self.rule, "log_base": self.log_base,
-                "num_layers": self.num_layers, "deep_from_layer": self.deep_from, "max_tokens": self.max_tokens,
-                "mean_dtr": self.mean,
-                "mean_dtr_correct": self.mean_where(True), "mean_dtr_incorrect": self.mean_where(False),
-                "per_token_deep_fraction": (sum(self.depth_histogram[self.deep_from - 1:]) / total) if total else float("nan"),
-                "per_response": self.per_response, "correct": self.correct,
-                "settling_depth_histogram": self.depth_histogram, "example_settling_depths": self.example_depths}
+        return {
+            "g": self.g,
+            "rho": self.rho,
+            "depth_rule": self.rule,
+            "log_base": self.log_base,
+            "num_layers": self.num_layers,
+            "deep_from_layer": self.deep_from,
+            "max_tokens": self.max_tokens,
+            "mean_dtr": self.mean,
+            "mean_dtr_correct": self.mean_where(True),
+            "mean_dtr_incorrect": self.mean_where(False),
+            "per_token_deep_fraction": (sum(self.depth_histogram[self.deep_from - 1 :]) / total)
+            if total
+            else float("nan"),
+            "per_response": self.per_response,
+            "correct": self.correct,
+            "settling_depth_histogram": self.depth_histogram,
+            "example_settling_depths": self.example_depths,
+        }
 
 
-def dtr_result(divergences: list[Tensor], correct: list[bool], g: float = 0.5, rho: float = 0.85,
-               rule: DepthRule = "paper", base: float = 2.0) -> DTRResult:
+def dtr_result(
+    divergences: list[Tensor],
+    correct: list[bool],
+    g: float = 0.5,
+    rho: float = 0.85,
+    rule: DepthRule = "paper",
+    base: float = 2.0,
+) -> DTRResult:
     """Summarise ``[L, T_i]`` divergences of several responses."""
     num_layers = divergences[0].shape[0]
     hist = torch.zeros(num_layers, dtype=torch.long)
@@ -131,10 +159,18 @@ def dtr_result(divergences: list[Tensor], correct: list[bool], g: float = 0.5, r
         if d.shape[-1]:
             hist += torch.bincount(settling_depth(d, g) - 1, minlength=num_layers)
     example = next((d for d in divergences if d.shape[-1]), None)
-    return DTRResult(g=g, rho=rho, rule=rule, log_base=base, num_layers=num_layers,
-                     deep_from=deep_from(num_layers, rho, rule), per_response=[dtr(d, g, rho, rule) for d in divergences],
-                     correct=list(correct), depth_histogram=hist.tolist(),
-                     example_depths=[] if example is None else settling_depth(example, g).tolist())
+    return DTRResult(
+        g=g,
+        rho=rho,
+        rule=rule,
+        log_base=base,
+        num_layers=num_layers,
+        deep_from=deep_from(num_layers, rho, rule),
+        per_response=[dtr(d, g, rho, rule) for d in divergences],
+        correct=list(correct),
+        depth_histogram=hist.tolist(),
+        example_depths=[] if example is None else settling_depth(example, g).tolist(),
+    )
 
 
 # ---------------------------------------------------------------- Think@n
@@ -167,14 +203,19 @@ class ThinkAtNResult:
     half_vote_accuracy: float = float("nan")  # vote over the first ceil(n/2) samples: Think@n without the ranking
 
     def to_json(self) -> dict:
-        return {"n": self.n, "prefix_tokens": self.prefix, "problems": self.problems,
-                "think_at_n_accuracy": self.think_at_n_accuracy,
-                "self_consistency_accuracy": self.self_consistency_accuracy,
-                "half_vote_accuracy": self.half_vote_accuracy,
-                "mean_sample_accuracy": self.mean_sample_accuracy,
-                "think_at_n_tokens": self.think_at_n_tokens, "self_consistency_tokens": self.self_consistency_tokens,
-                "token_ratio": self.think_at_n_tokens / max(self.self_consistency_tokens, 1),
-                "no_answer_samples": self.no_answer_samples}
+        return {
+            "n": self.n,
+            "prefix_tokens": self.prefix,
+            "problems": self.problems,
+            "think_at_n_accuracy": self.think_at_n_accuracy,
+            "self_consistency_accuracy": self.self_consistency_accuracy,
+            "half_vote_accuracy": self.half_vote_accuracy,
+            "mean_sample_accuracy": self.mean_sample_accuracy,
+            "think_at_n_tokens": self.think_at_n_tokens,
+            "self_consistency_tokens": self.self_consistency_tokens,
+            "token_ratio": self.think_at_n_tokens / max(self.self_consistency_tokens, 1),
+            "no_answer_samples": self.no_answer_samples,
+        }
 
 
 def think_at_n(groups: Sequence[dict], prefix: int = 50) -> ThinkAtNResult:
@@ -202,7 +243,15 @@ def think_at_n(groups: Sequence[dict], prefix: int = 50) -> ThinkAtNResult:
         tn_tok += think_at_n_tokens(grp["lengths"], kept, prefix)
         sc_tok += sum(grp["lengths"])
     m = max(len(groups), 1)
-    return ThinkAtNResult(n=n, prefix=prefix, problems=len(groups), think_at_n_accuracy=tn_acc / m,
-                          self_consistency_accuracy=sc_acc / m, mean_sample_accuracy=sample_acc / m,
-                          half_vote_accuracy=half_acc / m,
-                          think_at_n_tokens=tn_tok, self_consistency_tokens=sc_tok, no_answer_samples=missing)
+    return ThinkAtNResult(
+        n=n,
+        prefix=prefix,
+        problems=len(groups),
+        think_at_n_accuracy=tn_acc / m,
+        self_consistency_accuracy=sc_acc / m,
+        mean_sample_accuracy=sample_acc / m,
+        half_vote_accuracy=half_acc / m,
+        think_at_n_tokens=tn_tok,
+        self_consistency_tokens=sc_tok,
+        no_answer_samples=missing,
+    )

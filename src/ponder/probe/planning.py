@@ -26,15 +26,31 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
 
 _WORD = re.compile(r"\w+|[^\w\s]")
 
 #: Phrases that announce a plan rather than carry it out, for natural-language traces.
 NATURAL_LANGUAGE_LEXICON = (
-    "let me", "let's", "first", "next", "then", "wait", "alternatively", "check", "verify", "so the",
-    "therefore", "however", "i need to", "we need to", "the answer is", "step", "instead", "recall",
+    "let me",
+    "let's",
+    "first",
+    "next",
+    "then",
+    "wait",
+    "alternatively",
+    "check",
+    "verify",
+    "so the",
+    "therefore",
+    "however",
+    "i need to",
+    "we need to",
+    "the answer is",
+    "step",
+    "instead",
+    "recall",
 )
 
 
@@ -51,17 +67,18 @@ def ngrams(ws: Sequence[str], n_range: tuple[int, int] = (3, 5)) -> Iterable[tup
     """``(start_word, end_word, normalised n-gram)`` for every n in ``n_range`` (inclusive)."""
     for n in range(n_range[0], n_range[1] + 1):
         for i in range(len(ws) - n + 1):
-            yield i, i + n, normalize_gram(ws[i:i + n])
+            yield i, i + n, normalize_gram(ws[i : i + n])
 
 
-def mine_strategic_ngrams(successful: Sequence[str], n_range: tuple[int, int] = (3, 5), top_fraction: float = 0.2,
-                          min_docs: int = 2) -> dict[str, str]:
+def mine_strategic_ngrams(
+    successful: Sequence[str], n_range: tuple[int, int] = (3, 5), top_fraction: float = 0.2, min_docs: int = 2
+) -> dict[str, str]:
     """Top ``top_fraction`` of n-grams by document frequency (>= ``min_docs`` traces) -> {gram: cluster}."""
     df = Counter()
     for text in successful:
         df.update({g for _, _, g in ngrams([w for w, _, _ in words(text)], n_range)})
     ranked = sorted((g for g, c in df.items() if c >= min_docs), key=lambda g: (-df[g], g))
-    keep = ranked[:max(1, math.ceil(top_fraction * len(ranked)))] if ranked else []
+    keep = ranked[: max(1, math.ceil(top_fraction * len(ranked)))] if ranked else []
     return {g: g for g in keep}
 
 
@@ -84,7 +101,7 @@ def planning_spans(text: str, strategic: Mapping[str, str]) -> tuple[list[bool],
     clusters = []
     for n in sizes:
         for i in range(len(tokens) - n + 1):
-            gram = normalize_gram(tokens[i:i + n])
+            gram = normalize_gram(tokens[i : i + n])
             if gram in strategic:
                 clusters.append(strategic[gram])
                 for j in range(i, i + n):
@@ -126,14 +143,25 @@ class CheckpointPlanning:
 
     def to_json(self) -> dict:
         top = dict(sorted(self.clusters.items(), key=lambda kv: -kv[1])[:10])
-        return {"name": self.name, "traces": self.traces, "planning_token_share": self.planning_token_share,
-                "planning_semantic_entropy_bits": self.planning_semantic_entropy_bits,
-                "execution_entropy_nats": self.execution_entropy_nats,
-                "format_diversity_bits": self.format_diversity_bits, "top_clusters": top, "formats": self.formats}
+        return {
+            "name": self.name,
+            "traces": self.traces,
+            "planning_token_share": self.planning_token_share,
+            "planning_semantic_entropy_bits": self.planning_semantic_entropy_bits,
+            "execution_entropy_nats": self.execution_entropy_nats,
+            "format_diversity_bits": self.format_diversity_bits,
+            "top_clusters": top,
+            "formats": self.formats,
+        }
 
 
-def checkpoint_planning(name: str, thoughts: Sequence[str], answers: Sequence[str], strategic: Mapping[str, str],
-                        word_entropies: Sequence[Sequence[float]] | None = None) -> CheckpointPlanning:
+def checkpoint_planning(
+    name: str,
+    thoughts: Sequence[str],
+    answers: Sequence[str],
+    strategic: Mapping[str, str],
+    word_entropies: Sequence[Sequence[float]] | None = None,
+) -> CheckpointPlanning:
     """Summarise one checkpoint's traces. ``word_entropies[i][j]``: the model's entropy at word j of thought i."""
     clusters: Counter = Counter()
     planning_words = all_words = 0
@@ -147,13 +175,20 @@ def checkpoint_planning(name: str, thoughts: Sequence[str], answers: Sequence[st
             exec_ent += [e for e, p in zip(word_entropies[i], planning) if not p]
     formats = Counter(format_class(t, a) for t, a in zip(thoughts, answers))
     return CheckpointPlanning(
-        name=name, traces=len(thoughts), planning_token_share=planning_words / all_words if all_words else float("nan"),
+        name=name,
+        traces=len(thoughts),
+        planning_token_share=planning_words / all_words if all_words else float("nan"),
         planning_semantic_entropy_bits=entropy_bits(clusters),
         execution_entropy_nats=sum(exec_ent) / len(exec_ent) if exec_ent else float("nan"),
-        format_diversity_bits=entropy_bits(formats), clusters=dict(clusters), formats=dict(formats))
+        format_diversity_bits=entropy_bits(formats),
+        clusters=dict(clusters),
+        formats=dict(formats),
+    )
 
 
-def word_entropies_from_tokens(text: str, offsets: Sequence[tuple[int, int]], token_entropy: Sequence[float]) -> list[float]:
+def word_entropies_from_tokens(
+    text: str, offsets: Sequence[tuple[int, int]], token_entropy: Sequence[float]
+) -> list[float]:
     """Mean token entropy per word of ``text``, from tokens' char ``offsets`` into ``text``."""
     out = []
     for _, s, e in words(text):
@@ -169,5 +204,8 @@ class PlanningResult:
     checkpoints: list[CheckpointPlanning]
 
     def to_json(self) -> dict:
-        return {"strategic_ngram_source": self.source, "strategic_ngrams": self.strategic_ngrams,
-                "checkpoints": [c.to_json() for c in self.checkpoints]}
+        return {
+            "strategic_ngram_source": self.source,
+            "strategic_ngrams": self.strategic_ngrams,
+            "checkpoints": [c.to_json() for c in self.checkpoints],
+        }

@@ -12,13 +12,15 @@ post-trained models are reported at 3-4x.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 
 
-def perturb(tokens: Sequence[int], fraction: float, pool: Sequence[int], rng: random.Random) -> tuple[list[int], list[int]]:
+def perturb(
+    tokens: Sequence[int], fraction: float, pool: Sequence[int], rng: random.Random
+) -> tuple[list[int], list[int]]:
     """Replace ``round(fraction * len)`` positions with a different token from ``pool``; -> (tokens, positions)."""
     out = list(tokens)
     k = round(fraction * len(out))
@@ -31,19 +33,25 @@ def perturb(tokens: Sequence[int], fraction: float, pool: Sequence[int], rng: ra
 
 
 @torch.no_grad()
-def continuation_entropy(model, tokenizer, contexts: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]],
-                         batch_size: int = 16, skip_first: bool = True) -> list[list[float]]:
+def continuation_entropy(
+    model,
+    tokenizer,
+    contexts: Sequence[Sequence[int]],
+    continuations: Sequence[Sequence[int]],
+    batch_size: int = 16,
+    skip_first: bool = True,
+) -> list[list[float]]:
     """Per continuation: entropies (nats) of the distributions predicting its tokens (2..end with ``skip_first``)."""
     from ponder.lm.score import model_device, pad_id_of, pad_ids, token_logprobs
 
     out = []
     for start in range(0, len(contexts), batch_size):
-        ctx, cont = contexts[start:start + batch_size], continuations[start:start + batch_size]
+        ctx, cont = contexts[start : start + batch_size], continuations[start : start + batch_size]
         ids, mask = pad_ids([list(c) + list(r) for c, r in zip(ctx, cont)], pad_id_of(tokenizer), model_device(model))
         _, ent = token_logprobs(model, ids, mask, return_entropy=True)
         ent = ent.cpu()
         for row, (c, r) in enumerate(zip(ctx, cont)):
-            out.append(ent[row, len(c) + int(skip_first):len(c) + len(r)].tolist())
+            out.append(ent[row, len(c) + int(skip_first) : len(c) + len(r)].tolist())
     return out
 
 
@@ -61,7 +69,13 @@ class PolicyEntropyResult:
     perturb_fraction: float = 0.0
 
     def to_json(self) -> dict:
-        return {"units": "nats", "on_policy_entropy": self.on_policy, "off_policy_entropy": self.off_policy,
-                "ratio_off_over_on": {k: (v / self.on_policy if self.on_policy else float("inf"))
-                                      for k, v in self.off_policy.items()},
-                "trajectories": self.trajectories, "perturb_fraction": self.perturb_fraction}
+        return {
+            "units": "nats",
+            "on_policy_entropy": self.on_policy,
+            "off_policy_entropy": self.off_policy,
+            "ratio_off_over_on": {
+                k: (v / self.on_policy if self.on_policy else float("inf")) for k, v in self.off_policy.items()
+            },
+            "trajectories": self.trajectories,
+            "perturb_fraction": self.perturb_fraction,
+        }

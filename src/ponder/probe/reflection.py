@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 from ponder.data.task import normalize_answer
 
@@ -45,8 +45,13 @@ class TraceAnalysis:
     kind: str | None  # one of CLASSES, None when there is no answer
 
 
-def analyse_trace(thought: str, answer_text: str, final_answer: str | None, is_right: Callable[[str], bool],
-                  finder: Callable[[str], str | None] = candidate_in_line) -> TraceAnalysis:
+def analyse_trace(
+    thought: str,
+    answer_text: str,
+    final_answer: str | None,
+    is_right: Callable[[str], bool],
+    finder: Callable[[str], str | None] = candidate_in_line,
+) -> TraceAnalysis:
     """Locate the first candidate answer and classify the reflection after it."""
     lines = thought.splitlines(keepends=True) + [answer_text]
     pos = 0
@@ -81,23 +86,35 @@ class ReflectionResult:
     mean_first_line: float
 
     def to_json(self) -> dict:
-        return {"traces": self.traces, "no_answer_traces": self.no_answer, "kinds": self.kinds,
-                "token_share_after_first_answer": self.token_share_after_first,
-                "accuracy_final": self.accuracy_final, "accuracy_if_stopped_at_first_answer": self.accuracy_at_first,
-                "mean_first_answer_line": self.mean_first_line}
+        return {
+            "traces": self.traces,
+            "no_answer_traces": self.no_answer,
+            "kinds": self.kinds,
+            "token_share_after_first_answer": self.token_share_after_first,
+            "accuracy_final": self.accuracy_final,
+            "accuracy_if_stopped_at_first_answer": self.accuracy_at_first,
+            "mean_first_answer_line": self.mean_first_line,
+        }
 
 
-def reflection_result(analyses: Sequence[TraceAnalysis], traces: Sequence[str], is_right: Sequence[Callable[[str], bool]],
-                      count_tokens: Callable[[str], int] = len) -> ReflectionResult:
+def reflection_result(
+    analyses: Sequence[TraceAnalysis],
+    traces: Sequence[str],
+    is_right: Sequence[Callable[[str], bool]],
+    count_tokens: Callable[[str], int] = len,
+) -> ReflectionResult:
     """Aggregate analyses; ``traces[i]`` is the text (thought + answer) that ``analyses[i]`` indexes into."""
     kinds = Counter(a.kind for a in analyses if a.kind is not None)
     found = [(a, t, r) for a, t, r in zip(analyses, traces, is_right) if a.first_answer is not None]
     total = sum(count_tokens(t) for _, t, _ in found)
-    after = sum(count_tokens(t[a.chars_before:]) for a, t, _ in found)
+    after = sum(count_tokens(t[a.chars_before :]) for a, t, _ in found)
     n = len(analyses)
     return ReflectionResult(
-        traces=n, no_answer=n - len(found), kinds={k: kinds.get(k, 0) for k in CLASSES},
+        traces=n,
+        no_answer=n - len(found),
+        kinds={k: kinds.get(k, 0) for k in CLASSES},
         token_share_after_first=after / total if total else float("nan"),
         accuracy_final=sum(a.final_answer is not None and r(a.final_answer) for a, _, r in found) / max(n, 1),
         accuracy_at_first=sum(r(a.first_answer) for a, _, r in found) / max(n, 1),
-        mean_first_line=sum(a.first_line for a, _, _ in found) / len(found) if found else float("nan"))
+        mean_first_line=sum(a.first_line for a, _, _ in found) / len(found) if found else float("nan"),
+    )

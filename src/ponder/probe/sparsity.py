@@ -19,8 +19,8 @@ sets, next to what two independent random sets of the same densities would give
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 import torch
 from torch import Tensor
@@ -35,7 +35,9 @@ class ArchitectureMismatch(PonderError):
     """Two checkpoints whose parameter names or shapes differ."""
 
 
-def check_same_architecture(a: Mapping[str, Tensor], b: Mapping[str, Tensor], names: tuple[str, str] = ("A", "B")) -> None:
+def check_same_architecture(
+    a: Mapping[str, Tensor], b: Mapping[str, Tensor], names: tuple[str, str] = ("A", "B")
+) -> None:
     """Raise :class:`ArchitectureMismatch` naming the tensors that differ."""
     only_a, only_b = sorted(set(a) - set(b)), sorted(set(b) - set(a))
     shapes = sorted(k for k in set(a) & set(b) if tuple(a[k].shape) != tuple(b[k].shape))
@@ -43,14 +45,21 @@ def check_same_architecture(a: Mapping[str, Tensor], b: Mapping[str, Tensor], na
         return
     bits = []
     if only_a:
-        bits.append(f"only in {names[0]}: {', '.join(only_a[:5])}" + (f" (+{len(only_a) - 5} more)" if len(only_a) > 5 else ""))
+        bits.append(
+            f"only in {names[0]}: {', '.join(only_a[:5])}" + (f" (+{len(only_a) - 5} more)" if len(only_a) > 5 else "")
+        )
     if only_b:
-        bits.append(f"only in {names[1]}: {', '.join(only_b[:5])}" + (f" (+{len(only_b) - 5} more)" if len(only_b) > 5 else ""))
+        bits.append(
+            f"only in {names[1]}: {', '.join(only_b[:5])}" + (f" (+{len(only_b) - 5} more)" if len(only_b) > 5 else "")
+        )
     if shapes:
-        bits.append("different shapes: " + ", ".join(f"{k} {tuple(a[k].shape)} vs {tuple(b[k].shape)}" for k in shapes[:5]))
+        bits.append(
+            "different shapes: " + ", ".join(f"{k} {tuple(a[k].shape)} vs {tuple(b[k].shape)}" for k in shapes[:5])
+        )
     raise ArchitectureMismatch(
         f"update sparsity needs two checkpoints of the same architecture, but {names[0]} and {names[1]} differ "
-        f"({'; '.join(bits)}). Compare a model with a checkpoint trained from it (e.g. --compare runs/rlp/final).")
+        f"({'; '.join(bits)}). Compare a model with a checkpoint trained from it (e.g. --compare runs/rlp/final)."
+    )
 
 
 def updated_mask(before: Tensor, after: Tensor, tol: float = DEFAULT_TOL, precision: str = "fp32") -> Tensor:
@@ -99,18 +108,28 @@ class SparsityResult:
 
     def to_json(self) -> dict:
         ratios = list(self.ranks.values())
-        return {"tol": self.tol, "parameters": self.total,
-                "sparsity_bf16": self.sparsity("bf16"), "sparsity_fp32": self.sparsity("fp32"),
-                "sparsity_fp32_exact": self.sparsity("exact"),
-                "per_layer": self.per_layer, "rank_ratio": self.ranks,
-                "mean_rank_ratio": sum(ratios) / len(ratios) if ratios else float("nan"),
-                "rank_tolerance": "torch.linalg.matrix_rank default: sigma_max * max(shape) * eps(fp32)",
-                "overlap": self.overlap}
+        return {
+            "tol": self.tol,
+            "parameters": self.total,
+            "sparsity_bf16": self.sparsity("bf16"),
+            "sparsity_fp32": self.sparsity("fp32"),
+            "sparsity_fp32_exact": self.sparsity("exact"),
+            "per_layer": self.per_layer,
+            "rank_ratio": self.ranks,
+            "mean_rank_ratio": sum(ratios) / len(ratios) if ratios else float("nan"),
+            "rank_tolerance": "torch.linalg.matrix_rank default: sigma_max * max(shape) * eps(fp32)",
+            "overlap": self.overlap,
+        }
 
 
-def update_sparsity(before: Mapping[str, Tensor], after: Mapping[str, Tensor], tol: float = DEFAULT_TOL,
-                    other: Mapping[str, Tensor] | None = None, ranks: bool = True,
-                    names: tuple[str, str] = ("base", "trained")) -> SparsityResult:
+def update_sparsity(
+    before: Mapping[str, Tensor],
+    after: Mapping[str, Tensor],
+    tol: float = DEFAULT_TOL,
+    other: Mapping[str, Tensor] | None = None,
+    ranks: bool = True,
+    names: tuple[str, str] = ("base", "trained"),
+) -> SparsityResult:
     """Sparsity (bf16 and fp32), per-layer table, update ranks; Jaccard overlap with ``other`` (a second run)."""
     check_same_architecture(before, after, names)
     if other is not None:
@@ -143,5 +162,8 @@ def update_sparsity(before: Mapping[str, Tensor], after: Mapping[str, Tensor], t
             row[f"sparsity_{precision}"] = 1.0 - row[f"updated_{precision}"] / row["parameters"]
     if other is not None:
         p1, p2 = result.updated["bf16"] / result.total, other_updated / result.total
-        result.overlap = {"jaccard_bf16": inter / union if union else float("nan"), "random_baseline": random_jaccard(p1, p2)}
+        result.overlap = {
+            "jaccard_bf16": inter / union if union else float("nan"),
+            "random_baseline": random_jaccard(p1, p2),
+        }
     return result

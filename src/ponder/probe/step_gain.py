@@ -11,8 +11,8 @@ more than ``max_steps`` steps has consecutive steps merged into ``max_steps`` gr
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from ponder.lm.thoughts import THINK_CLOSE, THINK_OPEN
 
@@ -47,8 +47,9 @@ def prefix_contexts(prompt: str, thought: str, max_steps: int | None = None) -> 
     return [f"{prompt}{THINK_OPEN}{join_steps(steps[:k], multiline)}{THINK_CLOSE}" for k in range(len(steps) + 1)]
 
 
-def answer_logliks(model, tokenizer, prompt: str, thought: str, answer: str, batch_size: int = 32,
-                   max_steps: int | None = None) -> list[float]:
+def answer_logliks(
+    model, tokenizer, prompt: str, thought: str, answer: str, batch_size: int = 32, max_steps: int | None = None
+) -> list[float]:
     """``[LL_0..LL_K]`` of ``answer`` for one thought (see module doc)."""
     from ponder.lm.score import score_pairs
 
@@ -86,7 +87,11 @@ def summarize_gains(traces_logliks: Sequence[Sequence[float]], correct: Sequence
     def mean(xs):
         return sum(xs) / len(xs) if xs else float("nan")
 
-    return {"traces": len(totals), "accuracy": mean([float(c) for c in correct]),
-            "mean_total_gain": mean(totals), "mean_gain_per_step": mean(per_trace_mean),
-            "gain_by_step": {str(k): mean(v) for k, v in sorted(per_step.items())},
-            "mean_steps": mean([len(lls) - 1 for lls in traces_logliks])}
+    return {
+        "traces": len(totals),
+        "accuracy": mean([float(c) for c in correct]),
+        "mean_total_gain": mean(totals),
+        "mean_gain_per_step": mean(per_trace_mean),
+        "gain_by_step": {str(k): mean(v) for k, v in sorted(per_step.items())},
+        "mean_steps": mean([len(lls) - 1 for lls in traces_logliks]),
+    }

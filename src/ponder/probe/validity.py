@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from ponder.lm.thoughts import wrap_thought
 from ponder.probe.step_gain import join_steps, split_steps
@@ -31,7 +31,7 @@ def invalidate_step(step: str, rng: random.Random) -> str:
     new = old
     while new == old:
         new = "".join(rng.choice("0123456789") for _ in old)
-    return step[:m.start()] + new + step[m.end():]
+    return step[: m.start()] + new + step[m.end() :]
 
 
 def invalidate_thought(thought: str, rng: random.Random) -> str:
@@ -69,15 +69,33 @@ class ValidityResult:
         return {"accuracy": self.accuracy, "exemplars": self.exemplars, "problems": self.problems}
 
 
-def validity_accuracy(model, tokenizer, task, exemplars: Sequence, problems: Sequence, max_thought_tokens: int = 128,
-                      max_answer_tokens: int = 16, seed: int = 0, batch_size: int | None = 32) -> ValidityResult:
+def validity_accuracy(
+    model,
+    tokenizer,
+    task,
+    exemplars: Sequence,
+    problems: Sequence,
+    max_thought_tokens: int = 128,
+    max_answer_tokens: int = 16,
+    seed: int = 0,
+    batch_size: int | None = 32,
+) -> ValidityResult:
     """Greedy think-mode accuracy on ``problems`` after each condition's few-shot prefix."""
     from ponder.lm.generate import generate
 
     accuracy = {}
     for condition in CONDITIONS:
         prefix = exemplar_prefix(exemplars, condition, seed=seed)
-        out = generate(model, tokenizer, [prefix + p.prompt for p in problems], think=True, n=1, temperature=0.0,
-                       max_thought_tokens=max_thought_tokens, max_answer_tokens=max_answer_tokens, batch_size=batch_size)
+        out = generate(
+            model,
+            tokenizer,
+            [prefix + p.prompt for p in problems],
+            think=True,
+            n=1,
+            temperature=0.0,
+            max_thought_tokens=max_thought_tokens,
+            max_answer_tokens=max_answer_tokens,
+            batch_size=batch_size,
+        )
         accuracy[condition] = sum(task.score(p, t) for p, t in zip(problems, out.texts)) / len(problems)
     return ValidityResult(accuracy=accuracy, exemplars=len(exemplars), problems=len(problems))

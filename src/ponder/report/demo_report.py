@@ -16,15 +16,23 @@ def demo_table(payload: dict) -> tuple[list[str], list[list]]:
     rows = []
     for key, label in ROWS:
         r = payload[key]
-        rows.append([label, r["think_accuracy"], r.get("think_accuracy_std", 0.0), r["no_think_accuracy"],
-                     r["info_gain_answer"], r["info_gain_other"]])
+        rows.append(
+            [
+                label,
+                r["think_accuracy"],
+                r.get("think_accuracy_std", 0.0),
+                r["no_think_accuracy"],
+                r["info_gain_answer"],
+                r["info_gain_other"],
+            ]
+        )
     return header, rows
 
 
 def _smooth(ys: list[float], k: int = 5) -> list[float]:
     out = []
     for i in range(len(ys)):
-        window = [y for y in ys[max(0, i - k + 1):i + 1] if y == y]
+        window = [y for y in ys[max(0, i - k + 1) : i + 1] if y == y]
         out.append(sum(window) / len(window) if window else float("nan"))
     return out
 
@@ -32,11 +40,20 @@ def _smooth(ys: list[float], k: int = 5) -> list[float]:
 def write_demo_report(payload: dict, out: Path, job) -> Path:
     report = Report("ponder demo: RLP on the built-in tiny model")
     s = report.section("Results")
-    s.text(f"Task {payload['task']}: {payload['eval_n']} held-out problems, greedy decoding; seeds {payload['seeds']}. "
-           "Information gain (IG) = mean over held-out positions of log p(x_t | x_<t, own thought) - log p(x_t | x_<t).")
+    s.text(
+        f"Task {payload['task']}: {payload['eval_n']} held-out problems, greedy decoding; seeds {payload['seeds']}. "
+        "Information gain (IG) = mean over held-out positions of log p(x_t | x_<t, own thought) - log p(x_t | x_<t)."
+    )
     s.table(*demo_table(payload))
     curves = {}
-    for key in ("reward_mean", "info_gain_answer", "info_gain_other", "thought_tokens_mean", "policy_entropy", "clip_fraction"):
+    for key in (
+        "reward_mean",
+        "info_gain_answer",
+        "info_gain_other",
+        "thought_tokens_mean",
+        "policy_entropy",
+        "clip_fraction",
+    ):
         series = {}
         for seed in payload["seeds"]:
             rows = read_metrics(Path(out) / f"rlp-s{seed}")
@@ -44,8 +61,10 @@ def write_demo_report(payload: dict, out: Path, job) -> Path:
             series[f"seed {seed}"] = ([r["step"] for r in kept], _smooth([float(r[key]) for r in kept]))
         curves[key] = series
     c = report.section("RLP training curves")
-    c.text("Per-step means over the step's positions, smoothed over 5 steps. Information gain at answer positions "
-           "should rise while it stays near zero elsewhere.")
+    c.text(
+        "Per-step means over the step's positions, smoothed over 5 steps. Information gain at answer positions "
+        "should rise while it stays near zero elsewhere."
+    )
     for key, series in curves.items():
         c.figure(line_plot(series, key.replace("_", " "), "step", key.replace("_", " ")), alt=key)
     cfg = report.section("Settings")

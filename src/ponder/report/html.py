@@ -48,21 +48,21 @@ class Section:
     title: str
     parts: list[str] = field(default_factory=list)
 
-    def text(self, text: str, css: str = "note") -> "Section":
+    def text(self, text: str, css: str = "note") -> Section:
         self.parts.append(f'<p class="{css}">{html.escape(text)}</p>')
         return self
 
-    def code(self, text: str) -> "Section":
+    def code(self, text: str) -> Section:
         self.parts.append(f"<pre><code>{html.escape(text)}</code></pre>")
         return self
 
-    def table(self, header: list[str], rows: list[list]) -> "Section":
+    def table(self, header: list[str], rows: list[list]) -> Section:
         head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
         body = "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>" for row in rows)
         self.parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
         return self
 
-    def figure(self, fig, alt: str = "") -> "Section":
+    def figure(self, fig, alt: str = "") -> Section:
         self.parts.append(f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{figure_to_png_b64(fig)}">')
         return self
 
@@ -79,8 +79,10 @@ class Report:
 
     def render(self) -> str:
         body = "".join(f"<h2>{html.escape(s.title)}</h2>{''.join(s.parts)}" for s in self.sections)
-        return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>"
-                f"<style>{_STYLE}</style></head><body><h1>{html.escape(self.title)}</h1>{body}</body></html>")
+        return (
+            f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>"
+            f"<style>{_STYLE}</style></head><body><h1>{html.escape(self.title)}</h1>{body}</body></html>"
+        )
 
     def write(self, path: str | os.PathLike) -> Path:
         path = Path(path)

@@ -6,15 +6,48 @@ and are registered by name in :data:`REWARDS`; :func:`combine` weights several o
 """
 
 from ponder.rewards.compose import REWARDS, combine, prompt_group_id, trl_reward
-from ponder.rewards.core import (format_batch, format_ok, format_reward, gather_answers_for_vote, length_penalty,
-                                 length_reward, majority_stats, majority_vote, thought_token_counts, verifiable)
-from ponder.rewards.likelihood import (answer_confidence, answer_likelihood, answer_likelihood_reward, answer_span,
-                                       margin_confidence_from_logprobs, self_certainty, self_certainty_from_logprobs)
+from ponder.rewards.core import (
+    format_batch,
+    format_ok,
+    format_reward,
+    gather_answers_for_vote,
+    length_penalty,
+    length_reward,
+    majority_stats,
+    majority_vote,
+    thought_token_counts,
+    verifiable,
+)
+from ponder.rewards.likelihood import (
+    answer_confidence,
+    answer_likelihood,
+    answer_likelihood_reward,
+    answer_span,
+    margin_confidence_from_logprobs,
+    self_certainty,
+    self_certainty_from_logprobs,
+)
 
 __all__ = [
-    "REWARDS", "combine", "prompt_group_id", "trl_reward",
-    "format_batch", "format_ok", "format_reward", "gather_answers_for_vote", "length_penalty", "length_reward",
-    "majority_stats", "majority_vote", "thought_token_counts", "verifiable",
-    "answer_confidence", "answer_likelihood", "answer_likelihood_reward", "answer_span",
-    "margin_confidence_from_logprobs", "self_certainty", "self_certainty_from_logprobs",
+    "REWARDS",
+    "combine",
+    "prompt_group_id",
+    "trl_reward",
+    "format_batch",
+    "format_ok",
+    "format_reward",
+    "gather_answers_for_vote",
+    "length_penalty",
+    "length_reward",
+    "majority_stats",
+    "majority_vote",
+    "thought_token_counts",
+    "verifiable",
+    "answer_confidence",
+    "answer_likelihood",
+    "answer_likelihood_reward",
+    "answer_span",
+    "margin_confidence_from_logprobs",
+    "self_certainty",
+    "self_certainty_from_logprobs",
 ]

@@ -17,7 +17,7 @@ completions only.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -69,8 +69,15 @@ def gather_answers_for_vote(
 # ---------------------------------------------------------------- verifiable
 
 
-def verifiable(prompts: Sequence[str], completions: Sequence[str], group_ids: GroupIds = None, *,
-               problems: Sequence[Problem | str], task: Task, **_) -> Tensor:
+def verifiable(
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    group_ids: GroupIds = None,
+    *,
+    problems: Sequence[Problem | str],
+    task: Task,
+    **_,
+) -> Tensor:
     """``task.score(problem, completion)`` per completion ``[N]``.
 
     ``problems[i]`` is a :class:`Problem` or a bare reference answer string (a dataset column, as
@@ -98,8 +105,15 @@ def _vote_reward(answer: str | None, label: str | None, no_answer_reward: float)
     return float(label is not None and normalize_answer(answer) == label)
 
 
-def majority_vote(prompts: Sequence[str], completions: Sequence[str], group_ids: GroupIds, *, task: Task,
-                  no_answer_reward: float = 0.0, **_) -> Tensor:
+def majority_vote(
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    group_ids: GroupIds,
+    *,
+    task: Task,
+    no_answer_reward: float = 0.0,
+    **_,
+) -> Tensor:
     """TTRL reward ``[N]``: 1 when a completion's answer equals its group's majority answer, else 0.
 
     Answers are ``task.extract_answer`` normalised with :func:`normalize_answer`; the majority is
@@ -113,12 +127,21 @@ def majority_vote(prompts: Sequence[str], completions: Sequence[str], group_ids:
     all_answers, all_ids = gather_answers_for_vote(answers, ids)
     _check_group_sizes(all_ids)
     labels = _group_majorities(all_answers, all_ids)
-    return torch.tensor([_vote_reward(a, labels[g], no_answer_reward) for a, g in zip(answers, ids)],
-                        dtype=torch.float32)
+    return torch.tensor(
+        [_vote_reward(a, labels[g], no_answer_reward) for a, g in zip(answers, ids)], dtype=torch.float32
+    )
 
 
-def majority_stats(prompts: Sequence[str], completions: Sequence[str], group_ids: GroupIds, *, task: Task,
-                   reference_answers: Sequence[str] | None = None, no_answer_reward: float = 0.0, **_) -> dict:
+def majority_stats(
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    group_ids: GroupIds,
+    *,
+    task: Task,
+    reference_answers: Sequence[str] | None = None,
+    no_answer_reward: float = 0.0,
+    **_,
+) -> dict:
     """Diagnostics of the TTRL pseudo-labels, over all processes' completions.
 
     * ``majority_ratio``: per group, (completions whose answer is the majority) / G (no-answer
@@ -151,8 +174,10 @@ def majority_stats(prompts: Sequence[str], completions: Sequence[str], group_ids
     if reference_answers is not None:
         ref_of = {g: normalize_answer(r) for g, r in zip(ids, refs)}
         stats["label_accuracy"] = sum(labels[g] == ref_of[g] for g in labels) / len(labels)
-        agree = [_vote_reward(a, labels[g], no_answer_reward) == _vote_reward(a, ref_of[g], no_answer_reward)
-                 for a, g in zip(answers, ids)]
+        agree = [
+            _vote_reward(a, labels[g], no_answer_reward) == _vote_reward(a, ref_of[g], no_answer_reward)
+            for a, g in zip(answers, ids)
+        ]
         stats["reward_accuracy"] = sum(agree) / len(agree)
     return stats
 
@@ -171,7 +196,7 @@ def format_ok(completion: str, require_think: bool = True) -> bool:
     if n_open != 1 or n_close != 1:
         return False
     start, end = completion.find(THINK_OPEN), completion.find(THINK_CLOSE)
-    return start < end and not completion[:start].strip() and bool(completion[end + len(THINK_CLOSE):].strip())
+    return start < end and not completion[:start].strip() and bool(completion[end + len(THINK_CLOSE) :].strip())
 
 
 def format_reward(completions: Sequence[str], require_think: bool = True, **_) -> Tensor:
@@ -202,13 +227,22 @@ def length_penalty(lengths: Sequence[int] | Tensor, target: int, scale: float = 
     return -scale * (x - target).clamp(min=0) / target
 
 
-def length_reward(prompts: Sequence[str], completions: Sequence[str], group_ids: GroupIds = None, *,
-                  target: int, scale: float = 1.0, tokenizer=None, **_) -> Tensor:
+def length_reward(
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    group_ids: GroupIds = None,
+    *,
+    target: int,
+    scale: float = 1.0,
+    tokenizer=None,
+    **_,
+) -> Tensor:
     """Batch form of :func:`length_penalty` over thought token counts (:func:`thought_token_counts`)."""
     return length_penalty(thought_token_counts(completions, tokenizer), target, scale)
 
 
-def format_batch(prompts: Sequence[str], completions: Sequence[str], group_ids: GroupIds = None, *,
-                 require_think: bool = True, **_) -> Tensor:
+def format_batch(
+    prompts: Sequence[str], completions: Sequence[str], group_ids: GroupIds = None, *, require_think: bool = True, **_
+) -> Tensor:
     """Batch-signature form of :func:`format_reward` (for the registry)."""
     return format_reward(completions, require_think)

@@ -12,13 +12,21 @@ Shapes: ``N`` completions, ``L`` completion tokens, ``V`` vocabulary.
 from __future__ import annotations
 
 import math
-from typing import Callable, Literal, Sequence
+from collections.abc import Callable, Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor
 
-from ponder.lm.score import (left_pad, model_device, pad_id_of, position_ids_from_mask, score_pairs,
-                             supports_logits_to_keep, tokenize_pairs)
+from ponder.lm.score import (
+    left_pad,
+    model_device,
+    pad_id_of,
+    position_ids_from_mask,
+    score_pairs,
+    supports_logits_to_keep,
+    tokenize_pairs,
+)
 from ponder.lm.thoughts import split_thought, think_token_ids, wrap_thought
 
 # ---------------------------------------------------------------- pure functions
@@ -57,9 +65,15 @@ def margin_confidence_from_logprobs(logprobs: Tensor, mask: Tensor) -> Tensor:
 # ---------------------------------------------------------------- model wrappers
 
 
-def _completion_stat(model, tokenizer, prompts: Sequence[str], completions: Sequence[str],
-                     stat: Callable[[Tensor, Tensor], Tensor], span: Callable[[list[int]], list[bool]] | None = None,
-                     batch_size: int | None = None) -> Tensor:
+def _completion_stat(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    stat: Callable[[Tensor, Tensor], Tensor],
+    span: Callable[[list[int]], list[bool]] | None = None,
+    batch_size: int | None = None,
+) -> Tensor:
     """``stat(logprobs [b, l, V], mask [b, l])`` over the completion tokens of each prompt+completion.
 
     ``span(completion_ids) -> [bool]`` narrows the mask to part of the completion (default: all of it).
@@ -71,27 +85,33 @@ def _completion_stat(model, tokenizer, prompts: Sequence[str], completions: Sequ
     step = batch_size or max(len(ctx), 1)
     with torch.no_grad():
         for start in range(0, len(order), step):
-            idx = order[start:start + step]
+            idx = order[start : start + step]
             longest = max(len(cont[i]) for i in idx)
             if longest == 0:
                 continue
             ids, attn = left_pad([ctx[i] + cont[i] for i in idx], pad_id, device)
             kwargs = {"logits_to_keep": longest + 1} if keep_kw else {}
-            logits = model(input_ids=ids, attention_mask=attn, position_ids=position_ids_from_mask(attn),
-                           use_cache=False, **kwargs).logits
-            logprobs = torch.log_softmax(logits[:, -longest - 1:-1].float(), dim=-1)  # predicts the last `longest`
+            logits = model(
+                input_ids=ids, attention_mask=attn, position_ids=position_ids_from_mask(attn), use_cache=False, **kwargs
+            ).logits
+            logprobs = torch.log_softmax(logits[:, -longest - 1 : -1].float(), dim=-1)  # predicts the last `longest`
             mask = torch.zeros(len(idx), longest, dtype=torch.bool)
             for row, i in enumerate(idx):
                 keep = span(cont[i]) if span is not None else [True] * len(cont[i])
                 if keep:
-                    mask[row, longest - len(cont[i]):] = torch.tensor(keep, dtype=torch.bool)
+                    mask[row, longest - len(cont[i]) :] = torch.tensor(keep, dtype=torch.bool)
             out[idx] = stat(logprobs, mask.to(device)).cpu()
     return out
 
 
-def self_certainty(logits_or_model, tokenizer=None, prompts: Sequence[str] | None = None,
-                   completions: Sequence[str] | None = None, mask: Tensor | None = None,
-                   batch_size: int | None = None) -> Tensor:
+def self_certainty(
+    logits_or_model,
+    tokenizer=None,
+    prompts: Sequence[str] | None = None,
+    completions: Sequence[str] | None = None,
+    mask: Tensor | None = None,
+    batch_size: int | None = None,
+) -> Tensor:
     """INTUITOR self-certainty ``[N]`` (:func:`self_certainty_from_logprobs`), no gradients.
 
     Either ``logits [N, L, V]`` (``mask [N, L]``, default all ones) or a causal LM with
@@ -105,8 +125,9 @@ def self_certainty(logits_or_model, tokenizer=None, prompts: Sequence[str] | Non
             return self_certainty_from_logprobs(logprobs, m.to(logprobs.device))
     if tokenizer is None or prompts is None or completions is None:
         raise ValueError("a model needs tokenizer, prompts and completions")
-    return _completion_stat(logits_or_model, tokenizer, prompts, completions, self_certainty_from_logprobs,
-                            batch_size=batch_size)
+    return _completion_stat(
+        logits_or_model, tokenizer, prompts, completions, self_certainty_from_logprobs, batch_size=batch_size
+    )
 
 
 def answer_span(completion_ids: Sequence[int], open_id: int, close_id: int) -> list[bool]:
@@ -119,21 +140,36 @@ def answer_span(completion_ids: Sequence[int], open_id: int, close_id: int) -> l
     return [open_id not in ids] * len(ids)
 
 
-def answer_confidence(model, tokenizer, prompts: Sequence[str], completions: Sequence[str],
-                      batch_size: int | None = None) -> Tensor:
+def answer_confidence(
+    model, tokenizer, prompts: Sequence[str], completions: Sequence[str], batch_size: int | None = None
+) -> Tensor:
     """RLSF-style answer confidence ``[N]``: :func:`margin_confidence_from_logprobs` over the answer span.
 
     The span is located by token ids (:func:`answer_span`, needs the think tokens in the
     vocabulary); completions without answer tokens get 0.
     """
     open_id, close_id = think_token_ids(tokenizer)
-    return _completion_stat(model, tokenizer, prompts, completions, margin_confidence_from_logprobs,
-                            span=lambda ids: answer_span(ids, open_id, close_id), batch_size=batch_size)
+    return _completion_stat(
+        model,
+        tokenizer,
+        prompts,
+        completions,
+        margin_confidence_from_logprobs,
+        span=lambda ids: answer_span(ids, open_id, close_id),
+        batch_size=batch_size,
+    )
 
 
-def answer_likelihood(model, tokenizer, prompts: Sequence[str], thoughts: Sequence[str | None],
-                      reference_answers: Sequence[str], reduce: Literal["mean", "sum"] = "mean",
-                      baseline: bool = True, batch_size: int | None = None) -> Tensor:
+def answer_likelihood(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    thoughts: Sequence[str | None],
+    reference_answers: Sequence[str],
+    reduce: Literal["mean", "sum"] = "mean",
+    baseline: bool = True,
+    batch_size: int | None = None,
+) -> Tensor:
     """Answer log-likelihood gain of a thought ``[N]`` (RLPR / VeriFree family).
 
     ``log p(answer | prompt <think>thought</think>) - log p(answer | prompt)`` with per-token
@@ -149,8 +185,9 @@ def answer_likelihood(model, tokenizer, prompts: Sequence[str], thoughts: Sequen
     if reduce not in ("mean", "sum"):
         raise ValueError(f"unknown reduce {reduce!r}; expected 'mean' or 'sum'")
     answers = [str(a) for a in reference_answers]
-    with_thought = score_pairs(model, tokenizer, [p + wrap_thought(t or "") for p, t in zip(prompts, thoughts)],
-                               answers, batch_size=batch_size)
+    with_thought = score_pairs(
+        model, tokenizer, [p + wrap_thought(t or "") for p, t in zip(prompts, thoughts)], answers, batch_size=batch_size
+    )
     gain = getattr(with_thought, reduce).clone()
     if baseline:
         pairs = list(dict.fromkeys(zip(prompts, answers)))
@@ -163,29 +200,46 @@ def answer_likelihood(model, tokenizer, prompts: Sequence[str], thoughts: Sequen
 # ---------------------------------------------------------------- batch-signature forms (registry)
 
 
-def answer_likelihood_reward(prompts, completions, group_ids=None, *, model, tokenizer, reference_answers,
-                             reduce: Literal["mean", "sum"] = "mean", baseline: bool = True,
-                             batch_size: int | None = None, **_) -> Tensor:
+def answer_likelihood_reward(
+    prompts,
+    completions,
+    group_ids=None,
+    *,
+    model,
+    tokenizer,
+    reference_answers,
+    reduce: Literal["mean", "sum"] = "mean",
+    baseline: bool = True,
+    batch_size: int | None = None,
+    **_,
+) -> Tensor:
     """:func:`answer_likelihood` with each completion's first thought (unclosed thoughts are scored as if closed)."""
     thoughts = [split_thought(c)[0] for c in completions]
     return answer_likelihood(model, tokenizer, prompts, thoughts, reference_answers, reduce, baseline, batch_size)
 
 
-def self_certainty_reward(prompts, completions, group_ids=None, *, model, tokenizer,
-                          batch_size: int | None = None, **_) -> Tensor:
+def self_certainty_reward(
+    prompts, completions, group_ids=None, *, model, tokenizer, batch_size: int | None = None, **_
+) -> Tensor:
     return self_certainty(model, tokenizer, prompts, completions, batch_size=batch_size)
 
 
-def answer_confidence_reward(prompts, completions, group_ids=None, *, model, tokenizer,
-                             batch_size: int | None = None, **_) -> Tensor:
+def answer_confidence_reward(
+    prompts, completions, group_ids=None, *, model, tokenizer, batch_size: int | None = None, **_
+) -> Tensor:
     return answer_confidence(model, tokenizer, prompts, completions, batch_size=batch_size)
 
 
 def _register() -> None:
     from ponder.rewards.compose import REWARDS
 
-    REWARDS.update({"answer_likelihood": answer_likelihood_reward, "self_certainty": self_certainty_reward,
-                    "answer_confidence": answer_confidence_reward})
+    REWARDS.update(
+        {
+            "answer_likelihood": answer_likelihood_reward,
+            "self_certainty": self_certainty_reward,
+            "answer_confidence": answer_confidence_reward,
+        }
+    )
 
 
 _register()

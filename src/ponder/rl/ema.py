@@ -10,7 +10,8 @@ Precision note: keep the policy's master weights in fp32. In bf16 the per-step c
 from __future__ import annotations
 
 import copy
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -55,7 +56,7 @@ class EMATeacher:
         self.num_updates = 0
 
     @classmethod
-    def from_model(cls, model: nn.Module, tau: float = 0.999) -> "EMATeacher":
+    def from_model(cls, model: nn.Module, tau: float = 0.999) -> EMATeacher:
         teacher = cls(tau)
         teacher.initialize(model)
         return teacher

@@ -10,7 +10,8 @@ prefix's KV cache among the G thoughts.
 from __future__ import annotations
 
 import logging
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import torch
 
@@ -25,8 +26,15 @@ class GenerationBackend(Protocol):
 
     name: str
 
-    def generate(self, prefixes: Sequence[Sequence[int]], n: int, max_tokens: int, temperature: float = 0.7,
-                 top_p: float = 1.0, generators: Sequence[torch.Generator] | None = None) -> Thoughts:
+    def generate(
+        self,
+        prefixes: Sequence[Sequence[int]],
+        n: int,
+        max_tokens: int,
+        temperature: float = 0.7,
+        top_p: float = 1.0,
+        generators: Sequence[torch.Generator] | None = None,
+    ) -> Thoughts:
         """``len(prefixes) * n`` thoughts, rows ``i*n .. i*n+n-1`` for prefix ``i`` (see :class:`Thoughts`)."""
         ...
 
@@ -44,8 +52,17 @@ class TransformersBackend:
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
 
     def generate(self, prefixes, n, max_tokens, temperature=0.7, top_p=1.0, generators=None) -> Thoughts:
-        return sample_thoughts(self.model, self.tokenizer, prefixes, n, max_tokens, temperature, top_p,
-                               batch_size=self.batch_size, prompt_generators=generators)
+        return sample_thoughts(
+            self.model,
+            self.tokenizer,
+            prefixes,
+            n,
+            max_tokens,
+            temperature,
+            top_p,
+            batch_size=self.batch_size,
+            prompt_generators=generators,
+        )
 
     def sync_weights(self, model) -> None:
         self.model = model  # samples from the live module: nothing to copy
@@ -60,12 +77,16 @@ class VLLMBackend:
         try:
             import vllm
         except ImportError as e:
-            raise PonderError("the vLLM generation backend needs vLLM: install ponder with the `vllm` extra "
-                              "(pip install 'ponder[vllm]') on a machine with a CUDA GPU, or use the transformers "
-                              "backend (--generation-backend transformers)") from e
+            raise PonderError(
+                "the vLLM generation backend needs vLLM: install ponder with the `vllm` extra "
+                "(pip install 'ponder[vllm]') on a machine with a CUDA GPU, or use the transformers "
+                "backend (--generation-backend transformers)"
+            ) from e
         if not torch.cuda.is_available():
-            raise PonderError("the vLLM generation backend needs a CUDA GPU; none is visible. Use "
-                              "--generation-backend transformers (the default on CPU).")
+            raise PonderError(
+                "the vLLM generation backend needs a CUDA GPU; none is visible. Use "
+                "--generation-backend transformers (the default on CPU)."
+            )
         import tempfile
 
         from ponder.lm.thoughts import think_token_ids
@@ -77,15 +98,26 @@ class VLLMBackend:
         model.save_pretrained(self._dir)
         tokenizer.save_pretrained(self._dir)
         dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-        self.llm = vllm.LLM(model=self._dir, dtype=dtype, gpu_memory_utilization=gpu_memory_utilization,
-                            enable_prefix_caching=True)
+        self.llm = vllm.LLM(
+            model=self._dir, dtype=dtype, gpu_memory_utilization=gpu_memory_utilization, enable_prefix_caching=True
+        )
 
     def generate(self, prefixes, n, max_tokens, temperature=0.7, top_p=1.0, generators=None) -> Thoughts:
-        seed = None if generators is None else int(torch.randint(2**31 - 1, (1,), generator=generators[0],
-                                                                  device=generators[0].device))
-        params = self._vllm.SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                                           min_tokens=1, stop_token_ids=[self.close_id], seed=seed,
-                                           logit_bias={t: -100.0 for t in [self.open_id, *self.eos]})
+        seed = (
+            None
+            if generators is None
+            else int(torch.randint(2**31 - 1, (1,), generator=generators[0], device=generators[0].device))
+        )
+        params = self._vllm.SamplingParams(
+            n=n,
+            temperature=temperature,
+            top_p=top_p,
+            max_tokens=max_tokens,
+            min_tokens=1,
+            stop_token_ids=[self.close_id],
+            seed=seed,
+            logit_bias={t: -100.0 for t in [self.open_id, *self.eos]},
+        )
         prompts = [{"prompt_token_ids": [*p, self.open_id]} for p in prefixes]
         ids, closed = [], []
         for out in self.llm.generate(prompts, params, use_tqdm=False):

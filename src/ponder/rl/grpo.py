@@ -42,7 +42,13 @@ from ponder.rl.formats import format_shares
 from ponder.rl.loop import run_steps
 from ponder.rl.losses import clipped_surrogate, kl_penalty, masked_mean
 from ponder.rl.prompts import PromptPool
-from ponder.train.checkpoint import latest_checkpoint, load_weights_into, restore_checkpoint, save_checkpoint, save_pretrained_atomic
+from ponder.train.checkpoint import (
+    latest_checkpoint,
+    load_weights_into,
+    restore_checkpoint,
+    save_checkpoint,
+    save_pretrained_atomic,
+)
 from ponder.train.metrics import MetricsLogger
 from ponder.train.optim import PolicyUpdateSettings, adamw_constant_after_warmup
 
@@ -70,7 +76,9 @@ def parse_reward_spec(spec: str) -> dict[str, float]:
         except ValueError:
             raise ValueError(f"reward weight {w!r} of {name!r} is not a number") from None
     if not weights:
-        raise ValueError("the reward spec names no reward (e.g. --reward verifiable or --reward 'verifiable=1,format=0.1')")
+        raise ValueError(
+            "the reward spec names no reward (e.g. --reward verifiable or --reward 'verifiable=1,format=0.1')"
+        )
     return weights
 
 
@@ -83,21 +91,34 @@ class GRPOConfig(PolicyUpdateSettings):
     group_size: int = Field(8, description="completions sampled per prompt (G >= 2)")
     pool_size: int = Field(256, ge=1, description="distinct prompts visited in epochs")
     split: Literal["train", "test"] = Field("train", description="task split the prompts come from")
-    reward: str = Field("verifiable", description="reward mix, e.g. verifiable or 'verifiable=1,format=0.1' (names: ponder.rewards.REWARDS)")
-    no_answer_reward: float = Field(0.0, description="reward of a completion with no extractable answer (replaces the mix)")
-    length_target: int | None = Field(None, ge=1, description="target thought tokens of the length reward (default: the thought budget)")
+    reward: str = Field(
+        "verifiable",
+        description="reward mix, e.g. verifiable or 'verifiable=1,format=0.1' (names: ponder.rewards.REWARDS)",
+    )
+    no_answer_reward: float = Field(
+        0.0, description="reward of a completion with no extractable answer (replaces the mix)"
+    )
+    length_target: int | None = Field(
+        None, ge=1, description="target thought tokens of the length reward (default: the thought budget)"
+    )
     max_thought_tokens: int = Field(64, ge=1, description="thought budget; an unclosed thought is cut here and closed")
     max_answer_tokens: int = Field(16, ge=1, description="answer budget")
     temperature: float = Field(1.0, gt=0, description="sampling temperature of thoughts and answers")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling")
     lr: float = Field(3e-5, gt=0, description="learning rate (AdamW, constant after warmup)")
     scale: Literal["std", "none"] = Field("std", description="advantage scale: std (GRPO) or none (Dr.GRPO)")
-    loss_reduce: Literal["rlp", "token"] = Field("rlp", description="rlp: mean over completions of per-token means (GRPO); token: over all tokens (DAPO)")
+    loss_reduce: Literal["rlp", "token"] = Field(
+        "rlp", description="rlp: mean over completions of per-token means (GRPO); token: over all tokens (DAPO)"
+    )
     kl_coef: float = Field(0.0, ge=0, description="KL(policy || reference) on completion tokens (0: off)")
-    kl_ref: Literal["initial", "ema"] = Field("initial", description="KL reference: the initial model or an EMA of the policy")
+    kl_ref: Literal["initial", "ema"] = Field(
+        "initial", description="KL reference: the initial model or an EMA of the policy"
+    )
     ema_tau: float = Field(0.99, ge=0, le=1, description="EMA decay when --kl-ref ema")
     filter_equal: bool = Field(True, description="drop groups whose rewards are all equal (no signal)")
-    filter_hard: bool = Field(True, description="set aside prompts with pass rate 0 over the group (needs a label-using reward)")
+    filter_hard: bool = Field(
+        True, description="set aside prompts with pass rate 0 over the group (needs a label-using reward)"
+    )
     sample_batch_size: int | None = Field(None, ge=1, description="prompts sampled and scored together (memory bound)")
     seed: int = Field(0, description="seed of the prompt pool, sampling and subsampling")
     save_every: int = Field(50, ge=1, description="checkpoint every N steps (and at the end)")
@@ -119,7 +140,9 @@ class GRPOConfig(PolicyUpdateSettings):
     @model_validator(mode="after")
     def _pool(self):
         if self.pool_size < self.prompts_per_step:
-            raise ValueError(f"pool_size ({self.pool_size}) must be at least prompts_per_step ({self.prompts_per_step})")
+            raise ValueError(
+                f"pool_size ({self.pool_size}) must be at least prompts_per_step ({self.prompts_per_step})"
+            )
         return self
 
 
@@ -135,7 +158,9 @@ class TTRLConfig(GRPOConfig):
     def _subset(self):
         m = self.group_size if self.train_samples is None else self.train_samples
         if not 2 <= m <= self.group_size:
-            raise ValueError(f"train_samples must be in [2, group_size={self.group_size}] (got {m}): group methods need G >= 2")
+            raise ValueError(
+                f"train_samples must be in [2, group_size={self.group_size}] (got {m}): group methods need G >= 2"
+            )
         if LABEL_REWARDS & set(parse_reward_spec(self.reward)):
             raise ValueError(f"TTRL trains without labels: the reward mix cannot use {sorted(LABEL_REWARDS)}")
         return self
@@ -156,32 +181,56 @@ class GroupRollout:
         return torch.tensor([len(t) for t in self.thought_ids], dtype=torch.float32)
 
 
-def sample_group_rollout(model, tokenizer, prompts: list[str], group_size: int, max_thought_tokens: int,
-                         max_answer_tokens: int, temperature: float, top_p: float, generator: torch.Generator,
-                         answer_stop: tuple[str, ...] = ("\n",), batch_size: int | None = None) -> GroupRollout:
+def sample_group_rollout(
+    model,
+    tokenizer,
+    prompts: list[str],
+    group_size: int,
+    max_thought_tokens: int,
+    max_answer_tokens: int,
+    temperature: float,
+    top_p: float,
+    generator: torch.Generator,
+    answer_stop: tuple[str, ...] = ("\n",),
+    batch_size: int | None = None,
+) -> GroupRollout:
     """Sample G thoughts after each ``prompt <think>``, then one answer after each closed thought."""
     from ponder.lm.sample import sample
     from ponder.rl.rollout import sample_thoughts
 
     open_id, close_id = think_token_ids(tokenizer)
     prompt_ids = [tokenizer(p, add_special_tokens=True)["input_ids"] for p in prompts]
-    thoughts = sample_thoughts(model, tokenizer, prompt_ids, group_size, max_thought_tokens, temperature, top_p,
-                               generator, batch_size)
+    thoughts = sample_thoughts(
+        model, tokenizer, prompt_ids, group_size, max_thought_tokens, temperature, top_p, generator, batch_size
+    )
     contexts = [prompt_ids[n // group_size] + [open_id] + ids + [close_id] for n, ids in enumerate(thoughts.ids)]
     was_training = model.training
     model.eval()
-    answer = sample(model, tokenizer, contexts, n=1, max_new_tokens=max_answer_tokens, temperature=temperature,
-                    top_p=top_p, stop=answer_stop, ban_token_ids=think_ban_ids(tokenizer), generator=generator,
-                    batch_size=None if batch_size is None else batch_size * group_size)
+    answer = sample(
+        model,
+        tokenizer,
+        contexts,
+        n=1,
+        max_new_tokens=max_answer_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        stop=answer_stop,
+        ban_token_ids=think_ban_ids(tokenizer),
+        generator=generator,
+        batch_size=None if batch_size is None else batch_size * group_size,
+    )
     model.train(was_training)
     answer_ids = [row[mask].tolist() for row, mask in zip(answer.tokens.cpu(), answer.mask.cpu())]
     answers = drop_stop(answer.texts, answer_stop)
-    texts = [f"<think>{tokenizer.decode(t, skip_special_tokens=False)}</think>{a}" for t, a in zip(thoughts.ids, answers)]
+    texts = [
+        f"<think>{tokenizer.decode(t, skip_special_tokens=False)}</think>{a}" for t, a in zip(thoughts.ids, answers)
+    ]
     return GroupRollout(prompt_ids, thoughts.ids, thoughts.closed, answer_ids, texts)
 
 
-def completion_batch(rollout: GroupRollout, rows: list[int], group_size: int, open_id: int, close_id: int,
-                     pad_id: int, device=None):
+def completion_batch(
+    rollout: GroupRollout, rows: list[int], group_size: int, open_id: int, close_id: int, pad_id: int, device=None
+):
     """Right-padded ``prompt <think> thought </think> answer`` for ``rows``: ``(ids, attention, loss_mask)`` ``[R, T]``.
 
     The loss mask marks the model's own actions: thought tokens, ``</think>`` when the model closed
@@ -217,16 +266,27 @@ class GRPOTrainer:
         self.weights = parse_reward_spec(cfg.reward)
         self.problems: list[Problem] = task.problems(cfg.pool_size, seed=cfg.seed, split=cfg.split)
         if len(self.problems) < cfg.prompts_per_step:
-            raise ValueError(f"task {task.name} has only {len(self.problems)} {cfg.split} problems; "
-                             f"need at least prompts_per_step={cfg.prompts_per_step}")
+            raise ValueError(
+                f"task {task.name} has only {len(self.problems)} {cfg.split} problems; "
+                f"need at least prompts_per_step={cfg.prompts_per_step}"
+            )
         self.pool = PromptPool(len(self.problems), seed=cfg.seed)
         self.optimizer, self.scheduler = adamw_constant_after_warmup(model, cfg.lr, cfg.weight_decay, cfg.warmup_steps)
         self.ref = EMATeacher(1.0 if cfg.kl_ref == "initial" else cfg.ema_tau)
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.step = 0
-        self.counters = {"skipped_nonfinite": 0, "skipped_no_signal": 0, "no_answer": 0, "completions": 0,
-                         "groups_equal_filtered": 0, "groups_hard_set_aside": 0, "groups_trained": 0,
-                         "hard_revisited": 0, "hard_revisit_solved": 0, "thought_tokens": 0}
+        self.counters = {
+            "skipped_nonfinite": 0,
+            "skipped_no_signal": 0,
+            "no_answer": 0,
+            "completions": 0,
+            "groups_equal_filtered": 0,
+            "groups_hard_set_aside": 0,
+            "groups_trained": 0,
+            "hard_revisited": 0,
+            "hard_revisit_solved": 0,
+            "thought_tokens": 0,
+        }
 
     # ------------------------------------------------------------------ hooks TTRL changes
     @property
@@ -247,9 +307,15 @@ class GRPOTrainer:
 
     # ------------------------------------------------------------------ state
     def _state(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "pool": self.pool.state_dict(), "generator": self.generator.get_state(),
-                "counters": dict(self.counters), "ref_updates": self.ref.num_updates, "ref_initialized": self.ref.initialized}
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "pool": self.pool.state_dict(),
+            "generator": self.generator.get_state(),
+            "counters": dict(self.counters),
+            "ref_updates": self.ref.num_updates,
+            "ref_initialized": self.ref.initialized,
+        }
 
     def save(self) -> Path:
         extra = {"ref": self.ref.model} if self.ref.initialized else {}
@@ -276,9 +342,14 @@ class GRPOTrainer:
         cfg, G = self.cfg, self.cfg.group_size
         prompts = [p.prompt for p in problems for _ in range(G)]
         group_ids = torch.arange(len(problems)).repeat_interleave(G)
-        columns = {"task": self.task, "model": self.model, "tokenizer": self.tokenizer,
-                   "no_answer_reward": cfg.no_answer_reward, "target": cfg.length_target or cfg.max_thought_tokens,
-                   "batch_size": None if cfg.sample_batch_size is None else cfg.sample_batch_size * G}
+        columns = {
+            "task": self.task,
+            "model": self.model,
+            "tokenizer": self.tokenizer,
+            "no_answer_reward": cfg.no_answer_reward,
+            "target": cfg.length_target or cfg.max_thought_tokens,
+            "batch_size": None if cfg.sample_batch_size is None else cfg.sample_batch_size * G,
+        }
         if self.uses_labels:
             columns.update(self._label_columns(problems))
         was_training = self.model.training
@@ -300,9 +371,18 @@ class GRPOTrainer:
         problems = [self.problems[i] for i in indices]
         if cfg.kl_coef > 0 and not self.ref.initialized:
             self.ref.initialize(self.model)
-        rollout = sample_group_rollout(self.model, self.tokenizer, [p.prompt for p in problems], G,
-                                       cfg.max_thought_tokens, cfg.max_answer_tokens, cfg.temperature, cfg.top_p,
-                                       self.generator, batch_size=cfg.sample_batch_size)
+        rollout = sample_group_rollout(
+            self.model,
+            self.tokenizer,
+            [p.prompt for p in problems],
+            G,
+            cfg.max_thought_tokens,
+            cfg.max_answer_tokens,
+            cfg.temperature,
+            cfg.top_p,
+            self.generator,
+            batch_size=cfg.sample_batch_size,
+        )
         self.step += 1
         rewards, metrics, no_answer = self._rewards(problems, rollout)
         correct = torch.tensor([self.task.score(problems[n // G], t) >= 1.0 for n, t in enumerate(rollout.texts)])
@@ -311,12 +391,17 @@ class GRPOTrainer:
         self.counters["no_answer"] += int(no_answer.sum())
         self.counters["completions"] += len(rollout.texts)
         self.counters["thought_tokens"] += int(thought_len.sum())
-        metrics.update({
-            "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()),
-            "label_pass_rate": float(pass_rate.mean()), "no_answer_fraction": float(no_answer.float().mean()),
-            "thought_tokens_mean": float(thought_len.mean()), "unclosed_fraction": float((~rollout.closed).float().mean()),
-            **format_shares(rollout.texts, rollout.closed.tolist()),
-        })
+        metrics.update(
+            {
+                "reward_mean": float(rewards.mean()),
+                "reward_std": float(rewards.std()),
+                "label_pass_rate": float(pass_rate.mean()),
+                "no_answer_fraction": float(no_answer.float().mean()),
+                "thought_tokens_mean": float(thought_len.mean()),
+                "unclosed_fraction": float((~rollout.closed).float().mean()),
+                **format_shares(rollout.texts, rollout.closed.tolist()),
+            }
+        )
         if not torch.isfinite(rewards).all():
             # Never averaged in: the whole step is dropped and counted.
             self.counters["skipped_nonfinite"] += 1
@@ -347,8 +432,9 @@ class GRPOTrainer:
         advantages = group_advantages(train_rewards[keep], correction="none", scale=cfg.scale)  # [b, m]
         groups = keep.nonzero().flatten()
         rows = (groups[:, None] * G + cols[groups]).flatten().tolist()
-        ids, attention, loss_mask = completion_batch(rollout, rows, G, self.open_id, self.close_id, self.pad_id,
-                                                     self.device)
+        ids, attention, loss_mask = completion_batch(
+            rollout, rows, G, self.open_id, self.close_id, self.pad_id, self.device
+        )
         adv = advantages.flatten().to(self.device)
         self.model.train()
         logp, entropy = token_logprobs(self.model, ids, attention, return_entropy=True)
@@ -356,7 +442,9 @@ class GRPOTrainer:
         for epoch in range(cfg.ppo_epochs):
             if epoch > 0:
                 logp, entropy = token_logprobs(self.model, ids, attention, return_entropy=True)
-            loss, stats = clipped_surrogate(logp, logp_old, adv, loss_mask, cfg.eps_low, cfg.eps_high, reduce=cfg.loss_reduce)
+            loss, stats = clipped_surrogate(
+                logp, logp_old, adv, loss_mask, cfg.eps_low, cfg.eps_high, reduce=cfg.loss_reduce
+            )
             if cfg.kl_coef > 0:
                 with torch.no_grad():
                     ref_logp = token_logprobs(self.ref.model, ids, attention)
@@ -371,14 +459,19 @@ class GRPOTrainer:
             if cfg.kl_coef > 0:
                 self.ref.update(self.model)  # tau = 1 for the initial model: a no-op
         elapsed = time.time() - t0
-        metrics.update({
-            "loss": float(loss.detach()), "grad_norm": float(grad_norm), "lr": self.scheduler.get_last_lr()[0],
-            "clip_fraction": float(stats["clip_fraction"]), "approx_kl": float(stats["approx_kl"]),
-            "policy_entropy": float(masked_mean(entropy.detach(), loss_mask)),
-            "completions_per_s": len(rollout.texts) / elapsed,
-            **({"kl_to_ref": float(stats["kl_to_ref"])} if "kl_to_ref" in stats else {}),
-            **self.counters,
-        })
+        metrics.update(
+            {
+                "loss": float(loss.detach()),
+                "grad_norm": float(grad_norm),
+                "lr": self.scheduler.get_last_lr()[0],
+                "clip_fraction": float(stats["clip_fraction"]),
+                "approx_kl": float(stats["approx_kl"]),
+                "policy_entropy": float(masked_mean(entropy.detach(), loss_mask)),
+                "completions_per_s": len(rollout.texts) / elapsed,
+                **({"kl_to_ref": float(stats["kl_to_ref"])} if "kl_to_ref" in stats else {}),
+                **self.counters,
+            }
+        )
         return metrics
 
     # ------------------------------------------------------------------ loop
@@ -405,8 +498,12 @@ class TTRLTrainer(GRPOTrainer):
         n, m = self.cfg.group_size, self.cfg.train_samples or self.cfg.group_size
         if m == n:
             return super()._train_columns(num_groups)
-        return torch.stack([torch.randperm(n, generator=self.generator, device=self.generator.device)[:m].sort().values.cpu()
-                            for _ in range(num_groups)])
+        return torch.stack(
+            [
+                torch.randperm(n, generator=self.generator, device=self.generator.device)[:m].sort().values.cpu()
+                for _ in range(num_groups)
+            ]
+        )
 
     def _extra_metrics(self, problems: list[Problem], texts: list[str], group_ids: torch.Tensor) -> dict:
         from ponder.rewards import majority_stats
@@ -414,6 +511,12 @@ class TTRLTrainer(GRPOTrainer):
         G = self.cfg.group_size
         labelled = all(p.answer for p in problems)
         refs = [p.answer for p in problems for _ in range(G)] if labelled else None
-        stats = majority_stats([p.prompt for p in problems for _ in range(G)], texts, group_ids, task=self.task,
-                               reference_answers=refs, no_answer_reward=self.cfg.no_answer_reward)
+        stats = majority_stats(
+            [p.prompt for p in problems for _ in range(G)],
+            texts,
+            group_ids,
+            task=self.task,
+            reference_answers=refs,
+            no_answer_reward=self.cfg.no_answer_reward,
+        )
         return {k: float(v) for k, v in stats.items() if k != "num_groups"}

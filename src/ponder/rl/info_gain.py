@@ -18,8 +18,14 @@ from ponder.rl.rollout import ANSWER, OTHER, Doc, make_rollout, target_logprob_s
 
 @torch.no_grad()
 def information_gain(
-    model, tokenizer, docs: list[Doc], group_size: int = 4, max_thought_tokens: int = 64,
-    temperature: float = 0.7, seed: int = 0, batch_size: int = 64,
+    model,
+    tokenizer,
+    docs: list[Doc],
+    group_size: int = 4,
+    max_thought_tokens: int = 64,
+    temperature: float = 0.7,
+    seed: int = 0,
+    batch_size: int = 64,
 ) -> dict:
     """Mean IG over all positions of each class (answer / other) and overall, plus counts."""
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
@@ -27,11 +33,21 @@ def information_gain(
     model.eval()
     per_class: dict[str, list[float]] = {ANSWER: [], OTHER: []}
     for start in range(0, len(docs), batch_size):
-        chunk = docs[start:start + batch_size]
+        chunk = docs[start : start + batch_size]
         # Every eligible position of every document (per_doc large), k = 1.
-        rollout = make_rollout(model, model, tokenizer, chunk, per_doc=10**6, group_size=group_size, k=1,
-                               max_thought_tokens=max_thought_tokens, temperature=temperature, top_p=1.0,
-                               generator=gen)
+        rollout = make_rollout(
+            model,
+            model,
+            tokenizer,
+            chunk,
+            per_doc=10**6,
+            group_size=group_size,
+            k=1,
+            max_thought_tokens=max_thought_tokens,
+            temperature=temperature,
+            top_p=1.0,
+            generator=gen,
+        )
         if rollout is None:
             continue
         b = rollout.batch
@@ -44,6 +60,10 @@ def information_gain(
     def mean(xs):
         return sum(xs) / len(xs) if xs else float("nan")
 
-    return {"answer": mean(per_class[ANSWER]), "other": mean(per_class[OTHER]),
-            "all": mean(per_class[ANSWER] + per_class[OTHER]),
-            "n_answer": len(per_class[ANSWER]), "n_other": len(per_class[OTHER])}
+    return {
+        "answer": mean(per_class[ANSWER]),
+        "other": mean(per_class[OTHER]),
+        "all": mean(per_class[ANSWER] + per_class[OTHER]),
+        "n_answer": len(per_class[ANSWER]),
+        "n_other": len(per_class[OTHER]),
+    }

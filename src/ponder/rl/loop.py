@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 def run_steps(trainer, name: str, step_fn: Callable[[], dict], logger=None, progress: bool = True) -> float:

@@ -49,7 +49,7 @@ class PromptPool:
             if self.pos == self.size:
                 self._new_epoch()
             take = min(k - len(out), self.size - self.pos)
-            out += self.order[self.pos:self.pos + take]
+            out += self.order[self.pos : self.pos + take]
             self.pos += take
         return out
 
@@ -59,8 +59,15 @@ class PromptPool:
             self.set_aside_now.append(index)
 
     def state_dict(self) -> dict:
-        return {"size": self.size, "seed": self.seed, "epoch": self.epoch, "pos": self.pos, "order": list(self.order),
-                "set_aside_now": list(self.set_aside_now), "revisiting": sorted(self.revisiting)}
+        return {
+            "size": self.size,
+            "seed": self.seed,
+            "epoch": self.epoch,
+            "pos": self.pos,
+            "order": list(self.order),
+            "set_aside_now": list(self.set_aside_now),
+            "revisiting": sorted(self.revisiting),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         if state["size"] != self.size:

@@ -28,12 +28,24 @@ from ponder.rl.ema import EMATeacher
 from ponder.rl.loop import run_steps
 from ponder.rl.losses import clipped_surrogate, kl_penalty, masked_mean, next_token_loss
 from ponder.rl.rollout import (
-    ANSWER, OTHER, Rollout, keyed_generators, make_rollout, resolve_layout, target_logprob_sums, tokenize_docs,
+    ANSWER,
+    OTHER,
+    Rollout,
+    keyed_generators,
+    make_rollout,
+    resolve_layout,
+    target_logprob_sums,
+    tokenize_docs,
 )
-from ponder.train.checkpoint import (latest_checkpoint, load_weights_into, restore_checkpoint, save_checkpoint,
-                                     save_pretrained_atomic)
-from ponder.train.optim import PolicyUpdateSettings, adamw_constant_after_warmup
+from ponder.train.checkpoint import (
+    latest_checkpoint,
+    load_weights_into,
+    restore_checkpoint,
+    save_checkpoint,
+    save_pretrained_atomic,
+)
 from ponder.train.metrics import MetricsLogger
+from ponder.train.optim import PolicyUpdateSettings, adamw_constant_after_warmup
 
 
 class RLPConfig(PolicyUpdateSettings):
@@ -52,17 +64,24 @@ class RLPConfig(PolicyUpdateSettings):
     kl_coef: float = Field(0.0, ge=0, description="KL(policy || EMA) on thought tokens (paper: 0)")
     ema_tau: float = Field(0.999, ge=0, le=1, description="EMA teacher decay")
     position_weighting: Literal["uniform", "ema_loss", "ema_entropy", "think_prob"] = Field(
-        "uniform", description="how positions are drawn: uniform, or in proportion to the EMA baseline's loss "
-        "(ema_loss), predictive entropy (ema_entropy) or probability of opening a thought there (think_prob)")
+        "uniform",
+        description="how positions are drawn: uniform, or in proportion to the EMA baseline's loss "
+        "(ema_loss), predictive entropy (ema_entropy) or probability of opening a thought there (think_prob)",
+    )
     reward_tokens: int = Field(1, ge=1, description="reward over the next k tokens (paper: 1)")
     next_token_weight: float = Field(0.0, ge=0, description="weight of a mixed-in next-token loss (paper: 0)")
-    min_reward_spread: float = Field(1e-4, ge=0, description="groups whose rewards differ by at most this (nats) get zero advantage")
+    min_reward_spread: float = Field(
+        1e-4, ge=0, description="groups whose rewards differ by at most this (nats) get zero advantage"
+    )
     sample_batch_size: int | None = Field(None, ge=1, description="positions sampled together (memory bound)")
-    batch_layout: Literal["auto", "tree", "padded"] = Field("auto", description="policy forward: shared-prefix tree "
-                                                            "(auto when the attention takes a 4D mask) or padded rows")
+    batch_layout: Literal["auto", "tree", "padded"] = Field(
+        "auto",
+        description="policy forward: shared-prefix tree (auto when the attention takes a 4D mask) or padded rows",
+    )
     autocast_bf16: bool = Field(False, description="sample and score under bf16 autocast (GPU); weights stay fp32")
     generation_backend: Literal["auto", "transformers", "vllm"] = Field(
-        "auto", description="thought sampler: transformers, vllm (GPU, extra `vllm`), auto (vllm when usable)")
+        "auto", description="thought sampler: transformers, vllm (GPU, extra `vllm`), auto (vllm when usable)"
+    )
     seed: int = Field(0, description="seed of positions and thought sampling")
     save_every: int = Field(50, ge=1, description="checkpoint every N steps (and at the end)")
     log_every: int = Field(1, ge=1, description="write metrics every N steps")
@@ -98,21 +117,35 @@ class RLPTrainer:
         self.ema = EMATeacher(cfg.ema_tau)
         self.step = 0
         self.docs_consumed = 0
-        self.counters = {"skipped_nonfinite": 0, "skipped_no_position": 0, "unclosed_thoughts": 0,
-                         "input_tokens": 0, "thought_tokens": 0, "rollout_tokens": 0, "positions": 0}
+        self.counters = {
+            "skipped_nonfinite": 0,
+            "skipped_no_position": 0,
+            "unclosed_thoughts": 0,
+            "input_tokens": 0,
+            "thought_tokens": 0,
+            "rollout_tokens": 0,
+            "positions": 0,
+        }
 
     # ------------------------------------------------------------------ state
     def _state(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "docs_consumed": self.docs_consumed,
-                "counters": dict(self.counters), "ema_updates": self.ema.num_updates, "ema_initialized": self.ema.initialized}
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "docs_consumed": self.docs_consumed,
+            "counters": dict(self.counters),
+            "ema_updates": self.ema.num_updates,
+            "ema_initialized": self.ema.initialized,
+        }
 
     def save(self) -> Path | None:
         """Rank 0 writes the checkpoint (replicas are identical); every rank waits for it."""
         path = None
         if self.rank == 0:
             extra = {"ema": self.ema.model} if self.ema.initialized else {}
-            path = save_checkpoint(self.run_dir, self.step, self.model, self.tokenizer, self._state(), extra_models=extra)
+            path = save_checkpoint(
+                self.run_dir, self.step, self.model, self.tokenizer, self._state(), extra_models=extra
+            )
         distributed.barrier(self.world)
         return path
 
@@ -146,7 +179,9 @@ class RLPTrainer:
     def _loss(self, logp: torch.Tensor, logp_old: torch.Tensor, advantages: torch.Tensor, rollout: Rollout):
         """Clipped surrogate on thought tokens, plus the optional KL and next-token terms (both off by default)."""
         cfg, batch = self.cfg, rollout.batch
-        loss, stats = clipped_surrogate(logp, logp_old, advantages, batch.loss_mask, cfg.eps_low, cfg.eps_high, reduce="rlp")
+        loss, stats = clipped_surrogate(
+            logp, logp_old, advantages, batch.loss_mask, cfg.eps_low, cfg.eps_high, reduce="rlp"
+        )
         if cfg.kl_coef > 0:
             with torch.no_grad():
                 ref = batch.logprobs(self.ema.model)
@@ -166,9 +201,27 @@ class RLPTrainer:
         if not self.ema.initialized:
             self.ema.initialize(self.model)  # phi <- theta lazily on the first batch
         with self._autocast():
-            rollout = make_rollout(self.model, self.ema.model, self.tokenizer, docs, cfg.positions_per_doc, cfg.group_size,
-                                   cfg.reward_tokens, cfg.max_thought_tokens, cfg.temperature, cfg.top_p, generators,
-                                   cfg.position_weighting, cfg.sample_batch_size, self.layout, self.backend) if docs else None
+            rollout = (
+                make_rollout(
+                    self.model,
+                    self.ema.model,
+                    self.tokenizer,
+                    docs,
+                    cfg.positions_per_doc,
+                    cfg.group_size,
+                    cfg.reward_tokens,
+                    cfg.max_thought_tokens,
+                    cfg.temperature,
+                    cfg.top_p,
+                    generators,
+                    cfg.position_weighting,
+                    cfg.sample_batch_size,
+                    self.layout,
+                    self.backend,
+                )
+                if docs
+                else None
+            )
         self.step += 1
         local_pos = 0 if rollout is None else len(rollout.positions)
         # The loss is a mean over the global batch's thoughts: ranks scale theirs by their share.
@@ -194,8 +247,12 @@ class RLPTrainer:
         self.counters["thought_tokens"] += int(thought_len.sum())
         self.counters["input_tokens"] += sum(len(d.ids) for d in docs)
         self.counters["rollout_tokens"] += batch.num_tokens
-        metrics = {"reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()),
-                   "thought_tokens_mean": float(thought_len.mean()), "unclosed_fraction": unclosed / len(thought_len)}
+        metrics = {
+            "reward_mean": float(rewards.mean()),
+            "reward_std": float(rewards.std()),
+            "thought_tokens_mean": float(thought_len.mean()),
+            "unclosed_fraction": unclosed / len(thought_len),
+        }
         if distributed.all_sum([float(not torch.isfinite(rewards).all())], self.world, self.device)[0] > 0:
             # Never averaged in: the whole step is dropped and counted.
             self.counters["skipped_nonfinite"] += 1
@@ -221,19 +278,25 @@ class RLPTrainer:
         self.backend.sync_weights(self.model)
         per_position = rewards.mean(1)
         elapsed = time.time() - t0
-        metrics.update({
-            "loss": float(loss.detach()), "grad_norm": float(grad_norm), "lr": self.scheduler.get_last_lr()[0],
-            "info_gain_answer": _class_mean(per_position, rollout.classes, ANSWER),
-            "info_gain_other": _class_mean(per_position, rollout.classes, OTHER),
-            "signal_group_fraction": float(signal.float().mean()),
-            "clip_fraction": float(stats["clip_fraction"]), "ratio_mean": float(stats["ratio_mean"]),
-            "approx_kl": float(stats["approx_kl"]),
-            "policy_entropy": float(masked_mean(entropy.detach(), batch.loss_mask)),
-            "ema_param_distance": self._ema_distance(),
-            "positions_per_s": num_pos / elapsed, "thought_tokens_per_s": float(thought_len.sum()) / elapsed,
-            **{k: float(v) for k, v in stats.items() if k in ("kl_to_ema", "next_token_loss")},
-            **{k: v for k, v in self.counters.items()},
-        })
+        metrics.update(
+            {
+                "loss": float(loss.detach()),
+                "grad_norm": float(grad_norm),
+                "lr": self.scheduler.get_last_lr()[0],
+                "info_gain_answer": _class_mean(per_position, rollout.classes, ANSWER),
+                "info_gain_other": _class_mean(per_position, rollout.classes, OTHER),
+                "signal_group_fraction": float(signal.float().mean()),
+                "clip_fraction": float(stats["clip_fraction"]),
+                "ratio_mean": float(stats["ratio_mean"]),
+                "approx_kl": float(stats["approx_kl"]),
+                "policy_entropy": float(masked_mean(entropy.detach(), batch.loss_mask)),
+                "ema_param_distance": self._ema_distance(),
+                "positions_per_s": num_pos / elapsed,
+                "thought_tokens_per_s": float(thought_len.sum()) / elapsed,
+                **{k: float(v) for k, v in stats.items() if k in ("kl_to_ema", "next_token_loss")},
+                **{k: v for k, v in self.counters.items()},
+            }
+        )
         return metrics
 
     def _autocast(self):
@@ -247,7 +310,9 @@ class RLPTrainer:
             return {"skipped": 1}
         for _ in range(self.cfg.ppo_epochs):
             ids = torch.full((1, 2), self.pad_id, dtype=torch.long, device=self.device)
-            out = self.run(lambda m: m(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).logits)
+            out = self.run(
+                lambda m, ids=ids: m(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).logits
+            )
             self.optimizer.zero_grad(set_to_none=True)
             (out.float().sum() * 0).backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)

@@ -23,8 +23,8 @@ Two layouts of that forward give the same log-probs and gradients:
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import torch
 from torch import Tensor
@@ -62,7 +62,7 @@ def tokenize_docs(tokenizer, items: Iterable[tuple[str, int | None]], context_le
             offsets = enc["offset_mapping"]
             answer_tok = next((i for i, (s, e) in enumerate(offsets) if e > s and s >= answer_char), None)
         for start in range(0, len(ids), context_length):
-            window = ids[start:start + context_length]
+            window = ids[start : start + context_length]
             ans = None if answer_tok is None else max(0, answer_tok - start)
             if answer_tok is not None and answer_tok >= start + len(window):
                 ans = None
@@ -105,7 +105,7 @@ def choose_positions(
         if weights is None:
             pick = torch.randperm(len(span), generator=gen, device=gen.device)[:m].cpu()
         else:
-            w = weights[d][span.start:span.stop].double().clamp(min=0) + 1e-8
+            w = weights[d][span.start : span.stop].double().clamp(min=0) + 1e-8
             pick = torch.multinomial(w.to(gen.device), m, replacement=False, generator=gen).cpu()
         out += [(d, span.start + int(i)) for i in sorted(pick.tolist())]
     return out
@@ -128,9 +128,16 @@ class Thoughts:
 
 
 def sample_thoughts(
-    model, tokenizer, prefixes: Sequence[Sequence[int]], group_size: int, max_tokens: int,
-    temperature: float = 0.7, top_p: float = 1.0, generator: torch.Generator | None = None,
-    batch_size: int | None = None, prompt_generators: Sequence[torch.Generator] | None = None,
+    model,
+    tokenizer,
+    prefixes: Sequence[Sequence[int]],
+    group_size: int,
+    max_tokens: int,
+    temperature: float = 0.7,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+    batch_size: int | None = None,
+    prompt_generators: Sequence[torch.Generator] | None = None,
 ) -> Thoughts:
     """G thoughts after each ``prefix + <think>``: at least one token, at most ``max_tokens``, no EOS inside.
 
@@ -139,14 +146,25 @@ def sample_thoughts(
     from ponder.lm.sample import _eos_ids, sample
 
     if max_tokens < 1:
-        raise ValueError("the thought budget must be at least 1 token (got %d)" % max_tokens)
+        raise ValueError(f"the thought budget must be at least 1 token (got {max_tokens})")
     open_id, close_id = think_token_ids(tokenizer)
     was_training = model.training
     model.eval()
-    s = sample(model, tokenizer, [list(p) + [open_id] for p in prefixes], n=group_size, max_new_tokens=max_tokens,
-               temperature=temperature, top_p=top_p, generator=generator, batch_size=batch_size,
-               stop_token_ids=[close_id], ban_token_ids=[open_id, *_eos_ids(model, tokenizer)], min_new_tokens=1,
-               prompt_generators=prompt_generators)
+    s = sample(
+        model,
+        tokenizer,
+        [list(p) + [open_id] for p in prefixes],
+        n=group_size,
+        max_new_tokens=max_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        generator=generator,
+        batch_size=batch_size,
+        stop_token_ids=[close_id],
+        ban_token_ids=[open_id, *_eos_ids(model, tokenizer)],
+        min_new_tokens=1,
+        prompt_generators=prompt_generators,
+    )
     model.train(was_training)
     ids, closed = [], []
     for row, row_mask in zip(s.tokens.tolist(), s.mask.tolist()):
@@ -185,8 +203,14 @@ class PolicyBatch:
 
 
 def build_policy_batch(
-    prefixes: Sequence[Sequence[int]], targets: Sequence[Sequence[int]], thoughts: Thoughts,
-    group_size: int, open_id: int, close_id: int, pad_id: int, device=None,
+    prefixes: Sequence[Sequence[int]],
+    targets: Sequence[Sequence[int]],
+    thoughts: Thoughts,
+    group_size: int,
+    open_id: int,
+    close_id: int,
+    pad_id: int,
+    device=None,
 ) -> PolicyBatch:
     """Lay out the ``B * G`` scoring sequences (see :class:`PolicyBatch`)."""
     rows, loss_spans, target_spans = [], [], []
@@ -258,12 +282,22 @@ class TreeBatch:
         from ponder.lm.score import logprobs_from_logits, position_ids_from_mask, supports_logits_to_keep
 
         keep = {"logits_to_keep": 1} if supports_logits_to_keep(model) else {}
-        cache = model(input_ids=self.prefix_ids, attention_mask=self.prefix_mask,
-                      position_ids=position_ids_from_mask(self.prefix_mask), use_cache=True, **keep).past_key_values
+        cache = model(
+            input_ids=self.prefix_ids,
+            attention_mask=self.prefix_mask,
+            position_ids=position_ids_from_mask(self.prefix_mask),
+            use_cache=True,
+            **keep,
+        ).past_key_values
         _expand_cache_rows(cache, self.row)  # each thought's row of its document's keys/values (differentiable)
         dtype = next(model.parameters()).dtype
-        logits = model(input_ids=self.branch_ids, attention_mask=self.attention_bias(dtype),
-                       position_ids=self.branch_positions, past_key_values=cache, use_cache=True).logits
+        logits = model(
+            input_ids=self.branch_ids,
+            attention_mask=self.attention_bias(dtype),
+            position_ids=self.branch_positions,
+            past_key_values=cache,
+            use_cache=True,
+        ).logits
         out = logprobs_from_logits(logits[:, :-1], self.branch_ids[:, 1:], return_entropy)  # [N, L-1]
         scored = self.real_tokens[:, 1:]  # a branch is contiguous: a real token's predecessor is real
         zero = logits.new_zeros((self.branch_ids.shape[0], 1), dtype=torch.float32)
@@ -287,7 +321,7 @@ def _expand_cache_rows(cache, row: Tensor) -> None:
     docs, counts = runs[0].tolist(), runs[1].tolist()
 
     def expand(x: Tensor) -> Tensor:
-        return torch.cat([x[d:d + 1].expand(c, *x.shape[1:]) for d, c in zip(docs, counts)])
+        return torch.cat([x[d : d + 1].expand(c, *x.shape[1:]) for d, c in zip(docs, counts)])
 
     for layer in layers:
         if getattr(layer, "keys", None) is not None and layer.keys.numel():
@@ -295,8 +329,15 @@ def _expand_cache_rows(cache, row: Tensor) -> None:
 
 
 def build_tree_batch(
-    doc_ids: Sequence[Sequence[int]], positions: Sequence[tuple[int, int]], k: int, thoughts: Thoughts,
-    group_size: int, open_id: int, close_id: int, pad_id: int, device=None,
+    doc_ids: Sequence[Sequence[int]],
+    positions: Sequence[tuple[int, int]],
+    k: int,
+    thoughts: Thoughts,
+    group_size: int,
+    open_id: int,
+    close_id: int,
+    pad_id: int,
+    device=None,
 ) -> TreeBatch:
     """Lay out the ``B * G`` branches over their documents' shared prefixes (see :class:`TreeBatch`).
 
@@ -308,12 +349,12 @@ def build_tree_batch(
     docs_used = sorted({d for d, _ in positions})
     row_of = {d: r for r, d in enumerate(docs_used)}
     t_max = {d: max(t for dd, t in positions if dd == d) for d in docs_used}
-    prefix_ids, prefix_mask = pad_ids([list(doc_ids[d][:t_max[d]]) for d in docs_used], pad_id)
+    prefix_ids, prefix_mask = pad_ids([list(doc_ids[d][: t_max[d]]) for d in docs_used], pad_id)
     width = prefix_ids.shape[1]
     branches, starts, rows, loss_spans, target_spans = [], [], [], [], []
     for n, (thought, closed) in enumerate(zip(thoughts.ids, thoughts.closed.tolist())):
         d, t = positions[n // group_size]
-        target = list(doc_ids[d][t:t + k])
+        target = list(doc_ids[d][t : t + k])
         branches.append([open_id, *thought, close_id, *target])
         starts.append(t)
         rows.append(row_of[d])
@@ -325,10 +366,13 @@ def build_tree_batch(
     branch_positions = t[:, None] + torch.arange(length)
     real = branch_mask.bool()
     causal = torch.ones((length, length), dtype=torch.bool).tril()
-    allowed = torch.cat([
-        (torch.arange(width)[None, None, :] < t[:, None, None]) & real[:, :, None],  # x_<t, real tokens only
-        causal[None] & real[:, None, :] & real[:, :, None],  # own branch, causal
-    ], dim=2)
+    allowed = torch.cat(
+        [
+            (torch.arange(width)[None, None, :] < t[:, None, None]) & real[:, :, None],  # x_<t, real tokens only
+            causal[None] & real[:, None, :] & real[:, :, None],  # own branch, causal
+        ],
+        dim=2,
+    )
     pads = ~real
     allowed[:, :, width:] |= torch.diag_embed(pads)  # padding attends to itself (no fully masked row)
     loss_mask = torch.zeros((len(branches), length), dtype=torch.bool)
@@ -336,7 +380,16 @@ def build_tree_batch(
     for i, ((a, b), (c, e)) in enumerate(zip(loss_spans, target_spans)):
         loss_mask[i, a:b] = True
         target_mask[i, c:e] = True
-    tensors = (prefix_ids, prefix_mask, branch_ids, branch_positions, allowed, torch.tensor(rows), loss_mask, target_mask)
+    tensors = (
+        prefix_ids,
+        prefix_mask,
+        branch_ids,
+        branch_positions,
+        allowed,
+        torch.tensor(rows),
+        loss_mask,
+        target_mask,
+    )
     return TreeBatch(*(x.to(device) for x in tensors), num_tokens=int(prefix_mask.sum()) + int(branch_mask.sum()))
 
 
@@ -365,7 +418,9 @@ def doc_logprobs(model, docs: Sequence[Sequence[int]], pad_id: int, think_id: in
     from ponder.lm.score import logprobs_from_logits, model_device, pad_ids, position_ids_from_mask
 
     ids, mask = pad_ids(docs, pad_id, model_device(model))  # right padding: row i's first len(doc) columns are real
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), use_cache=False).logits
+    logits = model(
+        input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), use_cache=False
+    ).logits
     logits = logits[:, :-1]  # [B, T-1, V]: column t - 1 predicts position t
     logp, ent = logprobs_from_logits(logits, ids[:, 1:], return_entropy=True)
     think = None
@@ -408,20 +463,35 @@ def resolve_layout(model, layout: str = "auto") -> str:
     impl = model.config._attn_implementation
     if layout == "tree":
         raise ValueError(f"attention implementation {impl!r} takes no 4D mask: use layout 'padded' or 'auto'")
-    LOG.warning("attention implementation %r takes no 4D mask: RLP uses the padded batch (prefix once per thought)", impl)
+    LOG.warning(
+        "attention implementation %r takes no 4D mask: RLP uses the padded batch (prefix once per thought)", impl
+    )
     return "padded"
 
 
 def keyed_generators(seed: int, keys: Sequence[int], device=None) -> list[torch.Generator]:
     """One generator per key, seeded from ``(seed, key)``: randomness that follows an item, not its batch."""
-    return [torch.Generator(device=device).manual_seed((seed * 1_000_003 + int(k) * 7919 + 17) % (2**63 - 1))
-            for k in keys]
+    return [
+        torch.Generator(device=device).manual_seed((seed * 1_000_003 + int(k) * 7919 + 17) % (2**63 - 1)) for k in keys
+    ]
 
 
 def make_rollout(
-    policy, baseline, tokenizer, docs: Sequence[Doc], per_doc: int, group_size: int, k: int,
-    max_thought_tokens: int, temperature: float, top_p: float, generator: torch.Generator | Sequence[torch.Generator],
-    position_weighting: str = "uniform", batch_size: int | None = None, layout: str = "auto", backend=None,
+    policy,
+    baseline,
+    tokenizer,
+    docs: Sequence[Doc],
+    per_doc: int,
+    group_size: int,
+    k: int,
+    max_thought_tokens: int,
+    temperature: float,
+    top_p: float,
+    generator: torch.Generator | Sequence[torch.Generator],
+    position_weighting: str = "uniform",
+    batch_size: int | None = None,
+    layout: str = "auto",
+    backend=None,
 ) -> Rollout | None:
     """Choose positions, run the baseline's one pass per document, sample G thoughts per position.
 
@@ -440,31 +510,63 @@ def make_rollout(
     open_id, close_id = think_token_ids(tokenizer)
     layout = resolve_layout(policy, layout)
     if position_weighting not in ("uniform", "ema_loss", "ema_entropy", "think_prob"):
-        raise ValueError(f"unknown position weighting {position_weighting!r} (uniform, ema_loss, ema_entropy, think_prob)")
-    base = doc_logprobs(baseline, [d.ids for d in docs], pad_id, open_id if position_weighting == "think_prob" else None)
-    weights = {"uniform": None, "ema_loss": [-lp for lp in base.logp], "ema_entropy": base.entropy,
-               "think_prob": base.think_prob}[position_weighting]
+        raise ValueError(
+            f"unknown position weighting {position_weighting!r} (uniform, ema_loss, ema_entropy, think_prob)"
+        )
+    base = doc_logprobs(
+        baseline, [d.ids for d in docs], pad_id, open_id if position_weighting == "think_prob" else None
+    )
+    weights = {
+        "uniform": None,
+        "ema_loss": [-lp for lp in base.logp],
+        "ema_entropy": base.entropy,
+        "think_prob": base.think_prob,
+    }[position_weighting]
     positions = choose_positions(docs, per_doc, generator, weights)
     if not positions:
         return None
     prefixes = [docs[d].ids[:t] for d, t in positions]
-    targets = [docs[d].ids[t:t + k] for d, t in positions]
-    baseline_logp = torch.stack([base.logp[d][t:t + k].sum() for d, t in positions])
+    targets = [docs[d].ids[t : t + k] for d, t in positions]
+    baseline_logp = torch.stack([base.logp[d][t : t + k].sum() for d, t in positions])
     per_prompt, sampler = None, generator
     if not isinstance(generator, torch.Generator):  # each position's thoughts get a generator seeded by its document's
         sampler = None
-        per_prompt = [torch.Generator(device=generator[d].device).manual_seed(
-            int(torch.randint(2**62, (1,), generator=generator[d], device=generator[d].device))) for d, _ in positions]
+        per_prompt = [
+            torch.Generator(device=generator[d].device).manual_seed(
+                int(torch.randint(2**62, (1,), generator=generator[d], device=generator[d].device))
+            )
+            for d, _ in positions
+        ]
     if backend is not None:
         thoughts = backend.generate(prefixes, group_size, max_thought_tokens, temperature, top_p, per_prompt)
     else:
-        thoughts = sample_thoughts(policy, tokenizer, prefixes, group_size, max_thought_tokens, temperature, top_p,
-                                   sampler, batch_size, prompt_generators=per_prompt)
+        thoughts = sample_thoughts(
+            policy,
+            tokenizer,
+            prefixes,
+            group_size,
+            max_thought_tokens,
+            temperature,
+            top_p,
+            sampler,
+            batch_size,
+            prompt_generators=per_prompt,
+        )
     if layout == "tree":
-        batch = build_tree_batch([d.ids for d in docs], positions, k, thoughts, group_size, open_id, close_id, pad_id,
-                                 device=model_device(policy))
+        batch = build_tree_batch(
+            [d.ids for d in docs],
+            positions,
+            k,
+            thoughts,
+            group_size,
+            open_id,
+            close_id,
+            pad_id,
+            device=model_device(policy),
+        )
     else:
-        batch = build_policy_batch(prefixes, targets, thoughts, group_size, open_id, close_id, pad_id,
-                                   device=model_device(policy))
+        batch = build_policy_batch(
+            prefixes, targets, thoughts, group_size, open_id, close_id, pad_id, device=model_device(policy)
+        )
     classes = [docs[d].position_class(t) for d, t in positions]
     return Rollout(positions, classes, prefixes, targets, thoughts, baseline_logp, batch)

@@ -32,7 +32,9 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def save_pretrained_atomic(target: Path, model, tokenizer=None, extra_models: dict | None = None, state: dict | None = None) -> Path:
+def save_pretrained_atomic(
+    target: Path, model, tokenizer=None, extra_models: dict | None = None, state: dict | None = None
+) -> Path:
     """Write model (+ tokenizer, extra models, trainer state) to ``target`` atomically."""
     from transformers.utils import logging as hf_logging
 
@@ -77,7 +79,9 @@ def checkpoint_dir(run_dir: Path) -> Path:
     return Path(run_dir) / "checkpoints"
 
 
-def save_checkpoint(run_dir: Path, step: int, model, tokenizer, state: dict, extra_models: dict | None = None, keep_last: int = 2) -> Path:
+def save_checkpoint(
+    run_dir: Path, step: int, model, tokenizer, state: dict, extra_models: dict | None = None, keep_last: int = 2
+) -> Path:
     """Save checkpoint ``step`` (model, tokenizer, extras, ``state`` + RNG), mark it latest, prune old ones."""
     root = checkpoint_dir(run_dir)
     target = root / f"step-{step:08d}"
@@ -118,9 +122,15 @@ def load_weights_into(model, ckpt: Path) -> None:
         state.update(load_file(str(f)))
     missing, unexpected = model.load_state_dict(state, strict=False)
     # Tied output embeddings are saved once; anything else missing is a real mismatch.
-    tied = {k for k in missing if k.endswith("lm_head.weight")} if getattr(model.config, "tie_word_embeddings", False) else set()
+    tied = (
+        {k for k in missing if k.endswith("lm_head.weight")}
+        if getattr(model.config, "tie_word_embeddings", False)
+        else set()
+    )
     if set(missing) - tied or unexpected:
-        raise RuntimeError(f"checkpoint {ckpt} does not match the model: missing {sorted(set(missing) - tied)}, unexpected {unexpected}")
+        raise RuntimeError(
+            f"checkpoint {ckpt} does not match the model: missing {sorted(set(missing) - tied)}, unexpected {unexpected}"
+        )
 
 
 def restore_checkpoint(ckpt: Path, model, optimizer, scheduler, generator: torch.Generator | None = None) -> dict:

@@ -10,14 +10,21 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from ponder.lm.score import pad_ids
-from ponder.train.checkpoint import latest_checkpoint, load_state, load_weights_into, save_checkpoint, save_pretrained_atomic, set_rng_state
+from ponder.train.checkpoint import (
+    latest_checkpoint,
+    load_state,
+    load_weights_into,
+    save_checkpoint,
+    save_pretrained_atomic,
+    set_rng_state,
+)
 from ponder.train.metrics import MetricsLogger
 
 
@@ -51,7 +58,9 @@ def lr_lambda(cfg: NextTokenConfig) -> Callable[[int], float]:
     return f
 
 
-def collate_documents(tokenizer, docs: list[str], max_length: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def collate_documents(
+    tokenizer, docs: list[str], max_length: int, device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Tokenize documents (special tokens + EOS), right-pad.
 
     Returns ``input_ids [B, T]``, ``attention_mask [B, T]``, ``labels [B, T]`` (-100 on padding).
@@ -106,9 +115,16 @@ def train_next_token(
 
     def checkpoint() -> None:
         save_checkpoint(
-            run_dir, step, model, tokenizer,
-            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "docs_consumed": docs_consumed, "tokens_seen": tokens_seen},
+            run_dir,
+            step,
+            model,
+            tokenizer,
+            {
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "docs_consumed": docs_consumed,
+                "tokens_seen": tokens_seen,
+            },
         )
 
     start, loss_value = time.time(), float("nan")
@@ -129,8 +145,13 @@ def train_next_token(
             loss_value = loss.item()
             if step % cfg.log_every == 0 or step == cfg.steps:
                 elapsed = time.time() - start
-                metrics = {"loss": loss_value, "grad_norm": float(grad_norm), "lr": scheduler.get_last_lr()[0],
-                           "tokens_seen": tokens_seen, "tokens_per_s": tokens_seen / max(elapsed, 1e-9)}
+                metrics = {
+                    "loss": loss_value,
+                    "grad_norm": float(grad_norm),
+                    "lr": scheduler.get_last_lr()[0],
+                    "tokens_seen": tokens_seen,
+                    "tokens_per_s": tokens_seen / max(elapsed, 1e-9),
+                }
                 if on_eval is not None and eval_every and (step % eval_every == 0 or step == cfg.steps):
                     model.eval()
                     metrics.update(on_eval(step))
