@@ -59,16 +59,19 @@ def lr_lambda(cfg: NextTokenConfig) -> Callable[[int], float]:
 
 
 def collate_documents(
-    tokenizer, docs: list[str], max_length: int, device
+    tokenizer, docs: list[str] | list[list[int]], max_length: int, device
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Tokenize documents (special tokens + EOS), right-pad.
+
+    A document given as token ids (e.g. from a token-level data transform) is used as it is
+    (it should start with the tokenizer's own special tokens), then EOS.
 
     Returns ``input_ids [B, T]``, ``attention_mask [B, T]``, ``labels [B, T]`` (-100 on padding).
     """
     rows = []
     for doc in docs:
-        ids = tokenizer(doc, add_special_tokens=True)["input_ids"][: max_length - 1]
-        rows.append(ids + [tokenizer.eos_token_id])
+        ids = tokenizer(doc, add_special_tokens=True)["input_ids"] if isinstance(doc, str) else list(doc)
+        rows.append(ids[: max_length - 1] + [tokenizer.eos_token_id])
     input_ids, mask = pad_ids(rows, tokenizer.pad_token_id, device)
     return input_ids, mask, input_ids.masked_fill(mask == 0, -100)
 
@@ -76,7 +79,7 @@ def collate_documents(
 def train_next_token(
     model,
     tokenizer,
-    documents: Callable[[], Iterator[str]],
+    documents: Callable[[], Iterator[str]] | Callable[[], Iterator[list[int]]],
     cfg: NextTokenConfig,
     run_dir: str | Path,
     resume: bool = False,
@@ -87,7 +90,8 @@ def train_next_token(
 ) -> dict:
     """Train ``model`` on documents from ``documents()`` for ``cfg.steps`` steps.
 
-    ``documents`` must return the same sequence every call (it is replayed on resume).
+    ``documents`` must return the same sequence every call (it is replayed on resume); its
+    documents are texts or token-id lists (see :func:`collate_documents`).
     Writes checkpoints and ``metrics.jsonl`` under ``run_dir`` and the final model to
     ``run_dir/final``. Returns a summary dict (steps, tokens, seconds, final loss).
     """

@@ -1,0 +1,89 @@
+"""``ponder trelawney``: next-token training of the tiny model on documents with lookahead spans.
+
+Trains a fresh tiny model on a task's training problems written ``prompt answer``, a share
+of them carrying a lookahead span (:mod:`ponder.data.trelawney`), then measures held-out
+accuracy with the goal written into a span after the prompt and, as the control, without it.
+``lookahead.share = 0`` is plain next-token training on the same problems in the same order.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ponder.data.graphs import StarGraph
+from ponder.data.registry import get_task
+from ponder.data.trelawney import GoalTask, LookaheadConfig, ensure_lookahead_tokens, iter_task_lookahead_documents
+from ponder.errors import ConfigError
+from ponder.eval import evaluate
+from ponder.lm.tiny import TinyArch, build_char_tokenizer, build_tiny_model
+from ponder.train.next_token import NextTokenConfig, train_next_token
+
+
+class TrelawneyJob(BaseModel):
+    """Settings of ``ponder trelawney``."""
+
+    model_config = ConfigDict(extra="forbid")
+    task: str = Field("star", description="task whose training problems form the corpus; its problems name their goal")
+    lookahead: LookaheadConfig = LookaheadConfig()
+    out: str = Field("runs/trelawney", description="output directory")
+    eval_n: int = Field(300, ge=1, description="held-out problems measured with and without the goal")
+    seed: int = Field(0, description="seed of the data stream, the transform, the initialisation and the optimizer")
+    arch: TinyArch = TinyArch()
+    train: NextTokenConfig = NextTokenConfig(
+        steps=600, batch_size=64, lr=2e-3, warmup_steps=50, save_every=600, max_length=64
+    )
+
+
+def run_trelawney(job: TrelawneyJob, resume: bool = False, progress: bool = True) -> dict:
+    """Train into ``job.out`` (``final`` = the model); the summary adds :func:`evaluate_goal_use`'s accuracies."""
+    out = Path(job.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "trelawney_job.json").write_text(job.model_dump_json(indent=2))
+    task = get_task(job.task)
+    if not hasattr(task, "iter_problems"):
+        raise ConfigError(f"task {job.task!r} is not generated; use a synthetic task whose problems name a goal (star)")
+    tokenizer = build_char_tokenizer()
+    model = build_tiny_model(tokenizer, job.arch, seed=job.seed)
+    ensure_lookahead_tokens(model, tokenizer)
+    summary = train_next_token(
+        model,
+        tokenizer,
+        documents=lambda: iter_task_lookahead_documents(task, tokenizer, job.lookahead, seed=job.seed),
+        cfg=job.train.model_copy(update={"seed": job.seed}),
+        run_dir=out,
+        resume=resume,
+        progress=progress,
+        description="ponder trelawney",
+    )
+    summary.update(evaluate_goal_use(model, tokenizer, task, job.eval_n, job.seed, progress=progress))
+    (out / "trelawney_summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def evaluate_goal_use(model, tokenizer, task, n: int, seed: int = 0, progress: bool = False) -> dict:
+    """Greedy held-out accuracy with the goal in a lookahead span (``goal``) and without (``no_goal``).
+
+    For a star graph also ``*_valid``: the share of answers that are a path to *some* leaf, which
+    separates "cannot follow edges" from "does not use the goal" (chance is 1 / arms).
+    """
+    scored = {"": task}
+    if isinstance(task, StarGraph):
+        scored["_valid"] = StarGraph(task.arms, task.arm_length, any_leaf=True)
+    out = {}
+    for suffix, inner in scored.items():
+        for key, goal_task in (("goal", GoalTask(inner)), ("no_goal", GoalTask(inner, goal=None))):
+            result = evaluate(
+                model,
+                tokenizer,
+                goal_task,
+                n=n,
+                seed=seed,
+                modes=("no_think",),
+                max_answer_tokens=24,
+                progress=progress,
+            )
+            out[f"{key}{suffix}"] = result.modes["no_think"].accuracy
+    return out

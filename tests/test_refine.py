@@ -1,0 +1,107 @@
+"""Student-filtered refinements: the filter rules against hand-made loss tables."""
+
+import math
+
+import pytest
+import torch
+
+from ponder.data.refine import (
+    RefineFilter,
+    keep_mask,
+    loss_band_mask,
+    quantile_mask,
+    response_losses,
+    select_responses,
+)
+
+ORIGINAL = torch.tensor([1.0, 1.0, 2.0, 0.5, 3.0])
+REFINED = torch.tensor([0.5, 1.2, 2.0, 1.5, 0.1])  # differences: -0.5, +0.2, 0, +1.0, -2.9
+
+
+def _list(mask):
+    return mask.tolist()
+
+
+def test_loss_band_absolute():
+    assert _list(loss_band_mask(ORIGINAL, REFINED, upper=0.0)) == [True, False, True, False, True]
+    assert _list(loss_band_mask(ORIGINAL, REFINED, upper=0.25)) == [True, True, True, False, True]
+    # two-sided: a refinement far easier than the original (-2.9) is out of a band of +-1
+    assert _list(loss_band_mask(ORIGINAL, REFINED, upper=1.0, lower=-1.0)) == [True, True, True, True, False]
+    with pytest.raises(ValueError, match="empty band"):
+        loss_band_mask(ORIGINAL, REFINED, upper=-1.0, lower=0.0)
+
+
+def test_loss_band_relative():
+    # relative changes: -0.5, +0.2, 0, +2.0, -0.9667
+    assert _list(loss_band_mask(ORIGINAL, REFINED, upper=0.25, relative=True)) == [True, True, True, False, True]
+    assert _list(loss_band_mask(ORIGINAL, REFINED, upper=0.1, lower=-0.6, relative=True)) == [
+        True,
+        False,
+        True,
+        False,
+        False,
+    ]
+    zero = torch.tensor([0.0, 0.0])
+    assert _list(loss_band_mask(zero, torch.tensor([0.0, 0.3]), upper=5.0, relative=True)) == [True, False]
+
+
+def test_quantile_rank_within_own_distribution():
+    losses = torch.tensor([0.4, 0.1, 0.3, 0.2, 0.5])
+    # quantile(., 0.5) of 5 values is the middle one, 0.3: keep the three lowest
+    assert _list(quantile_mask(losses, 0.5)) == [False, True, True, True, False]
+    # 0.75 -> 0.4 (index 3 of the sorted 5 at linear interpolation position 3.0)
+    assert _list(quantile_mask(losses, 0.75)) == [True, True, True, True, False]
+    # interpolated threshold between 0.2 and 0.3 (position 1.6 -> 0.26)
+    assert _list(quantile_mask(losses, 0.4)) == [False, True, False, True, False]
+    assert _list(quantile_mask(losses, 0.0)) == [False, True, False, False, False]
+    assert _list(quantile_mask(losses, 1.0)) == [True] * 5
+    ties = torch.tensor([0.2, 0.2, 0.2, 0.9])
+    assert _list(quantile_mask(ties, 0.5)) == [True, True, True, False]  # ties at the threshold all kept
+    with pytest.raises(ValueError):
+        quantile_mask(losses, 1.5)
+
+
+def test_quantile_against_the_original_distribution():
+    # originals' median is 1.0: keep refinements the student finds no harder than a typical original
+    assert _list(quantile_mask(REFINED, 0.5, reference=ORIGINAL)) == [True, False, False, False, True]
+
+
+def test_keep_mask_dispatch_and_selection():
+    assert _list(keep_mask(RefineFilter(rule="all"), ORIGINAL, REFINED)) == [True] * 5
+    assert _list(keep_mask(RefineFilter(rule="none"), ORIGINAL, REFINED)) == [False] * 5
+    band = keep_mask(RefineFilter(rule="loss_band", upper=0.0), ORIGINAL, REFINED)
+    assert _list(band) == [True, False, True, False, True]
+    quant = keep_mask(RefineFilter(rule="quantile", q=0.5), ORIGINAL, REFINED)
+    assert _list(quant) == _list(quantile_mask(REFINED, 0.5))
+    quant_orig = keep_mask(RefineFilter(rule="quantile", q=0.5, reference="original"), ORIGINAL, REFINED)
+    assert _list(quant_orig) == [True, False, False, False, True]
+    originals, refined = ["a", "b", "c", "d", "e"], ["A", "B", "C", "D", "E"]
+    assert select_responses(originals, refined, band) == ["A", "b", "C", "d", "E"]
+    with pytest.raises(ValueError, match="decisions"):
+        select_responses(originals, refined[:4], band)
+    with pytest.raises(ValueError, match="equal length"):
+        keep_mask(RefineFilter(), ORIGINAL, REFINED[:3])
+
+
+def test_filter_config_validation():
+    assert RefineFilter().lower == -math.inf
+    with pytest.raises(ValueError):
+        RefineFilter(rule="median")
+    with pytest.raises(ValueError):
+        RefineFilter(q=2.0)
+
+
+def test_response_losses_is_the_mean_token_nll(random_tiny):
+    model, tok = random_tiny
+    prompts, responses = ["12+3=", "7+8="], ["15", "<think>7+8+0=15</think>15"]
+    losses = response_losses(model, tok, prompts, responses)
+    for prompt, response, loss in zip(prompts, responses, losses):
+        p_ids = tok(prompt)["input_ids"]
+        r_ids = tok(response, add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([p_ids + r_ids])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(ids).logits[0, :-1].float(), -1)
+        targets = ids[0, 1:]
+        token_nll = -logp[torch.arange(len(targets)), targets][len(p_ids) - 1 :]
+        assert len(token_nll) == len(r_ids)
+        torch.testing.assert_close(loss, token_nll.mean(), atol=1e-4, rtol=1e-4)
