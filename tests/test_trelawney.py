@@ -235,3 +235,26 @@ def test_collate_accepts_token_id_documents(char_tokenizer):
         assert torch.equal(a, b)
     cut = collate_documents(tok, [list(range(1, 20))], max_length=5, device="cpu")[0]
     assert cut.tolist() == [[1, 2, 3, 4, tok.eos_token_id]]
+
+
+def test_cli_trelawney_trains_and_reports_goal_accuracy(tmp_path, one_thread, capsys):
+    from ponder.cli import main
+
+    out, js = tmp_path / "run", tmp_path / "s.json"
+    argv = ["trelawney", "--out", str(out), "--json", str(js), "--quiet", "--eval-n", "6", "--train.steps", "3"]
+    argv += ["--train.batch-size", "4", "--arch.hidden-size", "32", "--arch.num-layers", "1", "--arch.num-heads", "2"]
+    argv += ["--arch.intermediate-size", "64"]
+    assert main(argv) == 0
+    import json
+
+    summary = json.loads(js.read_text())
+    assert summary["steps"] == 3 and summary["tokens_seen"] > 0
+    for key in ("goal", "no_goal", "goal_valid", "no_goal_valid"):
+        assert 0.0 <= summary[key] <= 1.0
+    assert (out / "final" / "config.json").is_file()
+    from transformers import AutoTokenizer
+
+    assert lookahead_token_ids(AutoTokenizer.from_pretrained(out / "final"))  # saved with the delimiters
+    assert main(["trelawney", "--task", "add2", "--out", str(tmp_path / "bad"), "--quiet"]) == 2
+    captured = capsys.readouterr()
+    assert "records no goal" in captured.out + captured.err

@@ -172,6 +172,17 @@ def cmd_plan(args) -> int:
     return 0
 
 
+def cmd_trelawney(args) -> int:
+    from ponder.jobs.trelawney import TrelawneyJob, run_trelawney
+
+    job = config_from_args(TrelawneyJob, args)
+    summary = run_trelawney(job, resume=args.resume, progress=not args.quiet)
+    _print_summary(f"ponder trelawney: {job.task} -> {job.out}/final (accuracy with / without the goal span)", summary)
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=2))
+    return 0
+
+
 def cmd_tasks(args) -> int:
     from ponder.data.registry import DEMO_TASK, known_tasks
 
@@ -314,6 +325,21 @@ def build_parser() -> argparse.ArgumentParser:
         "every candidate. Prints the trajectory (edit, predicted, real), saves the best chain and a report.",
     )
     _add_run_flags(p, resume=False)
+
+    from ponder.jobs.trelawney import TrelawneyJob
+
+    p = _add_job(
+        sub,
+        "trelawney",
+        TrelawneyJob,
+        cmd_trelawney,
+        "TRELAWNEY: train the tiny model on text with lookahead spans, measure goal-conditioned accuracy",
+        "Next-token training of a fresh tiny model on a task's problems, a share of the documents carrying a copy "
+        "of a later piece of text between <lookahead> and </lookahead> at an earlier point; then held-out accuracy "
+        "with the goal written into such a span after the prompt, and without it (the control). "
+        "--lookahead.share 0 is plain next-token training.",
+    )
+    _add_run_flags(p)
 
     p = sub.add_parser("tasks", help="list the built-in tasks")
     p.set_defaults(func=cmd_tasks)

@@ -35,6 +35,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ponder.data.task import Problem, Split, Task
+from ponder.errors import PonderError
 from ponder.lm.thoughts import ensure_special_tokens, special_token_ids
 
 LOOKAHEAD_OPEN = "<lookahead>"
@@ -186,10 +187,17 @@ def iter_task_lookahead_documents(task, tokenizer, cfg: LookaheadConfig, seed: i
 # ---------------------------------------------------------------- inference
 
 
+class GoalError(PonderError, ValueError):
+    """A problem with no goal to write into a lookahead span."""
+
+
 def meta_goal(problem: Problem) -> str:
     """The goal a task records in ``problem.meta['goal']`` (e.g. the target leaf of a star graph)."""
     if "goal" not in problem.meta:
-        raise ValueError("this task records no goal in problem.meta['goal']; pass a goal function to GoalTask")
+        raise GoalError(
+            f"problem {problem.prompt!r} records no goal in meta['goal']; use a task that does (star, starAxL) "
+            "or pass a goal function to GoalTask"
+        )
     return str(problem.meta["goal"])
 
 

@@ -15,7 +15,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ponder.data.graphs import StarGraph
 from ponder.data.registry import get_task
-from ponder.data.trelawney import GoalTask, LookaheadConfig, ensure_lookahead_tokens, iter_task_lookahead_documents
+from ponder.data.trelawney import (
+    GoalTask,
+    LookaheadConfig,
+    ensure_lookahead_tokens,
+    iter_task_lookahead_documents,
+    meta_goal,
+)
 from ponder.errors import ConfigError
 from ponder.eval import evaluate
 from ponder.lm.tiny import TinyArch, build_char_tokenizer, build_tiny_model
@@ -39,12 +45,13 @@ class TrelawneyJob(BaseModel):
 
 def run_trelawney(job: TrelawneyJob, resume: bool = False, progress: bool = True) -> dict:
     """Train into ``job.out`` (``final`` = the model); the summary adds :func:`evaluate_goal_use`'s accuracies."""
-    out = Path(job.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "trelawney_job.json").write_text(job.model_dump_json(indent=2))
     task = get_task(job.task)
     if not hasattr(task, "iter_problems"):
         raise ConfigError(f"task {job.task!r} is not generated; use a synthetic task whose problems name a goal (star)")
+    meta_goal(task.problems(1, seed=job.seed, split="test")[0])  # fails before training if the task has no goals
+    out = Path(job.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "trelawney_job.json").write_text(job.model_dump_json(indent=2))
     tokenizer = build_char_tokenizer()
     model = build_tiny_model(tokenizer, job.arch, seed=job.seed)
     ensure_lookahead_tokens(model, tokenizer)
