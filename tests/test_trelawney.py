@@ -1,4 +1,4 @@
-"""TRELAWNEY lookahead spans: the transform against hand-made cases, the star-graph task, goal-span inference."""
+"""TRELAWNEY lookahead spans: the transform against hand-made cases, the graph-walk task, goal-span inference."""
 
 import itertools
 import random
@@ -6,7 +6,7 @@ import random
 import pytest
 import torch
 
-from ponder.data.graphs import StarGraph
+from ponder.data.graphs import GraphPaths
 from ponder.data.registry import get_task
 from ponder.data.trelawney import (
     LOOKAHEAD_CLOSE,
@@ -138,30 +138,38 @@ def test_strip_and_with_goal():
     assert strip_lookahead("q<lookahead>x</lookahead>d<lookahead>never closed") == "qd"
 
 
-def test_star_graph_problems():
-    task = get_task("star")
-    assert isinstance(task, StarGraph) and task.name == "star" and get_task("star4x3").name == "star4x3"
-    for p in task.problems(50):
-        edges, center = p.prompt[:-3].split(" "), p.prompt[-2]
-        assert p.prompt.endswith(f"|{center}>") and len(edges) == 6
-        nodes = {c for e in edges for c in e}
-        assert len(nodes) == 7 and center in nodes
-        arms = p.meta["arms"]
-        assert p.answer in arms and p.meta["goal"] == p.answer[-1] and len(p.answer) == 2
-        assert sorted(edges) == sorted(a + b for arm in arms for a, b in zip(center + arm, arm))
-    hand = task.make("b", ["qd", "zk", "ew"], goal_arm=0)
-    assert hand.prompt == "bq qd bz zk be ew|b>" and hand.answer == "qd" and hand.meta["goal"] == "d"
-    assert task.score(hand, "qd") == 1 and task.score(hand, "zk") == 0
-    any_leaf = StarGraph(any_leaf=True)
-    assert any_leaf.score(hand, "zk") == 1 and any_leaf.score(hand, "qk") == 0
-    assert any_leaf.problems(5, seed=2) == task.problems(5, seed=2)  # same problems, only the scoring differs
-    with pytest.raises(ValueError):
-        StarGraph(arms=9, arm_length=3)
+def test_graph_paths_problems_and_scoring():
+    task = get_task("paths")
+    assert isinstance(task, GraphPaths) and task.name == "paths"
+    assert get_task("paths12x3-1-3").name == "paths12x3-1-3" and len(get_task("paths12x3-1-3").node_names) == 12
+    # the graph is fixed by its size (the same in every process)
+    assert task.edges["a"] == ["b", "d"] and task.edges["d"] == ["g", "r"] and task.edges["g"] == ["s", "t"]
+    assert GraphPaths().edges == task.edges
+    assert all(len(out) == 2 and v not in out for v, out in task.edges.items())
+    train = task.problems(150, seed=1)
+    test = task.problems(47, split="test")
+    assert len({task.split_key(p) for p in test}) == 47  # every held-out pair once
+    assert not {task.split_key(p) for p in train} & {task.split_key(p) for p in test}
+    for p in train + test:
+        start, goal = p.meta["start"], p.meta["goal"]
+        assert p.prompt == f"{start}>" and p.answer[-1] == goal
+        assert task.is_walk(start, p.answer) and len(p.answer) == task.dist[start][goal]  # a shortest walk
+        assert 2 <= len(p.answer) <= 4
+    hand = task.make("a", "g", "dg")
+    assert task.score(hand, "dg") == 1 and task.score(hand, "dgs") == 0 and task.score(hand, "dr") == 0
+    assert task.score(hand, "bg") == 0 and task.score(hand, "") == 0  # a -> b -> g is no walk
+    reach, valid = task.rescored("reach"), task.rescored("valid")
+    assert reach.score(hand, "dgs") == 1 and reach.score(hand, "drg") == 0 and reach.score(hand, "dr") == 0
+    assert valid.score(hand, "dr") == 1 and valid.score(hand, "dx") == 0
+    assert reach.problems(5, seed=2) == task.problems(5, seed=2)  # same problems, only the scoring differs
+    for bad in (dict(nodes=30), dict(degree=20), dict(min_hops=3, max_hops=2), dict(scoring="near")):
+        with pytest.raises(ValueError):
+            GraphPaths(**bad)
 
 
 def test_task_stream_plain_when_share_zero_and_reproducible(char_tokenizer):
     tok = char_tokenizer
-    task = StarGraph()
+    task = GraphPaths()
     with pytest.raises(ValueError, match="ensure_lookahead_tokens"):
         next(iter_task_lookahead_documents(task, tok, LookaheadConfig()))
     from ponder.lm.tiny import build_char_tokenizer
@@ -185,7 +193,7 @@ def test_goal_prompt_is_the_prefix_of_a_training_document():
     tok = build_char_tokenizer()
     tok.add_special_tokens({"additional_special_tokens": [LOOKAHEAD_OPEN, LOOKAHEAD_CLOSE]})
     open_id, close_id = lookahead_token_ids(tok)
-    task = StarGraph()
+    task = GraphPaths()
     cfg = LookaheadConfig(share=1.0, position="answer_start", goal="end")
     problem = next(task.iter_problems(0, "train"))
     doc = next(iter_task_lookahead_documents(task, tok, cfg))
@@ -202,12 +210,12 @@ def test_goal_task_prompts_scoring_and_evaluate_wiring(random_tiny):
     tok = build_char_tokenizer()
     ensure_lookahead_tokens(model, tok)
     open_id, close_id = lookahead_token_ids(tok)
-    task = StarGraph()
+    task = GraphPaths()
     goal_task, control = GoalTask(task), GoalTask(task, goal=None)
     problems = goal_task.problems(4, split="test")
     plain = task.problems(4, split="test")
     assert [p.prompt for p in problems] == [with_goal(q.prompt, q.meta["goal"]) for q in plain]
-    assert control.problems(4, split="test") == plain and control.name == "star" and goal_task.name == "star+goal"
+    assert control.problems(4, split="test") == plain and control.name == "paths" and goal_task.name == "paths+goal"
     p = problems[0]
     assert goal_task.score(p, f"{LOOKAHEAD_OPEN}{p.meta['goal']}{LOOKAHEAD_CLOSE}{p.answer}") == 1.0
     assert goal_task.score(p, p.answer) == 1.0 and goal_task.score(p, "zz") == 0.0

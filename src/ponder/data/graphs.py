@@ -1,67 +1,118 @@
-"""Path finding in star graphs: a task where the goal decides the first step.
+"""Walks in a fixed random graph: a task where the goal decides the first steps.
 
-A star graph has a centre and ``arms`` disjoint paths of ``arm_length`` nodes leaving it; the
-prompt lists its directed edges in random order and names the centre, and the answer is the
-path from the centre to one leaf, e.g. for ``arms=3, arm_length=2``::
+The graph is part of the task (drawn once from its size): ``nodes`` single-letter nodes, each
+with ``degree`` edges to other nodes. A problem names a start node and asks for a shortest walk
+to a goal node ``min_hops`` to ``max_hops`` edges away::
 
-    prompt  "zk bq ew be qd bz|b>"     answer  "qd"     (goal "d")
+    prompt  "c>"     answer  "qkd"     (the walk c -> q -> k -> d; goal "d")
 
-Nodes are single lower-case letters; an edge ``xy`` goes from ``x`` to ``y``. The answer lists
-the nodes after the centre (``"qd"`` for the path b -> q -> d). Which leaf is the problem's
-goal (``meta["goal"]``) is not in the prompt: a model that reads only the prompt can find a
-valid path but must guess the arm (accuracy ``1 / arms``). With the goal written into the
-prompt (see :mod:`ponder.data.trelawney`) the arm is determined, but only by planning
-backwards from the goal: the first step is the ancestor of the goal that touches the centre.
-This is the star-graph task on which next-token training is known to fail at the first step
-(Bachmann & Nagarajan 2024) and TRELAWNEY was evaluated.
+The prompt does not name the goal (``meta["goal"]`` does): a model trained on such text learns
+the graph's edges and writes *a* walk, but reaches a given goal only by chance. With the goal
+written into a lookahead span after the prompt (:mod:`ponder.data.trelawney`) the walk is
+determined, and finding it is planning: the first step must be the neighbour from which the
+goal is closest, which depends on the whole graph, not on the current node alone.
+
+The split is by (start, goal) pair, a fifth of the pairs held out, so held-out accuracy with
+the goal asks for walks between pairs never trained as (start, goal), though their sub-walks
+occur inside training walks.
 """
 
 from __future__ import annotations
+
+import random
+from collections import deque
+from typing import Literal
 
 from ponder.data.task import GeneratedTask, Problem
 
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 
-class StarGraph(GeneratedTask):
-    """``star`` (3 arms of 2 nodes) or ``starAxL`` (A arms of L nodes): the path from the centre to a leaf.
+def bfs_distances(edges: dict[str, list[str]], source: str) -> dict[str, int]:
+    """Hops from ``source`` to every node it reaches (itself at 0)."""
+    dist, queue = {source: 0}, deque([source])
+    while queue:
+        v = queue.popleft()
+        for u in edges[v]:
+            if u not in dist:
+                dist[u] = dist[v] + 1
+                queue.append(u)
+    return dist
 
-    ``any_leaf`` scores a path to any leaf as right (same problems, same name).
+
+class GraphPaths(GeneratedTask):
+    """``paths`` (20 nodes of out-degree 2) or ``pathsNxD-A-B``: a shortest walk from the start to a goal node.
+
+    ``scoring`` (the problems are the same whichever): ``end``, a valid walk from the start that
+    ends at the goal (the task as posed); ``reach``, a valid walk that visits the goal (it may go
+    on past it); ``valid``, any valid walk (the control: can the model follow edges at all?).
     """
 
-    def __init__(self, arms: int = 3, arm_length: int = 2, any_leaf: bool = False):
-        if arms < 2 or arm_length < 1:
-            raise ValueError("need arms >= 2 and arm_length >= 1")
-        if 1 + arms * arm_length > len(_LETTERS):
-            raise ValueError(f"{arms} arms of {arm_length} nodes need more than {len(_LETTERS)} letters")
-        self.arms, self.arm_length, self.any_leaf = arms, arm_length, any_leaf
-        self.name = "star" if (arms, arm_length) == (3, 2) else f"star{arms}x{arm_length}"
+    held_out_fraction = 0.2
 
-    def make(self, center: str, arms: list[str], goal_arm: int, edge_order: list[int] | None = None) -> Problem:
-        """The problem of the graph ``center`` + ``arms`` (each arm its nodes from the centre out) whose
-        goal is the leaf of ``arms[goal_arm]``; ``edge_order`` permutes the edge list (default: arm by arm)."""
-        edges = [a + b for arm in arms for a, b in zip(center + arm, arm)]
-        if edge_order is not None:
-            edges = [edges[i] for i in edge_order]
-        path = arms[goal_arm]
-        return Problem(
-            prompt=f"{' '.join(edges)}|{center}>",
-            answer=path,
-            meta={"center": center, "arms": list(arms), "goal": path[-1]},
-        )
+    def __init__(
+        self,
+        nodes: int = 20,
+        degree: int = 2,
+        min_hops: int = 2,
+        max_hops: int = 4,
+        scoring: Literal["end", "reach", "valid"] = "end",
+    ):
+        if not 2 <= nodes <= len(_LETTERS):
+            raise ValueError(f"nodes must be in 2..{len(_LETTERS)}, got {nodes}")
+        if not 1 <= degree < nodes:
+            raise ValueError(f"degree must be in 1..{nodes - 1}, got {degree}")
+        if not 1 <= min_hops <= max_hops:
+            raise ValueError("need 1 <= min_hops <= max_hops")
+        self.node_names = _LETTERS[:nodes]
+        if scoring not in ("end", "reach", "valid"):
+            raise ValueError(f"scoring must be end, reach or valid, got {scoring!r}")
+        self.degree, self.min_hops, self.max_hops, self.scoring = degree, min_hops, max_hops, scoring
+        rng = random.Random(f"graph:{nodes}:{degree}")  # the graph is fixed by its size
+        self.edges = {v: sorted(rng.sample([u for u in self.node_names if u != v], degree)) for v in self.node_names}
+        self.dist = {v: bfs_distances(self.edges, v) for v in self.node_names}
+        self.pairs = [
+            (s, g) for s in self.node_names for g, d in sorted(self.dist[s].items()) if min_hops <= d <= max_hops
+        ]
+        if not self.pairs:
+            raise ValueError(f"no node pairs {min_hops}..{max_hops} hops apart in this graph")
+        default = (nodes, degree, min_hops, max_hops) == (20, 2, 2, 4)
+        self.name = "paths" if default else f"paths{nodes}x{degree}-{min_hops}-{max_hops}"
+
+    def shortest_walk(self, start: str, goal: str, rng: random.Random) -> str:
+        """A shortest walk ``start -> ... -> goal`` (nodes after the start), ties broken by ``rng``."""
+        walk, v = [], start
+        while v != goal:
+            v = rng.choice([u for u in self.edges[v] if self.dist[u].get(goal) == self.dist[v][goal] - 1])
+            walk.append(v)
+        return "".join(walk)
+
+    def make(self, start: str, goal: str, walk: str) -> Problem:
+        return Problem(prompt=f"{start}>", answer=walk, meta={"start": start, "goal": goal})
 
     def sample(self, rng) -> Problem:
-        nodes = rng.sample(_LETTERS, 1 + self.arms * self.arm_length)
-        center, rest = nodes[0], nodes[1:]
-        arms = ["".join(rest[i * self.arm_length : (i + 1) * self.arm_length]) for i in range(self.arms)]
-        order = list(range(self.arms * self.arm_length))
-        rng.shuffle(order)
-        return self.make(center, arms, rng.randrange(self.arms), order)
+        start, goal = rng.choice(self.pairs)
+        return self.make(start, goal, self.shortest_walk(start, goal, rng))
+
+    def split_key(self, problem: Problem) -> str:
+        return f"{problem.prompt}{problem.meta['goal']}"
+
+    def is_walk(self, start: str, walk: str) -> bool:
+        """Whether ``walk`` (nodes after ``start``) follows edges of the graph; the empty walk is not one."""
+        nodes = [start, *walk]
+        return bool(walk) and all(v in self.edges and u in self.edges[v] for v, u in zip(nodes, nodes[1:]))
+
+    def rescored(self, scoring: Literal["end", "reach", "valid"]) -> GraphPaths:
+        """The same task (graph, problems, name) scored another way."""
+        return GraphPaths(len(self.node_names), self.degree, self.min_hops, self.max_hops, scoring)
 
     def score(self, problem: Problem, completion: str) -> float:
-        """1 for the path to the goal leaf; with ``any_leaf``, for the path to any leaf (the control
-        that tells a model that cannot follow edges from one that does not use the goal)."""
-        if not self.any_leaf:
-            return super().score(problem, completion)
+        """1 for a valid walk from the start (any length) that ends at / visits the goal, per ``scoring``."""
         answer = self.extract_answer(completion)
-        return float(answer is not None and answer.strip() in problem.meta["arms"])
+        walk = answer.strip() if answer is not None else ""
+        if not self.is_walk(problem.meta["start"], walk):
+            return 0.0
+        if self.scoring == "valid":
+            return 1.0
+        goal = problem.meta["goal"]
+        return float(walk[-1] == goal if self.scoring == "end" else goal in walk)

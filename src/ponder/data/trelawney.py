@@ -192,10 +192,10 @@ class GoalError(PonderError, ValueError):
 
 
 def meta_goal(problem: Problem) -> str:
-    """The goal a task records in ``problem.meta['goal']`` (e.g. the target leaf of a star graph)."""
+    """The goal a task records in ``problem.meta['goal']`` (e.g. the target node of a graph walk)."""
     if "goal" not in problem.meta:
         raise GoalError(
-            f"problem {problem.prompt!r} records no goal in meta['goal']; use a task that does (star, starAxL) "
+            f"problem {problem.prompt!r} records no goal in meta['goal']; use a task that does (paths) "
             "or pass a goal function to GoalTask"
         )
     return str(problem.meta["goal"])

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ponder.data.graphs import StarGraph
+from ponder.data.graphs import GraphPaths
 from ponder.data.registry import get_task
 from ponder.data.trelawney import (
     GoalTask,
@@ -32,14 +32,16 @@ class TrelawneyJob(BaseModel):
     """Settings of ``ponder trelawney``."""
 
     model_config = ConfigDict(extra="forbid")
-    task: str = Field("star", description="task whose training problems form the corpus; its problems name their goal")
+    task: str = Field("paths", description="task whose training problems form the corpus; its problems name their goal")
     lookahead: LookaheadConfig = LookaheadConfig()
     out: str = Field("runs/trelawney", description="output directory")
-    eval_n: int = Field(300, ge=1, description="held-out problems measured with and without the goal")
+    eval_n: int = Field(
+        47, ge=1, description="held-out problems measured with and without the goal (paths holds out 47 pairs)"
+    )
     seed: int = Field(0, description="seed of the data stream, the transform, the initialisation and the optimizer")
-    arch: TinyArch = TinyArch()
+    arch: TinyArch = TinyArch(hidden_size=128, num_layers=3, num_heads=4, intermediate_size=256, max_positions=64)
     train: NextTokenConfig = NextTokenConfig(
-        steps=600, batch_size=64, lr=2e-3, warmup_steps=50, save_every=600, max_length=64
+        steps=600, batch_size=64, lr=2e-3, warmup_steps=30, save_every=600, max_length=32
     )
 
 
@@ -47,7 +49,9 @@ def run_trelawney(job: TrelawneyJob, resume: bool = False, progress: bool = True
     """Train into ``job.out`` (``final`` = the model); the summary adds :func:`evaluate_goal_use`'s accuracies."""
     task = get_task(job.task)
     if not hasattr(task, "iter_problems"):
-        raise ConfigError(f"task {job.task!r} is not generated; use a synthetic task whose problems name a goal (star)")
+        raise ConfigError(
+            f"task {job.task!r} is not generated; use a synthetic task whose problems name a goal (paths)"
+        )
     meta_goal(task.problems(1, seed=job.seed, split="test")[0])  # fails before training if the task has no goals
     out = Path(job.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -73,12 +77,13 @@ def run_trelawney(job: TrelawneyJob, resume: bool = False, progress: bool = True
 def evaluate_goal_use(model, tokenizer, task, n: int, seed: int = 0, progress: bool = False) -> dict:
     """Greedy held-out accuracy with the goal in a lookahead span (``goal``) and without (``no_goal``).
 
-    For a star graph also ``*_valid``: the share of answers that are a path to *some* leaf, which
-    separates "cannot follow edges" from "does not use the goal" (chance is 1 / arms).
+    For graph walks also ``*_reach`` (the walk visits the goal, possibly going on past it) and
+    ``*_valid`` (the answer is a valid walk, whatever its end: "cannot follow edges" vs "does not
+    use the goal").
     """
     scored = {"": task}
-    if isinstance(task, StarGraph):
-        scored["_valid"] = StarGraph(task.arms, task.arm_length, any_leaf=True)
+    if isinstance(task, GraphPaths):
+        scored.update(_reach=task.rescored("reach"), _valid=task.rescored("valid"))
     out = {}
     for suffix, inner in scored.items():
         for key, goal_task in (("goal", GoalTask(inner)), ("no_goal", GoalTask(inner, goal=None))):
@@ -89,7 +94,7 @@ def evaluate_goal_use(model, tokenizer, task, n: int, seed: int = 0, progress: b
                 n=n,
                 seed=seed,
                 modes=("no_think",),
-                max_answer_tokens=24,
+                max_answer_tokens=16,
                 progress=progress,
             )
             out[f"{key}{suffix}"] = result.modes["no_think"].accuracy
