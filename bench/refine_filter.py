@@ -42,6 +42,7 @@ from ponder.eval import evaluate
 from ponder.jobs.base import thought_budget
 from ponder.jobs.refine import RefineJob, build_table, student_dir, train_on_selection
 from ponder.lm.load import load_hf_dir
+from ponder.report.tables import markdown_table, seed_cells, seed_summary
 
 FILTERS: dict[str, RefineFilter] = {
     "originals": RefineFilter(rule="none"),
@@ -84,9 +85,21 @@ def condition_mask(name: str, table) -> torch.Tensor:
     return keep_mask(FILTERS[name], table.loss_original, table.loss_refined)
 
 
+def detection_auc(scores: torch.Tensor, positive: torch.Tensor) -> float | None:
+    """P(score of a random positive > score of a random negative), ties counting half (the ROC AUC);
+    None when either class is empty. Here: how well a loss table flags the teacher's wrong refinements."""
+    pos, neg = scores[positive], scores[~positive]
+    if pos.numel() == 0 or neg.numel() == 0:
+        return None
+    diff = pos[:, None] - neg[None, :]
+    return float(((diff > 0).double() + 0.5 * (diff == 0).double()).mean())
+
+
 def table_stats(table) -> dict:
     wrong = table.teacher_correct < 1
     return {
+        "auc_wrong_by_refined_loss": detection_auc(table.loss_refined, wrong),
+        "auc_wrong_by_loss_gap": detection_auc(table.loss_refined - table.loss_original, wrong),
         "teacher_train_accuracy": float(table.teacher_correct.mean()),
         "loss_original_mean": float(table.loss_original.mean()),
         "loss_refined_mean": float(table.loss_refined.mean()),
@@ -129,7 +142,8 @@ def main(argv=None) -> dict:
             f"seed {seed}: teacher right on {info['teacher_train_accuracy']:.3f} of the training problems; student "
             f"think acc before {before.modes['think'].accuracy:.3f}; student loss original "
             f"{info['loss_original_mean']:.3f}, refined {info['loss_refined_mean']:.3f} "
-            f"(teacher right {info['loss_refined_mean_teacher_right']}, wrong {info['loss_refined_mean_teacher_wrong']})",
+            f"(teacher right {info['loss_refined_mean_teacher_right']}, wrong {info['loss_refined_mean_teacher_wrong']}); "
+            f"AUC of the refined loss for the teacher's errors {info['auc_wrong_by_refined_loss']}",
             flush=True,
         )
         for name in args.conditions:
@@ -161,11 +175,7 @@ def main(argv=None) -> dict:
 def summarize(rows: list[dict]) -> dict:
     think = [r["eval"]["think"]["accuracy"] for r in rows]
     return {
-        "think": {
-            "mean": statistics.mean(think),
-            "std": statistics.stdev(think) if len(think) > 1 else 0.0,
-            "per_seed": think,
-        },
+        "think": seed_summary(think),
         "no_think": statistics.mean(r["eval"]["no_think"]["accuracy"] for r in rows),
         "thought_tokens": statistics.mean(r["eval"]["think"]["mean_thought_tokens"] for r in rows),
         "kept": statistics.mean(r["kept"] for r in rows),
@@ -182,15 +192,19 @@ def print_table(results: dict, seeds_info: list[dict], args) -> None:
         f"\n{args.task}: student think accuracy before {before:.3f}; teacher right on {teacher:.3f} of "
         f"{args.n_train} training problems; {len(args.seeds)} seed(s), {args.eval_n} held-out problems, greedy"
     )
-    print("| training set | refinements kept | wrong ones kept | think acc | std | per seed | no-think acc | tokens |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for name, r in results.items():
-        t = r["think"]
-        print(
-            f"| {name} | {r['kept']:.0f} | {r['kept_wrong']:.0f} / {r['wrong_refinements']:.0f} | {t['mean']:.3f} "
-            f"| {t['std']:.3f} | {' '.join(f'{v:.3f}' for v in t['per_seed'])} | {r['no_think']:.3f} "
-            f"| {r['tokens_seen']:.0f} |"
-        )
+    columns = ["training set", "refinements kept", "wrong ones kept", "think acc", "std", "per seed", "no-think acc"]
+    rows = [
+        [
+            name,
+            f"{r['kept']:.0f}",
+            f"{r['kept_wrong']:.0f} / {r['wrong_refinements']:.0f}",
+            seed_cells(r["think"]),
+            f"{r['no_think']:.3f}",
+            f"{r['tokens_seen']:.0f}",
+        ]
+        for name, r in results.items()
+    ]
+    print(markdown_table([*columns, "tokens"], rows))
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from ponder.data.registry import get_task
 from ponder.data.trelawney import LOOKAHEAD_CLOSE, LOOKAHEAD_OPEN, LookaheadConfig, iter_task_lookahead_documents
 from ponder.jobs.trelawney import TrelawneyJob, run_trelawney
 from ponder.lm.tiny import build_char_tokenizer
+from ponder.report.tables import markdown_table, seed_cells, seed_summary
 
 CONDITIONS: dict[str, LookaheadConfig] = {
     "plain": LookaheadConfig(share=0.0),
@@ -84,14 +85,7 @@ def mean_document_tokens(task, cfg: LookaheadConfig, n: int = 2000) -> float:
 
 
 def summarize(rows: list[dict]) -> dict:
-    out = {}
-    for key in METRICS:
-        values = [r[key] for r in rows]
-        out[key] = {
-            "mean": statistics.mean(values),
-            "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "per_seed": values,
-        }
+    out = {key: seed_summary([r[key] for r in rows]) for key in METRICS}
     out["tokens_seen"] = statistics.mean(r["tokens_seen"] for r in rows)
     out["steps"] = rows[0]["steps"]
     return out
@@ -147,18 +141,21 @@ def main(argv=None) -> dict:
 
 def print_table(results: dict, args) -> None:
     print(f"\n{args.task}, {len(args.seeds)} seed(s), {args.eval_n} held-out (start, goal) pairs, greedy")
-    print(
-        "| condition | goal given: ends at goal | std | per seed | goal given: reaches goal "
-        "| no goal: ends / reaches | valid walks (goal / none) | steps | tokens |"
-    )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for name, r in results.items():
-        g = r["goal"]
-        print(
-            f"| {name} | {g['mean']:.3f} | {g['std']:.3f} | {' '.join(f'{v:.3f}' for v in g['per_seed'])} "
-            f"| {r['goal_reach']['mean']:.3f} | {r['no_goal']['mean']:.3f} / {r['no_goal_reach']['mean']:.3f} "
-            f"| {r['goal_valid']['mean']:.3f} / {r['no_goal_valid']['mean']:.3f} | {r['steps']} | {r['tokens_seen']:.0f} |"
-        )
+    columns = ["condition", "goal given: ends at goal", "std", "per seed", "goal given: reaches goal"]
+    columns += ["no goal: ends / reaches", "valid walks (goal / none)", "steps", "tokens"]
+    rows = [
+        [
+            name,
+            seed_cells(r["goal"]),
+            f"{r['goal_reach']['mean']:.3f}",
+            f"{r['no_goal']['mean']:.3f} / {r['no_goal_reach']['mean']:.3f}",
+            f"{r['goal_valid']['mean']:.3f} / {r['no_goal_valid']['mean']:.3f}",
+            str(r["steps"]),
+            f"{r['tokens_seen']:.0f}",
+        ]
+        for name, r in results.items()
+    ]
+    print(markdown_table(columns, rows))
 
 
 if __name__ == "__main__":

@@ -105,3 +105,19 @@ def test_response_losses_is_the_mean_token_nll(random_tiny):
         token_nll = -logp[torch.arange(len(targets)), targets][len(p_ids) - 1 :]
         assert len(token_nll) == len(r_ids)
         torch.testing.assert_close(loss, token_nll.mean(), atol=1e-4, rtol=1e-4)
+
+
+def test_seed_summary_cells_and_markdown_table():
+    from ponder.report.tables import markdown_table, seed_cells, seed_summary
+
+    s = seed_summary([0.5, 0.25, 0.75])
+    assert s["mean"] == 0.5 and s["per_seed"] == [0.5, 0.25, 0.75]
+    assert s["std"] == pytest.approx(0.25)  # sample std: sqrt((0 + 0.0625 + 0.0625) / 2)
+    assert seed_summary([0.4])["std"] == 0.0
+    assert seed_cells(s) == "0.500 | 0.250 | 0.500 0.250 0.750"
+    table = markdown_table(["set", "acc", "std", "per seed"], [["all", seed_cells(s)]])
+    assert table.splitlines() == [
+        "| set | acc | std | per seed |",
+        "| --- | --- | --- | --- |",
+        f"| all | {seed_cells(s)} |",
+    ]
