@@ -1,7 +1,7 @@
 """Teacher-refined data filtered by the student's own loss profile, on the tiny models.
 
 Teacher: the default ``tiny`` base (think accuracy 0.86 on ``add3-5``). Student: a weaker model,
-by default the same recipe stopped after 200 steps (``ponder.jobs.refine.weak_student_job``).
+by default the same recipe stopped after 400 steps (``ponder.jobs.refine.weak_student_job``).
 For each seed, ``--n-train`` training problems are written two ways: the original ``prompt
 answer`` (the label, no reasoning) and the teacher's refinement ``prompt <think>its worked
 thought</think> its answer`` (greedy, not checked against the label). The student scores both
@@ -12,12 +12,17 @@ thought</think> its answer`` (greedy, not checked against the label). The studen
 * ``loss-band``: the refinement where the student's loss on it is at most its loss on the
   original (band upper 0, ``ponder.data.refine.loss_band_mask``), else the original;
 * ``quantile``: the refinement where its loss is at most the 0.75-quantile of the student's
-  losses on all refinements (``quantile_mask``), else the original;
+  losses on all refinements (``quantile_mask``: its rank among them), else the original;
+* ``quantile-gap``: the same rank rule on the gap ``refined - original`` (how much easier than
+  the original the refinement is, for the student);
 * ``oracle``: the refinement where the teacher's answer is right (uses labels: a diagnostic
   bound for what a filter could gain, not a method).
 
 Measured: held-out think / no-think accuracy (greedy), refinements kept, and how many of the
-teacher's wrong refinements each filter kept.
+teacher's wrong refinements each filter kept; per seed, the teacher's accuracy on the training
+problems and how well the student's losses flag its errors (ROC AUC). A condition whose selection
+equals an earlier one's (e.g. a band that keeps every refinement) reuses that run: training is
+deterministic given the documents and the seed.
 
 Usage (about 30 minutes on one core for 3 seeds, once the two base models are cached)::
 
@@ -49,6 +54,7 @@ FILTERS: dict[str, RefineFilter] = {
     "all": RefineFilter(rule="all"),
     "loss-band": RefineFilter(rule="loss_band", upper=0.0),
     "quantile": RefineFilter(rule="quantile", q=0.75),
+    "quantile-gap": RefineFilter(rule="quantile", q=0.75, statistic="gap"),
 }
 CONDITIONS = (*FILTERS, "oracle")
 
@@ -61,6 +67,7 @@ def parse_args(argv=None):
     p.add_argument("--conditions", default=",".join(CONDITIONS), help="subset of " + ", ".join(CONDITIONS))
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--n-train", type=int, default=1000, help="training problems per seed")
+    p.add_argument("--teacher-temperature", type=float, default=0.0, help="0: greedy refinements")
     p.add_argument("--steps", type=int, default=120, help="student training steps (same for every condition)")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=5e-4)
@@ -121,6 +128,7 @@ def main(argv=None) -> dict:
             teacher=args.teacher,
             student=args.student,
             n_train=args.n_train,
+            teacher_temperature=args.teacher_temperature,
             eval_n=args.eval_n,
             seed=seed,
             train=base.train.model_copy(
@@ -146,15 +154,23 @@ def main(argv=None) -> dict:
             f"AUC of the refined loss for the teacher's errors {info['auc_wrong_by_refined_loss']}",
             flush=True,
         )
+        runs: dict[bytes, tuple[str, dict]] = {}
         for name in args.conditions:
             keep = condition_mask(name, table)
-            summary = train_on_selection(job, table, keep, root / f"s{seed}-{name}")
+            key = keep.numpy().tobytes()
+            if key in runs:
+                same, summary = runs[key]
+                summary = {**summary, "same_selection_as": same}
+            else:
+                summary = train_on_selection(job, table, keep, root / f"s{seed}-{name}")
+                runs[key] = (name, summary)
             summary["wrong_refinements"] = int((table.teacher_correct < 1).sum())
             rows[name].append(summary)
             ev = summary["eval"]
             print(
                 f"  {name:10s} kept {summary['kept']:4d} (wrong {summary['kept_wrong']}/{summary['wrong_refinements']}) "
                 f"think {ev['think']['accuracy']:.3f} no-think {ev['no_think']['accuracy']:.3f} "
+                f"{'(same selection as ' + summary['same_selection_as'] + ') ' if 'same_selection_as' in summary else ''}"
                 f"({time.time() - start:.0f} s)",
                 flush=True,
             )

@@ -75,6 +75,9 @@ def test_keep_mask_dispatch_and_selection():
     assert _list(quant) == _list(quantile_mask(REFINED, 0.5))
     quant_orig = keep_mask(RefineFilter(rule="quantile", q=0.5, reference="original"), ORIGINAL, REFINED)
     assert _list(quant_orig) == [True, False, False, False, True]
+    # the gap refined - original is -0.5, +0.2, 0, +1.0, -2.9: its median is 0, so three are kept
+    quant_gap = keep_mask(RefineFilter(rule="quantile", q=0.5, statistic="gap"), ORIGINAL, REFINED)
+    assert _list(quant_gap) == [True, False, True, False, True]
     originals, refined = ["a", "b", "c", "d", "e"], ["A", "B", "C", "D", "E"]
     assert select_responses(originals, refined, band) == ["A", "b", "C", "d", "E"]
     with pytest.raises(ValueError, match="decisions"):
@@ -89,6 +92,10 @@ def test_filter_config_validation():
         RefineFilter(rule="median")
     with pytest.raises(ValueError):
         RefineFilter(q=2.0)
+    with pytest.raises(ValueError, match="empty band"):
+        RefineFilter(upper=-1.0, lower=0.0)
+    with pytest.raises(ValueError, match="statistic 'refined'"):
+        RefineFilter(rule="quantile", statistic="gap", reference="original")
 
 
 def test_response_losses_is_the_mean_token_nll(random_tiny):
@@ -121,3 +128,30 @@ def test_seed_summary_cells_and_markdown_table():
         "| --- | --- | --- | --- |",
         f"| all | {seed_cells(s)} |",
     ]
+
+
+def test_refinement_table_and_training_on_a_selection(trained_tiny_dir, tmp_path, one_thread):
+    from ponder.jobs.refine import RefineJob, build_table, train_on_selection
+    from ponder.train.next_token import NextTokenConfig
+
+    job = RefineJob(
+        task="add2",
+        teacher=str(trained_tiny_dir),
+        student=str(trained_tiny_dir),
+        n_train=12,
+        eval_n=4,
+        train=NextTokenConfig(steps=2, batch_size=4, lr=1e-4, warmup_steps=0, save_every=2, max_length=64),
+    )
+    table = build_table(job)
+    assert len(table.prompts) == len(table.refined) == 12 and table.loss_refined.shape == (12,)
+    assert all(r.startswith("<think>") and "</think>" in r for r in table.refined)
+    assert table.originals == [
+        p.answer for p in __import__("ponder.data", fromlist=["get_task"]).get_task("add2").problems(12)
+    ]
+    assert torch.all(table.loss_original > 0) and torch.all(torch.isfinite(table.loss_refined))
+    assert set(table.teacher_correct.tolist()) <= {0.0, 1.0}
+    keep = torch.tensor([True, False] * 6)
+    summary = train_on_selection(job, table, keep, tmp_path / "student")
+    assert summary["steps"] == 2 and summary["kept"] == 6
+    assert summary["kept_wrong"] == int(((table.teacher_correct < 1) & keep).sum())
+    assert 0 <= summary["eval"]["think"]["accuracy"] <= 1

@@ -11,9 +11,10 @@ given its prompt, and two rules decide (pure functions of the loss tables, shape
   of the original's, ``lower <= refined - original <= upper`` (or the relative change
   ``refined / original - 1`` with ``relative``): the refinement is not much harder for the
   student than what it replaces;
-* **quantile** (:func:`quantile_mask`): keep the refinement where its loss is at most the
-  ``q``-quantile of a reference distribution, by default the student's losses on all the
-  refinements (its rank among them), or on the originals.
+* **quantile** (:func:`quantile_mask`): keep the refinement where its loss (or its loss gap,
+  ``refined - original``) is at most the ``q``-quantile of a reference distribution: by default
+  the same statistic over all the refinements (its rank among them), or the student's losses on
+  the originals.
 
 :func:`select_responses` then builds the training set: the refinement where kept, the original
 elsewhere. :func:`response_losses` measures the table with the student.
@@ -26,7 +27,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
 
 from ponder.lm.score import score_pairs
@@ -43,9 +44,21 @@ class RefineFilter(BaseModel):
     lower: float = Field(-math.inf, description="loss band: smallest allowed refined - original loss")
     relative: bool = Field(False, description="loss band on refined / original - 1 instead of the difference")
     q: float = Field(0.75, ge=0, le=1, description="quantile rule: keep refinements at or below this quantile")
-    reference: Literal["refined", "original"] = Field(
-        "refined", description="quantile rule: the loss distribution the quantile is taken over"
+    statistic: Literal["refined", "gap"] = Field(
+        "refined", description="quantile rule: rank the refined loss, or the gap refined - original"
     )
+    reference: Literal["own", "original"] = Field(
+        "own",
+        description="quantile rule: take the quantile over the ranked statistic itself, or over the original losses (statistic refined only)",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> RefineFilter:
+        if self.lower > self.upper:
+            raise ValueError(f"empty band: lower {self.lower} > upper {self.upper}")
+        if self.statistic == "gap" and self.reference == "original":
+            raise ValueError("reference 'original' compares refined losses with original ones; use statistic 'refined'")
+        return self
 
 
 def _check_losses(*tables: Tensor) -> None:
@@ -94,7 +107,8 @@ def keep_mask(flt: RefineFilter, original: Tensor, refined: Tensor) -> Tensor:
         return torch.zeros_like(refined, dtype=torch.bool)
     if flt.rule == "loss_band":
         return loss_band_mask(original, refined, flt.upper, flt.lower, flt.relative)
-    return quantile_mask(refined, flt.q, original if flt.reference == "original" else None)
+    stat = refined if flt.statistic == "refined" else refined - original
+    return quantile_mask(stat, flt.q, original if flt.reference == "original" else None)
 
 
 def select_responses(originals: Sequence[str], refined: Sequence[str], keep: Tensor) -> list[str]:

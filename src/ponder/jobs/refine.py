@@ -32,7 +32,7 @@ from ponder.lm.tiny_cache import builtin_tiny_path, ensure_base
 from ponder.train.next_token import NextTokenConfig, train_next_token
 
 #: Steps of the weak student's pretraining (the default ``tiny`` teacher has 800).
-WEAK_STUDENT_STEPS = 200
+WEAK_STUDENT_STEPS = 400
 
 
 def weak_student_job() -> BaseJob:
