@@ -28,6 +28,44 @@ def test_yaml_and_overrides_merge(tmp_path):
     assert cfg.steps == 5 and cfg.inner.lr == 0.25
 
 
+class Job(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    inner: Inner = Inner(lr=0.5)
+    other: Outer = Outer(steps=3)
+
+
+def test_nested_flags_keep_the_jobs_own_nested_defaults(tmp_path):
+    """Setting one nested field keeps the job's defaults of the others, not the nested class's."""
+    assert build_config(Job).inner.lr == 0.5 and build_config(Job).other.steps == 3
+    cfg = build_config(Job, None, {"other.inner.lr": 0.1})
+    assert cfg.inner.lr == 0.5 and cfg.other.steps == 3 and cfg.other.inner.lr == 0.1
+    path = tmp_path / "c.yaml"
+    path.write_text("other:\n  steps: 7\n")
+    cfg = build_config(Job, path)
+    assert cfg.other.steps == 7 and cfg.inner.lr == 0.5
+    base = build_config(BaseJob, None, {"train.steps": 10})
+    assert base.train == BaseJob().train.model_copy(update={"steps": 10})
+
+
+def test_every_job_builds_to_its_defaults():
+    from ponder.jobs.audit import AuditJob
+    from ponder.jobs.demo import DemoJob
+    from ponder.jobs.grpo import GRPOJob, TTRLJob
+    from ponder.jobs.plan import PlanJob
+    from ponder.jobs.rlp import CPTJob, RLPJob
+    from ponder.jobs.trelawney import TrelawneyJob
+
+    for job in (BaseJob, EvalJob, RLPJob, CPTJob, GRPOJob, TTRLJob, DemoJob, AuditJob, PlanJob, TrelawneyJob):
+        assert build_config(job) == job(), job.__name__
+
+
+def test_help_shows_the_jobs_nested_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["base", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--train.max-length MAX_LENGTH tokens per document (longer ones are truncated) (default: 128)" in help_text
+
+
 def test_unknown_key_is_named(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("stepz: 5\n")

@@ -44,18 +44,24 @@ def _scalar_type(annotation):
     return None
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, model: type[BaseModel], prefix: str = "") -> None:
-    """Add one flag per scalar field of ``model`` (recursing into nested models)."""
+def add_model_arguments(
+    parser: argparse.ArgumentParser, model: type[BaseModel], prefix: str = "", defaults: BaseModel | None = None
+) -> None:
+    """Add one flag per scalar field of ``model`` (recursing into nested models).
+
+    ``defaults``: the instance whose values the help shows (a job's own default of a nested
+    model, e.g. ``BaseJob.train``, rather than the nested class's defaults).
+    """
     for name, field in model.model_fields.items():
         path = f"{prefix}{name}"
         ann = field.annotation
+        default = getattr(defaults, name) if defaults is not None else field.get_default(call_default_factory=True)
         if isinstance(ann, type) and issubclass(ann, BaseModel):
-            add_model_arguments(parser, ann, prefix=f"{path}.")
+            add_model_arguments(parser, ann, prefix=f"{path}.", defaults=default)
             continue
         conv = _scalar_type(ann)
         if conv is None:
             continue
-        default = field.get_default(call_default_factory=True)
         help_text = (field.description or "").rstrip(".")
         help_text = f"{help_text} (default: {default})" if help_text else f"default: {default}"
         choices = list(typing.get_args(ann)) if typing.get_origin(ann) is typing.Literal else None
@@ -84,6 +90,26 @@ def _set_path(data: dict, path: str, value: Any) -> None:
     data[keys[-1]] = value
 
 
+def _nested_defaults(model: type[BaseModel]) -> dict:
+    """The settings of ``model``'s nested-model fields at its own defaults (e.g. ``BaseJob.train``'s
+    800 steps), so that YAML or a flag that sets one nested field keeps the job's other defaults
+    instead of falling back to the nested class's."""
+    out = {}
+    for name, field in model.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        if isinstance(default, BaseModel):
+            out[name] = default.model_dump()
+    return out
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    """``extra`` over ``base``, recursing where both hold a mapping."""
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
 def _format_error(err: ValidationError, source: str) -> str:
     lines = []
     for e in err.errors():
@@ -108,7 +134,7 @@ def read_yaml(path: str | Path) -> dict:
 
 def build_config(model: type[M], config_path: str | Path | None = None, overrides: dict | None = None) -> M:
     """Validate YAML (optional) + overrides (dotted keys) into ``model``; errors name the key."""
-    data = read_yaml(config_path) if config_path else {}
+    data = _merge(_nested_defaults(model), read_yaml(config_path) if config_path else {})
     for path, value in (overrides or {}).items():
         if value is not _SENTINEL:
             _set_path(data, path, value)
