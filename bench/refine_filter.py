@@ -16,7 +16,10 @@ thought</think> its answer`` (greedy, not checked against the label). The studen
 * ``quantile-gap``: the same rank rule on the gap ``refined - original`` (how much easier than
   the original the refinement is, for the student);
 * ``oracle``: the refinement where the teacher's answer is right (uses labels: a diagnostic
-  bound for what a filter could gain, not a method).
+  bound for what a filter could gain, not a method);
+* ``quantile-gap-drop``, ``oracle-drop``: the same selections, but a dropped refinement is left out
+  rather than replaced by its original (diagnostic: are the dropped refinements bad, or the
+  originals put in their place?).
 
 Measured: held-out think / no-think accuracy (greedy), refinements kept, and how many of the
 teacher's wrong refinements each filter kept; per seed, the teacher's accuracy on the training
@@ -56,7 +59,9 @@ FILTERS: dict[str, RefineFilter] = {
     "quantile": RefineFilter(rule="quantile", q=0.75),
     "quantile-gap": RefineFilter(rule="quantile", q=0.75, statistic="gap"),
 }
-CONDITIONS = (*FILTERS, "oracle")
+CONDITIONS = (*FILTERS, "oracle", "quantile-gap-drop", "oracle-drop")
+#: Suffix of a condition that trains on the kept refinements only (nothing in place of a dropped one).
+DROP = "-drop"
 
 
 def parse_args(argv=None):
@@ -87,6 +92,7 @@ def parse_args(argv=None):
 
 
 def condition_mask(name: str, table) -> torch.Tensor:
+    name = name.removesuffix(DROP)
     if name == "oracle":
         return table.teacher_correct >= 1
     return keep_mask(FILTERS[name], table.loss_original, table.loss_refined)
@@ -157,12 +163,13 @@ def main(argv=None) -> dict:
         runs: dict[bytes, tuple[str, dict]] = {}
         for name in args.conditions:
             keep = condition_mask(name, table)
-            key = keep.numpy().tobytes()
+            fallback = "drop" if name.endswith(DROP) else "original"
+            key = fallback.encode() + keep.numpy().tobytes()
             if key in runs:
                 same, summary = runs[key]
                 summary = {**summary, "same_selection_as": same}
             else:
-                summary = train_on_selection(job, table, keep, root / f"s{seed}-{name}")
+                summary = train_on_selection(job, table, keep, root / f"s{seed}-{name}", fallback=fallback)
                 runs[key] = (name, summary)
             summary["wrong_refinements"] = int((table.teacher_correct < 1).sum())
             rows[name].append(summary)
@@ -195,6 +202,7 @@ def summarize(rows: list[dict]) -> dict:
         "no_think": statistics.mean(r["eval"]["no_think"]["accuracy"] for r in rows),
         "thought_tokens": statistics.mean(r["eval"]["think"]["mean_thought_tokens"] for r in rows),
         "kept": statistics.mean(r["kept"] for r in rows),
+        "documents": statistics.mean(r["documents"] for r in rows),
         "kept_wrong": statistics.mean(r["kept_wrong"] for r in rows),
         "wrong_refinements": statistics.mean(r["wrong_refinements"] for r in rows),
         "tokens_seen": statistics.mean(r["tokens_seen"] for r in rows),
@@ -208,10 +216,20 @@ def print_table(results: dict, seeds_info: list[dict], args) -> None:
         f"\n{args.task}: student think accuracy before {before:.3f}; teacher right on {teacher:.3f} of "
         f"{args.n_train} training problems; {len(args.seeds)} seed(s), {args.eval_n} held-out problems, greedy"
     )
-    columns = ["training set", "refinements kept", "wrong ones kept", "think acc", "std", "per seed", "no-think acc"]
+    columns = [
+        "training set",
+        "documents",
+        "refinements kept",
+        "wrong ones kept",
+        "think acc",
+        "std",
+        "per seed",
+        "no-think acc",
+    ]
     rows = [
         [
             name,
+            f"{r['documents']:.0f}",
             f"{r['kept']:.0f}",
             f"{r['kept_wrong']:.0f} / {r['wrong_refinements']:.0f}",
             seed_cells(r["think"]),

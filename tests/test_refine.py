@@ -80,6 +80,9 @@ def test_keep_mask_dispatch_and_selection():
     assert _list(quant_gap) == [True, False, True, False, True]
     originals, refined = ["a", "b", "c", "d", "e"], ["A", "B", "C", "D", "E"]
     assert select_responses(originals, refined, band) == ["A", "b", "C", "d", "E"]
+    assert select_responses(originals, refined, band, fallback="drop") == ["A", None, "C", None, "E"]
+    with pytest.raises(ValueError, match="fallback"):
+        select_responses(originals, refined, band, fallback="skip")
     with pytest.raises(ValueError, match="decisions"):
         select_responses(originals, refined[:4], band)
     with pytest.raises(ValueError, match="equal length"):
@@ -152,6 +155,8 @@ def test_refinement_table_and_training_on_a_selection(trained_tiny_dir, tmp_path
     assert set(table.teacher_correct.tolist()) <= {0.0, 1.0}
     keep = torch.tensor([True, False] * 6)
     summary = train_on_selection(job, table, keep, tmp_path / "student")
-    assert summary["steps"] == 2 and summary["kept"] == 6
+    assert summary["steps"] == 2 and summary["kept"] == 6 and summary["documents"] == 12
+    dropped = train_on_selection(job, table, keep, tmp_path / "student-drop", fallback="drop")
+    assert dropped["documents"] == 6 and dropped["kept"] == 6
     assert summary["kept_wrong"] == int(((table.teacher_correct < 1) & keep).sum())
     assert 0 <= summary["eval"]["think"]["accuracy"] <= 1

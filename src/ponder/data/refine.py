@@ -17,7 +17,8 @@ given its prompt, and two rules decide (pure functions of the loss tables, shape
   the originals.
 
 :func:`select_responses` then builds the training set: the refinement where kept, the original
-elsewhere. :func:`response_losses` measures the table with the student.
+elsewhere (the method), or nothing elsewhere (``fallback="drop"``, a diagnostic that separates
+"the dropped refinements were bad" from "the originals put back are bad"). :func:`response_losses` measures the table with the student.
 """
 
 from __future__ import annotations
@@ -111,11 +112,15 @@ def keep_mask(flt: RefineFilter, original: Tensor, refined: Tensor) -> Tensor:
     return quantile_mask(stat, flt.q, original if flt.reference == "original" else None)
 
 
-def select_responses(originals: Sequence[str], refined: Sequence[str], keep: Tensor) -> list[str]:
-    """The training responses: ``refined[i]`` where ``keep[i]``, else ``originals[i]``."""
+def select_responses(
+    originals: Sequence[str], refined: Sequence[str], keep: Tensor, fallback: Literal["original", "drop"] = "original"
+) -> list[str | None]:
+    """The training responses: ``refined[i]`` where ``keep[i]``, else ``originals[i]`` (or None with ``fallback="drop"``)."""
     if not len(originals) == len(refined) == keep.numel():
         raise ValueError(f"{len(originals)} originals, {len(refined)} refinements and {keep.numel()} decisions")
-    return [r if k else o for o, r, k in zip(originals, refined, keep.tolist())]
+    if fallback not in ("original", "drop"):
+        raise ValueError(f"fallback must be 'original' or 'drop', got {fallback!r}")
+    return [r if k else (o if fallback == "original" else None) for o, r, k in zip(originals, refined, keep.tolist())]
 
 
 def response_losses(model, tokenizer, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 64) -> Tensor:

@@ -17,6 +17,7 @@ import random
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -133,12 +134,20 @@ def _epochs(docs: Sequence[str], seed: int) -> Iterator[str]:
 
 
 def train_on_selection(
-    job: RefineJob, table: RefinementTable, keep: torch.Tensor, out: str | Path, progress: bool = False
+    job: RefineJob,
+    table: RefinementTable,
+    keep: torch.Tensor,
+    out: str | Path,
+    progress: bool = False,
+    fallback: Literal["original", "drop"] = "original",
 ) -> dict:
-    """Train the student on ``prompt + response`` (refinement where ``keep``), then evaluate it held out."""
+    """Train the student on ``prompt + response`` (the refinement where ``keep``, else the original, or
+    nothing with ``fallback="drop"``) for ``job.train.steps`` steps, then evaluate it held out."""
     task = get_task(job.task)
-    responses = select_responses(table.originals, table.refined, keep)
-    docs = [p + r for p, r in zip(table.prompts, responses)]
+    responses = select_responses(table.originals, table.refined, keep, fallback)
+    docs = [p + r for p, r in zip(table.prompts, responses) if r is not None]
+    if not docs:
+        raise ValueError("the selection keeps no documents to train on")
     model, tokenizer = load_hf_dir(student_dir(job, progress))
     summary = train_next_token(
         model,
@@ -155,6 +164,7 @@ def train_on_selection(
     kept = keep.bool()
     wrong = table.teacher_correct < 1
     summary.update(
+        documents=len(docs),
         kept=int(kept.sum()),
         kept_wrong=int((kept & wrong).sum()),
         eval=result.to_json(),
