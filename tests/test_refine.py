@@ -160,3 +160,26 @@ def test_refinement_table_and_training_on_a_selection(trained_tiny_dir, tmp_path
     assert dropped["documents"] == 6 and dropped["kept"] == 6
     assert summary["kept_wrong"] == int(((table.teacher_correct < 1) & keep).sum())
     assert 0 <= summary["eval"]["think"]["accuracy"] <= 1
+
+
+def test_run_refine_writes_table_and_summary(trained_tiny_dir, tmp_path, one_thread):
+    import json
+
+    from ponder.jobs.refine import RefineJob, run_refine
+    from ponder.train.next_token import NextTokenConfig
+
+    job = RefineJob(
+        task="add2",
+        teacher=str(trained_tiny_dir),
+        student=str(trained_tiny_dir),
+        n_train=8,
+        eval_n=4,
+        filter=RefineFilter(rule="quantile", q=0.5),
+        out=str(tmp_path / "run"),
+        train=NextTokenConfig(steps=1, batch_size=4, lr=1e-4, warmup_steps=0, save_every=1, max_length=64),
+    )
+    summary = run_refine(job, progress=False)
+    table = json.loads((tmp_path / "run" / "refinement_table.json").read_text())
+    assert len(table["refined"]) == len(table["loss_refined"]) == 8
+    assert summary["kept"] == sum(x <= sorted(table["loss_refined"])[3] + 1e-6 for x in table["loss_refined"])
+    assert json.loads((tmp_path / "run" / "refine_summary.json").read_text())["kept"] == summary["kept"]
