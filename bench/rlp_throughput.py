@@ -49,7 +49,7 @@ def build_model(name: str):
         tok = build_char_tokenizer()
         tok.model_max_length = 2048
         return build_tiny_model(tok, TinyArch(max_positions=2048), seed=0).float(), tok
-    from ponder.lm.load import load_model
+    from ponder.jobs.models import load_model
 
     lm = load_model(name, device="cpu", dtype=torch.float32)
     return lm.model, lm.tokenizer
@@ -171,7 +171,8 @@ def ponder_step_flops(model, delta: dict, args) -> float:
 
 def run_loop(model, tok, texts, args):
     """One sampling call and separate scoring passes per position; one optimizer step per step."""
-    from ponder.lm.score import pad_ids, token_logprobs
+    from ponder.lm.logprobs import token_logprobs
+    from ponder.lm.padding import pad_ids
     from ponder.lm.thoughts import think_token_ids
     from ponder.rl.advantages import group_advantages
     from ponder.rl.ema import EMATeacher
@@ -241,7 +242,8 @@ def run_trl(model, tok, texts, args):
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from ponder.lm.score import pad_ids, token_logprobs
+    from ponder.lm.logprobs import token_logprobs
+    from ponder.lm.padding import pad_ids
     from ponder.lm.thoughts import THINK_OPEN, think_token_ids
     from ponder.rl.ema import EMATeacher
 

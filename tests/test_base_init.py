@@ -41,7 +41,7 @@ def test_a_job_with_init_continues_from_that_model(trained_tiny_dir, tmp_path, o
 
 def test_ensure_base_trains_once_per_recipe(tmp_path, monkeypatch):
     import ponder.jobs.base as base_mod
-    from ponder.lm import tiny_cache
+    from ponder.jobs import tiny_cache
 
     monkeypatch.setenv("PONDER_CACHE", str(tmp_path))
     monkeypatch.delenv("PONDER_TINY_DIR", raising=False)
@@ -64,7 +64,7 @@ def test_ensure_base_trains_once_per_recipe(tmp_path, monkeypatch):
 
 def test_base_cli_without_out_caches_under_the_recipe(monkeypatch, tmp_path):
     from ponder import cli
-    from ponder.lm.tiny_cache import base_dir
+    from ponder.jobs.tiny_cache import base_dir
 
     monkeypatch.setenv("PONDER_CACHE", str(tmp_path))
     seen = {}

@@ -74,8 +74,8 @@ def test_eval_cli_json_keys_and_modes(trained_tiny_dir, tmp_path):
 @pytest.mark.slow
 def test_no_think_mode_never_emits_a_delimiter(trained_tiny_dir):
     from ponder.data.registry import get_task
+    from ponder.jobs.models import load_model
     from ponder.lm.generate import generate
-    from ponder.lm.load import load_model
 
     lm = load_model(str(trained_tiny_dir), device="cpu")
     prompts = [p.prompt for p in get_task("add2").problems(16, seed=3, split="test")]
@@ -152,7 +152,7 @@ def test_reasoning_gym_dataset_end_to_end(trained_tiny_dir, tmp_path):
 @pytest.mark.smollm
 def test_smollm2_loads_from_wheel_and_scores_a_sentence():
     pytest.importorskip("gguf")
-    from ponder.lm.load import load_model, smollm2_gguf_path
+    from ponder.jobs.models import load_model, smollm2_gguf_path
     from ponder.lm.thoughts import think_token_ids
 
     try:
@@ -176,7 +176,7 @@ def test_gguf_model_saves_as_a_plain_hf_checkpoint(tmp_path):
     pytest.importorskip("gguf")
     from transformers import AutoModelForCausalLM
 
-    from ponder.lm.load import load_model, smollm2_gguf_path
+    from ponder.jobs.models import load_model, smollm2_gguf_path
 
     try:
         smollm2_gguf_path()

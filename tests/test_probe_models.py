@@ -71,7 +71,7 @@ def test_dtr_of_a_model_whose_layers_do_nothing(random_tiny, one_thread):
 
 def test_dtr_divergences_match_the_lens(random_tiny, one_thread):
     from ponder.lm.lens import lens_jsd
-    from ponder.lm.score import pad_ids
+    from ponder.lm.padding import pad_ids
 
     model, tok = random_tiny
     ctx, resp = tok("7+8=")["input_ids"], tok("15", add_special_tokens=False)["input_ids"]

@@ -40,7 +40,7 @@ def _add_run_flags(p, resume: bool = True, json_out: bool = True) -> None:
 
 def cmd_base(args) -> int:
     from ponder.jobs.base import BaseJob, run_base
-    from ponder.lm.tiny_cache import base_dir
+    from ponder.jobs.tiny_cache import base_dir
     from ponder.report.tables import print_eval_table
 
     job = config_from_args(BaseJob, args)

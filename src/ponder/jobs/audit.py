@@ -17,10 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from ponder.data.registry import DEMO_TASK
 from ponder.errors import PonderError
+from ponder.lm.thinking import ThoughtFormat, think_then_answer
+from ponder.lm.thoughts import split_thought
+from ponder.lm.tokens import decode_with_offsets
 
 Diagnostic = Literal[
     "dtr",
@@ -95,7 +99,7 @@ class AuditJob(BaseModel):
 
 @dataclass
 class Traces:
-    """``M = problems * n`` sampled think-mode completions of one model, grouped by problem."""
+    """``M = problems * n`` sampled think-mode completions of one model, grouped by problem; ids as sampled."""
 
     n: int
     thoughts: list[str]
@@ -112,17 +116,16 @@ class Traces:
 
 
 def sample_traces(lm, task, problems, job: AuditJob, n: int, budget: int, seed: int) -> Traces:
-    import torch
-
-    from ponder.lm.generate import generate
-    from ponder.lm.thoughts import think_token_ids
-
+    """``n`` think-mode completions per problem through the one sampler; every later figure reads their ids."""
+    tok = lm.tokenizer
+    fmt = ThoughtFormat.of(lm.model, tok)
     gen = torch.Generator(device=lm.device).manual_seed(seed)
-    c = generate(
+    prompt_ids = fmt.prompt_ids(tok, [p.prompt for p in problems])
+    c = think_then_answer(
         lm.model,
-        lm.tokenizer,
-        [p.prompt for p in problems],
-        think=True,
+        tok,
+        fmt,
+        prompt_ids,
         n=n,
         temperature=job.temperature,
         max_thought_tokens=budget,
@@ -130,18 +133,17 @@ def sample_traces(lm, task, problems, job: AuditJob, n: int, budget: int, seed: 
         generator=gen,
         batch_size=job.batch_size,
     )
-    open_id, _ = think_token_ids(lm.tokenizer)
-    tok = lm.tokenizer
-    ctx = [tok(p.prompt, add_special_tokens=True)["input_ids"] + [open_id] for p in problems]
     rows = [int(i) for i in c.prompt_index]
-    texts = c.texts
+    texts = c.texts(tok)
+    thoughts = [split_thought(t)[0] or "" for t in texts]
+    answers = [split_thought(t)[1] for t in texts]
     return Traces(
         n=n,
-        thoughts=list(c.thoughts),
-        answers=list(c.answers),
+        thoughts=thoughts,
+        answers=answers,
         texts=texts,
-        context_ids=[ctx[i] for i in rows],
-        thought_ids=[tok(t, add_special_tokens=False)["input_ids"] for t in c.thoughts],
+        context_ids=[prompt_ids[i] + [fmt.open_id] for i in rows],
+        thought_ids=[list(t) for t in c.thoughts.ids],
         lengths=[int(a) + int(b) for a, b in zip(c.thought_tokens, c.answer_tokens)],
         extracted=[task.extract_answer(t) for t in texts],
         scores=[task.score(problems[i], t) for i, t in zip(rows, texts)],
@@ -154,7 +156,7 @@ class _Audit:
     def __init__(self, job: AuditJob, progress: bool):
         from ponder.data.registry import get_task
         from ponder.jobs.base import thought_budget
-        from ponder.lm.load import load_model
+        from ponder.jobs.models import load_model
 
         self.job = job
         unknown = sorted(set(job.diagnostics) - set(DIAGNOSTICS))
@@ -222,12 +224,13 @@ class _Audit:
             lls, correct = [], []
             for k, i in enumerate(tr.first()):
                 p = self.problems[k]
+                prompt_ids = tr.context_ids[i][:-1]  # the sampled thought's own context, without <think>
                 lls.append(
                     answer_logliks(
                         lm.model,
                         lm.tokenizer,
-                        p.prompt,
-                        tr.thoughts[i],
+                        prompt_ids,
+                        tr.thought_ids[i],
                         p.answer,
                         self.job.batch_size,
                         self.job.max_steps,
@@ -256,7 +259,12 @@ class _Audit:
         )
         if self.other is not None:
             theirs = self.traces("compare", self.other)
-            foreign = [lm.tokenizer(theirs.thoughts[i], add_special_tokens=False)["input_ids"] for i in theirs.first()]
+            if lm.tokenizer.get_vocab() == self.other.tokenizer.get_vocab():  # the same ids mean the same tokens
+                foreign = [theirs.thought_ids[i] for i in theirs.first()]
+            else:  # another tokenizer: its text is all the two models share
+                foreign = [
+                    lm.tokenizer(theirs.thoughts[i], add_special_tokens=False)["input_ids"] for i in theirs.first()
+                ]
             off["from --compare"] = mean_entropy(
                 continuation_entropy(lm.model, lm.tokenizer, ctx, foreign, self.job.batch_size)
             )
@@ -293,34 +301,19 @@ class _Audit:
         return sorted({max(1, b // 8), max(1, b // 4), max(1, b // 2), max(1, 3 * b // 4), b, 2 * b})
 
     def run_budget_curve(self):
-        from ponder.lm.generate import generate
-        from ponder.probe.budget import BudgetCurveResult, answers_after, forced_thoughts
+        from ponder.probe.budget import budget_accuracies
 
         lm, j = self.lm, self.job
-        prompts = [p.prompt for p in self.problems]
-        trunc, force, tokens = [], [], {"truncation": [], "forcing": []}
-        for b in self.budgets():
-            c = generate(
-                lm.model,
-                lm.tokenizer,
-                prompts,
-                think=True,
-                n=1,
-                temperature=0.0,
-                max_thought_tokens=b,
-                max_answer_tokens=j.max_answer_tokens,
-                batch_size=j.batch_size,
-            )
-            trunc.append(sum(self.task.score(p, t) for p, t in zip(self.problems, c.texts)) / len(prompts))
-            tokens["truncation"].append(float(c.thought_tokens.float().mean()))
-            ids, _ = forced_thoughts(
-                lm.model, lm.tokenizer, prompts, b, force_text=j.force_text, batch_size=j.batch_size
-            )
-            answers = answers_after(lm.model, lm.tokenizer, prompts, ids, j.max_answer_tokens, batch_size=j.batch_size)
-            texts = [f"<think>{lm.tokenizer.decode(t)}</think>{a}" for t, a in zip(ids, answers)]
-            force.append(sum(self.task.score(p, t) for p, t in zip(self.problems, texts)) / len(prompts))
-            tokens["forcing"].append(sum(map(len, ids)) / len(ids))
-        return BudgetCurveResult(self.budgets(), trunc, force, tokens)
+        return budget_accuracies(
+            lm.model,
+            lm.tokenizer,
+            self.task,
+            self.problems,
+            self.budgets(),
+            j.force_text,
+            max_answer_tokens=j.max_answer_tokens,
+            batch_size=j.batch_size,
+        )
 
     # ------------------------------------------------------------ 6. validity
 
@@ -352,7 +345,7 @@ class _Audit:
             return {"skipped": "needs a second checkpoint: pass --compare"}
         second = None
         if self.job.second_run:
-            from ponder.lm.load import load_model
+            from ponder.jobs.models import load_model
 
             second = load_model(self.job.second_run, device="cpu").model.state_dict()
         return update_sparsity(
@@ -378,7 +371,7 @@ class _Audit:
     # ------------------------------------------------------------ 8. planning tokens
 
     def run_planning_tokens(self):
-        from ponder.lm.load import load_model
+        from ponder.jobs.models import load_model
         from ponder.probe.planning import (
             PlanningResult,
             checkpoint_planning,
@@ -402,21 +395,11 @@ class _Audit:
         for name, lm in series:
             tr = traces[name]
             word_ent = None
-            try:
-                enc = [lm.tokenizer(t, add_special_tokens=False, return_offsets_mapping=True) for t in tr.thoughts]
-                ents = continuation_entropy(
-                    lm.model,
-                    lm.tokenizer,
-                    tr.context_ids,
-                    [e["input_ids"] for e in enc],
-                    self.job.batch_size,
-                    skip_first=False,
-                )
-                word_ent = [
-                    word_entropies_from_tokens(t, e["offset_mapping"], h) for t, e, h in zip(tr.thoughts, enc, ents)
-                ]
-            except (NotImplementedError, KeyError, TypeError):  # a slow tokenizer has no offsets
-                pass
+            ents = continuation_entropy(
+                lm.model, lm.tokenizer, tr.context_ids, tr.thought_ids, self.job.batch_size, skip_first=False
+            )
+            decoded = [decode_with_offsets(lm.tokenizer, ids) for ids in tr.thought_ids]
+            word_ent = [word_entropies_from_tokens(text, offsets, h) for (text, offsets), h in zip(decoded, ents)]
             points.append(checkpoint_planning(self._label(name), tr.thoughts, tr.answers, strategic, word_ent))
         return PlanningResult(source=source, strategic_ngrams=len(strategic), checkpoints=points)
 

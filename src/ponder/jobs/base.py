@@ -19,8 +19,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from ponder.data.registry import DEMO_TASK
+from ponder.jobs.tiny_cache import TINY
 from ponder.lm.tiny import TinyArch
-from ponder.lm.tiny_cache import TINY
 from ponder.train.next_token import NextTokenConfig
 
 #: Recipe fields added after caches existed: left out of the fingerprint at their default.
@@ -93,8 +93,8 @@ def run_base(job: BaseJob, out_dir: str | Path, resume: bool = False, progress: 
         tokenizer = build_char_tokenizer()
         model = build_tiny_model(tokenizer, job.arch, seed=job.seed)
     else:
+        from ponder.jobs.tiny_cache import ensure_tiny
         from ponder.lm.load import load_hf_dir
-        from ponder.lm.tiny_cache import ensure_tiny
 
         init = ensure_tiny(progress=progress) if job.init == INIT_DEFAULT_TINY else Path(job.init).expanduser()
         model, tokenizer = load_hf_dir(init)

@@ -95,9 +95,10 @@ def _aggregate(per_seed: list[dict], seeds: list[int]) -> dict:
 def run_demo(job: DemoJob, progress: bool = True) -> dict:
     from ponder.data.registry import get_task
     from ponder.data.sources import TaskSource
+    from ponder.jobs.models import load_model
     from ponder.jobs.rlp import CPTJob, RLPJob, run_cpt, run_rlp
-    from ponder.lm.load import load_hf_dir, load_model
-    from ponder.lm.tiny_cache import ensure_lazy_tiny
+    from ponder.jobs.tiny_cache import ensure_lazy_tiny
+    from ponder.lm.load import load_hf_dir
     from ponder.report.progress import console
     from ponder.rl.rollout import tokenize_docs
 

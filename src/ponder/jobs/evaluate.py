@@ -32,7 +32,7 @@ def run_eval(job: EvalJob, progress: bool = True):
     from ponder.data.registry import get_task
     from ponder.eval import evaluate
     from ponder.jobs.base import thought_budget
-    from ponder.lm.load import load_model
+    from ponder.jobs.models import load_model
 
     task = get_task(job.task)
     lm = load_model(job.model, device=job.device)

@@ -8,7 +8,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from ponder.data.registry import DEMO_TASK
-from ponder.rl.grpo import GRPOConfig, TTRLConfig
+from ponder.rl.grpo import GRPOConfig
+from ponder.rl.ttrl import TTRLConfig
 
 
 class ModelAndTask(BaseModel):
@@ -53,7 +54,7 @@ def held_out_think_accuracy(model, tokenizer, task, n: int, budget: int) -> dict
 
 def _run(job, config_cls, trainer_cls, resume: bool, progress: bool) -> dict:
     from ponder.data.registry import get_task
-    from ponder.lm.load import load_model
+    from ponder.jobs.models import load_model
 
     task = get_task(job.task)
     lm = load_model(job.model, device=job.device)
@@ -79,6 +80,6 @@ def run_grpo(job: GRPOJob, resume: bool = True, progress: bool = True) -> dict:
 
 
 def run_ttrl(job: TTRLJob, resume: bool = True, progress: bool = True) -> dict:
-    from ponder.rl.grpo import TTRLTrainer
+    from ponder.rl.ttrl import TTRLTrainer
 
     return _run(job, TTRLConfig, TTRLTrainer, resume, progress)

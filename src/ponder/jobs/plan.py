@@ -155,7 +155,7 @@ def run_method(lm, task, method: str, start, vocab, budget: int, env_kwargs: dic
 def run_plan(job: PlanJob, progress: bool = True, printer=print) -> dict:
     from ponder.data.registry import get_task
     from ponder.errors import PonderError
-    from ponder.lm.load import load_model
+    from ponder.jobs.models import load_model
     from ponder.plan.state import Chain
     from ponder.report.progress import make_progress
     from ponder.train.checkpoint import atomic_write_text

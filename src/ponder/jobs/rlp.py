@@ -55,7 +55,7 @@ def _source(job):
 def run_rlp(job: RLPJob, resume: bool = True, progress: bool = True) -> dict:
     import torch
 
-    from ponder.lm.load import load_model
+    from ponder.jobs.models import load_model
     from ponder.rl import distributed
     from ponder.rl.rlp import RLPTrainer
 
@@ -96,7 +96,7 @@ def cpt_steps(job: CPTJob, tokenizer, source) -> tuple[int, int | None]:
 
 
 def run_cpt(job: CPTJob, resume: bool = True, progress: bool = True) -> dict:
-    from ponder.lm.load import load_model
+    from ponder.jobs.models import load_model
     from ponder.train.next_token import train_next_token
 
     lm = load_model(job.model, device=job.device)

@@ -74,7 +74,7 @@ def response_divergences(
     Raises :class:`ponder.lm.LensUnsupported` when the model hides its norm or unembedding.
     """
     from ponder.lm.lens import _finish_logits, hidden_states, jsd, lens_logits, lens_parts
-    from ponder.lm.score import model_device, pad_id_of, pad_ids
+    from ponder.lm.padding import model_device, pad_id_of, pad_ids
 
     parts = lens_parts(model)
     out: list[Tensor] = []

@@ -74,3 +74,12 @@ def all_sum(values: list[float], world: int, device=None) -> list[float]:
 def barrier(world: int) -> None:
     if world > 1:
         dist.barrier()
+
+
+def all_gather_objects(obj, world: int) -> list:
+    """Every rank's ``obj`` in rank order (``[obj]`` in one process); a collective."""
+    if world <= 1:
+        return [obj]
+    out: list = [None] * world
+    dist.all_gather_object(out, obj)
+    return out

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from ponder.lm.score import pad_ids
+from ponder.lm.padding import pad_ids
 from ponder.train.checkpoint import (
     latest_checkpoint,
     load_state,
