@@ -11,8 +11,20 @@ from rich.markup import escape
 
 from ponder import __version__
 from ponder.config import add_model_arguments, config_from_args
+from ponder.data.registry import DEMO_TASK, known_tasks
 from ponder.errors import PonderError
-from ponder.report.progress import console
+from ponder.jobs.audit import DIAGNOSTICS, AuditJob, run_audit
+from ponder.jobs.base import BaseJob, run_base
+from ponder.jobs.demo import DemoJob, run_demo
+from ponder.jobs.evaluate import EvalJob, run_eval
+from ponder.jobs.grpo import GRPOJob, TTRLJob, run_grpo, run_ttrl
+from ponder.jobs.plan import PlanJob, run_plan
+from ponder.jobs.rlp import CPTJob, RLPJob, run_cpt, run_rlp
+from ponder.jobs.tiny_cache import base_dir
+from ponder.progress import console
+from ponder.report.demo_report import demo_table
+from ponder.report.tables import console as out
+from ponder.report.tables import print_eval_table
 
 
 def _add_job(sub, name: str, config_cls, func, help_text: str, description: str):
@@ -39,9 +51,6 @@ def _add_run_flags(p, resume: bool = True, json_out: bool = True) -> None:
 
 
 def cmd_base(args) -> int:
-    from ponder.jobs.base import BaseJob, run_base
-    from ponder.jobs.tiny_cache import base_dir
-    from ponder.report.tables import print_eval_table
 
     job = config_from_args(BaseJob, args)
     out = Path(job.out) if job.out else base_dir(job)
@@ -55,8 +64,6 @@ def cmd_base(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from ponder.jobs.evaluate import EvalJob, run_eval
-    from ponder.report.tables import print_eval_table
 
     job = config_from_args(EvalJob, args)
     result = run_eval(job, progress=not args.quiet)
@@ -71,8 +78,6 @@ def cmd_eval(args) -> int:
 def _print_summary(title: str, summary: dict) -> None:
     from rich.table import Table
 
-    from ponder.report.tables import console as out
-
     table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -82,7 +87,6 @@ def _print_summary(title: str, summary: dict) -> None:
 
 
 def cmd_rlp(args) -> int:
-    from ponder.jobs.rlp import RLPJob, run_rlp
 
     job = config_from_args(RLPJob, args)
     summary = run_rlp(job, resume=args.resume, progress=not args.quiet)
@@ -91,7 +95,6 @@ def cmd_rlp(args) -> int:
 
 
 def cmd_cpt(args) -> int:
-    from ponder.jobs.rlp import CPTJob, run_cpt
 
     job = config_from_args(CPTJob, args)
     summary = run_cpt(job, resume=args.resume, progress=not args.quiet)
@@ -100,7 +103,6 @@ def cmd_cpt(args) -> int:
 
 
 def cmd_grpo(args) -> int:
-    from ponder.jobs.grpo import GRPOJob, TTRLJob, run_grpo, run_ttrl
 
     job_cls, run = (GRPOJob, run_grpo) if args.command == "grpo" else (TTRLJob, run_ttrl)
     job = config_from_args(job_cls, args)
@@ -111,10 +113,6 @@ def cmd_grpo(args) -> int:
 
 def cmd_demo(args) -> int:
     from rich.table import Table
-
-    from ponder.jobs.demo import DemoJob, run_demo
-    from ponder.report.demo_report import demo_table
-    from ponder.report.tables import console as out
 
     if args.quick and args.config:
         raise PonderError("--quick and --config are exclusive: --quick is a preset")
@@ -137,7 +135,6 @@ def cmd_demo(args) -> int:
 
 
 def cmd_audit(args) -> int:
-    from ponder.jobs.audit import DIAGNOSTICS, AuditJob, run_audit
 
     job = config_from_args(AuditJob, args)
     payload = run_audit(job, progress=not args.quiet)
@@ -155,7 +152,6 @@ def cmd_audit(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    from ponder.jobs.plan import PlanJob, run_plan
 
     job = config_from_args(PlanJob, args)
     summary = run_plan(
@@ -173,7 +169,6 @@ def cmd_plan(args) -> int:
 
 
 def cmd_tasks(args) -> int:
-    from ponder.data.registry import DEMO_TASK, known_tasks
 
     for name in known_tasks():
         print(name + ("  (demo task, default)" if name == DEMO_TASK else ""))
@@ -183,8 +178,6 @@ def cmd_tasks(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ponder.jobs.base import BaseJob
-    from ponder.jobs.evaluate import EvalJob
 
     parser = argparse.ArgumentParser(
         prog="ponder",
@@ -217,8 +210,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_run_flags(p, resume=False)
 
-    from ponder.jobs.rlp import CPTJob, RLPJob
-
     p = _add_job(
         sub,
         "rlp",
@@ -244,8 +235,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_run_flags(p, json_out=False)
 
-    from ponder.jobs.grpo import GRPOJob, TTRLJob
-
     p = _add_job(
         sub,
         "grpo",
@@ -270,8 +259,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_run_flags(p, json_out=False)
 
-    from ponder.jobs.demo import DemoJob
-
     p = _add_job(
         sub,
         "demo",
@@ -285,8 +272,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="one seed and small budgets (a few minutes), for smoke checks")
     _add_run_flags(p, resume=False)
 
-    from ponder.jobs.audit import AuditJob
-
     p = _add_job(
         sub,
         "audit",
@@ -299,8 +284,6 @@ def build_parser() -> argparse.ArgumentParser:
         "planning vs execution tokens. Writes OUT/report.html (self-contained) and OUT/audit.json.",
     )
     _add_run_flags(p, resume=False)
-
-    from ponder.jobs.plan import PlanJob
 
     p = _add_job(
         sub,

@@ -20,11 +20,30 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from ponder.data.registry import DEMO_TASK
+from ponder.data.registry import DEMO_TASK, get_task
 from ponder.errors import PonderError
+from ponder.jobs.base import thought_budget
+from ponder.jobs.models import load_model
+from ponder.lm.lens import LensUnsupported
 from ponder.lm.thinking import ThoughtFormat, think_then_answer
 from ponder.lm.thoughts import split_thought
 from ponder.lm.tokens import decode_with_offsets
+from ponder.probe.budget import budget_accuracies
+from ponder.probe.dtr import dtr, dtr_result, response_divergences, think_at_n
+from ponder.probe.planning import (
+    PlanningResult,
+    checkpoint_planning,
+    lexicon_clusters,
+    mine_strategic_ngrams,
+    word_entropies_from_tokens,
+)
+from ponder.probe.policy_entropy import PolicyEntropyResult, continuation_entropy, mean_entropy, perturb
+from ponder.probe.reflection import analyse_trace, reflection_result
+from ponder.probe.sparsity import check_same_architecture, update_sparsity
+from ponder.probe.step_gain import StepGainResult, answer_logliks, summarize_gains
+from ponder.probe.validity import validity_accuracy
+from ponder.progress import console, make_progress
+from ponder.report.audit_report import write_report
 
 Diagnostic = Literal[
     "dtr",
@@ -154,9 +173,6 @@ class _Audit:
     """Runs the diagnostics of one job; each ``run_<key>`` returns a result with ``to_json``."""
 
     def __init__(self, job: AuditJob, progress: bool):
-        from ponder.data.registry import get_task
-        from ponder.jobs.base import thought_budget
-        from ponder.jobs.models import load_model
 
         self.job = job
         unknown = sorted(set(job.diagnostics) - set(DIAGNOSTICS))
@@ -185,7 +201,6 @@ class _Audit:
     # ------------------------------------------------------------ 1. DTR and Think@n
 
     def run_dtr_and_think(self):
-        from ponder.probe.dtr import dtr, dtr_result, response_divergences, think_at_n
 
         j, tr = self.job, self.traces("model", self.lm)
         cap = max(j.dtr_max_tokens or 0, j.prefix_tokens) if j.dtr_max_tokens else None
@@ -216,7 +231,6 @@ class _Audit:
     # ------------------------------------------------------------ 2. information gain per step
 
     def run_step_information_gain(self):
-        from ponder.probe.step_gain import StepGainResult, answer_logliks, summarize_gains
 
         per_model = {}
         for name, lm in self._models():
@@ -243,7 +257,6 @@ class _Audit:
     # ------------------------------------------------------------ 3. policy entropy
 
     def run_policy_entropy(self):
-        from ponder.probe.policy_entropy import PolicyEntropyResult, continuation_entropy, mean_entropy, perturb
 
         lm, tr = self.lm, self.traces("model", self.lm)
         rows = tr.first()
@@ -275,7 +288,6 @@ class _Audit:
     # ------------------------------------------------------------ 4. reflection
 
     def run_reflection(self):
-        from ponder.probe.reflection import analyse_trace, reflection_result
 
         tr, tok = self.traces("model", self.lm), self.lm.tokenizer
         analyses, texts, rights = [], [], []
@@ -301,7 +313,6 @@ class _Audit:
         return sorted({max(1, b // 8), max(1, b // 4), max(1, b // 2), max(1, 3 * b // 4), b, 2 * b})
 
     def run_budget_curve(self):
-        from ponder.probe.budget import budget_accuracies
 
         lm, j = self.lm, self.job
         return budget_accuracies(
@@ -318,7 +329,6 @@ class _Audit:
     # ------------------------------------------------------------ 6. validity
 
     def run_validity(self):
-        from ponder.probe.validity import validity_accuracy
 
         pool = self.task.problems(4 * self.job.exemplars + 8, seed=self.job.seed + 1, split="train")
         exemplars = [p for p in pool if p.thought][: self.job.exemplars]
@@ -339,14 +349,11 @@ class _Audit:
     # ------------------------------------------------------------ 7. sparsity
 
     def run_sparsity(self):
-        from ponder.probe.sparsity import update_sparsity
 
         if self.other is None:
             return {"skipped": "needs a second checkpoint: pass --compare"}
         second = None
         if self.job.second_run:
-            from ponder.jobs.models import load_model
-
             second = load_model(self.job.second_run, device="cpu").model.state_dict()
         return update_sparsity(
             self._state(self.lm),
@@ -361,7 +368,6 @@ class _Audit:
         return {k: v.detach().cpu() for k, v in lm.model.state_dict().items()}
 
     def check_sparsity_inputs(self) -> None:
-        from ponder.probe.sparsity import check_same_architecture
 
         if self.wants("sparsity") and self.other is not None:
             check_same_architecture(
@@ -371,15 +377,6 @@ class _Audit:
     # ------------------------------------------------------------ 8. planning tokens
 
     def run_planning_tokens(self):
-        from ponder.jobs.models import load_model
-        from ponder.probe.planning import (
-            PlanningResult,
-            checkpoint_planning,
-            lexicon_clusters,
-            mine_strategic_ngrams,
-            word_entropies_from_tokens,
-        )
-        from ponder.probe.policy_entropy import continuation_entropy
 
         series = list(self._models()) + [(c, load_model(c, device=self.job.device)) for c in self.job.checkpoints]
         traces = {name: self.traces(name, lm) for name, lm in series}
@@ -416,9 +413,6 @@ class _Audit:
 
 def run_audit(job: AuditJob, progress: bool = True) -> dict:
     """Run the chosen diagnostics; write ``out/audit.json`` and ``out/report.html``; return the JSON."""
-    from ponder.lm.lens import LensUnsupported
-    from ponder.report.audit_report import write_report
-    from ponder.report.progress import console, make_progress
 
     audit = _Audit(job, progress)
     audit.check_sparsity_inputs()

@@ -18,16 +18,18 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ponder.data.registry import DEMO_TASK
-from ponder.jobs.tiny_cache import TINY
-from ponder.lm.tiny import TinyArch
-from ponder.train.next_token import NextTokenConfig
+from ponder.data.corpus import iter_task_documents
+from ponder.data.registry import DEMO_TASK, get_task
+from ponder.eval import evaluate
+from ponder.lm.load import load_hf_dir
+from ponder.lm.tiny import TinyArch, build_char_tokenizer, build_tiny_model
+from ponder.train.next_token import NextTokenConfig, train_next_token
 
 #: Recipe fields added after caches existed: left out of the fingerprint at their default.
 _LATER_FIELDS = ("lazy_thoughts", "init")
 
 #: ``init`` value naming the default tiny base (the cached ``BaseJob()``): its model name.
-INIT_DEFAULT_TINY = TINY
+INIT_DEFAULT_TINY = TINY = "tiny"
 
 
 class BaseJob(BaseModel):
@@ -81,11 +83,6 @@ class BaseJob(BaseModel):
 
 def run_base(job: BaseJob, out_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
     """Train, save ``out_dir/final`` and measure think / no-think accuracy on held-out problems."""
-    from ponder.data.corpus import iter_task_documents
-    from ponder.data.registry import get_task
-    from ponder.eval import evaluate
-    from ponder.lm.tiny import build_char_tokenizer, build_tiny_model
-    from ponder.train.next_token import train_next_token
 
     out_dir = Path(out_dir)
     task = get_task(job.task)
@@ -93,8 +90,8 @@ def run_base(job: BaseJob, out_dir: str | Path, resume: bool = False, progress: 
         tokenizer = build_char_tokenizer()
         model = build_tiny_model(tokenizer, job.arch, seed=job.seed)
     else:
+        # Imported here: the cache of built-in models trains them with this module's run_base.
         from ponder.jobs.tiny_cache import ensure_tiny
-        from ponder.lm.load import load_hf_dir
 
         init = ensure_tiny(progress=progress) if job.init == INIT_DEFAULT_TINY else Path(job.init).expanduser()
         model, tokenizer = load_hf_dir(init)

@@ -20,8 +20,19 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ponder.data.registry import DEMO_TASK
+from ponder.data.registry import DEMO_TASK, get_task
+from ponder.data.sources import TaskSource
+from ponder.eval import evaluate
+from ponder.jobs.base import thought_budget
+from ponder.jobs.models import load_model
+from ponder.jobs.rlp import CPTJob, RLPJob, run_cpt, run_rlp
+from ponder.jobs.tiny_cache import ensure_lazy_tiny
+from ponder.lm.load import load_hf_dir
+from ponder.progress import console
+from ponder.report.demo_report import write_demo_report
+from ponder.rl.info_gain import information_gain
 from ponder.rl.rlp import RLPConfig
+from ponder.rl.positions import tokenize_docs
 
 
 def _demo_rlp() -> RLPConfig:
@@ -66,9 +77,6 @@ class DemoJob(BaseModel):
 
 
 def _measure(model, tokenizer, task, job: DemoJob, heldout_docs, seed: int = 0) -> dict:
-    from ponder.eval import evaluate
-    from ponder.jobs.base import thought_budget
-    from ponder.rl.info_gain import information_gain
 
     res = evaluate(model, tokenizer, task, n=job.eval_n, seed=0, max_thought_tokens=thought_budget(task))
     ig = information_gain(
@@ -93,14 +101,6 @@ def _aggregate(per_seed: list[dict], seeds: list[int]) -> dict:
 
 
 def run_demo(job: DemoJob, progress: bool = True) -> dict:
-    from ponder.data.registry import get_task
-    from ponder.data.sources import TaskSource
-    from ponder.jobs.models import load_model
-    from ponder.jobs.rlp import CPTJob, RLPJob, run_cpt, run_rlp
-    from ponder.jobs.tiny_cache import ensure_lazy_tiny
-    from ponder.lm.load import load_hf_dir
-    from ponder.report.progress import console
-    from ponder.rl.rollout import tokenize_docs
 
     out = Path(job.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -144,7 +144,6 @@ def run_demo(job: DemoJob, progress: bool = True) -> dict:
     results["base"]["think_accuracy_per_seed"] = [results["base"]["think_accuracy"]]
     payload = {"seeds": job.seeds, "task": job.task, "eval_n": job.eval_n, **results}
     (out / "demo.json").write_text(json.dumps(payload, indent=2))
-    from ponder.report.demo_report import write_demo_report
 
     write_demo_report(payload, out, job)
     return payload

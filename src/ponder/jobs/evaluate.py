@@ -6,7 +6,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ponder.data.registry import DEMO_TASK
+from ponder.data.registry import DEMO_TASK, get_task
+from ponder.eval import evaluate
+from ponder.jobs.base import thought_budget
+from ponder.jobs.models import load_model
 
 
 class EvalJob(BaseModel):
@@ -29,10 +32,6 @@ class EvalJob(BaseModel):
 
 
 def run_eval(job: EvalJob, progress: bool = True):
-    from ponder.data.registry import get_task
-    from ponder.eval import evaluate
-    from ponder.jobs.base import thought_budget
-    from ponder.jobs.models import load_model
 
     task = get_task(job.task)
     lm = load_model(job.model, device=job.device)

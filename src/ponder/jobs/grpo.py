@@ -7,9 +7,13 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ponder.data.registry import DEMO_TASK
-from ponder.rl.grpo import GRPOConfig
-from ponder.rl.ttrl import TTRLConfig
+from ponder.data.registry import DEMO_TASK, get_task
+from ponder.eval import evaluate
+from ponder.jobs.base import thought_budget
+from ponder.jobs.models import load_model
+from ponder.rl import distributed
+from ponder.rl.grpo import GRPOConfig, GRPOTrainer
+from ponder.rl.ttrl import TTRLConfig, TTRLTrainer
 
 
 class ModelAndTask(BaseModel):
@@ -37,7 +41,6 @@ class TTRLJob(TTRLConfig, ModelAndTask):
 
 
 def task_thought_budget(task, given: int | None) -> int:
-    from ponder.jobs.base import thought_budget
 
     if given is not None:
         return given
@@ -46,40 +49,41 @@ def task_thought_budget(task, given: int | None) -> int:
 
 def held_out_think_accuracy(model, tokenizer, task, n: int, budget: int) -> dict:
     """Greedy think-mode accuracy and mean thought tokens on ``n`` held-out problems (seed 0)."""
-    from ponder.eval import evaluate
 
     think = evaluate(model, tokenizer, task, n=n, seed=0, modes=("think",), max_thought_tokens=budget).modes["think"]
     return {"think_accuracy": think.accuracy, "mean_thought_tokens": think.mean_thought_tokens}
 
 
 def _run(job, config_cls, trainer_cls, resume: bool, progress: bool) -> dict:
-    from ponder.data.registry import get_task
-    from ponder.jobs.models import load_model
 
+    # Under torchrun / accelerate launch: join the group first so each GPU rank loads onto its own device.
+    rank, world = distributed.init_from_env()
     task = get_task(job.task)
-    lm = load_model(job.model, device=job.device)
+    lm = load_model(job.model, device=distributed.rank_device(job.device, world))
     budget = task_thought_budget(task, job.max_thought_tokens)
+    name = trainer_cls.recipe_class.name
     out = Path(job.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{trainer_cls.name}_job.json").write_text(job.model_dump_json(indent=2))
+    if rank == 0:
+        (out / f"{name}_job.json").write_text(job.model_dump_json(indent=2))
     cfg = config_cls(**{**job.model_dump(include=set(config_cls.model_fields)), "max_thought_tokens": budget})
-    before = held_out_think_accuracy(lm.model, lm.tokenizer, task, job.eval_n, budget) if job.eval_n else {}
+    measure = bool(job.eval_n) and rank == 0  # held-out accuracy is measured once, by rank 0
+    before = held_out_think_accuracy(lm.model, lm.tokenizer, task, job.eval_n, budget) if measure else {}
     summary = trainer_cls(lm.model, lm.tokenizer, task, cfg, out).train(resume=resume, progress=progress)
-    if job.eval_n:
+    if measure:
         after = held_out_think_accuracy(lm.model, lm.tokenizer, task, job.eval_n, budget)
         summary.update({f"{k}_before": v for k, v in before.items()})
         summary.update({f"{k}_after": v for k, v in after.items()})
-    (out / f"{trainer_cls.name}_summary.json").write_text(json.dumps(summary, indent=2))
+    if rank == 0:
+        (out / f"{name}_summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
 def run_grpo(job: GRPOJob, resume: bool = True, progress: bool = True) -> dict:
-    from ponder.rl.grpo import GRPOTrainer
 
     return _run(job, GRPOConfig, GRPOTrainer, resume, progress)
 
 
 def run_ttrl(job: TTRLJob, resume: bool = True, progress: bool = True) -> dict:
-    from ponder.rl.ttrl import TTRLTrainer
 
     return _run(job, TTRLConfig, TTRLTrainer, resume, progress)

@@ -13,7 +13,19 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ponder.data.registry import DEMO_TASK
+from ponder.data.registry import DEMO_TASK, get_task
+from ponder.errors import PonderError
+from ponder.jobs.models import load_model
+from ponder.plan.baselines import BASELINES
+from ponder.plan.edits import mine_vocabulary
+from ponder.plan.encoder import LMFeatures
+from ponder.plan.env import PlanEnv
+from ponder.plan.planners import PlannerConfig, plan_with_world_model
+from ponder.plan.search import Search
+from ponder.plan.state import Chain, render_prompt
+from ponder.progress import make_progress
+from ponder.report.html import Report, line_plot
+from ponder.train.checkpoint import atomic_write_text
 
 METHODS = ("mppi", "gradient", "policy", "random", "hill", "evolution")
 WORLD_MODEL_METHODS = ("mppi", "gradient", "policy")
@@ -57,7 +69,6 @@ class PlannerSettings(BaseModel):
 
     def planner_config(self, seed: int):
         """The :class:`~ponder.plan.planners.PlannerConfig` these settings describe."""
-        from ponder.plan.planners import PlannerConfig
 
         return PlannerConfig(seed=seed, **{k: getattr(self, k) for k in PlannerSettings.model_fields})
 
@@ -96,7 +107,6 @@ class PlanJob(PlannerSettings, _PlanRun):
 def default_start(vocab, mode: str):
     """A plausible but untuned start chain: a generic instruction and a solved exemplar in the
     direct format (``instruction``), or four mined worked steps as the thought's prefix (``prefix``)."""
-    from ponder.plan.state import Chain
 
     if mode == "prefix":
         return Chain(steps=tuple(vocab.steps[:4]), answer_format="think")
@@ -112,9 +122,6 @@ def build_vocabulary(lm, task, seed: int = 0, lm_proposals: int = 4):
 
     Returns ``(vocab, calls)``: the proposal calls are paid once and shared by every method.
     """
-    from ponder.plan.edits import mine_vocabulary
-    from ponder.plan.env import PlanEnv
-    from ponder.plan.state import Chain, render_prompt
 
     vocab = mine_vocabulary(task, seed=seed)
     if lm_proposals <= 0:
@@ -134,11 +141,6 @@ def build_vocabulary(lm, task, seed: int = 0, lm_proposals: int = 4):
 
 def run_method(lm, task, method: str, start, vocab, budget: int, env_kwargs: dict, cfg=None, on_step=None):
     """One search within ``budget`` real calls on a fresh environment; returns ``(search, diagnostics)``."""
-    from ponder.plan.baselines import BASELINES
-    from ponder.plan.encoder import LMFeatures
-    from ponder.plan.env import PlanEnv
-    from ponder.plan.planners import PlannerConfig, plan_with_world_model
-    from ponder.plan.search import Search
 
     env = PlanEnv(lm, task, **env_kwargs)
     search = Search(env, budget=budget, on_step=on_step)
@@ -153,12 +155,6 @@ def run_method(lm, task, method: str, start, vocab, budget: int, env_kwargs: dic
 
 
 def run_plan(job: PlanJob, progress: bool = True, printer=print) -> dict:
-    from ponder.data.registry import get_task
-    from ponder.errors import PonderError
-    from ponder.jobs.models import load_model
-    from ponder.plan.state import Chain
-    from ponder.report.progress import make_progress
-    from ponder.train.checkpoint import atomic_write_text
 
     task = get_task(job.task)
     lm = load_model(job.model, device=job.device)
@@ -213,7 +209,6 @@ def run_plan(job: PlanJob, progress: bool = True, printer=print) -> dict:
 
 def write_plan_report(runs: dict[str, dict], path: Path, title: str) -> Path:
     """HTML report: held-out accuracy and training value against real calls, per method; the best chains."""
-    from ponder.report.html import Report, line_plot
 
     report = Report(title)
     sec = report.section("Curves")

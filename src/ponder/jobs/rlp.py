@@ -9,9 +9,13 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ponder.data.registry import DEMO_TASK
+from ponder.data.sources import make_source
 from ponder.errors import PonderError
-from ponder.rl.rlp import RLPConfig
-from ponder.train.next_token import NextTokenConfig
+from ponder.jobs.models import load_model
+from ponder.rl import distributed
+from ponder.rl.compute import cpt_budget_tokens, steps_for_tokens
+from ponder.rl.rlp import RLPConfig, RLPTrainer
+from ponder.train.next_token import NextTokenConfig, train_next_token
 
 
 class ModelAndCorpus(BaseModel):
@@ -47,24 +51,15 @@ class CPTJob(NextTokenConfig, ModelAndCorpus):
 
 
 def _source(job):
-    from ponder.data.sources import make_source
 
     return make_source(job.corpus, job.task, job.seed, job.think_fraction, job.text_field)
 
 
 def run_rlp(job: RLPJob, resume: bool = True, progress: bool = True) -> dict:
-    import torch
-
-    from ponder.jobs.models import load_model
-    from ponder.rl import distributed
-    from ponder.rl.rlp import RLPTrainer
 
     # Under torchrun / accelerate launch: join the group first so each GPU rank loads onto its own device.
     rank, world = distributed.init_from_env()
-    device = job.device
-    if world > 1 and device in (None, "cuda") and torch.cuda.is_available():
-        device = f"cuda:{torch.cuda.current_device()}"
-    lm = load_model(job.model, device=device)
+    lm = load_model(job.model, device=distributed.rank_device(job.device, world))
     out = Path(job.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "rlp_job.json").write_text(job.model_dump_json(indent=2))
@@ -83,7 +78,6 @@ def mean_doc_tokens(tokenizer, source, n: int = 256) -> float:
 
 def cpt_steps(job: CPTJob, tokenizer, source) -> tuple[int, int | None]:
     """(steps, token budget): from ``--match-run`` when given, else ``--steps``."""
-    from ponder.rl.compute import cpt_budget_tokens, steps_for_tokens
 
     if not job.match_run:
         return job.steps, None
@@ -96,8 +90,6 @@ def cpt_steps(job: CPTJob, tokenizer, source) -> tuple[int, int | None]:
 
 
 def run_cpt(job: CPTJob, resume: bool = True, progress: bool = True) -> dict:
-    from ponder.jobs.models import load_model
-    from ponder.train.next_token import train_next_token
 
     lm = load_model(job.model, device=job.device)
     source = _source(job)

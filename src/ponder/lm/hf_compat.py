@@ -230,7 +230,7 @@ HIDDEN_PATH_MODEL_TYPES = frozenset(
 
 def decoder_and_unembed(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:
     """``(decoder, unembedding)`` for computing logits from hidden states, or None when not known to be exact."""
-    if getattr(model.config, "model_type", None) not in HIDDEN_PATH_MODEL_TYPES:
+    if getattr(getattr(model, "config", None), "model_type", None) not in HIDDEN_PATH_MODEL_TYPES:
         return None
     get_decoder = getattr(model, "get_decoder", None)
     unembed = model.get_output_embeddings()

@@ -83,3 +83,10 @@ def all_gather_objects(obj, world: int) -> list:
     out: list = [None] * world
     dist.all_gather_object(out, obj)
     return out
+
+
+def rank_device(requested: str | None, world: int) -> str | None:
+    """The device a rank loads its model onto: under a multi-GPU launcher, this rank's GPU."""
+    if world > 1 and requested in (None, "cuda") and torch.cuda.is_available():
+        return f"cuda:{torch.cuda.current_device()}"
+    return requested

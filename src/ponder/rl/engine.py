@@ -33,7 +33,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from ponder.report.progress import make_progress
+from ponder.progress import make_progress
 from ponder.rl import distributed
 from ponder.rl.losses import clipped_surrogate, masked_mean
 from ponder.train.checkpoint import (
@@ -72,14 +72,15 @@ class EngineSettings(PolicyUpdateSettings):
 class StepBatch:
     """One rank's share of a step, ready for the policy update.
 
-    ``batch``: a :class:`~ponder.rl.batches.PaddedBatch` or :class:`~ponder.rl.batches.TreeBatch`
+    ``batch``: a :class:`~ponder.rl.batches.PaddedBatch` or :class:`~ponder.rl.batches.TreeBatch`, or None
+    when this rank has nothing to train on
     (``loss_mask``, ``behaviour_logp``, ``scores(model, inv_temperature)``); ``advantages`` ``[N]``
     (one per sequence) or ``[N, L]`` (per token, e.g. HICRA); ``first``: ``(logp, entropy)`` of a
     forward already run with gradients (reused by the first epoch). ``reduce`` and ``max_len``
     select the surrogate's reduction (:func:`~ponder.rl.losses.clipped_surrogate`).
     """
 
-    batch: object
+    batch: object | None
     advantages: Tensor
     metrics: dict = field(default_factory=dict)
     first: tuple[Tensor, Tensor] | None = None
@@ -88,7 +89,8 @@ class StepBatch:
 
     @property
     def num_sequences(self) -> int:
-        return int(self.batch.loss_mask.shape[0])
+        """Sequences this rank trains on (0: only metrics, or a non-finite signal, to report)."""
+        return 0 if self.batch is None else int(self.batch.loss_mask.shape[0])
 
 
 class Recipe:
@@ -118,6 +120,10 @@ class Recipe:
 
     def extra_models(self) -> dict:
         """Models saved beside the policy in each checkpoint (name -> module)."""
+        return {}
+
+    def summary(self) -> dict:
+        """Entries the recipe adds to the run's summary."""
         return {}
 
     def state_dict(self) -> dict:
@@ -166,18 +172,19 @@ class Engine:
         t0 = time.time()
         sb = self.recipe.make_step(self)
         self.step += 1
-        local = 0 if sb is None else sb.num_sequences
-        total = distributed.all_sum([local], self.world, self.device)[0]
         metrics = dict(sb.metrics) if sb is not None else {}
-        if total == 0:
-            self.counters["skipped_no_work"] += 1
-            return {**metrics, "skipped": 1}
         finite = sb is None or bool(torch.isfinite(sb.advantages).all())
         if distributed.all_sum([float(not finite)], self.world, self.device)[0] > 0:
             self.counters["skipped_nonfinite"] += 1  # never averaged in: the whole step is dropped and counted
             self.optimizer.zero_grad(set_to_none=True)
-            return {**metrics, "skipped": 1, "skipped_nonfinite": self.counters["skipped_nonfinite"]}
+            return {**metrics, "skipped": 1, **self.counters}
+        local = 0 if sb is None else sb.num_sequences
+        if distributed.all_sum([local], self.world, self.device)[0] == 0:
+            self.counters["skipped_no_work"] += 1
+            return {**metrics, "skipped": 1, **self.counters}
         self.recipe.counters["trained_sequences"] = self.recipe.counters.get("trained_sequences", 0) + local
+        if local == 0:
+            sb = None
         stats = self._idle_update() if sb is None else self._update(sb)
         self.recipe.after_update(self)
         elapsed = time.time() - t0
@@ -367,6 +374,7 @@ class Engine:
             f"{self.recipe.work_name}_per_rank": work,
             **self.counters,
             **self.totals(),
+            **self.recipe.summary(),
         }
         if self.rank == 0:
             save_pretrained_atomic(self.run_dir / "final", self.model, self.tokenizer)

@@ -239,7 +239,7 @@ class GRPORecipe(Recipe):
             }
         )
         if not torch.isfinite(rewards).all():
-            return StepBatch(_empty_batch(engine.device), torch.tensor([float("nan")]), metrics)
+            return StepBatch(None, torch.tensor([float("nan")]), metrics)
         hard = self._set_aside_hard(engine, indices, mine, pass_rate)
         cols = self.train_columns(len(problems), generators)  # [B, m]
         train_rewards = rewards.gather(1, cols)
@@ -254,7 +254,7 @@ class GRPORecipe(Recipe):
             c[key] = c.get(key, 0) + value
         metrics.update({"groups_hard": n_hard, "groups_equal": n_equal, "groups_trained": int(keep.sum())})
         if not keep.any():
-            return None
+            return StepBatch(None, torch.zeros(0), metrics)
         advantages = group_advantages(train_rewards[keep], correction="none", scale=cfg.scale)  # [b, m]
         groups = keep.nonzero().flatten()
         rows = (groups[:, None] * G + cols[groups]).flatten().tolist()
@@ -307,6 +307,9 @@ class GRPORecipe(Recipe):
             self.ref.update(self.model)  # tau = 1 for the initial model: a no-op
 
     # ------------------------------------------------------------------ state
+    def summary(self) -> dict:
+        return {"epochs": self.pool.epoch}
+
     def extra_models(self) -> dict:
         return {"ref": self.ref.model} if self.ref.initialized else {}
 
@@ -339,12 +342,6 @@ def completion_batch(comp: Completions, rows: list[int], pad_id: int, device=Non
         masks.append([False] * len(prompt) + comp.action_mask(r))
         logps.append(torch.cat([torch.zeros(len(prompt)), comp.behaviour_logprobs(r)]))
     return padded_batch(seqs, masks, logps, pad_id, device=device)
-
-
-def _empty_batch(device) -> PaddedBatch:
-    """A batch of one empty row: carries a non-finite advantage to the engine, which skips the step."""
-    z = torch.zeros((1, 1), dtype=torch.long, device=device)
-    return PaddedBatch(z, z, z.bool(), z.bool(), z.float())
 
 
 class GRPOTrainer(Engine):

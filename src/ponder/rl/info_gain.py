@@ -13,7 +13,11 @@ from __future__ import annotations
 
 import torch
 
-from ponder.rl.rollout import ANSWER, OTHER, Doc, make_rollout, target_logprob_sums
+from ponder.lm.thinking import ThoughtFormat
+from ponder.rl.batches import target_logprob_sums
+from ponder.rl.generation import TransformersBackend
+from ponder.rl.positions import ANSWER, OTHER, Doc
+from ponder.rl.rollout import make_rollout
 
 
 @torch.no_grad()
@@ -28,30 +32,34 @@ def information_gain(
     batch_size: int = 64,
 ) -> dict:
     """Mean IG over all positions of each class (answer / other) and overall, plus counts."""
-    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    device = next(model.parameters()).device
+    fmt = ThoughtFormat.of(model, tokenizer)
+    backend = TransformersBackend(model, tokenizer, fmt, batch_size=batch_size)
     was_training = model.training
     model.eval()
     per_class: dict[str, list[float]] = {ANSWER: [], OTHER: []}
     for start in range(0, len(docs), batch_size):
         chunk = docs[start : start + batch_size]
+        gens = [torch.Generator(device=device).manual_seed(seed * 1_000_003 + start + i) for i in range(len(chunk))]
         # Every eligible position of every document (per_doc large), k = 1.
         rollout = make_rollout(
             model,
             model,
             tokenizer,
+            fmt,
             chunk,
             per_doc=10**6,
             group_size=group_size,
             k=1,
             max_thought_tokens=max_thought_tokens,
             temperature=temperature,
-            top_p=1.0,
-            generator=gen,
+            generators=gens,
+            backend=backend,
         )
         if rollout is None:
             continue
         b = rollout.batch
-        with_thought = target_logprob_sums(b.logprobs(model), b.target_mask)
+        with_thought = target_logprob_sums(b.scores(model)[0], b.target_mask)
         gain = with_thought.cpu().view(len(rollout.positions), group_size).mean(1) - rollout.baseline_logp
         for g, cls in zip(gain.tolist(), rollout.classes):
             per_class[cls].append(g)

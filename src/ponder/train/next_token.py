@@ -17,6 +17,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from ponder.lm.padding import pad_ids
+from ponder.progress import make_progress
 from ponder.train.checkpoint import (
     latest_checkpoint,
     load_state,
@@ -91,7 +92,6 @@ def train_next_token(
     Writes checkpoints and ``metrics.jsonl`` under ``run_dir`` and the final model to
     ``run_dir/final``. Returns a summary dict (steps, tokens, seconds, final loss).
     """
-    from ponder.report.progress import make_progress
 
     run_dir = Path(run_dir)
     device = next(model.parameters()).device
