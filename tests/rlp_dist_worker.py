@@ -13,6 +13,7 @@ import torch
 def run(run_dir: str, steps: int = 3) -> dict:
     from ponder.data.sources import TaskSource
     from ponder.data.synthetic import Addition
+    from ponder.data.windows import window_stream
     from ponder.lm.tiny import TinyArch, build_char_tokenizer, build_tiny_model
     from ponder.rl.rlp import RLPConfig, RLPTrainer
 
@@ -31,7 +32,7 @@ def run(run_dir: str, steps: int = 3) -> dict:
         temperature=1.0,
     )
     trainer = RLPTrainer(model, tok, TaskSource(Addition(2), seed=1), cfg, run_dir)
-    stream = trainer.source.stream()
+    stream = window_stream(tok, trainer.source.stream(), cfg.context_length)
     for _ in range(steps):
         trainer.train_step(stream)
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}

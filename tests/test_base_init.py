@@ -47,7 +47,7 @@ def test_ensure_base_trains_once_per_recipe(tmp_path, monkeypatch):
     monkeypatch.delenv("PONDER_TINY_DIR", raising=False)
     calls = []
 
-    def fake_run_base(job, out_dir, resume=False, progress=True):
+    def fake_run_base(job, out_dir, resume=False, progress=True, **kwargs):
         calls.append(job.fingerprint())
         (out_dir / "final").mkdir(parents=True)
         (out_dir / "final" / "config.json").write_text("{}")
@@ -70,7 +70,7 @@ def test_base_cli_without_out_caches_under_the_recipe(monkeypatch, tmp_path):
     seen = {}
     import ponder.jobs.base as base_mod
 
-    def fake_run_base(job, out_dir, resume=False, progress=True):
+    def fake_run_base(job, out_dir, resume=False, progress=True, **kwargs):
         seen["out"] = out_dir
         raise SystemExit(0)
 

@@ -7,6 +7,7 @@ import torch
 
 from ponder.data.sources import TaskSource
 from ponder.data.synthetic import Addition
+from ponder.data.windows import window_stream
 from ponder.lm.thoughts import think_token_ids
 from ponder.rl.compute import cpt_budget_tokens, flop_matched_tokens, steps_for_tokens
 from ponder.rl.rlp import RLPConfig, RLPTrainer
@@ -122,7 +123,7 @@ def test_rlp_step_updates_only_through_thoughts_and_moves_ema(tmp_path):
     model, tok = _model()
     trainer = RLPTrainer(model, tok, TaskSource(Addition(2), seed=0), _cfg(steps=2), tmp_path)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    stream = trainer.source.stream()
+    stream = window_stream(tok, trainer.source.stream(), trainer.cfg.context_length)
     m = trainer.train_step(stream)
     assert trainer.ema.initialized and trainer.ema.num_updates == 1
     for key in (
@@ -154,7 +155,7 @@ def test_nonfinite_reward_skips_the_step(tmp_path, monkeypatch):
     real = rlp_mod.rlp_reward
     monkeypatch.setattr(rlp_mod, "rlp_reward", lambda a, b: real(a, b).index_fill(0, torch.tensor([0]), float("nan")))
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    m = trainer.train_step(trainer.source.stream())
+    m = trainer.train_step(window_stream(tok, trainer.source.stream(), trainer.cfg.context_length))
     assert m["skipped"] == 1 and trainer.counters["skipped_nonfinite"] == 1
     for k, v in model.state_dict().items():
         assert torch.equal(before[k], v)
@@ -176,7 +177,7 @@ def test_resume_matches_uninterrupted_run(tmp_path):
 
     part_model, _ = _model(seed=3)
     trainer = RLPTrainer(part_model, tok, TaskSource(Addition(2), seed=1), cfg, tmp_path / "part")
-    stream = trainer.source.stream()
+    stream = window_stream(tok, trainer.source.stream(), cfg.context_length)
     for _ in range(3):  # steps 1-3; the step-2 checkpoint survives, step 3 is lost in the "kill"
         trainer.train_step(stream)
         if trainer.step % cfg.save_every == 0:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ponder.data.task import Problem, Task, normalize_answer
+from ponder.errors import TaskError
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -142,7 +143,10 @@ def evaluate(
     """Evaluate on ``n`` held-out problems of ``task`` in each of ``modes``."""
     problems = task.problems(n, seed=seed, split=split)
     if not problems:
-        raise ValueError(f"task {task.name} produced no {split} problems")
+        raise TaskError(
+            f"task {task.name} has no {split} problems to evaluate on; a BIG-bench file needs at least 2 examples "
+            "(about 10% are held out)"
+        )
     results = {
         mode: evaluate_mode(model, tokenizer, task, problems, think=(mode == "think"), seed=seed, **kwargs)
         for mode in modes

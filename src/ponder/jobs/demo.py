@@ -14,12 +14,12 @@ information gain of its own thoughts at answer positions and elsewhere).
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from ponder.config import SETTINGS
 from ponder.data.registry import DEMO_TASK
 from ponder.rl.rlp import RLPConfig
 
@@ -45,8 +45,8 @@ def _demo_rlp() -> RLPConfig:
 class DemoJob(BaseModel):
     """Settings of ``ponder demo``."""
 
-    model_config = ConfigDict(extra="forbid")
-    seeds: list[int] = Field([0, 1, 2], description="seeds of the RLP and CPT runs")
+    model_config = SETTINGS
+    seeds: list[int] = Field([0, 1, 2], min_length=1, description="seeds of the RLP and CPT runs")
     task: str = Field(DEMO_TASK, description="demo task")
     base: str | None = Field(
         None, description="base model directory (default: the cached tiny-lazy model, trained on first use)"
@@ -92,7 +92,15 @@ def _aggregate(per_seed: list[dict], seeds: list[int]) -> dict:
     return out
 
 
-def run_demo(job: DemoJob, progress: bool = True) -> dict:
+def run_demo(job: DemoJob, progress: bool = True, allow_config_change: bool = False) -> dict:
+    """Base, then RLP and CPT per seed (each resumed when rerun), measured; writes ``demo.json`` and the report."""
+    from ponder.train.rundir import open_run
+
+    with open_run(job.out, "demo", job) as out:
+        return _demo(job, out, progress, allow_config_change)
+
+
+def _demo(job: DemoJob, out: Path, progress: bool, allow_config_change: bool) -> dict:
     from ponder.data.registry import get_task
     from ponder.data.sources import TaskSource
     from ponder.jobs.rlp import CPTJob, RLPJob, run_cpt, run_rlp
@@ -100,9 +108,8 @@ def run_demo(job: DemoJob, progress: bool = True) -> dict:
     from ponder.lm.tiny_cache import ensure_lazy_tiny
     from ponder.report.progress import console
     from ponder.rl.rollout import tokenize_docs
+    from ponder.train.rundir import write_json_file
 
-    out = Path(job.out)
-    out.mkdir(parents=True, exist_ok=True)
     task = get_task(job.task)
     base_dir = Path(job.base) if job.base else ensure_lazy_tiny(progress=progress)
     console.print(f"[bold]ponder demo[/]: base model {base_dir}; runs under {out}")
@@ -119,7 +126,7 @@ def run_demo(job: DemoJob, progress: bool = True) -> dict:
         rlp_job = RLPJob(
             **{**job.rlp.model_dump(), "seed": seed, "model": str(base_dir), "task": job.task, "out": str(rlp_dir)}
         )
-        run_rlp(rlp_job, resume=True, progress=progress)
+        run_rlp(rlp_job, resume=True, progress=progress, allow_config_change=allow_config_change)
         cpt_job = CPTJob(
             model=str(base_dir),
             task=job.task,
@@ -134,7 +141,7 @@ def run_demo(job: DemoJob, progress: bool = True) -> dict:
             max_length=job.rlp.context_length,
             save_every=10**6,
         )
-        run_cpt(cpt_job, resume=True, progress=progress)
+        run_cpt(cpt_job, resume=True, progress=progress, allow_config_change=allow_config_change)
         for name, d in (("rlp", rlp_dir), ("cpt", cpt_dir)):
             model, tok = load_hf_dir(d / "final")
             rows[name].append(_measure(model.eval(), tok, task, job, heldout_docs, seed))
@@ -142,7 +149,7 @@ def run_demo(job: DemoJob, progress: bool = True) -> dict:
     results["cpt"] = _aggregate(rows["cpt"], job.seeds)
     results["base"]["think_accuracy_per_seed"] = [results["base"]["think_accuracy"]]
     payload = {"seeds": job.seeds, "task": job.task, "eval_n": job.eval_n, **results}
-    (out / "demo.json").write_text(json.dumps(payload, indent=2))
+    write_json_file(out / "demo.json", payload)
     from ponder.report.demo_report import write_demo_report
 
     write_demo_report(payload, out, job)

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from ponder.config import SETTINGS
 from ponder.data.registry import DEMO_TASK
 
 
 class EvalJob(BaseModel):
     """Settings of ``ponder eval``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = SETTINGS
     model: str = Field("tiny", description="tiny, tiny-lazy, smollm2-135m, a HF model directory or a .gguf file")
     task: str = Field(
         DEMO_TASK, description="task name (see `ponder tasks`), rg:<reasoning-gym name> or a BIG-bench task.json"

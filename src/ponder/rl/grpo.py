@@ -33,6 +33,7 @@ import torch
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from ponder.data.task import Problem, Task
+from ponder.errors import TaskError
 from ponder.lm.generate import drop_stop
 from ponder.lm.score import model_device, pad_id_of, pad_ids, token_logprobs
 from ponder.lm.thoughts import think_ban_ids, think_token_ids
@@ -47,8 +48,9 @@ from ponder.train.checkpoint import (
     load_weights_into,
     restore_checkpoint,
     save_checkpoint,
-    save_pretrained_atomic,
+    save_final,
 )
+from ponder.train.guard import step_if_finite
 from ponder.train.metrics import MetricsLogger
 from ponder.train.optim import PolicyUpdateSettings, adamw_constant_after_warmup
 
@@ -266,9 +268,9 @@ class GRPOTrainer:
         self.weights = parse_reward_spec(cfg.reward)
         self.problems: list[Problem] = task.problems(cfg.pool_size, seed=cfg.seed, split=cfg.split)
         if len(self.problems) < cfg.prompts_per_step:
-            raise ValueError(
+            raise TaskError(
                 f"task {task.name} has only {len(self.problems)} {cfg.split} problems; "
-                f"need at least prompts_per_step={cfg.prompts_per_step}"
+                f"need at least prompts_per_step={cfg.prompts_per_step} (lower --prompts-per-step or give more examples)"
             )
         self.pool = PromptPool(len(self.problems), seed=cfg.seed)
         self.optimizer, self.scheduler = adamw_constant_after_warmup(model, cfg.lr, cfg.weight_decay, cfg.warmup_steps)
@@ -453,16 +455,18 @@ class GRPOTrainer:
                 stats["kl_to_ref"] = kl.detach()
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-            self.optimizer.step()
-            self.scheduler.step()
+            outcome = step_if_finite(loss, self.model.parameters(), self.optimizer, self.scheduler, cfg.grad_clip)
+            if not outcome.stepped:  # a non-finite loss or gradient: weights and optimizer untouched
+                self.counters["skipped_nonfinite"] += 1
+                metrics["skipped"] = 1
+                break
             if cfg.kl_coef > 0:
                 self.ref.update(self.model)  # tau = 1 for the initial model: a no-op
         elapsed = time.time() - t0
         metrics.update(
             {
                 "loss": float(loss.detach()),
-                "grad_norm": float(grad_norm),
+                "grad_norm": outcome.grad_norm,
                 "lr": self.scheduler.get_last_lr()[0],
                 "clip_fraction": float(stats["clip_fraction"]),
                 "approx_kl": float(stats["approx_kl"]),
@@ -481,7 +485,7 @@ class GRPOTrainer:
         seconds = run_steps(self, self.name, self.train_step, logger, progress)
         logger.close()
         self.model.eval()
-        save_pretrained_atomic(self.run_dir / "final", self.model, self.tokenizer)
+        save_final(self.run_dir, self.model, self.tokenizer)
         return {"steps": self.step, "seconds": seconds, "epochs": self.pool.epoch, **self.counters}
 
 

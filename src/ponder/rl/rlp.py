@@ -13,6 +13,7 @@ updated after every optimizer step with tau.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Literal
 import torch
 from pydantic import ConfigDict, Field, field_validator
 
+from ponder.data.windows import window_stream
 from ponder.lm.score import pad_id_of, pad_ids, token_logprobs
 from ponder.rl import distributed
 from ponder.rl.advantages import group_advantages, rlp_reward, valid_groups
@@ -30,20 +32,21 @@ from ponder.rl.losses import clipped_surrogate, kl_penalty, masked_mean, next_to
 from ponder.rl.rollout import (
     ANSWER,
     OTHER,
+    Doc,
     Rollout,
     keyed_generators,
     make_rollout,
     resolve_layout,
     target_logprob_sums,
-    tokenize_docs,
 )
 from ponder.train.checkpoint import (
     latest_checkpoint,
     load_weights_into,
     restore_checkpoint,
     save_checkpoint,
-    save_pretrained_atomic,
+    save_final,
 )
+from ponder.train.guard import step_if_finite
 from ponder.train.metrics import MetricsLogger
 from ponder.train.optim import PolicyUpdateSettings, adamw_constant_after_warmup
 
@@ -162,16 +165,16 @@ class RLPTrainer:
         return True
 
     # ------------------------------------------------------------------ one step
-    def _next_docs(self, stream):
+    def _next_docs(self, windows):
         """This rank's documents of the step and one generator each, keyed by (seed, step, global index).
 
-        Every rank reads the whole global batch from the stream and keeps every world-th window:
-        a window's positions and thoughts depend only on its key, so any number of ranks sees
-        the same rollouts as one process.
+        ``windows``: the source's token windows (:func:`~ponder.data.windows.window_stream`); a step
+        takes ``docs_per_step`` of them however long the documents are. Every rank reads the whole
+        global batch and keeps every world-th window: a window's positions and thoughts depend only
+        on its key, so any number of ranks sees the same rollouts as one process.
         """
-        texts = [next(stream) for _ in range(self.cfg.docs_per_step)]
-        self.docs_consumed += len(texts)
-        docs = tokenize_docs(self.tokenizer, texts, self.cfg.context_length)
+        docs = [Doc(ids, answer_start) for ids, answer_start in itertools.islice(windows, self.cfg.docs_per_step)]
+        self.docs_consumed += len(docs)
         keys = [self.step * 1_000_003 + i for i in range(len(docs))]
         mine = list(range(self.rank, len(docs), self.world))
         return [docs[i] for i in mine], keyed_generators(self.cfg.seed, [keys[i] for i in mine], self.device)
@@ -271,9 +274,11 @@ class RLPTrainer:
             loss, stats = self._loss(logp, logp_old, advantages, rollout)
             self.optimizer.zero_grad(set_to_none=True)
             (loss * share).backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-            self.optimizer.step()
-            self.scheduler.step()
+            outcome = step_if_finite(loss, self.model.parameters(), self.optimizer, self.scheduler, cfg.grad_clip)
+            if not outcome.stepped:  # a non-finite loss or gradient: weights and optimizer untouched
+                self.counters["skipped_nonfinite"] += 1
+                metrics["skipped"] = 1
+                break
             self.ema.update(self.model)
         self.backend.sync_weights(self.model)
         per_position = rewards.mean(1)
@@ -281,7 +286,7 @@ class RLPTrainer:
         metrics.update(
             {
                 "loss": float(loss.detach()),
-                "grad_norm": float(grad_norm),
+                "grad_norm": outcome.grad_norm,
                 "lr": self.scheduler.get_last_lr()[0],
                 "info_gain_answer": _class_mean(per_position, rollout.classes, ANSWER),
                 "info_gain_other": _class_mean(per_position, rollout.classes, OTHER),
@@ -314,10 +319,13 @@ class RLPTrainer:
                 lambda m, ids=ids: m(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).logits
             )
             self.optimizer.zero_grad(set_to_none=True)
-            (out.float().sum() * 0).backward()
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-            self.optimizer.step()
-            self.scheduler.step()
+            zero = out.float().sum() * 0
+            zero.backward()
+            if not step_if_finite(
+                zero, self.model.parameters(), self.optimizer, self.scheduler, self.cfg.grad_clip
+            ).stepped:
+                self.counters["skipped_nonfinite"] += 1  # another rank's loss was not finite: skip with it
+                break
             self.ema.update(self.model)
         self.backend.sync_weights(self.model)
         return {"idle_rank": 1}
@@ -343,14 +351,14 @@ class RLPTrainer:
         resumed = self.resume() if resume else False
         progress = progress and self.rank == 0
         logger = MetricsLogger(self.run_dir, resume_step=self.step if resumed else None) if self.rank == 0 else None
-        stream = self.source.stream()
-        for _ in range(self.docs_consumed):
+        stream = window_stream(self.tokenizer, self.source.stream(), self.cfg.context_length)
+        for _ in range(self.docs_consumed):  # windows, replayed: a resumed run reads what it would have
             next(stream)
         seconds = run_steps(self, "rlp", lambda: self.train_step(stream), logger, progress)
         if logger is not None:
             logger.close()
         self.model.eval()
         if self.rank == 0:
-            save_pretrained_atomic(self.run_dir / "final", self.model, self.tokenizer)
+            save_final(self.run_dir, self.model, self.tokenizer)
         distributed.barrier(self.world)
         return {"steps": self.step, "seconds": seconds, **self.counters}
