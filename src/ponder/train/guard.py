@@ -60,7 +60,12 @@ def step_if_finite(
     if not _all_agree(loss_finite and math.isfinite(grad_norm), loss.device):
         optimizer.zero_grad(set_to_none=True)
         return StepOutcome(False, grad_norm, loss_finite)
-    optimizer.step()
+    try:
+        optimizer.step()
+    except RuntimeError as e:  # e.g. a finite lr whose step size overflows the parameters' dtype
+        if "overflow" not in str(e):
+            raise
+        raise NonFiniteWeightsError(f"the optimizer step overflowed ({e}); lower --lr") from None
     if scheduler is not None:
         scheduler.step()
     return StepOutcome(True, grad_norm, loss_finite)
