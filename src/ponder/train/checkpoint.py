@@ -322,7 +322,7 @@ def latest_checkpoint(run_dir: Path, report=None) -> Path | None:
     if skipped:
         raise CheckpointError(
             f"no intact checkpoint in {checkpoint_dir(run_dir)} ({'; '.join(skipped)}); "
-            "rerun with --no-resume to start over"
+            f"rerun with --no-resume to start over, or delete {run_dir}"
         )
     return None
 
