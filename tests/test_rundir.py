@@ -16,8 +16,6 @@ from ponder.lm.tiny import TinyArch, build_char_tokenizer, build_tiny_model
 from ponder.train.checkpoint import (
     STATE_JSON,
     STATE_TENSORS,
-    decode_state,
-    encode_state,
     latest_checkpoint,
     load_state,
     remove_stale_temporaries,
@@ -27,6 +25,7 @@ from ponder.train.checkpoint import (
 )
 from ponder.train.metrics import MetricsLogger, read_metrics
 from ponder.train.rundir import altering_changes, config_changes, environment, run_lock
+from ponder.train.state import decode_state, encode_state
 
 ARCH = TinyArch(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
 RLP = ["--task", "add2", "--docs-per-step", "2", "--group-size", "2", "--max-thought-tokens", "4",

@@ -19,7 +19,7 @@ verifies the newest checkpoint and falls back to the newest intact one, saying w
 skipped and why (:func:`latest_checkpoint`).
 
 Trainer state (optimizer, scheduler, RNG states, counters) is stored as JSON for its
-structure and safetensors for its tensors, never as a pickle: loading a run directory
+structure and safetensors for its tensors (:mod:`ponder.train.state`), never as a pickle: loading a run directory
 parses JSON and safetensors only, so a file planted in it cannot execute code.
 
 Test-only fault hook: ``PONDER_FAULT=before-save:N`` SIGKILLs the process as checkpoint N is
@@ -33,19 +33,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import re
 import shutil
 import signal
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ponder.errors import PonderError
+from ponder.train.state import STATE_JSON, STATE_TENSORS, read_state, rng_state, set_rng_state, write_state
 
-STATE_JSON = "trainer_state.json"
-STATE_TENSORS = "trainer_state.safetensors"
 MANIFEST = "manifest.json"
 #: State file of ponder before checkpoints were pickle-free: never loaded.
 LEGACY_STATE = "trainer_state.pt"
@@ -66,62 +63,8 @@ def _fault(phase: str, step: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-# ---------------------------------------------------------------------------- state <-> JSON + tensors
-def encode_state(obj, tensors: dict[str, torch.Tensor]):
-    """A JSON-able copy of ``obj`` with every tensor moved into ``tensors`` (named ``t<i>``).
-
-    Tuples and dicts with non-string keys (an optimizer's per-parameter state) are tagged so that
-    :func:`decode_state` gives back the same types. Anything but tensors, numbers, strings, None,
-    lists, tuples and dicts is refused: the state must stay loadable without a pickle.
-    """
-    if isinstance(obj, torch.Tensor):
-        name = f"t{len(tensors)}"
-        tensors[name] = obj.detach().cpu().contiguous()
-        return {"__tensor__": name}
-    if isinstance(obj, (bool, int, float, str)) or obj is None:
-        return obj
-    if isinstance(obj, (np.integer, np.floating)):
-        return obj.item()
-    if isinstance(obj, tuple):
-        return {"__tuple__": [encode_state(v, tensors) for v in obj]}
-    if isinstance(obj, list):
-        return [encode_state(v, tensors) for v in obj]
-    if isinstance(obj, dict):
-        if all(isinstance(k, str) and not k.startswith("__") for k in obj):
-            return {k: encode_state(v, tensors) for k, v in obj.items()}
-        return {"__items__": [[encode_state(k, tensors), encode_state(v, tensors)] for k, v in obj.items()]}
-    raise TypeError(f"cannot checkpoint a {type(obj).__name__} without pickling it; convert it to tensors or lists")
-
-
-def decode_state(obj, tensors: dict[str, torch.Tensor]):
-    """Inverse of :func:`encode_state`."""
-    if isinstance(obj, list):
-        return [decode_state(v, tensors) for v in obj]
-    if not isinstance(obj, dict):
-        return obj
-    if "__tensor__" in obj:
-        return tensors[obj["__tensor__"]]
-    if "__tuple__" in obj:
-        return tuple(decode_state(v, tensors) for v in obj["__tuple__"])
-    if "__items__" in obj:
-        return {decode_state(k, tensors): decode_state(v, tensors) for k, v in obj["__items__"]}
-    return {k: decode_state(v, tensors) for k, v in obj.items()}
-
-
-def write_state(folder: Path, state: dict) -> None:
-    """``state`` as ``trainer_state.json`` + ``trainer_state.safetensors`` in ``folder``."""
-    from safetensors.torch import save_file
-
-    tensors: dict[str, torch.Tensor] = {}
-    encoded = encode_state(state, tensors)
-    save_file(tensors, str(Path(folder) / STATE_TENSORS))
-    (Path(folder) / STATE_JSON).write_text(json.dumps(encoded))
-
-
 def load_state(ckpt: Path) -> dict:
     """Trainer state saved beside a checkpoint (restores nothing by itself); parses JSON and safetensors only."""
-    from safetensors.torch import load_file
-
     ckpt = Path(ckpt)
     if not (ckpt / STATE_JSON).is_file() and (ckpt / LEGACY_STATE).is_file():
         raise CheckpointError(
@@ -129,8 +72,7 @@ def load_state(ckpt: Path) -> dict:
             "can run code. Rerun with --no-resume to start over."
         )
     try:
-        tensors = load_file(str(ckpt / STATE_TENSORS))
-        return decode_state(json.loads((ckpt / STATE_JSON).read_text()), tensors)
+        return read_state(ckpt)
     except Exception as e:  # JSON, safetensors (its own error type) and shape errors alike: a damaged state
         raise CheckpointError(f"cannot read the trainer state of {ckpt}: {type(e).__name__}: {e}") from None
 
@@ -240,33 +182,6 @@ def save_final(run_dir: Path, model, tokenizer=None) -> Path:
 
     require_finite_weights(model, where=f" of {run_dir}")
     return save_pretrained_atomic(Path(run_dir) / "final", model, tokenizer)
-
-
-def rng_state() -> dict:
-    """Python, numpy, torch (and CUDA) RNG states as tensors and plain values (no pickle needed)."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {
-        "python": random.getstate(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos)},
-        "numpy_gauss": [int(has_gauss), float(cached)],
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    np_state = state["numpy"]
-    has_gauss, cached = state["numpy_gauss"]
-    np.random.set_state(
-        (np_state["kind"], np_state["keys"].numpy().astype(np.uint32), np_state["pos"], has_gauss, cached)
-    )
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def checkpoint_dir(run_dir: Path) -> Path:
