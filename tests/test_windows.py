@@ -97,3 +97,26 @@ def test_a_10mb_single_line_document_costs_no_more_memory_than_a_short_one(job, 
     # tokenizes two 64-token windows. Before windows, RLP took every window of the document as a
     # document of the step (> 6 GiB) and CPT tokenized all of it (bench/RESULTS.md, Reliability).
     assert peaks["long"] - peaks["short"] < 80, peaks
+
+
+@pytest.mark.slow
+@pytest.mark.smollm
+def test_chunks_equal_whole_tokenization_for_smollm2s_byte_level_bpe():
+    pytest.importorskip("gguf")
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    from ponder.errors import ModelLoadError
+    from ponder.lm.load import smollm2_gguf_path
+
+    try:
+        gguf = smollm2_gguf_path()
+    except ModelLoadError as e:
+        pytest.skip(str(e))
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
+    root = Path(__file__).resolve().parents[1]
+    text = "\n\n".join(p.read_text() for p in [root / "README.md", *sorted((root / "src/ponder").rglob("*.py"))[:30]])
+    whole = [t for w, _ in document_windows(tok, text, 512, chunk_chars=10**9) for t in w]
+    for chunk in (1000, 4096):
+        assert [t for w, _ in document_windows(tok, text, 512, chunk_chars=chunk) for t in w] == whole
