@@ -118,5 +118,5 @@ def test_chunks_equal_whole_tokenization_for_smollm2s_byte_level_bpe():
     root = Path(__file__).resolve().parents[1]
     text = "\n\n".join(p.read_text() for p in [root / "README.md", *sorted((root / "src/ponder").rglob("*.py"))[:30]])
     whole = [t for w, _ in document_windows(tok, text, 512, chunk_chars=10**9) for t in w]
-    for chunk in (1000, 4096):
+    for chunk in (1000, 4096, 65536):
         assert [t for w, _ in document_windows(tok, text, 512, chunk_chars=chunk) for t in w] == whole
