@@ -69,20 +69,15 @@ def sampled_accuracy(model, tokenizer, task, n: int, budget: int, k: int, temper
     """Mean accuracy of ``k`` think-mode samples per held-out problem at ``temperature`` (pass@1 estimate)."""
     import torch
 
-    from ponder.lm.generate import generate
+    from ponder.lm.thinking import ThoughtFormat, think_then_answer
 
     problems = task.problems(n, seed=0, split="test")
     gen = torch.Generator().manual_seed(1234)
-    out = generate(
-        model,
-        tokenizer,
-        [p.prompt for p in problems],
-        n=k,
-        max_thought_tokens=budget,
-        temperature=temperature,
-        generator=gen,
-    )
-    return sum(task.score(problems[i // k], t) for i, t in enumerate(out.texts)) / len(out.texts)
+    fmt = ThoughtFormat.of(model, tokenizer)
+    out = think_then_answer(model, tokenizer, fmt, fmt.prompt_ids(tokenizer, [p.prompt for p in problems]), n=k,
+                            max_thought_tokens=budget, temperature=temperature, generator=gen)
+    texts = out.texts(tokenizer)
+    return sum(task.score(problems[i // k], t) for i, t in enumerate(texts)) / len(texts)
 
 
 def measure(model, tokenizer, task, args, budget: int) -> dict:

@@ -104,6 +104,7 @@ def fixed_positions(per_doc: int, k: int = 1):
 
 def run_ponder(model, tok, texts, args):
     import ponder.rl.rollout as rollout
+    from ponder.data.windows import window_stream
     from ponder.rl.rlp import RLPConfig, RLPTrainer
 
     cfg = RLPConfig(
@@ -123,7 +124,7 @@ def run_ponder(model, tok, texts, args):
     try:
         with tempfile.TemporaryDirectory() as tmp:
             trainer = RLPTrainer(model, tok, None, cfg, tmp)
-            stream = iter([(t, None) for t in texts] * (args.steps + args.warmup))
+            stream = window_stream(tok, [(t, None) for t in texts] * (args.steps + args.warmup), cfg.context_length)
             times, positions, thoughts = [], 0, 0
             for step in range(args.steps + args.warmup):
                 before = dict(trainer.counters)

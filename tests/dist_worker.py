@@ -25,13 +25,32 @@ def trainer_for(job: str, run_dir: str, steps: int = 3):
     tok = build_char_tokenizer()
     model = build_tiny_model(tok, TinyArch(**ARCH), seed=0)
     if job == "rlp":
-        cfg = RLPConfig(steps=steps, docs_per_step=3, positions_per_doc=2, group_size=3, max_thought_tokens=6,
-                        context_length=32, lr=1e-3, ema_tau=0.9, temperature=1.0)
+        cfg = RLPConfig(
+            steps=steps,
+            docs_per_step=3,
+            positions_per_doc=2,
+            group_size=3,
+            max_thought_tokens=6,
+            context_length=32,
+            lr=1e-3,
+            ema_tau=0.9,
+            temperature=1.0,
+        )
         return RLPTrainer(model, tok, TaskSource(Addition(2), seed=1), cfg, run_dir)
     # Three prompts per step: the ranks hold 2 and 1, so an unweighted average of per-rank means would differ.
     # The length term gives every group a reward spread, so every step trains.
-    common = dict(steps=steps, prompts_per_step=3, pool_size=8, group_size=4, max_thought_tokens=6,
-                  max_answer_tokens=4, lr=1e-3, length_target=2, filter_hard=False, ppo_epochs=2)
+    common = dict(
+        steps=steps,
+        prompts_per_step=3,
+        pool_size=8,
+        group_size=4,
+        max_thought_tokens=6,
+        max_answer_tokens=4,
+        lr=1e-3,
+        length_target=2,
+        filter_hard=False,
+        ppo_epochs=2,
+    )
     if job == "grpo":
         cfg = GRPOConfig(**common, reward="verifiable=1,length=1")
         return GRPOTrainer(model, tok, Addition(2), cfg, run_dir)

@@ -9,13 +9,13 @@ from pydantic import ValidationError
 
 from ponder.data.synthetic import Addition
 from ponder.data.task import Problem, first_line_answer
-from ponder.rl.formats import classify_completion, format_shares
 from ponder.lm.thinking import Completions, Thoughts
 from ponder.rewards import parse_reward_spec
+from ponder.rl.formats import classify_completion, format_shares
 from ponder.rl.grpo import GRPOConfig, GRPOTrainer, completion_batch
 from ponder.rl.positions import keyed_generators
-from ponder.rl.ttrl import TTRLConfig, TTRLTrainer
 from ponder.rl.prompts import PromptPool
+from ponder.rl.ttrl import TTRLConfig, TTRLTrainer
 
 # ---------------------------------------------------------------- pure pieces
 

@@ -9,12 +9,21 @@ from pathlib import Path
 
 SRC = Path(__file__).parent.parent / "src" / "ponder"
 RANK = {
-    "errors": 0, "config": 0, "progress": 0,
+    "errors": 0,
+    "config": 0,
+    "progress": 0,
     "lm": 1,
-    "data": 2, "rewards": 2,
-    "rl": 3, "plan": 3, "probe": 3, "train": 3, "eval": 3,
-    "jobs": 4, "report": 4,
-    "cli": 5, "": 5,  # the package root's lazy ``ponder.load_model`` is the public facade
+    "data": 2,
+    "rewards": 2,
+    "rl": 3,
+    "plan": 3,
+    "probe": 3,
+    "train": 3,
+    "eval": 3,
+    "jobs": 4,
+    "report": 4,
+    "cli": 5,
+    "": 5,  # the package root's lazy ``ponder.load_model`` is the public facade
 }
 
 

@@ -18,8 +18,15 @@ def _build(kind: str):
     import transformers as tf
 
     torch.manual_seed(0)
-    small = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2, max_position_embeddings=64)
+    small = dict(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
     if kind == "llama":
         return tf.LlamaForCausalLM(tf.LlamaConfig(**small, tie_word_embeddings=True))
     if kind == "qwen3":
@@ -30,7 +37,9 @@ def _build(kind: str):
         return tf.Gemma2ForCausalLM(tf.Gemma2Config(**small, head_dim=8, final_logit_softcapping=3.0))
     if kind == "gpt2":  # not on the hidden path: falls back to the model's logits
         return tf.GPT2LMHeadModel(
-            tf.GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=2, n_positions=64, bos_token_id=0, eos_token_id=0)
+            tf.GPT2Config(
+                vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=2, n_positions=64, bos_token_id=0, eos_token_id=0
+            )
         )
     raise ValueError(kind)
 

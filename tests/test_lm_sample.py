@@ -3,8 +3,8 @@ from contextlib import contextmanager
 import pytest
 import torch
 
-from ponder.lm.logprobs import token_logprobs
 from ponder.lm.decode import DecodeRules, Samples, sample
+from ponder.lm.logprobs import token_logprobs
 from ponder.lm.thoughts import THINK_CLOSE, THINK_OPEN, think_ban_ids, think_token_ids
 
 PROMPTS = ["a", "Question: what is 2+2? Answer:", "hello there"]
@@ -113,7 +113,13 @@ def test_stop_strings_cut_text_and_finish(model, tok):
     stops = ["xyx", "yyy"]
     with biased(model, {x: 30.0, y: 30.0}):
         samples = sample(
-            model, tok, PROMPTS, n=8, max_new_tokens=16, rules=DecodeRules(stop_strings=tuple(stops)), generator=torch.Generator().manual_seed(1)
+            model,
+            tok,
+            PROMPTS,
+            n=8,
+            max_new_tokens=16,
+            rules=DecodeRules(stop_strings=tuple(stops)),
+            generator=torch.Generator().manual_seed(1),
         )
     assert samples.finished.any()
     for row, text in enumerate(samples.texts(tok, stops)):
@@ -129,7 +135,13 @@ def test_stop_at_think_close(model, tok):
     _, close = think_token_ids(tok)
     with biased(model, {close: 8.0}):
         samples = sample(
-            model, tok, PROMPTS, n=4, max_new_tokens=30, rules=DecodeRules(stop_strings=(THINK_CLOSE,)), generator=torch.Generator().manual_seed(0)
+            model,
+            tok,
+            PROMPTS,
+            n=4,
+            max_new_tokens=30,
+            rules=DecodeRules(stop_strings=(THINK_CLOSE,)),
+            generator=torch.Generator().manual_seed(0),
         )
     for row, text in enumerate(samples.texts(tok)):
         assert text.count(THINK_CLOSE) <= 1
@@ -181,7 +193,9 @@ def test_logprobs_match_rescoring(model, tok, temperature, top_p, eos_bias):
             gen = row_tokens(samples, row)
             ids = torch.tensor([prompt + gen])
             with torch.no_grad():
-                rescored = token_logprobs(model, ids, torch.ones_like(ids), inv_temperature=1 / temperature)[0, len(prompt) :]
+                rescored = token_logprobs(model, ids, torch.ones_like(ids), inv_temperature=1 / temperature)[
+                    0, len(prompt) :
+                ]
             torch.testing.assert_close(samples.logprobs[row, : len(gen)], rescored, atol=1e-4, rtol=0)
 
 

@@ -8,6 +8,8 @@ import random
 import pytest
 import torch
 
+from ponder.lm.thoughts import think_token_ids
+from ponder.lm.tiny import build_char_tokenizer
 from ponder.probe.budget import peak
 from ponder.probe.dtr import deep_from, dtr, settling_depth, think_at_n, think_at_n_keep, think_at_n_tokens
 from ponder.probe.planning import (
@@ -21,8 +23,6 @@ from ponder.probe.planning import (
 from ponder.probe.policy_entropy import perturb
 from ponder.probe.reflection import analyse_trace, candidate_in_line, reflection_result
 from ponder.probe.sparsity import ArchitectureMismatch, random_jaccard, update_sparsity
-from ponder.lm.thoughts import think_token_ids
-from ponder.lm.tiny import build_char_tokenizer
 from ponder.probe.step_gain import group_steps, prefix_contexts, split_steps, step_gains, summarize_gains
 from ponder.probe.validity import exemplar_prefix, invalidate_thought
 

@@ -7,12 +7,12 @@ import torch
 
 from ponder.data.sources import TaskSource
 from ponder.data.synthetic import Addition
-from ponder.lm.thoughts import think_token_ids
-from ponder.rl.compute import cpt_budget_tokens, flop_matched_tokens, steps_for_tokens
-from ponder.rl.rlp import RLPConfig, RLPTrainer
 from ponder.lm.thinking import Thoughts
+from ponder.lm.thoughts import think_token_ids
 from ponder.rl.batches import rlp_padded_batch
+from ponder.rl.compute import cpt_budget_tokens, flop_matched_tokens, steps_for_tokens
 from ponder.rl.positions import ANSWER, OTHER, Doc, choose_positions, eligible_range, tokenize_docs
+from ponder.rl.rlp import RLPConfig, RLPTrainer
 
 
 def _thoughts(ids, closed, prompts, n=2):

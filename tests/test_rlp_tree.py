@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ponder.lm.thinking import Thoughts, ThoughtFormat
+from ponder.lm.thinking import ThoughtFormat, Thoughts
 from ponder.rl.batches import resolve_layout, rlp_padded_batch, rlp_tree_batch, target_logprob_sums
 from ponder.rl.generation import TransformersBackend
 from ponder.rl.positions import Doc, keyed_generators

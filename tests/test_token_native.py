@@ -34,9 +34,18 @@ def smol():
     tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True)
     tok.pad_token = tok.pad_token or tok.eos_token
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
-                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, tie_word_embeddings=True)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=256,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        tie_word_embeddings=True,
+    )
     model = LlamaForCausalLM(cfg).eval()
     ensure_think_tokens(model, tok)
     return model, tok
@@ -69,12 +78,20 @@ def test_rlp_scores_the_thought_ids_it_sampled(smol, sampled, tmp_path):
     model, tok = smol
     corpus = tmp_path / "c.txt"
     corpus.write_text("Photosynthesis converts light into chemical energy.\n\nRivers carve canyons over ages.\n")
-    cfg = RLPConfig(steps=1, docs_per_step=2, group_size=3, max_thought_tokens=8, context_length=32, lr=1e-4,
-                    temperature=1.0, batch_layout="padded")
+    cfg = RLPConfig(
+        steps=1,
+        docs_per_step=2,
+        group_size=3,
+        max_thought_tokens=8,
+        context_length=32,
+        lr=1e-4,
+        temperature=1.0,
+        batch_layout="padded",
+    )
     trainer = RLPTrainer(model, tok, FileSource(str(corpus)), cfg, tmp_path / "run")
     trainer.train_step()
     rollout = trainer.recipe.rollout
-    (prompts, rows), = sampled
+    ((prompts, rows),) = sampled
     fmt = trainer.recipe.fmt
     batch, th = rollout.batch, rollout.thoughts
     for n, ids in enumerate(th.ids):
@@ -96,13 +113,24 @@ def test_grpo_and_ttrl_score_sampled_ids_and_rewards_match_a_plain_forward(smol,
     real_batch, real_combine = grpo.completion_batch, grpo.combine
     monkeypatch.setattr(grpo, "completion_batch", lambda *a, **k: seen.setdefault("batch", real_batch(*a, **k)))
     monkeypatch.setattr(grpo, "combine", lambda parts, w: seen.setdefault("parts", parts) and real_combine(parts, w))
-    common = dict(steps=1, prompts_per_step=2, pool_size=4, group_size=3, max_thought_tokens=6, max_answer_tokens=3,
-                  filter_equal=False, filter_hard=False, temperature=1.0, chat_template="off")
+    common = dict(
+        steps=1,
+        prompts_per_step=2,
+        pool_size=4,
+        group_size=3,
+        max_thought_tokens=6,
+        max_answer_tokens=3,
+        filter_equal=False,
+        filter_hard=False,
+        temperature=1.0,
+        chat_template="off",
+    )
     if job == "grpo":
         trainer = GRPOTrainer(model, tok, Addition(2), GRPOConfig(**common, reward="self_certainty"), tmp_path)
     else:
-        trainer = TTRLTrainer(model, tok, Addition(2), TTRLConfig(**common, reward="majority_vote=1,self_certainty=1"),
-                              tmp_path)
+        trainer = TTRLTrainer(
+            model, tok, Addition(2), TTRLConfig(**common, reward="majority_vote=1,self_certainty=1"), tmp_path
+        )
     trainer.train_step()
     (p_thought, thoughts), (p_answer, answers) = sampled  # the thought phase, then the answer phase
     rows = []
@@ -129,8 +157,16 @@ def test_eval_answers_from_the_thought_ids_it_sampled(smol, sampled):
     from ponder.eval import evaluate
 
     model, tok = smol
-    evaluate(model, tok, Addition(2), n=4, modes=("think",), max_thought_tokens=6, max_answer_tokens=3,
-             think_settings=thinking.ThinkSettings(chat_template="on"))
+    evaluate(
+        model,
+        tok,
+        Addition(2),
+        n=4,
+        modes=("think",),
+        max_thought_tokens=6,
+        max_answer_tokens=3,
+        think_settings=thinking.ThinkSettings(chat_template="on"),
+    )
     (p_thought, thoughts), (p_answer, _) = sampled
     assert "<|im_start|>" in tok.decode(p_thought[0])  # the instruct model's chat template framed the prompt
     fmt = thinking.ThoughtFormat.of(model, tok)

@@ -25,6 +25,7 @@ from ponder.progress import console
 from ponder.report.demo_report import demo_table
 from ponder.report.tables import console as out
 from ponder.report.tables import print_eval_table
+from ponder.train.rundir import prepare_json_path, write_json_file
 
 
 def _add_job(sub, name: str, config_cls, func, help_text: str, description: str):
@@ -37,41 +38,63 @@ def _add_job(sub, name: str, config_cls, func, help_text: str, description: str)
     return p
 
 
-def _add_run_flags(p, resume: bool = True, json_out: bool = True) -> None:
+def _add_run_flags(p, resume: bool = True, json_out: bool = True, config_change: bool | None = None) -> None:
     if resume:
         p.add_argument(
             "--resume",
             action=argparse.BooleanOptionalAction,
             default=True,
-            help="continue from the last checkpoint in the output directory",
+            help="continue from the newest intact checkpoint in the output directory; --no-resume starts over, "
+            "deleting the directory's checkpoints, final model and metrics",
+        )
+    if resume if config_change is None else config_change:
+        p.add_argument(
+            "--allow-config-change",
+            action="store_true",
+            help="resume a run whose saved settings differ from these (changes are recorded in run.json); "
+            "without it a change that alters the run (lr, seed, corpus, model, ...) is an error",
         )
     if json_out:
         p.add_argument("--json", metavar="PATH", help="write the results as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _json_target(args) -> Path | None:
+    """``--json PATH`` checked writable before any work (None when not given)."""
+
+    return prepare_json_path(args.json) if getattr(args, "json", None) else None
+
+
+def _write_json(path: Path | None, payload) -> None:
+
+    if path is not None:
+        write_json_file(path, payload)
+        console.print(f"wrote {path}")
+
+
 def cmd_base(args) -> int:
 
     job = config_from_args(BaseJob, args)
+    json_path = _json_target(args)
     out = Path(job.out) if job.out else base_dir(job)
     console.print(f"[bold]ponder base[/]: training the tiny model into {out}")
-    summary = run_base(job, out, resume=args.resume, progress=not args.quiet)
+    summary = run_base(
+        job, out, resume=args.resume, progress=not args.quiet, allow_config_change=args.allow_config_change
+    )
     print_eval_table(summary["eval"], title=f"tiny model after {summary['steps']} steps ({summary['seconds']:.0f} s)")
     console.print(f"model: {out / 'final'}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(summary, indent=2))
+    _write_json(json_path, summary)
     return 0
 
 
 def cmd_eval(args) -> int:
 
     job = config_from_args(EvalJob, args)
+    json_path = _json_target(args)
     result = run_eval(job, progress=not args.quiet)
     data = result.to_json()
     print_eval_table(data, title=f"{job.model} on {result.task} (n={result.n}, seed={result.seed})")
-    if args.json:
-        Path(args.json).write_text(json.dumps(data, indent=2))
-        console.print(f"wrote {args.json}")
+    _write_json(json_path, data)
     return 0
 
 
@@ -89,7 +112,7 @@ def _print_summary(title: str, summary: dict) -> None:
 def cmd_rlp(args) -> int:
 
     job = config_from_args(RLPJob, args)
-    summary = run_rlp(job, resume=args.resume, progress=not args.quiet)
+    summary = run_rlp(job, resume=args.resume, progress=not args.quiet, allow_config_change=args.allow_config_change)
     _print_summary(f"ponder rlp: {job.model} -> {job.out}/final", summary)
     return 0
 
@@ -97,7 +120,7 @@ def cmd_rlp(args) -> int:
 def cmd_cpt(args) -> int:
 
     job = config_from_args(CPTJob, args)
-    summary = run_cpt(job, resume=args.resume, progress=not args.quiet)
+    summary = run_cpt(job, resume=args.resume, progress=not args.quiet, allow_config_change=args.allow_config_change)
     _print_summary(f"ponder cpt: {job.model} -> {job.out}/final", summary)
     return 0
 
@@ -106,7 +129,7 @@ def cmd_grpo(args) -> int:
 
     job_cls, run = (GRPOJob, run_grpo) if args.command == "grpo" else (TTRLJob, run_ttrl)
     job = config_from_args(job_cls, args)
-    summary = run(job, resume=args.resume, progress=not args.quiet)
+    summary = run(job, resume=args.resume, progress=not args.quiet, allow_config_change=args.allow_config_change)
     _print_summary(f"ponder {args.command}: {job.model} -> {job.out}/final", summary)
     return 0
 
@@ -119,7 +142,8 @@ def cmd_demo(args) -> int:
     job = DemoJob.quick() if args.quick else config_from_args(DemoJob, args)
     if args.quick and hasattr(args, "out"):  # unset flags are absent from args (argparse.SUPPRESS)
         job = job.model_copy(update={"out": args.out})
-    payload = run_demo(job, progress=not args.quiet)
+    json_path = _json_target(args)
+    payload = run_demo(job, progress=not args.quiet, allow_config_change=args.allow_config_change)
     header, rows = demo_table(payload)
     table = Table(title=f"ponder demo on {payload['task']} (seeds {payload['seeds']}, n={payload['eval_n']})")
     for h in header:
@@ -128,15 +152,14 @@ def cmd_demo(args) -> int:
         table.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row])
     out.print(table)
     out.print(f"report: {Path(job.out) / 'report.html'}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(payload, indent=2))
-        out.print(f"wrote {args.json}")
+    _write_json(json_path, payload)
     return 0
 
 
 def cmd_audit(args) -> int:
 
     job = config_from_args(AuditJob, args)
+    json_path = _json_target(args)
     payload = run_audit(job, progress=not args.quiet)
     rows = {
         k: ("skipped: " + v["skipped"]) if isinstance(v, dict) and "skipped" in v else "done"
@@ -145,15 +168,14 @@ def cmd_audit(args) -> int:
     }
     _print_summary(f"ponder audit: {job.model}" + (f" vs {job.compare}" if job.compare else ""), rows)
     console.print(f"report: {Path(job.out) / 'report.html'}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(payload, indent=2))
-        console.print(f"wrote {args.json}")
+    _write_json(json_path, payload)
     return 0
 
 
 def cmd_plan(args) -> int:
 
     job = config_from_args(PlanJob, args)
+    json_path = _json_target(args)
     summary = run_plan(
         job, progress=not args.quiet, printer=lambda line: console.print(line, markup=False, highlight=False)
     )
@@ -163,8 +185,7 @@ def cmd_plan(args) -> int:
         highlight=False,
     )
     console.print(f"saved {Path(job.out) / 'best_chain.json'} and {summary['report']}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(summary, indent=2, default=str))
+    _write_json(json_path, summary)
     return 0
 
 
@@ -270,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and information gain for each; prints one table and writes an HTML report.",
     )
     p.add_argument("--quick", action="store_true", help="one seed and small budgets (a few minutes), for smoke checks")
-    _add_run_flags(p, resume=False)
+    _add_run_flags(p, resume=False, config_change=True)
 
     p = _add_job(
         sub,
@@ -312,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except PonderError as e:
-        console.print(f"[red bold]error:[/] {escape(str(e))}", highlight=False)
+        console.print(f"[red bold]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: rerun the same command to resume from the last checkpoint")

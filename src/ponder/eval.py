@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ponder.data.task import Problem, Task, majority_answer
+from ponder.errors import TaskError
 from ponder.lm.thinking import ANSWER_STOPS, ThinkSettings, ThoughtFormat, think_then_answer
 
 
@@ -135,7 +136,10 @@ def evaluate(
     """Evaluate on ``n`` held-out problems of ``task`` in each of ``modes``."""
     problems = task.problems(n, seed=seed, split=split)
     if not problems:
-        raise ValueError(f"task {task.name} produced no {split} problems")
+        raise TaskError(
+            f"task {task.name} has no {split} problems to evaluate on; a BIG-bench file needs at least 2 examples "
+            "(about 10% are held out)"
+        )
     results = {
         mode: evaluate_mode(model, tokenizer, task, problems, think=(mode == "think"), seed=seed, **kwargs)
         for mode in modes

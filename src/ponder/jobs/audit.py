@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from ponder.config import SETTINGS
 from ponder.data.registry import DEMO_TASK, get_task
 from ponder.errors import PonderError
 from ponder.jobs.base import thought_budget
@@ -44,6 +45,7 @@ from ponder.probe.step_gain import StepGainResult, answer_logliks, summarize_gai
 from ponder.probe.validity import validity_accuracy
 from ponder.progress import console, make_progress
 from ponder.report.audit_report import write_report
+from ponder.train.rundir import open_run
 
 Diagnostic = Literal[
     "dtr",
@@ -62,7 +64,7 @@ DIAGNOSTICS: tuple[str, ...] = Diagnostic.__args__  # type: ignore[attr-defined]
 class AuditJob(BaseModel):
     """Settings of ``ponder audit``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = SETTINGS
     model: str = Field("tiny", description="tiny, tiny-lazy, smollm2-135m, a HF model directory or a .gguf file")
     task: str = Field(DEMO_TASK, description="task whose held-out problems are audited")
     compare: str | None = Field(
@@ -414,6 +416,12 @@ class _Audit:
 def run_audit(job: AuditJob, progress: bool = True) -> dict:
     """Run the chosen diagnostics; write ``out/audit.json`` and ``out/report.html``; return the JSON."""
 
+    with open_run(job.out, "audit", job) as out:
+        return _run_audit(job, out, progress)
+
+
+def _run_audit(job: AuditJob, out: Path, progress: bool) -> dict:
+
     audit = _Audit(job, progress)
     audit.check_sparsity_inputs()
     results: dict = {}
@@ -454,8 +462,6 @@ def run_audit(job: AuditJob, progress: bool = True) -> dict:
         "config": job.model_dump(mode="json"),
         **results,
     }
-    out = Path(job.out)
-    out.mkdir(parents=True, exist_ok=True)
     payload = finite(payload)
     (out / "audit.json").write_text(json.dumps(payload, indent=2, allow_nan=False))
     write_report(payload, out / "report.html")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from ponder.config import SETTINGS
 from ponder.data.registry import DEMO_TASK, get_task
 from ponder.eval import evaluate
 from ponder.jobs.base import thought_budget
@@ -15,7 +16,7 @@ from ponder.jobs.models import load_model
 class EvalJob(BaseModel):
     """Settings of ``ponder eval``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = SETTINGS
     model: str = Field("tiny", description="tiny, tiny-lazy, smollm2-135m, a HF model directory or a .gguf file")
     task: str = Field(
         DEMO_TASK, description="task name (see `ponder tasks`), rg:<reasoning-gym name> or a BIG-bench task.json"

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+from pydantic import BaseModel, Field
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from ponder.config import SETTINGS
 from ponder.data.registry import DEMO_TASK, get_task
 from ponder.eval import evaluate
 from ponder.jobs.base import thought_budget
@@ -14,12 +12,13 @@ from ponder.jobs.models import load_model
 from ponder.rl import distributed
 from ponder.rl.grpo import GRPOConfig, GRPOTrainer
 from ponder.rl.ttrl import TTRLConfig, TTRLTrainer
+from ponder.train.rundir import open_run, write_json_file
 
 
 class ModelAndTask(BaseModel):
     """What a GRPO / TTRL job trains, on which task, and how the result is measured."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = SETTINGS
     model: str = Field("tiny", description="tiny, tiny-lazy, smollm2-135m, a HF model directory or a .gguf file")
     task: str = Field(DEMO_TASK, description="task whose problems give the prompts (see `ponder tasks`)")
     eval_n: int = Field(200, ge=0, description="held-out problems measured (greedy, think) before and after; 0: skip")
@@ -54,36 +53,31 @@ def held_out_think_accuracy(model, tokenizer, task, n: int, budget: int) -> dict
     return {"think_accuracy": think.accuracy, "mean_thought_tokens": think.mean_thought_tokens}
 
 
-def _run(job, config_cls, trainer_cls, resume: bool, progress: bool) -> dict:
-
+def _run(job, config_cls, trainer_cls, resume: bool, progress: bool, allow_config_change: bool) -> dict:
     # Under torchrun / accelerate launch: join the group first so each GPU rank loads onto its own device.
     rank, world = distributed.init_from_env()
-    task = get_task(job.task)
-    lm = load_model(job.model, device=distributed.rank_device(job.device, world))
-    budget = task_thought_budget(task, job.max_thought_tokens)
     name = trainer_cls.recipe_class.name
-    out = Path(job.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if rank == 0:
-        (out / f"{name}_job.json").write_text(job.model_dump_json(indent=2))
-    cfg = config_cls(**{**job.model_dump(include=set(config_cls.model_fields)), "max_thought_tokens": budget})
-    measure = bool(job.eval_n) and rank == 0  # held-out accuracy is measured once, by rank 0
-    before = held_out_think_accuracy(lm.model, lm.tokenizer, task, job.eval_n, budget) if measure else {}
-    summary = trainer_cls(lm.model, lm.tokenizer, task, cfg, out).train(resume=resume, progress=progress)
-    if measure:
-        after = held_out_think_accuracy(lm.model, lm.tokenizer, task, job.eval_n, budget)
-        summary.update({f"{k}_before": v for k, v in before.items()})
-        summary.update({f"{k}_after": v for k, v in after.items()})
-    if rank == 0:
-        (out / f"{name}_summary.json").write_text(json.dumps(summary, indent=2))
+    with open_run(job.out, name, job, resume, allow_config_change, rank) as out:
+        task = get_task(job.task)
+        lm = load_model(job.model, device=distributed.rank_device(job.device, world))
+        budget = task_thought_budget(task, job.max_thought_tokens)
+        cfg = config_cls(**{**job.model_dump(include=set(config_cls.model_fields)), "max_thought_tokens": budget})
+        trainer = trainer_cls(lm.model, lm.tokenizer, task, cfg, out)  # checks the task has enough prompts
+        measure = bool(job.eval_n) and rank == 0  # held-out accuracy is measured once, by rank 0
+        before = held_out_think_accuracy(lm.model, lm.tokenizer, task, job.eval_n, budget) if measure else {}
+        summary = trainer.train(resume=resume, progress=progress)
+        if measure:
+            after = held_out_think_accuracy(lm.model, lm.tokenizer, task, job.eval_n, budget)
+            summary.update({f"{k}_before": v for k, v in before.items()})
+            summary.update({f"{k}_after": v for k, v in after.items()})
+        if rank == 0:
+            write_json_file(out / f"{name}_summary.json", summary)
     return summary
 
 
-def run_grpo(job: GRPOJob, resume: bool = True, progress: bool = True) -> dict:
+def run_grpo(job: GRPOJob, resume: bool = True, progress: bool = True, allow_config_change: bool = False) -> dict:
+    return _run(job, GRPOConfig, GRPOTrainer, resume, progress, allow_config_change)
 
-    return _run(job, GRPOConfig, GRPOTrainer, resume, progress)
 
-
-def run_ttrl(job: TTRLJob, resume: bool = True, progress: bool = True) -> dict:
-
-    return _run(job, TTRLConfig, TTRLTrainer, resume, progress)
+def run_ttrl(job: TTRLJob, resume: bool = True, progress: bool = True, allow_config_change: bool = False) -> dict:
+    return _run(job, TTRLConfig, TTRLTrainer, resume, progress, allow_config_change)

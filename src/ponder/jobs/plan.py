@@ -11,8 +11,9 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from ponder.config import SETTINGS
 from ponder.data.registry import DEMO_TASK, get_task
 from ponder.errors import PonderError
 from ponder.jobs.models import load_model
@@ -26,6 +27,7 @@ from ponder.plan.state import Chain, render_prompt
 from ponder.progress import make_progress
 from ponder.report.html import Report, line_plot
 from ponder.train.checkpoint import atomic_write_text
+from ponder.train.rundir import open_run
 
 METHODS = ("mppi", "gradient", "policy", "random", "hill", "evolution")
 WORLD_MODEL_METHODS = ("mppi", "gradient", "policy")
@@ -34,7 +36,7 @@ WORLD_MODEL_METHODS = ("mppi", "gradient", "policy")
 class PlannerSettings(BaseModel):
     """Search settings shared by ``ponder plan`` and ``bench/plan_compare.py`` (one source for both)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = SETTINGS
     horizon: int = Field(3, ge=1, description="planning horizon H (edits)")
     candidates: int = Field(48, ge=1, description="candidate edits considered per step")
     warmup: Literal["star", "walks"] = Field(
@@ -76,7 +78,7 @@ class PlannerSettings(BaseModel):
 class _PlanRun(BaseModel):
     """What ``ponder plan`` runs on and where it writes (listed before the search settings in ``--help``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = SETTINGS
     model: str = Field("tiny", description="tiny, tiny-lazy, smollm2-135m, a HF model directory or a .gguf file")
     task: str = Field(DEMO_TASK, description="task name (see `ponder tasks`)")
     method: Literal["mppi", "gradient", "policy", "random", "hill", "evolution"] = Field(
@@ -155,6 +157,13 @@ def run_method(lm, task, method: str, start, vocab, budget: int, env_kwargs: dic
 
 
 def run_plan(job: PlanJob, progress: bool = True, printer=print) -> dict:
+    """One search of ``job.method``; writes ``best_chain.json``, ``plan.json`` and the report under ``out``."""
+
+    with open_run(job.out, "plan", job) as out:
+        return _run_plan(job, out, progress, printer)
+
+
+def _run_plan(job: PlanJob, out: Path, progress: bool, printer) -> dict:
 
     task = get_task(job.task)
     lm = load_model(job.model, device=job.device)
@@ -197,8 +206,6 @@ def run_plan(job: PlanJob, progress: bool = True, printer=print) -> dict:
         "diagnostics": diag,
         **search.summary(),
     }
-    out = Path(job.out)
-    out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "best_chain.json", json.dumps(search.best.to_json(), indent=2))
     atomic_write_text(out / "plan.json", json.dumps(summary, indent=2, default=str))
     summary["report"] = str(

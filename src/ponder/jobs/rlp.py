@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from ponder.config import SETTINGS
 from ponder.data.registry import DEMO_TASK
 from ponder.data.sources import make_source
 from ponder.errors import PonderError
@@ -15,13 +17,14 @@ from ponder.jobs.models import load_model
 from ponder.rl import distributed
 from ponder.rl.compute import cpt_budget_tokens, steps_for_tokens
 from ponder.rl.rlp import RLPConfig, RLPTrainer
-from ponder.train.next_token import NextTokenConfig, train_next_token
+from ponder.train.next_token import NextTokenConfig, document_token_windows, train_next_token
+from ponder.train.rundir import open_run, write_json_file
 
 
 class ModelAndCorpus(BaseModel):
     """What a training job trains and reads: shared by ``rlp`` and ``cpt`` so both see the same corpus."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = SETTINGS
     model: str = Field("tiny", description="tiny, tiny-lazy, smollm2-135m, a HF model directory or a .gguf file")
     task: str = Field(
         DEMO_TASK, description="task whose training problems form the corpus (when --corpus is not given)"
@@ -55,25 +58,24 @@ def _source(job):
     return make_source(job.corpus, job.task, job.seed, job.think_fraction, job.text_field)
 
 
-def run_rlp(job: RLPJob, resume: bool = True, progress: bool = True) -> dict:
-
+def run_rlp(job: RLPJob, resume: bool = True, progress: bool = True, allow_config_change: bool = False) -> dict:
     # Under torchrun / accelerate launch: join the group first so each GPU rank loads onto its own device.
     rank, world = distributed.init_from_env()
-    lm = load_model(job.model, device=distributed.rank_device(job.device, world))
-    out = Path(job.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "rlp_job.json").write_text(job.model_dump_json(indent=2))
-    cfg = RLPConfig(**job.model_dump(include=set(RLPConfig.model_fields)))
-    summary = RLPTrainer(lm.model, lm.tokenizer, _source(job), cfg, out).train(resume=resume, progress=progress)
-    if rank == 0:
-        (out / "rlp_summary.json").write_text(json.dumps(summary, indent=2))
+    with open_run(job.out, "rlp", job, resume, allow_config_change, rank) as out:
+        lm = load_model(job.model, device=distributed.rank_device(job.device, world))
+        cfg = RLPConfig(**job.model_dump(include=set(RLPConfig.model_fields)))
+        trainer = RLPTrainer(lm.model, lm.tokenizer, _source(job), cfg, out)
+        summary = trainer.train(resume=resume, progress=progress)
+        if rank == 0:
+            write_json_file(out / "rlp_summary.json", summary)
     return summary
 
 
-def mean_doc_tokens(tokenizer, source, n: int = 256) -> float:
-    stream = source.stream()
-    docs = [next(stream)[0] for _ in range(n)]
-    return sum(len(ids) + 1 for ids in tokenizer(docs)["input_ids"]) / n  # +1: the EOS the trainer appends
+def mean_doc_tokens(tokenizer, source, max_length: int, n: int = 256) -> float:
+    """Mean tokens of the first ``n`` windows a CPT run on ``source`` reads (EOS included)."""
+
+    windows = document_token_windows(tokenizer, (text for text, _ in source.stream()), max_length)
+    return sum(len(ids) for ids in itertools.islice(windows, n)) / n
 
 
 def cpt_steps(job: CPTJob, tokenizer, source) -> tuple[int, int | None]:
@@ -84,30 +86,33 @@ def cpt_steps(job: CPTJob, tokenizer, source) -> tuple[int, int | None]:
     summary_path = Path(job.match_run) / "rlp_summary.json"
     if not summary_path.is_file():
         raise PonderError(f"{summary_path} not found: --match-run must name a finished `ponder rlp` run directory")
-    rlp = json.loads(summary_path.read_text())
-    budget = cpt_budget_tokens(job.match, rlp["input_tokens"], rlp["rollout_tokens"])
-    return steps_for_tokens(budget, job.batch_size, mean_doc_tokens(tokenizer, source)), budget
+    try:
+        rlp = json.loads(summary_path.read_text(encoding="utf-8"))
+        input_tokens, rollout_tokens = int(rlp["input_tokens"]), int(rlp["rollout_tokens"])
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+        raise PonderError(
+            f"{summary_path} is damaged ({type(e).__name__}: {e}); rerun that `ponder rlp` to rewrite it"
+        ) from None
+    budget = cpt_budget_tokens(job.match, input_tokens, rollout_tokens)
+    return steps_for_tokens(budget, job.batch_size, mean_doc_tokens(tokenizer, source, job.max_length)), budget
 
 
-def run_cpt(job: CPTJob, resume: bool = True, progress: bool = True) -> dict:
-
-    lm = load_model(job.model, device=job.device)
-    source = _source(job)
-    steps, budget = cpt_steps(job, lm.tokenizer, source)
-    out = Path(job.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "cpt_job.json").write_text(job.model_dump_json(indent=2))
-    cfg = NextTokenConfig(**{**job.model_dump(include=set(NextTokenConfig.model_fields)), "steps": steps})
-    summary = train_next_token(
-        lm.model,
-        lm.tokenizer,
-        lambda: (text for text, _ in source.stream()),
-        cfg,
-        out,
-        resume=resume,
-        progress=progress,
-        description="ponder cpt",
-    )
-    summary.update({"match": job.match if job.match_run else None, "budget_tokens": budget})
-    (out / "cpt_summary.json").write_text(json.dumps(summary, indent=2))
+def run_cpt(job: CPTJob, resume: bool = True, progress: bool = True, allow_config_change: bool = False) -> dict:
+    with open_run(job.out, "cpt", job, resume, allow_config_change) as out:
+        lm = load_model(job.model, device=job.device)
+        source = _source(job)
+        steps, budget = cpt_steps(job, lm.tokenizer, source)
+        cfg = NextTokenConfig(**{**job.model_dump(include=set(NextTokenConfig.model_fields)), "steps": steps})
+        summary = train_next_token(
+            lm.model,
+            lm.tokenizer,
+            lambda: (text for text, _ in source.stream()),
+            cfg,
+            out,
+            resume=resume,
+            progress=progress,
+            description="ponder cpt",
+        )
+        summary.update({"match": job.match if job.match_run else None, "budget_tokens": budget})
+        write_json_file(out / "cpt_summary.json", summary)
     return summary

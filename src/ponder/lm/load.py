@@ -89,11 +89,17 @@ def load_hf_dir(path: str | os.PathLike, dtype: torch.dtype | None = None):
         raise ModelLoadError(f"{path} is not a Hugging Face model directory (no config.json).")
     from transformers.utils import logging as hf_logging
 
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     # A local checkpoint loads in moments: its per-tensor bar is noise in every job's log.
     hf_logging.disable_progress_bar()
     try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or "auto", local_files_only=True)
+    except Exception as e:  # noqa: BLE001 - JSON, safetensors and transformers each raise their own types
+        reason = " ".join(str(e).split())[:300]
+        raise ModelLoadError(
+            f"cannot load the model in {path} ({type(e).__name__}: {reason}); its config.json, tokenizer or weights "
+            "are damaged or incomplete: copy the directory again or pass another model"
+        ) from None
     finally:
         hf_logging.enable_progress_bar()
     return model, tokenizer

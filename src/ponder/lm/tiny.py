@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import string
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from ponder.config import SETTINGS
 from ponder.lm.thoughts import THINK_CLOSE, THINK_OPEN
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
@@ -22,7 +23,7 @@ CHARSET = list(string.printable[:95]) + ["\n"]
 class TinyArch(BaseModel):
     """Shape of the tiny model (defaults: about 1.8M parameters)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = SETTINGS
     hidden_size: int = Field(192, ge=8, description="width of the residual stream")
     num_layers: int = Field(4, ge=1, description="transformer blocks")
     num_heads: int = Field(6, ge=1, description="attention heads (hidden size must divide by it)")

@@ -41,8 +41,9 @@ from ponder.train.checkpoint import (
     load_weights_into,
     restore_checkpoint,
     save_checkpoint,
-    save_pretrained_atomic,
+    save_final,
 )
+from ponder.train.guard import step_if_finite
 from ponder.train.metrics import MetricsLogger
 from ponder.train.optim import PolicyUpdateSettings, adamw_constant_after_warmup
 
@@ -261,8 +262,10 @@ class Engine:
                     **{k: float(v) for k, v in extra_stats.items()},
                 }
             )
-            if stepped:
-                self.recipe.after_optimizer_step(self)
+            if not stepped:  # the rest of the epochs would only repeat the non-finite step
+                stats["skipped"] = 1
+                break
+            self.recipe.after_optimizer_step(self)
         return stats
 
     def _idle_update(self) -> dict:
@@ -272,28 +275,24 @@ class Engine:
         distributed.all_sum([0.0], self.world, self.device)  # pairs with the normalizer's all-reduce
         for _ in range(self.cfg.ppo_epochs):
             out = self.run(lambda m: m(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).logits)
-            if self._optimizer_step(out.float().sum() * 0)[0]:
-                self.recipe.after_optimizer_step(self)
+            if not self._optimizer_step(out.float().sum() * 0)[0]:
+                break  # another rank's step was not finite: skip with it
+            self.recipe.after_optimizer_step(self)
         return {"idle_rank": 1}
 
     def _optimizer_step(self, loss: Tensor) -> tuple[bool, float]:
-        """Backward and step unless the loss or the gradient norm is non-finite on any rank (then skipped, counted).
+        """Backward, then step unless the loss or the gradient norm is non-finite on any rank (skipped and counted).
 
-        A skipped step leaves the weights, the optimizer state and the schedule untouched.
+        :func:`~ponder.train.guard.step_if_finite` decides with every rank (DDP has averaged the
+        gradients, so a NaN on one rank is a NaN everywhere); a skipped step leaves the weights, the
+        optimizer state and the schedule untouched.
         """
         self.optimizer.zero_grad(set_to_none=True)
-        if distributed.all_sum([float(not torch.isfinite(loss.detach()))], self.world, self.device)[0] > 0:
-            self.counters["skipped_nonfinite"] += 1
-            return False, float("nan")
         loss.backward()
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip))
-        if not math.isfinite(grad_norm):  # DDP has averaged the gradients: every rank sees the same norm
-            self.optimizer.zero_grad(set_to_none=True)
+        outcome = step_if_finite(loss, self.model.parameters(), self.optimizer, self.scheduler, self.cfg.grad_clip)
+        if not outcome.stepped:
             self.counters["skipped_nonfinite"] += 1
-            return False, grad_norm
-        self.optimizer.step()
-        self.scheduler.step()
-        return True, grad_norm
+        return outcome.stepped, outcome.grad_norm
 
     # ------------------------------------------------------------------ counters
     def totals(self) -> dict:
@@ -377,7 +376,7 @@ class Engine:
             **self.recipe.summary(),
         }
         if self.rank == 0:
-            save_pretrained_atomic(self.run_dir / "final", self.model, self.tokenizer)
+            save_final(self.run_dir, self.model, self.tokenizer)
         distributed.barrier(self.world)
         return summary
 

@@ -33,6 +33,7 @@ import torch
 from pydantic import Field, field_validator, model_validator
 
 from ponder.data.task import Problem, Task
+from ponder.errors import TaskError
 from ponder.lm.padding import pad_id_of
 from ponder.lm.thinking import ANSWER_STOPS, Completions, ThinkSettings, ThoughtFormat, think_then_answer
 from ponder.rewards import REWARDS, combine, parse_reward_spec
@@ -135,9 +136,9 @@ class GRPORecipe(Recipe):
         self.weights = parse_reward_spec(cfg.reward)
         self.problems: list[Problem] = task.problems(cfg.pool_size, seed=cfg.seed, split=cfg.split)
         if len(self.problems) < cfg.prompts_per_step:
-            raise ValueError(
+            raise TaskError(
                 f"task {task.name} has only {len(self.problems)} {cfg.split} problems; "
-                f"need at least prompts_per_step={cfg.prompts_per_step}"
+                f"need at least prompts_per_step={cfg.prompts_per_step} (lower --prompts-per-step or give more examples)"
             )
         self.pool = PromptPool(len(self.problems), seed=cfg.seed)
         self.ref = EMATeacher(1.0 if cfg.kl_ref == "initial" else cfg.ema_tau)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ponder.data.windows import window_stream
+
 ANSWER, OTHER = "answer", "other"
 
 
@@ -30,24 +32,11 @@ class Doc:
 def tokenize_docs(tokenizer, items: Iterable[tuple[str, int | None]], context_length: int) -> list[Doc]:
     """``(text, answer_char_start)`` pairs -> :class:`Doc` windows of at most ``context_length`` tokens.
 
-    A longer document is cut into consecutive windows (each its own document). The answer span
-    is located with the fast tokenizer's offsets, so it is right for any tokenizer.
+    A longer document is cut into consecutive windows (each its own document), tokenized in bounded
+    chunks (:func:`~ponder.data.windows.window_stream`). The answer span is located with the fast
+    tokenizer's offsets, so it is right for any tokenizer.
     """
-    docs = []
-    for text, answer_char in items:
-        enc = tokenizer(text, add_special_tokens=True, return_offsets_mapping=answer_char is not None)
-        ids = enc["input_ids"]
-        answer_tok = None
-        if answer_char is not None:
-            offsets = enc["offset_mapping"]
-            answer_tok = next((i for i, (s, e) in enumerate(offsets) if e > s and s >= answer_char), None)
-        for start in range(0, len(ids), context_length):
-            window = ids[start : start + context_length]
-            ans = None if answer_tok is None else max(0, answer_tok - start)
-            if answer_tok is not None and answer_tok >= start + len(window):
-                ans = None
-            docs.append(Doc(window, ans))
-    return docs
+    return [Doc(ids, ans) for ids, ans in window_stream(tokenizer, items, context_length)]
 
 
 def eligible_range(doc_len: int) -> range:

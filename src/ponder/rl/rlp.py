@@ -15,6 +15,7 @@ temperature 1; the thought tokens' policy log-probs are at the sampling temperat
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 from typing import Literal
@@ -22,6 +23,7 @@ from typing import Literal
 import torch
 from pydantic import Field, field_validator
 
+from ponder.data.windows import window_stream
 from ponder.lm.logprobs import token_logprobs
 from ponder.lm.padding import pad_id_of, pad_ids
 from ponder.lm.thinking import ThoughtFormat
@@ -31,7 +33,7 @@ from ponder.rl.ema import EMATeacher
 from ponder.rl.engine import Engine, EngineSettings, Recipe, StepBatch, load_extra
 from ponder.rl.generation import make_backend
 from ponder.rl.losses import kl_penalty, next_token_loss
-from ponder.rl.positions import ANSWER, OTHER, keyed_generators, tokenize_docs
+from ponder.rl.positions import ANSWER, OTHER, Doc, keyed_generators
 from ponder.rl.rollout import POSITION_WEIGHTINGS, Rollout, make_rollout
 
 
@@ -101,18 +103,18 @@ class RLPRecipe(Recipe):
     def _next_docs(self, engine: Engine):
         """This rank's documents of the step and one generator each, keyed by (seed, step, global index).
 
-        Every rank reads the whole global batch from the stream and keeps every world-th window:
-        a window's positions and thoughts depend only on its key, so any number of ranks sees the
-        same rollouts as one process.
+        A step takes ``docs_per_step`` token windows of the source
+        (:func:`~ponder.data.windows.window_stream`), however long its documents are. Every rank
+        reads the whole global batch and keeps every world-th window: a window's positions and
+        thoughts depend only on its key, so any number of ranks sees the same rollouts as one process.
         """
-        if self._stream is None:
-            self._stream = self.source.stream()
-            for _ in range(self.docs_consumed):
-                next(self._stream)
         cfg = self.settings
-        texts = [next(self._stream) for _ in range(cfg.docs_per_step)]
-        self.docs_consumed += len(texts)
-        docs = tokenize_docs(self.tokenizer, texts, cfg.context_length)
+        if self._stream is None:
+            self._stream = window_stream(self.tokenizer, self.source.stream(), cfg.context_length)
+            for _ in range(self.docs_consumed):  # windows, replayed: a resumed run reads what it would have
+                next(self._stream)
+        docs = [Doc(ids, answer_start) for ids, answer_start in itertools.islice(self._stream, cfg.docs_per_step)]
+        self.docs_consumed += len(docs)
         keys = [engine.step * 1_000_003 + i for i in range(len(docs))]
         mine = list(range(engine.rank, len(docs), engine.world))
         return [docs[i] for i in mine], keyed_generators(cfg.seed, [keys[i] for i in mine], engine.device)

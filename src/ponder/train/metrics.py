@@ -6,6 +6,9 @@ import json
 import math
 from pathlib import Path
 
+from ponder.errors import PonderError
+from ponder.progress import console
+
 
 class MetricsLogger:
     """Append one JSON object per step to ``run_dir/metrics.jsonl`` and mirror scalars to TensorBoard.
@@ -19,11 +22,7 @@ class MetricsLogger:
         if resume_step is None:
             self.path.write_text("")
         elif self.path.exists():
-            kept = [
-                line
-                for line in self.path.read_text().splitlines()
-                if line and json.loads(line).get("step", 0) <= resume_step
-            ]
+            kept = [line for line, row in _rows(self.path) if row.get("step", 0) <= resume_step]
             self.path.write_text("".join(line + "\n" for line in kept))
         self._tb = None
         if tensorboard:
@@ -57,6 +56,32 @@ def _plain(v):
     return v
 
 
+def _rows(path: Path) -> list[tuple[str, dict]]:
+    """``(line, row)`` of every row of a metrics file. A cut last line (a write stopped by power loss or
+    a full disk) is dropped with a warning; damage anywhere else is an error naming the line."""
+    try:
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise PonderError(f"{path} is unreadable ({type(e).__name__}); move it away to resume without it") from None
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            if i == len(lines) - 1:
+                console.print(
+                    f"[yellow]warning:[/] {path}: dropped its last line, cut short ({line[:40]!r})",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+                break
+            raise PonderError(f"{path}, line {i + 1} is not a JSON object; move the file away to resume") from None
+        rows.append((line, row))
+    return rows
+
+
 def read_metrics(run_dir: Path) -> list[dict]:
     path = Path(run_dir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return [row for _, row in _rows(path)] if path.exists() else []

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
+
+from ponder.config import SETTINGS
 
 
 def adamw_constant_after_warmup(model, lr: float, weight_decay: float = 0.0, warmup_steps: int = 0):
@@ -16,7 +18,7 @@ def adamw_constant_after_warmup(model, lr: float, weight_decay: float = 0.0, war
 class PolicyUpdateSettings(BaseModel):
     """Optimizer and clipped-surrogate settings shared by the RL trainers (RLP, GRPO, TTRL)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = SETTINGS
     warmup_steps: int = Field(0, ge=0, description="linear lr warmup steps")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     grad_clip: float = Field(1.0, gt=0, description="gradient norm clip")
