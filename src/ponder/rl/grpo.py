@@ -477,7 +477,7 @@ class GRPOTrainer:
     # ------------------------------------------------------------------ loop
     def train(self, resume: bool = False, progress: bool = True) -> dict:
         resumed = self.resume() if resume else False
-        logger = MetricsLogger(self.run_dir, resume_step=self.step if resumed else None)
+        logger = MetricsLogger(self.run_dir, self.step if resumed else None, **self.cfg.tracking())
         seconds = run_steps(self, self.name, self.train_step, logger, progress)
         logger.close()
         self.model.eval()

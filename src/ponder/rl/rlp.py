@@ -342,7 +342,8 @@ class RLPTrainer:
     def train(self, resume: bool = False, progress: bool = True) -> dict:
         resumed = self.resume() if resume else False
         progress = progress and self.rank == 0
-        logger = MetricsLogger(self.run_dir, resume_step=self.step if resumed else None) if self.rank == 0 else None
+        resume_step = self.step if resumed else None
+        logger = MetricsLogger(self.run_dir, resume_step, **self.cfg.tracking()) if self.rank == 0 else None
         stream = self.source.stream()
         for _ in range(self.docs_consumed):
             next(stream)

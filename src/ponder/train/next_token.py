@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from ponder.lm.score import pad_ids
 from ponder.train.checkpoint import (
@@ -26,9 +26,10 @@ from ponder.train.checkpoint import (
     set_rng_state,
 )
 from ponder.train.metrics import MetricsLogger
+from ponder.train.trackers import TrackingSettings
 
 
-class NextTokenConfig(BaseModel):
+class NextTokenConfig(TrackingSettings):
     """Optimisation settings of next-token training."""
 
     model_config = ConfigDict(extra="forbid")
@@ -108,7 +109,7 @@ def train_next_token(
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
         step, docs_consumed, tokens_seen = state["step"], state["docs_consumed"], state["tokens_seen"]
-    logger = MetricsLogger(run_dir, resume_step=step if ckpt is not None else None)
+    logger = MetricsLogger(run_dir, step if ckpt is not None else None, **cfg.tracking())
     stream = documents()
     for _ in range(docs_consumed):
         next(stream)
