@@ -116,11 +116,13 @@ class Thoughts:
     """``N = B * G`` sampled thoughts (rows ``b*G .. b*G+G-1`` belong to position ``b``).
 
     ``ids``: thought token ids without delimiters; ``closed [N]``: the model closed the thought
-    itself (False: cut at the budget and closed for it).
+    itself (False: cut at the budget and closed for it). ``logprobs``: per thought, the fp32
+    behaviour log-prob of each sampled token (its own ``</think>`` last when ``closed``), or None.
     """
 
     ids: list[list[int]]
     closed: Tensor
+    logprobs: list[Tensor] | None = None
 
     @property
     def lengths(self) -> Tensor:
