@@ -351,6 +351,7 @@ def parse_args(argv=None):
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")), help="torch threads")
     ap.add_argument("--only", default="ponder,loop,trl", help="comma list of: ponder, loop, trl, train, sft")
     ap.add_argument("--quick", action="store_true", help="tiny model, 1 doc x 2 positions, 1 timed step, no warmup")
+    ap.add_argument("--peak-n", type=int, help="matmul size of the peak probe (default: 8192 on a GPU, 2048 on a CPU)")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
     if args.quick:
@@ -382,7 +383,7 @@ def main(argv=None) -> dict:
     logging.disable(logging.WARNING)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-    peak = matmul_peak(args.device, DTYPES[args.dtype])
+    peak = matmul_peak(args.device, DTYPES[args.dtype], args.peak_n)
     base_model, tok = build_model(args.model, args.device, args.attn)
     base_model.eval()
     texts = make_docs(tok, args.docs, args.prefix)
