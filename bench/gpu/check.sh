@@ -34,6 +34,7 @@ SITE=$WORK/site
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1 PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}" TOKENIZERS_PARALLELISM=false
 exec > >(tee "$OUT_DIR/check.log") 2>&1
+TEE_PID=$!
 
 START=$(date +%s)
 DEADLINE=$((START + ${PONDER_CHECK_SECONDS:-465}))  # 8 minutes, less the summary and the call's own start
@@ -80,7 +81,7 @@ else
     if ls .whl/*.whl >/dev/null 2>&1; then
         stage wheels 60 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
             --target "$SITE" .whl/*.whl
-        export PYTHONPATH="$PYTHONPATH:$SITE"  # after the image's own packages: a wheel only fills a gap
+        export PYTHONPATH="$PYTHONPATH:$SITE"  # ahead of the image's site-packages, as PYTHONPATH always is
     else
         echo "== wheels: .whl/ is empty; relying on the image's packages"
     fi
@@ -99,3 +100,5 @@ DEADLINE=$((DEADLINE + 15))  # the summary always gets its time
 stage summary 15 "$PY" bench/gpu/summarize.py "$WORK" "$OUT_DIR/summary.json" $( ((DRY)) && echo --dry-run)
 echo "total $(($(date +%s) - START))s; summary: $OUT_DIR/summary.json, log: $OUT_DIR/check.log"
 rm -rf "$WORK"
+exec 1>&- 2>&-
+wait "$TEE_PID"  # the log is complete before the call returns
