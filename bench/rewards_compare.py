@@ -74,8 +74,16 @@ def sampled_accuracy(model, tokenizer, task, n: int, budget: int, k: int, temper
     problems = task.problems(n, seed=0, split="test")
     gen = torch.Generator().manual_seed(1234)
     fmt = ThoughtFormat.of(model, tokenizer)
-    out = think_then_answer(model, tokenizer, fmt, fmt.prompt_ids(tokenizer, [p.prompt for p in problems]), n=k,
-                            max_thought_tokens=budget, temperature=temperature, generator=gen)
+    out = think_then_answer(
+        model,
+        tokenizer,
+        fmt,
+        fmt.prompt_ids(tokenizer, [p.prompt for p in problems]),
+        n=k,
+        max_thought_tokens=budget,
+        temperature=temperature,
+        generator=gen,
+    )
     texts = out.texts(tokenizer)
     return sum(task.score(problems[i // k], t) for i, t in enumerate(texts)) / len(texts)
 

@@ -6,7 +6,7 @@ import pytest
 
 from ponder.cli import main
 from ponder.rl.info_gain import information_gain
-from ponder.rl.rollout import Doc
+from ponder.rl.positions import Doc
 
 
 @pytest.mark.slow

@@ -81,7 +81,13 @@ def test_no_think_mode_never_emits_a_delimiter(trained_tiny_dir):
     fmt = ThoughtFormat.of(lm.model, lm.tokenizer)
     prompts = fmt.prompt_ids(lm.tokenizer, [p.prompt for p in get_task("add2").problems(16, seed=3, split="test")])
     out = think_then_answer(
-        lm.model, lm.tokenizer, fmt, prompts, think=False, n=4, temperature=1.0,
+        lm.model,
+        lm.tokenizer,
+        fmt,
+        prompts,
+        think=False,
+        n=4,
+        temperature=1.0,
         generator=torch.Generator().manual_seed(0),
     )
     assert out.thoughts is None

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import itertools
-from types import SimpleNamespace
 import os
 import random
+from types import SimpleNamespace
 
 import pytest
 
 from ponder.cli import main
-from ponder.data.windows import document_windows, special_affixes, window_stream
+from ponder.data.windows import document_windows, special_affixes
 from ponder.train.next_token import document_token_windows
 
 

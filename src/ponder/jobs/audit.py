@@ -65,7 +65,10 @@ class AuditJob(BaseModel):
     """Settings of ``ponder audit``."""
 
     model_config = SETTINGS
-    model: str = Field("tiny", description="tiny, tiny-lazy, smollm2-135m, a HF model directory or a .gguf file")
+    model: str = Field(
+        "tiny",
+        description="tiny, tiny-lazy, smollm2-135m, a random-init shape (smollm2-135m-shape, qwen3-0.6b-shape[:LAYERS]), a HF model directory or a .gguf file",
+    )
     task: str = Field(DEMO_TASK, description="task whose held-out problems are audited")
     compare: str | None = Field(
         None,

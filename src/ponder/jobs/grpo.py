@@ -19,7 +19,10 @@ class ModelAndTask(BaseModel):
     """What a GRPO / TTRL job trains, on which task, and how the result is measured."""
 
     model_config = SETTINGS
-    model: str = Field("tiny", description="tiny, tiny-lazy, smollm2-135m, a HF model directory or a .gguf file")
+    model: str = Field(
+        "tiny",
+        description="tiny, tiny-lazy, smollm2-135m, a random-init shape (smollm2-135m-shape, qwen3-0.6b-shape[:LAYERS]), a HF model directory or a .gguf file",
+    )
     task: str = Field(DEMO_TASK, description="task whose problems give the prompts (see `ponder tasks`)")
     eval_n: int = Field(200, ge=0, description="held-out problems measured (greedy, think) before and after; 0: skip")
     device: str | None = Field(None, description="cpu, cuda, ... (default: cuda when available)")

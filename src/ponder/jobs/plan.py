@@ -79,7 +79,10 @@ class _PlanRun(BaseModel):
     """What ``ponder plan`` runs on and where it writes (listed before the search settings in ``--help``)."""
 
     model_config = SETTINGS
-    model: str = Field("tiny", description="tiny, tiny-lazy, smollm2-135m, a HF model directory or a .gguf file")
+    model: str = Field(
+        "tiny",
+        description="tiny, tiny-lazy, smollm2-135m, a random-init shape (smollm2-135m-shape, qwen3-0.6b-shape[:LAYERS]), a HF model directory or a .gguf file",
+    )
     task: str = Field(DEMO_TASK, description="task name (see `ponder tasks`)")
     method: Literal["mppi", "gradient", "policy", "random", "hill", "evolution"] = Field(
         "mppi", description="world-model planner (mppi, gradient, policy) or baseline (random, hill, evolution)"

@@ -25,7 +25,10 @@ class ModelAndCorpus(BaseModel):
     """What a training job trains and reads: shared by ``rlp`` and ``cpt`` so both see the same corpus."""
 
     model_config = SETTINGS
-    model: str = Field("tiny", description="tiny, tiny-lazy, smollm2-135m, a HF model directory or a .gguf file")
+    model: str = Field(
+        "tiny",
+        description="tiny, tiny-lazy, smollm2-135m, a random-init shape (smollm2-135m-shape, qwen3-0.6b-shape[:LAYERS]), a HF model directory or a .gguf file",
+    )
     task: str = Field(
         DEMO_TASK, description="task whose training problems form the corpus (when --corpus is not given)"
     )

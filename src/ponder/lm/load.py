@@ -131,6 +131,11 @@ def load_pretrained(
             f"model {spec!r} not found: pass a Hugging Face model directory (with config.json) "
             "or a .gguf file. Nothing is downloaded from a hub."
         )
+    return finish_loaded(model, tokenizer, spec, device, think_tokens)
+
+
+def finish_loaded(model, tokenizer, name: str, device=None, think_tokens: bool = True) -> LM:
+    """A loaded or built ``(model, tokenizer)`` made ready for ponder: pad token, think tokens, device, eval mode."""
     _finish_tokenizer(tokenizer)
     if think_tokens:
         ensure_think_tokens(model, tokenizer)
@@ -138,4 +143,4 @@ def load_pretrained(
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)
     model.eval()
-    return LM(model=model, tokenizer=tokenizer, name=spec)
+    return LM(model=model, tokenizer=tokenizer, name=name)

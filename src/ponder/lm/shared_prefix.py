@@ -7,7 +7,7 @@ tokens live per row. Each step the rows' queries are laid out on a ``[P, n]`` gr
 prompt's prefix with one batched matmul per prompt, and to their own generated suffix; one
 softmax over both gives exact attention (the same numbers as one concatenated key sequence).
 
-Used by :func:`ponder.lm.sample.sample` for plain causal self-attention models (no sliding
+Used by :func:`ponder.lm.decode.sample` for plain causal self-attention models (no sliding
 window, no logit soft-capping); others decode with the copied cache.
 """
 

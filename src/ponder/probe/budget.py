@@ -2,7 +2,7 @@
 
 Two ways to hold a model to a budget ``b`` thought tokens:
 
-* truncation: the thought is cut at ``b`` tokens and closed (``ponder.lm.generate``);
+* truncation: the thought is cut at ``b`` tokens and closed (:func:`ponder.lm.thinking.think_then_answer`);
 * forcing: whenever the model closes its thought before ``b`` tokens, the ``</think>`` is
   replaced by ``force_text`` ("Wait") and it keeps thinking, up to ``b`` tokens (at most
   ``max_forcings`` times); the thought is then closed and the answer sampled.

@@ -347,7 +347,8 @@ class Engine:
         """Run to ``settings.steps``; the last step is always logged and checkpointed. Returns the summary."""
         resumed = self.resume() if resume else False
         progress = progress and self.rank == 0
-        logger = MetricsLogger(self.run_dir, resume_step=self.step if resumed else None) if self.rank == 0 else None
+        resume_step = self.step if resumed else None
+        logger = MetricsLogger(self.run_dir, resume_step, **self.cfg.tracking()) if self.rank == 0 else None
         start, cfg, name = time.time(), self.cfg, self.recipe.name
         with make_progress(progress) as bar:
             task = bar.add_task(f"ponder {name}", total=cfg.steps, completed=self.step)

@@ -1,10 +1,10 @@
 """Where RLP's thoughts are sampled: a small backend interface.
 
 ``TransformersBackend`` (default) decodes with ponder's own shared-prefix KV-cache loop
-(:func:`ponder.lm.sample.sample`) on the live policy, so it never needs a weight sync.
-``VLLMBackend`` (extra ``vllm``, GPU only) keeps a vLLM engine beside the policy and loads the
-policy's weights into it after every optimizer step; vLLM's prefix caching shares each
-prefix's KV cache among the G thoughts.
+(:func:`ponder.lm.decode.sample`) on the live policy, so it never needs a weight sync.
+:class:`~ponder.rl.vllm_backend.VLLMBackend` (extra ``vllm``, GPU only) keeps a vLLM engine beside
+the policy, asleep while it trains, and sends it the policy's weights (CUDA IPC) before each rollout;
+vLLM's prefix caching shares each prefix's KV cache among the G thoughts.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import torch
 
 from ponder.errors import PonderError
 from ponder.lm.thinking import ThoughtFormat, Thoughts, sample_thoughts
+from ponder.rl.vllm_backend import VLLMBackend
 
 LOG = logging.getLogger(__name__)
 
@@ -77,80 +78,6 @@ class TransformersBackend:
 
     def sync_weights(self, model) -> None:
         self.model = model  # samples from the live module: nothing to copy
-
-
-class VLLMBackend:
-    """A vLLM engine on the GPU, refreshed from the policy after each update (not reproducible per seed)."""
-
-    name = "vllm"
-
-    def __init__(
-        self,
-        model,
-        tokenizer,
-        fmt: ThoughtFormat,
-        top_p: float = 1.0,
-        logprob_temperature: float | None = None,
-        gpu_memory_utilization: float = 0.3,
-    ):
-        try:
-            import vllm
-        except ImportError as e:
-            raise PonderError(
-                "the vLLM generation backend needs vLLM: install ponder with the `vllm` extra "
-                "(pip install 'ponder[vllm]') on a machine with a CUDA GPU, or use the transformers "
-                "backend (--generation-backend transformers)"
-            ) from e
-        if not torch.cuda.is_available():
-            raise PonderError(
-                "the vLLM generation backend needs a CUDA GPU; none is visible. Use "
-                "--generation-backend transformers (the default on CPU)."
-            )
-        import tempfile
-
-        self._vllm = vllm
-        self.open_id, self.close_id, self.eos = fmt.open_id, fmt.close_id, list(fmt.eos_ids)
-        self.top_p = top_p
-        self._dir = tempfile.mkdtemp(prefix="ponder-vllm-")
-        model.save_pretrained(self._dir)
-        tokenizer.save_pretrained(self._dir)
-        dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-        self.llm = vllm.LLM(
-            model=self._dir, dtype=dtype, gpu_memory_utilization=gpu_memory_utilization, enable_prefix_caching=True
-        )
-
-    def generate(self, prefixes, n, max_tokens, temperature=0.7, generators=None) -> Thoughts:
-        seed = (
-            None
-            if generators is None
-            else int(torch.randint(2**31 - 1, (1,), generator=generators[0], device=generators[0].device))
-        )
-        params = self._vllm.SamplingParams(
-            n=n,
-            temperature=temperature,
-            top_p=self.top_p,
-            max_tokens=max_tokens,
-            logprobs=0,
-            min_tokens=1,
-            stop_token_ids=[self.close_id],
-            seed=seed,
-            logit_bias={t: -100.0 for t in [self.open_id, *self.eos]},
-        )
-        prompts = [{"prompt_token_ids": [*p, self.open_id]} for p in prefixes]
-        ids, logps, closed = [], [], []
-        for out in self.llm.generate(prompts, params, use_tqdm=False):
-            for c in out.outputs:
-                toks = list(c.token_ids)
-                shut = bool(toks) and toks[-1] == self.close_id
-                ids.append(toks[:-1] if shut else toks)
-                logps.append(torch.tensor([step[t].logprob for step, t in zip(c.logprobs, toks)]))
-                closed.append(shut)
-        return Thoughts([list(p) for p in prefixes], n, ids, logps, torch.tensor(closed))
-
-    def sync_weights(self, model) -> None:
-        # The engine's in-process model (vLLM's offline LLM, single GPU); names match the HF checkpoint's.
-        runner = self.llm.llm_engine.model_executor.driver_worker.model_runner
-        runner.model.load_weights((name, p.detach()) for name, p in model.state_dict().items())
 
 
 def make_backend(

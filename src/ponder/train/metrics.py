@@ -1,4 +1,4 @@
-"""Per-step metrics to JSONL and TensorBoard, resume-aware."""
+"""Per-step metrics to JSONL and the trackers of ``report_to`` (TensorBoard, W&B), resume-aware."""
 
 from __future__ import annotations
 
@@ -8,15 +8,25 @@ from pathlib import Path
 
 from ponder.errors import PonderError
 from ponder.progress import console
+from ponder.train.trackers import finite_scalars, make_trackers
 
 
 class MetricsLogger:
-    """Append one JSON object per step to ``run_dir/metrics.jsonl`` and mirror scalars to TensorBoard.
+    """Append one JSON object per step to ``run_dir/metrics.jsonl`` and mirror scalars to the trackers.
 
     On resume from step k, rows after k are dropped first so the log matches an uninterrupted run.
+    ``report_to``: tracker names (:mod:`ponder.train.trackers`; default: TensorBoard unless
+    ``tensorboard=False``); ``config``: the run's settings, recorded by W&B.
     """
 
-    def __init__(self, run_dir: Path, resume_step: int | None = None, tensorboard: bool = True):
+    def __init__(
+        self,
+        run_dir: Path,
+        resume_step: int | None = None,
+        tensorboard: bool = True,
+        report_to: list[str] | None = None,
+        config: dict | None = None,
+    ):
         self.path = Path(run_dir) / "metrics.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if resume_step is None:
@@ -24,27 +34,21 @@ class MetricsLogger:
         elif self.path.exists():
             kept = [line for line, row in _rows(self.path) if row.get("step", 0) <= resume_step]
             self.path.write_text("".join(line + "\n" for line in kept))
-        self._tb = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self._tb = SummaryWriter(str(Path(run_dir) / "tb"))
-            except ImportError:  # tensorboard is a core dependency; stay usable without it
-                self._tb = None
+        if report_to is None:
+            report_to = ["tensorboard"] if tensorboard else []
+        self._trackers = make_trackers(report_to, Path(run_dir), config)
 
     def log(self, step: int, metrics: dict) -> None:
         row = {"step": step, **{k: _plain(v) for k, v in metrics.items()}}
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
-        if self._tb is not None:
-            for k, v in row.items():
-                if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
-                    self._tb.add_scalar(k, v, step)
+        scalars = finite_scalars(row)
+        for tracker in self._trackers:
+            tracker.log(step, scalars)
 
     def close(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
+        for tracker in self._trackers:
+            tracker.close()
 
 
 def _plain(v):

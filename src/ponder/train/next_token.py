@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from ponder.config import SETTINGS
 from ponder.data.windows import window_stream
@@ -30,9 +30,10 @@ from ponder.train.checkpoint import (
 )
 from ponder.train.guard import step_if_finite
 from ponder.train.metrics import MetricsLogger
+from ponder.train.trackers import TrackingSettings
 
 
-class NextTokenConfig(BaseModel):
+class NextTokenConfig(TrackingSettings):
     """Optimisation settings of next-token training."""
 
     model_config = SETTINGS
@@ -105,7 +106,7 @@ def train_next_token(
         state = restore_checkpoint(ckpt, model, optimizer, scheduler)
         step, docs_consumed, tokens_seen = state["step"], state["docs_consumed"], state["tokens_seen"]
         skipped = state.get("skipped_nonfinite", 0)
-    logger = MetricsLogger(run_dir, resume_step=step if ckpt is not None else None)
+    logger = MetricsLogger(run_dir, step if ckpt is not None else None, **cfg.tracking())
     stream = document_token_windows(tokenizer, documents(), cfg.max_length)  # docs_consumed counts windows
     for _ in range(docs_consumed):
         next(stream)
