@@ -239,8 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_cpt,
         "continued pretraining (next-token) baseline, compute-matched to an RLP run",
         "Next-token training on the same corpus as RLP. With --match-run RUN the step count is set so the "
-        "tokens processed match that RLP run: --match flop (rollout tokens + input tokens, the paper's "
-        "T_flop) or --match token (input tokens only).",
+        "tokens CPT trains on (after truncation to --max-length) come nearest that RLP run's budget: --match flop "
+        "(rollout tokens + input tokens, the paper's T_flop), --match token (input tokens only) or --match compute "
+        "(the run's FLOPs / 6 x parameters). The README's compute account says what each counts.",
     )
     _add_run_flags(p, json_out=False)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -12,6 +14,8 @@ from ponder.data.registry import DEMO_TASK
 from ponder.errors import PonderError
 from ponder.rl.rlp import RLPConfig
 from ponder.train.next_token import NextTokenConfig
+
+LOG = logging.getLogger(__name__)
 
 
 class ModelAndCorpus(BaseModel):
@@ -41,8 +45,10 @@ class CPTJob(NextTokenConfig, ModelAndCorpus):
     match_run: str | None = Field(
         None, description="an RLP run directory whose compute this run matches (sets --steps)"
     )
-    match: Literal["flop", "token"] = Field(
-        "flop", description="flop: T_flop = rollout tokens + input tokens; token: input tokens"
+    match: Literal["flop", "token", "compute"] = Field(
+        "flop",
+        description="flop: the paper's T_flop = rollout tokens + input tokens; token: input tokens; "
+        "compute: the RLP run's FLOPs / (6 x CPT's parameters) (see ponder.rl.compute)",
     )
 
 
@@ -75,15 +81,22 @@ def run_rlp(job: RLPJob, resume: bool = True, progress: bool = True) -> dict:
     return summary
 
 
-def mean_doc_tokens(tokenizer, source, n: int = 256) -> float:
-    stream = source.stream()
-    docs = [next(stream)[0] for _ in range(n)]
-    return sum(len(ids) + 1 for ids in tokenizer(docs)["input_ids"]) / n  # +1: the EOS the trainer appends
+def trained_tokens_per_step(tokenizer, documents, batch_size: int, max_length: int) -> Iterator[int]:
+    """Tokens each successive CPT step trains on: its batch as the trainer collates it (truncation included)."""
+    from ponder.train.next_token import collate_documents
+
+    while True:
+        docs = [next(documents) for _ in range(batch_size)]
+        yield int(collate_documents(tokenizer, docs, max_length, "cpu")[1].sum())
 
 
-def cpt_steps(job: CPTJob, tokenizer, source) -> tuple[int, int | None]:
-    """(steps, token budget): from ``--match-run`` when given, else ``--steps``."""
-    from ponder.rl.compute import cpt_budget_tokens, steps_for_tokens
+def cpt_steps(job: CPTJob, model, tokenizer, documents) -> tuple[int, dict | None]:
+    """``(steps, plan)``: from ``--match-run`` when given (plan: budget and planned tokens), else ``--steps``.
+
+    The steps are counted on the very documents CPT will read, so the trained tokens equal the
+    budget up to the nearest whole step.
+    """
+    from ponder.rl.compute import cpt_budget_tokens, model_size, steps_for_budget
 
     if not job.match_run:
         return job.steps, None
@@ -91,8 +104,22 @@ def cpt_steps(job: CPTJob, tokenizer, source) -> tuple[int, int | None]:
     if not summary_path.is_file():
         raise PonderError(f"{summary_path} not found: --match-run must name a finished `ponder rlp` run directory")
     rlp = json.loads(summary_path.read_text())
-    budget = cpt_budget_tokens(job.match, rlp["input_tokens"], rlp["rollout_tokens"])
-    return steps_for_tokens(budget, job.batch_size, mean_doc_tokens(tokenizer, source)), budget
+    if "flop_matched_tokens" not in rlp:
+        raise PonderError(
+            f"{summary_path} has no compute account (written by an older ponder); rerun that `ponder rlp` run"
+        )
+    budget = cpt_budget_tokens(job.match, rlp, model_size(model).params)
+    per_step = trained_tokens_per_step(tokenizer, documents, job.batch_size, job.max_length)
+    steps, planned = steps_for_budget(per_step, budget)
+    if abs(planned - budget) > 0.02 * budget:
+        LOG.warning(
+            "cpt: %d steps train %d tokens for a budget of %d (%+.1f%%): a step is too coarse; lower --batch-size",
+            steps,
+            planned,
+            budget,
+            100 * (planned / budget - 1),
+        )
+    return steps, {"budget_tokens": budget, "planned_tokens": planned}
 
 
 def run_cpt(job: CPTJob, resume: bool = True, progress: bool = True) -> dict:
@@ -101,7 +128,7 @@ def run_cpt(job: CPTJob, resume: bool = True, progress: bool = True) -> dict:
 
     lm = load_model(job.model, device=job.device)
     source = _source(job)
-    steps, budget = cpt_steps(job, lm.tokenizer, source)
+    steps, plan = cpt_steps(job, lm.model, lm.tokenizer, (text for text, _ in source.stream()))
     out = Path(job.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "cpt_job.json").write_text(job.model_dump_json(indent=2))
@@ -116,6 +143,6 @@ def run_cpt(job: CPTJob, resume: bool = True, progress: bool = True) -> dict:
         progress=progress,
         description="ponder cpt",
     )
-    summary.update({"match": job.match if job.match_run else None, "budget_tokens": budget})
+    summary.update({"match": job.match if job.match_run else None, **(plan or {"budget_tokens": None})})
     (out / "cpt_summary.json").write_text(json.dumps(summary, indent=2))
     return summary

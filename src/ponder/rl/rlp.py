@@ -24,6 +24,7 @@ from pydantic import ConfigDict, Field, field_validator
 from ponder.lm.score import pad_id_of, pad_ids, token_logprobs
 from ponder.rl import distributed
 from ponder.rl.advantages import group_advantages, rlp_reward, valid_groups
+from ponder.rl.compute import RLPCompute, model_size, rollout_compute
 from ponder.rl.ema import EMATeacher
 from ponder.rl.loop import run_steps
 from ponder.rl.losses import clipped_surrogate, kl_penalty, masked_mean, next_token_loss
@@ -117,14 +118,13 @@ class RLPTrainer:
         self.ema = EMATeacher(cfg.ema_tau)
         self.step = 0
         self.docs_consumed = 0
+        self.model_size = model_size(model)
         self.counters = {
             "skipped_nonfinite": 0,
             "skipped_no_position": 0,
             "unclosed_thoughts": 0,
-            "input_tokens": 0,
-            "thought_tokens": 0,
-            "rollout_tokens": 0,
-            "positions": 0,
+            "document_tokens": 0,  # tokens of the document windows this rank drew (the text consumed)
+            **RLPCompute().counters(),  # the compute account (ponder.rl.compute), summed over ranks
         }
 
     # ------------------------------------------------------------------ state
@@ -223,12 +223,23 @@ class RLPTrainer:
                 else None
             )
         self.step += 1
-        local_pos = 0 if rollout is None else len(rollout.positions)
+        # The compute account of every rank's rollouts, summed in one all-reduce (an idle rank adds zeros).
+        account = rollout_compute(
+            rollout,
+            cfg.group_size,
+            self.model_size,
+            policy_epochs=cfg.ppo_epochs,
+            next_token_pass=cfg.next_token_weight > 0,
+            kl_pass=cfg.kl_coef > 0,
+        ).counters()
+        totals = dict(zip(account, distributed.all_sum(list(account.values()), self.world, self.device)))
         # The loss is a mean over the global batch's thoughts: ranks scale theirs by their share.
-        global_pos = distributed.all_sum([local_pos], self.world, self.device)[0]
+        global_pos = totals["positions"]
         if global_pos == 0:
             self.counters["skipped_no_position"] += 1
             return {"skipped": 1}
+        for key, value in totals.items():
+            self.counters[key] = self.counters.get(key, 0) + round(value)
         if rollout is None:  # this rank drew nothing but the others train: join their gradient all-reduce
             return self._idle_step()
         num_pos, group = len(rollout.positions), cfg.group_size
@@ -243,10 +254,7 @@ class RLPTrainer:
         thought_len = rollout.thoughts.lengths
         unclosed = int((~rollout.thoughts.closed).sum())
         self.counters["unclosed_thoughts"] += unclosed
-        self.counters["positions"] += num_pos
-        self.counters["thought_tokens"] += int(thought_len.sum())
-        self.counters["input_tokens"] += sum(len(d.ids) for d in docs)
-        self.counters["rollout_tokens"] += batch.num_tokens
+        self.counters["document_tokens"] += sum(len(d.ids) for d in docs)
         metrics = {
             "reward_mean": float(rewards.mean()),
             "reward_std": float(rewards.std()),
