@@ -113,7 +113,8 @@ def cpt_steps(job: CPTJob, model, tokenizer, documents) -> tuple[int, dict | Non
     steps, planned = steps_for_budget(per_step, budget)
     if abs(planned - budget) > 0.02 * budget:
         LOG.warning(
-            "cpt: %d steps train %d tokens for a budget of %d (%+.1f%%): a step is too coarse; lower --batch-size or --max-length",
+            "cpt: %d steps train %d tokens for a budget of %d (%+.1f%%): whole steps are too coarse; "
+            "lower --batch-size or --max-length",
             steps,
             planned,
             budget,
