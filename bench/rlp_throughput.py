@@ -159,18 +159,18 @@ def run_ponder(model, tok, texts, args):
 def ponder_step_flops(model, delta: dict, args) -> float:
     """Model FLOPs of one engine step from its counters (useful work: causal attention, no padding)."""
     n = matmul_params(model)
-    doc, pos, thought, tree = (
-        delta["input_tokens"],
+    doc, pos, thought, branch = (
+        delta["document_tokens"],
         delta["positions"],
         delta["thought_tokens"],
-        delta["rollout_tokens"],
+        delta["rollout_tokens"],  # the branches <think> c </think> x_t
     )
     p, g = args.prefix, args.group
     base = 2 * n * doc + attn_flops(model, doc * doc / 2 / max(1, args.docs))  # one pass per document
     prefill = 2 * n * pos * (p + 1) + attn_flops(model, pos * (p + 1) ** 2 / 2)
     mean_len = thought / max(1, pos * g)
     decode = 2 * n * (thought + pos * g) + attn_flops(model, (thought + pos * g) * (p + 1 + mean_len / 2))
-    branch = tree - args.docs * p
+    tree = args.docs * p + branch  # the tree forward: each document's prefix once, then the branches
     train = 3 * (2 * n * tree + attn_flops(model, args.docs * p * p / 2 + branch * (p + mean_len / 2)))
     return base + prefill + decode + train
 

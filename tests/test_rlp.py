@@ -10,7 +10,6 @@ from ponder.data.synthetic import Addition
 from ponder.lm.thinking import Thoughts
 from ponder.lm.thoughts import think_token_ids
 from ponder.rl.batches import rlp_padded_batch
-from ponder.rl.compute import cpt_budget_tokens, flop_matched_tokens, steps_for_tokens
 from ponder.rl.positions import ANSWER, OTHER, Doc, choose_positions, eligible_range, tokenize_docs
 from ponder.rl.rlp import RLPConfig, RLPTrainer
 
@@ -75,16 +74,6 @@ def test_positions_never_at_first_token_and_respect_k():
     assert pos == [(1, 1), (1, 2), (1, 3), (1, 4)]
     weights = [torch.zeros(1), torch.tensor([0.0, 0.0, 0.0, 1.0, 0.0])]
     assert choose_positions(docs, 1, gen, weights) == [(1, 3)]
-
-
-def test_compute_matching():
-    assert flop_matched_tokens(n=8, l_seq=100, batch_size=4, iters=10, input_tokens=500) == 8 * 100 * 4 * 10 + 500
-    assert cpt_budget_tokens("token", 500, 32000) == 500
-    assert cpt_budget_tokens("flop", 500, 32000) == 32500
-    assert steps_for_tokens(1000, batch_size=10, mean_doc_tokens=20) == 5
-    assert steps_for_tokens(1001, batch_size=10, mean_doc_tokens=20) == 6
-    with pytest.raises(ValueError):
-        cpt_budget_tokens("words", 1, 1)
 
 
 def test_zero_thought_budget_is_rejected():

@@ -189,6 +189,24 @@ def cmd_plan(args) -> int:
     return 0
 
 
+def cmd_corpus_build(args) -> int:
+    from ponder.jobs.corpus import CorpusJob, run_corpus
+
+    job = config_from_args(CorpusJob, args)
+    manifest = run_corpus(job)
+    summary = {}
+    for name, split in manifest["splits"].items():
+        summary[f"{name} documents"] = split["documents"]
+        summary[f"{name} characters"] = split["chars"]
+        for model, n in split.get("tokens", {}).items():
+            summary[f"{name} tokens ({model})"] = n
+    summary["sources"] = len(manifest["sources"])
+    summary["fingerprint"] = manifest["fingerprint"][:16]
+    _print_summary(f"ponder corpus build -> {job.out}", summary)
+    console.print(f"train on it with --corpus {Path(job.out) / 'train.jsonl'} (heldout.jsonl is for evaluation)")
+    return 0
+
+
 def cmd_tasks(args) -> int:
 
     for name in known_tasks():
@@ -251,8 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_cpt,
         "continued pretraining (next-token) baseline, compute-matched to an RLP run",
         "Next-token training on the same corpus as RLP. With --match-run RUN the step count is set so the "
-        "tokens processed match that RLP run: --match flop (rollout tokens + input tokens, the paper's "
-        "T_flop) or --match token (input tokens only).",
+        "tokens CPT trains on (after truncation to --max-length) come nearest that RLP run's budget: --match flop "
+        "(rollout tokens + input tokens, the paper's T_flop), --match token (input tokens only) or --match compute "
+        "(the run's FLOPs / 6 x parameters). The README's compute account says what each counts.",
     )
     _add_run_flags(p, json_out=False)
 
@@ -318,6 +337,22 @@ def build_parser() -> argparse.ArgumentParser:
         "every candidate. Prints the trajectory (edit, predicted, real), saves the best chain and a report.",
     )
     _add_run_flags(p, resume=False)
+
+    from ponder.jobs.corpus import CorpusJob
+
+    p = sub.add_parser("corpus", help="build the offline real-text corpus")
+    corpus_sub = p.add_subparsers(dest="corpus_command", metavar="ACTION", required=True)
+    p = _add_job(
+        corpus_sub,
+        "build",
+        CorpusJob,
+        cmd_corpus_build,
+        "build train.jsonl / heldout.jsonl from the prose installed packages ship",
+        "Builds a real-text corpus with nothing downloaded: the Python reference topics (pydoc_data), the READMEs "
+        "in installed packages' METADATA and the standard library's docstrings, reduced to prose paragraphs (no "
+        "code, tables or markup), cut into documents and split into train and held-out by a hash of each source "
+        "unit. manifest.json records each source file's package, version and sha256 and a fingerprint.",
+    )
 
     p = sub.add_parser("tasks", help="list the built-in tasks")
     p.set_defaults(func=cmd_tasks)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import itertools
 import json
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -15,10 +16,12 @@ from ponder.data.sources import make_source
 from ponder.errors import PonderError
 from ponder.jobs.models import load_model
 from ponder.rl import distributed
-from ponder.rl.compute import cpt_budget_tokens, steps_for_tokens
+from ponder.rl.compute import cpt_budget_tokens, model_size, steps_for_budget
 from ponder.rl.rlp import RLPConfig, RLPTrainer
 from ponder.train.next_token import NextTokenConfig, document_token_windows, train_next_token
 from ponder.train.rundir import open_run, write_json_file
+
+LOG = logging.getLogger(__name__)
 
 
 class ModelAndCorpus(BaseModel):
@@ -51,8 +54,10 @@ class CPTJob(NextTokenConfig, ModelAndCorpus):
     match_run: str | None = Field(
         None, description="an RLP run directory whose compute this run matches (sets --steps)"
     )
-    match: Literal["flop", "token"] = Field(
-        "flop", description="flop: T_flop = rollout tokens + input tokens; token: input tokens"
+    match: Literal["flop", "token", "compute"] = Field(
+        "flop",
+        description="flop: the paper's T_flop = rollout tokens + input tokens; token: input tokens; "
+        "compute: the RLP run's FLOPs / (6 x CPT's parameters) (see ponder.rl.compute)",
     )
 
 
@@ -74,15 +79,19 @@ def run_rlp(job: RLPJob, resume: bool = True, progress: bool = True, allow_confi
     return summary
 
 
-def mean_doc_tokens(tokenizer, source, max_length: int, n: int = 256) -> float:
-    """Mean tokens of the first ``n`` windows a CPT run on ``source`` reads (EOS included)."""
+def trained_tokens_per_step(tokenizer, documents, batch_size: int, max_length: int) -> Iterator[int]:
+    """Tokens each successive CPT step trains on: its ``batch_size`` windows, as the trainer reads them."""
+    windows = document_token_windows(tokenizer, documents, max_length)
+    while True:
+        yield sum(len(next(windows)) for _ in range(batch_size))
 
-    windows = document_token_windows(tokenizer, (text for text, _ in source.stream()), max_length)
-    return sum(len(ids) for ids in itertools.islice(windows, n)) / n
 
+def cpt_steps(job: CPTJob, model, tokenizer, documents) -> tuple[int, dict | None]:
+    """``(steps, plan)``: from ``--match-run`` when given (plan: budget and planned tokens), else ``--steps``.
 
-def cpt_steps(job: CPTJob, tokenizer, source) -> tuple[int, int | None]:
-    """(steps, token budget): from ``--match-run`` when given, else ``--steps``."""
+    The steps are counted on the very documents CPT will read, so the trained tokens equal the
+    budget up to the nearest whole step.
+    """
 
     if not job.match_run:
         return job.steps, None
@@ -91,20 +100,34 @@ def cpt_steps(job: CPTJob, tokenizer, source) -> tuple[int, int | None]:
         raise PonderError(f"{summary_path} not found: --match-run must name a finished `ponder rlp` run directory")
     try:
         rlp = json.loads(summary_path.read_text(encoding="utf-8"))
-        input_tokens, rollout_tokens = int(rlp["input_tokens"]), int(rlp["rollout_tokens"])
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+    except (OSError, UnicodeDecodeError, ValueError) as e:
         raise PonderError(
             f"{summary_path} is damaged ({type(e).__name__}: {e}); rerun that `ponder rlp` to rewrite it"
         ) from None
-    budget = cpt_budget_tokens(job.match, input_tokens, rollout_tokens)
-    return steps_for_tokens(budget, job.batch_size, mean_doc_tokens(tokenizer, source, job.max_length)), budget
+    if not isinstance(rlp, dict) or "flop_matched_tokens" not in rlp:
+        raise PonderError(
+            f"{summary_path} has no compute account (written by an older ponder); rerun that `ponder rlp` run"
+        )
+    budget = cpt_budget_tokens(job.match, rlp, model_size(model).params)
+    per_step = trained_tokens_per_step(tokenizer, documents, job.batch_size, job.max_length)
+    steps, planned = steps_for_budget(per_step, budget)
+    if abs(planned - budget) > 0.02 * budget:
+        LOG.warning(
+            "cpt: %d steps train %d tokens for a budget of %d (%+.1f%%): whole steps are too coarse; "
+            "lower --batch-size or --max-length",
+            steps,
+            planned,
+            budget,
+            100 * (planned / budget - 1),
+        )
+    return steps, {"budget_tokens": budget, "planned_tokens": planned}
 
 
 def run_cpt(job: CPTJob, resume: bool = True, progress: bool = True, allow_config_change: bool = False) -> dict:
     with open_run(job.out, "cpt", job, resume, allow_config_change) as out:
         lm = load_model(job.model, device=job.device)
         source = _source(job)
-        steps, budget = cpt_steps(job, lm.tokenizer, source)
+        steps, plan = cpt_steps(job, lm.model, lm.tokenizer, (text for text, _ in source.stream()))
         cfg = NextTokenConfig(**{**job.model_dump(include=set(NextTokenConfig.model_fields)), "steps": steps})
         summary = train_next_token(
             lm.model,
@@ -116,6 +139,6 @@ def run_cpt(job: CPTJob, resume: bool = True, progress: bool = True, allow_confi
             progress=progress,
             description="ponder cpt",
         )
-        summary.update({"match": job.match if job.match_run else None, "budget_tokens": budget})
+        summary.update({"match": job.match if job.match_run else None, **(plan or {"budget_tokens": None})})
         write_json_file(out / "cpt_summary.json", summary)
     return summary

@@ -29,6 +29,7 @@ from ponder.lm.padding import pad_id_of, pad_ids
 from ponder.lm.thinking import ThoughtFormat
 from ponder.rl.advantages import group_advantages, rlp_reward, valid_groups
 from ponder.rl.batches import target_logprob_sums
+from ponder.rl.compute import model_size, rollout_compute
 from ponder.rl.ema import EMATeacher
 from ponder.rl.engine import Engine, EngineSettings, Recipe, StepBatch, load_extra
 from ponder.rl.generation import make_backend
@@ -98,6 +99,7 @@ class RLPRecipe(Recipe):
         self.docs_consumed = 0
         self._stream = None
         self.backend = None
+        self.model_size = model_size(model)  # for the compute account (ponder.rl.compute)
 
     # ------------------------------------------------------------------ data
     def _next_docs(self, engine: Engine):
@@ -171,14 +173,18 @@ class RLPRecipe(Recipe):
         rewards = rlp_reward(policy_target, rollout.baseline_logp[:, None].expand(num_pos, group))
         thought_len = rollout.thoughts.lengths
         unclosed = int((~rollout.thoughts.closed).sum())
+        # The compute account (ponder.rl.compute): layout-independent, summed over ranks in the summary.
+        account = rollout_compute(
+            rollout,
+            group,
+            self.model_size,
+            policy_epochs=cfg.ppo_epochs,
+            next_token_pass=cfg.next_token_weight > 0,
+            kl_pass=cfg.kl_coef > 0,
+        ).counters()
+        account.update({"unclosed_thoughts": unclosed, "document_tokens": sum(len(d.ids) for d in docs)})
         c = self.counters
-        for key, value in (
-            ("positions", num_pos),
-            ("unclosed_thoughts", unclosed),
-            ("thought_tokens", int(thought_len.sum())),
-            ("input_tokens", sum(len(d.ids) for d in docs)),
-            ("rollout_tokens", batch.num_tokens),
-        ):
+        for key, value in account.items():
             c[key] = c.get(key, 0) + value
         advantages = group_advantages(rewards, correction="rlp")
         # A group of (near-)identical rewards teaches nothing; left in, its float-noise advantages
