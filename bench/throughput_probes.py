@@ -173,10 +173,13 @@ def train_pass(model, tok, doc_ids: list[list[int]], args, peak: float) -> dict:
 
 def run_sft(model, tok, texts: list[str], args, peak: float) -> dict:
     """Time next-token training (forward with labels, backward, AdamW step) on the same documents."""
-    from ponder.train.next_token import collate_documents
+    import itertools
+
+    from ponder.train.next_token import collate_windows, document_token_windows
 
     device, dtype = args.device, DTYPES[args.dtype]
-    ids, mask, labels = collate_documents(tok, texts, args.prefix + 2, device)
+    rows = list(itertools.islice(document_token_windows(tok, iter(texts), args.prefix + 2), len(texts)))
+    ids, mask, labels = collate_windows(rows, tok.pad_token_id, device)
     tokens = int(mask.sum())
     flops = 3 * (2 * matmul_params(model) * tokens + attn_flops(model, causal_pairs(mask.sum(1).tolist())))
     model.train()

@@ -186,11 +186,11 @@ def test_cpt_match_run_spends_the_rlp_budget_on_long_documents(tmp_path):
     corpus = tmp_path / "long.jsonl"
     corpus.write_text("".join(json.dumps({"text": _words(rng, 1000)}) + "\n" for _ in range(30)))
     common = ["--model", str(model_dir), "--corpus", str(corpus), "--quiet"]
-    rlp_args = ["--steps", "2", "--docs-per-step", "2", "--group-size", "2", "--max-thought-tokens", "4"]
+    rlp_args = ["--steps", "2", "--docs-per-step", "6", "--group-size", "2", "--max-thought-tokens", "4"]
     assert main(["rlp", *common, *rlp_args, "--context-length", "64", "--out", str(tmp_path / "rlp")]) == 0
     rlp = json.loads((tmp_path / "rlp" / "rlp_summary.json").read_text())
     assert rlp["flop_matched_tokens"] == rlp["input_tokens"] + rlp["rollout_tokens"]
-    cpt_args = ["--match-run", str(tmp_path / "rlp"), "--batch-size", "1", "--max-length", "64", "--lr", "1e-4"]
+    cpt_args = ["--match-run", str(tmp_path / "rlp"), "--batch-size", "1", "--max-length", "16", "--lr", "1e-4"]
     assert main(["cpt", *common, *cpt_args, "--out", str(tmp_path / "cpt")]) == 0
     cpt = json.loads((tmp_path / "cpt" / "cpt_summary.json").read_text())
     budget = rlp["flop_matched_tokens"]
