@@ -48,8 +48,8 @@ from ponder.data.refine import RefineFilter, keep_mask
 from ponder.data.registry import get_task
 from ponder.eval import evaluate
 from ponder.jobs.base import thought_budget
-from ponder.jobs.refine import RefineJob, build_table, student_dir, train_on_selection
-from ponder.lm.load import load_hf_dir
+from ponder.jobs.models import load_model
+from ponder.jobs.refine import RefineJob, build_table, student_spec, train_on_selection
 from ponder.report.tables import markdown_table, seed_cells, seed_summary
 
 FILTERS: dict[str, RefineFilter] = {
@@ -68,7 +68,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--task", default="add3-5")
     p.add_argument("--teacher", default="tiny", help="tiny (default) or a HF model directory")
-    p.add_argument("--student", default=None, help="HF directory (default: the weak student, trained on first use)")
+    p.add_argument("--student", default=None, help="model name or HF directory (default: the weak student)")
     p.add_argument("--conditions", default=",".join(CONDITIONS), help="subset of " + ", ".join(CONDITIONS))
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--n-train", type=int, default=1000, help="training problems per seed")
@@ -148,8 +148,10 @@ def main(argv=None) -> dict:
             ),
         )
         table = build_table(job)
-        student, tok = load_hf_dir(student_dir(job))
-        before = evaluate(student, tok, task, n=args.eval_n, seed=seed, max_thought_tokens=thought_budget(task))
+        student = load_model(student_spec(job))
+        before = evaluate(
+            student.model, student.tokenizer, task, n=args.eval_n, seed=seed, max_thought_tokens=thought_budget(task)
+        )
         info = {"seed": seed, **table_stats(table), "student_before": before.to_json()}
         seeds_info.append(info)
         print(

@@ -28,44 +28,6 @@ def test_yaml_and_overrides_merge(tmp_path):
     assert cfg.steps == 5 and cfg.inner.lr == 0.25
 
 
-class Job(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    inner: Inner = Inner(lr=0.5)
-    other: Outer = Outer(steps=3)
-
-
-def test_nested_flags_keep_the_jobs_own_nested_defaults(tmp_path):
-    """Setting one nested field keeps the job's defaults of the others, not the nested class's."""
-    assert build_config(Job).inner.lr == 0.5 and build_config(Job).other.steps == 3
-    cfg = build_config(Job, None, {"other.inner.lr": 0.1})
-    assert cfg.inner.lr == 0.5 and cfg.other.steps == 3 and cfg.other.inner.lr == 0.1
-    path = tmp_path / "c.yaml"
-    path.write_text("other:\n  steps: 7\n")
-    cfg = build_config(Job, path)
-    assert cfg.other.steps == 7 and cfg.inner.lr == 0.5
-    base = build_config(BaseJob, None, {"train.steps": 10})
-    assert base.train == BaseJob().train.model_copy(update={"steps": 10})
-
-
-def test_every_job_builds_to_its_defaults():
-    from ponder.jobs.audit import AuditJob
-    from ponder.jobs.demo import DemoJob
-    from ponder.jobs.grpo import GRPOJob, TTRLJob
-    from ponder.jobs.plan import PlanJob
-    from ponder.jobs.rlp import CPTJob, RLPJob
-    from ponder.jobs.trelawney import TrelawneyJob
-
-    for job in (BaseJob, EvalJob, RLPJob, CPTJob, GRPOJob, TTRLJob, DemoJob, AuditJob, PlanJob, TrelawneyJob):
-        assert build_config(job) == job(), job.__name__
-
-
-def test_help_shows_the_jobs_nested_defaults(capsys):
-    with pytest.raises(SystemExit):
-        main(["base", "--help"])
-    help_text = " ".join(capsys.readouterr().out.split())
-    assert "--train.max-length MAX_LENGTH tokens per document (longer ones are truncated) (default: 128)" in help_text
-
-
 def test_unknown_key_is_named(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("stepz: 5\n")
@@ -157,3 +119,56 @@ def test_cli_reasoning_gym_missing_says_which_extra(monkeypatch, capsys):
     assert main(["eval", "--task", "rg:basic_arithmetic", "--n", "1"]) == 2
     err = capsys.readouterr().err
     assert "ponder[tasks]" in err and "Traceback" not in err
+
+
+def test_a_nested_flag_or_yaml_key_overrides_only_that_field(tmp_path):
+    from ponder.jobs.demo import DemoJob
+
+    job = build_config(DemoJob, None, {"rlp.steps": 5})
+    assert job.rlp.steps == 5
+    assert job.rlp.model_dump(exclude={"steps"}) == DemoJob().rlp.model_dump(exclude={"steps"})
+    assert job.rlp.lr == 3e-5 and job.rlp.position_weighting == "think_prob" and job.rlp.context_length == 128
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  lr: 0.5\n")
+    base = build_config(BaseJob, path, {"train.steps": 7})
+    assert base.train.lr == 0.5 and base.train.steps == 7
+    assert base.train.model_dump(exclude={"lr", "steps"}) == BaseJob().train.model_dump(exclude={"lr", "steps"})
+
+
+HELP_JOBS = ["base", "eval", "rlp", "cpt", "grpo", "ttrl", "demo", "audit", "plan", "trelawney"]
+
+
+def _leaf_defaults(model: BaseModel, prefix: str = "") -> dict[str, str]:
+    """``--flag`` -> str(effective default) of every scalar setting of a job's default instance."""
+    from ponder.config import _scalar_type
+
+    out = {}
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            out.update(_leaf_defaults(value, f"{prefix}{name}."))
+        elif _scalar_type(field.annotation) is not None:
+            out["--" + f"{prefix}{name}".replace("_", "-")] = str(value)
+    return out
+
+
+@pytest.mark.parametrize("job", HELP_JOBS)
+def test_help_shows_each_jobs_effective_defaults(job, capsys, monkeypatch):
+    import re
+
+    from ponder.cli import build_parser
+
+    monkeypatch.setenv("COLUMNS", "100000")  # one line per flag
+    parser = build_parser()
+    sub = parser._subparsers._group_actions[0].choices[job]
+    expected = _leaf_defaults(sub.get_default("config_cls")())
+    with pytest.raises(SystemExit):
+        main([job, "--help"])
+    shown = {}
+    entries = re.split(r"\n(?=  -)", capsys.readouterr().out)
+    for entry in entries:
+        flag = entry.split()[0].rstrip(",")
+        found = re.findall(r".*\(default: (.*)\)$", " ".join(entry.split()))
+        if flag in expected and found:
+            shown[flag] = found[-1]
+    assert shown == expected

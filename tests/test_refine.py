@@ -1,5 +1,7 @@
 """Student-filtered refinements: the filter rules against hand-made loss tables."""
 
+import itertools
+import json
 import math
 
 import pytest
@@ -133,11 +135,12 @@ def test_seed_summary_cells_and_markdown_table():
     ]
 
 
-def test_refinement_table_and_training_on_a_selection(trained_tiny_dir, tmp_path, one_thread):
-    from ponder.jobs.refine import RefineJob, build_table, train_on_selection
+def test_refinement_table_and_training_on_a_selection(trained_tiny_dir, tmp_path, one_thread, monkeypatch):
+    from ponder.data.registry import get_task
+    from ponder.jobs import refine
     from ponder.train.next_token import NextTokenConfig
 
-    job = RefineJob(
+    job = refine.RefineJob(
         task="add2",
         teacher=str(trained_tiny_dir),
         student=str(trained_tiny_dir),
@@ -145,26 +148,43 @@ def test_refinement_table_and_training_on_a_selection(trained_tiny_dir, tmp_path
         eval_n=4,
         train=NextTokenConfig(steps=2, batch_size=4, lr=1e-4, warmup_steps=0, save_every=2, max_length=64),
     )
-    table = build_table(job)
-    assert len(table.prompts) == len(table.refined) == 12 and table.loss_refined.shape == (12,)
-    assert all(r.startswith("<think>") and "</think>" in r for r in table.refined)
-    assert table.originals == [
-        p.answer for p in __import__("ponder.data", fromlist=["get_task"]).get_task("add2").problems(12)
-    ]
+    table = refine.build_table(job)
+    tok = refine.load_model(str(trained_tiny_dir)).tokenizer
+    open_id, close_id = tok.convert_tokens_to_ids(["<think>", "</think>"])
+    problems = get_task("add2").problems(12)
+    assert table.prompts == [p.prompt for p in problems] and table.originals == [p.answer for p in problems]
+    assert table.prompt_ids == [tok(p.prompt)["input_ids"] for p in problems]
+    assert table.original_ids == [tok(p.answer, add_special_tokens=False)["input_ids"] for p in problems]
+    assert len(table.refined_ids) == 12 and table.loss_refined.shape == (12,)
+    for ids, text in zip(table.refined_ids, table.refined):
+        assert ids[0] == open_id and close_id in ids and tok.eos_token_id not in ids  # training adds its own EOS
+        assert tok.decode(ids, clean_up_tokenization_spaces=False) == text  # the text is only for reading / scoring
     assert torch.all(table.loss_original > 0) and torch.all(torch.isfinite(table.loss_refined))
     assert set(table.teacher_correct.tolist()) <= {0.0, 1.0}
+
+    seen = []
+    real = refine.train_next_token
+
+    def spy(model, tokenizer, documents, **kw):
+        seen.append(list(itertools.islice(documents(), 12)))
+        return real(model, tokenizer, documents, **kw)
+
+    monkeypatch.setattr(refine, "train_next_token", spy)
     keep = torch.tensor([True, False] * 6)
-    summary = train_on_selection(job, table, keep, tmp_path / "student")
+    summary = refine.train_on_selection(job, table, keep, tmp_path / "student")
     assert summary["steps"] == 2 and summary["kept"] == 6 and summary["documents"] == 12
-    dropped = train_on_selection(job, table, keep, tmp_path / "student-drop", fallback="drop")
+    expected = [
+        p + (r if k else o) for p, o, r, k in zip(table.prompt_ids, table.original_ids, table.refined_ids, keep)
+    ]
+    assert sorted(seen[0]) == sorted(expected)  # one epoch, shuffled
+    dropped = refine.train_on_selection(job, table, keep, tmp_path / "student-drop", fallback="drop")
     assert dropped["documents"] == 6 and dropped["kept"] == 6
+    assert sorted(seen[1][:6]) == sorted(e for e, k in zip(expected, keep) if k)
     assert summary["kept_wrong"] == int(((table.teacher_correct < 1) & keep).sum())
     assert 0 <= summary["eval"]["think"]["accuracy"] <= 1
 
 
 def test_run_refine_writes_table_and_summary(trained_tiny_dir, tmp_path, one_thread):
-    import json
-
     from ponder.jobs.refine import RefineJob, run_refine
     from ponder.train.next_token import NextTokenConfig
 

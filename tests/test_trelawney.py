@@ -1,6 +1,7 @@
 """TRELAWNEY lookahead spans: the transform against hand-made cases, the graph-walk task, goal-span inference."""
 
 import itertools
+import json
 import random
 
 import pytest
@@ -24,8 +25,9 @@ from ponder.data.trelawney import (
     strip_lookahead,
     with_goal,
 )
+from ponder.data.windows import id_windows
 from ponder.eval import evaluate
-from ponder.train.next_token import collate_documents
+from ponder.train.next_token import document_token_windows
 
 OP, CL = 900, 901  # stand-in delimiter ids for the pure functions
 
@@ -235,14 +237,14 @@ def test_goal_task_prompts_scoring_and_evaluate_wiring(random_tiny):
     assert torch.all(first[:, -3] == open_id) and torch.all(first[:, -1] == close_id)
 
 
-def test_collate_accepts_token_id_documents(char_tokenizer):
+def test_token_id_documents_are_windowed_like_texts(char_tokenizer):
     tok = char_tokenizer
-    text = collate_documents(tok, ["ab", "abcd"], max_length=8, device="cpu")
-    ids = collate_documents(tok, [tok("ab")["input_ids"], tok("abcd")["input_ids"]], max_length=8, device="cpu")
-    for a, b in zip(text, ids):
-        assert torch.equal(a, b)
-    cut = collate_documents(tok, [list(range(1, 20))], max_length=5, device="cpu")[0]
-    assert cut.tolist() == [[1, 2, 3, 4, tok.eos_token_id]]
+    texts = ["ab", "abcdefghij"]
+    from_text = list(document_token_windows(tok, iter(texts), 4))
+    from_ids = list(document_token_windows(tok, iter([tok(t)["input_ids"] for t in texts]), 4))
+    assert from_ids == from_text and len(from_text) == 1 + 3  # BOS a b EOS; BOS + 10 letters + EOS in 4s
+    assert list(id_windows([1, 2, 3, 4, 5], 2, eos_id=9)) == [[1, 2], [3, 4], [5, 9]]
+    assert list(id_windows([1, 2, 3], 4)) == [[1, 2, 3]]
 
 
 def test_cli_trelawney_trains_and_reports_goal_accuracy(tmp_path, one_thread, capsys):
@@ -253,8 +255,6 @@ def test_cli_trelawney_trains_and_reports_goal_accuracy(tmp_path, one_thread, ca
     argv += ["--train.batch-size", "4", "--arch.hidden-size", "32", "--arch.num-layers", "1", "--arch.num-heads", "2"]
     argv += ["--arch.intermediate-size", "64"]
     assert main(argv) == 0
-    import json
-
     summary = json.loads(js.read_text())
     assert summary["steps"] == 3 and summary["tokens_seen"] > 0
     for key in ("goal", "no_goal", "goal_valid", "no_goal_valid"):

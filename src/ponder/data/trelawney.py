@@ -32,8 +32,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
+from ponder.config import SETTINGS
 from ponder.data.task import Problem, Split, Task
 from ponder.errors import PonderError
 from ponder.lm.thoughts import ensure_special_tokens, special_token_ids
@@ -50,7 +51,7 @@ GoalChoice = Literal["random", "end"]
 class LookaheadConfig(BaseModel):
     """How training documents get their lookahead spans."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = SETTINGS
     share: float = Field(0.5, ge=0, le=1, description="share of documents that get a lookahead span (0 = plain text)")
     span_min: int = Field(1, ge=1, description="shortest copied future piece, in tokens")
     span_max: int = Field(1, ge=1, description="longest copied future piece, in tokens (lengths drawn uniformly)")

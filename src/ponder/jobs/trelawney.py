@@ -8,11 +8,11 @@ accuracy with the goal written into a span after the prompt and, as the control,
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from ponder.config import SETTINGS
 from ponder.data.graphs import GraphPaths
 from ponder.data.registry import get_task
 from ponder.data.trelawney import (
@@ -26,12 +26,13 @@ from ponder.errors import ConfigError
 from ponder.eval import evaluate
 from ponder.lm.tiny import TinyArch, build_char_tokenizer, build_tiny_model
 from ponder.train.next_token import NextTokenConfig, train_next_token
+from ponder.train.rundir import open_run, write_json_file
 
 
 class TrelawneyJob(BaseModel):
     """Settings of ``ponder trelawney``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = SETTINGS
     task: str = Field("paths", description="task whose training problems form the corpus; its problems name their goal")
     lookahead: LookaheadConfig = LookaheadConfig()
     out: str = Field("runs/trelawney", description="output directory")
@@ -45,7 +46,9 @@ class TrelawneyJob(BaseModel):
     )
 
 
-def run_trelawney(job: TrelawneyJob, resume: bool = False, progress: bool = True) -> dict:
+def run_trelawney(
+    job: TrelawneyJob, resume: bool = False, progress: bool = True, allow_config_change: bool = False
+) -> dict:
     """Train into ``job.out`` (``final`` = the model); the summary adds :func:`evaluate_goal_use`'s accuracies."""
     task = get_task(job.task)
     if not hasattr(task, "iter_problems"):
@@ -53,9 +56,11 @@ def run_trelawney(job: TrelawneyJob, resume: bool = False, progress: bool = True
             f"task {job.task!r} is not generated; use a synthetic task whose problems name a goal (paths)"
         )
     meta_goal(task.problems(1, seed=job.seed, split="test")[0])  # fails before training if the task has no goals
-    out = Path(job.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "trelawney_job.json").write_text(job.model_dump_json(indent=2))
+    with open_run(job.out, "trelawney", job, resume, allow_config_change) as out:
+        return _train_and_measure(job, task, out, resume, progress)
+
+
+def _train_and_measure(job: TrelawneyJob, task, out: Path, resume: bool, progress: bool) -> dict:
     tokenizer = build_char_tokenizer()
     model = build_tiny_model(tokenizer, job.arch, seed=job.seed)
     ensure_lookahead_tokens(model, tokenizer)
@@ -70,7 +75,7 @@ def run_trelawney(job: TrelawneyJob, resume: bool = False, progress: bool = True
         description="ponder trelawney",
     )
     summary.update(evaluate_goal_use(model, tokenizer, task, job.eval_n, job.seed, progress=progress))
-    (out / "trelawney_summary.json").write_text(json.dumps(summary, indent=2))
+    write_json_file(out / "trelawney_summary.json", summary)
     return summary
 
 
