@@ -4,6 +4,8 @@ A thought is the text between ``<think>`` and ``</think>``. Models whose tokeniz
 delimiters get them as added special tokens; their new embedding rows start at the mean of
 the existing rows (a neutral point the model already knows how to read) rather than at
 random, which keeps the first forward passes after the resize close to the original model.
+The same registration serves any other delimiter pair (:func:`ensure_special_tokens`,
+:func:`special_token_ids`; e.g. the lookahead spans of :mod:`ponder.data.trelawney`).
 """
 
 from __future__ import annotations
