@@ -57,7 +57,7 @@ class EngineSettings(PolicyUpdateSettings):
     lr: float = Field(1e-6, gt=0, description="learning rate (AdamW, constant after warmup)")
     logprob_temperature: Literal["sampling", "one"] = Field(
         "sampling",
-        description="policy log-probs at the sampling temperature (TRL's and the RLP paper's setting) or at 1",
+        description="policy log-probs at the sampling temperature (the distribution thoughts are drawn from; TRL's convention) or at 1",
     )
     tis_cap: float | None = Field(
         None,
