@@ -135,7 +135,7 @@ def test_a_nested_flag_or_yaml_key_overrides_only_that_field(tmp_path):
     assert base.train.model_dump(exclude={"lr", "steps"}) == BaseJob().train.model_dump(exclude={"lr", "steps"})
 
 
-HELP_JOBS = ["base", "eval", "rlp", "cpt", "grpo", "ttrl", "demo", "audit", "plan"]
+HELP_JOBS = ["base", "eval", "rlp", "cpt", "grpo", "ttrl", "demo", "audit", "plan", "trelawney"]
 
 
 def _leaf_defaults(model: BaseModel, prefix: str = "") -> dict[str, str]:

@@ -21,6 +21,7 @@ from ponder.jobs.grpo import GRPOJob, TTRLJob, run_grpo, run_ttrl
 from ponder.jobs.plan import PlanJob, run_plan
 from ponder.jobs.rlp import CPTJob, RLPJob, run_cpt, run_rlp
 from ponder.jobs.tiny_cache import base_dir
+from ponder.jobs.trelawney import TrelawneyJob, run_trelawney
 from ponder.progress import console
 from ponder.report.demo_report import demo_table
 from ponder.report.tables import console as out
@@ -207,6 +208,18 @@ def cmd_corpus_build(args) -> int:
     return 0
 
 
+def cmd_trelawney(args) -> int:
+
+    job = config_from_args(TrelawneyJob, args)
+    json_path = _json_target(args)
+    summary = run_trelawney(
+        job, resume=args.resume, progress=not args.quiet, allow_config_change=args.allow_config_change
+    )
+    _print_summary(f"ponder trelawney: {job.task} -> {job.out}/final (accuracy with / without the goal span)", summary)
+    _write_json(json_path, summary)
+    return 0
+
+
 def cmd_tasks(args) -> int:
 
     for name in known_tasks():
@@ -353,6 +366,19 @@ def build_parser() -> argparse.ArgumentParser:
         "code, tables or markup), cut into documents and split into train and held-out by a hash of each source "
         "unit. manifest.json records each source file's package, version and sha256 and a fingerprint.",
     )
+
+    p = _add_job(
+        sub,
+        "trelawney",
+        TrelawneyJob,
+        cmd_trelawney,
+        "TRELAWNEY: train the tiny model on text with lookahead spans, measure goal-conditioned accuracy",
+        "Next-token training of a fresh tiny model on a task's problems, a share of the documents carrying a copy "
+        "of a later piece of text between <lookahead> and </lookahead> at an earlier point; then held-out accuracy "
+        "with the goal written into such a span after the prompt, and without it (the control). "
+        "--lookahead.share 0 is plain next-token training.",
+    )
+    _add_run_flags(p)
 
     p = sub.add_parser("tasks", help="list the built-in tasks")
     p.set_defaults(func=cmd_tasks)

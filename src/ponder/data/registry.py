@@ -1,7 +1,8 @@
 """Task specs: one string names any task, for the command line and configs.
 
 Forms: a synthetic name (``add4``, ``addN`` for N-digit addition, ``mul2``, ``mulN``,
-``mulNxM``, ``cipher``, ``sort``, ``sortN`` for lists of N numbers), ``rg:<dataset>`` for a
+``mulNxM``, ``cipher``, ``sort``, ``sortN`` for lists of N numbers, ``paths``/``pathsNxD-A-B``
+for walks in a fixed graph), ``rg:<dataset>`` for a
 reasoning-gym dataset, or the path of a BIG-bench ``.json`` task file (or of a folder holding
 a ``task.json``).
 """
@@ -12,6 +13,7 @@ import re
 from pathlib import Path
 
 from ponder.data.bigbench import BigBenchTask
+from ponder.data.graphs import GraphPaths
 from ponder.data.reasoning_gym import ReasoningGymTask
 from ponder.data.synthetic import Addition, ListSort, Multiplication, ShiftCipher
 from ponder.data.task import Task
@@ -20,12 +22,13 @@ from ponder.errors import PonderError
 #: The task every command uses when --task is not given.
 DEMO_TASK = "add3-5"
 
-_SYNTHETIC_EXAMPLES = ("add3-5", "add3", "add4", "add5", "mul2", "mul3x2", "cipher", "sort", "sort4")
+_SYNTHETIC_EXAMPLES = ("add3-5", "add3", "add4", "add5", "mul2", "mul3x2", "cipher", "sort", "sort4", "paths")
 _FORMS = (
     "addN (N-digit addition, e.g. add4) or addM-N (operands of M to N digits, e.g. add2-5)",
     "mulN or mulNxM (N-digit times M-digit multiplication, e.g. mul2, mul3x2)",
     "cipher (Caesar shift decoding)",
     "sort or sortN (sort N small integers, default 5)",
+    "paths or pathsNxD-A-B (shortest walk in a fixed graph of N nodes of out-degree D to a goal A..B hops away, not in the prompt)",
     "rg:<dataset> (a reasoning-gym dataset, e.g. rg:basic_arithmetic; needs pip install 'ponder[tasks]')",
     "<path>.json (a BIG-bench task file)",
 )
@@ -66,6 +69,8 @@ def _synthetic(spec: str) -> Task | None:
         return ShiftCipher()
     if m := re.fullmatch(r"sort(\d*)", spec):
         return ListSort(int(m[1]) if m[1] else 5)
+    if m := re.fullmatch(r"paths(?:(\d+)x(\d+)-(\d+)-(\d+))?", spec):
+        return GraphPaths(*map(int, m.groups())) if m[1] else GraphPaths()
     return None
 
 

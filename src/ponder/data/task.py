@@ -85,9 +85,16 @@ class GeneratedTask:
     """
 
     name = "generated"
+    #: Share of the problem space held out (by the hash of :meth:`split_key`).
+    held_out_fraction = HELD_OUT_FRACTION
 
     def sample(self, rng) -> Problem:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def split_key(self, problem: Problem) -> str:
+        """What decides a problem's split and identity (the prompt; a task whose prompt does not hold the
+        whole problem, e.g. one whose goal is left out, names more)."""
+        return problem.prompt
 
     def iter_problems(self, seed: int = 0, split: Split = "train") -> Iterator[Problem]:
         import random
@@ -96,7 +103,7 @@ class GeneratedTask:
         want_test = split == "test"
         while True:
             p = self.sample(rng)
-            if is_held_out(p.prompt) == want_test:
+            if is_held_out(self.split_key(p), self.held_out_fraction) == want_test:
                 yield p
 
     def problems(self, n: int, seed: int = 0, split: Split = "train") -> list[Problem]:
@@ -104,9 +111,10 @@ class GeneratedTask:
         attempts = 0
         for p in self.iter_problems(seed, split):
             attempts += 1
-            if p.prompt in seen and attempts < 50 * n:
+            key = self.split_key(p)
+            if key in seen and attempts < 50 * n:
                 continue
-            seen.add(p.prompt)
+            seen.add(key)
             out.append(p)
             if len(out) == n:
                 return out

@@ -15,7 +15,7 @@ merges across whitespace may differ at the few chunk boundaries of a long docume
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 #: Characters tokenized per call for a long document (a few MB of token objects at most).
 CHUNK_CHARS = 1 << 16
@@ -110,6 +110,17 @@ def document_windows(
             emitted += window
     if buf:
         yield cut(buf)
+
+
+def id_windows(ids: Sequence[int], window: int, eos_id: int | None = None) -> Iterator[list[int]]:
+    """Consecutive windows of at most ``window`` tokens of a document given as token ids (special tokens in
+    place, e.g. built by a token-level transform), ``eos_id`` appended at its end when given: what
+    :func:`document_windows` yields for a text, without the answer mark."""
+    if window < 1:
+        raise ValueError(f"window must be >= 1 token, got {window}")
+    ids = [*ids, eos_id] if eos_id is not None else list(ids)
+    for start in range(0, len(ids), window):
+        yield ids[start : start + window]
 
 
 def _with_tail(pieces: Iterator[tuple[list[int], int | None]], tail: list[int]):

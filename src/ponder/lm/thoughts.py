@@ -4,11 +4,14 @@ A thought is the text between ``<think>`` and ``</think>``. Models whose tokeniz
 delimiters get them as added special tokens; their new embedding rows start at the mean of
 the existing rows (a neutral point the model already knows how to read) rather than at
 random, which keeps the first forward passes after the resize close to the original model.
+The same registration serves any other delimiter pair (:func:`ensure_special_tokens`,
+:func:`special_token_ids`; e.g. the lookahead spans of :mod:`ponder.data.trelawney`).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 import torch
 
@@ -45,17 +48,23 @@ def split_thought(text: str) -> tuple[str | None, str, bool]:
     return text[body_start:end], text[:start] + strip_thoughts(text[end + len(THINK_CLOSE) :]), True
 
 
-def think_token_ids(tokenizer) -> tuple[int, int]:
-    """Ids of ``<think>`` and ``</think>``; raises if the tokenizer lacks them."""
+def special_token_ids(tokenizer, tokens: Sequence[str], how_to_add: str) -> list[int]:
+    """Ids of the single tokens ``tokens``; raises ValueError naming ``how_to_add`` if one is missing."""
     ids = []
-    for tok in (THINK_OPEN, THINK_CLOSE):
+    for tok in tokens:
         tid = tokenizer.convert_tokens_to_ids(tok)
         if tid is None or tid == tokenizer.unk_token_id:
-            raise ValueError(
-                f"the tokenizer has no {tok!r} token; call ponder.lm.thoughts.ensure_think_tokens(model, tokenizer) first"
-            )
+            raise ValueError(f"the tokenizer has no {tok!r} token; call {how_to_add} first")
         ids.append(int(tid))
-    return ids[0], ids[1]
+    return ids
+
+
+def think_token_ids(tokenizer) -> tuple[int, int]:
+    """Ids of ``<think>`` and ``</think>``; raises if the tokenizer lacks them."""
+    open_id, close_id = special_token_ids(
+        tokenizer, (THINK_OPEN, THINK_CLOSE), "ponder.lm.thoughts.ensure_think_tokens(model, tokenizer)"
+    )
+    return open_id, close_id
 
 
 def has_think_tokens(tokenizer) -> bool:
@@ -66,15 +75,13 @@ def has_think_tokens(tokenizer) -> bool:
         return False
 
 
-def ensure_think_tokens(model, tokenizer) -> int:
-    """Register the delimiters as special tokens when missing; return how many were added.
+def ensure_special_tokens(model, tokenizer, tokens: Sequence[str]) -> int:
+    """Register ``tokens`` as special tokens where missing; return how many were added.
 
     Resizes the model's embeddings (and an untied output layer) and initialises the new rows
     to the mean of the old ones.
     """
-    missing = [
-        t for t in (THINK_OPEN, THINK_CLOSE) if tokenizer.convert_tokens_to_ids(t) in (None, tokenizer.unk_token_id)
-    ]
+    missing = [t for t in tokens if tokenizer.convert_tokens_to_ids(t) in (None, tokenizer.unk_token_id)]
     if not missing:
         return 0
     tokenizer.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)
@@ -91,6 +98,11 @@ def ensure_think_tokens(model, tokenizer) -> int:
                 if getattr(out, "bias", None) is not None:
                     out.bias[old_rows:] = out.bias[:old_rows].mean()
     return len(missing)
+
+
+def ensure_think_tokens(model, tokenizer) -> int:
+    """Register ``<think>`` / ``</think>`` when missing (see :func:`ensure_special_tokens`)."""
+    return ensure_special_tokens(model, tokenizer, (THINK_OPEN, THINK_CLOSE))
 
 
 def thought_ids_of(completion_ids, open_id: int, close_id: int) -> list[int] | None:

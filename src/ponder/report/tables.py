@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+
 from rich.console import Console
 from rich.table import Table
 
@@ -26,3 +28,26 @@ def print_eval_table(result: dict, title: str = "") -> None:
     for m in modes:
         table.add_row(m.replace("_", "-"), *[_fmt(result[m].get(k, "")) for k in keys])
     console.print(table)
+
+
+def seed_summary(values: list[float]) -> dict:
+    """``{"mean", "std", "per_seed"}`` of one figure over seeds (sample std; 0 for one seed)."""
+    values = list(values)
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "per_seed": values,
+    }
+
+
+def seed_cells(summary: dict) -> str:
+    """Markdown cells ``mean | std | per seed`` of a :func:`seed_summary`."""
+    per_seed = " ".join(f"{v:.3f}" for v in summary["per_seed"])
+    return f"{summary['mean']:.3f} | {summary['std']:.3f} | {per_seed}"
+
+
+def markdown_table(columns: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table (the form ``bench/RESULTS.md`` keeps) of preformatted cells."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)

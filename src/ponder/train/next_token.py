@@ -19,7 +19,7 @@ import torch
 from pydantic import Field
 
 from ponder.config import SETTINGS
-from ponder.data.windows import window_stream
+from ponder.data.windows import document_windows, id_windows
 from ponder.lm.padding import pad_ids
 from ponder.progress import make_progress
 from ponder.train.checkpoint import (
@@ -63,10 +63,20 @@ def lr_lambda(cfg: NextTokenConfig) -> Callable[[int], float]:
     return f
 
 
-def document_token_windows(tokenizer, documents: Iterator[str], max_length: int) -> Iterator[list[int]]:
-    """Windows of at most ``max_length`` tokens of each document (special tokens, then EOS closing the document)."""
-    for ids, _ in window_stream(tokenizer, ((doc, None) for doc in documents), max_length, tokenizer.eos_token_id):
-        yield ids
+def document_token_windows(
+    tokenizer, documents: Iterator[str] | Iterator[list[int]], max_length: int
+) -> Iterator[list[int]]:
+    """Windows of at most ``max_length`` tokens of each document (special tokens, then EOS closing the document).
+
+    A document given as token ids (a token-level transform's output, its special tokens in place) is
+    windowed as it is (:func:`~ponder.data.windows.id_windows`).
+    """
+    eos = tokenizer.eos_token_id
+    for doc in documents:
+        if isinstance(doc, str):
+            yield from (ids for ids, _ in document_windows(tokenizer, doc, max_length, eos_id=eos))
+        else:
+            yield from id_windows(doc, max_length, eos)
 
 
 def collate_windows(rows: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -78,7 +88,7 @@ def collate_windows(rows: list[list[int]], pad_id: int, device) -> tuple[torch.T
 def train_next_token(
     model,
     tokenizer,
-    documents: Callable[[], Iterator[str]],
+    documents: Callable[[], Iterator[str]] | Callable[[], Iterator[list[int]]],
     cfg: NextTokenConfig,
     run_dir: str | Path,
     resume: bool = False,
@@ -89,7 +99,8 @@ def train_next_token(
 ) -> dict:
     """Train ``model`` on documents from ``documents()`` for ``cfg.steps`` steps.
 
-    ``documents`` must return the same sequence every call (it is replayed on resume).
+    ``documents`` must return the same sequence every call (it is replayed on resume); its
+    documents are texts or token-id lists (see :func:`document_token_windows`).
     Writes checkpoints and ``metrics.jsonl`` under ``run_dir`` and the final model to
     ``run_dir/final``. Returns a summary dict (steps, tokens, seconds, final loss).
     """

@@ -1,0 +1,42 @@
+"""bench/trelawney.py and bench/refine_filter.py in --quick mode: they run and write the documented JSON."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_trelawney_bench_quick(tmp_path, one_thread):
+    out = tmp_path / "t.json"
+    _load("trelawney").main(["--quick", "--conditions", "plain,goal-span", "--out", str(tmp_path), "--json", str(out)])
+    data = json.loads(out.read_text())
+    assert list(data["conditions"]) == ["plain", "goal-span"]
+    for row in data["conditions"].values():
+        assert set(row["goal"]) == {"mean", "std", "per_seed"} and 0 <= row["goal"]["mean"] <= 1
+        assert row["tokens_seen"] > 0
+    # spans make documents longer (the bench then gives that condition fewer steps for the same tokens)
+    assert data["conditions"]["goal-span"]["mean_doc_tokens"] > data["conditions"]["plain"]["mean_doc_tokens"]
+
+
+@pytest.mark.slow
+def test_refine_bench_quick(trained_tiny_dir, tmp_path, one_thread):
+    out = tmp_path / "r.json"
+    argv = ["--quick", "--task", "add2", "--teacher", str(trained_tiny_dir), "--student", str(trained_tiny_dir)]
+    argv += ["--conditions", "all,loss-band,quantile-gap-drop", "--out", str(tmp_path), "--json", str(out)]
+    _load("refine_filter").main(argv)
+    data = json.loads(out.read_text())
+    rows = data["conditions"]
+    assert rows["all"]["kept"] == 16 and rows["all"]["documents"] == 16
+    assert rows["quantile-gap-drop"]["documents"] == rows["quantile-gap-drop"]["kept"] == 12  # 0.75 of 16
+    assert 0 <= data["per_seed"][0]["teacher_train_accuracy"] <= 1
