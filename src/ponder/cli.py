@@ -172,6 +172,36 @@ def cmd_plan(args) -> int:
     return 0
 
 
+def cmd_early_experience(args) -> int:
+    from ponder.jobs.early_experience import EarlyExperienceJob, early_experience_table, run_early_experience
+    from ponder.report.tables import print_table
+
+    job = config_from_args(EarlyExperienceJob, args)
+    payload = run_early_experience(
+        job, progress=not args.quiet, printer=(lambda _: None) if args.quiet else console.print
+    )
+    print_table(*early_experience_table(payload), title=f"ponder early-experience on {job.task} (seeds {job.seeds})")
+    if args.json:
+        Path(args.json).write_text(json.dumps(payload, indent=2))
+        console.print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_thought_mdp(args) -> int:
+    from ponder.jobs.thought_mdp import ThoughtMDPJob, run_thought_mdp
+    from ponder.report.tables import print_table
+    from ponder.report.thought_mdp_report import summary_table
+
+    job = config_from_args(ThoughtMDPJob, args)
+    payload = run_thought_mdp(job, progress=(lambda _: None) if args.quiet else console.print)
+    print_table(*summary_table(payload), title=f"ponder thought-mdp (seeds {job.seeds}, means over seeds)")
+    console.print(f"report: {payload['report']}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(payload, indent=2))
+        console.print(f"wrote {args.json}")
+    return 0
+
+
 def cmd_tasks(args) -> int:
     from ponder.data.registry import DEMO_TASK, known_tasks
 
@@ -312,6 +342,38 @@ def build_parser() -> argparse.ArgumentParser:
         "model's score on a task. World-model planners (mppi, gradient, policy) choose edits in a learned "
         "latent model and verify each with one real evaluation; baselines (random, hill, evolution) evaluate "
         "every candidate. Prints the trajectory (edit, predicted, real), saves the best chain and a report.",
+    )
+    _add_run_flags(p, resume=False)
+
+    from ponder.jobs.thought_mdp import ThoughtMDPJob
+
+    p = _add_job(
+        sub,
+        "thought-mdp",
+        ThoughtMDPJob,
+        cmd_thought_mdp,
+        "thought MDP: does thinking emerge under RL from rich vs poor initial policies?",
+        "A gridworld task family whose policy holds one sub-policy per thought state; thought actions switch "
+        "sub-policy at a small cost. Policy gradient (exact and sampled) from rich, single-skill and uniform "
+        "initial policies and without thought actions; records how often the policy thinks and its return, "
+        "sweeps the sub-policy strength, and groups episodes by thinking length. Writes OUT/report.html and "
+        "OUT/thought_mdp.json (seconds to a minute on a CPU).",
+    )
+    _add_run_flags(p, resume=False)
+
+    from ponder.jobs.early_experience import EarlyExperienceJob
+
+    p = _add_job(
+        sub,
+        "early-experience",
+        EarlyExperienceJob,
+        cmd_early_experience,
+        "early experience: imitation vs world-modelling and self-reflection data from the model's own steps",
+        "Branches the base policy at every state of expert scratchpads, asks the task's step environment what each "
+        "own step leads to, and trains on imitation only, implicit world modelling (predict the observation) then "
+        "imitation, or self-reflection (a rule-written rationale against the own step, then the expert's) mixed "
+        "with imitation: same steps and examples per step, no reward. Then a short GRPO from each; held-out think "
+        "accuracy before and after. Writes OUT/early_experience.json.",
     )
     _add_run_flags(p, resume=False)
 

@@ -26,3 +26,13 @@ def print_eval_table(result: dict, title: str = "") -> None:
     for m in modes:
         table.add_row(m.replace("_", "-"), *[_fmt(result[m].get(k, "")) for k in keys])
     console.print(table)
+
+
+def print_table(header: list[str], rows: list[list], title: str = "") -> None:
+    """Print a header and rows (floats to 3 decimals)."""
+    table = Table(title=title)
+    for i, h in enumerate(header):
+        table.add_column(h, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*[_fmt(v) for v in row])
+    console.print(table)

@@ -59,24 +59,40 @@ def lr_lambda(cfg: NextTokenConfig) -> Callable[[int], float]:
 
 
 def collate_documents(
-    tokenizer, docs: list[str], max_length: int, device
+    tokenizer, docs: list, max_length: int, device
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Tokenize documents (special tokens + EOS), right-pad.
 
-    Returns ``input_ids [B, T]``, ``attention_mask [B, T]``, ``labels [B, T]`` (-100 on padding).
+    A document is a string (every token is trained) or an example with ``context``, ``target``
+    and ``eos`` attributes (e.g. :class:`ponder.data.early_experience.Example`): only the target's
+    tokens (and the EOS when ``eos``) are trained, the context conditions them.
+
+    Returns ``input_ids [B, T]``, ``attention_mask [B, T]``, ``labels [B, T]`` (-100 on padding
+    and on context tokens).
     """
-    rows = []
+    rows, starts = [], []
     for doc in docs:
-        ids = tokenizer(doc, add_special_tokens=True)["input_ids"][: max_length - 1]
-        rows.append(ids + [tokenizer.eos_token_id])
+        if isinstance(doc, str):
+            rows.append(
+                tokenizer(doc, add_special_tokens=True)["input_ids"][: max_length - 1] + [tokenizer.eos_token_id]
+            )
+            starts.append(0)
+            continue
+        context = tokenizer(doc.context, add_special_tokens=True)["input_ids"]
+        target = tokenizer(doc.target, add_special_tokens=False)["input_ids"]
+        rows.append((context + target + ([tokenizer.eos_token_id] if doc.eos else []))[:max_length])
+        starts.append(len(context))
     input_ids, mask = pad_ids(rows, tokenizer.pad_token_id, device)
-    return input_ids, mask, input_ids.masked_fill(mask == 0, -100)
+    labels = input_ids.masked_fill(mask == 0, -100)
+    for row, start in enumerate(starts):
+        labels[row, :start] = -100
+    return input_ids, mask, labels
 
 
 def train_next_token(
     model,
     tokenizer,
-    documents: Callable[[], Iterator[str]],
+    documents: Callable[[], Iterator],
     cfg: NextTokenConfig,
     run_dir: str | Path,
     resume: bool = False,
@@ -87,6 +103,7 @@ def train_next_token(
 ) -> dict:
     """Train ``model`` on documents from ``documents()`` for ``cfg.steps`` steps.
 
+    Documents are strings or context/target examples (see :func:`collate_documents`).
     ``documents`` must return the same sequence every call (it is replayed on resume).
     Writes checkpoints and ``metrics.jsonl`` under ``run_dir`` and the final model to
     ``run_dir/final``. Returns a summary dict (steps, tokens, seconds, final loss).

@@ -1,0 +1,185 @@
+"""``ponder early-experience``: imitation vs early experience, each then a warm start for GRPO.
+
+For each seed: draw ``experts`` expert trajectories (training problems with their worked
+scratchpads), branch the base policy at every expert state (``samples_per_state`` own actions,
+the environment's observation of each), then train one copy of the base per recipe of
+:mod:`ponder.rl.early_experience` with the same steps and examples per step, and run the same
+short GRPO from each result. Held-out think accuracy (greedy) is measured for the base, after
+each recipe and after its GRPO. Writes ``OUT/early_experience.json``.
+
+The default base, ``tiny-early``, is the built-in tiny model after 300 of the default base's
+steps (:func:`early_base_job`): it writes scratchpads in the right form but gets few steps
+right, so expert data has something to teach.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ponder.data.registry import DEMO_TASK
+from ponder.jobs.base import BaseJob
+from ponder.rl.early_experience import RECIPES
+from ponder.train.next_token import NextTokenConfig
+
+EARLY_BASE = "tiny-early"
+
+
+def early_base_job() -> BaseJob:
+    """``tiny-early``: the default base's recipe stopped at 300 steps (think accuracy near 0 on ``add3-5``)."""
+    return BaseJob(
+        train=NextTokenConfig(steps=300, batch_size=64, lr=2e-3, warmup_steps=100, save_every=50, max_length=128)
+    )
+
+
+class EarlyExperienceJob(BaseModel):
+    """Settings of ``ponder early-experience``."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(EARLY_BASE, description="base policy: tiny-early, tiny, tiny-lazy or a HF model directory")
+    task: str = Field(DEMO_TASK, description="task (one with a step environment: the addition tasks)")
+    experts: int = Field(256, ge=1, description="expert trajectories (the same for every recipe)")
+    samples_per_state: int = Field(2, ge=1, description="own actions sampled at each expert state")
+    temperature: float = Field(1.0, gt=0, description="sampling temperature of the own actions")
+    recipes: list[str] = Field(list(RECIPES), description="recipes compared: imitation, world_model, reflection")
+    world_model_share: float = Field(0.5, ge=0, le=1, description="world_model: share of the steps on world modelling")
+    reflection_share: float = Field(0.5, ge=0, le=1, description="reflection: share of examples that are reflections")
+    train: NextTokenConfig = NextTokenConfig(
+        steps=60, batch_size=32, lr=1e-3, warmup_steps=5, min_lr_ratio=0.1, save_every=1000, max_length=128
+    )
+    grpo_steps: int = Field(20, ge=0, description="GRPO steps from each recipe's model (0: no GRPO)")
+    grpo_prompts: int = Field(8, ge=1, description="GRPO prompts per step")
+    grpo_group: int = Field(8, ge=2, description="GRPO completions per prompt")
+    grpo_lr: float = Field(3e-5, gt=0, description="GRPO learning rate")
+    eval_n: int = Field(200, ge=1, description="held-out problems (greedy think accuracy)")
+    seeds: list[int] = Field([0, 1, 2], description="seeds of the expert problems, sampling, training and GRPO")
+    out: str = Field("runs/early-experience", description="run directory")
+
+
+def _base_path(job: EarlyExperienceJob, progress: bool) -> str:
+    from ponder.lm.tiny_cache import builtin_tiny_path, ensure_base
+
+    if job.model == EARLY_BASE:
+        return str(ensure_base(early_base_job(), progress=progress))
+    return builtin_tiny_path(job.model, progress=progress)
+
+
+def run_early_experience(job: EarlyExperienceJob, progress: bool = True, printer=print) -> dict:
+    """Run every recipe for every seed (module docstring); returns the payload written to JSON."""
+    from ponder.data.early_experience import step_environment
+    from ponder.data.registry import get_task
+    from ponder.jobs.grpo import GRPOJob, held_out_think_accuracy, run_grpo, task_thought_budget
+    from ponder.lm.load import load_model
+    from ponder.rl.early_experience import build_examples, collect_experience, train_recipe
+
+    unknown = sorted(set(job.recipes) - set(RECIPES))
+    if unknown:
+        from ponder.errors import ConfigError
+
+        raise ConfigError(f"unknown recipes {unknown}; known: {', '.join(RECIPES)}")
+    task = get_task(job.task)
+    env = step_environment(task)
+    base = _base_path(job, progress)
+    budget = task_thought_budget(task, None)
+    out = Path(job.out)
+    out.mkdir(parents=True, exist_ok=True)
+    lm = load_model(base)
+    base_acc = held_out_think_accuracy(lm.model, lm.tokenizer, task, job.eval_n, budget)
+    printer(f"base {base}: think accuracy {base_acc['think_accuracy']:.3f}")
+    rows, collection = [], []
+    for seed in job.seeds:
+        problems = task.problems(job.experts, seed=seed, split="train")
+        lm = load_model(base)
+        transitions = collect_experience(
+            lm.model, lm.tokenizer, env, problems, job.samples_per_state, job.temperature, seed=seed
+        )
+        data = build_examples(problems, transitions)
+        collection.append({"seed": seed, **data.stats})
+        printer(f"seed {seed}: {data.stats}")
+        for recipe in job.recipes:
+            run_dir = out / f"seed{seed}" / recipe
+            lm = load_model(base)
+            cfg = job.train.model_copy(update={"seed": seed})
+            summary = train_recipe(
+                lm.model,
+                lm.tokenizer,
+                data,
+                recipe,
+                cfg,
+                run_dir,
+                job.world_model_share,
+                job.reflection_share,
+                progress=progress,
+            )
+            row = {
+                "seed": seed,
+                "recipe": recipe,
+                "target_tokens": summary["target_tokens"],
+                "examples_by_kind": summary["examples_by_kind"],
+                "train_seconds": summary["seconds"],
+            }
+            if job.grpo_steps:
+                grpo = run_grpo(
+                    GRPOJob(
+                        model=str(run_dir / "final"),
+                        task=job.task,
+                        steps=job.grpo_steps,
+                        prompts_per_step=job.grpo_prompts,
+                        group_size=job.grpo_group,
+                        lr=job.grpo_lr,
+                        seed=seed,
+                        eval_n=job.eval_n,
+                        max_thought_tokens=budget,
+                        out=str(run_dir / "grpo"),
+                    ),
+                    resume=False,
+                    progress=progress,
+                )
+                row.update(accuracy=grpo["think_accuracy_before"], accuracy_after_grpo=grpo["think_accuracy_after"])
+                row["thought_tokens"] = grpo["mean_thought_tokens_before"]
+            else:
+                acc = held_out_think_accuracy(lm.model, lm.tokenizer, task, job.eval_n, budget)
+                row.update(accuracy=acc["think_accuracy"], thought_tokens=acc["mean_thought_tokens"])
+            rows.append(row)
+            printer(
+                f"seed {seed} {recipe:11s}: accuracy {row['accuracy']:.3f}"
+                + (f" -> {row['accuracy_after_grpo']:.3f} after GRPO" if job.grpo_steps else "")
+            )
+    payload = {
+        "settings": job.model_dump(),
+        "base": base,
+        "base_accuracy": base_acc["think_accuracy"],
+        "collection": collection,
+        "runs": rows,
+    }
+    (out / "early_experience.json").write_text(json.dumps(payload, indent=2))
+    return payload
+
+
+def early_experience_table(payload: dict) -> tuple[list[str], list[list]]:
+    """Header and rows: the base, then each recipe's held-out accuracy (mean, std and per seed over
+    seeds) after training and after GRPO, and the tokens it trained on."""
+    import statistics
+
+    def spread(values: list[float]) -> tuple[float, float, str]:
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        return statistics.fmean(values), std, " ".join(f"{v:.3f}" for v in values)
+
+    grpo = any("accuracy_after_grpo" in r for r in payload["runs"])
+    header = ["recipe", "accuracy", "std", "per seed", "target tokens"]
+    if grpo:
+        header += ["after GRPO", "std", "per seed"]
+    rows = [["base", payload["base_accuracy"], "-", "-", "-"] + (["-", "-", "-"] if grpo else [])]
+    for recipe in payload["settings"]["recipes"]:
+        runs = [r for r in payload["runs"] if r["recipe"] == recipe]
+        row = [
+            recipe,
+            *spread([r["accuracy"] for r in runs]),
+            round(statistics.fmean(r["target_tokens"] for r in runs)),
+        ]
+        if grpo:
+            row += list(spread([r["accuracy_after_grpo"] for r in runs]))
+        rows.append(row)
+    return header, rows
