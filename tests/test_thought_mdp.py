@@ -44,6 +44,7 @@ def test_dynamics_against_the_grid():
     env = small_env()
     s = env.index(task=1, cell=4, thought=0)
     assert env.decode(s) == (1, 4, 0)
+    assert env.task_of(np.array([s, env.index(0, 8, 1), env.index(1, 0, 1)])).tolist() == [1, 0, 1]
     assert env.decode(env.next_state[s, N]) == (1, 1, 0)
     assert env.decode(env.next_state[s, E]) == (1, 5, 0)
     corner = env.index(1, 0, 1)
@@ -177,6 +178,7 @@ def test_job_writes_report_and_json(tmp_path):
     payload = json.loads((out / "thought_mdp.json").read_text())
     assert {(s["init"], s["thinking"], s["gradient"]) for s in payload["summary"]} >= {("rich", False, "exact")}
     assert len(payload["skill_sweep"]) == 2
+    assert [(r["task"], r["thoughts_needed"]) for r in payload["per_task"]] == [(0, 0), (1, 1), (2, 2), (3, 1)]
     assert sum(r["episodes"] for r in payload["thinking_vs_return"]["trained"]) == 200
     assert "<img" in (out / "report.html").read_text()
     assert main(["thought-mdp", "--size", "2", "--out", str(out), "--quiet"]) == 2

@@ -172,6 +172,12 @@ def cmd_plan(args) -> int:
     return 0
 
 
+def _write_json(path: str | None, payload: dict) -> None:
+    if path:
+        Path(path).write_text(json.dumps(payload, indent=2))
+        console.print(f"wrote {path}")
+
+
 def cmd_early_experience(args) -> int:
     from ponder.jobs.early_experience import EarlyExperienceJob, early_experience_table, run_early_experience
     from ponder.report.tables import print_table
@@ -181,9 +187,7 @@ def cmd_early_experience(args) -> int:
         job, progress=not args.quiet, printer=(lambda _: None) if args.quiet else console.print
     )
     print_table(*early_experience_table(payload), title=f"ponder early-experience on {job.task} (seeds {job.seeds})")
-    if args.json:
-        Path(args.json).write_text(json.dumps(payload, indent=2))
-        console.print(f"wrote {args.json}")
+    _write_json(args.json, payload)
     return 0
 
 
@@ -196,9 +200,7 @@ def cmd_thought_mdp(args) -> int:
     payload = run_thought_mdp(job, progress=(lambda _: None) if args.quiet else console.print)
     print_table(*summary_table(payload), title=f"ponder thought-mdp (seeds {job.seeds}, means over seeds)")
     console.print(f"report: {payload['report']}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(payload, indent=2))
-        console.print(f"wrote {args.json}")
+    _write_json(args.json, payload)
     return 0
 
 

@@ -30,7 +30,7 @@ EARLY_BASE = "tiny-early"
 def early_base_job() -> BaseJob:
     """``tiny-early``: the default base's recipe stopped at 300 steps (think accuracy near 0 on ``add3-5``)."""
     return BaseJob(
-        train=NextTokenConfig(steps=300, batch_size=64, lr=2e-3, warmup_steps=100, save_every=50, max_length=128)
+        train=NextTokenConfig(steps=500, batch_size=64, lr=2e-3, warmup_steps=100, save_every=100, max_length=128)
     )
 
 

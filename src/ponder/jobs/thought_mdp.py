@@ -115,7 +115,7 @@ def run_thought_mdp(job: ThoughtMDPJob, progress=print) -> dict:
     from ponder.report.thought_mdp_report import write_thought_mdp_report
 
     gradients = ("exact", "sampled") if job.gradient == "both" else (job.gradient,)
-    rows, curves, sweep = [], [], []
+    rows, curves, sweep, per_task = [], [], [], []
     before_counts, before_returns, after_counts, after_returns = [], [], [], []
     for seed in job.seeds:
         env = _env(job, seed)
@@ -139,6 +139,7 @@ def run_thought_mdp(job: ThoughtMDPJob, progress=print) -> dict:
                     eps = sample_episodes(env, softmax(logits), job.probe_episodes, rng)
                     counts.append(eps.thought_counts())
                     returns.append(eps.discounted_returns(env.gamma))
+                per_task += _per_task(env, seed, counts[-1], returns[-1], env.task_of(eps.states[:, 0]))
         for skill in job.skills:
             _, row = run_condition(job, seed, "rich", True, gradients[0], skill=skill)
             sweep.append({"skill": skill, **row})
@@ -148,6 +149,7 @@ def run_thought_mdp(job: ThoughtMDPJob, progress=print) -> dict:
         "summary": _aggregate(rows),
         "curves": curves,
         "skill_sweep": sweep,
+        "per_task": per_task,
         "thinking_vs_return": {
             "initial": group_by_thoughts(np.concatenate(before_counts), np.concatenate(before_returns)),
             "trained": group_by_thoughts(np.concatenate(after_counts), np.concatenate(after_returns)),
@@ -158,6 +160,21 @@ def run_thought_mdp(job: ThoughtMDPJob, progress=print) -> dict:
     (out / "thought_mdp.json").write_text(json.dumps(payload, indent=2))
     payload["report"] = str(write_thought_mdp_report(payload, out / "report.html"))
     return payload
+
+
+def _per_task(env, seed: int, counts: np.ndarray, returns: np.ndarray, tasks: np.ndarray) -> list[dict]:
+    """What the trained rich policy does per task: thoughts it needs vs takes, and its return."""
+    return [
+        {
+            "seed": seed,
+            "task": g,
+            "thoughts_needed": env.thoughts_needed(g),
+            "distance": env.distance(env.centre, env.goals[g]),
+            "thoughts_taken": float(counts[tasks == g].mean()),
+            "mean_return": float(returns[tasks == g].mean()),
+        }
+        for g in range(env.tasks)
+    ]
 
 
 def _curve(result) -> dict:

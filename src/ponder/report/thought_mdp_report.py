@@ -125,6 +125,13 @@ def write_thought_mdp_report(payload: dict, path: str | Path) -> Path:
     header, rows = summary_table(payload)
     report.section("Summary (means over seeds)").table(header, rows)
     report.section("Curves").figure(figure(payload), alt="thinking rate, return, richness sweep, thinking vs return")
+    report.section("What the trained rich policy does per task (sampled episodes)").table(
+        ["seed", "task", "thoughts needed", "goal distance", "thoughts taken", "mean return"],
+        [
+            [r["seed"], r["task"], r["thoughts_needed"], r["distance"], r["thoughts_taken"], r["mean_return"]]
+            for r in payload["per_task"]
+        ],
+    )
     tvr = report.section("Thinking length vs return (rich policy, episodes pooled over seeds)")
     for key in ("initial", "trained"):
         tvr.text(key)

@@ -133,8 +133,9 @@ def collect_experience(
 class ExperienceData:
     """The example pools and what the collection saw.
 
-    ``stats``: ``own_actions``, ``own_right`` (share of own actions the environment calls right,
-    by step and answer), ``world_model``, ``reflection`` (example counts).
+    ``stats``: ``expert_problems``, ``own_actions``, ``own_steps_right`` and ``own_answers_right``
+    (shares of own steps and answers the environment calls right), ``world_model_examples``,
+    ``reflection_examples``.
     """
 
     expert: list[Example]

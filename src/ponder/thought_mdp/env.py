@@ -85,6 +85,10 @@ class ThoughtMDP:
         task, cell = divmod(rest, self.size * self.size)
         return task, cell, thought
 
+    def task_of(self, states: np.ndarray) -> np.ndarray:
+        """Task of each state (vectorised :meth:`decode`)."""
+        return states // (self.size * self.size * self.tasks)
+
     def distance(self, a: int, b: int) -> int:
         """Manhattan distance between two cells (= shortest path length: the grid has no obstacles)."""
         return abs(a // self.size - b // self.size) + abs(a % self.size - b % self.size)
