@@ -1,7 +1,7 @@
 """Imitation vs early experience on the built-in tiny model, each then a warm start for GRPO.
 
 Runs ``ponder early-experience`` (:func:`ponder.jobs.early_experience.run_early_experience`):
-from the ``tiny-early`` base (the tiny model after 300 of its 800 base steps), the same expert
+from the ``tiny-early`` base (the tiny model's base recipe run for 500 steps, not 800), the same expert
 trajectories per seed, three recipes trained with the same steps and examples per step
 (imitation; world modelling then imitation; reflection mixed with imitation), then the same
 short GRPO from each. Prints held-out think accuracy (greedy) after each recipe and after its
