@@ -180,5 +180,5 @@ def test_job_writes_report_and_json(tmp_path):
     assert len(payload["skill_sweep"]) == 2
     assert [(r["task"], r["thoughts_needed"]) for r in payload["per_task"]] == [(0, 0), (1, 1), (2, 2), (3, 1)]
     assert sum(r["episodes"] for r in payload["thinking_vs_return"]["trained"]) == 200
-    assert "<img" in (out / "report.html").read_text()
+    assert "<img" in (out / "report.html").read_text() and (out / "report.png").stat().st_size > 0
     assert main(["thought-mdp", "--size", "2", "--out", str(out), "--quiet"]) == 2

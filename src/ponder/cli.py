@@ -359,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
         "sub-policy at a small cost. Policy gradient (exact and sampled) from rich, single-skill and uniform "
         "initial policies and without thought actions; records how often the policy thinks and its return, "
         "sweeps the sub-policy strength, and groups episodes by thinking length. Writes OUT/report.html and "
-        "OUT/thought_mdp.json (seconds to a minute on a CPU).",
+        "OUT/thought_mdp.json, with the figure as OUT/report.png (seconds to a minute on a CPU).",
     )
     _add_run_flags(p, resume=False)
 

@@ -10,7 +10,7 @@ of :func:`~ponder.thought_mdp.env.initial_logits`:
 and records the probability that the policy thinks before its first move, the thoughts per
 episode and the return. It also samples episodes of the rich policy before and after training
 and groups them by how many thoughts they took (thinking length vs return). Writes
-``OUT/thought_mdp.json`` and ``OUT/report.html``.
+``OUT/thought_mdp.json``, ``OUT/report.html`` and its figure ``OUT/report.png``.
 """
 
 from __future__ import annotations

@@ -112,6 +112,7 @@ def figure(payload: dict):
 
 
 def write_thought_mdp_report(payload: dict, path: str | Path) -> Path:
+    """Write the HTML report to ``path`` and its figure beside it (same name, ``.png``)."""
     s = payload["settings"]
     report = Report("ponder thought-mdp: thinking as selecting among sub-policies")
     sec = report.section("Setting")
@@ -124,7 +125,10 @@ def write_thought_mdp_report(payload: dict, path: str | Path) -> Path:
     )
     header, rows = summary_table(payload)
     report.section("Summary (means over seeds)").table(header, rows)
-    report.section("Curves").figure(figure(payload), alt="thinking rate, return, richness sweep, thinking vs return")
+    fig = figure(payload)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(Path(path).with_suffix(".png"), dpi=110, bbox_inches="tight")  # the plot on its own, too
+    report.section("Curves").figure(fig, alt="thinking rate, return, richness sweep, thinking vs return")
     report.section("What the trained rich policy does per task (sampled episodes)").table(
         ["seed", "task", "thoughts needed", "goal distance", "thoughts taken", "mean return"],
         [
