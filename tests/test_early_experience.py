@@ -13,7 +13,6 @@ from ponder.data.early_experience import (
     EarlyExperienceError,
     Example,
     expert_example,
-    rationale,
     reflection_example,
     step_environment,
     world_model_example,
@@ -88,12 +87,27 @@ def test_example_builders_by_hand():
     assert world_model_example(state, "3+7+0=10", "carry 1") == Example(
         "1234+5678=<think>4+8+0=12 3+7+0=10", " [carry 1]", False
     )
-    assert rationale("3+7+0=10", "carry 1") == "[3+7+0=10: carry 1]"
-    assert reflection_example(state, "3+7+0=10", "carry 1") == Example(
-        "1234+5678=<think>4+8+0=12 ", "[3+7+0=10: carry 1] 3+7+1=11", False
+    assert reflection_example(env, state, "3+7+0=10", "carry 1") == Example(
+        "1234+5678=<think>4+8+0=12 ", "[carry 1] 3+7+1=11", False
     )
-    assert reflection_example(state, "3+7+1=11", "ok") is None  # nothing to reflect on
-    assert reflection_example(env.states(PROBLEM)[4], "6913", "wrong") is None  # no rationale in the answer line
+    assert reflection_example(env, state, "3+7+1=11", "ok") is None  # nothing to reflect on
+    assert reflection_example(env, env.states(PROBLEM)[4], "6913", "wrong") is None  # no rationale in the answer
+
+
+@pytest.mark.parametrize(
+    ("action", "reason"),
+    [
+        ("3+7+0=10", "[carry 1]"),
+        ("2+6+1=09", "[column 2 is 3+7]"),
+        ("4+8+0=12", "[column 2 is 3+7; carry 1]"),
+        ("3+7+1=10", "[sum 11]"),  # only the sum was wrong
+        ("3+7<1=11", "[column 2 is 3+7; carry 1]"),  # unreadable: what a step here must use
+    ],
+)
+def test_rationales_state_the_facts_not_the_wrong_step(action, reason):
+    env = AdditionSteps()
+    state = env.states(PROBLEM)[1]
+    assert env.rationale(state, action, env.respond(state, action)) == reason
 
 
 def test_only_addition_tasks_have_a_step_environment():
@@ -153,7 +167,7 @@ def test_build_examples_counts():
         Transition(states[4], "6912", "correct"),
         Transition(states[4], "6913", "wrong"),
     ]
-    data = build_examples([PROBLEM], transitions)
+    data = build_examples(env, [PROBLEM], transitions)
     assert len(data.expert) == 1 and len(data.world_model) == 5 and len(data.reflection) == 1
     assert data.stats["own_steps_right"] == pytest.approx(2 / 3)
     assert data.stats["own_answers_right"] == pytest.approx(0.5)
@@ -170,7 +184,7 @@ def test_collect_and_train_on_a_small_model(random_tiny, tmp_path, one_thread):
         assert t.observation == env.respond(t.state, t.action)
     again = collect_experience(model, tok, env, problems, samples_per_state=2, seed=0, max_step_tokens=8)
     assert [t.action for t in again] == [t.action for t in transitions]
-    data = build_examples(problems, transitions)
+    data = build_examples(env, problems, transitions)
     cfg = NextTokenConfig(steps=2, batch_size=4, lr=1e-3, warmup_steps=0, save_every=100, max_length=64)
     before = [p.detach().clone() for p in model.parameters()]
     summary = train_recipe(

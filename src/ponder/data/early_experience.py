@@ -9,9 +9,12 @@ to, with no reward, two kinds of training example are built:
 * implicit world modelling (:func:`world_model_example`): given the state and the own action,
   predict the observation, i.e. the next state's new part;
 * self-reflection (:func:`reflection_example`): given the state, a rationale for why the
-  expert's action beats the own one, then the expert's action. Here the rationale is written by
-  a rule from the observation of the own action (the paper has an LLM write it; a 2M-parameter
-  model cannot, so :func:`rationale` is a template);
+  expert's action beats the own one, then the expert's action. Here the environment writes the
+  rationale by a rule from what its observation of the own action found wrong
+  (``StepEnvironment.rationale``; the paper has an LLM write it, which a 2M-parameter model
+  cannot). It states the facts the own action got wrong, not the own action itself: a tiny model
+  trained on rationales that quote the wrong step learns to write wrong steps in its thoughts and
+  derails (measured: ``bench/RESULTS.md``);
 
 next to the imitation examples of the expert trajectories themselves (:func:`expert_example`).
 Every example is a :class:`Example`: a context and a target, the loss falling on the target.
@@ -74,6 +77,10 @@ class StepEnvironment(Protocol):
         """The observation that follows ``action`` in ``state`` (``ok`` / ``correct`` when it is right)."""
         ...
 
+    def rationale(self, state: State, action: str, observation: str) -> str:
+        """Why the expert's action beats the wrong ``action`` in ``state``, from its ``observation``."""
+        ...
+
 
 class AdditionSteps:
     """The addition scratchpad as an environment.
@@ -87,6 +94,9 @@ class AdditionSteps:
     ``column k is X+Y`` (the digits of this column), ``carry C`` (the carry in) and
     ``x+y+c=SS`` (the true two-digit sum of what was written), joined by ``; ``; ``unreadable``
     when it is not a step. Observation of an answer: ``correct`` or ``wrong`` (a verifier).
+
+    Rationale against a wrong step: ``[column k is X+Y; carry C]`` with the parts the step got
+    wrong (both when it was unreadable), or ``[sum SS]`` when only its sum was wrong.
     """
 
     def states(self, problem: Problem) -> list[State]:
@@ -126,6 +136,17 @@ class AdditionSteps:
             issues.append(f"{x}+{y}+{c}={x + y + c:02d}")
         return "; ".join(issues)
 
+    def rationale(self, state: State, action: str, observation: str) -> str:
+        tx, ty, tc, ts = _STEP.fullmatch(state.expert).groups()
+        got = _STEP.fullmatch(action.strip())
+        x, y, c = got.groups()[:3] if got else (None, None, None)
+        facts = []
+        if (x, y) != (tx, ty):
+            facts.append(f"column {state.index + 1} is {tx}+{ty}")
+        if c != tc:
+            facts.append(f"carry {tc}")
+        return "[" + ("; ".join(facts) or f"sum {ts}") + "]"
+
 
 def step_environment(task: Task) -> StepEnvironment:
     """The step environment of ``task`` (addition tasks); an error naming the supported tasks otherwise."""
@@ -149,20 +170,15 @@ def world_model_example(state: State, action: str, observation: str) -> Example:
     return Example(state.context + action.strip(), f" [{observation}]")
 
 
-def rationale(action: str, observation: str) -> str:
-    """Why the expert's step beats ``action``, written from its observation: ``[action: observation]``."""
-    return f"[{action.strip()}: {observation}]"
-
-
-def reflection_example(state: State, action: str, observation: str) -> Example | None:
-    """Self-reflection: ``state`` -> rationale against ``action``, then the expert's step.
+def reflection_example(env: StepEnvironment, state: State, action: str, observation: str) -> Example | None:
+    """Self-reflection: ``state`` -> the environment's rationale against ``action``, then the expert's step.
 
     None when there is nothing to reflect on: the own action was right, or the state is the
     answer (a rationale there would sit in the answer line, outside the thought).
     """
-    if state.final or observation == "ok":
+    if state.final or is_right(observation):
         return None
-    return Example(state.context, f"{rationale(action, observation)} {state.expert}")
+    return Example(state.context, f"{env.rationale(state, action, observation)} {state.expert}")
 
 
 def is_right(observation: str) -> bool:

@@ -48,7 +48,7 @@ class EarlyExperienceJob(BaseModel):
     world_model_share: float = Field(0.5, ge=0, le=1, description="world_model: share of the steps on world modelling")
     reflection_share: float = Field(0.5, ge=0, le=1, description="reflection: share of examples that are reflections")
     train: NextTokenConfig = NextTokenConfig(
-        steps=80, batch_size=32, lr=1e-3, warmup_steps=5, min_lr_ratio=0.1, save_every=1000, max_length=128
+        steps=80, batch_size=32, lr=3e-4, warmup_steps=5, min_lr_ratio=0.1, save_every=1000, max_length=128
     )
     grpo_steps: int = Field(30, ge=0, description="GRPO steps from each recipe's model (0: no GRPO)")
     grpo_prompts: int = Field(8, ge=1, description="GRPO prompts per step")
@@ -96,7 +96,7 @@ def run_early_experience(job: EarlyExperienceJob, progress: bool = True, printer
         transitions = collect_experience(
             lm.model, lm.tokenizer, env, problems, job.samples_per_state, job.temperature, seed=seed
         )
-        data = build_examples(problems, transitions)
+        data = build_examples(env, problems, transitions)
         collection.append({"seed": seed, **data.stats})
         printer(f"seed {seed}: {data.stats}")
         for recipe in job.recipes:

@@ -144,11 +144,15 @@ class ExperienceData:
     stats: dict = field(default_factory=dict)
 
 
-def build_examples(problems: Sequence[Problem], transitions: Sequence[Transition]) -> ExperienceData:
+def build_examples(
+    env: StepEnvironment, problems: Sequence[Problem], transitions: Sequence[Transition]
+) -> ExperienceData:
     """Expert trajectories, one world-modelling example per transition, one reflection example
     per wrong own step (see :mod:`ponder.data.early_experience`)."""
     world = [world_model_example(t.state, t.action, t.observation) for t in transitions]
-    reflection = [r for t in transitions if (r := reflection_example(t.state, t.action, t.observation)) is not None]
+    reflection = [
+        r for t in transitions if (r := reflection_example(env, t.state, t.action, t.observation)) is not None
+    ]
     steps = [t for t in transitions if not t.state.final]
     answers = [t for t in transitions if t.state.final]
     stats = {
