@@ -146,8 +146,11 @@ def test_recipe_streams():
     take = lambda it, n: [next(it) for _ in range(n)]  # noqa: E731
     imitation = take(recipe_stream(data, "imitation", 10, seed=1), 12)
     assert all(e in data.expert for e in imitation) and set(imitation[:4]) == set(data.expert)  # epochs
-    world = take(recipe_stream(data, "world_model", 10, world_model_share=0.3), 10)
-    assert all(e in data.world_model for e in world[:3]) and all(e in data.expert for e in world[3:])
+    first = take(recipe_stream(data, "world_model_first", 10, world_model_share=0.3), 10)
+    assert all(e in data.world_model for e in first[:3]) and all(e in data.expert for e in first[3:])
+    world = take(recipe_stream(data, "world_model", 4000, world_model_share=0.3, seed=3), 4000)
+    assert sum(e in data.world_model for e in world) / len(world) == pytest.approx(0.3, abs=0.03)
+    assert all(e in data.world_model or e in data.expert for e in world)
     mixed = take(recipe_stream(data, "reflection", 4000, reflection_share=0.25, seed=2), 4000)
     share = sum(e in data.reflection for e in mixed) / len(mixed)
     assert share == pytest.approx(0.25, abs=0.03)
@@ -187,11 +190,10 @@ def test_collect_and_train_on_a_small_model(random_tiny, tmp_path, one_thread):
     data = build_examples(env, problems, transitions)
     cfg = NextTokenConfig(steps=2, batch_size=4, lr=1e-3, warmup_steps=0, save_every=100, max_length=64)
     before = [p.detach().clone() for p in model.parameters()]
-    summary = train_recipe(
-        model, tok, data, "world_model", cfg, tmp_path / "run", world_model_share=0.5, progress=False
-    )
+    run = tmp_path / "run"
+    summary = train_recipe(model, tok, data, "world_model_first", cfg, run, world_model_share=0.5, progress=False)
     assert summary["examples_by_kind"] == {"expert": 4, "world_model": 4, "reflection": 0}
-    used = [e for _, e in zip(range(8), recipe_stream(data, "world_model", 8, world_model_share=0.5))]
+    used = [e for _, e in zip(range(8), recipe_stream(data, "world_model_first", 8, world_model_share=0.5))]
     assert summary["target_tokens"] == target_tokens(tok, used)
     assert (tmp_path / "run" / "final" / "config.json").is_file()
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))

@@ -372,10 +372,10 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_early_experience,
         "early experience: imitation vs world-modelling and self-reflection data from the model's own steps",
         "Branches the base policy at every state of expert scratchpads, asks the task's step environment what each "
-        "own step leads to, and trains on imitation only, implicit world modelling (predict the observation) then "
-        "imitation, or self-reflection (a rule-written rationale against the own step, then the expert's) mixed "
-        "with imitation: same steps and examples per step, no reward. Then a short GRPO from each; held-out think "
-        "accuracy before and after. Writes OUT/early_experience.json.",
+        "own step leads to, and trains on imitation only, or imitation mixed with implicit world modelling (predict "
+        "the observation; world_model_first: the paper's two stages) or with self-reflection (a rule-written "
+        "rationale against the own step, then the expert's): same steps and examples per step, no reward. Then a "
+        "short GRPO from each; held-out think accuracy before and after. Writes OUT/early_experience.json.",
     )
     _add_run_flags(p, resume=False)
 

@@ -44,8 +44,13 @@ class EarlyExperienceJob(BaseModel):
     experts: int = Field(256, ge=1, description="expert trajectories (the same for every recipe)")
     samples_per_state: int = Field(2, ge=1, description="own actions sampled at each expert state")
     temperature: float = Field(1.0, gt=0, description="sampling temperature of the own actions")
-    recipes: list[str] = Field(list(RECIPES), description="recipes compared: imitation, world_model, reflection")
-    world_model_share: float = Field(0.5, ge=0, le=1, description="world_model: share of the steps on world modelling")
+    recipes: list[str] = Field(
+        ["imitation", "world_model", "reflection"],
+        description="recipes compared: imitation, world_model, world_model_first (the paper's two stages), reflection",
+    )
+    world_model_share: float = Field(
+        0.5, ge=0, le=1, description="world_model(_first): share of the examples (steps) on world modelling"
+    )
     reflection_share: float = Field(0.5, ge=0, le=1, description="reflection: share of examples that are reflections")
     train: NextTokenConfig = NextTokenConfig(
         steps=80, batch_size=32, lr=3e-4, warmup_steps=5, min_lr_ratio=0.1, save_every=1000, max_length=128

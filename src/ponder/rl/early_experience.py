@@ -8,8 +8,13 @@ and :func:`train_recipe` trains on one recipe with next-token training whose los
 the targets only (:func:`~ponder.train.next_token.train_next_token`):
 
 * ``imitation``: the expert trajectories only;
-* ``world_model``: world-modelling examples for the first ``world_model_share`` of the steps,
-  then the expert trajectories (the paper's two stages, here in one run and one schedule);
+* ``world_model``: each example a world-modelling one with probability ``world_model_share``,
+  else an expert trajectory;
+* ``world_model_first``: the paper's two stages in one run and one schedule: world-modelling
+  examples for the first ``world_model_share`` of the steps, then expert trajectories. On the
+  tiny model the first stage wrecks the policy (the observations are text it never writes, and
+  Adam moves every weight at the full learning rate towards them), which is why ``world_model``
+  interleaves (measured: ``bench/RESULTS.md``);
 * ``reflection``: each example a reflection one with probability ``reflection_share``, else an
   expert trajectory.
 
@@ -41,8 +46,8 @@ from ponder.data.task import Problem
 from ponder.lm.generate import generate
 from ponder.train.next_token import NextTokenConfig, train_next_token
 
-Recipe = Literal["imitation", "world_model", "reflection"]
-RECIPES: tuple[str, ...] = ("imitation", "world_model", "reflection")
+Recipe = Literal["imitation", "world_model", "world_model_first", "reflection"]
+RECIPES: tuple[str, ...] = ("imitation", "world_model", "world_model_first", "reflection")
 
 
 @dataclass(frozen=True)
@@ -183,9 +188,10 @@ def recipe_stream(
 ) -> Iterator[Example]:
     """The examples of ``recipe`` in training order (endless; deterministic in ``seed``).
 
-    ``world_model``: the first ``round(world_model_share * total_examples)`` are world-modelling
-    examples, the rest expert trajectories. ``reflection``: each is a reflection example with
-    probability ``reflection_share``. Pools are visited in reshuffled epochs.
+    ``world_model`` and ``reflection``: each example is one of that kind with probability
+    ``world_model_share`` / ``reflection_share``, else an expert trajectory.
+    ``world_model_first``: the first ``round(world_model_share * total_examples)`` are
+    world-modelling examples, the rest expert trajectories. Pools are visited in reshuffled epochs.
     """
     if recipe not in RECIPES:
         raise ValueError(f"unknown recipe {recipe!r}; known: {', '.join(RECIPES)}")
@@ -193,15 +199,19 @@ def recipe_stream(
     expert = _shuffled_forever(data.expert, rng)
     if recipe == "imitation":
         yield from expert
-    elif recipe == "world_model":
-        world = _shuffled_forever(data.world_model or data.expert, rng)
-        first = round(world_model_share * total_examples)
-        yield from itertools.islice(world, first)
+        return
+    if recipe == "world_model_first":
+        yield from itertools.islice(
+            _shuffled_forever(data.world_model or data.expert, rng), round(world_model_share * total_examples)
+        )
         yield from expert
-    else:
-        reflect = _shuffled_forever(data.reflection or data.expert, rng)
-        while True:
-            yield next(reflect) if rng.random() < reflection_share else next(expert)
+        return
+    pool, share = (
+        (data.world_model, world_model_share) if recipe == "world_model" else (data.reflection, reflection_share)
+    )
+    other = _shuffled_forever(pool or data.expert, rng)
+    while True:
+        yield next(other) if rng.random() < share else next(expert)
 
 
 def target_tokens(tokenizer, examples: Sequence[Example]) -> int:
