@@ -205,11 +205,33 @@ def test_job_end_to_end(trained_tiny_dir, tmp_path, one_thread):
     out = tmp_path / "ee"
     argv = ["early-experience", "--model", str(trained_tiny_dir), "--task", "add2", "--experts", "3"]
     argv += ["--recipes", "imitation,reflection", "--train.steps", "2", "--train.batch-size", "4", "--grpo-steps", "1"]
-    argv += ["--grpo-prompts", "2", "--grpo-group", "2", "--eval-n", "4", "--seeds", "0", "--out", str(out), "--quiet"]
+    argv += ["--grpo-prompts", "2", "--grpo-group", "2", "--eval-n", "4", "--world-model-probe", "2", "--seeds", "0"]
+    argv += ["--out", str(out), "--quiet"]
     assert main(argv) == 0
     payload = json.loads((out / "early_experience.json").read_text())
     assert [r["recipe"] for r in payload["runs"]] == ["imitation", "reflection"]
     for r in payload["runs"]:
         assert 0 <= r["accuracy"] <= 1 and 0 <= r["accuracy_after_grpo"] <= 1
         assert sum(r["examples_by_kind"].values()) == 8
+        assert 0 <= r["world_model_accuracy"] <= 1
+    assert 0 <= payload["collection"][0]["base_world_model_accuracy"] <= 1
     assert main(["early-experience", "--task", "sort", "--out", str(out), "--quiet"]) == 2
+
+
+def test_world_model_accuracy_compares_greedy_observations(monkeypatch, random_tiny):
+    import ponder.rl.early_experience as ee
+
+    env = AdditionSteps()
+    states = env.states(PROBLEM)
+    transitions = [Transition(states[1], "3+7+0=10", "carry 1"), Transition(states[4], "6913", "wrong")]
+    seen = {}
+
+    def fake_sample(model, tokenizer, contexts, n, stop, max_tokens, temperature, generator, batch_size=None):
+        seen.update(contexts=list(contexts), stop=stop, temperature=temperature)
+        return [["carry 1"], ["correct"]]
+
+    monkeypatch.setattr(ee, "sample_actions", fake_sample)
+    model, tok = random_tiny
+    assert ee.world_model_accuracy(model, tok, transitions) == 0.5
+    assert seen["contexts"][0] == "1234+5678=<think>4+8+0=12 3+7+0=10 ["
+    assert seen["stop"] == "]" and seen["temperature"] == 0.0

@@ -60,6 +60,9 @@ class EarlyExperienceJob(BaseModel):
     grpo_group: int = Field(8, ge=2, description="GRPO completions per prompt")
     grpo_lr: float = Field(3e-5, gt=0, description="GRPO learning rate")
     eval_n: int = Field(200, ge=1, description="held-out problems (greedy think accuracy)")
+    world_model_probe: int = Field(
+        32, ge=0, description="held-out problems whose states probe each model's world model (0: skip)"
+    )
     seeds: list[int] = Field([0, 1, 2], description="seeds of the expert problems, sampling, training and GRPO")
     out: str = Field("runs/early-experience", description="run directory")
 
@@ -78,7 +81,7 @@ def run_early_experience(job: EarlyExperienceJob, progress: bool = True, printer
     from ponder.data.registry import get_task
     from ponder.jobs.grpo import GRPOJob, held_out_think_accuracy, run_grpo, task_thought_budget
     from ponder.lm.load import load_model
-    from ponder.rl.early_experience import build_examples, collect_experience, train_recipe
+    from ponder.rl.early_experience import build_examples, collect_experience, train_recipe, world_model_accuracy
 
     unknown = sorted(set(job.recipes) - set(RECIPES))
     if unknown:
@@ -102,6 +105,11 @@ def run_early_experience(job: EarlyExperienceJob, progress: bool = True, printer
             lm.model, lm.tokenizer, env, problems, job.samples_per_state, job.temperature, seed=seed
         )
         data = build_examples(env, problems, transitions)
+        probe = []
+        if job.world_model_probe:  # the base's own actions at held-out states, and what they led to
+            held_out = task.problems(job.world_model_probe, seed=seed, split="test")
+            probe = collect_experience(lm.model, lm.tokenizer, env, held_out, 1, job.temperature, seed=seed)
+            data.stats["base_world_model_accuracy"] = world_model_accuracy(lm.model, lm.tokenizer, probe)
         collection.append({"seed": seed, **data.stats})
         printer(f"seed {seed}: {data.stats}")
         for recipe in job.recipes:
@@ -126,6 +134,8 @@ def run_early_experience(job: EarlyExperienceJob, progress: bool = True, printer
                 "examples_by_kind": summary["examples_by_kind"],
                 "train_seconds": summary["seconds"],
             }
+            if probe:
+                row["world_model_accuracy"] = world_model_accuracy(lm.model, lm.tokenizer, probe)
             if job.grpo_steps:
                 grpo = run_grpo(
                     GRPOJob(
@@ -166,18 +176,23 @@ def run_early_experience(job: EarlyExperienceJob, progress: bool = True, printer
 
 def early_experience_table(payload: dict) -> tuple[list[str], list[list]]:
     """Header and rows: the base, then each recipe's held-out accuracy (mean, std and per seed over
-    seeds) after training and after GRPO, and the tokens it trained on."""
+    seeds) after training and after GRPO, the tokens it trained on, and how well it predicts the
+    observations of held-out own actions (world-model accuracy, mean over seeds)."""
     import statistics
 
-    def spread(values: list[float]) -> tuple[float, float, str]:
+    def spread(values: list[float]) -> list:
         std = statistics.stdev(values) if len(values) > 1 else 0.0
-        return statistics.fmean(values), std, " ".join(f"{v:.3f}" for v in values)
+        return [statistics.fmean(values), std, " ".join(f"{v:.3f}" for v in values)]
+
+    def mean_of(rows: list[dict], key: str):
+        values = [r[key] for r in rows if key in r]
+        return statistics.fmean(values) if values else "-"
 
     grpo = any("accuracy_after_grpo" in r for r in payload["runs"])
-    header = ["recipe", "accuracy", "std", "per seed", "target tokens"]
-    if grpo:
-        header += ["after GRPO", "std", "per seed"]
-    rows = [["base", payload["base_accuracy"], "-", "-", "-"] + (["-", "-", "-"] if grpo else [])]
+    header = ["recipe", "accuracy", "std", "per seed", "target tokens", "world-model acc"]
+    header += ["after GRPO", "std", "per seed"] if grpo else []
+    base_wm = mean_of(payload["collection"], "base_world_model_accuracy")
+    rows = [["base", payload["base_accuracy"], "-", "-", "-", base_wm] + (["-", "-", "-"] if grpo else [])]
     for recipe in payload["settings"]["recipes"]:
         runs = [r for r in payload["runs"] if r["recipe"] == recipe]
         row = [
@@ -185,7 +200,8 @@ def early_experience_table(payload: dict) -> tuple[list[str], list[list]]:
             *spread([r["accuracy"] for r in runs]),
             round(statistics.fmean(r["target_tokens"] for r in runs)),
         ]
+        row.append(mean_of(runs, "world_model_accuracy"))
         if grpo:
-            row += list(spread([r["accuracy_after_grpo"] for r in runs]))
+            row += spread([r["accuracy_after_grpo"] for r in runs])
         rows.append(row)
     return header, rows

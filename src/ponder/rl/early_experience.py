@@ -134,6 +134,19 @@ def collect_experience(
     return transitions
 
 
+def world_model_accuracy(model, tokenizer, transitions: Sequence[Transition], batch_size: int | None = 256) -> float:
+    """Share of ``transitions`` whose observation the model predicts exactly (greedy) from the
+    state and the action, in the world-modelling examples' format: how well it learnt the dynamics."""
+    if not transitions:
+        return float("nan")
+    contexts = [world_model_example(t.state, t.action, t.observation).context + " [" for t in transitions]
+    was_training = model.training
+    model.eval()
+    predicted = sample_actions(model, tokenizer, contexts, 1, "]", 48, 0.0, None, batch_size)
+    model.train(was_training)
+    return sum(p[0].strip() == t.observation for p, t in zip(predicted, transitions)) / len(transitions)
+
+
 @dataclass
 class ExperienceData:
     """The example pools and what the collection saw.
