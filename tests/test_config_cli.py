@@ -28,6 +28,16 @@ def test_yaml_and_overrides_merge(tmp_path):
     assert cfg.steps == 5 and cfg.inner.lr == 0.25
 
 
+def test_a_nested_override_keeps_the_jobs_other_nested_defaults(tmp_path):
+    cfg = build_config(BaseJob, None, {"train.steps": 40})
+    assert cfg.train.steps == 40
+    assert cfg.train.model_dump(exclude={"steps"}) == BaseJob().train.model_dump(exclude={"steps"})
+    assert cfg.train.max_length == 128 != type(cfg.train)().max_length  # the job's value, not the class default
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  lr: 0.001\n")
+    assert build_config(BaseJob, path).train.batch_size == BaseJob().train.batch_size
+
+
 def test_unknown_key_is_named(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("stepz: 5\n")

@@ -106,12 +106,38 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
+def _merge(base: dict, given: dict) -> dict:
+    """``given`` over ``base``, recursively for nested mappings."""
+    out = dict(base)
+    for key, value in given.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _over_nested_defaults(model: type[BaseModel], data: dict) -> dict:
+    """Settings of a nested model given in part keep the job's own default for the rest.
+
+    Without this, ``--train.steps 40`` (or a YAML ``train: {steps: 40}``) would rebuild ``train``
+    from its class defaults and silently drop the job's other ``train`` settings.
+    """
+    out = dict(data)
+    for name, field in model.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        if isinstance(out.get(name), dict) and isinstance(default, BaseModel):
+            out[name] = _merge(default.model_dump(), out[name])
+    return out
+
+
 def build_config(model: type[M], config_path: str | Path | None = None, overrides: dict | None = None) -> M:
-    """Validate YAML (optional) + overrides (dotted keys) into ``model``; errors name the key."""
+    """Validate YAML (optional) + overrides (dotted keys) into ``model``; errors name the key.
+
+    A nested settings block given in part keeps the job's defaults for the keys not given.
+    """
     data = read_yaml(config_path) if config_path else {}
     for path, value in (overrides or {}).items():
         if value is not _SENTINEL:
             _set_path(data, path, value)
+    data = _over_nested_defaults(model, data)
     try:
         return model.model_validate(data)
     except ValidationError as e:
