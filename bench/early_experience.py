@@ -7,7 +7,7 @@ trajectories per seed, three recipes trained with the same steps and examples pe
 short GRPO from each. Prints held-out think accuracy (greedy) after each recipe and after its
 GRPO, and what the collection saw (share of the base's own steps and answers that were right).
 
-Usage (about 30 minutes on one core)::
+Usage (25 min of CPU; 37 min wall on the shared 2-core machine)::
 
     OMP_NUM_THREADS=1 python bench/early_experience.py --seeds 0,1,2 --json early_experience.json
     python bench/early_experience.py --quick          # one seed, tiny budgets: a smoke run
