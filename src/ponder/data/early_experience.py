@@ -17,7 +17,7 @@ to, with no reward, two kinds of training example are built:
   derails (measured: ``bench/RESULTS.md``);
 
 next to the imitation examples of the expert trajectories themselves (:func:`expert_example`).
-Every example is a :class:`Example`: a context and a target, the loss falling on the target.
+Every example is an :class:`Example`: a context and a target, the loss falling on the target.
 
 :class:`AdditionSteps` is the environment of the addition tasks (``add3-5`` ...): the steps
 ``x+y+c=ss`` of :class:`~ponder.data.synthetic.Addition`, and a verifier for the answer.
