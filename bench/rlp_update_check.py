@@ -18,8 +18,12 @@ import torch
 import ponder.rl.rollout as rollout
 from ponder.data.registry import get_task
 from ponder.data.sources import TaskSource
-from ponder.lm.load import load_model
+from ponder.jobs.models import load_model
 from ponder.rl.advantages import group_advantages, rlp_reward
+from ponder.rl.batches import target_logprob_sums
+from ponder.rl.generation import TransformersBackend
+from ponder.rl.losses import clipped_surrogate
+from ponder.rl.positions import keyed_generators, tokenize_docs
 from ponder.rl.rlp import RLPConfig, RLPTrainer
 
 
@@ -37,7 +41,7 @@ def main() -> None:
     torch.manual_seed(0)
     lm = load_model(args.model)
     texts = list(itertools.islice(TaskSource(get_task(args.task), seed=0).stream(), args.docs))
-    docs = rollout.tokenize_docs(lm.tokenizer, texts, 128)
+    docs = tokenize_docs(lm.tokenizer, texts, 128)
     # Every position at an answer start: the one place where a thought can help on this task.
     rollout.choose_positions = lambda ds, per_doc, gen, weights=None: [
         (d, doc.answer_start) for d, doc in enumerate(ds)
@@ -46,35 +50,39 @@ def main() -> None:
         lr=args.lr, temperature=args.temperature, reward_tokens=args.reward_tokens, group_size=args.group_size
     )
     trainer = RLPTrainer(lm.model, lm.tokenizer, None, cfg, args.out)
-    trainer.ema.initialize(lm.model)
+    recipe = trainer.recipe
+    recipe.ema.initialize(lm.model)
     g = args.group_size
+    fmt = recipe.fmt
+    backend = TransformersBackend(lm.model, lm.tokenizer, fmt)
     ro = rollout.make_rollout(
         lm.model,
-        trainer.ema.model,
+        recipe.ema.model,
         lm.tokenizer,
+        fmt,
         docs,
         1,
         g,
         args.reward_tokens,
         56,
         args.temperature,
-        1.0,
-        torch.Generator().manual_seed(0),
+        keyed_generators(0, range(len(docs))),
+        backend,
     )
     b = ro.batch
     lm.model.train()
-    logp = b.logprobs(lm.model)
-    target = rollout.target_logprob_sums(logp.detach(), b.target_mask).view(-1, g)
+    logp = b.scores(lm.model, trainer.inv_temperature)[0]
+    target = target_logprob_sums(logp.detach(), b.target_mask).view(-1, g)
     rewards = rlp_reward(target, ro.baseline_logp[:, None].expand(-1, g))
     adv = group_advantages(rewards, correction="rlp").flatten()
     before = (logp.detach() * b.loss_mask).sum(1)
-    loss, _ = trainer._loss(logp, logp.detach(), adv, ro)
+    loss, _ = clipped_surrogate(logp, b.behaviour_logp, adv, b.loss_mask, cfg.eps_low, cfg.eps_high, reduce="rlp")
     trainer.optimizer.zero_grad()
     loss.backward()
     torch.nn.utils.clip_grad_norm_(lm.model.parameters(), cfg.grad_clip)
     trainer.optimizer.step()
     with torch.no_grad():
-        after = (b.logprobs(lm.model) * b.loss_mask).sum(1)
+        after = (b.scores(lm.model, trainer.inv_temperature)[0] * b.loss_mask).sum(1)
     delta = after - before
     w = torch.softmax(delta.view(-1, g), dim=1)  # importance weights of the same samples under the new policy
     print(f"corr(advantage, d log p)      {float(torch.corrcoef(torch.stack([adv, delta]))[0, 1]):+.3f}")

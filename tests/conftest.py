@@ -81,3 +81,15 @@ def trained_tiny_dir(tmp_path_factory):
         torch.set_num_threads(before)
     assert summary["steps"] == 120
     return out / "final"
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_dir(tmp_path_factory, char_tokenizer):
+    """A Hugging Face directory of a very small random-init tiny model (config, safetensors, tokenizer)."""
+    from ponder.lm.tiny import TinyArch, build_tiny_model
+
+    out = tmp_path_factory.mktemp("tiny-hf")
+    arch = TinyArch(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_positions=128)
+    build_tiny_model(char_tokenizer, arch, seed=0).save_pretrained(out)
+    char_tokenizer.save_pretrained(out)
+    return out

@@ -95,12 +95,16 @@ def test_audit_writes_every_diagnostic(audit_run):
 
 
 def test_models_without_lens_access_are_skipped_with_the_reason(trained_tiny_dir, tmp_path, monkeypatch, one_thread):
+    import sys
+
     import ponder.lm.lens as lens
+
+    dtr = sys.modules["ponder.probe.dtr"]  # the module (the package re-exports a function of that name)
 
     def no_lens(model):
         raise lens.LensUnsupported("no final norm here")
 
-    monkeypatch.setattr(lens, "lens_parts", no_lens)
+    monkeypatch.setattr(dtr, "lens_parts", no_lens)
     data = run_audit(
         AuditJob(
             model=str(trained_tiny_dir),

@@ -40,19 +40,18 @@ def test_a_job_with_init_continues_from_that_model(trained_tiny_dir, tmp_path, o
 
 
 def test_ensure_base_trains_once_per_recipe(tmp_path, monkeypatch):
-    import ponder.jobs.base as base_mod
-    from ponder.lm import tiny_cache
+    from ponder.jobs import tiny_cache
 
     monkeypatch.setenv("PONDER_CACHE", str(tmp_path))
     monkeypatch.delenv("PONDER_TINY_DIR", raising=False)
     calls = []
 
-    def fake_run_base(job, out_dir, resume=False, progress=True):
+    def fake_run_base(job, out_dir, resume=False, progress=True, **kwargs):
         calls.append(job.fingerprint())
         (out_dir / "final").mkdir(parents=True)
         (out_dir / "final" / "config.json").write_text("{}")
 
-    monkeypatch.setattr(base_mod, "run_base", fake_run_base)
+    monkeypatch.setattr(tiny_cache, "run_base", fake_run_base)
     lazy = tiny_cache.ensure_lazy_tiny(progress=False)
     assert lazy == tmp_path / f"tiny-{lazy_base_job().fingerprint()}" / "final"
     assert tiny_cache.ensure_lazy_tiny(progress=False) == lazy and len(calls) == 1  # cached: not retrained
@@ -64,17 +63,16 @@ def test_ensure_base_trains_once_per_recipe(tmp_path, monkeypatch):
 
 def test_base_cli_without_out_caches_under_the_recipe(monkeypatch, tmp_path):
     from ponder import cli
-    from ponder.lm.tiny_cache import base_dir
+    from ponder.jobs.tiny_cache import base_dir
 
     monkeypatch.setenv("PONDER_CACHE", str(tmp_path))
     seen = {}
-    import ponder.jobs.base as base_mod
 
-    def fake_run_base(job, out_dir, resume=False, progress=True):
+    def fake_run_base(job, out_dir, resume=False, progress=True, **kwargs):
         seen["out"] = out_dir
         raise SystemExit(0)
 
-    monkeypatch.setattr(base_mod, "run_base", fake_run_base)
+    monkeypatch.setattr(cli, "run_base", fake_run_base)
     with pytest.raises(SystemExit):
         cli.main(["base", "--lazy-thoughts", "0.5", "--quiet"])
     assert seen["out"] == base_dir(BaseJob(lazy_thoughts=0.5)) != base_dir(BaseJob())

@@ -28,16 +28,6 @@ def test_yaml_and_overrides_merge(tmp_path):
     assert cfg.steps == 5 and cfg.inner.lr == 0.25
 
 
-def test_a_nested_override_keeps_the_jobs_other_nested_defaults(tmp_path):
-    cfg = build_config(BaseJob, None, {"train.steps": 40})
-    assert cfg.train.steps == 40
-    assert cfg.train.model_dump(exclude={"steps"}) == BaseJob().train.model_dump(exclude={"steps"})
-    assert cfg.train.max_length == 128 != type(cfg.train)().max_length  # the job's value, not the class default
-    path = tmp_path / "c.yaml"
-    path.write_text("train:\n  lr: 0.001\n")
-    assert build_config(BaseJob, path).train.batch_size == BaseJob().train.batch_size
-
-
 def test_unknown_key_is_named(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("stepz: 5\n")
@@ -129,3 +119,56 @@ def test_cli_reasoning_gym_missing_says_which_extra(monkeypatch, capsys):
     assert main(["eval", "--task", "rg:basic_arithmetic", "--n", "1"]) == 2
     err = capsys.readouterr().err
     assert "ponder[tasks]" in err and "Traceback" not in err
+
+
+def test_a_nested_flag_or_yaml_key_overrides_only_that_field(tmp_path):
+    from ponder.jobs.demo import DemoJob
+
+    job = build_config(DemoJob, None, {"rlp.steps": 5})
+    assert job.rlp.steps == 5
+    assert job.rlp.model_dump(exclude={"steps"}) == DemoJob().rlp.model_dump(exclude={"steps"})
+    assert job.rlp.lr == 3e-5 and job.rlp.position_weighting == "think_prob" and job.rlp.context_length == 128
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  lr: 0.5\n")
+    base = build_config(BaseJob, path, {"train.steps": 7})
+    assert base.train.lr == 0.5 and base.train.steps == 7
+    assert base.train.model_dump(exclude={"lr", "steps"}) == BaseJob().train.model_dump(exclude={"lr", "steps"})
+
+
+HELP_JOBS = ["base", "eval", "rlp", "cpt", "grpo", "ttrl", "demo", "audit", "plan", "early-experience", "thought-mdp"]
+
+
+def _leaf_defaults(model: BaseModel, prefix: str = "") -> dict[str, str]:
+    """``--flag`` -> str(effective default) of every scalar setting of a job's default instance."""
+    from ponder.config import _scalar_type
+
+    out = {}
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            out.update(_leaf_defaults(value, f"{prefix}{name}."))
+        elif _scalar_type(field.annotation) is not None:
+            out["--" + f"{prefix}{name}".replace("_", "-")] = str(value)
+    return out
+
+
+@pytest.mark.parametrize("job", HELP_JOBS)
+def test_help_shows_each_jobs_effective_defaults(job, capsys, monkeypatch):
+    import re
+
+    from ponder.cli import build_parser
+
+    monkeypatch.setenv("COLUMNS", "100000")  # one line per flag
+    parser = build_parser()
+    sub = parser._subparsers._group_actions[0].choices[job]
+    expected = _leaf_defaults(sub.get_default("config_cls")())
+    with pytest.raises(SystemExit):
+        main([job, "--help"])
+    shown = {}
+    entries = re.split(r"\n(?=  -)", capsys.readouterr().out)
+    for entry in entries:
+        flag = entry.split()[0].rstrip(",")
+        found = re.findall(r".*\(default: (.*)\)$", " ".join(entry.split()))
+        if flag in expected and found:
+            shown[flag] = found[-1]
+    assert shown == expected

@@ -74,16 +74,25 @@ def test_eval_cli_json_keys_and_modes(trained_tiny_dir, tmp_path):
 @pytest.mark.slow
 def test_no_think_mode_never_emits_a_delimiter(trained_tiny_dir):
     from ponder.data.registry import get_task
-    from ponder.lm.generate import generate
-    from ponder.lm.load import load_model
+    from ponder.jobs.models import load_model
+    from ponder.lm.thinking import ThoughtFormat, think_then_answer
 
     lm = load_model(str(trained_tiny_dir), device="cpu")
-    prompts = [p.prompt for p in get_task("add2").problems(16, seed=3, split="test")]
-    out = generate(
-        lm.model, lm.tokenizer, prompts, think=False, n=4, temperature=1.0, generator=torch.Generator().manual_seed(0)
+    fmt = ThoughtFormat.of(lm.model, lm.tokenizer)
+    prompts = fmt.prompt_ids(lm.tokenizer, [p.prompt for p in get_task("add2").problems(16, seed=3, split="test")])
+    out = think_then_answer(
+        lm.model,
+        lm.tokenizer,
+        fmt,
+        prompts,
+        think=False,
+        n=4,
+        temperature=1.0,
+        generator=torch.Generator().manual_seed(0),
     )
     assert out.thoughts is None
-    assert not any("<think>" in t or "</think>" in t for t in out.texts)
+    assert not any({fmt.open_id, fmt.close_id} & set(ids) for ids in out.answer_ids)
+    assert not any("<think>" in t or "</think>" in t for t in out.texts(lm.tokenizer))
 
 
 @pytest.mark.slow
@@ -152,7 +161,7 @@ def test_reasoning_gym_dataset_end_to_end(trained_tiny_dir, tmp_path):
 @pytest.mark.smollm
 def test_smollm2_loads_from_wheel_and_scores_a_sentence():
     pytest.importorskip("gguf")
-    from ponder.lm.load import load_model, smollm2_gguf_path
+    from ponder.jobs.models import load_model, smollm2_gguf_path
     from ponder.lm.thoughts import think_token_ids
 
     try:
@@ -166,7 +175,7 @@ def test_smollm2_loads_from_wheel_and_scores_a_sentence():
     assert torch.isfinite(scores.sum).all()
     assert scores.sum[0] > scores.sum[1] + 2.0  # Paris is far likelier than banana
     out = lm.sample(["The capital of France is"], max_new_tokens=3, temperature=0)
-    assert "Paris" in out.texts[0]
+    assert "Paris" in out.texts(lm.tokenizer)[0]
 
 
 @pytest.mark.slow
@@ -176,7 +185,7 @@ def test_gguf_model_saves_as_a_plain_hf_checkpoint(tmp_path):
     pytest.importorskip("gguf")
     from transformers import AutoModelForCausalLM
 
-    from ponder.lm.load import load_model, smollm2_gguf_path
+    from ponder.jobs.models import load_model, smollm2_gguf_path
 
     try:
         smollm2_gguf_path()

@@ -19,6 +19,7 @@ from ponder.data.early_experience import (
 )
 from ponder.data.registry import get_task
 from ponder.data.synthetic import Addition, ListSort
+from ponder.errors import PonderError
 from ponder.rl.early_experience import (
     ExperienceData,
     Transition,
@@ -28,7 +29,7 @@ from ponder.rl.early_experience import (
     target_tokens,
     train_recipe,
 )
-from ponder.train.next_token import NextTokenConfig, collate_documents
+from ponder.train.next_token import NextTokenConfig, collate_windows, training_windows
 
 PROBLEM = Addition(4).make(1234, 5678)  # steps 4+8+0=12 3+7+1=11 2+6+1=09 1+5+0=06, answer 6912
 
@@ -120,9 +121,10 @@ def test_only_addition_tasks_have_a_step_environment():
 
 def test_collate_trains_the_target_only(char_tokenizer):
     tok = char_tokenizer
-    ids, mask, labels = collate_documents(
-        tok, [Example("12+", "3=", False), Example("1+", "2", True), "ab"], max_length=16, device="cpu"
-    )
+    docs = [Example("12+", "3=", False), Example("1+", "2", True), "ab"]
+    windows = list(training_windows(tok, iter(docs), max_length=16))
+    assert [start for _, start in windows] == [4, 3, 0]  # after <bos> and the context; a text trains whole
+    ids, mask, labels = collate_windows([w for w, _ in windows], tok.pad_token_id, "cpu", [s for _, s in windows])
     # row 0: <bos> 1 2 + 3 = -> the loss on "3=" only, no EOS
     assert mask[0].sum() == 6 and labels[0, :4].tolist() == [-100] * 4
     assert tok.decode(labels[0, 4:6]) == "3="
@@ -132,6 +134,8 @@ def test_collate_trains_the_target_only(char_tokenizer):
     # a plain string is trained whole, as before
     assert labels[2, :4].tolist() == ids[2, :4].tolist() and ids[2, 3].item() == tok.eos_token_id
     assert target_tokens(tok, [Example("12+", "3=", False), Example("1+", "2", True)]) == 4
+    with pytest.raises(PonderError, match="no room for its target"):
+        next(training_windows(tok, iter([Example("1234", "5")]), max_length=5))
 
 
 def _data(n_expert=4):

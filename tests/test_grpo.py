@@ -9,17 +9,13 @@ from pydantic import ValidationError
 
 from ponder.data.synthetic import Addition
 from ponder.data.task import Problem, first_line_answer
+from ponder.lm.thinking import Completions, Thoughts
+from ponder.rewards import parse_reward_spec
 from ponder.rl.formats import classify_completion, format_shares
-from ponder.rl.grpo import (
-    GroupRollout,
-    GRPOConfig,
-    GRPOTrainer,
-    TTRLConfig,
-    TTRLTrainer,
-    completion_batch,
-    parse_reward_spec,
-)
+from ponder.rl.grpo import GRPOConfig, GRPOTrainer, completion_batch
+from ponder.rl.positions import keyed_generators
 from ponder.rl.prompts import PromptPool
+from ponder.rl.ttrl import TTRLConfig, TTRLTrainer
 
 # ---------------------------------------------------------------- pure pieces
 
@@ -100,19 +96,22 @@ def test_group_size_one_on_the_command_line(capsys):
 
 
 def test_completion_batch_masks_thought_close_and_answer():
-    ro = GroupRollout(
-        prompt_ids=[[1, 5]],
-        thought_ids=[[20, 21], [22]],
-        closed=torch.tensor([True, False]),
-        answer_ids=[[30, 31], [32]],
-        texts=["", ""],
-    )
-    ids, attn, mask = completion_batch(ro, [0, 1], 2, open_id=90, close_id=91, pad_id=0)
+    closed = torch.tensor([True, False])
+    thought_lp = [torch.tensor([-0.1, -0.2, -0.3]), torch.tensor([-0.4])]  # the first includes its own </think>
+    thoughts = Thoughts([[1, 5]], 2, [[20, 21], [22]], thought_lp, closed)
+    answer_lp = [torch.tensor([-0.5, -0.6]), torch.tensor([-0.7])]
+    comp = Completions([[1, 5]], 2, thoughts, [[30, 31], [32]], answer_lp, torch.tensor([True, True]), 90, 91)
+    batch = completion_batch(comp, [0, 1], pad_id=0)
+    ids, attn, mask = batch.input_ids, batch.attention_mask, batch.loss_mask
     assert ids[0].tolist() == [1, 5, 90, 20, 21, 91, 30, 31]
     assert ids[1].tolist() == [1, 5, 90, 22, 91, 32, 0, 0]
     assert mask[0].nonzero().flatten().tolist() == [3, 4, 5, 6, 7]
     assert mask[1].nonzero().flatten().tolist() == [3, 5]  # a close forced at the budget is not an action
     assert attn[1].tolist() == [1] * 6 + [0, 0]
+    # The sampler's log-probs sit on the actions, in order: thought, own </think>, answer.
+    assert batch.behaviour_logp[0][mask[0]].tolist() == pytest.approx([-0.1, -0.2, -0.3, -0.5, -0.6])
+    assert batch.behaviour_logp[1][mask[1]].tolist() == pytest.approx([-0.4, -0.7])
+    assert not batch.behaviour_logp[~batch.loss_mask].any()
 
 
 # ---------------------------------------------------------------- trainer steps on a random model
@@ -177,7 +176,7 @@ def test_equal_reward_groups_are_dropped_and_carry_zero_gradient(random_tiny, tm
     # no_answer_reward = 1 too: a random model rarely answers, and no-answer completions get that reward.
     trainer = GRPOTrainer(model, tok, Addition(2), _cfg(reward="constant", no_answer_reward=1.0), tmp_path / "a")
     m = trainer.train_step()
-    assert m["skipped"] == 1 and m["groups_equal"] == 2 and trainer.counters["skipped_no_signal"] == 1
+    assert m["skipped"] == 1 and m["groups_equal"] == 2 and trainer.counters["skipped_no_work"] == 1
     assert _unchanged(model, before)
     # With the filter off the groups are trained on, but every advantage is 0: the gradient is exactly 0.
     trainer = GRPOTrainer(
@@ -213,9 +212,10 @@ def test_varied_reward_updates_and_logs_formats_and_no_answers(random_tiny, tmp_
     assert m["groups_trained"] == 2 and not _unchanged(model, before)
     assert sum(m[f"format/think_{c}"] for c in ("closed", "unclosed", "none")) == pytest.approx(1.0)
     assert sum(m[f"format/answer_{c}"] for c in ("number", "other", "empty")) == pytest.approx(1.0)
-    # A random model rarely answers: no-answer completions are counted and get the documented reward.
+    # No-answer completions are counted and get the documented reward: index rewards average 2.5, and
+    # each completion without an answer has its reward replaced by -1, pulling the mean down.
     assert m["no_answer"] == round(m["no_answer_fraction"] * 6)
-    assert m["no_answer_fraction"] > 0 and m["reward_mean"] < 2.5  # index rewards average 2.5; -1 pulls it down
+    assert m["reward_mean"] <= 2.5 and (m["no_answer_fraction"] > 0) == (m["reward_mean"] < 2.5)
 
 
 def test_hard_prompts_are_set_aside_and_revisited(random_tiny, tmp_path, one_thread):
@@ -224,17 +224,18 @@ def test_hard_prompts_are_set_aside_and_revisited(random_tiny, tmp_path, one_thr
     trainer = GRPOTrainer(model, tok, task, _cfg(steps=4, reward="verifiable"), tmp_path)
     for _ in range(2):  # epoch 0: all four prompts
         trainer.train_step()
-    assert sorted(trainer.pool.set_aside_now) == [1, 3]
-    assert trainer.counters["groups_hard_set_aside"] == 2
+    recipe = trainer.recipe
+    assert sorted(recipe.pool.set_aside_now) == [1, 3]
+    assert recipe.counters["groups_hard_set_aside"] == 2
     trainer.train_step()  # epoch 1 begins with the prompts that can pass
-    assert trainer.pool.revisiting == {1, 3} and trainer.counters["hard_revisited"] == 0
+    assert recipe.pool.revisiting == {1, 3} and recipe.counters["hard_revisited"] == 0
     trainer.train_step()  # ... and ends with the hard ones, set aside again
-    assert trainer.counters["hard_revisited"] == 2 and trainer.counters["hard_revisit_solved"] == 0
-    assert trainer.counters["groups_hard_set_aside"] == 4
+    assert recipe.counters["hard_revisited"] == 2 and recipe.counters["hard_revisit_solved"] == 0
+    assert recipe.counters["groups_hard_set_aside"] == 4
     # Without a label-using reward the filter cannot judge a pass rate and stays off.
     trainer = GRPOTrainer(model, tok, task, _cfg(reward="format"), tmp_path / "nolabels")
     trainer.train_step()
-    assert trainer.counters["groups_hard_set_aside"] == 0
+    assert trainer.recipe.counters["groups_hard_set_aside"] == 0
 
 
 def test_ttrl_diagnostics_on_hand_made_votes(random_tiny, tmp_path):
@@ -251,14 +252,14 @@ def test_ttrl_diagnostics_on_hand_made_votes(random_tiny, tmp_path):
         "<think>c</think>8",
         "<think>d</think>8",
     ]
-    m = trainer._extra_metrics(problems, texts, torch.tensor([0] * 4 + [1] * 4))
+    m = trainer.recipe.extra_metrics(problems, texts, torch.tensor([0] * 4 + [1] * 4))
     # Group 0: majority 5 (right), 2 of 4 agree; group 1: majority 8 (wrong), 3 of 4 agree.
     assert m["label_accuracy"] == pytest.approx(0.5)
     assert m["majority_ratio"] == pytest.approx((2 / 4 + 3 / 4) / 2)
     # Vote rewards vs true-label rewards: group 0 [1,1,0,0] vs [1,1,0,0]; group 1 [0,1,1,1] vs [1,0,0,0].
     assert m["reward_accuracy"] == pytest.approx(4 / 8)
     assert m["no_answer_fraction"] == pytest.approx(1 / 8)
-    cols = trainer._train_columns(5)
+    cols = trainer.recipe.train_columns(5, keyed_generators(0, range(5)))
     assert cols.shape == (5, 3) and all(len(set(r.tolist())) == 3 and max(r) < 4 for r in cols)
 
 
@@ -280,7 +281,7 @@ def _run_cli(argv):
     ],
 )
 def test_cli_run_killed_and_resumed_equals_uninterrupted(command, extra, trained_tiny_dir, tmp_path, one_thread):
-    from ponder.lm.load import load_model
+    from ponder.jobs.models import load_model
     from ponder.train.metrics import read_metrics
 
     common = [

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from ponder.lm.lens import LensUnsupported, hidden_states, jsd, layer_logprobs, lens_jsd, lens_logits, lens_parts
-from ponder.lm.score import left_pad
+from ponder.lm.padding import left_pad
 from ponder.lm.tiny import TinyArch, build_tiny_model
 
 NUM_LAYERS = 3

@@ -3,8 +3,8 @@ from contextlib import contextmanager
 import pytest
 import torch
 
-from ponder.lm.sample import Samples, sample
-from ponder.lm.score import token_logprobs
+from ponder.lm.decode import DecodeRules, Samples, sample
+from ponder.lm.logprobs import token_logprobs
 from ponder.lm.thoughts import THINK_CLOSE, THINK_OPEN, think_ban_ids, think_token_ids
 
 PROMPTS = ["a", "Question: what is 2+2? Answer:", "hello there"]
@@ -59,10 +59,10 @@ def test_greedy_matches_reference_with_left_padding_and_shared_prefix(model, tok
             assert row_tokens(samples, row) == expected
         # One prompt alone (no padding, no expansion) gives the same continuation.
         alone = sample(model, tok, [prompt], n=1, max_new_tokens=12, temperature=0)
-        assert row_tokens(alone, 0) == expected and alone.texts[0] == samples.texts[3 * i]
+        assert row_tokens(alone, 0) == expected and alone.texts(tok)[0] == samples.texts(tok)[3 * i]
     # Chunked decoding (prompts sorted by length internally) keeps the prompt order.
     chunked = sample(model, tok, PROMPTS, n=3, max_new_tokens=12, temperature=0, batch_size=2)
-    assert chunked.texts == samples.texts
+    assert chunked.texts(tok) == samples.texts(tok)
 
 
 def test_shapes_and_max_new_tokens(model, tok):
@@ -77,14 +77,14 @@ def test_shapes_and_max_new_tokens(model, tok):
         if not ended_by_eos:
             assert samples.num_tokens[row] == 7
     empty = sample(model, tok, PROMPTS, n=2, max_new_tokens=0)
-    assert empty.tokens.shape == (6, 0) and empty.texts == [""] * 6 and not empty.finished.any()
+    assert empty.tokens.shape == (6, 0) and empty.texts(tok) == [""] * 6 and not empty.finished.any()
 
 
 def test_eos_ends_rows_and_is_kept(model, tok):
     with biased(model, {tok.eos_token_id: 100.0}):
         samples = sample(model, tok, PROMPTS, n=2, max_new_tokens=5)
     assert samples.finished.all() and (samples.num_tokens == 1).all()
-    assert (samples.tokens[:, 0] == tok.eos_token_id).all() and samples.texts == [""] * 6
+    assert (samples.tokens[:, 0] == tok.eos_token_id).all() and samples.texts(tok) == [""] * 6
     # Extra ids from the generation config also end rows.
     z = tok.convert_tokens_to_ids("z")
     saved = model.generation_config.eos_token_id
@@ -99,24 +99,30 @@ def test_eos_ends_rows_and_is_kept(model, tok):
 
 def test_stop_strings_cut_text_and_finish(model, tok):
     free = sample(model, tok, PROMPTS, max_new_tokens=10, temperature=0)
-    stop = free.texts[0][3:5]  # a string the greedy continuation of prompt 0 contains
-    stopped = sample(model, tok, PROMPTS, max_new_tokens=10, temperature=0, stop=[stop])
-    for row, text in enumerate(free.texts):
+    stop = free.texts(tok)[0][3:5]  # a string the greedy continuation of prompt 0 contains
+    stopped = sample(model, tok, PROMPTS, max_new_tokens=10, temperature=0, rules=DecodeRules(stop_strings=(stop,)))
+    for row, text in enumerate(free.texts(tok)):
         cut = text.find(stop)
         if cut >= 0:
-            assert stopped.texts[row] == text[: cut + len(stop)] and stopped.finished[row]
+            assert stopped.texts(tok, [stop])[row] == text[: cut + len(stop)] and stopped.finished[row]
             assert stopped.num_tokens[row] == cut + len(stop)  # char tokenizer: one token per char
         else:
-            assert stopped.texts[row] == text
+            assert stopped.texts(tok, [stop])[row] == text
     # Sampling from a two-letter alphabet with a three-letter stop string.
     x, y = tok.convert_tokens_to_ids(["x", "y"])
     stops = ["xyx", "yyy"]
     with biased(model, {x: 30.0, y: 30.0}):
         samples = sample(
-            model, tok, PROMPTS, n=8, max_new_tokens=16, stop=stops, generator=torch.Generator().manual_seed(1)
+            model,
+            tok,
+            PROMPTS,
+            n=8,
+            max_new_tokens=16,
+            rules=DecodeRules(stop_strings=tuple(stops)),
+            generator=torch.Generator().manual_seed(1),
         )
     assert samples.finished.any()
-    for row, text in enumerate(samples.texts):
+    for row, text in enumerate(samples.texts(tok, stops)):
         firsts = [text.find(s) + len(s) for s in stops if s in text]
         if samples.finished[row]:
             assert firsts and min(firsts) == len(text)  # ends right after its first stop string
@@ -129,9 +135,15 @@ def test_stop_at_think_close(model, tok):
     _, close = think_token_ids(tok)
     with biased(model, {close: 8.0}):
         samples = sample(
-            model, tok, PROMPTS, n=4, max_new_tokens=30, stop=[THINK_CLOSE], generator=torch.Generator().manual_seed(0)
+            model,
+            tok,
+            PROMPTS,
+            n=4,
+            max_new_tokens=30,
+            rules=DecodeRules(stop_strings=(THINK_CLOSE,)),
+            generator=torch.Generator().manual_seed(0),
         )
-    for row, text in enumerate(samples.texts):
+    for row, text in enumerate(samples.texts(tok)):
         assert text.count(THINK_CLOSE) <= 1
         assert text.endswith(THINK_CLOSE) == bool(samples.finished[row])
         if samples.finished[row]:
@@ -142,7 +154,7 @@ def test_banned_ids_never_appear(model, tok):
     open_id, close_id = think_token_ids(tok)
     with biased(model, {open_id: 50.0}):
         free = sample(model, tok, PROMPTS, max_new_tokens=3, temperature=0)
-        assert (free.tokens[:, 0] == open_id).all() and all(t.startswith(THINK_OPEN) for t in free.texts)
+        assert (free.tokens[:, 0] == open_id).all() and all(t.startswith(THINK_OPEN) for t in free.texts(tok))
         for temperature in (0.0, 1.0):
             banned = sample(
                 model,
@@ -151,15 +163,17 @@ def test_banned_ids_never_appear(model, tok):
                 n=4,
                 max_new_tokens=20,
                 temperature=temperature,
-                ban_token_ids=think_ban_ids(tok),
+                rules=DecodeRules(ban_ids=tuple(think_ban_ids(tok))),
                 generator=torch.Generator().manual_seed(0),
             )
             assert not torch.isin(banned.tokens, torch.tensor([open_id, close_id])).any()
-            assert not any(THINK_OPEN in t or THINK_CLOSE in t for t in banned.texts)
+            assert not any(THINK_OPEN in t or THINK_CLOSE in t for t in banned.texts(tok))
 
 
 @pytest.mark.parametrize("temperature,top_p,eos_bias", [(1.0, 1.0, 0.0), (0.7, 0.9, 0.0), (1.0, 1.0, 4.0)])
 def test_logprobs_match_rescoring(model, tok, temperature, top_p, eos_bias):
+    # Behaviour log-probs are the policy's at the sampling temperature (before top-p and bans):
+    # exactly what the trainer's teacher-forced forward computes at the same temperature.
     # eos_bias makes rows end at different steps, so finished rows get dropped mid-decode.
     with biased(model, {tok.eos_token_id: eos_bias}):
         samples = sample(
@@ -179,7 +193,9 @@ def test_logprobs_match_rescoring(model, tok, temperature, top_p, eos_bias):
             gen = row_tokens(samples, row)
             ids = torch.tensor([prompt + gen])
             with torch.no_grad():
-                rescored = token_logprobs(model, ids, torch.ones_like(ids))[0, len(prompt) :]
+                rescored = token_logprobs(model, ids, torch.ones_like(ids), inv_temperature=1 / temperature)[
+                    0, len(prompt) :
+                ]
             torch.testing.assert_close(samples.logprobs[row, : len(gen)], rescored, atol=1e-4, rtol=0)
 
 
@@ -190,21 +206,21 @@ def test_reproducible_with_seeded_generator(model, tok):
         )
 
     a, b, c = draw(3), draw(3), draw(4)
-    assert torch.equal(a.tokens, b.tokens) and a.texts == b.texts and torch.equal(a.logprobs, b.logprobs)
-    assert a.texts != c.texts
+    assert torch.equal(a.tokens, b.tokens) and a.texts(tok) == b.texts(tok) and torch.equal(a.logprobs, b.logprobs)
+    assert a.texts(tok) != c.texts(tok)
 
 
 def test_top_p_tiny_keeps_only_the_argmax(model, tok):
     greedy = sample(model, tok, PROMPTS, max_new_tokens=8, temperature=0)
     nucleus = sample(model, tok, PROMPTS, max_new_tokens=8, top_p=1e-6, generator=torch.Generator().manual_seed(0))
-    assert nucleus.texts == greedy.texts
+    assert nucleus.texts(tok) == greedy.texts(tok)
 
 
 def test_token_id_prompts_and_progress(model, tok):
     ids = [tok(p)["input_ids"] for p in PROMPTS]
     by_text = sample(model, tok, PROMPTS, max_new_tokens=6, temperature=0)
     by_ids = sample(model, tok, ids, max_new_tokens=6, temperature=0, progress=True)
-    assert by_ids.texts == by_text.texts and by_ids.prompt_ids == ids
+    assert by_ids.texts(tok) == by_text.texts(tok) and by_ids.prompt_ids == ids
     with pytest.raises(ValueError):
         sample(model, tok, [[]], max_new_tokens=2)
 
@@ -249,12 +265,12 @@ def test_stop_token_ids_end_rows_and_min_new_tokens_delays_them(model, tok):
             n=2,
             max_new_tokens=10,
             temperature=1.0,
-            stop_token_ids=[close],
+            rules=DecodeRules(end_ids=(close,)),
             generator=torch.Generator().manual_seed(0),
         )
         # close is (almost surely) the first token: every row is one token long, finished, text kept.
         assert plain.finished.all() and (plain.num_tokens == 1).all()
-        assert all(t == THINK_CLOSE for t in plain.texts)
+        assert all(t == THINK_CLOSE for t in plain.texts(tok))
         delayed = sample(
             model,
             tok,
@@ -262,8 +278,7 @@ def test_stop_token_ids_end_rows_and_min_new_tokens_delays_them(model, tok):
             n=2,
             max_new_tokens=10,
             temperature=1.0,
-            stop_token_ids=[close],
-            min_new_tokens=3,
+            rules=DecodeRules(end_ids=(close,), min_new_tokens=3),
             generator=torch.Generator().manual_seed(0),
         )
     # Neither close nor EOS may appear before the 4th token; then close (the top token) ends the row.

@@ -1,14 +1,9 @@
 import pytest
 import torch
 
-from ponder.lm.score import (
-    PairScores,
-    left_pad,
-    logprobs_from_logits,
-    position_ids_from_mask,
-    score_pairs,
-    token_logprobs,
-)
+from ponder.lm.logprobs import logprobs_from_logits, token_logprobs
+from ponder.lm.padding import left_pad, position_ids_from_mask
+from ponder.lm.score import PairScores, score_pairs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -94,7 +89,7 @@ def test_token_logprobs_is_differentiable(model, tok):
 
 @pytest.mark.parametrize("chunk", [1 << 28, 30, 5])  # whole, several rows, parts of a row
 def test_logprobs_from_logits_and_positions(monkeypatch, chunk):
-    monkeypatch.setattr("ponder.lm.score._CHUNK_ELEMENTS", chunk)
+    monkeypatch.setattr("ponder.lm.logprobs.CHUNK_ELEMENTS", chunk)
     logits = torch.randn(3, 6, 11, dtype=torch.bfloat16)[:, :-1]  # non-contiguous, like logits[:, :-1]
     targets = torch.randint(0, 11, (3, 5))
     logp, ent = logprobs_from_logits(logits, targets, return_entropy=True)

@@ -8,6 +8,8 @@ import random
 import pytest
 import torch
 
+from ponder.lm.thoughts import think_token_ids
+from ponder.lm.tiny import build_char_tokenizer
 from ponder.probe.budget import peak
 from ponder.probe.dtr import deep_from, dtr, settling_depth, think_at_n, think_at_n_keep, think_at_n_tokens
 from ponder.probe.planning import (
@@ -82,8 +84,13 @@ def test_think_at_n_beats_a_wrong_majority_at_lower_cost():
 def test_split_steps_and_prefix_contexts():
     assert split_steps("4+8+0=12 3+7+1=11") == ["4+8+0=12", "3+7+1=11"]
     assert split_steps("first line\nsecond line\n") == ["first line", "second line"]
-    ctx = prefix_contexts("12+34=", "2+4+0=06 1+3+0=04")
-    assert ctx == ["12+34=<think></think>", "12+34=<think>2+4+0=06</think>", "12+34=<think>2+4+0=06 1+3+0=04</think>"]
+    tok = build_char_tokenizer()
+    open_id, close_id = think_token_ids(tok)
+    prompt, thought = tok("12+34=")["input_ids"], tok("2+4+0=06 1+3+0=04", add_special_tokens=False)["input_ids"]
+    ctx = prefix_contexts(tok, prompt, thought, open_id, close_id)
+    # Each context is a prefix of the sampled thought ids, cut where a step's text ends.
+    assert [c[: len(prompt) + 1] == prompt + [open_id] and c[-1] == close_id for c in ctx] == [True] * 3
+    assert [tok.decode(c[len(prompt) + 1 : -1]) for c in ctx] == ["", "2+4+0=06", "2+4+0=06 1+3+0=04"]
 
 
 def test_long_thoughts_are_grouped_into_max_steps():
@@ -91,7 +98,10 @@ def test_long_thoughts_are_grouped_into_max_steps():
     groups = group_steps(steps, 4, multiline=False)
     assert len(groups) == 4 and " ".join(groups).split() == steps
     assert group_steps(steps, 16, multiline=False) == steps
-    assert len(prefix_contexts("p", " ".join(steps), max_steps=4)) == 5
+    tok = build_char_tokenizer()
+    ids = tok(" ".join(steps), add_special_tokens=False)["input_ids"]
+    ctx = prefix_contexts(tok, tok("p")["input_ids"], ids, *think_token_ids(tok), max_steps=4)
+    assert len(ctx) == 5 and ctx[-1][3:-1] == ids  # <bos> p <think> ... </think>
 
 
 def test_step_gains_recover_planted_increments():

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from ponder.probe.budget import forced_thoughts
+from ponder.lm.thinking import ThinkSettings, ThoughtFormat, force_thoughts
 from ponder.probe.dtr import dtr, response_divergences
 from ponder.probe.policy_entropy import continuation_entropy, mean_entropy, perturb
 from ponder.probe.step_gain import answer_logliks
@@ -71,7 +71,7 @@ def test_dtr_of_a_model_whose_layers_do_nothing(random_tiny, one_thread):
 
 def test_dtr_divergences_match_the_lens(random_tiny, one_thread):
     from ponder.lm.lens import lens_jsd
-    from ponder.lm.score import pad_ids
+    from ponder.lm.padding import pad_ids
 
     model, tok = random_tiny
     ctx, resp = tok("7+8=")["input_ids"], tok("15", add_special_tokens=False)["input_ids"]
@@ -83,21 +83,28 @@ def test_dtr_divergences_match_the_lens(random_tiny, one_thread):
     assert torch.all(div[-1] == 0)
 
 
-def test_step_gain_with_a_scorer_that_rewards_each_step(monkeypatch):
-    import ponder.lm.score as score
+def test_step_gain_with_a_scorer_that_rewards_each_step(monkeypatch, char_tokenizer):
+    import ponder.probe.step_gain as step_gain
+    from ponder.lm.score import PairScores
+
+    tok = char_tokenizer
 
     def fake_score_pairs(model, tokenizer, contexts, continuations, batch_size=None):
         # log p(answer) = -10 + 1.5 * (steps in the thought) + 4 if the step "3+4+1=08" is present
+        texts = [tokenizer.decode(c) for c in contexts]
         sums = [
             -10 + 1.5 * (len(c.split("<think>")[1].split("</think>")[0].split())) + 4.0 * ("3+4+1=08" in c)
-            for c in contexts
+            for c in texts
         ]
-        return score.PairScores(logprobs=[], sum=torch.tensor(sums), num_tokens=torch.ones(len(sums)))
+        return PairScores(logprobs=[], sum=torch.tensor(sums), num_tokens=torch.ones(len(sums)))
 
-    monkeypatch.setattr(score, "score_pairs", fake_score_pairs)
-    lls = answer_logliks(None, None, "59+34=", "9+4+0=13 5+3+1=09", "93")
+    def ids(text):
+        return tok(text, add_special_tokens=False)["input_ids"]
+
+    monkeypatch.setattr(step_gain, "score_pairs", fake_score_pairs)
+    lls = answer_logliks(None, tok, tok("59+34=")["input_ids"], ids("9+4+0=13 5+3+1=09"), "93")
     assert lls == pytest.approx([-10.0, -8.5, -7.0])
-    lls = answer_logliks(None, None, "x", "1+1+0=02 3+4+1=08 0+0+0=00", "1")
+    lls = answer_logliks(None, tok, tok("x")["input_ids"], ids("1+1+0=02 3+4+1=08 0+0+0=00"), "1")
     assert [b - a for a, b in zip(lls, lls[1:])] == pytest.approx([1.5, 5.5, 1.5])
 
 
@@ -112,16 +119,16 @@ def test_forcing_replaces_every_early_close(random_tiny, one_thread):
         head.bias.zero_()
         head.bias[close_id] = 10.0  # the model always closes its thought at once
     model.lm_head = head
-    ids, forcings = forced_thoughts(model, tok, ["1+2="], budget=10, force_text="Wait", max_forcings=4)
-    assert tok.decode(ids[0]) == "WaitWaitWa" and forcings == [3]
-    ids, forcings = forced_thoughts(model, tok, ["1+2="], budget=10, max_forcings=1)
-    assert tok.decode(ids[0]) == "Wait" and forcings == [1]
+    fmt = ThoughtFormat.of(model, tok, ThinkSettings(min_thought_tokens=0))  # the model may close at once
+    prompts, wait = fmt.prompt_ids(tok, ["1+2="]), tok("Wait", add_special_tokens=False)["input_ids"]
+    thoughts, forcings = force_thoughts(model, tok, fmt, prompts, budget=10, force_ids=wait, max_forcings=4)
+    assert tok.decode(thoughts.ids[0]) == "WaitWaitWa" and forcings == [3] and not thoughts.closed[0]
+    thoughts, forcings = force_thoughts(model, tok, fmt, prompts, budget=10, force_ids=wait, max_forcings=1)
+    assert tok.decode(thoughts.ids[0]) == "Wait" and forcings == [1] and thoughts.closed[0]
 
 
 def test_validity_harness_recovers_a_planted_dependence_on_exemplars(monkeypatch):
-    import importlib
-
-    gen = importlib.import_module("ponder.lm.generate")  # the package re-exports a function of that name
+    import ponder.probe.validity as validity
     from ponder.data import get_task
     from ponder.probe.validity import validity_accuracy
 
@@ -129,7 +136,11 @@ def test_validity_harness_recovers_a_planted_dependence_on_exemplars(monkeypatch
     problems = task.problems(6, split="test")
     exemplars = task.problems(2, seed=1)
 
-    def fake_generate(model, tokenizer, prompts, **kw):
+    class Fmt:
+        def prompt_ids(self, tokenizer, prompts):
+            return list(prompts)  # the texts stand in for ids in this fake
+
+    def fake_think_then_answer(model, tokenizer, fmt, prompts, **kw):
         # answers right only after valid worked exemplars; after answer-only ones, right on half
         texts = []
         for i, prompt in enumerate(prompts):
@@ -138,8 +149,9 @@ def test_validity_harness_recovers_a_planted_dependence_on_exemplars(monkeypatch
             answer_only = "<think>" not in prompt
             right = valid or (answer_only and i % 2 == 0)
             texts.append(f"<think></think>{p.answer if right else 'x'}")
-        return SimpleNamespace(texts=texts)
+        return SimpleNamespace(texts=lambda tokenizer: texts)
 
-    monkeypatch.setattr(gen, "generate", fake_generate)
+    monkeypatch.setattr(validity, "think_then_answer", fake_think_then_answer)
+    monkeypatch.setattr(validity.ThoughtFormat, "of", classmethod(lambda cls, model, tokenizer, settings=None: Fmt()))
     r = validity_accuracy(None, None, task, exemplars, problems)
     assert r.accuracy == {"valid": 1.0, "invalid": 0.0, "answer_only": 0.5}

@@ -7,27 +7,24 @@ import torch
 
 from ponder.data.sources import TaskSource
 from ponder.data.synthetic import Addition
+from ponder.lm.thinking import Thoughts
 from ponder.lm.thoughts import think_token_ids
-from ponder.rl.compute import cpt_budget_tokens, flop_matched_tokens, steps_for_tokens
+from ponder.rl.batches import rlp_padded_batch
+from ponder.rl.positions import ANSWER, OTHER, Doc, choose_positions, eligible_range, tokenize_docs
 from ponder.rl.rlp import RLPConfig, RLPTrainer
-from ponder.rl.rollout import (
-    ANSWER,
-    OTHER,
-    Doc,
-    Thoughts,
-    build_policy_batch,
-    choose_positions,
-    eligible_range,
-    tokenize_docs,
-)
+
+
+def _thoughts(ids, closed, prompts, n=2):
+    closed = torch.tensor(closed)
+    return Thoughts(prompts, n, ids, [torch.zeros(len(t) + int(c)) for t, c in zip(ids, closed.tolist())], closed)
 
 
 def test_policy_batch_layout_and_masks():
     open_id, close_id, pad = 90, 91, 0
     prefixes = [[1, 5, 6], [1, 7]]
     targets = [[8], [9]]
-    thoughts = Thoughts(ids=[[20, 21], [22], [23, 24, 25], [26]], closed=torch.tensor([True, False, True, True]))
-    b = build_policy_batch(prefixes, targets, thoughts, group_size=2, open_id=open_id, close_id=close_id, pad_id=pad)
+    thoughts = _thoughts([[20, 21], [22], [23, 24, 25], [26]], [True, False, True, True], prefixes)
+    b = rlp_padded_batch(prefixes, targets, thoughts, open_id=open_id, close_id=close_id, pad_id=pad)
     assert b.input_ids[0].tolist() == [1, 5, 6, 90, 20, 21, 91, 8]
     assert b.input_ids[1].tolist() == [1, 5, 6, 90, 22, 91, 8, pad]
     assert b.input_ids[2].tolist() == [1, 7, 90, 23, 24, 25, 91, 9]
@@ -44,8 +41,8 @@ def test_loss_ignores_non_thought_tokens():
     """Perturbing a non-thought token's log-prob leaves the RLP loss unchanged."""
     from ponder.rl.losses import clipped_surrogate
 
-    thoughts = Thoughts(ids=[[20, 21], [22]], closed=torch.tensor([True, True]))
-    b = build_policy_batch([[1, 5]], [[8]], thoughts, 2, 90, 91, 0)
+    thoughts = _thoughts([[20, 21], [22]], [True, True], [[1, 5]])
+    b = rlp_padded_batch([[1, 5]], [[8]], thoughts, 90, 91, 0)
     logp = torch.randn(b.input_ids.shape)
     adv = torch.tensor([1.0, 0.3])  # asymmetric: symmetric advantages with equal ratios cancel exactly
     base, _ = clipped_surrogate(logp, logp.detach() - 0.1, adv, b.loss_mask)
@@ -77,16 +74,6 @@ def test_positions_never_at_first_token_and_respect_k():
     assert pos == [(1, 1), (1, 2), (1, 3), (1, 4)]
     weights = [torch.zeros(1), torch.tensor([0.0, 0.0, 0.0, 1.0, 0.0])]
     assert choose_positions(docs, 1, gen, weights) == [(1, 3)]
-
-
-def test_compute_matching():
-    assert flop_matched_tokens(n=8, l_seq=100, batch_size=4, iters=10, input_tokens=500) == 8 * 100 * 4 * 10 + 500
-    assert cpt_budget_tokens("token", 500, 32000) == 500
-    assert cpt_budget_tokens("flop", 500, 32000) == 32500
-    assert steps_for_tokens(1000, batch_size=10, mean_doc_tokens=20) == 5
-    assert steps_for_tokens(1001, batch_size=10, mean_doc_tokens=20) == 6
-    with pytest.raises(ValueError):
-        cpt_budget_tokens("words", 1, 1)
 
 
 def test_zero_thought_budget_is_rejected():
@@ -122,9 +109,9 @@ def test_rlp_step_updates_only_through_thoughts_and_moves_ema(tmp_path):
     model, tok = _model()
     trainer = RLPTrainer(model, tok, TaskSource(Addition(2), seed=0), _cfg(steps=2), tmp_path)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    stream = trainer.source.stream()
-    m = trainer.train_step(stream)
-    assert trainer.ema.initialized and trainer.ema.num_updates == 1
+    m = trainer.train_step()
+    ema = trainer.recipe.ema
+    assert ema.initialized and ema.num_updates == 1
     for key in (
         "reward_mean",
         "reward_std",
@@ -135,14 +122,17 @@ def test_rlp_step_updates_only_through_thoughts_and_moves_ema(tmp_path):
         "clip_fraction",
         "policy_entropy",
         "ema_param_distance",
-        "thought_tokens_per_s",
+        "positions_per_s",
+        "logp_mismatch_abs",
+        "logp_mismatch_kl",
+        "ratio_mean_first_epoch",
     ):
         assert key in m and (isinstance(m[key], float))
     assert math.isfinite(m["reward_mean"]) and 0 <= m["unclosed_fraction"] <= 1
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
     # EMA with tau=0.9 after one step: phi = 0.9 theta0 + 0.1 theta1.
     name, p = next(iter(model.named_parameters()))
-    ema_p = dict(trainer.ema.model.named_parameters())[name]
+    ema_p = dict(ema.model.named_parameters())[name]
     torch.testing.assert_close(ema_p, 0.9 * before[name] + 0.1 * p.detach())
 
 
@@ -154,7 +144,7 @@ def test_nonfinite_reward_skips_the_step(tmp_path, monkeypatch):
     real = rlp_mod.rlp_reward
     monkeypatch.setattr(rlp_mod, "rlp_reward", lambda a, b: real(a, b).index_fill(0, torch.tensor([0]), float("nan")))
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    m = trainer.train_step(trainer.source.stream())
+    m = trainer.train_step()
     assert m["skipped"] == 1 and trainer.counters["skipped_nonfinite"] == 1
     for k, v in model.state_dict().items():
         assert torch.equal(before[k], v)
@@ -176,9 +166,8 @@ def test_resume_matches_uninterrupted_run(tmp_path):
 
     part_model, _ = _model(seed=3)
     trainer = RLPTrainer(part_model, tok, TaskSource(Addition(2), seed=1), cfg, tmp_path / "part")
-    stream = trainer.source.stream()
     for _ in range(3):  # steps 1-3; the step-2 checkpoint survives, step 3 is lost in the "kill"
-        trainer.train_step(stream)
+        trainer.train_step()
         if trainer.step % cfg.save_every == 0:
             trainer.save()
     resumed_model, _ = _model(seed=42)
@@ -198,7 +187,7 @@ def test_rlp_runs_on_smollm2_with_a_text_corpus(tmp_path):
     """A few RLP steps on the real 135M model over a plain-text file: finite rewards, logged."""
     pytest.importorskip("gguf")
     from ponder.data.sources import FileSource
-    from ponder.lm.load import load_model, smollm2_gguf_path
+    from ponder.jobs.models import load_model, smollm2_gguf_path
     from ponder.train.metrics import read_metrics
 
     try:

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ponder.lm import shared_prefix
-from ponder.lm.sample import sample
+from ponder.lm.decode import DecodeRules, sample
 
 
 @pytest.mark.parametrize("kv_heads", [2, 1])  # 1: grouped-query attention (2 query heads per key head)
@@ -44,7 +44,7 @@ def test_shared_prefix_decoding_matches_copied_cache(one_thread, tok, monkeypatc
             n=4,
             max_new_tokens=12,
             temperature=1.0,
-            stop=["\n"],
+            rules=DecodeRules(stop_strings=("\n",)),
             generator=torch.Generator().manual_seed(3),
         )
 

@@ -63,7 +63,7 @@ def test_ensure_think_tokens_adds_rows_at_the_mean(tied):
 
 
 def test_drop_stop_removes_only_the_ending_stop():
-    from ponder.lm.generate import drop_stop
+    from ponder.lm.thinking import drop_stop
 
-    assert drop_stop(["12\n", "\n12\n", "7;", "99"], ["\n", ";"]) == ["12", "\n12", "7", "99"]
-    assert drop_stop(["a\n"], []) == ["a\n"]
+    assert [drop_stop(t, ["\n", ";"]) for t in ["12\n", "\n12\n", "7;", "99"]] == ["12", "\n12", "7", "99"]
+    assert drop_stop("a\n", []) == "a\n"

@@ -11,8 +11,24 @@ from rich.markup import escape
 
 from ponder import __version__
 from ponder.config import add_model_arguments, config_from_args
+from ponder.data.registry import DEMO_TASK, known_tasks
 from ponder.errors import PonderError
-from ponder.report.progress import console
+from ponder.jobs.audit import DIAGNOSTICS, AuditJob, run_audit
+from ponder.jobs.base import BaseJob, run_base
+from ponder.jobs.demo import DemoJob, run_demo
+from ponder.jobs.early_experience import EarlyExperienceJob, early_experience_table, run_early_experience
+from ponder.jobs.evaluate import EvalJob, run_eval
+from ponder.jobs.grpo import GRPOJob, TTRLJob, run_grpo, run_ttrl
+from ponder.jobs.plan import PlanJob, run_plan
+from ponder.jobs.rlp import CPTJob, RLPJob, run_cpt, run_rlp
+from ponder.jobs.thought_mdp import ThoughtMDPJob, run_thought_mdp
+from ponder.jobs.tiny_cache import base_dir
+from ponder.progress import console
+from ponder.report.demo_report import demo_table
+from ponder.report.tables import console as out
+from ponder.report.tables import print_eval_table, print_table
+from ponder.report.thought_mdp_report import summary_table as thought_mdp_summary
+from ponder.train.rundir import prepare_json_path, write_json_file
 
 
 def _add_job(sub, name: str, config_cls, func, help_text: str, description: str):
@@ -25,53 +41,68 @@ def _add_job(sub, name: str, config_cls, func, help_text: str, description: str)
     return p
 
 
-def _add_run_flags(p, resume: bool = True, json_out: bool = True) -> None:
+def _add_run_flags(p, resume: bool = True, json_out: bool = True, config_change: bool | None = None) -> None:
     if resume:
         p.add_argument(
             "--resume",
             action=argparse.BooleanOptionalAction,
             default=True,
-            help="continue from the last checkpoint in the output directory",
+            help="continue from the newest intact checkpoint in the output directory; --no-resume starts over, "
+            "deleting the directory's checkpoints, final model and metrics",
+        )
+    if resume if config_change is None else config_change:
+        p.add_argument(
+            "--allow-config-change",
+            action="store_true",
+            help="resume a run whose saved settings differ from these (changes are recorded in run.json); "
+            "without it a change that alters the run (lr, seed, corpus, model, ...) is an error",
         )
     if json_out:
         p.add_argument("--json", metavar="PATH", help="write the results as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _json_target(args) -> Path | None:
+    """``--json PATH`` checked writable before any work (None when not given)."""
+
+    return prepare_json_path(args.json) if getattr(args, "json", None) else None
+
+
+def _write_json(path: Path | None, payload) -> None:
+
+    if path is not None:
+        write_json_file(path, payload)
+        console.print(f"wrote {path}")
+
+
 def cmd_base(args) -> int:
-    from ponder.jobs.base import BaseJob, run_base
-    from ponder.lm.tiny_cache import base_dir
-    from ponder.report.tables import print_eval_table
 
     job = config_from_args(BaseJob, args)
+    json_path = _json_target(args)
     out = Path(job.out) if job.out else base_dir(job)
     console.print(f"[bold]ponder base[/]: training the tiny model into {out}")
-    summary = run_base(job, out, resume=args.resume, progress=not args.quiet)
+    summary = run_base(
+        job, out, resume=args.resume, progress=not args.quiet, allow_config_change=args.allow_config_change
+    )
     print_eval_table(summary["eval"], title=f"tiny model after {summary['steps']} steps ({summary['seconds']:.0f} s)")
     console.print(f"model: {out / 'final'}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(summary, indent=2))
+    _write_json(json_path, summary)
     return 0
 
 
 def cmd_eval(args) -> int:
-    from ponder.jobs.evaluate import EvalJob, run_eval
-    from ponder.report.tables import print_eval_table
 
     job = config_from_args(EvalJob, args)
+    json_path = _json_target(args)
     result = run_eval(job, progress=not args.quiet)
     data = result.to_json()
     print_eval_table(data, title=f"{job.model} on {result.task} (n={result.n}, seed={result.seed})")
-    if args.json:
-        Path(args.json).write_text(json.dumps(data, indent=2))
-        console.print(f"wrote {args.json}")
+    _write_json(json_path, data)
     return 0
 
 
 def _print_summary(title: str, summary: dict) -> None:
     from rich.table import Table
-
-    from ponder.report.tables import console as out
 
     table = Table(title=title)
     table.add_column("metric")
@@ -82,29 +113,26 @@ def _print_summary(title: str, summary: dict) -> None:
 
 
 def cmd_rlp(args) -> int:
-    from ponder.jobs.rlp import RLPJob, run_rlp
 
     job = config_from_args(RLPJob, args)
-    summary = run_rlp(job, resume=args.resume, progress=not args.quiet)
+    summary = run_rlp(job, resume=args.resume, progress=not args.quiet, allow_config_change=args.allow_config_change)
     _print_summary(f"ponder rlp: {job.model} -> {job.out}/final", summary)
     return 0
 
 
 def cmd_cpt(args) -> int:
-    from ponder.jobs.rlp import CPTJob, run_cpt
 
     job = config_from_args(CPTJob, args)
-    summary = run_cpt(job, resume=args.resume, progress=not args.quiet)
+    summary = run_cpt(job, resume=args.resume, progress=not args.quiet, allow_config_change=args.allow_config_change)
     _print_summary(f"ponder cpt: {job.model} -> {job.out}/final", summary)
     return 0
 
 
 def cmd_grpo(args) -> int:
-    from ponder.jobs.grpo import GRPOJob, TTRLJob, run_grpo, run_ttrl
 
     job_cls, run = (GRPOJob, run_grpo) if args.command == "grpo" else (TTRLJob, run_ttrl)
     job = config_from_args(job_cls, args)
-    summary = run(job, resume=args.resume, progress=not args.quiet)
+    summary = run(job, resume=args.resume, progress=not args.quiet, allow_config_change=args.allow_config_change)
     _print_summary(f"ponder {args.command}: {job.model} -> {job.out}/final", summary)
     return 0
 
@@ -112,16 +140,13 @@ def cmd_grpo(args) -> int:
 def cmd_demo(args) -> int:
     from rich.table import Table
 
-    from ponder.jobs.demo import DemoJob, run_demo
-    from ponder.report.demo_report import demo_table
-    from ponder.report.tables import console as out
-
     if args.quick and args.config:
         raise PonderError("--quick and --config are exclusive: --quick is a preset")
     job = DemoJob.quick() if args.quick else config_from_args(DemoJob, args)
     if args.quick and hasattr(args, "out"):  # unset flags are absent from args (argparse.SUPPRESS)
         job = job.model_copy(update={"out": args.out})
-    payload = run_demo(job, progress=not args.quiet)
+    json_path = _json_target(args)
+    payload = run_demo(job, progress=not args.quiet, allow_config_change=args.allow_config_change)
     header, rows = demo_table(payload)
     table = Table(title=f"ponder demo on {payload['task']} (seeds {payload['seeds']}, n={payload['eval_n']})")
     for h in header:
@@ -130,16 +155,14 @@ def cmd_demo(args) -> int:
         table.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row])
     out.print(table)
     out.print(f"report: {Path(job.out) / 'report.html'}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(payload, indent=2))
-        out.print(f"wrote {args.json}")
+    _write_json(json_path, payload)
     return 0
 
 
 def cmd_audit(args) -> int:
-    from ponder.jobs.audit import DIAGNOSTICS, AuditJob, run_audit
 
     job = config_from_args(AuditJob, args)
+    json_path = _json_target(args)
     payload = run_audit(job, progress=not args.quiet)
     rows = {
         k: ("skipped: " + v["skipped"]) if isinstance(v, dict) and "skipped" in v else "done"
@@ -148,16 +171,14 @@ def cmd_audit(args) -> int:
     }
     _print_summary(f"ponder audit: {job.model}" + (f" vs {job.compare}" if job.compare else ""), rows)
     console.print(f"report: {Path(job.out) / 'report.html'}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(payload, indent=2))
-        console.print(f"wrote {args.json}")
+    _write_json(json_path, payload)
     return 0
 
 
 def cmd_plan(args) -> int:
-    from ponder.jobs.plan import PlanJob, run_plan
 
     job = config_from_args(PlanJob, args)
+    json_path = _json_target(args)
     summary = run_plan(
         job, progress=not args.quiet, printer=lambda line: console.print(line, markup=False, highlight=False)
     )
@@ -167,45 +188,52 @@ def cmd_plan(args) -> int:
         highlight=False,
     )
     console.print(f"saved {Path(job.out) / 'best_chain.json'} and {summary['report']}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(summary, indent=2, default=str))
+    _write_json(json_path, summary)
     return 0
 
 
-def _write_json(path: str | None, payload: dict) -> None:
-    if path:
-        Path(path).write_text(json.dumps(payload, indent=2))
-        console.print(f"wrote {path}")
+def cmd_corpus_build(args) -> int:
+    from ponder.jobs.corpus import CorpusJob, run_corpus
+
+    job = config_from_args(CorpusJob, args)
+    manifest = run_corpus(job)
+    summary = {}
+    for name, split in manifest["splits"].items():
+        summary[f"{name} documents"] = split["documents"]
+        summary[f"{name} characters"] = split["chars"]
+        for model, n in split.get("tokens", {}).items():
+            summary[f"{name} tokens ({model})"] = n
+    summary["sources"] = len(manifest["sources"])
+    summary["fingerprint"] = manifest["fingerprint"][:16]
+    _print_summary(f"ponder corpus build -> {job.out}", summary)
+    console.print(f"train on it with --corpus {Path(job.out) / 'train.jsonl'} (heldout.jsonl is for evaluation)")
+    return 0
 
 
 def cmd_early_experience(args) -> int:
-    from ponder.jobs.early_experience import EarlyExperienceJob, early_experience_table, run_early_experience
-    from ponder.report.tables import print_table
 
     job = config_from_args(EarlyExperienceJob, args)
+    json_path = _json_target(args)
     payload = run_early_experience(
         job, progress=not args.quiet, printer=(lambda _: None) if args.quiet else console.print
     )
     print_table(*early_experience_table(payload), title=f"ponder early-experience on {job.task} (seeds {job.seeds})")
-    _write_json(args.json, payload)
+    _write_json(json_path, payload)
     return 0
 
 
 def cmd_thought_mdp(args) -> int:
-    from ponder.jobs.thought_mdp import ThoughtMDPJob, run_thought_mdp
-    from ponder.report.tables import print_table
-    from ponder.report.thought_mdp_report import summary_table
 
     job = config_from_args(ThoughtMDPJob, args)
+    json_path = _json_target(args)
     payload = run_thought_mdp(job, progress=(lambda _: None) if args.quiet else console.print)
-    print_table(*summary_table(payload), title=f"ponder thought-mdp (seeds {job.seeds}, means over seeds)")
+    print_table(*thought_mdp_summary(payload), title=f"ponder thought-mdp (seeds {job.seeds}, means over seeds)")
     console.print(f"report: {payload['report']}")
-    _write_json(args.json, payload)
+    _write_json(json_path, payload)
     return 0
 
 
 def cmd_tasks(args) -> int:
-    from ponder.data.registry import DEMO_TASK, known_tasks
 
     for name in known_tasks():
         print(name + ("  (demo task, default)" if name == DEMO_TASK else ""))
@@ -215,8 +243,6 @@ def cmd_tasks(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ponder.jobs.base import BaseJob
-    from ponder.jobs.evaluate import EvalJob
 
     parser = argparse.ArgumentParser(
         prog="ponder",
@@ -249,8 +275,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_run_flags(p, resume=False)
 
-    from ponder.jobs.rlp import CPTJob, RLPJob
-
     p = _add_job(
         sub,
         "rlp",
@@ -271,12 +295,11 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_cpt,
         "continued pretraining (next-token) baseline, compute-matched to an RLP run",
         "Next-token training on the same corpus as RLP. With --match-run RUN the step count is set so the "
-        "tokens processed match that RLP run: --match flop (rollout tokens + input tokens, the paper's "
-        "T_flop) or --match token (input tokens only).",
+        "tokens CPT trains on (after truncation to --max-length) come nearest that RLP run's budget: --match flop "
+        "(rollout tokens + input tokens, the paper's T_flop), --match token (input tokens only) or --match compute "
+        "(the run's FLOPs / 6 x parameters). The README's compute account says what each counts.",
     )
     _add_run_flags(p, json_out=False)
-
-    from ponder.jobs.grpo import GRPOJob, TTRLJob
 
     p = _add_job(
         sub,
@@ -302,8 +325,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_run_flags(p, json_out=False)
 
-    from ponder.jobs.demo import DemoJob
-
     p = _add_job(
         sub,
         "demo",
@@ -315,9 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and information gain for each; prints one table and writes an HTML report.",
     )
     p.add_argument("--quick", action="store_true", help="one seed and small budgets (a few minutes), for smoke checks")
-    _add_run_flags(p, resume=False)
-
-    from ponder.jobs.audit import AuditJob
+    _add_run_flags(p, resume=False, config_change=True)
 
     p = _add_job(
         sub,
@@ -332,8 +351,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_run_flags(p, resume=False)
 
-    from ponder.jobs.plan import PlanJob
-
     p = _add_job(
         sub,
         "plan",
@@ -346,8 +363,6 @@ def build_parser() -> argparse.ArgumentParser:
         "every candidate. Prints the trajectory (edit, predicted, real), saves the best chain and a report.",
     )
     _add_run_flags(p, resume=False)
-
-    from ponder.jobs.thought_mdp import ThoughtMDPJob
 
     p = _add_job(
         sub,
@@ -363,8 +378,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_run_flags(p, resume=False)
 
-    from ponder.jobs.early_experience import EarlyExperienceJob
-
     p = _add_job(
         sub,
         "early-experience",
@@ -378,6 +391,22 @@ def build_parser() -> argparse.ArgumentParser:
         "short GRPO from each; held-out think accuracy before and after. Writes OUT/early_experience.json.",
     )
     _add_run_flags(p, resume=False)
+
+    from ponder.jobs.corpus import CorpusJob
+
+    p = sub.add_parser("corpus", help="build the offline real-text corpus")
+    corpus_sub = p.add_subparsers(dest="corpus_command", metavar="ACTION", required=True)
+    p = _add_job(
+        corpus_sub,
+        "build",
+        CorpusJob,
+        cmd_corpus_build,
+        "build train.jsonl / heldout.jsonl from the prose installed packages ship",
+        "Builds a real-text corpus with nothing downloaded: the Python reference topics (pydoc_data), the READMEs "
+        "in installed packages' METADATA and the standard library's docstrings, reduced to prose paragraphs (no "
+        "code, tables or markup), cut into documents and split into train and held-out by a hash of each source "
+        "unit. manifest.json records each source file's package, version and sha256 and a fingerprint.",
+    )
 
     p = sub.add_parser("tasks", help="list the built-in tasks")
     p.set_defaults(func=cmd_tasks)
@@ -393,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except PonderError as e:
-        console.print(f"[red bold]error:[/] {escape(str(e))}", highlight=False)
+        console.print(f"[red bold]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: rerun the same command to resume from the last checkpoint")

@@ -4,7 +4,9 @@ Every job's settings are one pydantic model. A YAML file (``--config``) gives a 
 override it, and validation errors name the offending key, e.g. ``train.lr: Input should
 be greater than 0``. Unknown keys are errors (``extra="forbid"``), so a typo never passes
 silently. :func:`add_model_arguments` turns a model's fields into argparse flags
-(``--steps``, nested ``--train.lr``) with each field's description as its help.
+(``--steps``, nested ``--train.lr``) with each field's description and effective default as
+its help. A nested flag or YAML key overrides only the field it names: the rest of the nested
+block keeps the job's own defaults (``ponder demo --rlp.steps 5`` keeps the demo's RLP lr).
 """
 
 from __future__ import annotations
@@ -16,11 +18,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ponder.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
+
+#: The pydantic config of every settings model: an unknown key is an error, and so is inf or NaN in any
+#: float setting (an infinite learning rate would turn every weight into NaN).
+SETTINGS = ConfigDict(extra="forbid", allow_inf_nan=False)
 _SENTINEL = argparse.SUPPRESS  # unset flags stay out of the namespace (and out of --help defaults)
 
 
@@ -44,18 +50,28 @@ def _scalar_type(annotation):
     return None
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, model: type[BaseModel], prefix: str = "") -> None:
-    """Add one flag per scalar field of ``model`` (recursing into nested models)."""
+def _nested_model(annotation) -> type[BaseModel] | None:
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def add_model_arguments(
+    parser: argparse.ArgumentParser, model: type[BaseModel], prefix: str = "", defaults: BaseModel | None = None
+) -> None:
+    """Add one flag per scalar field of ``model`` (recursing into nested models).
+
+    ``defaults``: the instance whose values the help shows (a nested block's default in its
+    parent, e.g. the demo's RLP settings), else the model's own field defaults.
+    """
     for name, field in model.model_fields.items():
         path = f"{prefix}{name}"
         ann = field.annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            add_model_arguments(parser, ann, prefix=f"{path}.")
+        default = getattr(defaults, name) if defaults is not None else field.get_default(call_default_factory=True)
+        if nested := _nested_model(ann):
+            add_model_arguments(parser, nested, prefix=f"{path}.", defaults=default)
             continue
         conv = _scalar_type(ann)
         if conv is None:
             continue
-        default = field.get_default(call_default_factory=True)
         help_text = (field.description or "").rstrip(".")
         help_text = f"{help_text} (default: {default})" if help_text else f"default: {default}"
         choices = list(typing.get_args(ann)) if typing.get_origin(ann) is typing.Literal else None
@@ -84,13 +100,30 @@ def _set_path(data: dict, path: str, value: Any) -> None:
     data[keys[-1]] = value
 
 
+def _fill_nested_defaults(model: type[BaseModel], data: dict) -> dict:
+    """``data`` with every nested block it names completed from that field's default instance.
+
+    Without this a nested block given in part (``{"rlp": {"steps": 5}}``) would be validated
+    into the nested class's own defaults, silently replacing every sibling the job sets.
+    """
+    out = dict(data)
+    for name, field in model.model_fields.items():
+        nested = _nested_model(field.annotation)
+        if nested is None or not isinstance(out.get(name), dict):
+            continue
+        default = field.get_default(call_default_factory=True)
+        base = default.model_dump() if isinstance(default, BaseModel) else {}
+        out[name] = {**base, **_fill_nested_defaults(nested, out[name])}
+    return out
+
+
 def _format_error(err: ValidationError, source: str) -> str:
-    lines = []
+    parts = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "(root)"
         msg = "unknown key (check its spelling)" if e["type"] == "extra_forbidden" else e["msg"]
-        lines.append(f"  {key}: {msg}")
-    return f"invalid settings in {source}:\n" + "\n".join(lines)
+        parts.append(f"{key}: {msg}")
+    return f"invalid settings in {source}: " + "; ".join(parts)
 
 
 def read_yaml(path: str | Path) -> dict:
@@ -106,40 +139,14 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
-def _merge(base: dict, given: dict) -> dict:
-    """``given`` over ``base``, recursively for nested mappings."""
-    out = dict(base)
-    for key, value in given.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
-def _over_nested_defaults(model: type[BaseModel], data: dict) -> dict:
-    """Settings of a nested model given in part keep the job's own default for the rest.
-
-    Without this, ``--train.steps 40`` (or a YAML ``train: {steps: 40}``) would rebuild ``train``
-    from its class defaults and silently drop the job's other ``train`` settings.
-    """
-    out = dict(data)
-    for name, field in model.model_fields.items():
-        default = field.get_default(call_default_factory=True)
-        if isinstance(out.get(name), dict) and isinstance(default, BaseModel):
-            out[name] = _merge(default.model_dump(), out[name])
-    return out
-
-
 def build_config(model: type[M], config_path: str | Path | None = None, overrides: dict | None = None) -> M:
-    """Validate YAML (optional) + overrides (dotted keys) into ``model``; errors name the key.
-
-    A nested settings block given in part keeps the job's defaults for the keys not given.
-    """
+    """Validate YAML (optional) + overrides (dotted keys) into ``model``; errors name the key."""
     data = read_yaml(config_path) if config_path else {}
     for path, value in (overrides or {}).items():
         if value is not _SENTINEL:
             _set_path(data, path, value)
-    data = _over_nested_defaults(model, data)
     try:
-        return model.model_validate(data)
+        return model.model_validate(_fill_nested_defaults(model, data))
     except ValidationError as e:
         source = f"{config_path} and the command line" if config_path else "the command line"
         raise ConfigError(_format_error(e, source)) from None

@@ -11,3 +11,7 @@ class ModelLoadError(PonderError):
 
 class ConfigError(PonderError):
     """A config file or option that does not validate."""
+
+
+class TaskError(PonderError, ValueError):
+    """A task that cannot serve what a job asks of it (e.g. too few problems in a split)."""

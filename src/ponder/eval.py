@@ -8,13 +8,14 @@ by later tools and benchmarks.
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 
-from ponder.data.task import Problem, Task, normalize_answer
+from ponder.data.task import Problem, Task, majority_answer
+from ponder.errors import TaskError
+from ponder.lm.thinking import ANSWER_STOPS, ThinkSettings, ThoughtFormat, think_then_answer
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -24,16 +25,6 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     if n - c < k:
         return 1.0
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
-
-
-def majority_answer(answers: Sequence[str | None]) -> str | None:
-    """Most frequent normalised answer (None answers ignored); ties go to the earliest seen."""
-    normed = [normalize_answer(a) for a in answers if a is not None]
-    if not normed:
-        return None
-    counts = Counter(normed)
-    best = max(counts.values())
-    return next(a for a in normed if counts[a] == best)
 
 
 @dataclass
@@ -91,21 +82,22 @@ def evaluate_mode(
     batch_size: int | None = 256,
     seed: int = 0,
     progress: bool = False,
+    think_settings: ThinkSettings | None = None,
 ) -> ModeResult:
-    """Greedy accuracy (and pass@k / maj@k from k samples at ``temperature`` when k > 1)."""
-    from ponder.lm.generate import generate
-
-    prompts = [p.prompt for p in problems]
+    """Greedy accuracy (and pass@k / maj@k from k samples at ``temperature`` when k > 1), through the one sampler."""
+    fmt = ThoughtFormat.of(model, tokenizer, think_settings)
+    prompt_ids = fmt.prompt_ids(tokenizer, [p.prompt for p in problems])
     kw = dict(
         think=think,
         max_thought_tokens=max_thought_tokens,
         max_answer_tokens=max_answer_tokens,
         batch_size=batch_size,
-        progress=progress,
+        stops=ANSWER_STOPS,
     )
-    greedy = generate(model, tokenizer, prompts, n=1, temperature=0.0, **kw)
-    scores = [task.score(p, text) for p, text in zip(problems, greedy.texts)]
-    extracted = [task.extract_answer(text) for text in greedy.texts]
+    greedy = think_then_answer(model, tokenizer, fmt, prompt_ids, n=1, temperature=0.0, **kw)
+    texts = greedy.texts(tokenizer, ANSWER_STOPS)
+    scores = [task.score(p, text) for p, text in zip(problems, texts)]
+    extracted = [task.extract_answer(text) for text in texts]
     result = ModeResult(
         accuracy=sum(scores) / len(scores),
         mean_thought_tokens=float(greedy.thought_tokens.float().mean()) if think else 0.0,
@@ -115,8 +107,10 @@ def evaluate_mode(
     )
     if k > 1:
         gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
-        sampled = generate(model, tokenizer, prompts, n=k, temperature=temperature, generator=gen, **kw)
-        texts = sampled.texts
+        sampled = think_then_answer(
+            model, tokenizer, fmt, prompt_ids, n=k, temperature=temperature, generator=gen, **kw
+        )
+        texts = sampled.texts(tokenizer, ANSWER_STOPS)
         passes, majs = [], []
         for i, p in enumerate(problems):
             group = texts[i * k : (i + 1) * k]
@@ -142,7 +136,10 @@ def evaluate(
     """Evaluate on ``n`` held-out problems of ``task`` in each of ``modes``."""
     problems = task.problems(n, seed=seed, split=split)
     if not problems:
-        raise ValueError(f"task {task.name} produced no {split} problems")
+        raise TaskError(
+            f"task {task.name} has no {split} problems to evaluate on; a BIG-bench file needs at least 2 examples "
+            "(about 10% are held out)"
+        )
     results = {
         mode: evaluate_mode(model, tokenizer, task, problems, think=(mode == "think"), seed=seed, **kwargs)
         for mode in modes

@@ -25,6 +25,7 @@ files), the distinct prompts are instead shuffled by a generator seeded by the t
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 
@@ -70,8 +71,34 @@ def load_task_json(path: str | Path) -> dict:
             raise BigBenchError(
                 f'example {i} of BIG-bench task file {str(path)!r} needs an "input" and a "target" or "target_scores".'
             )
+        problem = _example_problem(ex)
+        if problem:
+            raise BigBenchError(f"example {i} of BIG-bench task file {str(path)!r}: {problem}.")
     data.setdefault("name", path.parent.name if path.name == "task.json" else path.stem)
     return data
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _example_problem(ex: dict) -> str | None:
+    """What is wrong with the targets of one example, or None."""
+    if "target_scores" in ex:
+        scores = ex["target_scores"]
+        if not isinstance(scores, dict) or not scores:
+            return '"target_scores" must be a non-empty mapping of option -> score, e.g. {"yes": 1, "no": 0}'
+        bad = [k for k, v in scores.items() if not _is_number(v)]
+        if bad:
+            return f'"target_scores" of option {bad[0]!r} is {scores[bad[0]]!r}, not a finite number'
+        return None
+    target = ex["target"]
+    targets = target if isinstance(target, list) else [target]
+    if not targets:
+        return '"target" is an empty list; give the answer as a string or a non-empty list of strings'
+    if any(isinstance(t, (dict, list)) or t is None for t in targets):
+        return '"target" must be a string or a list of strings'
+    return None
 
 
 def _targets(target) -> list[str]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from ponder.data.bigbench import BigBenchTask
+from ponder.data.reasoning_gym import ReasoningGymTask
 from ponder.data.synthetic import Addition, ListSort, Multiplication, ShiftCipher
 from ponder.data.task import Task
 from ponder.errors import PonderError
@@ -77,8 +79,6 @@ def get_task(spec: str) -> Task:
     if task is not None:
         return task
     if spec.startswith("rg:"):
-        from ponder.data.reasoning_gym import ReasoningGymTask
-
         name = spec[3:]
         try:
             return ReasoningGymTask(name)
@@ -86,7 +86,5 @@ def get_task(spec: str) -> Task:
             raise UnknownTaskError(str(e)) from e
     path = Path(spec).expanduser()
     if spec.endswith(".json") or (path.is_dir() and (path / "task.json").is_file()):
-        from ponder.data.bigbench import BigBenchTask
-
         return BigBenchTask(path)
     raise _unknown(spec)

@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ponder.data.corpus import read_documents, render_problem
+from ponder.data.corpus import _iter_train_problems, read_documents, render_problem
+from ponder.data.registry import get_task
 from ponder.data.task import Task
 from ponder.errors import PonderError
 
@@ -35,7 +36,6 @@ class TaskSource:
         return f"task:{self.task.name}"
 
     def stream(self) -> Iterator[Document]:
-        from ponder.data.corpus import _iter_train_problems
 
         rng = random.Random(f"source:{self.seed}")
         if self.split == "train":
@@ -76,7 +76,6 @@ def make_source(corpus: str | None, task: str, seed: int, think_fraction: float 
     """A file source when ``corpus`` is given, else the task's training problems."""
     if corpus:
         return FileSource(corpus, seed, text_field)
-    from ponder.data.registry import get_task
 
     t = get_task(task)
     if not hasattr(t, "problems"):

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
@@ -117,3 +118,13 @@ class GeneratedTask:
     def score(self, problem: Problem, completion: str) -> float:
         got = self.extract_answer(completion)
         return float(got is not None and normalize_answer(got) == normalize_answer(problem.answer))
+
+
+def majority_answer(answers: Sequence[str | None]) -> str | None:
+    """Most frequent normalised answer (None answers ignored); ties go to the earliest seen."""
+    normed = [normalize_answer(a) for a in answers if a is not None]
+    if not normed:
+        return None
+    counts = Counter(normed)
+    best = max(counts.values())
+    return next(a for a in normed if counts[a] == best)

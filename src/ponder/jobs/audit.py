@@ -17,10 +17,35 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+import torch
+from pydantic import BaseModel, Field
 
-from ponder.data.registry import DEMO_TASK
+from ponder.config import SETTINGS
+from ponder.data.registry import DEMO_TASK, get_task
 from ponder.errors import PonderError
+from ponder.jobs.base import thought_budget
+from ponder.jobs.models import load_model
+from ponder.lm.lens import LensUnsupported
+from ponder.lm.thinking import ThoughtFormat, think_then_answer
+from ponder.lm.thoughts import split_thought
+from ponder.lm.tokens import decode_with_offsets
+from ponder.probe.budget import budget_accuracies
+from ponder.probe.dtr import dtr, dtr_result, response_divergences, think_at_n
+from ponder.probe.planning import (
+    PlanningResult,
+    checkpoint_planning,
+    lexicon_clusters,
+    mine_strategic_ngrams,
+    word_entropies_from_tokens,
+)
+from ponder.probe.policy_entropy import PolicyEntropyResult, continuation_entropy, mean_entropy, perturb
+from ponder.probe.reflection import analyse_trace, reflection_result
+from ponder.probe.sparsity import check_same_architecture, update_sparsity
+from ponder.probe.step_gain import StepGainResult, answer_logliks, summarize_gains
+from ponder.probe.validity import validity_accuracy
+from ponder.progress import console, make_progress
+from ponder.report.audit_report import write_report
+from ponder.train.rundir import open_run
 
 Diagnostic = Literal[
     "dtr",
@@ -39,8 +64,11 @@ DIAGNOSTICS: tuple[str, ...] = Diagnostic.__args__  # type: ignore[attr-defined]
 class AuditJob(BaseModel):
     """Settings of ``ponder audit``."""
 
-    model_config = ConfigDict(extra="forbid")
-    model: str = Field("tiny", description="tiny, tiny-lazy, smollm2-135m, a HF model directory or a .gguf file")
+    model_config = SETTINGS
+    model: str = Field(
+        "tiny",
+        description="tiny, tiny-lazy, smollm2-135m, a random-init shape (smollm2-135m-shape, qwen3-0.6b-shape[:LAYERS]), a HF model directory or a .gguf file",
+    )
     task: str = Field(DEMO_TASK, description="task whose held-out problems are audited")
     compare: str | None = Field(
         None,
@@ -95,7 +123,7 @@ class AuditJob(BaseModel):
 
 @dataclass
 class Traces:
-    """``M = problems * n`` sampled think-mode completions of one model, grouped by problem."""
+    """``M = problems * n`` sampled think-mode completions of one model, grouped by problem; ids as sampled."""
 
     n: int
     thoughts: list[str]
@@ -112,17 +140,16 @@ class Traces:
 
 
 def sample_traces(lm, task, problems, job: AuditJob, n: int, budget: int, seed: int) -> Traces:
-    import torch
-
-    from ponder.lm.generate import generate
-    from ponder.lm.thoughts import think_token_ids
-
+    """``n`` think-mode completions per problem through the one sampler; every later figure reads their ids."""
+    tok = lm.tokenizer
+    fmt = ThoughtFormat.of(lm.model, tok)
     gen = torch.Generator(device=lm.device).manual_seed(seed)
-    c = generate(
+    prompt_ids = fmt.prompt_ids(tok, [p.prompt for p in problems])
+    c = think_then_answer(
         lm.model,
-        lm.tokenizer,
-        [p.prompt for p in problems],
-        think=True,
+        tok,
+        fmt,
+        prompt_ids,
         n=n,
         temperature=job.temperature,
         max_thought_tokens=budget,
@@ -130,18 +157,17 @@ def sample_traces(lm, task, problems, job: AuditJob, n: int, budget: int, seed: 
         generator=gen,
         batch_size=job.batch_size,
     )
-    open_id, _ = think_token_ids(lm.tokenizer)
-    tok = lm.tokenizer
-    ctx = [tok(p.prompt, add_special_tokens=True)["input_ids"] + [open_id] for p in problems]
     rows = [int(i) for i in c.prompt_index]
-    texts = c.texts
+    texts = c.texts(tok)
+    thoughts = [split_thought(t)[0] or "" for t in texts]
+    answers = [split_thought(t)[1] for t in texts]
     return Traces(
         n=n,
-        thoughts=list(c.thoughts),
-        answers=list(c.answers),
+        thoughts=thoughts,
+        answers=answers,
         texts=texts,
-        context_ids=[ctx[i] for i in rows],
-        thought_ids=[tok(t, add_special_tokens=False)["input_ids"] for t in c.thoughts],
+        context_ids=[prompt_ids[i] + [fmt.open_id] for i in rows],
+        thought_ids=[list(t) for t in c.thoughts.ids],
         lengths=[int(a) + int(b) for a, b in zip(c.thought_tokens, c.answer_tokens)],
         extracted=[task.extract_answer(t) for t in texts],
         scores=[task.score(problems[i], t) for i, t in zip(rows, texts)],
@@ -152,9 +178,6 @@ class _Audit:
     """Runs the diagnostics of one job; each ``run_<key>`` returns a result with ``to_json``."""
 
     def __init__(self, job: AuditJob, progress: bool):
-        from ponder.data.registry import get_task
-        from ponder.jobs.base import thought_budget
-        from ponder.lm.load import load_model
 
         self.job = job
         unknown = sorted(set(job.diagnostics) - set(DIAGNOSTICS))
@@ -183,7 +206,6 @@ class _Audit:
     # ------------------------------------------------------------ 1. DTR and Think@n
 
     def run_dtr_and_think(self):
-        from ponder.probe.dtr import dtr, dtr_result, response_divergences, think_at_n
 
         j, tr = self.job, self.traces("model", self.lm)
         cap = max(j.dtr_max_tokens or 0, j.prefix_tokens) if j.dtr_max_tokens else None
@@ -214,7 +236,6 @@ class _Audit:
     # ------------------------------------------------------------ 2. information gain per step
 
     def run_step_information_gain(self):
-        from ponder.probe.step_gain import StepGainResult, answer_logliks, summarize_gains
 
         per_model = {}
         for name, lm in self._models():
@@ -222,12 +243,13 @@ class _Audit:
             lls, correct = [], []
             for k, i in enumerate(tr.first()):
                 p = self.problems[k]
+                prompt_ids = tr.context_ids[i][:-1]  # the sampled thought's own context, without <think>
                 lls.append(
                     answer_logliks(
                         lm.model,
                         lm.tokenizer,
-                        p.prompt,
-                        tr.thoughts[i],
+                        prompt_ids,
+                        tr.thought_ids[i],
                         p.answer,
                         self.job.batch_size,
                         self.job.max_steps,
@@ -240,7 +262,6 @@ class _Audit:
     # ------------------------------------------------------------ 3. policy entropy
 
     def run_policy_entropy(self):
-        from ponder.probe.policy_entropy import PolicyEntropyResult, continuation_entropy, mean_entropy, perturb
 
         lm, tr = self.lm, self.traces("model", self.lm)
         rows = tr.first()
@@ -256,7 +277,12 @@ class _Audit:
         )
         if self.other is not None:
             theirs = self.traces("compare", self.other)
-            foreign = [lm.tokenizer(theirs.thoughts[i], add_special_tokens=False)["input_ids"] for i in theirs.first()]
+            if lm.tokenizer.get_vocab() == self.other.tokenizer.get_vocab():  # the same ids mean the same tokens
+                foreign = [theirs.thought_ids[i] for i in theirs.first()]
+            else:  # another tokenizer: its text is all the two models share
+                foreign = [
+                    lm.tokenizer(theirs.thoughts[i], add_special_tokens=False)["input_ids"] for i in theirs.first()
+                ]
             off["from --compare"] = mean_entropy(
                 continuation_entropy(lm.model, lm.tokenizer, ctx, foreign, self.job.batch_size)
             )
@@ -267,7 +293,6 @@ class _Audit:
     # ------------------------------------------------------------ 4. reflection
 
     def run_reflection(self):
-        from ponder.probe.reflection import analyse_trace, reflection_result
 
         tr, tok = self.traces("model", self.lm), self.lm.tokenizer
         analyses, texts, rights = [], [], []
@@ -293,39 +318,22 @@ class _Audit:
         return sorted({max(1, b // 8), max(1, b // 4), max(1, b // 2), max(1, 3 * b // 4), b, 2 * b})
 
     def run_budget_curve(self):
-        from ponder.lm.generate import generate
-        from ponder.probe.budget import BudgetCurveResult, answers_after, forced_thoughts
 
         lm, j = self.lm, self.job
-        prompts = [p.prompt for p in self.problems]
-        trunc, force, tokens = [], [], {"truncation": [], "forcing": []}
-        for b in self.budgets():
-            c = generate(
-                lm.model,
-                lm.tokenizer,
-                prompts,
-                think=True,
-                n=1,
-                temperature=0.0,
-                max_thought_tokens=b,
-                max_answer_tokens=j.max_answer_tokens,
-                batch_size=j.batch_size,
-            )
-            trunc.append(sum(self.task.score(p, t) for p, t in zip(self.problems, c.texts)) / len(prompts))
-            tokens["truncation"].append(float(c.thought_tokens.float().mean()))
-            ids, _ = forced_thoughts(
-                lm.model, lm.tokenizer, prompts, b, force_text=j.force_text, batch_size=j.batch_size
-            )
-            answers = answers_after(lm.model, lm.tokenizer, prompts, ids, j.max_answer_tokens, batch_size=j.batch_size)
-            texts = [f"<think>{lm.tokenizer.decode(t)}</think>{a}" for t, a in zip(ids, answers)]
-            force.append(sum(self.task.score(p, t) for p, t in zip(self.problems, texts)) / len(prompts))
-            tokens["forcing"].append(sum(map(len, ids)) / len(ids))
-        return BudgetCurveResult(self.budgets(), trunc, force, tokens)
+        return budget_accuracies(
+            lm.model,
+            lm.tokenizer,
+            self.task,
+            self.problems,
+            self.budgets(),
+            j.force_text,
+            max_answer_tokens=j.max_answer_tokens,
+            batch_size=j.batch_size,
+        )
 
     # ------------------------------------------------------------ 6. validity
 
     def run_validity(self):
-        from ponder.probe.validity import validity_accuracy
 
         pool = self.task.problems(4 * self.job.exemplars + 8, seed=self.job.seed + 1, split="train")
         exemplars = [p for p in pool if p.thought][: self.job.exemplars]
@@ -346,14 +354,11 @@ class _Audit:
     # ------------------------------------------------------------ 7. sparsity
 
     def run_sparsity(self):
-        from ponder.probe.sparsity import update_sparsity
 
         if self.other is None:
             return {"skipped": "needs a second checkpoint: pass --compare"}
         second = None
         if self.job.second_run:
-            from ponder.lm.load import load_model
-
             second = load_model(self.job.second_run, device="cpu").model.state_dict()
         return update_sparsity(
             self._state(self.lm),
@@ -368,7 +373,6 @@ class _Audit:
         return {k: v.detach().cpu() for k, v in lm.model.state_dict().items()}
 
     def check_sparsity_inputs(self) -> None:
-        from ponder.probe.sparsity import check_same_architecture
 
         if self.wants("sparsity") and self.other is not None:
             check_same_architecture(
@@ -378,15 +382,6 @@ class _Audit:
     # ------------------------------------------------------------ 8. planning tokens
 
     def run_planning_tokens(self):
-        from ponder.lm.load import load_model
-        from ponder.probe.planning import (
-            PlanningResult,
-            checkpoint_planning,
-            lexicon_clusters,
-            mine_strategic_ngrams,
-            word_entropies_from_tokens,
-        )
-        from ponder.probe.policy_entropy import continuation_entropy
 
         series = list(self._models()) + [(c, load_model(c, device=self.job.device)) for c in self.job.checkpoints]
         traces = {name: self.traces(name, lm) for name, lm in series}
@@ -402,21 +397,11 @@ class _Audit:
         for name, lm in series:
             tr = traces[name]
             word_ent = None
-            try:
-                enc = [lm.tokenizer(t, add_special_tokens=False, return_offsets_mapping=True) for t in tr.thoughts]
-                ents = continuation_entropy(
-                    lm.model,
-                    lm.tokenizer,
-                    tr.context_ids,
-                    [e["input_ids"] for e in enc],
-                    self.job.batch_size,
-                    skip_first=False,
-                )
-                word_ent = [
-                    word_entropies_from_tokens(t, e["offset_mapping"], h) for t, e, h in zip(tr.thoughts, enc, ents)
-                ]
-            except (NotImplementedError, KeyError, TypeError):  # a slow tokenizer has no offsets
-                pass
+            ents = continuation_entropy(
+                lm.model, lm.tokenizer, tr.context_ids, tr.thought_ids, self.job.batch_size, skip_first=False
+            )
+            decoded = [decode_with_offsets(lm.tokenizer, ids) for ids in tr.thought_ids]
+            word_ent = [word_entropies_from_tokens(text, offsets, h) for (text, offsets), h in zip(decoded, ents)]
             points.append(checkpoint_planning(self._label(name), tr.thoughts, tr.answers, strategic, word_ent))
         return PlanningResult(source=source, strategic_ngrams=len(strategic), checkpoints=points)
 
@@ -433,9 +418,12 @@ class _Audit:
 
 def run_audit(job: AuditJob, progress: bool = True) -> dict:
     """Run the chosen diagnostics; write ``out/audit.json`` and ``out/report.html``; return the JSON."""
-    from ponder.lm.lens import LensUnsupported
-    from ponder.report.audit_report import write_report
-    from ponder.report.progress import console, make_progress
+
+    with open_run(job.out, "audit", job) as out:
+        return _run_audit(job, out, progress)
+
+
+def _run_audit(job: AuditJob, out: Path, progress: bool) -> dict:
 
     audit = _Audit(job, progress)
     audit.check_sparsity_inputs()
@@ -477,8 +465,6 @@ def run_audit(job: AuditJob, progress: bool = True) -> dict:
         "config": job.model_dump(mode="json"),
         **results,
     }
-    out = Path(job.out)
-    out.mkdir(parents=True, exist_ok=True)
     payload = finite(payload)
     (out / "audit.json").write_text(json.dumps(payload, indent=2, allow_nan=False))
     write_report(payload, out / "report.html")

@@ -16,24 +16,28 @@ import hashlib
 import json
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from ponder.data.registry import DEMO_TASK
-from ponder.lm.tiny import TinyArch
-from ponder.lm.tiny_cache import TINY
-from ponder.train.next_token import NextTokenConfig
+from ponder.config import SETTINGS
+from ponder.data.corpus import iter_task_documents
+from ponder.data.registry import DEMO_TASK, get_task
+from ponder.eval import evaluate
+from ponder.lm.load import load_hf_dir
+from ponder.lm.tiny import TinyArch, build_char_tokenizer, build_tiny_model
+from ponder.train.next_token import NextTokenConfig, train_next_token
+from ponder.train.rundir import open_run, write_json_file
 
 #: Recipe fields added after caches existed: left out of the fingerprint at their default.
 _LATER_FIELDS = ("lazy_thoughts", "init")
 
 #: ``init`` value naming the default tiny base (the cached ``BaseJob()``): its model name.
-INIT_DEFAULT_TINY = TINY
+INIT_DEFAULT_TINY = TINY = "tiny"
 
 
 class BaseJob(BaseModel):
     """Settings of ``ponder base``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = SETTINGS
     task: str = Field(DEMO_TASK, description="synthetic task whose documents form the corpus")
     think_fraction: float = Field(0.5, ge=0, le=1, description="share of documents written with a worked scratchpad")
     mid_answer_thoughts: float = Field(
@@ -79,27 +83,27 @@ class BaseJob(BaseModel):
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def run_base(job: BaseJob, out_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
+def run_base(
+    job: BaseJob, out_dir: str | Path, resume: bool = False, progress: bool = True, allow_config_change: bool = False
+) -> dict:
     """Train, save ``out_dir/final`` and measure think / no-think accuracy on held-out problems."""
-    from ponder.data.corpus import iter_task_documents
-    from ponder.data.registry import get_task
-    from ponder.eval import evaluate
-    from ponder.lm.tiny import build_char_tokenizer, build_tiny_model
-    from ponder.train.next_token import train_next_token
 
-    out_dir = Path(out_dir)
+    with open_run(out_dir, "base", job, resume, allow_config_change) as out:
+        return _train_base(job, out, resume, progress)
+
+
+def _train_base(job: BaseJob, out_dir: Path, resume: bool, progress: bool) -> dict:
+
     task = get_task(job.task)
     if job.init is None:
         tokenizer = build_char_tokenizer()
         model = build_tiny_model(tokenizer, job.arch, seed=job.seed)
     else:
-        from ponder.lm.load import load_hf_dir
-        from ponder.lm.tiny_cache import ensure_tiny
+        # Imported here: the cache of built-in models trains them with this module's run_base.
+        from ponder.jobs.tiny_cache import ensure_tiny
 
         init = ensure_tiny(progress=progress) if job.init == INIT_DEFAULT_TINY else Path(job.init).expanduser()
         model, tokenizer = load_hf_dir(init)
-    (out_dir).mkdir(parents=True, exist_ok=True)
-    (out_dir / "base_job.json").write_text(job.model_dump_json(indent=2))
     summary = train_next_token(
         model,
         tokenizer,
@@ -128,7 +132,7 @@ def run_base(job: BaseJob, out_dir: str | Path, resume: bool = False, progress: 
         progress=progress,
     )
     summary["eval"] = result.to_json()
-    (out_dir / "base_summary.json").write_text(json.dumps(summary, indent=2))
+    write_json_file(out_dir / "base_summary.json", summary)
     return summary
 
 

@@ -14,14 +14,26 @@ information gain of its own thoughts at answer positions and elsewhere).
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from ponder.data.registry import DEMO_TASK
+from ponder.config import SETTINGS
+from ponder.data.registry import DEMO_TASK, get_task
+from ponder.data.sources import TaskSource
+from ponder.eval import evaluate
+from ponder.jobs.base import thought_budget
+from ponder.jobs.models import load_model
+from ponder.jobs.rlp import CPTJob, RLPJob, run_cpt, run_rlp
+from ponder.jobs.tiny_cache import ensure_lazy_tiny
+from ponder.lm.load import load_hf_dir
+from ponder.progress import console
+from ponder.report.demo_report import write_demo_report
+from ponder.rl.info_gain import information_gain
+from ponder.rl.positions import tokenize_docs
 from ponder.rl.rlp import RLPConfig
+from ponder.train.rundir import open_run, write_json_file
 
 
 def _demo_rlp() -> RLPConfig:
@@ -45,8 +57,8 @@ def _demo_rlp() -> RLPConfig:
 class DemoJob(BaseModel):
     """Settings of ``ponder demo``."""
 
-    model_config = ConfigDict(extra="forbid")
-    seeds: list[int] = Field([0, 1, 2], description="seeds of the RLP and CPT runs")
+    model_config = SETTINGS
+    seeds: list[int] = Field([0, 1, 2], min_length=1, description="seeds of the RLP and CPT runs")
     task: str = Field(DEMO_TASK, description="demo task")
     base: str | None = Field(
         None, description="base model directory (default: the cached tiny-lazy model, trained on first use)"
@@ -66,9 +78,6 @@ class DemoJob(BaseModel):
 
 
 def _measure(model, tokenizer, task, job: DemoJob, heldout_docs, seed: int = 0) -> dict:
-    from ponder.eval import evaluate
-    from ponder.jobs.base import thought_budget
-    from ponder.rl.info_gain import information_gain
 
     res = evaluate(model, tokenizer, task, n=job.eval_n, seed=0, max_thought_tokens=thought_budget(task))
     ig = information_gain(
@@ -92,17 +101,15 @@ def _aggregate(per_seed: list[dict], seeds: list[int]) -> dict:
     return out
 
 
-def run_demo(job: DemoJob, progress: bool = True) -> dict:
-    from ponder.data.registry import get_task
-    from ponder.data.sources import TaskSource
-    from ponder.jobs.rlp import CPTJob, RLPJob, run_cpt, run_rlp
-    from ponder.lm.load import load_hf_dir, load_model
-    from ponder.lm.tiny_cache import ensure_lazy_tiny
-    from ponder.report.progress import console
-    from ponder.rl.rollout import tokenize_docs
+def run_demo(job: DemoJob, progress: bool = True, allow_config_change: bool = False) -> dict:
+    """Base, then RLP and CPT per seed (each resumed when rerun), measured; writes ``demo.json`` and the report."""
 
-    out = Path(job.out)
-    out.mkdir(parents=True, exist_ok=True)
+    with open_run(job.out, "demo", job) as out:
+        return _demo(job, out, progress, allow_config_change)
+
+
+def _demo(job: DemoJob, out: Path, progress: bool, allow_config_change: bool) -> dict:
+
     task = get_task(job.task)
     base_dir = Path(job.base) if job.base else ensure_lazy_tiny(progress=progress)
     console.print(f"[bold]ponder demo[/]: base model {base_dir}; runs under {out}")
@@ -119,7 +126,7 @@ def run_demo(job: DemoJob, progress: bool = True) -> dict:
         rlp_job = RLPJob(
             **{**job.rlp.model_dump(), "seed": seed, "model": str(base_dir), "task": job.task, "out": str(rlp_dir)}
         )
-        run_rlp(rlp_job, resume=True, progress=progress)
+        run_rlp(rlp_job, resume=True, progress=progress, allow_config_change=allow_config_change)
         cpt_job = CPTJob(
             model=str(base_dir),
             task=job.task,
@@ -134,7 +141,7 @@ def run_demo(job: DemoJob, progress: bool = True) -> dict:
             max_length=job.rlp.context_length,
             save_every=10**6,
         )
-        run_cpt(cpt_job, resume=True, progress=progress)
+        run_cpt(cpt_job, resume=True, progress=progress, allow_config_change=allow_config_change)
         for name, d in (("rlp", rlp_dir), ("cpt", cpt_dir)):
             model, tok = load_hf_dir(d / "final")
             rows[name].append(_measure(model.eval(), tok, task, job, heldout_docs, seed))
@@ -142,8 +149,7 @@ def run_demo(job: DemoJob, progress: bool = True) -> dict:
     results["cpt"] = _aggregate(rows["cpt"], job.seeds)
     results["base"]["think_accuracy_per_seed"] = [results["base"]["think_accuracy"]]
     payload = {"seeds": job.seeds, "task": job.task, "eval_n": job.eval_n, **results}
-    (out / "demo.json").write_text(json.dumps(payload, indent=2))
-    from ponder.report.demo_report import write_demo_report
+    write_json_file(out / "demo.json", payload)
 
     write_demo_report(payload, out, job)
     return payload

@@ -14,15 +14,28 @@ right form but gets about one held-out sum in four right, so expert data has som
 
 from __future__ import annotations
 
-import json
+import statistics
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from ponder.data.registry import DEMO_TASK
+from ponder.config import SETTINGS
+from ponder.data.early_experience import step_environment
+from ponder.data.registry import DEMO_TASK, get_task
+from ponder.errors import ConfigError
 from ponder.jobs.base import BaseJob
-from ponder.rl.early_experience import RECIPES
+from ponder.jobs.grpo import GRPOJob, held_out_think_accuracy, run_grpo, task_thought_budget
+from ponder.jobs.models import load_model
+from ponder.jobs.tiny_cache import ensure_base
+from ponder.rl.early_experience import (
+    RECIPES,
+    build_examples,
+    collect_experience,
+    train_recipe,
+    world_model_accuracy,
+)
 from ponder.train.next_token import NextTokenConfig
+from ponder.train.rundir import open_run, write_json_file
 
 EARLY_BASE = "tiny-early"
 
@@ -38,8 +51,11 @@ def early_base_job() -> BaseJob:
 class EarlyExperienceJob(BaseModel):
     """Settings of ``ponder early-experience``."""
 
-    model_config = ConfigDict(extra="forbid")
-    model: str = Field(EARLY_BASE, description="base policy: tiny-early, tiny, tiny-lazy or a HF model directory")
+    model_config = SETTINGS
+    model: str = Field(
+        EARLY_BASE,
+        description="base policy: tiny-early, or any model name or path (tiny, tiny-lazy, a HF directory, ...)",
+    )
     task: str = Field(DEMO_TASK, description="task (one with a step environment: the addition tasks)")
     experts: int = Field(256, ge=1, description="expert trajectories (the same for every recipe)")
     samples_per_state: int = Field(2, ge=1, description="own actions sampled at each expert state")
@@ -67,33 +83,28 @@ class EarlyExperienceJob(BaseModel):
     out: str = Field("runs/early-experience", description="run directory")
 
 
-def _base_path(job: EarlyExperienceJob, progress: bool) -> str:
-    from ponder.lm.tiny_cache import builtin_tiny_path, ensure_base
-
+def _base_spec(job: EarlyExperienceJob, progress: bool) -> str:
+    """The model :func:`~ponder.jobs.models.load_model` loads: ``tiny-early``'s cached checkpoint (trained first if
+    needed), else the name or path as given."""
     if job.model == EARLY_BASE:
         return str(ensure_base(early_base_job(), progress=progress))
-    return builtin_tiny_path(job.model, progress=progress)
+    return job.model
 
 
 def run_early_experience(job: EarlyExperienceJob, progress: bool = True, printer=print) -> dict:
     """Run every recipe for every seed (module docstring); returns the payload written to JSON."""
-    from ponder.data.early_experience import step_environment
-    from ponder.data.registry import get_task
-    from ponder.jobs.grpo import GRPOJob, held_out_think_accuracy, run_grpo, task_thought_budget
-    from ponder.lm.load import load_model
-    from ponder.rl.early_experience import build_examples, collect_experience, train_recipe, world_model_accuracy
-
     unknown = sorted(set(job.recipes) - set(RECIPES))
     if unknown:
-        from ponder.errors import ConfigError
-
         raise ConfigError(f"unknown recipes {unknown}; known: {', '.join(RECIPES)}")
     task = get_task(job.task)
     env = step_environment(task)
-    base = _base_path(job, progress)
+    with open_run(job.out, "early-experience", job) as out:
+        return _early_experience(job, task, env, out, progress, printer)
+
+
+def _early_experience(job: EarlyExperienceJob, task, env, out: Path, progress: bool, printer) -> dict:
+    base = _base_spec(job, progress)
     budget = task_thought_budget(task, None)
-    out = Path(job.out)
-    out.mkdir(parents=True, exist_ok=True)
     lm = load_model(base)
     base_acc = held_out_think_accuracy(lm.model, lm.tokenizer, task, job.eval_n, budget)
     printer(f"base {base}: think accuracy {base_acc['think_accuracy']:.3f}")
@@ -170,7 +181,7 @@ def run_early_experience(job: EarlyExperienceJob, progress: bool = True, printer
         "collection": collection,
         "runs": rows,
     }
-    (out / "early_experience.json").write_text(json.dumps(payload, indent=2))
+    write_json_file(out / "early_experience.json", payload)
     return payload
 
 
@@ -178,7 +189,6 @@ def early_experience_table(payload: dict) -> tuple[list[str], list[list]]:
     """Header and rows: the base, then each recipe's held-out accuracy (mean, std and per seed over
     seeds) after training and after GRPO, the tokens it trained on, and how well it predicts the
     observations of held-out own actions (world-model accuracy, mean over seeds)."""
-    import statistics
 
     def spread(values: list[float]) -> list:
         std = statistics.stdev(values) if len(values) > 1 else 0.0

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from ponder.data.registry import DEMO_TASK
+from ponder.config import SETTINGS
+from ponder.data.registry import DEMO_TASK, get_task
+from ponder.eval import evaluate
+from ponder.jobs.base import thought_budget
+from ponder.jobs.models import load_model
 
 
 class EvalJob(BaseModel):
     """Settings of ``ponder eval``."""
 
-    model_config = ConfigDict(extra="forbid")
-    model: str = Field("tiny", description="tiny, tiny-lazy, smollm2-135m, a HF model directory or a .gguf file")
+    model_config = SETTINGS
+    model: str = Field(
+        "tiny",
+        description="tiny, tiny-lazy, smollm2-135m, a random-init shape (smollm2-135m-shape, qwen3-0.6b-shape[:LAYERS]), a HF model directory or a .gguf file",
+    )
     task: str = Field(
         DEMO_TASK, description="task name (see `ponder tasks`), rg:<reasoning-gym name> or a BIG-bench task.json"
     )
@@ -29,10 +36,6 @@ class EvalJob(BaseModel):
 
 
 def run_eval(job: EvalJob, progress: bool = True):
-    from ponder.data.registry import get_task
-    from ponder.eval import evaluate
-    from ponder.jobs.base import thought_budget
-    from ponder.lm.load import load_model
 
     task = get_task(job.task)
     lm = load_model(job.model, device=job.device)

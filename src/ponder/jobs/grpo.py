@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+from pydantic import BaseModel, Field
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from ponder.data.registry import DEMO_TASK
-from ponder.rl.grpo import GRPOConfig, TTRLConfig
+from ponder.config import SETTINGS
+from ponder.data.registry import DEMO_TASK, get_task
+from ponder.eval import evaluate
+from ponder.jobs.base import thought_budget
+from ponder.jobs.models import load_model
+from ponder.rl import distributed
+from ponder.rl.grpo import GRPOConfig, GRPOTrainer
+from ponder.rl.ttrl import TTRLConfig, TTRLTrainer
+from ponder.train.rundir import open_run, write_json_file
 
 
 class ModelAndTask(BaseModel):
     """What a GRPO / TTRL job trains, on which task, and how the result is measured."""
 
-    model_config = ConfigDict(extra="forbid")
-    model: str = Field("tiny", description="tiny, tiny-lazy, smollm2-135m, a HF model directory or a .gguf file")
+    model_config = SETTINGS
+    model: str = Field(
+        "tiny",
+        description="tiny, tiny-lazy, smollm2-135m, a random-init shape (smollm2-135m-shape, qwen3-0.6b-shape[:LAYERS]), a HF model directory or a .gguf file",
+    )
     task: str = Field(DEMO_TASK, description="task whose problems give the prompts (see `ponder tasks`)")
     eval_n: int = Field(200, ge=0, description="held-out problems measured (greedy, think) before and after; 0: skip")
     device: str | None = Field(None, description="cpu, cuda, ... (default: cuda when available)")
@@ -36,7 +43,6 @@ class TTRLJob(TTRLConfig, ModelAndTask):
 
 
 def task_thought_budget(task, given: int | None) -> int:
-    from ponder.jobs.base import thought_budget
 
     if given is not None:
         return given
@@ -45,40 +51,36 @@ def task_thought_budget(task, given: int | None) -> int:
 
 def held_out_think_accuracy(model, tokenizer, task, n: int, budget: int) -> dict:
     """Greedy think-mode accuracy and mean thought tokens on ``n`` held-out problems (seed 0)."""
-    from ponder.eval import evaluate
 
     think = evaluate(model, tokenizer, task, n=n, seed=0, modes=("think",), max_thought_tokens=budget).modes["think"]
     return {"think_accuracy": think.accuracy, "mean_thought_tokens": think.mean_thought_tokens}
 
 
-def _run(job, config_cls, trainer_cls, resume: bool, progress: bool) -> dict:
-    from ponder.data.registry import get_task
-    from ponder.lm.load import load_model
-
-    task = get_task(job.task)
-    lm = load_model(job.model, device=job.device)
-    budget = task_thought_budget(task, job.max_thought_tokens)
-    out = Path(job.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{trainer_cls.name}_job.json").write_text(job.model_dump_json(indent=2))
-    cfg = config_cls(**{**job.model_dump(include=set(config_cls.model_fields)), "max_thought_tokens": budget})
-    before = held_out_think_accuracy(lm.model, lm.tokenizer, task, job.eval_n, budget) if job.eval_n else {}
-    summary = trainer_cls(lm.model, lm.tokenizer, task, cfg, out).train(resume=resume, progress=progress)
-    if job.eval_n:
-        after = held_out_think_accuracy(lm.model, lm.tokenizer, task, job.eval_n, budget)
-        summary.update({f"{k}_before": v for k, v in before.items()})
-        summary.update({f"{k}_after": v for k, v in after.items()})
-    (out / f"{trainer_cls.name}_summary.json").write_text(json.dumps(summary, indent=2))
+def _run(job, config_cls, trainer_cls, resume: bool, progress: bool, allow_config_change: bool) -> dict:
+    # Under torchrun / accelerate launch: join the group first so each GPU rank loads onto its own device.
+    rank, world = distributed.init_from_env()
+    name = trainer_cls.recipe_class.name
+    with open_run(job.out, name, job, resume, allow_config_change, rank) as out:
+        task = get_task(job.task)
+        lm = load_model(job.model, device=distributed.rank_device(job.device, world))
+        budget = task_thought_budget(task, job.max_thought_tokens)
+        cfg = config_cls(**{**job.model_dump(include=set(config_cls.model_fields)), "max_thought_tokens": budget})
+        trainer = trainer_cls(lm.model, lm.tokenizer, task, cfg, out)  # checks the task has enough prompts
+        measure = bool(job.eval_n) and rank == 0  # held-out accuracy is measured once, by rank 0
+        before = held_out_think_accuracy(lm.model, lm.tokenizer, task, job.eval_n, budget) if measure else {}
+        summary = trainer.train(resume=resume, progress=progress)
+        if measure:
+            after = held_out_think_accuracy(lm.model, lm.tokenizer, task, job.eval_n, budget)
+            summary.update({f"{k}_before": v for k, v in before.items()})
+            summary.update({f"{k}_after": v for k, v in after.items()})
+        if rank == 0:
+            write_json_file(out / f"{name}_summary.json", summary)
     return summary
 
 
-def run_grpo(job: GRPOJob, resume: bool = True, progress: bool = True) -> dict:
-    from ponder.rl.grpo import GRPOTrainer
-
-    return _run(job, GRPOConfig, GRPOTrainer, resume, progress)
+def run_grpo(job: GRPOJob, resume: bool = True, progress: bool = True, allow_config_change: bool = False) -> dict:
+    return _run(job, GRPOConfig, GRPOTrainer, resume, progress, allow_config_change)
 
 
-def run_ttrl(job: TTRLJob, resume: bool = True, progress: bool = True) -> dict:
-    from ponder.rl.grpo import TTRLTrainer
-
-    return _run(job, TTRLConfig, TTRLTrainer, resume, progress)
+def run_ttrl(job: TTRLJob, resume: bool = True, progress: bool = True, allow_config_change: bool = False) -> dict:
+    return _run(job, TTRLConfig, TTRLTrainer, resume, progress, allow_config_change)

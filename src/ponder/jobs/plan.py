@@ -11,9 +11,23 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from ponder.data.registry import DEMO_TASK
+from ponder.config import SETTINGS
+from ponder.data.registry import DEMO_TASK, get_task
+from ponder.errors import PonderError
+from ponder.jobs.models import load_model
+from ponder.plan.baselines import BASELINES
+from ponder.plan.edits import mine_vocabulary
+from ponder.plan.encoder import LMFeatures
+from ponder.plan.env import PlanEnv
+from ponder.plan.planners import PlannerConfig, plan_with_world_model
+from ponder.plan.search import Search
+from ponder.plan.state import Chain, render_prompt
+from ponder.progress import make_progress
+from ponder.report.html import Report, line_plot
+from ponder.train.checkpoint import atomic_write_text
+from ponder.train.rundir import open_run
 
 METHODS = ("mppi", "gradient", "policy", "random", "hill", "evolution")
 WORLD_MODEL_METHODS = ("mppi", "gradient", "policy")
@@ -22,7 +36,7 @@ WORLD_MODEL_METHODS = ("mppi", "gradient", "policy")
 class PlannerSettings(BaseModel):
     """Search settings shared by ``ponder plan`` and ``bench/plan_compare.py`` (one source for both)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = SETTINGS
     horizon: int = Field(3, ge=1, description="planning horizon H (edits)")
     candidates: int = Field(48, ge=1, description="candidate edits considered per step")
     warmup: Literal["star", "walks"] = Field(
@@ -57,7 +71,6 @@ class PlannerSettings(BaseModel):
 
     def planner_config(self, seed: int):
         """The :class:`~ponder.plan.planners.PlannerConfig` these settings describe."""
-        from ponder.plan.planners import PlannerConfig
 
         return PlannerConfig(seed=seed, **{k: getattr(self, k) for k in PlannerSettings.model_fields})
 
@@ -65,8 +78,11 @@ class PlannerSettings(BaseModel):
 class _PlanRun(BaseModel):
     """What ``ponder plan`` runs on and where it writes (listed before the search settings in ``--help``)."""
 
-    model_config = ConfigDict(extra="forbid")
-    model: str = Field("tiny", description="tiny, tiny-lazy, smollm2-135m, a HF model directory or a .gguf file")
+    model_config = SETTINGS
+    model: str = Field(
+        "tiny",
+        description="tiny, tiny-lazy, smollm2-135m, a random-init shape (smollm2-135m-shape, qwen3-0.6b-shape[:LAYERS]), a HF model directory or a .gguf file",
+    )
     task: str = Field(DEMO_TASK, description="task name (see `ponder tasks`)")
     method: Literal["mppi", "gradient", "policy", "random", "hill", "evolution"] = Field(
         "mppi", description="world-model planner (mppi, gradient, policy) or baseline (random, hill, evolution)"
@@ -96,7 +112,6 @@ class PlanJob(PlannerSettings, _PlanRun):
 def default_start(vocab, mode: str):
     """A plausible but untuned start chain: a generic instruction and a solved exemplar in the
     direct format (``instruction``), or four mined worked steps as the thought's prefix (``prefix``)."""
-    from ponder.plan.state import Chain
 
     if mode == "prefix":
         return Chain(steps=tuple(vocab.steps[:4]), answer_format="think")
@@ -112,9 +127,6 @@ def build_vocabulary(lm, task, seed: int = 0, lm_proposals: int = 4):
 
     Returns ``(vocab, calls)``: the proposal calls are paid once and shared by every method.
     """
-    from ponder.plan.edits import mine_vocabulary
-    from ponder.plan.env import PlanEnv
-    from ponder.plan.state import Chain, render_prompt
 
     vocab = mine_vocabulary(task, seed=seed)
     if lm_proposals <= 0:
@@ -134,11 +146,6 @@ def build_vocabulary(lm, task, seed: int = 0, lm_proposals: int = 4):
 
 def run_method(lm, task, method: str, start, vocab, budget: int, env_kwargs: dict, cfg=None, on_step=None):
     """One search within ``budget`` real calls on a fresh environment; returns ``(search, diagnostics)``."""
-    from ponder.plan.baselines import BASELINES
-    from ponder.plan.encoder import LMFeatures
-    from ponder.plan.env import PlanEnv
-    from ponder.plan.planners import PlannerConfig, plan_with_world_model
-    from ponder.plan.search import Search
 
     env = PlanEnv(lm, task, **env_kwargs)
     search = Search(env, budget=budget, on_step=on_step)
@@ -153,12 +160,13 @@ def run_method(lm, task, method: str, start, vocab, budget: int, env_kwargs: dic
 
 
 def run_plan(job: PlanJob, progress: bool = True, printer=print) -> dict:
-    from ponder.data.registry import get_task
-    from ponder.errors import PonderError
-    from ponder.lm.load import load_model
-    from ponder.plan.state import Chain
-    from ponder.report.progress import make_progress
-    from ponder.train.checkpoint import atomic_write_text
+    """One search of ``job.method``; writes ``best_chain.json``, ``plan.json`` and the report under ``out``."""
+
+    with open_run(job.out, "plan", job) as out:
+        return _run_plan(job, out, progress, printer)
+
+
+def _run_plan(job: PlanJob, out: Path, progress: bool, printer) -> dict:
 
     task = get_task(job.task)
     lm = load_model(job.model, device=job.device)
@@ -201,8 +209,6 @@ def run_plan(job: PlanJob, progress: bool = True, printer=print) -> dict:
         "diagnostics": diag,
         **search.summary(),
     }
-    out = Path(job.out)
-    out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "best_chain.json", json.dumps(search.best.to_json(), indent=2))
     atomic_write_text(out / "plan.json", json.dumps(summary, indent=2, default=str))
     summary["report"] = str(
@@ -213,7 +219,6 @@ def run_plan(job: PlanJob, progress: bool = True, printer=print) -> dict:
 
 def write_plan_report(runs: dict[str, dict], path: Path, title: str) -> Path:
     """HTML report: held-out accuracy and training value against real calls, per method; the best chains."""
-    from ponder.report.html import Report, line_plot
 
     report = Report(title)
     sec = report.section("Curves")

@@ -3,22 +3,35 @@
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from ponder.config import SETTINGS
 from ponder.data.registry import DEMO_TASK
+from ponder.data.sources import make_source
 from ponder.errors import PonderError
-from ponder.rl.rlp import RLPConfig
-from ponder.train.next_token import NextTokenConfig
+from ponder.jobs.models import load_model
+from ponder.rl import distributed
+from ponder.rl.compute import cpt_budget_tokens, model_size, steps_for_budget
+from ponder.rl.rlp import RLPConfig, RLPTrainer
+from ponder.train.next_token import NextTokenConfig, document_token_windows, train_next_token
+from ponder.train.rundir import open_run, write_json_file
+
+LOG = logging.getLogger(__name__)
 
 
 class ModelAndCorpus(BaseModel):
     """What a training job trains and reads: shared by ``rlp`` and ``cpt`` so both see the same corpus."""
 
-    model_config = ConfigDict(extra="forbid")
-    model: str = Field("tiny", description="tiny, tiny-lazy, smollm2-135m, a HF model directory or a .gguf file")
+    model_config = SETTINGS
+    model: str = Field(
+        "tiny",
+        description="tiny, tiny-lazy, smollm2-135m, a random-init shape (smollm2-135m-shape, qwen3-0.6b-shape[:LAYERS]), a HF model directory or a .gguf file",
+    )
     task: str = Field(
         DEMO_TASK, description="task whose training problems form the corpus (when --corpus is not given)"
     )
@@ -41,81 +54,91 @@ class CPTJob(NextTokenConfig, ModelAndCorpus):
     match_run: str | None = Field(
         None, description="an RLP run directory whose compute this run matches (sets --steps)"
     )
-    match: Literal["flop", "token"] = Field(
-        "flop", description="flop: T_flop = rollout tokens + input tokens; token: input tokens"
+    match: Literal["flop", "token", "compute"] = Field(
+        "flop",
+        description="flop: the paper's T_flop = rollout tokens + input tokens; token: input tokens; "
+        "compute: the RLP run's FLOPs / (6 x CPT's parameters) (see ponder.rl.compute)",
     )
 
 
 def _source(job):
-    from ponder.data.sources import make_source
 
     return make_source(job.corpus, job.task, job.seed, job.think_fraction, job.text_field)
 
 
-def run_rlp(job: RLPJob, resume: bool = True, progress: bool = True) -> dict:
-    import torch
-
-    from ponder.lm.load import load_model
-    from ponder.rl import distributed
-    from ponder.rl.rlp import RLPTrainer
-
+def run_rlp(job: RLPJob, resume: bool = True, progress: bool = True, allow_config_change: bool = False) -> dict:
     # Under torchrun / accelerate launch: join the group first so each GPU rank loads onto its own device.
     rank, world = distributed.init_from_env()
-    device = job.device
-    if world > 1 and device in (None, "cuda") and torch.cuda.is_available():
-        device = f"cuda:{torch.cuda.current_device()}"
-    lm = load_model(job.model, device=device)
-    out = Path(job.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "rlp_job.json").write_text(job.model_dump_json(indent=2))
-    cfg = RLPConfig(**job.model_dump(include=set(RLPConfig.model_fields)))
-    summary = RLPTrainer(lm.model, lm.tokenizer, _source(job), cfg, out).train(resume=resume, progress=progress)
-    if rank == 0:
-        (out / "rlp_summary.json").write_text(json.dumps(summary, indent=2))
+    with open_run(job.out, "rlp", job, resume, allow_config_change, rank) as out:
+        lm = load_model(job.model, device=distributed.rank_device(job.device, world))
+        cfg = RLPConfig(**job.model_dump(include=set(RLPConfig.model_fields)))
+        trainer = RLPTrainer(lm.model, lm.tokenizer, _source(job), cfg, out)
+        summary = trainer.train(resume=resume, progress=progress)
+        if rank == 0:
+            write_json_file(out / "rlp_summary.json", summary)
     return summary
 
 
-def mean_doc_tokens(tokenizer, source, n: int = 256) -> float:
-    stream = source.stream()
-    docs = [next(stream)[0] for _ in range(n)]
-    return sum(len(ids) + 1 for ids in tokenizer(docs)["input_ids"]) / n  # +1: the EOS the trainer appends
+def trained_tokens_per_step(tokenizer, documents, batch_size: int, max_length: int) -> Iterator[int]:
+    """Tokens each successive CPT step trains on: its ``batch_size`` windows, as the trainer reads them."""
+    windows = document_token_windows(tokenizer, documents, max_length)
+    while True:
+        yield sum(len(next(windows)) for _ in range(batch_size))
 
 
-def cpt_steps(job: CPTJob, tokenizer, source) -> tuple[int, int | None]:
-    """(steps, token budget): from ``--match-run`` when given, else ``--steps``."""
-    from ponder.rl.compute import cpt_budget_tokens, steps_for_tokens
+def cpt_steps(job: CPTJob, model, tokenizer, documents) -> tuple[int, dict | None]:
+    """``(steps, plan)``: from ``--match-run`` when given (plan: budget and planned tokens), else ``--steps``.
+
+    The steps are counted on the very documents CPT will read, so the trained tokens equal the
+    budget up to the nearest whole step.
+    """
 
     if not job.match_run:
         return job.steps, None
     summary_path = Path(job.match_run) / "rlp_summary.json"
     if not summary_path.is_file():
         raise PonderError(f"{summary_path} not found: --match-run must name a finished `ponder rlp` run directory")
-    rlp = json.loads(summary_path.read_text())
-    budget = cpt_budget_tokens(job.match, rlp["input_tokens"], rlp["rollout_tokens"])
-    return steps_for_tokens(budget, job.batch_size, mean_doc_tokens(tokenizer, source)), budget
+    try:
+        rlp = json.loads(summary_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise PonderError(
+            f"{summary_path} is damaged ({type(e).__name__}: {e}); rerun that `ponder rlp` to rewrite it"
+        ) from None
+    if not isinstance(rlp, dict) or "flop_matched_tokens" not in rlp:
+        raise PonderError(
+            f"{summary_path} has no compute account (written by an older ponder); rerun that `ponder rlp` run"
+        )
+    budget = cpt_budget_tokens(job.match, rlp, model_size(model).params)
+    per_step = trained_tokens_per_step(tokenizer, documents, job.batch_size, job.max_length)
+    steps, planned = steps_for_budget(per_step, budget)
+    if abs(planned - budget) > 0.02 * budget:
+        LOG.warning(
+            "cpt: %d steps train %d tokens for a budget of %d (%+.1f%%): whole steps are too coarse; "
+            "lower --batch-size or --max-length",
+            steps,
+            planned,
+            budget,
+            100 * (planned / budget - 1),
+        )
+    return steps, {"budget_tokens": budget, "planned_tokens": planned}
 
 
-def run_cpt(job: CPTJob, resume: bool = True, progress: bool = True) -> dict:
-    from ponder.lm.load import load_model
-    from ponder.train.next_token import train_next_token
-
-    lm = load_model(job.model, device=job.device)
-    source = _source(job)
-    steps, budget = cpt_steps(job, lm.tokenizer, source)
-    out = Path(job.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "cpt_job.json").write_text(job.model_dump_json(indent=2))
-    cfg = NextTokenConfig(**{**job.model_dump(include=set(NextTokenConfig.model_fields)), "steps": steps})
-    summary = train_next_token(
-        lm.model,
-        lm.tokenizer,
-        lambda: (text for text, _ in source.stream()),
-        cfg,
-        out,
-        resume=resume,
-        progress=progress,
-        description="ponder cpt",
-    )
-    summary.update({"match": job.match if job.match_run else None, "budget_tokens": budget})
-    (out / "cpt_summary.json").write_text(json.dumps(summary, indent=2))
+def run_cpt(job: CPTJob, resume: bool = True, progress: bool = True, allow_config_change: bool = False) -> dict:
+    with open_run(job.out, "cpt", job, resume, allow_config_change) as out:
+        lm = load_model(job.model, device=job.device)
+        source = _source(job)
+        steps, plan = cpt_steps(job, lm.model, lm.tokenizer, (text for text, _ in source.stream()))
+        cfg = NextTokenConfig(**{**job.model_dump(include=set(NextTokenConfig.model_fields)), "steps": steps})
+        summary = train_next_token(
+            lm.model,
+            lm.tokenizer,
+            lambda: (text for text, _ in source.stream()),
+            cfg,
+            out,
+            resume=resume,
+            progress=progress,
+            description="ponder cpt",
+        )
+        summary.update({"match": job.match if job.match_run else None, **(plan or {"budget_tokens": None})})
+        write_json_file(out / "cpt_summary.json", summary)
     return summary

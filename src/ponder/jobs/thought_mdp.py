@@ -15,15 +15,16 @@ and groups them by how many thoughts they took (thinking length vs return). Writ
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from ponder.config import SETTINGS
+from ponder.report.thought_mdp_report import write_thought_mdp_report
 from ponder.thought_mdp.env import initial_logits, make_env, softmax
 from ponder.thought_mdp.learn import group_by_thoughts, optimal_value, sample_episodes, train
+from ponder.train.rundir import open_run, write_json_file
 
 #: (init, thought actions allowed, gradient) of the runs compared in the main table.
 CONDITIONS = (
@@ -40,7 +41,7 @@ CONDITIONS = (
 class ThoughtMDPJob(BaseModel):
     """Settings of ``ponder thought-mdp``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = SETTINGS
     size: int = Field(5, ge=3, description="grid side (the agent starts in the centre)")
     tasks: int = Field(4, ge=1, description="tasks = goal cells = sub-policies (thought states)")
     horizon: int = Field(16, ge=1, description="steps per episode, thought steps included")
@@ -112,8 +113,14 @@ def _aggregate(rows: list[dict]) -> list[dict]:
 
 def run_thought_mdp(job: ThoughtMDPJob, progress=print) -> dict:
     """Run every condition for every seed (see the module docstring); returns the payload."""
-    from ponder.report.thought_mdp_report import write_thought_mdp_report
+    with open_run(job.out, "thought-mdp", job) as out:
+        payload = _thought_mdp(job, progress)
+        write_json_file(out / "thought_mdp.json", payload)
+        payload["report"] = str(write_thought_mdp_report(payload, out / "report.html"))
+    return payload
 
+
+def _thought_mdp(job: ThoughtMDPJob, progress) -> dict:
     gradients = ("exact", "sampled") if job.gradient == "both" else (job.gradient,)
     rows, curves, sweep, per_task = [], [], [], []
     before_counts, before_returns, after_counts, after_returns = [], [], [], []
@@ -155,10 +162,6 @@ def run_thought_mdp(job: ThoughtMDPJob, progress=print) -> dict:
             "trained": group_by_thoughts(np.concatenate(after_counts), np.concatenate(after_returns)),
         },
     }
-    out = Path(job.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "thought_mdp.json").write_text(json.dumps(payload, indent=2))
-    payload["report"] = str(write_thought_mdp_report(payload, out / "report.html"))
     return payload
 
 

@@ -1,21 +1,31 @@
-"""Everything that touches a model: loading, think delimiters, sampling, scoring, logit lens."""
+"""Everything that touches a model: loading, think delimiters, the one sampler, scoring, logit lens."""
 
-from ponder.lm.generate import Completions, generate
+from ponder.lm.decode import DecodeRules, Samples, sample
 from ponder.lm.lens import LensUnsupported, hidden_states, jsd, layer_logprobs, lens_jsd, lens_parts
-from ponder.lm.load import LM, load_model
-from ponder.lm.sample import Samples, sample
-from ponder.lm.score import PairScores, logprobs_from_logits, score_pairs, token_logprobs
+from ponder.lm.load import LM, load_pretrained
+from ponder.lm.logprobs import TokenScorer, logprobs_from_logits, token_logprobs
+from ponder.lm.score import PairScores, score_pairs
+from ponder.lm.thinking import (
+    Completions,
+    ThinkSettings,
+    ThoughtFormat,
+    Thoughts,
+    continue_thoughts,
+    force_thoughts,
+    sample_thoughts,
+    think_then_answer,
+)
 from ponder.lm.thoughts import THINK_CLOSE, THINK_OPEN, ensure_think_tokens, split_thought, strip_thoughts, wrap_thought
 
 __all__ = [
     "LM",
-    "load_model",
+    "load_pretrained",
     "sample",
     "Samples",
-    "generate",
-    "Completions",
+    "DecodeRules",
     "score_pairs",
     "PairScores",
+    "TokenScorer",
     "token_logprobs",
     "logprobs_from_logits",
     "lens_parts",
@@ -30,4 +40,12 @@ __all__ = [
     "wrap_thought",
     "strip_thoughts",
     "split_thought",
+    "ThoughtFormat",
+    "ThinkSettings",
+    "Thoughts",
+    "Completions",
+    "sample_thoughts",
+    "continue_thoughts",
+    "think_then_answer",
+    "force_thoughts",
 ]

@@ -20,7 +20,8 @@ from collections.abc import Iterable, Iterator
 import torch
 from torch import Tensor, nn
 
-from ponder.lm.score import position_ids_from_mask, supports_logits_to_keep
+from ponder.lm.hf_compat import supports_logits_to_keep
+from ponder.lm.padding import position_ids_from_mask
 
 
 class LensUnsupported(ValueError):

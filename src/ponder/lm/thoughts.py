@@ -93,6 +93,15 @@ def ensure_think_tokens(model, tokenizer) -> int:
     return len(missing)
 
 
+def thought_ids_of(completion_ids, open_id: int, close_id: int) -> list[int] | None:
+    """The first thought's ids in ``[<think> thought </think>] answer`` ids (to the end when unclosed; None: no thought)."""
+    ids = list(completion_ids)
+    if open_id not in ids:
+        return None
+    start = ids.index(open_id) + 1
+    return ids[start : ids.index(close_id, start)] if close_id in ids[start:] else ids[start:]
+
+
 def think_ban_ids(tokenizer) -> list[int]:
     """Token ids to ban in no-think mode (both delimiters)."""
     return list(think_token_ids(tokenizer))

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import string
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from ponder.config import SETTINGS
 from ponder.lm.thoughts import THINK_CLOSE, THINK_OPEN
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
@@ -22,7 +23,7 @@ CHARSET = list(string.printable[:95]) + ["\n"]
 class TinyArch(BaseModel):
     """Shape of the tiny model (defaults: about 1.8M parameters)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = SETTINGS
     hidden_size: int = Field(192, ge=8, description="width of the residual stream")
     num_layers: int = Field(4, ge=1, description="transformer blocks")
     num_heads: int = Field(6, ge=1, description="attention heads (hidden size must divide by it)")
@@ -30,18 +31,31 @@ class TinyArch(BaseModel):
     max_positions: int = Field(512, ge=16, description="longest sequence (rotary positions)")
 
 
-def build_char_tokenizer():
+def build_char_tokenizer(vocab_size: int | None = None):
     """A character-level ``PreTrainedTokenizerFast`` with pad/bos/eos/unk and think delimiters.
 
     Encoding prepends ``<bos>`` (the tiny model always sees a start token); pass
-    ``add_special_tokens=False`` to encode a continuation.
+    ``add_special_tokens=False`` to encode a continuation. ``vocab_size`` pads the vocabulary
+    with placeholder tokens ``<pN>`` until ``len(tokenizer) == vocab_size`` (a stand-in for a
+    real model's tokenizer of that size: text still encodes character by character, every id
+    decodes to a string that encodes back to it).
     """
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {tok: i for i, tok in enumerate([PAD, BOS, EOS, UNK, *CHARSET])}
+    pieces = [PAD, BOS, EOS, UNK, *CHARSET]
+    pattern = r"[\s\S]"
+    if vocab_size is not None:
+        fill = vocab_size - len(pieces) - 2  # the two think delimiters are added below
+        if fill < 0:
+            raise ValueError(
+                f"vocab_size {vocab_size} is below the {len(pieces) + 2} tokens every ponder tokenizer has"
+            )
+        pieces += [f"<p{i}>" for i in range(fill)]
+        pattern = r"<p\d+>|[\s\S]"
+    vocab = {tok: i for i, tok in enumerate(pieces)}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
-    core.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    core.pre_tokenizer = pre_tokenizers.Split(Regex(pattern), behavior="isolated")
     core.decoder = decoders.Fuse()
     core.post_processor = processors.TemplateProcessing(
         single=f"{BOS} $A", pair=f"{BOS} $A $B", special_tokens=[(BOS, vocab[BOS])]

@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from ponder.plan.state import FORMATS, LINE_FIELDS, Chain
+from ponder.plan.state import FORMATS, LINE_FIELDS, Chain, render_prompt
 
 SCALES = ("token", "step", "instruction")
 OPS = {
@@ -238,7 +238,6 @@ def mine_vocabulary(task, n: int = 64, seed: int = 0, n_words: int = 40, n_exemp
     seed instructions); exemplars: solved problems rendered in each answer format; steps:
     the steps of the worked thoughts.
     """
-    from ponder.plan.state import render_prompt
 
     problems = task.problems(n, seed=seed, split="train")
     counts: Counter = Counter()

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from ponder.lm.lens import hidden_states
-from ponder.lm.score import left_pad, model_device, pad_id_of
+from ponder.lm.padding import left_pad, model_device, pad_id_of
 from ponder.plan.edits import ALL_OPS, Edit
 from ponder.plan.state import Chain, render_prompt
 

@@ -28,9 +28,11 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from ponder.errors import PonderError
-from ponder.lm.thoughts import THINK_CLOSE, THINK_OPEN, has_think_tokens, think_ban_ids
+from ponder.lm.decode import DecodeRules, sample
+from ponder.lm.thinking import ThoughtFormat, Thoughts, continue_thoughts, think_then_answer
+from ponder.lm.thoughts import has_think_tokens, think_ban_ids
 from ponder.plan.edits import Edit, EditRejected, apply_edit
-from ponder.plan.state import Chain, render_prompt
+from ponder.plan.state import Chain, render_parts, render_prompt
 
 #: Nats per token at which the log-likelihood term of :attr:`Outcome.value` reaches 0.
 LOGLIK_SCALE = 10.0
@@ -166,33 +168,34 @@ class PlanEnv:
         return out
 
     def _run(self, chain: Chain, problems) -> tuple[Outcome, int, int]:
-        from ponder.lm.sample import sample
-
+        """Greedy answers through the one sampler, then the reference's log-likelihood after the ids the model read."""
         lm, tok = self.lm, self.lm.tokenizer
-        prompts = [render_prompt(chain, p.prompt) for p in problems]
         think = chain.answer_format == "think"
         if think and not has_think_tokens(tok):
             raise PlanInputError(
-                "the 'think' answer format needs a model with <think> tokens (load it with ponder.lm.load_model)."
+                "the 'think' answer format needs a model with <think> tokens (load it with ponder.jobs.models.load_model)."
             )
-        ban = [think_ban_ids(tok)[0]] if think else (think_ban_ids(tok) if has_think_tokens(tok) else [])
-        budget = self.max_answer_tokens + (self.max_thought_tokens if think else 0)
+        fmt = ThoughtFormat.of(lm.model, tok)
+        parts = [render_parts(chain, p.prompt) for p in problems]
+        prompt_ids = fmt.prompt_ids(tok, [prefix for prefix, _ in parts])
         with torch.no_grad():
-            s = sample(
-                lm.model, tok, prompts, n=1, max_new_tokens=budget, temperature=0.0, stop=("\n",), ban_token_ids=ban
-            )
-        tokens = sum(len(p) for p in s.prompt_ids) + int(s.mask.sum())
-        completions, contexts = [], []
-        for prompt, text in zip(prompts, s.texts):
-            text = text.replace(tok.eos_token or "\x00", "") if tok.eos_token else text
-            if think:
-                thought_end = text.find(THINK_CLOSE)
-                thought = text if thought_end < 0 else text[:thought_end]
-                completions.append(THINK_OPEN + " ".join(chain.steps) + text)
-                contexts.append(prompt + thought + THINK_CLOSE)
+            if think:  # the chain's steps open the thought; the model goes on thinking, closes and answers
+                steps = [tok(s, add_special_tokens=False)["input_ids"] if s else [] for _, s in parts]
+                cont = continue_thoughts(lm.model, tok, fmt, prompt_ids, steps, 1, self.max_thought_tokens, 0.0)
+                thoughts = Thoughts(prompt_ids, 1, [a + b for a, b in zip(steps, cont.ids)], cont.logprobs, cont.closed)
+                comp = think_then_answer(
+                    lm.model, tok, fmt, prompt_ids, max_answer_tokens=self.max_answer_tokens, thoughts=thoughts
+                )
             else:
-                completions.append(text)
-                contexts.append(prompt)
+                comp = think_then_answer(
+                    lm.model, tok, fmt, prompt_ids, think=False, max_answer_tokens=self.max_answer_tokens
+                )
+        completions = comp.texts(tok)
+        contexts = [
+            prompt_ids[r] + comp.completion_ids(r)[: len(comp.completion_ids(r)) - len(comp.answer_ids[r])]
+            for r in range(len(comp))
+        ]
+        tokens = sum(len(c) for c in contexts) + int(comp.answer_tokens.sum())
         acc = sum(self.task.score(p, c) for p, c in zip(problems, completions)) / len(problems)
         calls = len(problems)
         if not self.has_reference:
@@ -200,7 +203,7 @@ class PlanEnv:
         scores = lm.score(contexts, [p.answer for p in problems])
         per_token = (scores.sum / scores.num_tokens.clamp(min=1)).tolist()
         loglik = sum(per_token) / len(per_token)
-        tokens += sum(len(self._tokens(c)) for c in contexts) + int(scores.num_tokens.sum())
+        tokens += sum(len(c) for c in contexts) + int(scores.num_tokens.sum())
         calls += len(problems)
         ref_prob = sum(math.exp(v) for v in per_token) / len(per_token)
         return Outcome(acc, ref_prob, loglik, len(problems)), calls, tokens
@@ -216,26 +219,23 @@ class PlanEnv:
         stop: tuple[str, ...] = ("\n",),
     ) -> list[str]:
         """LM-sampled texts (``n`` per prompt), counted as calls: payloads for rewrites and mutations."""
-        from ponder.lm.sample import sample
-
         if not prompts:
             return []
         gen = torch.Generator(device=self.lm.device).manual_seed(seed)
         tok = self.lm.tokenizer
-        ban = think_ban_ids(tok) if has_think_tokens(tok) else []
-        with torch.no_grad():
-            s = sample(
-                self.lm.model,
-                tok,
-                prompts,
-                n=n,
-                max_new_tokens=max_new_tokens,
-                temperature=temperature,
-                stop=stop,
-                ban_token_ids=ban,
-                generator=gen,
-            )
+        rules = DecodeRules(ban_ids=tuple(think_ban_ids(tok)) if has_think_tokens(tok) else (), stop_strings=stop)
+        s = sample(
+            self.lm.model,
+            tok,
+            prompts,
+            n=n,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            rules=rules,
+            generator=gen,
+        )
         self.counters.calls += len(prompts) * n
         self.counters.proposal_calls += len(prompts) * n
         self.counters.tokens += sum(len(p) for p in s.prompt_ids) * n + int(s.mask.sum())
-        return [" ".join(t.replace(tok.eos_token or "\x00", "").split()) for t in s.texts]
+        texts = s.texts(tok, stop, skip_ids=[t for t in (tok.eos_token_id, tok.pad_token_id) if t is not None])
+        return [" ".join(t.split()) for t in texts]

@@ -99,3 +99,11 @@ def render_prompt(chain: Chain, x: str) -> str:
     if chain.answer_format == "direct":
         return head + x + closed
     return head + "Q: " + x + "\n" + closed + "A: "
+
+
+def render_parts(chain: Chain, x: str) -> tuple[str, str | None]:
+    """:func:`render_prompt` split where the model takes over: ``(prompt, steps)`` for the ``think`` format
+    (the steps open the thought), ``(whole prompt, None)`` otherwise."""
+    if chain.answer_format == "think":
+        return chain.header() + x, " ".join(chain.steps)
+    return render_prompt(chain, x), None

@@ -4,7 +4,7 @@ Each diagnostic returns a result dataclass with ``to_json()``; ``ponder.jobs.aud
 them all and writes the HTML report and the JSON.
 """
 
-from ponder.probe.budget import BudgetCurveResult, forced_thoughts, peak
+from ponder.probe.budget import BudgetCurveResult, budget_accuracies, peak
 from ponder.probe.dtr import DTRResult, ThinkAtNResult, deep_from, dtr, settling_depth, think_at_n
 from ponder.probe.planning import PlanningResult, checkpoint_planning, mine_strategic_ngrams
 from ponder.probe.policy_entropy import PolicyEntropyResult, continuation_entropy, perturb
@@ -15,7 +15,7 @@ from ponder.probe.validity import ValidityResult, exemplar_prefix, invalidate_th
 
 __all__ = [
     "BudgetCurveResult",
-    "forced_thoughts",
+    "budget_accuracies",
     "peak",
     "DTRResult",
     "ThinkAtNResult",

@@ -2,7 +2,7 @@
 
 Two ways to hold a model to a budget ``b`` thought tokens:
 
-* truncation: the thought is cut at ``b`` tokens and closed (``ponder.lm.generate``);
+* truncation: the thought is cut at ``b`` tokens and closed (:func:`ponder.lm.thinking.think_then_answer`);
 * forcing: whenever the model closes its thought before ``b`` tokens, the ``</think>`` is
   replaced by ``force_text`` ("Wait") and it keeps thinking, up to ``b`` tokens (at most
   ``max_forcings`` times); the thought is then closed and the answer sampled.
@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ponder.lm.thinking import ANSWER_STOPS, ThoughtFormat, force_thoughts, think_then_answer
+
 
 def peak(budgets: Sequence[int], accuracy: Sequence[float]) -> tuple[int, float]:
     """``(budget, accuracy)`` at the first maximum of the curve."""
@@ -26,94 +28,55 @@ def peak(budgets: Sequence[int], accuracy: Sequence[float]) -> tuple[int, float]
 
 
 @torch.no_grad()
-def forced_thoughts(
+def budget_accuracies(
     model,
     tokenizer,
-    prompts: Sequence[str],
-    budget: int,
+    task,
+    problems: Sequence,
+    budgets: Sequence[int],
     force_text: str = "Wait",
     max_forcings: int = 4,
-    temperature: float = 0.0,
-    generator=None,
+    max_answer_tokens: int = 16,
     batch_size: int | None = None,
-) -> tuple[list[list[int]], list[int]]:
-    """Thought ids (delimiters excluded) per prompt, with early closes replaced by ``force_text``.
-
-    -> ``(thought_ids, forcings)``; each thought has at most ``budget`` tokens.
-    """
-    from ponder.lm.sample import sample
-    from ponder.lm.thoughts import think_token_ids
-
-    open_id, close_id = think_token_ids(tokenizer)
+    think_settings=None,
+) -> BudgetCurveResult:
+    """Greedy accuracy at each thought budget, by truncation and by forcing (module docstring), via the one sampler."""
+    fmt = ThoughtFormat.of(model, tokenizer, think_settings)
+    prompt_ids = fmt.prompt_ids(tokenizer, [p.prompt for p in problems])
     force_ids = tokenizer(force_text, add_special_tokens=False)["input_ids"]
-    bases = [tokenizer(p, add_special_tokens=True)["input_ids"] + [open_id] for p in prompts]
-    thoughts: list[list[int]] = [[] for _ in prompts]
-    forcings = [0] * len(prompts)
-    active = list(range(len(prompts)))
-    for round_ in range(max_forcings + 1):
-        if not active:
-            break
-        room = {i: budget - len(thoughts[i]) for i in active}
-        active = [i for i in active if room[i] > 0]
-        if not active:
-            break
-        s = sample(
+    trunc, force, tokens = [], [], {"truncation": [], "forcing": []}
+
+    def accuracy(comp) -> float:
+        texts = comp.texts(tokenizer, ANSWER_STOPS)
+        return sum(task.score(p, t) for p, t in zip(problems, texts)) / len(problems)
+
+    for b in budgets:
+        cut = think_then_answer(
             model,
             tokenizer,
-            [bases[i] + thoughts[i] for i in active],
-            n=1,
-            max_new_tokens=max(room.values()),
-            temperature=temperature,
-            stop_token_ids=[close_id],
-            ban_token_ids=[open_id],
-            generator=generator,
+            fmt,
+            prompt_ids,
+            max_thought_tokens=b,
+            max_answer_tokens=max_answer_tokens,
+            temperature=0.0,
             batch_size=batch_size,
         )
-        still = []
-        for row, i in enumerate(active):
-            ids = s.tokens[row][s.mask[row]].tolist()
-            closed = close_id in ids
-            body = ids[: ids.index(close_id)] if closed else [t for t in ids if t != tokenizer.eos_token_id]
-            thoughts[i] += body[: room[i]]
-            if closed and len(thoughts[i]) < budget and round_ < max_forcings:
-                thoughts[i] += force_ids[: budget - len(thoughts[i])]
-                forcings[i] += 1
-                still.append(i)
-        active = still
-    return thoughts, forcings
-
-
-def answers_after(
-    model,
-    tokenizer,
-    prompts: Sequence[str],
-    thoughts: Sequence[Sequence[int]],
-    max_answer_tokens: int = 16,
-    answer_stop: Sequence[str] = ("\n",),
-    batch_size: int | None = None,
-) -> list[str]:
-    """Greedy answers after ``prompt <think> thought </think>`` (stop string removed)."""
-    from ponder.lm.generate import drop_stop
-    from ponder.lm.sample import sample
-    from ponder.lm.thoughts import think_ban_ids, think_token_ids
-
-    open_id, close_id = think_token_ids(tokenizer)
-    ids = [
-        tokenizer(p, add_special_tokens=True)["input_ids"] + [open_id] + list(t) + [close_id]
-        for p, t in zip(prompts, thoughts)
-    ]
-    s = sample(
-        model,
-        tokenizer,
-        ids,
-        n=1,
-        max_new_tokens=max_answer_tokens,
-        stop=answer_stop,
-        ban_token_ids=think_ban_ids(tokenizer),
-        temperature=0.0,
-        batch_size=batch_size,
-    )
-    return drop_stop(s.texts, answer_stop)
+        trunc.append(accuracy(cut))
+        tokens["truncation"].append(float(cut.thought_tokens.mean()))
+        forced, _ = force_thoughts(model, tokenizer, fmt, prompt_ids, b, force_ids, max_forcings, batch_size=batch_size)
+        comp = think_then_answer(
+            model,
+            tokenizer,
+            fmt,
+            prompt_ids,
+            max_answer_tokens=max_answer_tokens,
+            temperature=0.0,
+            batch_size=batch_size,
+            thoughts=forced,
+        )
+        force.append(accuracy(comp))
+        tokens["forcing"].append(float(forced.lengths.mean()))
+    return BudgetCurveResult(list(budgets), trunc, force, tokens)
 
 
 @dataclass

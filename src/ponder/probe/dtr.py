@@ -30,6 +30,10 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from ponder.eval import majority_answer
+from ponder.lm.lens import _finish_logits, hidden_states, jsd, lens_logits, lens_parts
+from ponder.lm.padding import model_device, pad_id_of, pad_ids
+
 DepthRule = Literal["paper", "research"]
 
 
@@ -73,8 +77,6 @@ def response_divergences(
     lens (``[N, V]`` per layer) is applied only at those positions, not at the context's.
     Raises :class:`ponder.lm.LensUnsupported` when the model hides its norm or unembedding.
     """
-    from ponder.lm.lens import _finish_logits, hidden_states, jsd, lens_logits, lens_parts
-    from ponder.lm.score import model_device, pad_id_of, pad_ids
 
     parts = lens_parts(model)
     out: list[Tensor] = []
@@ -224,7 +226,6 @@ def think_at_n(groups: Sequence[dict], prefix: int = 50) -> ThinkAtNResult:
     Each group (one problem) holds ``answers`` (extracted, None = none), ``prefix_dtr``,
     ``lengths`` (tokens generated per sample) and ``score`` (answer -> 0/1 for this problem).
     """
-    from ponder.eval import majority_answer
 
     tn_acc = sc_acc = half_acc = sample_acc = 0.0
     tn_tok = sc_tok = missing = 0

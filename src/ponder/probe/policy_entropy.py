@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ponder.lm.logprobs import token_logprobs
+from ponder.lm.padding import model_device, pad_id_of, pad_ids
+
 
 def perturb(
     tokens: Sequence[int], fraction: float, pool: Sequence[int], rng: random.Random
@@ -42,7 +45,6 @@ def continuation_entropy(
     skip_first: bool = True,
 ) -> list[list[float]]:
     """Per continuation: entropies (nats) of the distributions predicting its tokens (2..end with ``skip_first``)."""
-    from ponder.lm.score import model_device, pad_id_of, pad_ids, token_logprobs
 
     out = []
     for start in range(0, len(contexts), batch_size):

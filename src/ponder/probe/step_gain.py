@@ -14,7 +14,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ponder.lm.thoughts import THINK_CLOSE, THINK_OPEN
+from ponder.lm.score import score_pairs
+from ponder.lm.thoughts import think_token_ids
+from ponder.lm.tokens import decode_with_offsets, tokens_within
 
 
 def split_steps(thought: str) -> list[str]:
@@ -40,20 +42,47 @@ def step_gains(logliks: Sequence[float]) -> list[float]:
     return [b - a for a, b in zip(logliks[:-1], logliks[1:])]
 
 
-def prefix_contexts(prompt: str, thought: str, max_steps: int | None = None) -> list[str]:
-    """``K + 1`` contexts: the prompt with a thought holding the first k steps, k = 0..K (K <= ``max_steps``)."""
-    multiline = "\n" in thought.strip()
-    steps = group_steps(split_steps(thought), max_steps, multiline)
-    return [f"{prompt}{THINK_OPEN}{join_steps(steps[:k], multiline)}{THINK_CLOSE}" for k in range(len(steps) + 1)]
+def step_ends(thought: str, max_steps: int | None = None) -> list[int]:
+    """Character offsets in ``thought`` where each step ends (steps merged into ``max_steps`` groups as in :func:`group_steps`)."""
+    ends, pos = [], 0
+    for step in split_steps(thought):
+        pos = thought.index(step, pos) + len(step)
+        ends.append(pos)
+    if max_steps and len(ends) > max_steps:
+        ends = [ends[round(i * len(ends) / max_steps) - 1] for i in range(1, max_steps + 1)]
+    return ends
+
+
+def prefix_contexts(
+    tokenizer,
+    prompt_ids: Sequence[int],
+    thought_ids: Sequence[int],
+    open_id: int,
+    close_id: int,
+    max_steps: int | None = None,
+) -> list[list[int]]:
+    """``K + 1`` contexts ``prompt <think> s_1..s_k </think>``, k = 0..K, each a prefix of the sampled thought ids.
+
+    Steps are found in the thought's text (:func:`split_steps`); step k keeps the thought tokens
+    that end within its text (a token straddling two steps goes with the later one).
+    """
+    text, offsets = decode_with_offsets(tokenizer, thought_ids)
+    cuts = [0] + [tokens_within(offsets, end) for end in step_ends(text, max_steps)]
+    return [[*prompt_ids, open_id, *thought_ids[:c], close_id] for c in cuts]
 
 
 def answer_logliks(
-    model, tokenizer, prompt: str, thought: str, answer: str, batch_size: int = 32, max_steps: int | None = None
+    model,
+    tokenizer,
+    prompt_ids: Sequence[int],
+    thought_ids: Sequence[int],
+    answer: str,
+    batch_size: int = 32,
+    max_steps: int | None = None,
 ) -> list[float]:
-    """``[LL_0..LL_K]`` of ``answer`` for one thought (see module doc)."""
-    from ponder.lm.score import score_pairs
-
-    contexts = prefix_contexts(prompt, thought, max_steps)
+    """``[LL_0..LL_K]`` of the reference ``answer`` after each step prefix of one sampled thought (see module doc)."""
+    open_id, close_id = think_token_ids(tokenizer)
+    contexts = prefix_contexts(tokenizer, prompt_ids, thought_ids, open_id, close_id, max_steps)
     return score_pairs(model, tokenizer, contexts, [answer] * len(contexts), batch_size=batch_size).sum.tolist()
 
 

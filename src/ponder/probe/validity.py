@@ -14,6 +14,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ponder.lm.thinking import ThoughtFormat, think_then_answer
 from ponder.lm.thoughts import wrap_thought
 from ponder.probe.step_gain import join_steps, split_steps
 
@@ -80,22 +81,23 @@ def validity_accuracy(
     seed: int = 0,
     batch_size: int | None = 32,
 ) -> ValidityResult:
-    """Greedy think-mode accuracy on ``problems`` after each condition's few-shot prefix."""
-    from ponder.lm.generate import generate
-
+    """Greedy think-mode accuracy on ``problems`` after each condition's few-shot prefix (the one sampler)."""
+    fmt = ThoughtFormat.of(model, tokenizer)
     accuracy = {}
     for condition in CONDITIONS:
         prefix = exemplar_prefix(exemplars, condition, seed=seed)
-        out = generate(
+        prompt_ids = fmt.prompt_ids(tokenizer, [prefix + p.prompt for p in problems])
+        out = think_then_answer(
             model,
             tokenizer,
-            [prefix + p.prompt for p in problems],
-            think=True,
+            fmt,
+            prompt_ids,
             n=1,
             temperature=0.0,
             max_thought_tokens=max_thought_tokens,
             max_answer_tokens=max_answer_tokens,
             batch_size=batch_size,
         )
-        accuracy[condition] = sum(task.score(p, t) for p, t in zip(problems, out.texts)) / len(problems)
+        texts = out.texts(tokenizer)
+        accuracy[condition] = sum(task.score(p, t) for p, t in zip(problems, texts)) / len(problems)
     return ValidityResult(accuracy=accuracy, exemplars=len(exemplars), problems=len(problems))

@@ -5,7 +5,7 @@ and are registered by name in :data:`REWARDS`; :func:`combine` weights several o
 :func:`trl_reward` adapts one to TRL's ``f(prompts, completions, **kwargs) -> list[float]``.
 """
 
-from ponder.rewards.compose import REWARDS, combine, prompt_group_id, trl_reward
+from ponder.rewards.compose import REWARDS, combine, parse_reward_spec, prompt_group_id, trl_reward
 from ponder.rewards.core import (
     format_batch,
     format_ok,
@@ -31,6 +31,7 @@ from ponder.rewards.likelihood import (
 __all__ = [
     "REWARDS",
     "combine",
+    "parse_reward_spec",
     "prompt_group_id",
     "trl_reward",
     "format_batch",

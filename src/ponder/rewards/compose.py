@@ -21,6 +21,31 @@ REWARDS: dict[str, Callable[..., Tensor]] = {
 }
 
 
+def parse_reward_spec(spec: str) -> dict[str, float]:
+    """``"verifiable=1,format=0.1"`` -> ``{"verifiable": 1.0, "format": 0.1}`` (a bare name weighs 1).
+
+    Raises ``ValueError`` naming the known rewards for an unknown name or a bad weight. Rewards
+    registered later (the model-based ones) are known once :mod:`ponder.rewards` is imported.
+    """
+    weights: dict[str, float] = {}
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        name, _, w = part.partition("=")
+        name = name.strip()
+        if name not in REWARDS:
+            raise ValueError(f"unknown reward {name!r}; known rewards: {', '.join(sorted(REWARDS))}")
+        try:
+            weights[name] = float(w) if w.strip() else 1.0
+        except ValueError:
+            raise ValueError(f"reward weight {w!r} of {name!r} is not a number") from None
+    if not weights:
+        raise ValueError(
+            "the reward spec names no reward (e.g. --reward verifiable or --reward 'verifiable=1,format=0.1')"
+        )
+    return weights
+
+
 def combine(rewards: Mapping[str, Tensor], weights: Mapping[str, float]) -> Tensor:
     """``sum_k weights[k] * rewards[k]`` ``[N]`` (fp32).
 

@@ -22,9 +22,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ponder.data.task import Problem, Task, normalize_answer
-from ponder.eval import majority_answer
-from ponder.lm.thoughts import THINK_CLOSE, THINK_OPEN, split_thought
+from ponder.data.task import Problem, Task, majority_answer, normalize_answer
+from ponder.lm.thoughts import THINK_CLOSE, THINK_OPEN, split_thought, think_token_ids, thought_ids_of
 
 GroupIds = Sequence[int] | Tensor
 
@@ -235,9 +234,18 @@ def length_reward(
     target: int,
     scale: float = 1.0,
     tokenizer=None,
+    completion_ids: Sequence[Sequence[int]] | None = None,
     **_,
 ) -> Tensor:
-    """Batch form of :func:`length_penalty` over thought token counts (:func:`thought_token_counts`)."""
+    """Batch form of :func:`length_penalty` over thought token counts.
+
+    Counted on ``completion_ids`` (the sampled ids: tokens between ``<think>`` and ``</think>``) when
+    given, else on the texts (:func:`thought_token_counts`).
+    """
+    if completion_ids is not None and tokenizer is not None:
+        open_id, close_id = think_token_ids(tokenizer)
+        lengths = [len(thought_ids_of(c, open_id, close_id) or []) for c in completion_ids]
+        return length_penalty(lengths, target, scale)
     return length_penalty(thought_token_counts(completions, tokenizer), target, scale)
 
 

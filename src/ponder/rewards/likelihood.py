@@ -18,16 +18,11 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from ponder.lm.score import (
-    left_pad,
-    model_device,
-    pad_id_of,
-    position_ids_from_mask,
-    score_pairs,
-    supports_logits_to_keep,
-    tokenize_pairs,
-)
-from ponder.lm.thoughts import split_thought, think_token_ids, wrap_thought
+from ponder.lm.hf_compat import supports_logits_to_keep
+from ponder.lm.padding import left_pad, model_device, pad_id_of, position_ids_from_mask, tokenize_pairs
+from ponder.lm.score import score_pairs
+from ponder.lm.thoughts import split_thought, think_token_ids, thought_ids_of, wrap_thought
+from ponder.rewards.compose import REWARDS
 
 # ---------------------------------------------------------------- pure functions
 
@@ -65,6 +60,17 @@ def margin_confidence_from_logprobs(logprobs: Tensor, mask: Tensor) -> Tensor:
 # ---------------------------------------------------------------- model wrappers
 
 
+def _pairs(tokenizer, prompts, completions, prompt_ids, completion_ids) -> tuple[list[list[int]], list[list[int]]]:
+    """``(context ids, continuation ids)``: the sampled ids when given (token-native), else tokenized texts."""
+    if (prompt_ids is None) != (completion_ids is None):
+        raise ValueError("pass both prompt_ids and completion_ids, or neither")
+    if prompt_ids is None:
+        return tokenize_pairs(tokenizer, prompts, completions)
+    if len(prompt_ids) != len(completion_ids):
+        raise ValueError(f"{len(prompt_ids)} prompt id lists but {len(completion_ids)} completion id lists")
+    return [list(p) for p in prompt_ids], [list(c) for c in completion_ids]
+
+
 def _completion_stat(
     model,
     tokenizer,
@@ -73,12 +79,16 @@ def _completion_stat(
     stat: Callable[[Tensor, Tensor], Tensor],
     span: Callable[[list[int]], list[bool]] | None = None,
     batch_size: int | None = None,
+    prompt_ids: Sequence[Sequence[int]] | None = None,
+    completion_ids: Sequence[Sequence[int]] | None = None,
 ) -> Tensor:
     """``stat(logprobs [b, l, V], mask [b, l])`` over the completion tokens of each prompt+completion.
 
-    ``span(completion_ids) -> [bool]`` narrows the mask to part of the completion (default: all of it).
+    ``prompt_ids``/``completion_ids`` (the ids as sampled, as a trainer passes them) are scored
+    as given; without them the texts are tokenized (prompt with special tokens, completion
+    without). ``span(completion_ids) -> [bool]`` narrows the mask to part of the completion.
     """
-    ctx, cont = tokenize_pairs(tokenizer, prompts, completions)
+    ctx, cont = _pairs(tokenizer, prompts, completions, prompt_ids, completion_ids)
     out = torch.zeros(len(ctx))
     device, pad_id, keep_kw = model_device(model), pad_id_of(tokenizer), supports_logits_to_keep(model)
     order = sorted(range(len(ctx)), key=lambda i: len(ctx[i]) + len(cont[i]))
@@ -111,12 +121,15 @@ def self_certainty(
     completions: Sequence[str] | None = None,
     mask: Tensor | None = None,
     batch_size: int | None = None,
+    prompt_ids: Sequence[Sequence[int]] | None = None,
+    completion_ids: Sequence[Sequence[int]] | None = None,
 ) -> Tensor:
     """INTUITOR self-certainty ``[N]`` (:func:`self_certainty_from_logprobs`), no gradients.
 
     Either ``logits [N, L, V]`` (``mask [N, L]``, default all ones) or a causal LM with
     ``tokenizer``, ``prompts`` and ``completions``: one forward on prompt+completion, averaged over
-    every completion token (thought and answer alike, as in INTUITOR).
+    every completion token (thought and answer alike, as in INTUITOR). ``prompt_ids``/``completion_ids``:
+    the sampled ids, scored as given.
     """
     if isinstance(logits_or_model, Tensor):
         with torch.no_grad():
@@ -126,7 +139,14 @@ def self_certainty(
     if tokenizer is None or prompts is None or completions is None:
         raise ValueError("a model needs tokenizer, prompts and completions")
     return _completion_stat(
-        logits_or_model, tokenizer, prompts, completions, self_certainty_from_logprobs, batch_size=batch_size
+        logits_or_model,
+        tokenizer,
+        prompts,
+        completions,
+        self_certainty_from_logprobs,
+        batch_size=batch_size,
+        prompt_ids=prompt_ids,
+        completion_ids=completion_ids,
     )
 
 
@@ -141,7 +161,13 @@ def answer_span(completion_ids: Sequence[int], open_id: int, close_id: int) -> l
 
 
 def answer_confidence(
-    model, tokenizer, prompts: Sequence[str], completions: Sequence[str], batch_size: int | None = None
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    batch_size: int | None = None,
+    prompt_ids: Sequence[Sequence[int]] | None = None,
+    completion_ids: Sequence[Sequence[int]] | None = None,
 ) -> Tensor:
     """RLSF-style answer confidence ``[N]``: :func:`margin_confidence_from_logprobs` over the answer span.
 
@@ -157,6 +183,8 @@ def answer_confidence(
         margin_confidence_from_logprobs,
         span=lambda ids: answer_span(ids, open_id, close_id),
         batch_size=batch_size,
+        prompt_ids=prompt_ids,
+        completion_ids=completion_ids,
     )
 
 
@@ -169,6 +197,8 @@ def answer_likelihood(
     reduce: Literal["mean", "sum"] = "mean",
     baseline: bool = True,
     batch_size: int | None = None,
+    prompt_ids: Sequence[Sequence[int]] | None = None,
+    thought_ids: Sequence[Sequence[int] | None] | None = None,
 ) -> Tensor:
     """Answer log-likelihood gain of a thought ``[N]`` (RLPR / VeriFree family).
 
@@ -178,22 +208,29 @@ def answer_likelihood(
     no-think mode answers), so the reward is the thought's information gain about the reference
     answer rather than what the prompt alone already implies; ``baseline=False`` returns the raw
     with-thought term. A None thought is scored as an empty one. Baselines are computed once per
-    distinct (prompt, answer) pair.
+    distinct (prompt, answer) pair. With ``prompt_ids`` and ``thought_ids`` (the sampled ids) the
+    contexts are those ids, not re-tokenized text; the reference answers are tokenized once.
     """
     if not len(prompts) == len(thoughts) == len(reference_answers):
         raise ValueError("prompts, thoughts and reference_answers must have the same length")
     if reduce not in ("mean", "sum"):
         raise ValueError(f"unknown reduce {reduce!r}; expected 'mean' or 'sum'")
     answers = [str(a) for a in reference_answers]
-    with_thought = score_pairs(
-        model, tokenizer, [p + wrap_thought(t or "") for p, t in zip(prompts, thoughts)], answers, batch_size=batch_size
-    )
+    if prompt_ids is not None:
+        open_id, close_id = think_token_ids(tokenizer)
+        contexts = [[*p, open_id, *(t or []), close_id] for p, t in zip(prompt_ids, thought_ids)]
+        bases = [tuple(p) for p in prompt_ids]
+    else:
+        contexts = [p + wrap_thought(t or "") for p, t in zip(prompts, thoughts)]
+        bases = list(prompts)
+    with_thought = score_pairs(model, tokenizer, contexts, answers, batch_size=batch_size)
     gain = getattr(with_thought, reduce).clone()
     if baseline:
-        pairs = list(dict.fromkeys(zip(prompts, answers)))
-        base = score_pairs(model, tokenizer, [p for p, _ in pairs], [a for _, a in pairs], batch_size=batch_size)
+        pairs = list(dict.fromkeys(zip(bases, answers)))
+        ctx = [list(p) if isinstance(p, tuple) else p for p, _ in pairs]
+        base = score_pairs(model, tokenizer, ctx, [a for _, a in pairs], batch_size=batch_size)
         value = dict(zip(pairs, getattr(base, reduce).tolist()))
-        gain -= torch.tensor([value[pa] for pa in zip(prompts, answers)])
+        gain -= torch.tensor([value[pa] for pa in zip(bases, answers)])
     return gain
 
 
@@ -211,28 +248,72 @@ def answer_likelihood_reward(
     reduce: Literal["mean", "sum"] = "mean",
     baseline: bool = True,
     batch_size: int | None = None,
+    prompt_ids=None,
+    completion_ids=None,
     **_,
 ) -> Tensor:
-    """:func:`answer_likelihood` with each completion's first thought (unclosed thoughts are scored as if closed)."""
+    """:func:`answer_likelihood` with each completion's first thought (unclosed thoughts are scored as if closed).
+
+    With ``prompt_ids``/``completion_ids`` (token-native, as ponder's trainers and TRL pass them) the
+    thought is read from the ids as sampled.
+    """
     thoughts = [split_thought(c)[0] for c in completions]
-    return answer_likelihood(model, tokenizer, prompts, thoughts, reference_answers, reduce, baseline, batch_size)
+    thought_ids = None
+    if completion_ids is not None:
+        open_id, close_id = think_token_ids(tokenizer)
+        thought_ids = [thought_ids_of(c, open_id, close_id) for c in completion_ids]
+    return answer_likelihood(
+        model, tokenizer, prompts, thoughts, reference_answers, reduce, baseline, batch_size, prompt_ids, thought_ids
+    )
 
 
 def self_certainty_reward(
-    prompts, completions, group_ids=None, *, model, tokenizer, batch_size: int | None = None, **_
+    prompts,
+    completions,
+    group_ids=None,
+    *,
+    model,
+    tokenizer,
+    batch_size: int | None = None,
+    prompt_ids=None,
+    completion_ids=None,
+    **_,
 ) -> Tensor:
-    return self_certainty(model, tokenizer, prompts, completions, batch_size=batch_size)
+    return self_certainty(
+        model,
+        tokenizer,
+        prompts,
+        completions,
+        batch_size=batch_size,
+        prompt_ids=prompt_ids,
+        completion_ids=completion_ids,
+    )
 
 
 def answer_confidence_reward(
-    prompts, completions, group_ids=None, *, model, tokenizer, batch_size: int | None = None, **_
+    prompts,
+    completions,
+    group_ids=None,
+    *,
+    model,
+    tokenizer,
+    batch_size: int | None = None,
+    prompt_ids=None,
+    completion_ids=None,
+    **_,
 ) -> Tensor:
-    return answer_confidence(model, tokenizer, prompts, completions, batch_size=batch_size)
+    return answer_confidence(
+        model,
+        tokenizer,
+        prompts,
+        completions,
+        batch_size=batch_size,
+        prompt_ids=prompt_ids,
+        completion_ids=completion_ids,
+    )
 
 
 def _register() -> None:
-    from ponder.rewards.compose import REWARDS
-
     REWARDS.update(
         {
             "answer_likelihood": answer_likelihood_reward,

@@ -64,22 +64,38 @@ def group_advantages(
 
     Detached: the group mean and std only; ``dA_i/dr_i = k/s`` and ``dA_i/dr_j = 0`` for ``j != i``.
     Non-finite rewards propagate to their whole group; drop such groups with :func:`valid_groups`.
+    Finite rewards never give a NaN: a group whose fp32 statistics overflow (rewards near 3e38, whose
+    sum is inf) is recomputed in fp64; an advantage beyond the fp32 range is then +-inf, never NaN,
+    and the step guard (:func:`ponder.train.guard.step_if_finite`) skips the step its loss spoils.
     """
     if rewards.dim() != 2:
         raise ValueError(f"rewards must be [B, G], got shape {tuple(rewards.shape)}")
     group_size = rewards.shape[-1]
     if group_size < 2:
         raise ValueError(f"group methods need G >= 2 (got G={group_size})")
+    if correction not in ("rlp", "none"):
+        raise ValueError(f"unknown correction {correction!r}; expected 'rlp' or 'none'")
+    if scale not in ("std", "none"):
+        raise ValueError(f"unknown scale {scale!r}; expected 'none' or 'std'")
     r = _fp32(rewards)
+    adv = _centred_scaled(r, correction, scale, eps)
+    # fp32 stays the arithmetic of ordinary rewards (results bit-identical to earlier runs); only
+    # groups whose statistics overflowed are redone in fp64.
+    overflow = ~torch.isfinite(adv).all(dim=-1) & torch.isfinite(r).all(dim=-1)
+    if overflow.any():
+        wide = _centred_scaled(r.double(), correction, scale, eps).to(adv.dtype)
+        adv = torch.where(overflow[:, None], wide, adv)
+    return adv
+
+
+def _centred_scaled(r: torch.Tensor, correction: str, scale: str, eps: float) -> torch.Tensor:
+    """The advantage formula of :func:`group_advantages` in ``r``'s dtype."""
+    group_size = r.shape[-1]
     adv = r - r.mean(dim=-1, keepdim=True).detach()
     if correction == "rlp":
         adv = adv * (group_size / (group_size - 1))
-    elif correction != "none":
-        raise ValueError(f"unknown correction {correction!r}; expected 'rlp' or 'none'")
     if scale == "std":
         adv = adv / (r.std(dim=-1, keepdim=True).detach() + eps)
-    elif scale != "none":
-        raise ValueError(f"unknown scale {scale!r}; expected 'none' or 'std'")
     return adv
 
 

@@ -74,3 +74,19 @@ def all_sum(values: list[float], world: int, device=None) -> list[float]:
 def barrier(world: int) -> None:
     if world > 1:
         dist.barrier()
+
+
+def all_gather_objects(obj, world: int) -> list:
+    """Every rank's ``obj`` in rank order (``[obj]`` in one process); a collective."""
+    if world <= 1:
+        return [obj]
+    out: list = [None] * world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def rank_device(requested: str | None, world: int) -> str | None:
+    """The device a rank loads its model onto: under a multi-GPU launcher, this rank's GPU."""
+    if world > 1 and requested in (None, "cuda") and torch.cuda.is_available():
+        return f"cuda:{torch.cuda.current_device()}"
+    return requested

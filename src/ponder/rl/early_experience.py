@@ -43,7 +43,7 @@ from ponder.data.early_experience import (
     world_model_example,
 )
 from ponder.data.task import Problem
-from ponder.lm.generate import generate
+from ponder.lm.thinking import ThoughtFormat, think_then_answer
 from ponder.train.next_token import NextTokenConfig, train_next_token
 
 Recipe = Literal["imitation", "world_model", "world_model_first", "reflection"]
@@ -72,21 +72,29 @@ def sample_actions(
 ) -> list[list[str]]:
     """``n`` continuations of each context up to ``stop`` (excluded); thought delimiters banned.
 
-    The only call into the sampler here, so that a change of sampler API touches one place.
+    The contexts are tokenized as the training examples' contexts are (:func:`~ponder.train.next_token.example_window`)
+    and sampled from those ids with the one sampler (:func:`~ponder.lm.thinking.think_then_answer`,
+    no-think: an action is written like an answer); the sampled ids are decoded only for the
+    environment to read the action. ``batch_size`` bounds the rows decoded together. The only call
+    into the sampler here, so that a change of sampler API touches one place.
     """
-    out = generate(
+    fmt = ThoughtFormat.of(model, tokenizer)
+    context_ids = tokenizer(list(contexts), add_special_tokens=True)["input_ids"]
+    out = think_then_answer(
         model,
         tokenizer,
-        list(contexts),
-        think=False,
+        fmt,
+        context_ids,
         n=n,
+        think=False,
         max_answer_tokens=max_tokens,
         temperature=temperature,
-        answer_stop=(stop,),
+        stops=(stop,),
         generator=generator,
-        batch_size=batch_size,
+        batch_size=None if batch_size is None else max(1, batch_size // n),
     )
-    return [out.answers[i * n : (i + 1) * n] for i in range(len(contexts))]
+    texts = out.texts(tokenizer, (stop,))
+    return [texts[i * n : (i + 1) * n] for i in range(len(contexts))]
 
 
 def collect_experience(
@@ -109,8 +117,6 @@ def collect_experience(
     states = [s for p in problems for s in env.states(p)]
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     transitions = []
-    was_training = model.training
-    model.eval()
     for final, stop, budget in ((False, " ", max_step_tokens), (True, "\n", max_answer_tokens)):
         group = [s for s in states if s.final == final]
         if not group:
@@ -130,7 +136,6 @@ def collect_experience(
             for text in own:
                 action = env.read_action(state, text)
                 transitions.append(Transition(state, action, env.respond(state, action)))
-    model.train(was_training)
     return transitions
 
 
@@ -140,10 +145,7 @@ def world_model_accuracy(model, tokenizer, transitions: Sequence[Transition], ba
     if not transitions:
         return float("nan")
     contexts = [world_model_example(t.state, t.action, t.observation).context + " [" for t in transitions]
-    was_training = model.training
-    model.eval()
     predicted = sample_actions(model, tokenizer, contexts, 1, "]", 48, 0.0, None, batch_size)
-    model.train(was_training)
     return sum(p[0].strip() == t.observation for p, t in zip(predicted, transitions)) / len(transitions)
 
 

@@ -1,11 +1,12 @@
-"""GRPO on task prompts with any weighted mix of :mod:`ponder.rewards`, and TTRL (test-time RL).
+"""GRPO on task prompts with any weighted mix of :mod:`ponder.rewards`, a recipe on the engine.
 
 Each step draws ``B`` prompts from a :class:`~ponder.rl.prompts.PromptPool`, samples ``G``
-think-then-answer completions per prompt (``prompt <think> thought </think> answer``, the thought
-cut and closed at the budget), scores them with the reward mix, and trains the thought *and*
-answer tokens with the clipped surrogate on group advantages (the RLP engine:
-:func:`~ponder.rl.advantages.group_advantages`, :func:`~ponder.rl.losses.clipped_surrogate`,
-optional KL to the initial model or an EMA of the policy).
+think-then-answer completions per prompt with the one sampler (``prompt <think> thought </think>
+answer``, the thought cut and closed at the budget), scores them with the reward mix on the ids as
+sampled, and trains the thought *and* answer tokens with the clipped surrogate on group
+advantages (optional KL to the initial model or an EMA of the policy). Data-parallel ranks take
+prompts ``rank, rank + world, ...`` of the step, each sampled from a generator keyed by seed, step
+and the prompt's index in the step, so any number of ranks trains on the same completions.
 
 Filters, on by default, logged every step:
 
@@ -14,79 +15,48 @@ Filters, on by default, logged every step:
 * overly hard prompts (pass rate 0 over the G samples, judged by the task's labels, so only when
   the reward mix uses labels) are not trained on and are set aside to the next epoch.
 
+The GRPO family: ``scale`` std (GRPO) or none (Dr. GRPO); ``loss_reduce`` rlp (mean over
+completions of per-token means), token (DAPO: over all tokens) or constant (Dr. GRPO: the sum
+over tokens divided by a constant, the completion budget); ``hicra_alpha`` amplifies the
+advantage on planning tokens (HICRA).
+
 Bad input: a completion without an extractable answer gets ``no_answer_reward`` in place of its
 mixed reward (counted); a non-finite reward skips the whole step (counted); G < 2 is rejected.
-
-TTRL (:class:`TTRLTrainer`) samples ``n`` votes per prompt, rewards each by agreement with the
-group's majority answer (no labels), and trains on ``m`` of them drawn at random; labels, when
-the problems have them, are used only to log how good the pseudo-labels are.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ponder.data.task import Problem, Task
-from ponder.lm.generate import drop_stop
-from ponder.lm.score import model_device, pad_id_of, pad_ids, token_logprobs
-from ponder.lm.thoughts import think_ban_ids, think_token_ids
-from ponder.rl.advantages import group_advantages
+from ponder.errors import TaskError
+from ponder.lm.padding import pad_id_of
+from ponder.lm.thinking import ANSWER_STOPS, Completions, ThinkSettings, ThoughtFormat, think_then_answer
+from ponder.rewards import REWARDS, combine, parse_reward_spec
+from ponder.rl import distributed
+from ponder.rl.advantages import group_advantages, hicra_advantages
+from ponder.rl.batches import PaddedBatch, padded_batch
 from ponder.rl.ema import EMATeacher
+from ponder.rl.engine import Engine, EngineSettings, Recipe, StepBatch, load_extra
 from ponder.rl.formats import format_shares
-from ponder.rl.loop import run_steps
-from ponder.rl.losses import clipped_surrogate, kl_penalty, masked_mean
+from ponder.rl.hicra import phrase_pattern, planning_token_mask
+from ponder.rl.losses import kl_penalty
+from ponder.rl.positions import keyed_generators
 from ponder.rl.prompts import PromptPool
-from ponder.train.checkpoint import (
-    latest_checkpoint,
-    load_weights_into,
-    restore_checkpoint,
-    save_checkpoint,
-    save_pretrained_atomic,
-)
-from ponder.train.metrics import MetricsLogger
-from ponder.train.optim import PolicyUpdateSettings, adamw_constant_after_warmup
 
 #: Rewards that read the reference answers: with one of them the hard-prompt filter may use labels too.
 LABEL_REWARDS = frozenset({"verifiable", "answer_likelihood"})
 
 
-def parse_reward_spec(spec: str) -> dict[str, float]:
-    """``"verifiable=1,format=0.1"`` -> ``{"verifiable": 1.0, "format": 0.1}`` (a bare name weighs 1).
+class GRPOConfig(EngineSettings, ThinkSettings):
+    """GRPO settings (a GRPO / Dr.GRPO / DAPO family member chosen by ``scale`` and ``loss_reduce``)."""
 
-    Raises ``ValueError`` naming the known rewards for an unknown name or a bad weight.
-    """
-    from ponder.rewards import REWARDS
-
-    weights: dict[str, float] = {}
-    for part in (p.strip() for p in spec.split(",")):
-        if not part:
-            continue
-        name, _, w = part.partition("=")
-        name = name.strip()
-        if name not in REWARDS:
-            raise ValueError(f"unknown reward {name!r}; known rewards: {', '.join(sorted(REWARDS))}")
-        try:
-            weights[name] = float(w) if w.strip() else 1.0
-        except ValueError:
-            raise ValueError(f"reward weight {w!r} of {name!r} is not a number") from None
-    if not weights:
-        raise ValueError(
-            "the reward spec names no reward (e.g. --reward verifiable or --reward 'verifiable=1,format=0.1')"
-        )
-    return weights
-
-
-class GRPOConfig(PolicyUpdateSettings):
-    """GRPO settings (a GRPO / Dr.GRPO family member chosen by ``scale`` and ``loss_reduce``)."""
-
-    model_config = ConfigDict(extra="forbid")
     steps: int = Field(40, ge=1, description="optimizer steps")
+    lr: float = Field(3e-5, gt=0, description="learning rate (AdamW, constant after warmup)")
     prompts_per_step: int = Field(16, ge=1, description="prompts drawn per step (B)")
     group_size: int = Field(8, description="completions sampled per prompt (G >= 2)")
     pool_size: int = Field(256, ge=1, description="distinct prompts visited in epochs")
@@ -105,10 +75,15 @@ class GRPOConfig(PolicyUpdateSettings):
     max_answer_tokens: int = Field(16, ge=1, description="answer budget")
     temperature: float = Field(1.0, gt=0, description="sampling temperature of thoughts and answers")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling")
-    lr: float = Field(3e-5, gt=0, description="learning rate (AdamW, constant after warmup)")
     scale: Literal["std", "none"] = Field("std", description="advantage scale: std (GRPO) or none (Dr.GRPO)")
-    loss_reduce: Literal["rlp", "token"] = Field(
-        "rlp", description="rlp: mean over completions of per-token means (GRPO); token: over all tokens (DAPO)"
+    loss_reduce: Literal["rlp", "token", "constant"] = Field(
+        "rlp",
+        description="rlp: mean over completions of per-token means (GRPO); token: over all tokens (DAPO); "
+        "constant: token sum over completions x the completion budget (Dr.GRPO)",
+    )
+    hicra_alpha: float = Field(0.0, ge=0, description="HICRA: A' = A + alpha |A| on planning tokens (0: off)")
+    planning_lexicon: list[str] | None = Field(
+        None, description="strategic phrases whose tokens are planning tokens (needed by --hicra-alpha)"
     )
     kl_coef: float = Field(0.0, ge=0, description="KL(policy || reference) on completion tokens (0: off)")
     kl_ref: Literal["initial", "ema"] = Field(
@@ -120,9 +95,7 @@ class GRPOConfig(PolicyUpdateSettings):
         True, description="set aside prompts with pass rate 0 over the group (needs a label-using reward)"
     )
     sample_batch_size: int | None = Field(None, ge=1, description="prompts sampled and scored together (memory bound)")
-    seed: int = Field(0, description="seed of the prompt pool, sampling and subsampling")
     save_every: int = Field(50, ge=1, description="checkpoint every N steps (and at the end)")
-    log_every: int = Field(1, ge=1, description="write metrics every N steps")
 
     @field_validator("group_size")
     @classmethod
@@ -138,155 +111,38 @@ class GRPOConfig(PolicyUpdateSettings):
         return v
 
     @model_validator(mode="after")
-    def _pool(self):
+    def _checks(self):
         if self.pool_size < self.prompts_per_step:
             raise ValueError(
                 f"pool_size ({self.pool_size}) must be at least prompts_per_step ({self.prompts_per_step})"
             )
+        if self.hicra_alpha > 0 and not self.planning_lexicon:
+            raise ValueError("hicra_alpha needs planning_lexicon: the strategic phrases whose tokens get the boost")
         return self
 
 
-class TTRLConfig(GRPOConfig):
-    """TTRL: ``group_size`` = n votes per prompt, ``train_samples`` = m of them trained on."""
-
-    split: Literal["train", "test"] = Field("test", description="task split the (unlabeled) prompts come from")
-    reward: str = Field("majority_vote", description="reward mix; TTRL's is majority_vote (labels never reach it)")
-    train_samples: int | None = Field(None, description="m: votes trained on per prompt (default: all n)")
-    filter_hard: bool = Field(False, description="unused: TTRL has no labels to judge a pass rate")
-
-    @model_validator(mode="after")
-    def _subset(self):
-        m = self.group_size if self.train_samples is None else self.train_samples
-        if not 2 <= m <= self.group_size:
-            raise ValueError(
-                f"train_samples must be in [2, group_size={self.group_size}] (got {m}): group methods need G >= 2"
-            )
-        if LABEL_REWARDS & set(parse_reward_spec(self.reward)):
-            raise ValueError(f"TTRL trains without labels: the reward mix cannot use {sorted(LABEL_REWARDS)}")
-        return self
-
-
-@dataclass
-class GroupRollout:
-    """``N = B * G`` completions (rows ``b*G .. b*G+G-1`` answer prompt ``b``), token ids kept."""
-
-    prompt_ids: list[list[int]]  # B
-    thought_ids: list[list[int]]  # N, without delimiters
-    closed: torch.Tensor  # [N] bool: the model closed its thought itself
-    answer_ids: list[list[int]]  # N, as sampled (stop string or EOS included)
-    texts: list[str]  # N: "<think>thought</think>answer", the answer without its stop string
-
-    @property
-    def thought_tokens(self) -> torch.Tensor:
-        return torch.tensor([len(t) for t in self.thought_ids], dtype=torch.float32)
-
-
-def sample_group_rollout(
-    model,
-    tokenizer,
-    prompts: list[str],
-    group_size: int,
-    max_thought_tokens: int,
-    max_answer_tokens: int,
-    temperature: float,
-    top_p: float,
-    generator: torch.Generator,
-    answer_stop: tuple[str, ...] = ("\n",),
-    batch_size: int | None = None,
-) -> GroupRollout:
-    """Sample G thoughts after each ``prompt <think>``, then one answer after each closed thought."""
-    from ponder.lm.sample import sample
-    from ponder.rl.rollout import sample_thoughts
-
-    open_id, close_id = think_token_ids(tokenizer)
-    prompt_ids = [tokenizer(p, add_special_tokens=True)["input_ids"] for p in prompts]
-    thoughts = sample_thoughts(
-        model, tokenizer, prompt_ids, group_size, max_thought_tokens, temperature, top_p, generator, batch_size
-    )
-    contexts = [prompt_ids[n // group_size] + [open_id] + ids + [close_id] for n, ids in enumerate(thoughts.ids)]
-    was_training = model.training
-    model.eval()
-    answer = sample(
-        model,
-        tokenizer,
-        contexts,
-        n=1,
-        max_new_tokens=max_answer_tokens,
-        temperature=temperature,
-        top_p=top_p,
-        stop=answer_stop,
-        ban_token_ids=think_ban_ids(tokenizer),
-        generator=generator,
-        batch_size=None if batch_size is None else batch_size * group_size,
-    )
-    model.train(was_training)
-    answer_ids = [row[mask].tolist() for row, mask in zip(answer.tokens.cpu(), answer.mask.cpu())]
-    answers = drop_stop(answer.texts, answer_stop)
-    texts = [
-        f"<think>{tokenizer.decode(t, skip_special_tokens=False)}</think>{a}" for t, a in zip(thoughts.ids, answers)
-    ]
-    return GroupRollout(prompt_ids, thoughts.ids, thoughts.closed, answer_ids, texts)
-
-
-def completion_batch(
-    rollout: GroupRollout, rows: list[int], group_size: int, open_id: int, close_id: int, pad_id: int, device=None
-):
-    """Right-padded ``prompt <think> thought </think> answer`` for ``rows``: ``(ids, attention, loss_mask)`` ``[R, T]``.
-
-    The loss mask marks the model's own actions: thought tokens, ``</think>`` when the model closed
-    the thought itself (a close forced at the budget is not an action), and every answer token.
-    """
-    seqs, spans = [], []
-    for n in rows:
-        prompt, thought, answer = rollout.prompt_ids[n // group_size], rollout.thought_ids[n], rollout.answer_ids[n]
-        start = len(prompt) + 1
-        thought_end = start + len(thought) + (1 if bool(rollout.closed[n]) else 0)
-        answer_start = start + len(thought) + 1
-        seqs.append(prompt + [open_id] + thought + [close_id] + answer)
-        spans.append(((start, thought_end), (answer_start, answer_start + len(answer))))
-    ids, attention = pad_ids(seqs, pad_id)
-    loss_mask = torch.zeros(ids.shape, dtype=torch.bool)
-    for i, ((a, b), (c, d)) in enumerate(spans):
-        loss_mask[i, a:b] = True
-        loss_mask[i, c:d] = True
-    return ids.to(device), attention.to(device), loss_mask.to(device)
-
-
-class GRPOTrainer:
-    """Runs GRPO of ``model`` on problems of ``task`` (see module docstring)."""
+class GRPORecipe(Recipe):
+    """GRPO of ``model`` on problems of ``task`` (see the module docstring)."""
 
     name = "grpo"
+    work_name = "completions"
 
-    def __init__(self, model, tokenizer, task: Task, cfg: GRPOConfig, run_dir: str | Path):
-        self.model, self.tokenizer, self.task, self.cfg = model, tokenizer, task, cfg
-        self.run_dir = Path(run_dir)
-        self.device = model_device(model)
+    def __init__(self, model, tokenizer, task: Task, cfg: GRPOConfig):
+        super().__init__()
+        self.model, self.tokenizer, self.task, self.settings = model, tokenizer, task, cfg
+        self.temperature = cfg.temperature
+        self.fmt = ThoughtFormat.of(model, tokenizer, cfg)
         self.pad_id = pad_id_of(tokenizer)
-        self.open_id, self.close_id = think_token_ids(tokenizer)
         self.weights = parse_reward_spec(cfg.reward)
         self.problems: list[Problem] = task.problems(cfg.pool_size, seed=cfg.seed, split=cfg.split)
         if len(self.problems) < cfg.prompts_per_step:
-            raise ValueError(
+            raise TaskError(
                 f"task {task.name} has only {len(self.problems)} {cfg.split} problems; "
-                f"need at least prompts_per_step={cfg.prompts_per_step}"
+                f"need at least prompts_per_step={cfg.prompts_per_step} (lower --prompts-per-step or give more examples)"
             )
         self.pool = PromptPool(len(self.problems), seed=cfg.seed)
-        self.optimizer, self.scheduler = adamw_constant_after_warmup(model, cfg.lr, cfg.weight_decay, cfg.warmup_steps)
         self.ref = EMATeacher(1.0 if cfg.kl_ref == "initial" else cfg.ema_tau)
-        self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
-        self.step = 0
-        self.counters = {
-            "skipped_nonfinite": 0,
-            "skipped_no_signal": 0,
-            "no_answer": 0,
-            "completions": 0,
-            "groups_equal_filtered": 0,
-            "groups_hard_set_aside": 0,
-            "groups_trained": 0,
-            "hard_revisited": 0,
-            "hard_revisit_solved": 0,
-            "thought_tokens": 0,
-        }
+        self.planning = phrase_pattern(cfg.planning_lexicon or [])
 
     # ------------------------------------------------------------------ hooks TTRL changes
     @property
@@ -294,54 +150,18 @@ class GRPOTrainer:
         """The reward mix reads reference answers (so may the hard-prompt filter)."""
         return bool(LABEL_REWARDS & set(self.weights))
 
-    def _label_columns(self, problems: list[Problem]) -> dict:
-        rep = [p for p in problems for _ in range(self.cfg.group_size)]
-        return {"problems": rep, "reference_answers": [p.answer for p in rep]}
-
-    def _train_columns(self, num_groups: int) -> torch.Tensor:
+    def train_columns(self, num_groups: int, generators: list[torch.Generator]) -> torch.Tensor:
         """``[B, m]`` indices (within each group) of the completions trained on: all G here."""
-        return torch.arange(self.cfg.group_size).expand(num_groups, -1)
+        return torch.arange(self.settings.group_size).expand(num_groups, -1)
 
-    def _extra_metrics(self, problems: list[Problem], texts: list[str], group_ids: torch.Tensor) -> dict:
+    def extra_metrics(self, problems: list[Problem], texts: list[str], group_ids: torch.Tensor) -> dict:
         return {}
 
-    # ------------------------------------------------------------------ state
-    def _state(self) -> dict:
-        return {
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "pool": self.pool.state_dict(),
-            "generator": self.generator.get_state(),
-            "counters": dict(self.counters),
-            "ref_updates": self.ref.num_updates,
-            "ref_initialized": self.ref.initialized,
-        }
-
-    def save(self) -> Path:
-        extra = {"ref": self.ref.model} if self.ref.initialized else {}
-        return save_checkpoint(self.run_dir, self.step, self.model, self.tokenizer, self._state(), extra_models=extra)
-
-    def resume(self) -> bool:
-        ckpt = latest_checkpoint(self.run_dir)
-        if ckpt is None:
-            return False
-        state = restore_checkpoint(ckpt, self.model, self.optimizer, self.scheduler, self.generator)
-        self.pool.load_state_dict(state["pool"])
-        self.step, self.counters = state["step"], state["counters"]
-        if state["ref_initialized"]:
-            self.ref.initialize(self.model)
-            load_weights_into(self.ref.model, ckpt / "ref")
-            self.ref.num_updates = state["ref_updates"]
-        return True
-
     # ------------------------------------------------------------------ rewards
-    def _rewards(self, problems: list[Problem], rollout: GroupRollout) -> tuple[torch.Tensor, dict, torch.Tensor]:
-        """``(mixed rewards [B, G], metrics, no_answer [N] bool)``."""
-        from ponder.rewards import REWARDS, combine
-
-        cfg, G = self.cfg, self.cfg.group_size
+    def rewards(self, problems: list[Problem], comp: Completions, texts: list[str], group_ids: torch.Tensor):
+        """``(mixed rewards [B, G], metrics, no_answer [N] bool)``; model-based rewards score the sampled ids."""
+        cfg, G = self.settings, self.settings.group_size
         prompts = [p.prompt for p in problems for _ in range(G)]
-        group_ids = torch.arange(len(problems)).repeat_interleave(G)
         columns = {
             "task": self.task,
             "model": self.model,
@@ -349,48 +169,65 @@ class GRPOTrainer:
             "no_answer_reward": cfg.no_answer_reward,
             "target": cfg.length_target or cfg.max_thought_tokens,
             "batch_size": None if cfg.sample_batch_size is None else cfg.sample_batch_size * G,
+            "prompt_ids": [comp.prompt_ids[r // G] for r in range(len(comp))],
+            "completion_ids": [comp.completion_ids(r) for r in range(len(comp))],
         }
         if self.uses_labels:
-            columns.update(self._label_columns(problems))
+            rep = [p for p in problems for _ in range(G)]
+            columns.update({"problems": rep, "reference_answers": [p.answer for p in rep]})
         was_training = self.model.training
         self.model.eval()
-        parts = {name: REWARDS[name](prompts, rollout.texts, group_ids, **columns) for name in self.weights}
+        parts = {name: REWARDS[name](prompts, texts, group_ids, **columns) for name in self.weights}
         self.model.train(was_training)
         mixed = combine(parts, self.weights)
-        no_answer = torch.tensor([self.task.extract_answer(t) is None for t in rollout.texts])
+        no_answer = torch.tensor([self.task.extract_answer(t) is None for t in texts], dtype=torch.bool)
         mixed = torch.where(no_answer, torch.tensor(cfg.no_answer_reward), mixed)
         metrics = {f"reward/{k}": float(v.float().mean()) for k, v in parts.items()}
-        metrics.update(self._extra_metrics(problems, rollout.texts, group_ids))
+        metrics.update(self.extra_metrics(problems, texts, group_ids))
         return mixed.view(len(problems), G), metrics, no_answer
 
     # ------------------------------------------------------------------ one step
-    def train_step(self) -> dict:
-        cfg, G = self.cfg, self.cfg.group_size
-        t0 = time.time()
-        indices = self.pool.next_batch(cfg.prompts_per_step)
-        problems = [self.problems[i] for i in indices]
+    def make_step(self, engine: Engine) -> StepBatch | None:
+        cfg, G = self.settings, self.settings.group_size
+        if cfg.prompts_per_step < engine.world:
+            raise ValueError(
+                f"prompts_per_step ({cfg.prompts_per_step}) must be at least the number of ranks "
+                f"({engine.world}): every rank samples whole groups"
+            )
+        indices = self.pool.next_batch(cfg.prompts_per_step)  # the same global batch on every rank
+        mine = list(range(engine.rank, len(indices), engine.world))
+        problems = [self.problems[indices[b]] for b in mine]
+        generators = keyed_generators(cfg.seed, [engine.step * 1_000_003 + b for b in mine], engine.device)
         if cfg.kl_coef > 0 and not self.ref.initialized:
             self.ref.initialize(self.model)
-        rollout = sample_group_rollout(
+        comp = think_then_answer(
             self.model,
             self.tokenizer,
-            [p.prompt for p in problems],
-            G,
-            cfg.max_thought_tokens,
-            cfg.max_answer_tokens,
-            cfg.temperature,
-            cfg.top_p,
-            self.generator,
+            self.fmt,
+            self.fmt.prompt_ids(self.tokenizer, [p.prompt for p in problems]),
+            n=G,
+            max_thought_tokens=cfg.max_thought_tokens,
+            max_answer_tokens=cfg.max_answer_tokens,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            stops=ANSWER_STOPS,
+            prompt_generators=generators,
             batch_size=cfg.sample_batch_size,
+            logprob_temperature=engine.sampler_logprob_temperature,
         )
-        self.step += 1
-        rewards, metrics, no_answer = self._rewards(problems, rollout)
-        correct = torch.tensor([self.task.score(problems[n // G], t) >= 1.0 for n, t in enumerate(rollout.texts)])
+        texts = comp.texts(self.tokenizer, ANSWER_STOPS)
+        group_ids = torch.tensor(mine).repeat_interleave(G)  # global ids: a group vote may gather across ranks
+        rewards, metrics, no_answer = self.rewards(problems, comp, texts, group_ids)
+        correct = torch.tensor([self.task.score(problems[r // G], t) >= 1.0 for r, t in enumerate(texts)])
         pass_rate = correct.float().view(len(problems), G).mean(1)  # [B]; diagnostic unless the filter uses it
-        thought_len = rollout.thought_tokens
-        self.counters["no_answer"] += int(no_answer.sum())
-        self.counters["completions"] += len(rollout.texts)
-        self.counters["thought_tokens"] += int(thought_len.sum())
+        thought_len = comp.thought_tokens
+        c = self.counters
+        for key, value in (
+            ("completions", len(comp)),
+            ("no_answer", int(no_answer.sum())),
+            ("thought_tokens", int(thought_len.sum())),
+        ):
+            c[key] = c.get(key, 0) + value
         metrics.update(
             {
                 "reward_mean": float(rewards.mean()),
@@ -398,125 +235,120 @@ class GRPOTrainer:
                 "label_pass_rate": float(pass_rate.mean()),
                 "no_answer_fraction": float(no_answer.float().mean()),
                 "thought_tokens_mean": float(thought_len.mean()),
-                "unclosed_fraction": float((~rollout.closed).float().mean()),
-                **format_shares(rollout.texts, rollout.closed.tolist()),
+                "unclosed_fraction": float((~comp.closed).float().mean()),
+                **format_shares(texts, comp.closed.tolist()),
             }
         )
         if not torch.isfinite(rewards).all():
-            # Never averaged in: the whole step is dropped and counted.
-            self.counters["skipped_nonfinite"] += 1
-            self.optimizer.zero_grad(set_to_none=True)
-            return {**metrics, "skipped": 1, **self.counters}
-
-        revisits = [b for b, i in enumerate(indices) if i in self.pool.revisiting]
-        self.counters["hard_revisited"] += len(revisits)
-        self.counters["hard_revisit_solved"] += sum(int(pass_rate[b] > 0) for b in revisits)
-        hard = torch.zeros(len(problems), dtype=torch.bool)
-        if cfg.filter_hard and self.uses_labels:
-            hard = pass_rate == 0
-            for b in hard.nonzero().flatten().tolist():
-                self.pool.set_aside(indices[b])
-        cols = self._train_columns(len(problems))  # [B, m]
+            return StepBatch(None, torch.tensor([float("nan")]), metrics)
+        hard = self._set_aside_hard(engine, indices, mine, pass_rate)
+        cols = self.train_columns(len(problems), generators)  # [B, m]
         train_rewards = rewards.gather(1, cols)
         equal = (train_rewards.amax(1) - train_rewards.amin(1)) == 0
         keep = ~hard & (~equal if cfg.filter_equal else torch.ones_like(equal))
         n_hard, n_equal = int(hard.sum()), int((equal & ~hard).sum()) if cfg.filter_equal else 0
-        self.counters["groups_hard_set_aside"] += n_hard
-        self.counters["groups_equal_filtered"] += n_equal
-        self.counters["groups_trained"] += int(keep.sum())
+        for key, value in (
+            ("groups_hard_set_aside", n_hard),
+            ("groups_equal_filtered", n_equal),
+            ("groups_trained", int(keep.sum())),
+        ):
+            c[key] = c.get(key, 0) + value
         metrics.update({"groups_hard": n_hard, "groups_equal": n_equal, "groups_trained": int(keep.sum())})
         if not keep.any():
-            self.counters["skipped_no_signal"] += 1
-            return {**metrics, "skipped": 1, **self.counters}
-
+            return StepBatch(None, torch.zeros(0), metrics)
         advantages = group_advantages(train_rewards[keep], correction="none", scale=cfg.scale)  # [b, m]
         groups = keep.nonzero().flatten()
         rows = (groups[:, None] * G + cols[groups]).flatten().tolist()
-        ids, attention, loss_mask = completion_batch(
-            rollout, rows, G, self.open_id, self.close_id, self.pad_id, self.device
-        )
-        adv = advantages.flatten().to(self.device)
-        self.model.train()
-        logp, entropy = token_logprobs(self.model, ids, attention, return_entropy=True)
-        logp_old = logp.detach()
-        for epoch in range(cfg.ppo_epochs):
-            if epoch > 0:
-                logp, entropy = token_logprobs(self.model, ids, attention, return_entropy=True)
-            loss, stats = clipped_surrogate(
-                logp, logp_old, adv, loss_mask, cfg.eps_low, cfg.eps_high, reduce=cfg.loss_reduce
-            )
-            if cfg.kl_coef > 0:
-                with torch.no_grad():
-                    ref_logp = token_logprobs(self.ref.model, ids, attention)
-                kl = kl_penalty(logp, ref_logp, loss_mask)
-                loss = loss + cfg.kl_coef * kl
-                stats["kl_to_ref"] = kl.detach()
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-            self.optimizer.step()
-            self.scheduler.step()
-            if cfg.kl_coef > 0:
-                self.ref.update(self.model)  # tau = 1 for the initial model: a no-op
-        elapsed = time.time() - t0
-        metrics.update(
-            {
-                "loss": float(loss.detach()),
-                "grad_norm": float(grad_norm),
-                "lr": self.scheduler.get_last_lr()[0],
-                "clip_fraction": float(stats["clip_fraction"]),
-                "approx_kl": float(stats["approx_kl"]),
-                "policy_entropy": float(masked_mean(entropy.detach(), loss_mask)),
-                "completions_per_s": len(rollout.texts) / elapsed,
-                **({"kl_to_ref": float(stats["kl_to_ref"])} if "kl_to_ref" in stats else {}),
-                **self.counters,
-            }
-        )
-        return metrics
+        batch = completion_batch(comp, rows, self.pad_id, engine.device)
+        adv = advantages.flatten()
+        if cfg.hicra_alpha > 0:
+            adv = self._hicra(comp, rows, batch, adv)
+        budget = cfg.max_thought_tokens + 2 + cfg.max_answer_tokens
+        reduce = {"rlp": "rlp", "token": "token", "constant": "seq_sum_const"}[cfg.loss_reduce]
+        return StepBatch(batch, adv, metrics, reduce=reduce, max_len=budget if reduce == "seq_sum_const" else None)
 
-    # ------------------------------------------------------------------ loop
-    def train(self, resume: bool = False, progress: bool = True) -> dict:
-        resumed = self.resume() if resume else False
-        logger = MetricsLogger(self.run_dir, resume_step=self.step if resumed else None)
-        seconds = run_steps(self, self.name, self.train_step, logger, progress)
-        logger.close()
-        self.model.eval()
-        save_pretrained_atomic(self.run_dir / "final", self.model, self.tokenizer)
-        return {"steps": self.step, "seconds": seconds, "epochs": self.pool.epoch, **self.counters}
+    def _set_aside_hard(self, engine: Engine, indices: list[int], mine: list[int], pass_rate) -> torch.Tensor:
+        """``[B_local]`` prompts with pass rate 0 (when the filter applies); every rank's pool sets all of them aside."""
+        hard = torch.zeros(len(mine), dtype=torch.bool)
+        revisits = [b for b, g in enumerate(mine) if indices[g] in self.pool.revisiting]
+        c = self.counters
+        c["hard_revisited"] = c.get("hard_revisited", 0) + len(revisits)
+        c["hard_revisit_solved"] = c.get("hard_revisit_solved", 0) + sum(int(pass_rate[b] > 0) for b in revisits)
+        if self.settings.filter_hard and self.uses_labels:
+            hard = pass_rate == 0
+        local = [indices[mine[b]] for b in hard.nonzero().flatten().tolist()]
+        for parts in distributed.all_gather_objects(local, engine.world):
+            for index in parts:
+                self.pool.set_aside(index)
+        return hard
+
+    def _hicra(self, comp: Completions, rows: list[int], batch: PaddedBatch, adv: torch.Tensor) -> torch.Tensor:
+        """Per-token advantages ``[N, T]`` with HICRA's boost on planning tokens of the completions."""
+        planning = torch.zeros_like(batch.loss_mask)
+        for i, r in enumerate(rows):
+            ids = comp.completion_ids(r)
+            start = len(comp.prompt_ids[r // comp.n])
+            mask = planning_token_mask(self.tokenizer, ids, self.planning)
+            planning[i, start : start + len(ids)] = torch.tensor(mask, dtype=torch.bool)
+        planning &= batch.loss_mask
+        self.counters["planning_tokens"] = self.counters.get("planning_tokens", 0) + int(planning.sum())
+        return hicra_advantages(adv.to(batch.loss_mask.device), planning, self.settings.hicra_alpha)
+
+    def extra_loss(self, engine: Engine, logp, sb: StepBatch):
+        cfg = self.settings
+        if cfg.kl_coef <= 0:
+            return None, {}
+        with torch.no_grad():
+            ref = sb.batch.scores(self.ref.model, engine.inv_temperature)[0]
+        kl = kl_penalty(logp, ref, sb.batch.loss_mask)
+        return cfg.kl_coef * kl, {"kl_to_ref": kl.detach()}
+
+    def after_optimizer_step(self, engine: Engine) -> None:
+        if self.settings.kl_coef > 0:
+            self.ref.update(self.model)  # tau = 1 for the initial model: a no-op
+
+    # ------------------------------------------------------------------ state
+    def summary(self) -> dict:
+        return {"epochs": self.pool.epoch}
+
+    def extra_models(self) -> dict:
+        return {"ref": self.ref.model} if self.ref.initialized else {}
+
+    def state_dict(self) -> dict:
+        return {
+            "pool": self.pool.state_dict(),
+            "ref_updates": self.ref.num_updates,
+            "ref_initialized": self.ref.initialized,
+        }
+
+    def load_state_dict(self, state: dict, ckpt: Path) -> None:
+        self.pool.load_state_dict(state["pool"])
+        if state["ref_initialized"]:
+            self.ref.initialize(self.model)
+            load_extra(self.ref.model, ckpt, "ref")
+            self.ref.num_updates = state["ref_updates"]
 
 
-class TTRLTrainer(GRPOTrainer):
-    """TTRL: majority-vote rewards over n votes, trained on m of them (labels only logged)."""
+def completion_batch(comp: Completions, rows: list[int], pad_id: int, device=None) -> PaddedBatch:
+    """Right-padded ``prompt <think> thought </think> answer`` rows, exactly the ids sampled.
 
-    name = "ttrl"
+    The loss mask marks the model's own actions: thought tokens, ``</think>`` when the model closed
+    the thought itself (a close forced at the budget is not an action), and every answer token;
+    ``behaviour_logp`` holds the sampler's log-prob of each.
+    """
+    seqs, masks, logps = [], [], []
+    for r in range(len(comp)) if rows is None else rows:
+        prompt = comp.prompt_ids[r // comp.n]
+        seqs.append(list(prompt) + comp.completion_ids(r))
+        masks.append([False] * len(prompt) + comp.action_mask(r))
+        logps.append(torch.cat([torch.zeros(len(prompt)), comp.behaviour_logprobs(r)]))
+    return padded_batch(seqs, masks, logps, pad_id, device=device)
 
-    @property
-    def uses_labels(self) -> bool:
-        return False
 
-    def _train_columns(self, num_groups: int) -> torch.Tensor:
-        n, m = self.cfg.group_size, self.cfg.train_samples or self.cfg.group_size
-        if m == n:
-            return super()._train_columns(num_groups)
-        return torch.stack(
-            [
-                torch.randperm(n, generator=self.generator, device=self.generator.device)[:m].sort().values.cpu()
-                for _ in range(num_groups)
-            ]
-        )
+class GRPOTrainer(Engine):
+    """The engine running :class:`GRPORecipe`: ``GRPOTrainer(model, tokenizer, task, cfg, run_dir).train()``."""
 
-    def _extra_metrics(self, problems: list[Problem], texts: list[str], group_ids: torch.Tensor) -> dict:
-        from ponder.rewards import majority_stats
+    recipe_class = GRPORecipe
 
-        G = self.cfg.group_size
-        labelled = all(p.answer for p in problems)
-        refs = [p.answer for p in problems for _ in range(G)] if labelled else None
-        stats = majority_stats(
-            [p.prompt for p in problems for _ in range(G)],
-            texts,
-            group_ids,
-            task=self.task,
-            reference_answers=refs,
-            no_answer_reward=self.cfg.no_answer_reward,
-        )
-        return {k: float(v) for k, v in stats.items() if k != "num_groups"}
+    def __init__(self, model, tokenizer, task: Task, cfg: GRPOConfig, run_dir: str | Path):
+        super().__init__(model, tokenizer, self.recipe_class(model, tokenizer, task, cfg), run_dir)

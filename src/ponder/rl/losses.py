@@ -64,6 +64,7 @@ def clipped_surrogate(
     eps_high: float = 0.2,
     reduce: SurrogateReduce = "rlp",
     max_len: int | None = None,
+    token_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """PPO clipped surrogate over thought tokens; returns ``(loss, stats)``.
 
@@ -78,8 +79,10 @@ def clipped_surrogate(
     Args:
         logp_new: ``[N, L]`` log-probs of the taken tokens under the current policy (has grad).
         logp_old: ``[N, L]`` under the sampling policy (detached here).
-        advantages: ``[N]`` one advantage per sequence (detached here).
+        advantages: ``[N]`` one advantage per sequence, or ``[N, L]`` per token (e.g. HICRA); detached here.
         mask: ``[N, L]`` bool or float weights; the thought tokens.
+        token_weights: ``[N, L]`` optional per-token factors of the surrogate (e.g. truncated
+            importance weights of a sampler/trainer mismatch); detached here.
 
     Stats (detached 0-dim tensors; masked-token means):
       * ``clip_fraction``: tokens where the clipped branch binds, i.e. ``rho > 1 + eps_high``
@@ -92,8 +95,13 @@ def clipped_surrogate(
         raise ValueError(f"logp_new must be [N, L], got shape {tuple(logp_new.shape)}")
     _check_2d("logp_old", logp_old, logp_new.shape)
     _check_2d("mask", mask, logp_new.shape)
-    if advantages.shape != logp_new.shape[:1]:
-        raise ValueError(f"advantages must be [N]={tuple(logp_new.shape[:1])}, got {tuple(advantages.shape)}")
+    if advantages.shape not in (logp_new.shape[:1], logp_new.shape):
+        raise ValueError(
+            f"advantages must be [N]={tuple(logp_new.shape[:1])} or [N, L]={tuple(logp_new.shape)}, "
+            f"got {tuple(advantages.shape)}"
+        )
+    if token_weights is not None:
+        _check_2d("token_weights", token_weights, logp_new.shape)
     if not (0 <= eps_low < 1 and eps_high >= 0):
         raise ValueError(f"need 0 <= eps_low < 1 and eps_high >= 0, got {eps_low}, {eps_high}")
     n_seq, length = logp_new.shape
@@ -102,10 +110,13 @@ def clipped_surrogate(
     w = _weights(mask, new)
     log_ratio = _zero_out(new - _fp32(logp_old).detach(), w)  # [N, L]; 0 (ratio 1) off-mask
     ratio = torch.exp(log_ratio)
-    adv = _fp32(advantages).detach().unsqueeze(-1)  # [N, 1]
+    adv = _fp32(advantages).detach()
+    adv = adv.unsqueeze(-1) if adv.dim() == 1 else adv  # [N, 1] or [N, L]
     unclipped = ratio * adv
     clipped = ratio.clamp(1 - eps_low, 1 + eps_high) * adv
     per_token = torch.minimum(unclipped, clipped) * w  # [N, L]
+    if token_weights is not None:
+        per_token = per_token * _zero_out(_fp32(token_weights).detach(), w)
 
     if reduce == "rlp":
         per_seq = _safe_div(per_token.sum(dim=-1), w.sum(dim=-1))  # [N], 1/|c_i| weighting

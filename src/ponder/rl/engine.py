@@ -1,0 +1,395 @@
+"""One trainer engine for every policy-gradient recipe: RLP, GRPO and TTRL are recipes on it.
+
+The engine owns what the recipes share: the optimizer and its schedule, data parallelism
+(``torchrun`` / ``accelerate launch``: DDP through :mod:`ponder.rl.distributed`), the PPO-epoch
+update with the clipped surrogate, the non-finite guard, the behaviour policy and its importance
+correction, metrics, progress, checkpoints and resume. A recipe (:class:`Recipe`) turns one step's
+data into a :class:`StepBatch` (sequences, action masks, behaviour log-probs, advantages) and may
+add loss terms or hooks (the EMA teacher).
+
+The behaviour policy: ``logp_old`` is what the sampler reported for each action (its own
+forward, or an external engine's), so the ratio of the first PPO epoch is 1 up to the float
+difference between sampler and trainer, and a sampler that differs from the trainer (bf16 vLLM,
+another kernel) is seen: every step logs the mismatch (mean ``|logp_sampler - logp_trainer|`` and a
+k3 estimate of KL(sampler || trainer) over action tokens). With ``tis_cap`` set, truncated importance
+sampling corrects it: ``logp_old`` becomes the trainer's own first-epoch log-probs and each token's
+surrogate is weighted by ``min(exp(logp_old - logp_sampler), tis_cap)``.
+
+Data parallelism: each rank trains on its share of the step's sequences (recipes draw their
+randomness per item, keyed by seed, step and global index, so the shares do not depend on the
+number of ranks); the loss is scaled so that DDP's gradient average equals the one-process loss
+over the whole global batch, and counters are summed over ranks in the summary.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import Field
+from torch import Tensor
+
+from ponder.progress import make_progress
+from ponder.rl import distributed
+from ponder.rl.losses import clipped_surrogate, masked_mean
+from ponder.train.checkpoint import (
+    latest_checkpoint,
+    load_weights_into,
+    restore_checkpoint,
+    save_checkpoint,
+    save_final,
+)
+from ponder.train.guard import step_if_finite
+from ponder.train.metrics import MetricsLogger
+from ponder.train.optim import PolicyUpdateSettings, adamw_constant_after_warmup
+
+Reduce = Literal["rlp", "token", "seq_sum_const"]
+
+
+class EngineSettings(PolicyUpdateSettings):
+    """Settings every recipe on the engine has (recipes override defaults where they differ)."""
+
+    steps: int = Field(100, ge=1, description="optimizer steps")
+    lr: float = Field(1e-6, gt=0, description="learning rate (AdamW, constant after warmup)")
+    logprob_temperature: Literal["sampling", "one"] = Field(
+        "sampling",
+        description="policy log-probs at the sampling temperature (TRL's and the RLP paper's setting) or at 1",
+    )
+    tis_cap: float | None = Field(
+        None,
+        gt=1,
+        description="truncated importance sampling of the sampler/trainer mismatch with this cap (off: none)",
+    )
+    seed: int = Field(0, description="seed of the data draw and of sampling")
+    save_every: int = Field(50, ge=1, description="checkpoint every N steps (and at the end)")
+    log_every: int = Field(1, ge=1, description="write metrics every N steps")
+
+
+@dataclass
+class StepBatch:
+    """One rank's share of a step, ready for the policy update.
+
+    ``batch``: a :class:`~ponder.rl.batches.PaddedBatch` or :class:`~ponder.rl.batches.TreeBatch`, or None
+    when this rank has nothing to train on
+    (``loss_mask``, ``behaviour_logp``, ``scores(model, inv_temperature)``); ``advantages`` ``[N]``
+    (one per sequence) or ``[N, L]`` (per token, e.g. HICRA); ``first``: ``(logp, entropy)`` of a
+    forward already run with gradients (reused by the first epoch). ``reduce`` and ``max_len``
+    select the surrogate's reduction (:func:`~ponder.rl.losses.clipped_surrogate`).
+    """
+
+    batch: object | None
+    advantages: Tensor
+    metrics: dict = field(default_factory=dict)
+    first: tuple[Tensor, Tensor] | None = None
+    reduce: Reduce = "rlp"
+    max_len: int | None = None
+
+    @property
+    def num_sequences(self) -> int:
+        """Sequences this rank trains on (0: only metrics, or a non-finite signal, to report)."""
+        return 0 if self.batch is None else int(self.batch.loss_mask.shape[0])
+
+
+class Recipe:
+    """What a training method adds to the engine. Subclasses set ``name``, ``work_name`` and ``settings``."""
+
+    name = "recipe"
+    work_name = "sequences"  # the unit of work a rank does (a counter it keeps), reported per rank in the summary
+    settings: EngineSettings
+    temperature: float = 1.0  # the policy's sampling temperature
+
+    def __init__(self):
+        self.counters: dict[str, float] = {}  # this rank's counts, summed over ranks in the summary
+
+    def make_step(self, engine: Engine) -> StepBatch | None:
+        """This rank's share of the next step (None: nothing to train on this rank)."""
+        raise NotImplementedError
+
+    def extra_loss(self, engine: Engine, logp: Tensor, sb: StepBatch) -> tuple[Tensor | None, dict]:
+        """Loss terms beside the surrogate (KL, next-token): ``(term or None, stats)``."""
+        return None, {}
+
+    def after_optimizer_step(self, engine: Engine) -> None:
+        """After every optimizer step (e.g. the EMA teacher's update)."""
+
+    def after_update(self, engine: Engine) -> None:
+        """After the step's last epoch (e.g. syncing an external sampler's weights)."""
+
+    def extra_models(self) -> dict:
+        """Models saved beside the policy in each checkpoint (name -> module)."""
+        return {}
+
+    def summary(self) -> dict:
+        """Entries the recipe adds to the run's summary."""
+        return {}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict, ckpt: Path) -> None:
+        """Restore the recipe from a checkpoint (``ckpt`` holds :meth:`extra_models`' weights)."""
+
+
+def load_extra(model, ckpt: Path, name: str) -> None:
+    """Weights of extra model ``name`` saved in checkpoint ``ckpt``."""
+    load_weights_into(model, Path(ckpt) / name)
+
+
+class Engine:
+    """Trains ``model`` with ``recipe`` into ``run_dir`` (see the module docstring)."""
+
+    def __init__(self, model, tokenizer, recipe: Recipe, run_dir: str | Path):
+        self.model, self.tokenizer, self.recipe = model, tokenizer, recipe
+        self.cfg = recipe.settings
+        self.run_dir = Path(run_dir)
+        self.device = next(model.parameters()).device
+        self.rank, self.world = distributed.init_from_env()
+        self.run = distributed.wrap(model, self.world)  # run(fn) = fn(model), through DDP when data-parallel
+        self.optimizer, self.scheduler = adamw_constant_after_warmup(
+            model, self.cfg.lr, self.cfg.weight_decay, self.cfg.warmup_steps
+        )
+        self.step = 0
+        self.counters = {"skipped_nonfinite": 0, "skipped_no_work": 0}  # identical on every rank
+        self.saved_totals: dict[str, float] = {}  # recipe counters summed over ranks, as of the resumed checkpoint
+        self.work_per_rank: list[float] = []
+
+    # ------------------------------------------------------------------ temperatures
+    @property
+    def inv_temperature(self) -> float:
+        """The policy's inverse temperature for log-probs of actions (1 when ``logprob_temperature`` is ``one``)."""
+        return 1.0 / self.recipe.temperature if self.cfg.logprob_temperature == "sampling" else 1.0
+
+    @property
+    def sampler_logprob_temperature(self) -> float | None:
+        """What the sampler passes as ``logprob_temperature`` (None: its sampling temperature)."""
+        return None if self.cfg.logprob_temperature == "sampling" else 1.0
+
+    # ------------------------------------------------------------------ one step
+    def train_step(self) -> dict:
+        t0 = time.time()
+        sb = self.recipe.make_step(self)
+        self.step += 1
+        metrics = dict(sb.metrics) if sb is not None else {}
+        finite = sb is None or bool(torch.isfinite(sb.advantages).all())
+        if distributed.all_sum([float(not finite)], self.world, self.device)[0] > 0:
+            self.counters["skipped_nonfinite"] += 1  # never averaged in: the whole step is dropped and counted
+            self.optimizer.zero_grad(set_to_none=True)
+            return {**metrics, "skipped": 1, **self.counters}
+        local = 0 if sb is None else sb.num_sequences
+        if distributed.all_sum([local], self.world, self.device)[0] == 0:
+            self.counters["skipped_no_work"] += 1
+            return {**metrics, "skipped": 1, **self.counters}
+        self.recipe.counters["trained_sequences"] = self.recipe.counters.get("trained_sequences", 0) + local
+        if local == 0:
+            sb = None
+        stats = self._idle_update() if sb is None else self._update(sb)
+        self.recipe.after_update(self)
+        elapsed = time.time() - t0
+        metrics.update(stats)
+        metrics.update(
+            {
+                "lr": self.scheduler.get_last_lr()[0],
+                "step_seconds": elapsed,
+                f"{self.recipe.work_name}_per_s": local / elapsed,
+                **self.recipe.counters,
+                **self.counters,
+            }
+        )
+        return metrics
+
+    def _norm(self, sb: StepBatch) -> float:
+        """This rank's normalizer of the surrogate's mean (sequences, or tokens for the token reduction)."""
+        if sb.reduce == "token":
+            return float(sb.batch.loss_mask.sum())
+        return float(sb.num_sequences)
+
+    def _update(self, sb: StepBatch) -> dict:
+        cfg, mask = self.cfg, sb.batch.loss_mask
+        norm = self._norm(sb)
+        global_norm = distributed.all_sum([norm], self.world, self.device)[0]
+        share = self.world * norm / global_norm if global_norm > 0 else 0.0
+        behaviour = sb.batch.behaviour_logp
+        advantages = sb.advantages.to(self.device)
+        stats: dict = {}
+        weights = None
+        for epoch in range(cfg.ppo_epochs):
+            if epoch == 0 and sb.first is not None:
+                logp, entropy = sb.first
+            else:
+                logp, entropy = self.run(lambda m: sb.batch.scores(m, self.inv_temperature))
+            if epoch == 0:
+                stats.update(mismatch_stats(behaviour, logp.detach(), mask))
+                stats["policy_entropy"] = float(masked_mean(entropy.detach(), mask))
+                if cfg.tis_cap is not None:
+                    logp_old = logp.detach()
+                    weights = tis_weights(logp_old, behaviour, mask, cfg.tis_cap)
+                    stats["tis_weight_mean"] = float(masked_mean(weights, mask))
+                else:
+                    logp_old = behaviour
+            loss, surrogate = clipped_surrogate(
+                logp,
+                logp_old,
+                advantages,
+                mask,
+                cfg.eps_low,
+                cfg.eps_high,
+                reduce=sb.reduce,
+                max_len=sb.max_len,
+                token_weights=weights,
+            )
+            extra, extra_stats = self.recipe.extra_loss(self, logp, sb)
+            if extra is not None:
+                loss = loss + extra
+            stepped, grad_norm = self._optimizer_step(loss * share)
+            if epoch == 0:
+                stats.update(
+                    {
+                        "ratio_mean_first_epoch": float(surrogate["ratio_mean"]),
+                        "clip_fraction_first_epoch": float(surrogate["clip_fraction"]),
+                    }
+                )
+            stats.update(
+                {
+                    "loss": float(loss.detach()),
+                    "grad_norm": grad_norm,
+                    "clip_fraction": float(surrogate["clip_fraction"]),
+                    "ratio_mean": float(surrogate["ratio_mean"]),
+                    "approx_kl": float(surrogate["approx_kl"]),
+                    **{k: float(v) for k, v in extra_stats.items()},
+                }
+            )
+            if not stepped:  # the rest of the epochs would only repeat the non-finite step
+                stats["skipped"] = 1
+                break
+            self.recipe.after_optimizer_step(self)
+        return stats
+
+    def _idle_update(self) -> dict:
+        """A rank without work while others train: a zero loss through the DDP model, so its collectives pair up."""
+        pad = self.tokenizer.pad_token_id or 0
+        ids = torch.full((1, 2), pad, dtype=torch.long, device=self.device)
+        distributed.all_sum([0.0], self.world, self.device)  # pairs with the normalizer's all-reduce
+        for _ in range(self.cfg.ppo_epochs):
+            out = self.run(lambda m: m(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).logits)
+            if not self._optimizer_step(out.float().sum() * 0)[0]:
+                break  # another rank's step was not finite: skip with it
+            self.recipe.after_optimizer_step(self)
+        return {"idle_rank": 1}
+
+    def _optimizer_step(self, loss: Tensor) -> tuple[bool, float]:
+        """Backward, then step unless the loss or the gradient norm is non-finite on any rank (skipped and counted).
+
+        :func:`~ponder.train.guard.step_if_finite` decides with every rank (DDP has averaged the
+        gradients, so a NaN on one rank is a NaN everywhere); a skipped step leaves the weights, the
+        optimizer state and the schedule untouched.
+        """
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        outcome = step_if_finite(loss, self.model.parameters(), self.optimizer, self.scheduler, self.cfg.grad_clip)
+        if not outcome.stepped:
+            self.counters["skipped_nonfinite"] += 1
+        return outcome.stepped, outcome.grad_norm
+
+    # ------------------------------------------------------------------ counters
+    def totals(self) -> dict:
+        """Recipe counters summed over ranks (a collective: every rank calls it), including resumed totals."""
+        names = sorted(set(self.recipe.counters) | set(self.saved_totals))
+        sums = distributed.all_sum([float(self.recipe.counters.get(k, 0)) for k in names], self.world, self.device)
+        out = {k: s + self.saved_totals.get(k, 0) for k, s in zip(names, sums)}
+        return {k: int(v) if float(v).is_integer() else v for k, v in out.items()}
+
+    def work_by_rank(self) -> list[float]:
+        """This run's units of work per rank (a collective)."""
+        mine = [0.0] * self.world
+        mine[self.rank] = float(self.recipe.counters.get(self.recipe.work_name, 0))
+        return [int(x) for x in distributed.all_sum(mine, self.world, self.device)]
+
+    # ------------------------------------------------------------------ state
+    def save(self) -> Path | None:
+        """Every rank takes part (counters are summed); rank 0 writes; every rank waits for it."""
+        state = {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "counters": dict(self.counters),
+            "totals": self.totals(),
+            "world_size": self.world,
+            "work_per_rank": self.work_by_rank(),
+            "recipe": self.recipe.state_dict(),
+        }
+        path = None
+        if self.rank == 0:
+            path = save_checkpoint(
+                self.run_dir, self.step, self.model, self.tokenizer, state, extra_models=self.recipe.extra_models()
+            )
+        distributed.barrier(self.world)
+        return path
+
+    def resume(self) -> bool:
+        ckpt = latest_checkpoint(self.run_dir)
+        if ckpt is None:
+            return False
+        state = restore_checkpoint(ckpt, self.model, self.optimizer, self.scheduler)
+        self.step, self.counters = state["step"], dict(state["counters"])
+        # Totals are global: rank 0 carries them on, the others start from zero so sums stay right.
+        self.saved_totals = dict(state["totals"]) if self.rank == 0 else {}
+        self.recipe.counters = {}
+        if state.get("world_size") == self.world:
+            self.work_per_rank = list(state["work_per_rank"])
+        self.recipe.load_state_dict(state["recipe"], ckpt)
+        return True
+
+    # ------------------------------------------------------------------ loop
+    def train(self, resume: bool = False, progress: bool = True) -> dict:
+        """Run to ``settings.steps``; the last step is always logged and checkpointed. Returns the summary."""
+        resumed = self.resume() if resume else False
+        progress = progress and self.rank == 0
+        resume_step = self.step if resumed else None
+        logger = MetricsLogger(self.run_dir, resume_step, **self.cfg.tracking()) if self.rank == 0 else None
+        start, cfg, name = time.time(), self.cfg, self.recipe.name
+        with make_progress(progress) as bar:
+            task = bar.add_task(f"ponder {name}", total=cfg.steps, completed=self.step)
+            while self.step < cfg.steps:
+                metrics = self.train_step()
+                last = self.step == cfg.steps
+                if logger is not None and (self.step % cfg.log_every == 0 or last):
+                    logger.log(self.step, metrics)
+                reward = metrics.get("reward_mean", math.nan)
+                bar.update(task, completed=self.step, description=f"ponder {name} reward={reward:+.3f}")
+                if self.step % cfg.save_every == 0 or last:
+                    self.save()
+        seconds = time.time() - start
+        if logger is not None:
+            logger.close()
+        self.model.eval()
+        this_run = self.work_by_rank()
+        work = [a + b for a, b in zip(self.work_per_rank, this_run)] if self.work_per_rank else this_run
+        summary = {
+            "steps": self.step,
+            "seconds": seconds,
+            "world_size": self.world,
+            f"{self.recipe.work_name}_per_rank": work,
+            **self.counters,
+            **self.totals(),
+            **self.recipe.summary(),
+        }
+        if self.rank == 0:
+            save_final(self.run_dir, self.model, self.tokenizer)
+        distributed.barrier(self.world)
+        return summary
+
+
+def mismatch_stats(behaviour: Tensor, trainer: Tensor, mask: Tensor) -> dict:
+    """Sampler vs trainer log-probs of the actions ``[N, L]``: mean absolute difference and k3 KL(sampler || trainer)."""
+    d = (trainer.float() - behaviour.float()).masked_fill(~mask.bool(), 0.0)
+    k3 = torch.expm1(d) - d  # (r - 1) - log r with r = p_trainer / p_sampler, >= 0
+    return {"logp_mismatch_abs": float(masked_mean(d.abs(), mask)), "logp_mismatch_kl": float(masked_mean(k3, mask))}
+
+
+def tis_weights(trainer: Tensor, behaviour: Tensor, mask: Tensor, cap: float) -> Tensor:
+    """Truncated importance weights ``min(exp(logp_trainer - logp_sampler), cap)`` ``[N, L]`` (1 off the mask)."""
+    d = (trainer.float() - behaviour.float()).masked_fill(~mask.bool(), 0.0)
+    return torch.exp(d).clamp(max=cap).detach()
