@@ -16,11 +16,11 @@ Usage (25 min of CPU; 37 min wall on the shared 2-core machine)::
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 from ponder.jobs.early_experience import EarlyExperienceJob, early_experience_table, run_early_experience
 from ponder.report.tables import print_table
+from ponder.train.rundir import write_json_file
 
 
 def parse_args(argv=None):
@@ -64,8 +64,7 @@ def main(argv=None) -> dict:
     )
     print(f"{payload['seconds']:.0f} s")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(payload, f, indent=2)
+        write_json_file(args.json, payload)
     return payload
 
 

@@ -13,7 +13,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
@@ -21,6 +20,7 @@ import numpy as np
 from ponder.jobs.thought_mdp import ThoughtMDPJob, run_thought_mdp
 from ponder.report.tables import print_table
 from ponder.report.thought_mdp_report import summary_table
+from ponder.train.rundir import write_json_file
 
 
 def parse_args(argv=None):
@@ -65,8 +65,7 @@ def main(argv=None) -> dict:
     print(f"{seconds:.1f} s; report: {payload['report']}")
     payload["seconds"] = seconds
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(payload, f, indent=2)
+        write_json_file(args.json, payload)
     return payload
 
 
