@@ -10,6 +10,10 @@ each recipe and after its GRPO. Writes ``OUT/early_experience.json``.
 The default base, ``tiny-early``, is the built-in tiny model trained by the default base's
 recipe for 500 steps instead of 800 (:func:`early_base_job`): it writes scratchpads in the
 right form but gets about one held-out sum in four right, so expert data has something to teach.
+
+The states and examples are plain text, tokenized as the tiny models read a prompt (no chat
+template); a model with a chat template is still evaluated and GRPO-trained through its template
+(``ponder.lm.thinking``), so on such a model the two formats differ.
 """
 
 from __future__ import annotations
