@@ -135,7 +135,20 @@ def test_a_nested_flag_or_yaml_key_overrides_only_that_field(tmp_path):
     assert base.train.model_dump(exclude={"lr", "steps"}) == BaseJob().train.model_dump(exclude={"lr", "steps"})
 
 
-HELP_JOBS = ["base", "eval", "rlp", "cpt", "grpo", "ttrl", "demo", "audit", "plan", "trelawney"]
+HELP_JOBS = [
+    "base",
+    "eval",
+    "rlp",
+    "cpt",
+    "grpo",
+    "ttrl",
+    "demo",
+    "audit",
+    "plan",
+    "trelawney",
+    "early-experience",
+    "thought-mdp",
+]
 
 
 def _leaf_defaults(model: BaseModel, prefix: str = "") -> dict[str, str]:

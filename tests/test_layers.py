@@ -1,4 +1,4 @@
-"""Layers point one way: lm <- data/rewards <- rl/plan/probe/train/eval <- jobs/report <- cli.
+"""Layers point one way: lm <- data/rewards <- rl/plan/probe/train/eval/thought_mdp <- jobs/report <- cli.
 
 Walks every import of every module (module-level and inside functions) and fails on one that points
 up. Nothing under ponder.lm imports jobs: model names and train-on-first-use are resolved above it.
@@ -20,6 +20,7 @@ RANK = {
     "probe": 3,
     "train": 3,
     "eval": 3,
+    "thought_mdp": 3,  # a self-contained RL environment and its policy gradients
     "jobs": 4,
     "report": 4,
     "cli": 5,

@@ -16,16 +16,19 @@ from ponder.errors import PonderError
 from ponder.jobs.audit import DIAGNOSTICS, AuditJob, run_audit
 from ponder.jobs.base import BaseJob, run_base
 from ponder.jobs.demo import DemoJob, run_demo
+from ponder.jobs.early_experience import EarlyExperienceJob, early_experience_table, run_early_experience
 from ponder.jobs.evaluate import EvalJob, run_eval
 from ponder.jobs.grpo import GRPOJob, TTRLJob, run_grpo, run_ttrl
 from ponder.jobs.plan import PlanJob, run_plan
 from ponder.jobs.rlp import CPTJob, RLPJob, run_cpt, run_rlp
+from ponder.jobs.thought_mdp import ThoughtMDPJob, run_thought_mdp
 from ponder.jobs.tiny_cache import base_dir
 from ponder.jobs.trelawney import TrelawneyJob, run_trelawney
 from ponder.progress import console
 from ponder.report.demo_report import demo_table
 from ponder.report.tables import console as out
-from ponder.report.tables import print_eval_table
+from ponder.report.tables import print_eval_table, print_table
+from ponder.report.thought_mdp_report import summary_table as thought_mdp_summary
 from ponder.train.rundir import prepare_json_path, write_json_file
 
 
@@ -220,6 +223,29 @@ def cmd_trelawney(args) -> int:
     return 0
 
 
+def cmd_early_experience(args) -> int:
+
+    job = config_from_args(EarlyExperienceJob, args)
+    json_path = _json_target(args)
+    payload = run_early_experience(
+        job, progress=not args.quiet, printer=(lambda _: None) if args.quiet else console.print
+    )
+    print_table(*early_experience_table(payload), title=f"ponder early-experience on {job.task} (seeds {job.seeds})")
+    _write_json(json_path, payload)
+    return 0
+
+
+def cmd_thought_mdp(args) -> int:
+
+    job = config_from_args(ThoughtMDPJob, args)
+    json_path = _json_target(args)
+    payload = run_thought_mdp(job, progress=(lambda _: None) if args.quiet else console.print)
+    print_table(*thought_mdp_summary(payload), title=f"ponder thought-mdp (seeds {job.seeds}, means over seeds)")
+    console.print(f"report: {payload['report']}")
+    _write_json(json_path, payload)
+    return 0
+
+
 def cmd_tasks(args) -> int:
 
     for name in known_tasks():
@@ -348,6 +374,34 @@ def build_parser() -> argparse.ArgumentParser:
         "model's score on a task. World-model planners (mppi, gradient, policy) choose edits in a learned "
         "latent model and verify each with one real evaluation; baselines (random, hill, evolution) evaluate "
         "every candidate. Prints the trajectory (edit, predicted, real), saves the best chain and a report.",
+    )
+    _add_run_flags(p, resume=False)
+
+    p = _add_job(
+        sub,
+        "thought-mdp",
+        ThoughtMDPJob,
+        cmd_thought_mdp,
+        "thought MDP: does thinking emerge under RL from rich vs poor initial policies?",
+        "A gridworld task family whose policy holds one sub-policy per thought state; thought actions switch "
+        "sub-policy at a small cost. Policy gradient (exact and sampled) from rich, single-skill and uniform "
+        "initial policies and without thought actions; records how often the policy thinks and its return, "
+        "sweeps the sub-policy strength, and groups episodes by thinking length. Writes OUT/report.html and "
+        "OUT/thought_mdp.json, with the figure as OUT/report.png (seconds to a minute on a CPU).",
+    )
+    _add_run_flags(p, resume=False)
+
+    p = _add_job(
+        sub,
+        "early-experience",
+        EarlyExperienceJob,
+        cmd_early_experience,
+        "early experience: imitation vs world-modelling and self-reflection data from the model's own steps",
+        "Branches the base policy at every state of expert scratchpads, asks the task's step environment what each "
+        "own step leads to, and trains on imitation only, or imitation mixed with implicit world modelling (predict "
+        "the observation; world_model_first: the paper's two stages) or with self-reflection (a rule-written "
+        "rationale against the own step, then the expert's): same steps and examples per step, no reward. Then a "
+        "short GRPO from each; held-out think accuracy before and after. Writes OUT/early_experience.json.",
     )
     _add_run_flags(p, resume=False)
 

@@ -20,6 +20,7 @@ from pydantic import Field
 
 from ponder.config import SETTINGS
 from ponder.data.windows import document_windows, id_windows
+from ponder.errors import PonderError
 from ponder.lm.padding import pad_ids
 from ponder.progress import make_progress
 from ponder.train.checkpoint import (
@@ -79,16 +80,52 @@ def document_token_windows(
             yield from id_windows(doc, max_length, eos)
 
 
-def collate_windows(rows: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-pad token windows: ``input_ids [B, T]``, ``attention_mask [B, T]``, ``labels [B, T]`` (-100 on padding)."""
+def example_window(tokenizer, example, max_length: int) -> tuple[list[int], int]:
+    """A context/target example (``context``, ``target``, ``eos``; e.g.
+    :class:`ponder.data.early_experience.Example`) as one window and the index its loss starts at.
+
+    The context is tokenized as a prompt is (special tokens), the target on its own after it, as
+    the sampler would write it; EOS follows when ``eos``. The window is cut at ``max_length``.
+    """
+    context = tokenizer(example.context, add_special_tokens=True)["input_ids"]
+    if len(context) >= max_length:
+        raise PonderError(
+            f"an example's context has {len(context)} tokens, leaving no room for its target in windows of "
+            f"{max_length}; raise the training max_length"
+        )
+    target = tokenizer(example.target, add_special_tokens=False)["input_ids"]
+    return (context + target + ([tokenizer.eos_token_id] if example.eos else []))[:max_length], len(context)
+
+
+def training_windows(tokenizer, documents: Iterator, max_length: int) -> Iterator[tuple[list[int], int]]:
+    """The windows next-token training reads, each with the index its loss starts at.
+
+    A text or token-id document: its windows (:func:`document_token_windows`), every token trained
+    (0). A context/target example: one window whose loss falls on the target only (:func:`example_window`).
+    """
+    for doc in documents:
+        if isinstance(doc, (str, list)):
+            yield from ((ids, 0) for ids in document_token_windows(tokenizer, [doc], max_length))
+        else:
+            yield example_window(tokenizer, doc, max_length)
+
+
+def collate_windows(
+    rows: list[list[int]], pad_id: int, device, loss_starts: list[int] | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-pad token windows: ``input_ids [B, T]``, ``attention_mask [B, T]``, ``labels [B, T]`` (-100 on padding,
+    and before ``loss_starts[b]`` in row ``b`` when given)."""
     input_ids, mask = pad_ids(rows, pad_id, device)
-    return input_ids, mask, input_ids.masked_fill(mask == 0, -100)
+    labels = input_ids.masked_fill(mask == 0, -100)
+    for row, start in enumerate(loss_starts or ()):
+        labels[row, :start] = -100
+    return input_ids, mask, labels
 
 
 def train_next_token(
     model,
     tokenizer,
-    documents: Callable[[], Iterator[str]] | Callable[[], Iterator[list[int]]],
+    documents: Callable[[], Iterator],
     cfg: NextTokenConfig,
     run_dir: str | Path,
     resume: bool = False,
@@ -99,8 +136,8 @@ def train_next_token(
 ) -> dict:
     """Train ``model`` on documents from ``documents()`` for ``cfg.steps`` steps.
 
-    ``documents`` must return the same sequence every call (it is replayed on resume); its
-    documents are texts or token-id lists (see :func:`document_token_windows`).
+    Documents are texts, token-id lists or context/target examples (see :func:`training_windows`).
+    ``documents`` must return the same sequence every call (it is replayed on resume).
     Writes checkpoints and ``metrics.jsonl`` under ``run_dir`` and the final model to
     ``run_dir/final``. Returns a summary dict (steps, tokens, seconds, final loss).
     """
@@ -118,7 +155,7 @@ def train_next_token(
         step, docs_consumed, tokens_seen = state["step"], state["docs_consumed"], state["tokens_seen"]
         skipped = state.get("skipped_nonfinite", 0)
     logger = MetricsLogger(run_dir, step if ckpt is not None else None, **cfg.tracking())
-    stream = document_token_windows(tokenizer, documents(), cfg.max_length)  # docs_consumed counts windows
+    stream = training_windows(tokenizer, documents(), cfg.max_length)  # docs_consumed counts windows
     for _ in range(docs_consumed):
         next(stream)
 
@@ -143,7 +180,9 @@ def train_next_token(
         while step < cfg.steps:
             rows = [next(stream) for _ in range(cfg.batch_size)]
             docs_consumed += len(rows)
-            input_ids, mask, labels = collate_windows(rows, tokenizer.pad_token_id, device)
+            input_ids, mask, labels = collate_windows(
+                [ids for ids, _ in rows], tokenizer.pad_token_id, device, [start for _, start in rows]
+            )
             loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
             loss.backward()
             outcome = step_if_finite(loss, model.parameters(), optimizer, scheduler, cfg.grad_clip)
