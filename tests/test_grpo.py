@@ -334,3 +334,34 @@ def test_cli_run_killed_and_resumed_equals_uninterrupted(command, extra, trained
     resumed_rows = read_metrics(tmp_path / "part")
     assert [r["step"] for r in resumed_rows] == [1, 2, 3, 4]
     assert [r["reward_mean"] for r in resumed_rows] == [r["reward_mean"] for r in rows]
+
+
+def test_held_out_accuracy_is_measured_under_the_runs_prompt_format(trained_tiny_dir, tmp_path, monkeypatch):
+    """Before/after accuracy uses the run's chat-template and thought settings, not the defaults."""
+    import ponder.jobs.grpo as jobs_grpo
+
+    seen = []
+
+    def fake_evaluate(model, tokenizer, task, n, seed, modes, max_thought_tokens, think_settings):
+        seen.append((think_settings.chat_template, think_settings.min_thought_tokens, max_thought_tokens))
+        mode = type("Mode", (), {"accuracy": 0.0, "mean_thought_tokens": 0.0})()
+        return type("Result", (), {"modes": {"think": mode}})()
+
+    monkeypatch.setattr(jobs_grpo, "evaluate", fake_evaluate)
+    job = jobs_grpo.GRPOJob(
+        model=str(trained_tiny_dir),
+        task="add2",
+        out=str(tmp_path / "run"),
+        steps=1,
+        prompts_per_step=2,
+        group_size=2,
+        pool_size=4,
+        max_thought_tokens=4,
+        max_answer_tokens=3,
+        eval_n=2,
+        chat_template="off",
+        min_thought_tokens=2,
+    )
+    summary = jobs_grpo.run_grpo(job, progress=False)
+    assert seen == [("off", 2, 4), ("off", 2, 4)]  # before and after
+    assert summary["think_accuracy_before"] == 0.0

@@ -49,10 +49,16 @@ def task_thought_budget(task, given: int | None) -> int:
     return thought_budget(task) if hasattr(task, "sample") else 256
 
 
-def held_out_think_accuracy(model, tokenizer, task, n: int, budget: int) -> dict:
-    """Greedy think-mode accuracy and mean thought tokens on ``n`` held-out problems (seed 0)."""
+def held_out_think_accuracy(model, tokenizer, task, n: int, budget: int, think_settings=None) -> dict:
+    """Greedy think-mode accuracy and mean thought tokens on ``n`` held-out problems (seed 0).
 
-    think = evaluate(model, tokenizer, task, n=n, seed=0, modes=("think",), max_thought_tokens=budget).modes["think"]
+    ``think_settings``: the run's prompt format and thought rules, so the accuracy before and after
+    training is measured under the rules the run trained with.
+    """
+
+    think = evaluate(
+        model, tokenizer, task, n=n, seed=0, modes=("think",), max_thought_tokens=budget, think_settings=think_settings
+    ).modes["think"]
     return {"think_accuracy": think.accuracy, "mean_thought_tokens": think.mean_thought_tokens}
 
 
@@ -67,10 +73,10 @@ def _run(job, config_cls, trainer_cls, resume: bool, progress: bool, allow_confi
         cfg = config_cls(**{**job.model_dump(include=set(config_cls.model_fields)), "max_thought_tokens": budget})
         trainer = trainer_cls(lm.model, lm.tokenizer, task, cfg, out)  # checks the task has enough prompts
         measure = bool(job.eval_n) and rank == 0  # held-out accuracy is measured once, by rank 0
-        before = held_out_think_accuracy(lm.model, lm.tokenizer, task, job.eval_n, budget) if measure else {}
+        before = held_out_think_accuracy(lm.model, lm.tokenizer, task, job.eval_n, budget, cfg) if measure else {}
         summary = trainer.train(resume=resume, progress=progress)
         if measure:
-            after = held_out_think_accuracy(lm.model, lm.tokenizer, task, job.eval_n, budget)
+            after = held_out_think_accuracy(lm.model, lm.tokenizer, task, job.eval_n, budget, cfg)
             summary.update({f"{k}_before": v for k, v in before.items()})
             summary.update({f"{k}_after": v for k, v in after.items()})
         if rank == 0:
