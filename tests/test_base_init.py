@@ -18,6 +18,15 @@ def test_init_enters_the_fingerprint_and_default_recipes_keep_theirs(tmp_path):
     assert lazy_base_job().fingerprint() not in (default, from_tiny)
 
 
+def test_cached_bases_keep_their_keys_when_settings_that_cannot_change_weights_are_added():
+    # The cache keys of the default and demo bases since 4bfdc44: a change here retrains every user's
+    # bases (10-30 min each on a CPU), so it must come from a change of the recipe itself.
+    assert (BaseJob().fingerprint(), lazy_base_job().fingerprint()) == ("e871d750da", "25e051631a")
+    tracked = BaseJob().train.model_copy(update={"report_to": ["tensorboard"]})
+    assert BaseJob(train=tracked).fingerprint() == BaseJob().fingerprint()  # tracking never changes weights
+    assert BaseJob(train=tracked.model_copy(update={"lr": 1e-3})).fingerprint() != BaseJob().fingerprint()
+
+
 def test_a_job_with_init_continues_from_that_model(trained_tiny_dir, tmp_path, one_thread):
     from ponder.jobs.base import run_base
     from ponder.lm.load import load_hf_dir

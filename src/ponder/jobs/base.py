@@ -26,6 +26,7 @@ from ponder.lm.load import load_hf_dir
 from ponder.lm.tiny import TinyArch, build_char_tokenizer, build_tiny_model
 from ponder.train.next_token import NextTokenConfig, train_next_token
 from ponder.train.rundir import open_run, write_json_file
+from ponder.train.trackers import TrackingSettings
 
 #: Recipe fields added after caches existed: left out of the fingerprint at their default.
 _LATER_FIELDS = ("lazy_thoughts", "init")
@@ -72,7 +73,9 @@ class BaseJob(BaseModel):
 
     def fingerprint(self) -> str:
         """Hash of everything that determines the trained weights (not ``out`` or ``eval_n``)."""
-        payload = self.model_dump(mode="json", exclude={"out", "eval_n"})
+        payload = self.model_dump(
+            mode="json", exclude={"out": True, "eval_n": True, "train": set(TrackingSettings.model_fields)}
+        )
         for name in _LATER_FIELDS:  # at their neutral value they leave earlier caches valid
             if payload[name] == BaseJob.model_fields[name].default:
                 del payload[name]
