@@ -301,7 +301,7 @@ class GRPORecipe(Recipe):
         with torch.no_grad():
             ref = sb.batch.scores(self.ref.model, engine.inv_temperature)[0]
         kl = kl_penalty(logp, ref, sb.batch.loss_mask)
-        return cfg.kl_coef * kl, {"kl_to_ref": kl.detach()}
+        return cfg.kl_coef * kl * sb.sequence_share, {"kl_to_ref": kl.detach()}
 
     def after_optimizer_step(self, engine: Engine) -> None:
         if self.settings.kl_coef > 0:

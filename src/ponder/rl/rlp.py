@@ -34,6 +34,7 @@ from ponder.rl.ema import EMATeacher
 from ponder.rl.engine import Engine, EngineSettings, Recipe, StepBatch, load_extra
 from ponder.rl.generation import make_backend
 from ponder.rl.losses import kl_penalty, next_token_loss
+from ponder.rl.micro import part_rows, scores_in_parts
 from ponder.rl.positions import ANSWER, OTHER, Doc, keyed_generators
 from ponder.rl.rollout import POSITION_WEIGHTINGS, Rollout, make_rollout
 
@@ -121,7 +122,12 @@ class RLPRecipe(Recipe):
         mine = list(range(engine.rank, len(docs), engine.world))
         return [docs[i] for i in mine], keyed_generators(cfg.seed, [keys[i] for i in mine], engine.device)
 
-    def _autocast(self, engine: Engine):
+    def micro_rows(self) -> int | None:
+        """A micro-batch holds ``micro_batch`` whole positions: their ``G`` thoughts each (a group's advantage is its own)."""
+        micro = self.settings.micro_batch
+        return None if micro is None else micro * self.settings.group_size
+
+    def autocast(self, engine: Engine):
         """bf16 autocast on the model's device when ``autocast_bf16`` (log-probs are upcast to fp32 anyway)."""
         return torch.autocast(engine.device.type, dtype=torch.bfloat16, enabled=self.settings.autocast_bf16)
 
@@ -143,7 +149,7 @@ class RLPRecipe(Recipe):
             self.ema.initialize(self.model)  # phi <- theta lazily on the first batch
         rollout = None
         if docs:
-            with self._autocast(engine):
+            with self.autocast(engine):
                 rollout = make_rollout(
                     self.model,
                     self.ema.model,
@@ -167,8 +173,15 @@ class RLPRecipe(Recipe):
         self.model.train()
         # One forward gives the reward's log p(x_t | x_<t, c) and the thought tokens' log-probs.
         batch = rollout.batch
-        with self._autocast(engine):
-            logp, entropy = engine.run(lambda m: batch.scores(m, engine.inv_temperature))
+        first = None
+        with self.autocast(engine):
+            if len(part_rows(len(batch), self.micro_rows())) == 1:
+                logp, entropy = first = engine.run(lambda m: batch.scores(m, engine.inv_temperature))
+            else:  # the training pass runs in micro-batches: rewards from a pass without gradients, part by part
+                with torch.no_grad():
+                    logp, entropy = scores_in_parts(
+                        batch, self.micro_rows(), lambda part: part.scores(self.model, engine.inv_temperature)
+                    )
         policy_target = target_logprob_sums(logp.detach(), batch.target_mask).view(num_pos, group).cpu()
         rewards = rlp_reward(policy_target, rollout.baseline_logp[:, None].expand(num_pos, group))
         thought_len = rollout.thoughts.lengths
@@ -202,7 +215,7 @@ class RLPRecipe(Recipe):
             "signal_group_fraction": float(signal.float().mean()),
             "docs_consumed": self.docs_consumed,
         }
-        return StepBatch(batch, advantages, metrics, first=(logp, entropy), reduce="rlp")
+        return StepBatch(batch, advantages, metrics, first=first, reduce="rlp")
 
     def extra_loss(self, engine: Engine, logp, sb: StepBatch):
         """The optional KL to the EMA teacher on thought tokens and the mixed-in next-token loss (both off by default)."""
@@ -211,9 +224,9 @@ class RLPRecipe(Recipe):
             with torch.no_grad():
                 ref = batch.scores(self.ema.model, engine.inv_temperature)[0]
             kl = kl_penalty(logp, ref, batch.loss_mask)
-            total = cfg.kl_coef * kl
+            total = cfg.kl_coef * kl * sb.sequence_share
             stats["kl_to_ema"] = kl.detach()
-        if cfg.next_token_weight > 0:
+        if cfg.next_token_weight > 0 and sb.part == 0:  # over the whole rollout's text, once per step
             ntp = self._next_token_term(self.rollout, engine)
             total = cfg.next_token_weight * ntp if total is None else total + cfg.next_token_weight * ntp
             stats["next_token_loss"] = ntp.detach()
