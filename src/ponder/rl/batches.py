@@ -200,9 +200,12 @@ class TreeBatch:
         scorer = TokenScorer(model)
         cache = scorer.prefill(self.prefix_ids, self.prefix_mask, position_ids_from_mask(self.prefix_mask))
         hf_compat.expand_cache_rows(cache, self.row)  # each thought's row of its document's keys/values
-        dtype = next(model.parameters()).dtype
         states, _ = scorer.forward(
-            self.branch_ids, self.attention_bias(dtype), self.branch_positions, cache=cache, use_cache=True
+            self.branch_ids,
+            self.attention_bias(activation_dtype(model)),
+            self.branch_positions,
+            cache=cache,
+            use_cache=True,
         )
         # A branch is contiguous: a real token's predecessor is real. Column j - 1 predicts token j.
         mask = (self.loss_mask | self.target_mask)[:, 1:] & self.real_tokens[:, 1:]
@@ -277,6 +280,14 @@ def rlp_tree_batch(
         behaviour,
     )
     return TreeBatch(*(x.to(device) for x in tensors), num_tokens=int(prefix_mask.sum()) + int(branch_mask.sum()))
+
+
+def activation_dtype(model) -> torch.dtype:
+    """The dtype of the model's activations: autocast's when it is on for the model's device, else the weights'."""
+    param = next(model.parameters())
+    if torch.is_autocast_enabled(param.device.type):
+        return torch.get_autocast_dtype(param.device.type)
+    return param.dtype
 
 
 def resolve_layout(model, layout: str = "auto") -> str:

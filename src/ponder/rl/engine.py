@@ -34,6 +34,8 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
+from ponder.errors import PonderError
+from ponder.lm import hf_compat
 from ponder.progress import make_progress
 from ponder.rl import distributed
 from ponder.rl.losses import clipped_surrogate, masked_mean
@@ -72,6 +74,11 @@ class EngineSettings(PolicyUpdateSettings):
         ge=1,
         description="positions (RLP) or completions (GRPO, TTRL) per forward/backward of the training pass; "
         "gradients accumulate over a step's micro-batches (none: the whole step at once)",
+    )
+    gradient_checkpointing: bool = Field(
+        False,
+        description="recompute each decoder layer's activations in the backward (less memory, about one more "
+        "forward); RLP then lays its batch out as padded rows",
     )
     save_every: int = Field(50, ge=1, description="checkpoint every N steps (and at the end)")
     log_every: int = Field(1, ge=1, description="write metrics every N steps")
@@ -173,6 +180,8 @@ class Engine:
         self.run_dir = Path(run_dir)
         self.device = next(model.parameters()).device
         self.rank, self.world = distributed.init_from_env()
+        if self.cfg.gradient_checkpointing and not hf_compat.enable_activation_checkpointing(model):
+            raise PonderError(f"{type(model).__name__} has no activation checkpointing: drop --gradient-checkpointing")
         self.run = distributed.wrap(model, self.world)  # run(fn) = fn(model), through DDP when data-parallel
         self.optimizer, self.scheduler = adamw_constant_after_warmup(
             model, self.cfg.lr, self.cfg.weight_decay, self.cfg.warmup_steps
@@ -239,6 +248,8 @@ class Engine:
         global_norm = distributed.all_sum([norm], self.world, self.device)[0]
         share = self.world * norm / global_norm if global_norm > 0 else 0.0
         parts = split_step(sb, self.recipe.micro_rows())
+        if cfg.gradient_checkpointing:
+            self.model.train()  # transformers checkpoints layers in training mode only
         logp_old: list[Tensor] = [p.batch.behaviour_logp for p in parts]
         weights: list[Tensor | None] = [None] * len(parts)
         stats: dict = {"micro_batches": len(parts)}

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from ponder.data.windows import window_stream
 from ponder.lm.logprobs import token_logprobs
@@ -77,6 +77,20 @@ class RLPConfig(EngineSettings):
         if v < 1:
             raise ValueError("the thought budget must be at least 1 token: RLP needs a thought to reward")
         return v
+
+    @model_validator(mode="after")
+    def _checkpointing_layout(self):
+        if self.gradient_checkpointing and self.batch_layout == "tree":
+            raise ValueError(
+                "gradient checkpointing drops the KV cache the tree layout's branches read: "
+                "use batch_layout auto or padded with it"
+            )
+        return self
+
+    @property
+    def layout(self) -> str:
+        """The batch layout asked for: padded under gradient checkpointing (the tree forward needs the cache)."""
+        return "padded" if self.gradient_checkpointing else self.batch_layout
 
 
 def _class_mean(rewards_per_position: torch.Tensor, classes: list[str], cls: str) -> float:
@@ -164,7 +178,7 @@ class RLPRecipe(Recipe):
                     generators,
                     self.backend,
                     cfg.position_weighting,
-                    cfg.batch_layout,
+                    cfg.layout,
                 )
         if rollout is None:
             return None
