@@ -59,6 +59,12 @@ class GRPOConfig(EngineSettings, ThinkSettings):
     lr: float = Field(3e-5, gt=0, description="learning rate (AdamW, constant after warmup)")
     prompts_per_step: int = Field(16, ge=1, description="prompts drawn per step (B)")
     group_size: int = Field(8, description="completions sampled per prompt (G >= 2)")
+    micro_batch: int | None = Field(
+        32,
+        ge=1,
+        description="completions per forward/backward of the training pass; gradients accumulate over a "
+        "step's micro-batches (none: the whole step at once)",
+    )
     pool_size: int = Field(256, ge=1, description="distinct prompts visited in epochs")
     split: Literal["train", "test"] = Field("train", description="task split the prompts come from")
     reward: str = Field(

@@ -45,6 +45,13 @@ class RLPConfig(EngineSettings):
     docs_per_step: int = Field(16, ge=1, description="documents drawn per step")
     positions_per_doc: int = Field(1, ge=1, description="positions sampled in each document")
     group_size: int = Field(8, ge=2, description="thoughts per position (G)")
+    micro_batch: int | None = Field(
+        4,
+        ge=1,
+        description="positions (their G thoughts each) per forward/backward of the training pass; gradients "
+        "accumulate over a step's micro-batches, and a step of more positions takes its rewards from a pass "
+        "without gradients (none: the whole step at once)",
+    )
     context_length: int = Field(512, ge=2, description="prefix tokens kept before a position")
     max_thought_tokens: int = Field(64, description="thought budget; an unclosed thought is cut here and closed")
     temperature: float = Field(0.7, gt=0, description="thought sampling temperature")
