@@ -19,7 +19,7 @@ and, for RLP, the EMA teacher already allocated by a warm-up step): on CUDA
 ``torch.cuda.max_memory_allocated``; on the CPU the process's peak resident set (``VmHWM``, reset
 through ``/proc/self/clear_refs``, with glibc returning every large block at free), so the rows
 run one after another in one process. Ratios: ``chunked_over_unchunked`` (scoring at vocabulary
-151,936) and ``ponder_over_trl`` (ponder's GRPO update with its default micro-batch over TRL's on
+151,936) and ``ponder_over_trl`` (ponder's GRPO update in micro-batches of one completion over TRL's on
 the same completions; ``ponder_over_trl_one_batch`` without micro-batches)::
 
     OMP_NUM_THREADS=1 python bench/memory.py [--quick] [--json PATH] [--device cuda --dtype bf16]
@@ -51,8 +51,8 @@ from ponder.rl.engine import Engine, EngineSettings, Recipe, StepBatch  # noqa: 
 QWEN, SMOL = "qwen3-0.6b-shape", "smollm2-135m-shape"
 GRIDS = {
     # layers, completions B, prompt and completion tokens, RLP documents per step
-    "full": dict(layers=2, completions=8, prompt=64, completion=192, rlp_docs=4),
-    "quick": dict(layers=1, completions=4, prompt=16, completion=48, rlp_docs=2),
+    "full": dict(layers=2, completions=8, prompt=32, completion=160, rlp_docs=4, vocabs=(QWEN,)),
+    "quick": dict(layers=1, completions=4, prompt=16, completion=48, rlp_docs=2, vocabs=(QWEN, SMOL)),
 }
 
 
@@ -202,9 +202,10 @@ def build(shape: str, layers: int, device: str, dtype: torch.dtype):
     return lm.model.train(), lm.tokenizer
 
 
-def measure(peak: PeakMemory, step, warmup: bool = True) -> int:
-    if warmup:
-        step()  # allocates the optimizer state (and RLP's EMA teacher) before the figure is taken
+def measure(peak: PeakMemory, step, warmup=None) -> int:
+    """The peak of ``step()``; ``warmup()`` first allocates what persists (optimizer state, RLP's EMA teacher)."""
+    if warmup is not None:
+        warmup()
     peak.start()
     step()
     return peak.stop()
@@ -232,7 +233,7 @@ def run(grid: dict, device: str, dtype: torch.dtype, include_trl: bool = True, i
 
     b, p, c = grid["completions"], grid["prompt"], grid["completion"]
     desc = f"{b} completions of {p}+{c} tokens"
-    for shape in (QWEN, SMOL):
+    for shape in grid["vocabs"]:
         base, tok = build(shape, grid["layers"], device, dtype)
         vocab = base.config.vocab_size
         batch = completions_batch(vocab, b, p, c, dev)
@@ -251,35 +252,28 @@ def run(grid: dict, device: str, dtype: torch.dtype, include_trl: bool = True, i
         if shape != QWEN:
             del base
             continue
-        for micro, ckpt in ((None, False), (2, False), (1, False), (None, True), (2, True)):
+        one_row = batch.select(torch.tensor([0]))
+        for micro, ckpt in ((None, False), (1, False), (None, True)):
             model = copy.deepcopy(base)
             set_checkpointing(model, ckpt)
             engine = ponder_engine(model, tok, batch, micro, work / f"grpo-{micro}-{ckpt}")
             config = f"ponder micro_batch={micro or 'none'}" + (" checkpointing" if ckpt else "")
-            add(
-                "grpo",
-                shape,
-                config,
-                vocab,
-                desc,
-                measure(peak, engine.train_step),
-                micro_batch=micro,
-                checkpointing=ckpt,
-            )
-            del engine, model
+            warm = ponder_engine(model, tok, one_row, None, work / "warm")  # shares the optimizer: its state allocated
+            warm.optimizer, warm.scheduler = engine.optimizer, engine.scheduler
+            peak_bytes = measure(peak, engine.train_step, warm.train_step)
+            add("grpo", shape, config, vocab, desc, peak_bytes, micro_batch=micro, checkpointing=ckpt)
+            del engine, warm, model
         if include_trl:
             model = copy.deepcopy(base)
             trainer = trl_trainer(model, tok, batch, work / "trl")
             optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
-            inputs = trl_inputs(batch)
-            add(
-                "grpo",
-                shape,
-                "trl GRPOTrainer",
-                vocab,
-                desc,
-                measure(peak, lambda t=trainer, o=optimizer, x=inputs: trl_step(t, o, x)),
+            inputs, warm_inputs = trl_inputs(batch), trl_inputs(one_row)
+            peak_bytes = measure(
+                peak,
+                lambda t=trainer, o=optimizer, x=inputs: trl_step(t, o, x),
+                lambda t=trainer, o=optimizer, x=warm_inputs: trl_step(t, o, x),
             )
+            add("grpo", shape, "trl GRPOTrainer", vocab, desc, peak_bytes)
             del trainer, optimizer, model
         del base
     if include_rlp:
@@ -326,7 +320,7 @@ def rlp_rows(grid: dict, device: str, dtype: torch.dtype, peak: PeakMemory, work
                 config=config,
                 vocab=base.config.vocab_size,
                 work_desc=desc,
-                peak_bytes=measure(peak, trainer.train_step),
+                peak_bytes=measure(peak, trainer.train_step, trainer.train_step),
                 micro_batch=micro,
                 checkpointing=ckpt,
             )
@@ -349,7 +343,7 @@ def ratios(rows: list[dict]) -> dict:
     return {
         "chunked_over_unchunked": ratio(find("score", "chunked"), find("score", "unchunked")),
         "chunked_over_unchunked_vocab_49152": ratio(find("score", "chunked", 49152), find("score", "unchunked", 49152)),
-        "ponder_over_trl": ratio(find("grpo", "ponder micro_batch=2"), trl),
+        "ponder_over_trl": ratio(find("grpo", "ponder micro_batch=1"), trl),
         "ponder_over_trl_one_batch": ratio(find("grpo", "ponder micro_batch=none"), trl),
         "micro_1_over_one_batch": ratio(find("grpo", "ponder micro_batch=1"), find("grpo", "ponder micro_batch=none")),
         "checkpointing_over_none": ratio(
