@@ -51,8 +51,18 @@ from ponder.rl.engine import Engine, EngineSettings, Recipe, StepBatch  # noqa: 
 QWEN, SMOL = "qwen3-0.6b-shape", "smollm2-135m-shape"
 GRIDS = {
     # layers, completions B, prompt and completion tokens, RLP documents per step
-    "full": dict(layers=2, completions=8, prompt=32, completion=160, rlp_docs=4, vocabs=(QWEN,)),
-    "quick": dict(layers=1, completions=4, prompt=16, completion=48, rlp_docs=2, vocabs=(QWEN, SMOL)),
+    "full": dict(
+        layers=2,
+        completions=8,
+        prompt=32,
+        completion=160,
+        rlp_docs=4,
+        vocabs=(QWEN,),
+        grpo=((None, False), (1, False), (None, True)),
+    ),
+    "quick": dict(
+        layers=1, completions=4, prompt=16, completion=48, rlp_docs=2, vocabs=(QWEN,), grpo=((None, False), (1, False))
+    ),
 }
 
 
@@ -253,7 +263,7 @@ def run(grid: dict, device: str, dtype: torch.dtype, include_trl: bool = True, i
             del base
             continue
         one_row = batch.select(torch.tensor([0]))
-        for micro, ckpt in ((None, False), (1, False), (None, True)):
+        for micro, ckpt in grid["grpo"]:
             model = copy.deepcopy(base)
             set_checkpointing(model, ckpt)
             engine = ponder_engine(model, tok, batch, micro, work / f"grpo-{micro}-{ckpt}")
@@ -370,7 +380,7 @@ def table(result: dict) -> str:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="a reduced grid (one layer, small batches): seconds")
+    ap.add_argument("--quick", action="store_true", help="a reduced grid (one layer, small batches): about a minute on a CPU")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     ap.add_argument("--json", type=Path, help="write the rows and ratios here")
