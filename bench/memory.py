@@ -380,7 +380,9 @@ def table(result: dict) -> str:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="a reduced grid (one layer, small batches): about a minute on a CPU")
+    ap.add_argument(
+        "--quick", action="store_true", help="a reduced grid (one layer, small batches): about a minute on a CPU"
+    )
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     ap.add_argument("--json", type=Path, help="write the rows and ratios here")
