@@ -110,6 +110,7 @@ def train_one(args, reward: str, seed: int, base_dir: str, task, budget: int, ru
         steps=args.steps,
         prompts_per_step=args.prompts,
         group_size=args.group,
+        micro_batch=None,  # the whole step in one pass, as when the recorded figures were measured (tiny model)
         pool_size=args.pool,
         split="train",
         max_thought_tokens=budget,

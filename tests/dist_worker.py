@@ -50,6 +50,7 @@ def trainer_for(job: str, run_dir: str, steps: int = 3):
         length_target=2,
         filter_hard=False,
         ppo_epochs=2,
+        micro_batch=3,  # the ranks hold different numbers of parts; gradients are all-reduced in each one's last
     )
     if job == "grpo":
         cfg = GRPOConfig(**common, reward="verifiable=1,length=1")

@@ -109,18 +109,22 @@ def test_chunked_head_equals_one_pass_in_values_and_gradients(monkeypatch):
 
 
 def test_head_chunks_never_hold_more_logits_than_the_cap(monkeypatch):
-    """The output layer only ever sees at most one chunk of scored rows (the [tokens, vocab] logits are never whole)."""
+    """The output layer only ever sees at most one chunk of scored rows (the [tokens, vocab] logits are never whole),
+    in the forward and in the backward, which recomputes each chunk's logits."""
     model = _model("llama")
     ids, mask, score = _batch()
     seen = []
     unembed = model.get_output_embeddings()
     hook = unembed.register_forward_hook(lambda m, i, o: seen.append(o.shape[0]))
     monkeypatch.setattr("ponder.lm.logprobs.CHUNK_ELEMENTS", 4 * VOCAB)
+    scored = int((score[:, 1:] & (mask[:, 1:] != 0) & (mask[:, :-1] != 0)).sum())
     try:
-        token_logprobs(model, ids, mask, score_mask=score)
+        logp = token_logprobs(model, ids, mask, score_mask=score)
+        assert seen and max(seen) <= 4 and sum(seen) == scored
+        logp.sum().backward()
     finally:
         hook.remove()
-    assert seen and max(seen) <= 4 and sum(seen) == int((score[:, 1:] & (mask[:, 1:] != 0) & (mask[:, :-1] != 0)).sum())
+    assert max(seen) <= 4 and sum(seen) == 2 * scored  # the backward recomputed every chunk, one at a time
 
 
 def test_logprobs_from_logits_temperature_by_hand():

@@ -30,6 +30,8 @@ from ponder.train.trackers import TrackingSettings
 
 #: Recipe fields added after caches existed: left out of the fingerprint at their default.
 _LATER_FIELDS = ("lazy_thoughts", "init")
+#: The same for fields of the training settings (``micro_batch``: None trains the whole batch at once, as before).
+_LATER_TRAIN_FIELDS = ("micro_batch",)
 
 #: ``init`` value naming the default tiny base (the cached ``BaseJob()``): its model name.
 INIT_DEFAULT_TINY = TINY = "tiny"
@@ -79,6 +81,9 @@ class BaseJob(BaseModel):
         for name in _LATER_FIELDS:  # at their neutral value they leave earlier caches valid
             if payload[name] == BaseJob.model_fields[name].default:
                 del payload[name]
+        for name in _LATER_TRAIN_FIELDS:
+            if payload["train"][name] == NextTokenConfig.model_fields[name].default:
+                del payload["train"][name]
         if self.init == INIT_DEFAULT_TINY:  # the default base's own recipe, so a change there retrains this one
             payload["init"] = f"tiny-{BaseJob().fingerprint()}"
         elif self.init is not None:

@@ -43,6 +43,7 @@ def _demo_rlp() -> RLPConfig:
         steps=40,
         docs_per_step=16,
         group_size=8,
+        micro_batch=None,  # the tiny model fits whole: one pass, as when the recorded results were measured
         max_thought_tokens=56,
         context_length=128,
         temperature=0.7,

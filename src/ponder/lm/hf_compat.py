@@ -238,3 +238,30 @@ def decoder_and_unembed(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:
     if not isinstance(decoder, nn.Module) or not isinstance(unembed, nn.Linear) or decoder is model:
         return None
     return decoder, unembed
+
+
+# ---------------------------------------------------------------- activation checkpointing
+
+
+def enable_activation_checkpointing(model: nn.Module) -> bool:
+    """Checkpoint every decoder layer (non-reentrant, so it nests with other checkpoints); False when unsupported.
+
+    Transformers 5 renamed ``gradient_checkpointing_enable`` to ``activation_checkpointing_enable``. Its layers
+    drop the KV cache while checkpointing (a recompute would write it twice), so a forward that reads a cache
+    built by an earlier call (the shared-prefix tree) cannot run under it.
+    """
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        return False
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    return True
+
+
+def activation_checkpointing_enabled(model: nn.Module) -> bool:
+    flag = getattr(type(model), "is_activation_checkpointing", None)
+    if flag is not None:
+        return bool(model.is_activation_checkpointing)
+    return bool(getattr(model, "is_gradient_checkpointing", False))

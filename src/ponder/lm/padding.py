@@ -39,6 +39,12 @@ def pad_ids(seqs: Sequence[Sequence[int]], pad_id: int, device=None, side: str =
     return ids.to(device), mask.to(device)
 
 
+def used_width(used: Tensor) -> int:
+    """One past the last column where ``used [B, L]`` is non-zero in any row (at least 1): trailing padding cut there."""
+    cols = (used != 0).any(0).nonzero()
+    return max(1, int(cols.max()) + 1) if cols.numel() else 1
+
+
 def left_pad(seqs: Sequence[Sequence[int]], pad_id: int, device=None) -> tuple[Tensor, Tensor]:
     """Left-pad id lists (see :func:`pad_ids`).
 

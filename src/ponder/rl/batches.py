@@ -29,7 +29,7 @@ from torch import Tensor
 
 from ponder.lm import hf_compat
 from ponder.lm.logprobs import TokenScorer, token_logprobs
-from ponder.lm.padding import pad_ids, position_ids_from_mask
+from ponder.lm.padding import pad_ids, position_ids_from_mask, used_width
 from ponder.lm.thinking import Thoughts
 
 LOG = logging.getLogger(__name__)
@@ -66,6 +66,13 @@ class PaddedBatch:
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
+
+    def select(self, rows: Tensor) -> PaddedBatch:
+        """Rows ``rows`` as a batch of their own, trailing all-padding columns cut (a micro-batch; same numbers)."""
+        rows = rows.to(self.input_ids.device)
+        width = used_width(self.attention_mask[rows] != 0)
+        tensors = (self.input_ids, self.attention_mask, self.loss_mask, self.target_mask, self.behaviour_logp)
+        return PaddedBatch(*(x[rows, :width] for x in tensors))
 
 
 def padded_batch(
@@ -154,6 +161,27 @@ class TreeBatch:
     def __len__(self) -> int:
         return self.branch_ids.shape[0]
 
+    def select(self, rows: Tensor) -> TreeBatch:
+        """Branches ``rows`` over the prefixes they use only, padding columns cut (a micro-batch; same numbers)."""
+        rows = rows.to(self.row.device)
+        docs, row = torch.unique(self.row[rows], sorted=True, return_inverse=True)
+        width = self.prefix_ids.shape[1]
+        prefix = used_width(self.prefix_mask[docs] != 0)
+        length = used_width(self.real_tokens[rows])
+        allowed = self.allowed[rows, :length]
+        allowed = torch.cat([allowed[:, :, :prefix], allowed[:, :, width : width + length]], dim=2)
+        branch = (self.branch_ids, self.branch_positions)
+        per_token = (self.loss_mask, self.target_mask, self.behaviour_logp)
+        return TreeBatch(
+            self.prefix_ids[docs, :prefix],
+            self.prefix_mask[docs, :prefix],
+            *(x[rows, :length] for x in branch),
+            allowed,
+            row,
+            *(x[rows, :length] for x in per_token),
+            num_tokens=int(self.prefix_mask[docs].sum()) + int(self.real_tokens[rows].sum()),
+        )
+
     def attention_bias(self, dtype: torch.dtype) -> Tensor:
         """``[N, 1, L, P + L]`` additive mask (0 attend, dtype min elsewhere): what eager and sdpa take as-is."""
         bias = torch.zeros(self.allowed.shape, dtype=dtype, device=self.allowed.device)
@@ -172,9 +200,12 @@ class TreeBatch:
         scorer = TokenScorer(model)
         cache = scorer.prefill(self.prefix_ids, self.prefix_mask, position_ids_from_mask(self.prefix_mask))
         hf_compat.expand_cache_rows(cache, self.row)  # each thought's row of its document's keys/values
-        dtype = next(model.parameters()).dtype
         states, _ = scorer.forward(
-            self.branch_ids, self.attention_bias(dtype), self.branch_positions, cache=cache, use_cache=True
+            self.branch_ids,
+            self.attention_bias(activation_dtype(model)),
+            self.branch_positions,
+            cache=cache,
+            use_cache=True,
         )
         # A branch is contiguous: a real token's predecessor is real. Column j - 1 predicts token j.
         mask = (self.loss_mask | self.target_mask)[:, 1:] & self.real_tokens[:, 1:]
@@ -249,6 +280,14 @@ def rlp_tree_batch(
         behaviour,
     )
     return TreeBatch(*(x.to(device) for x in tensors), num_tokens=int(prefix_mask.sum()) + int(branch_mask.sum()))
+
+
+def activation_dtype(model) -> torch.dtype:
+    """The dtype of the model's activations: autocast's when it is on for the model's device, else the weights'."""
+    param = next(model.parameters())
+    if torch.is_autocast_enabled(param.device.type):
+        return torch.get_autocast_dtype(param.device.type)
+    return param.dtype
 
 
 def resolve_layout(model, layout: str = "auto") -> str:

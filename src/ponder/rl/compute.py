@@ -33,7 +33,9 @@ all weights but the input-embedding lookup; a tied output head is counted). Per 
   unclosed thought is overcharged);
 * the policy pass, forward and backward, ``E`` times (``E`` = ``ppo_epochs``): the prefix once
   and every branch, ``P + sum_i (L_i + 2 + k)`` tokens. The reward's ``log p(x_t | x_<t, c)``
-  comes out of the first forward: no extra pass. A mixed-in next-token loss adds a forward and
+  comes out of the first forward: no extra pass (in micro-batches, ``micro_batch`` smaller than the
+  step's positions, it comes from a pass without gradients the account does not charge: a memory
+  trade like checkpointing's recompute, not part of the method). A mixed-in next-token loss adds a forward and
   backward over ``P + k`` tokens;
 * the EMA baseline pass (no gradient): ``P + k`` tokens for ``log p_EMA(x_t.. | x_<t)``; a KL
   term adds an EMA forward over the prefix and every branch.

@@ -23,6 +23,7 @@ over the whole global batch, and counters are summed over ranks in the summary.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -33,9 +34,12 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
+from ponder.errors import PonderError
+from ponder.lm import hf_compat
 from ponder.progress import make_progress
 from ponder.rl import distributed
 from ponder.rl.losses import clipped_surrogate, masked_mean
+from ponder.rl.micro import WeightedMeans, split_step
 from ponder.train.checkpoint import (
     latest_checkpoint,
     load_weights_into,
@@ -65,6 +69,17 @@ class EngineSettings(PolicyUpdateSettings):
         description="truncated importance sampling of the sampler/trainer mismatch with this cap (off: none)",
     )
     seed: int = Field(0, description="seed of the data draw and of sampling")
+    micro_batch: int | None = Field(
+        None,
+        ge=1,
+        description="positions (RLP) or completions (GRPO, TTRL) per forward/backward of the training pass; "
+        "gradients accumulate over a step's micro-batches (none: the whole step at once)",
+    )
+    gradient_checkpointing: bool = Field(
+        False,
+        description="recompute each decoder layer's activations in the backward (less memory, about one more "
+        "forward); RLP then lays its batch out as padded rows",
+    )
     save_every: int = Field(50, ge=1, description="checkpoint every N steps (and at the end)")
     log_every: int = Field(1, ge=1, description="write metrics every N steps")
 
@@ -78,7 +93,9 @@ class StepBatch:
     (``loss_mask``, ``behaviour_logp``, ``scores(model, inv_temperature)``); ``advantages`` ``[N]``
     (one per sequence) or ``[N, L]`` (per token, e.g. HICRA); ``first``: ``(logp, entropy)`` of a
     forward already run with gradients (reused by the first epoch). ``reduce`` and ``max_len``
-    select the surrogate's reduction (:func:`~ponder.rl.losses.clipped_surrogate`).
+    select the surrogate's reduction (:func:`~ponder.rl.losses.clipped_surrogate`). A micro-batch
+    of a step (:mod:`ponder.rl.micro`) has ``loss_share`` (its weight in the step's loss),
+    ``sequence_share`` (its fraction of the step's sequences) and ``part`` (its index).
     """
 
     batch: object | None
@@ -87,6 +104,9 @@ class StepBatch:
     first: tuple[Tensor, Tensor] | None = None
     reduce: Reduce = "rlp"
     max_len: int | None = None
+    loss_share: float = 1.0
+    sequence_share: float = 1.0
+    part: int = 0
 
     @property
     def num_sequences(self) -> int:
@@ -110,8 +130,20 @@ class Recipe:
         raise NotImplementedError
 
     def extra_loss(self, engine: Engine, logp: Tensor, sb: StepBatch) -> tuple[Tensor | None, dict]:
-        """Loss terms beside the surrogate (KL, next-token): ``(term or None, stats)``."""
+        """Loss terms beside the surrogate (KL, next-token): ``(term or None, stats)``.
+
+        ``sb`` may be one micro-batch of the step: the term returned is that part's contribution
+        (e.g. a mean over sequences times ``sb.sequence_share``); the parts' terms add up to the step's.
+        """
         return None, {}
+
+    def micro_rows(self) -> int | None:
+        """Sequences per forward/backward of the training pass (None: the whole step)."""
+        return self.settings.micro_batch
+
+    def autocast(self, engine: Engine):
+        """The context the policy's scoring passes run in (e.g. bf16 autocast)."""
+        return contextlib.nullcontext()
 
     def after_optimizer_step(self, engine: Engine) -> None:
         """After every optimizer step (e.g. the EMA teacher's update)."""
@@ -148,6 +180,8 @@ class Engine:
         self.run_dir = Path(run_dir)
         self.device = next(model.parameters()).device
         self.rank, self.world = distributed.init_from_env()
+        if self.cfg.gradient_checkpointing and not hf_compat.enable_activation_checkpointing(model):
+            raise PonderError(f"{type(model).__name__} has no activation checkpointing: drop --gradient-checkpointing")
         self.run = distributed.wrap(model, self.world)  # run(fn) = fn(model), through DDP when data-parallel
         self.optimizer, self.scheduler = adamw_constant_after_warmup(
             model, self.cfg.lr, self.cfg.weight_decay, self.cfg.warmup_steps
@@ -208,65 +242,73 @@ class Engine:
         return float(sb.num_sequences)
 
     def _update(self, sb: StepBatch) -> dict:
-        cfg, mask = self.cfg, sb.batch.loss_mask
+        """PPO epochs over the step; each epoch accumulates the gradients of the step's micro-batches, then steps once."""
+        cfg = self.cfg
         norm = self._norm(sb)
         global_norm = distributed.all_sum([norm], self.world, self.device)[0]
         share = self.world * norm / global_norm if global_norm > 0 else 0.0
-        behaviour = sb.batch.behaviour_logp
-        advantages = sb.advantages.to(self.device)
-        stats: dict = {}
-        weights = None
+        parts = split_step(sb, self.recipe.micro_rows())
+        if cfg.gradient_checkpointing:
+            self.model.train()  # transformers checkpoints layers in training mode only
+        logp_old: list[Tensor] = [p.batch.behaviour_logp for p in parts]
+        weights: list[Tensor | None] = [None] * len(parts)
+        stats: dict = {"micro_batches": len(parts)}
         for epoch in range(cfg.ppo_epochs):
-            if epoch == 0 and sb.first is not None:
-                logp, entropy = sb.first
-            else:
-                logp, entropy = self.run(lambda m: sb.batch.scores(m, self.inv_temperature))
+            self.optimizer.zero_grad(set_to_none=True)
+            total, surrogates, extras, first = None, WeightedMeans(), WeightedMeans(), WeightedMeans()
+            for i, part in enumerate(parts):
+                mask = part.batch.loss_mask
+                tokens = float(mask.sum())
+                with self._sync(last=i == len(parts) - 1):
+                    if epoch == 0 and part.first is not None:
+                        logp, entropy = part.first
+                    else:
+                        with self.recipe.autocast(self):
+                            logp, entropy = self.run(lambda m, b=part.batch: b.scores(m, self.inv_temperature))
+                    if epoch == 0:
+                        first.add(mismatch_stats(part.batch.behaviour_logp, logp.detach(), mask), tokens)
+                        first.add({"policy_entropy": masked_mean(entropy.detach(), mask)}, tokens)
+                        if cfg.tis_cap is not None:
+                            logp_old[i] = logp.detach()
+                            weights[i] = tis_weights(logp_old[i], part.batch.behaviour_logp, mask, cfg.tis_cap)
+                            first.add({"tis_weight_mean": masked_mean(weights[i], mask)}, tokens)
+                    loss, surrogate = clipped_surrogate(
+                        logp,
+                        logp_old[i],
+                        part.advantages.to(self.device),
+                        mask,
+                        cfg.eps_low,
+                        cfg.eps_high,
+                        reduce=part.reduce,
+                        max_len=part.max_len,
+                        token_weights=weights[i],
+                    )
+                    loss = loss * part.loss_share
+                    extra, extra_stats = self.recipe.extra_loss(self, logp, part)
+                    if extra is not None:
+                        loss = loss + extra
+                    (loss * share).backward()
+                total = loss.detach() if total is None else total + loss.detach()
+                surrogates.add({k: surrogate[k] for k in ("clip_fraction", "ratio_mean", "approx_kl")}, tokens)
+                extras.add(extra_stats, part.sequence_share)
+            stepped, grad_norm = self._step(total)
+            surrogate_means = surrogates.means()
             if epoch == 0:
-                stats.update(mismatch_stats(behaviour, logp.detach(), mask))
-                stats["policy_entropy"] = float(masked_mean(entropy.detach(), mask))
-                if cfg.tis_cap is not None:
-                    logp_old = logp.detach()
-                    weights = tis_weights(logp_old, behaviour, mask, cfg.tis_cap)
-                    stats["tis_weight_mean"] = float(masked_mean(weights, mask))
-                else:
-                    logp_old = behaviour
-            loss, surrogate = clipped_surrogate(
-                logp,
-                logp_old,
-                advantages,
-                mask,
-                cfg.eps_low,
-                cfg.eps_high,
-                reduce=sb.reduce,
-                max_len=sb.max_len,
-                token_weights=weights,
-            )
-            extra, extra_stats = self.recipe.extra_loss(self, logp, sb)
-            if extra is not None:
-                loss = loss + extra
-            stepped, grad_norm = self._optimizer_step(loss * share)
-            if epoch == 0:
-                stats.update(
-                    {
-                        "ratio_mean_first_epoch": float(surrogate["ratio_mean"]),
-                        "clip_fraction_first_epoch": float(surrogate["clip_fraction"]),
-                    }
-                )
-            stats.update(
-                {
-                    "loss": float(loss.detach()),
-                    "grad_norm": grad_norm,
-                    "clip_fraction": float(surrogate["clip_fraction"]),
-                    "ratio_mean": float(surrogate["ratio_mean"]),
-                    "approx_kl": float(surrogate["approx_kl"]),
-                    **{k: float(v) for k, v in extra_stats.items()},
-                }
-            )
+                stats.update(first.means())
+                stats["ratio_mean_first_epoch"] = surrogate_means["ratio_mean"]
+                stats["clip_fraction_first_epoch"] = surrogate_means["clip_fraction"]
+            stats.update({"loss": float(total), "grad_norm": grad_norm, **surrogate_means, **extras.means()})
             if not stepped:  # the rest of the epochs would only repeat the non-finite step
                 stats["skipped"] = 1
                 break
             self.recipe.after_optimizer_step(self)
         return stats
+
+    def _sync(self, last: bool):
+        """Data-parallel: gradients are all-reduced in the backward of a step's last micro-batch only."""
+        if self.world > 1 and not last:
+            return self.run.no_sync()
+        return contextlib.nullcontext()
 
     def _idle_update(self) -> dict:
         """A rank without work while others train: a zero loss through the DDP model, so its collectives pair up."""
@@ -289,6 +331,10 @@ class Engine:
         """
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        return self._step(loss)
+
+    def _step(self, loss: Tensor) -> tuple[bool, float]:
+        """Step on the gradients already accumulated, unless ``loss`` or the gradient norm is non-finite (counted)."""
         outcome = step_if_finite(loss, self.model.parameters(), self.optimizer, self.scheduler, self.cfg.grad_clip)
         if not outcome.stepped:
             self.counters["skipped_nonfinite"] += 1

@@ -59,6 +59,12 @@ class GRPOConfig(EngineSettings, ThinkSettings):
     lr: float = Field(3e-5, gt=0, description="learning rate (AdamW, constant after warmup)")
     prompts_per_step: int = Field(16, ge=1, description="prompts drawn per step (B)")
     group_size: int = Field(8, description="completions sampled per prompt (G >= 2)")
+    micro_batch: int | None = Field(
+        32,
+        ge=1,
+        description="completions per forward/backward of the training pass; gradients accumulate over a "
+        "step's micro-batches (none: the whole step at once)",
+    )
     pool_size: int = Field(256, ge=1, description="distinct prompts visited in epochs")
     split: Literal["train", "test"] = Field("train", description="task split the prompts come from")
     reward: str = Field(
@@ -301,7 +307,7 @@ class GRPORecipe(Recipe):
         with torch.no_grad():
             ref = sb.batch.scores(self.ref.model, engine.inv_temperature)[0]
         kl = kl_penalty(logp, ref, sb.batch.loss_mask)
-        return cfg.kl_coef * kl, {"kl_to_ref": kl.detach()}
+        return cfg.kl_coef * kl * sb.sequence_share, {"kl_to_ref": kl.detach()}
 
     def after_optimizer_step(self, engine: Engine) -> None:
         if self.settings.kl_coef > 0:

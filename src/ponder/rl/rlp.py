@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from ponder.data.windows import window_stream
 from ponder.lm.logprobs import token_logprobs
@@ -34,6 +34,7 @@ from ponder.rl.ema import EMATeacher
 from ponder.rl.engine import Engine, EngineSettings, Recipe, StepBatch, load_extra
 from ponder.rl.generation import make_backend
 from ponder.rl.losses import kl_penalty, next_token_loss
+from ponder.rl.micro import part_rows, scores_in_parts
 from ponder.rl.positions import ANSWER, OTHER, Doc, keyed_generators
 from ponder.rl.rollout import POSITION_WEIGHTINGS, Rollout, make_rollout
 
@@ -44,6 +45,13 @@ class RLPConfig(EngineSettings):
     docs_per_step: int = Field(16, ge=1, description="documents drawn per step")
     positions_per_doc: int = Field(1, ge=1, description="positions sampled in each document")
     group_size: int = Field(8, ge=2, description="thoughts per position (G)")
+    micro_batch: int | None = Field(
+        4,
+        ge=1,
+        description="positions (their G thoughts each) per forward/backward of the training pass; gradients "
+        "accumulate over a step's micro-batches, and a step of more positions takes its rewards from a pass "
+        "without gradients (none: the whole step at once)",
+    )
     context_length: int = Field(512, ge=2, description="prefix tokens kept before a position")
     max_thought_tokens: int = Field(64, description="thought budget; an unclosed thought is cut here and closed")
     temperature: float = Field(0.7, gt=0, description="thought sampling temperature")
@@ -76,6 +84,20 @@ class RLPConfig(EngineSettings):
         if v < 1:
             raise ValueError("the thought budget must be at least 1 token: RLP needs a thought to reward")
         return v
+
+    @model_validator(mode="after")
+    def _checkpointing_layout(self):
+        if self.gradient_checkpointing and self.batch_layout == "tree":
+            raise ValueError(
+                "gradient checkpointing drops the KV cache the tree layout's branches read: "
+                "use batch_layout auto or padded with it"
+            )
+        return self
+
+    @property
+    def layout(self) -> str:
+        """The batch layout asked for: padded under gradient checkpointing (the tree forward needs the cache)."""
+        return "padded" if self.gradient_checkpointing else self.batch_layout
 
 
 def _class_mean(rewards_per_position: torch.Tensor, classes: list[str], cls: str) -> float:
@@ -121,7 +143,12 @@ class RLPRecipe(Recipe):
         mine = list(range(engine.rank, len(docs), engine.world))
         return [docs[i] for i in mine], keyed_generators(cfg.seed, [keys[i] for i in mine], engine.device)
 
-    def _autocast(self, engine: Engine):
+    def micro_rows(self) -> int | None:
+        """A micro-batch holds ``micro_batch`` whole positions: their ``G`` thoughts each (a group's advantage is its own)."""
+        micro = self.settings.micro_batch
+        return None if micro is None else micro * self.settings.group_size
+
+    def autocast(self, engine: Engine):
         """bf16 autocast on the model's device when ``autocast_bf16`` (log-probs are upcast to fp32 anyway)."""
         return torch.autocast(engine.device.type, dtype=torch.bfloat16, enabled=self.settings.autocast_bf16)
 
@@ -143,7 +170,7 @@ class RLPRecipe(Recipe):
             self.ema.initialize(self.model)  # phi <- theta lazily on the first batch
         rollout = None
         if docs:
-            with self._autocast(engine):
+            with self.autocast(engine):
                 rollout = make_rollout(
                     self.model,
                     self.ema.model,
@@ -158,7 +185,7 @@ class RLPRecipe(Recipe):
                     generators,
                     self.backend,
                     cfg.position_weighting,
-                    cfg.batch_layout,
+                    cfg.layout,
                 )
         if rollout is None:
             return None
@@ -167,8 +194,15 @@ class RLPRecipe(Recipe):
         self.model.train()
         # One forward gives the reward's log p(x_t | x_<t, c) and the thought tokens' log-probs.
         batch = rollout.batch
-        with self._autocast(engine):
-            logp, entropy = engine.run(lambda m: batch.scores(m, engine.inv_temperature))
+        first = None
+        with self.autocast(engine):
+            if len(part_rows(len(batch), self.micro_rows())) == 1:
+                logp, entropy = first = engine.run(lambda m: batch.scores(m, engine.inv_temperature))
+            else:  # the training pass runs in micro-batches: rewards from a pass without gradients, part by part
+                with torch.no_grad():
+                    logp, entropy = scores_in_parts(
+                        batch, self.micro_rows(), lambda part: part.scores(self.model, engine.inv_temperature)
+                    )
         policy_target = target_logprob_sums(logp.detach(), batch.target_mask).view(num_pos, group).cpu()
         rewards = rlp_reward(policy_target, rollout.baseline_logp[:, None].expand(num_pos, group))
         thought_len = rollout.thoughts.lengths
@@ -202,7 +236,7 @@ class RLPRecipe(Recipe):
             "signal_group_fraction": float(signal.float().mean()),
             "docs_consumed": self.docs_consumed,
         }
-        return StepBatch(batch, advantages, metrics, first=(logp, entropy), reduce="rlp")
+        return StepBatch(batch, advantages, metrics, first=first, reduce="rlp")
 
     def extra_loss(self, engine: Engine, logp, sb: StepBatch):
         """The optional KL to the EMA teacher on thought tokens and the mixed-in next-token loss (both off by default)."""
@@ -211,9 +245,9 @@ class RLPRecipe(Recipe):
             with torch.no_grad():
                 ref = batch.scores(self.ema.model, engine.inv_temperature)[0]
             kl = kl_penalty(logp, ref, batch.loss_mask)
-            total = cfg.kl_coef * kl
+            total = cfg.kl_coef * kl * sb.sequence_share
             stats["kl_to_ema"] = kl.detach()
-        if cfg.next_token_weight > 0:
+        if cfg.next_token_weight > 0 and sb.part == 0:  # over the whole rollout's text, once per step
             ntp = self._next_token_term(self.rollout, engine)
             total = cfg.next_token_weight * ntp if total is None else total + cfg.next_token_weight * ntp
             stats["next_token_loss"] = ntp.detach()

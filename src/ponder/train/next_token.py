@@ -21,7 +21,7 @@ from pydantic import Field
 from ponder.config import SETTINGS
 from ponder.data.windows import document_windows, id_windows
 from ponder.errors import PonderError
-from ponder.lm.padding import pad_ids
+from ponder.lm.padding import pad_ids, used_width
 from ponder.progress import make_progress
 from ponder.train.checkpoint import (
     latest_checkpoint,
@@ -40,6 +40,12 @@ class NextTokenConfig(TrackingSettings):
     model_config = SETTINGS
     steps: int = Field(2000, ge=1, description="optimizer steps")
     batch_size: int = Field(64, ge=1, description="documents per step")
+    micro_batch: int | None = Field(
+        None,
+        ge=1,
+        description="windows per forward/backward; gradients accumulate over a step's micro-batches "
+        "(none: the whole step at once)",
+    )
     lr: float = Field(2e-3, gt=0, description="peak learning rate (AdamW)")
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="final lr as a fraction of the peak (cosine decay)")
     warmup_steps: int = Field(100, ge=0, description="linear warmup steps")
@@ -122,6 +128,30 @@ def collate_windows(
     return input_ids, mask, labels
 
 
+def accumulate_next_token_loss(model, input_ids, mask, labels, micro_batch: int | None) -> torch.Tensor:
+    """Backward of the mean next-token loss of ``input_ids [B, T]``, ``micro_batch`` rows at a time; returns the loss.
+
+    Each part's mean is weighted by its share of the batch's predicted tokens, so the accumulated
+    gradient is the whole batch's; trailing padding columns of a part are cut.
+    """
+    predicted = (labels[:, 1:] != -100).sum(1)  # [B]: tokens each row predicts (the model shifts the labels)
+    total_predicted = max(int(predicted.sum()), 1)  # a batch predicting nothing: a NaN loss, skipped by the guard
+    size = input_ids.shape[0] if micro_batch is None else micro_batch
+    total = None
+    for a in range(0, input_ids.shape[0], size):
+        rows = slice(a, a + size)
+        share = int(predicted[rows].sum()) / total_predicted
+        if share == 0 and bool(predicted.any()):
+            continue  # nothing to predict in this part (its mean would be 0 / 0)
+        # One part: the batch as it is, so default runs train exactly the weights they did before micro-batches.
+        width = used_width(mask[rows]) if size < input_ids.shape[0] else input_ids.shape[1]
+        out = model(input_ids=input_ids[rows, :width], attention_mask=mask[rows, :width], labels=labels[rows, :width])
+        part = out.loss * share
+        part.backward()
+        total = part.detach() if total is None else total + part.detach()
+    return total
+
+
 def train_next_token(
     model,
     tokenizer,
@@ -183,8 +213,7 @@ def train_next_token(
             input_ids, mask, labels = collate_windows(
                 [ids for ids, _ in rows], tokenizer.pad_token_id, device, [start for _, start in rows]
             )
-            loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
-            loss.backward()
+            loss = accumulate_next_token_loss(model, input_ids, mask, labels, cfg.micro_batch)
             outcome = step_if_finite(loss, model.parameters(), optimizer, scheduler, cfg.grad_clip)
             skipped += not outcome.stepped
             optimizer.zero_grad(set_to_none=True)
