@@ -61,7 +61,7 @@ GRIDS = {
         grpo=((None, False), (1, False), (None, True)),
     ),
     "quick": dict(
-        layers=1, completions=4, prompt=16, completion=48, rlp_docs=2, vocabs=(QWEN,), grpo=((None, False), (1, False))
+        layers=1, completions=4, prompt=16, completion=48, rlp_docs=2, vocabs=(SMOL,), grpo=((None, False), (1, False))
     ),
 }
 
@@ -259,9 +259,6 @@ def run(grid: dict, device: str, dtype: torch.dtype, include_trl: bool = True, i
                 measure(peak, lambda m=model, x=batch, ch=chunked: score_step(m, x, ch)),
             )
             del model
-        if shape != QWEN:
-            del base
-            continue
         one_row = batch.select(torch.tensor([0]))
         for micro, ckpt in grid["grpo"]:
             model = copy.deepcopy(base)
@@ -340,9 +337,12 @@ def rlp_rows(grid: dict, device: str, dtype: torch.dtype, peak: PeakMemory, work
 
 
 def ratios(rows: list[dict]) -> dict:
-    def find(kind, config, vocab=151936):
+    """Ratios of peaks measured side by side; without a vocabulary named, at the grid's largest one."""
+    largest = max((r["vocab"] for r in rows if r["kind"] in ("score", "grpo")), default=None)
+
+    def find(kind, config, vocab=None):
         for r in rows:
-            if r["kind"] == kind and r["config"] == config and r["vocab"] == vocab:
+            if r["kind"] == kind and r["config"] == config and r["vocab"] == (vocab or largest):
                 return r["peak_bytes"]
         return None
 
