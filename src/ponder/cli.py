@@ -361,11 +361,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 0
     try:
+        args = parser.parse_args(argv)  # a flag's own parser (seed ranges) may raise a PonderError
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 0
         return args.func(args)
     except PonderError as e:
         console.print(f"[red bold]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)

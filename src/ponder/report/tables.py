@@ -26,3 +26,14 @@ def print_eval_table(result: dict, title: str = "") -> None:
     for m in modes:
         table.add_row(m.replace("_", "-"), *[_fmt(result[m].get(k, "")) for k in keys])
     console.print(table)
+
+
+def _cell(v) -> str:
+    return "-" if v is None else _fmt(v)
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    """A Markdown table (floats to 3 decimals, None as ``-``), as the benches print and RESULTS.md holds."""
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
