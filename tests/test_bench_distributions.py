@@ -61,3 +61,24 @@ def test_plan_method_distributions_by_hand():
     assert mppi["saving_min"] == pytest.approx(1 - 1201 / 300)
     assert d["random"]["win_share"] == 0.5 and d["random"]["saving_median"] == 0.0  # ties with itself
     assert d["hill"]["win_share"] == 0.0 and d["hill"]["never"] == 1
+
+
+def test_robustness_report_merges_chunks_and_partial_demo_runs(tmp_path):
+    report = _bench("robustness_report")
+    base = {"think_accuracy": 0.155}
+    final = {  # ponder demo --json of seeds 0, 1
+        "seeds": [0, 1],
+        "base": base,
+        "rlp": {"per_seed": {"0": {"think_accuracy": 0.4}, "1": {"think_accuracy": 0.3}}},
+        "cpt": {"per_seed": {"0": {"think_accuracy": 0.2}, "1": {"think_accuracy": 0.1}}},
+    }
+    partial = {"seeds": [2], "base": base, "rlp": [{"think_accuracy": 0.1}], "cpt": [{"think_accuracy": 0.2}]}
+    _, per_model = report.demo_seeds([final, partial])
+    assert per_model["rlp"] == {0: {"think_accuracy": 0.4}, 1: {"think_accuracy": 0.3}, 2: {"think_accuracy": 0.1}}
+    rows = {r[1]: r for r in report.demo_rows({"A": [final, partial]})}
+    assert rows["RLP vs base"][2:4] == [3, 0.3] and rows["RLP vs base"][5] == pytest.approx(2 / 3)
+    assert rows["RLP vs CPT (same seed)"][5] == pytest.approx(2 / 3)  # 0.4 > 0.2, 0.3 > 0.1, 0.1 < 0.2
+    (tmp_path / "d.json").write_text(__import__("json").dumps(final))
+    assert report.main(["--demo", f"A={tmp_path / 'd.json'}"]) == 0
+    with pytest.raises(ConfigError, match="no such file"):
+        report.main(["--demo", f"A={tmp_path / 'missing.json'}"])
