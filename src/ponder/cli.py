@@ -82,7 +82,7 @@ def cmd_base(args) -> int:
         job, out, resume=args.resume, progress=not args.quiet, allow_config_change=args.allow_config_change
     )
     print_eval_table(summary["eval"], title=f"tiny model after {summary['steps']} steps ({summary['seconds']:.0f} s)")
-    console.print(f"model: {out / 'final'}")
+    console.print(f"model: {out / 'final'} (weights fingerprint {summary['weights_fingerprint']})")
     _write_json(json_path, summary)
     return 0
 
