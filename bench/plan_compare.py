@@ -21,14 +21,21 @@ from pathlib import Path
 
 import torch
 
-from ponder.config import add_model_arguments, config_from_args
+from ponder.config import add_model_arguments, config_from_args, parse_seeds
 from ponder.data.registry import get_task
+from ponder.errors import ConfigError, exit_code
 from ponder.jobs.models import load_model
 from ponder.jobs.plan import METHODS, PlannerSettings, build_vocabulary, default_start, run_method, write_plan_report
 from ponder.plan.search import call_savings, calls_to_reach
+from ponder.report.stats import compare as compare_paired
+from ponder.report.tables import markdown_table
 
 BASELINE_METHODS = ("random", "hill", "evolution")
 PRIMARY = "mppi"
+
+
+#: A repeat's search draws: repeat r of seed s searches with seed s + REPEAT_STRIDE * r (repeat 0 = seed s).
+REPEAT_STRIDE = 1000
 
 
 def compare(
@@ -43,16 +50,21 @@ def compare(
     lm=None,
     log=print,
     mode: str = "prefix",
+    repeat: int = 0,
+    vocabulary=None,
 ) -> dict:
+    """Every method from one start chain on the problems of ``seed``; ``repeat`` r > 0 draws the methods'
+    own randomness anew (same problems, vocabulary and start). ``vocabulary``: ``(vocab, calls)`` built
+    for this seed already."""
     task = get_task(task_name)
     lm = lm or load_model(model)
-    vocab, vocab_calls = build_vocabulary(lm, task, seed)
+    vocab, vocab_calls = vocabulary or build_vocabulary(lm, task, seed)
     start = default_start(vocab, mode)
     env_kwargs = dict(n_train=n_train, n_heldout=n_heldout, seed=seed)
     runs = {}
     for method in methods:
         t0 = time.time()
-        cfg = settings.planner_config(seed)
+        cfg = settings.planner_config(seed + REPEAT_STRIDE * repeat)
         search, diag = run_method(lm, task, method, start, vocab, budget, env_kwargs, cfg)
         runs[method] = {**search.summary(), "seconds": time.time() - t0, "diagnostics": diag}
         log(
@@ -63,6 +75,7 @@ def compare(
         "model": model,
         "task": task_name,
         "mode": mode,
+        "repeat": repeat,
         "vocabulary_calls": vocab_calls,
         "start": start.to_json(),
         "runs": runs,
@@ -99,6 +112,67 @@ def summarize(result: dict) -> tuple[list[dict], float | None]:
     return rows, saving
 
 
+def method_distributions(rows: list[dict], budget: int) -> dict:
+    """Per method, over the cells (model x task x seed x repeat) of ``rows``: the calls it needed to reach
+    each cell's target (a method that never did counts ``budget + 1``, so medians stay defined) as
+    ``median``, ``iqr``, ``q1``, ``q3``; ``win_share``: share of cells where it needed fewer calls than that
+    cell's best baseline (ties, both never included, half); ``saving_*``: its call saving ``1 - calls /
+    best baseline's calls`` (same censoring), its median, IQR and a bootstrap interval of the median."""
+    cells: dict[tuple, dict] = {}
+    for row in rows:
+        cells.setdefault((row["model"], row["task"], row["seed"], row.get("repeat", 0)), {})[row["method"]] = row
+
+    def calls(row) -> int:
+        reached = row["calls_to_best_baseline_accuracy"]
+        return budget + 1 if reached is None else reached
+
+    out = {}
+    methods = dict.fromkeys(row["method"] for row in rows)
+    for method in methods:
+        mine, best = [], []
+        for cell in cells.values():
+            if method in cell and cell[method].get("best_baseline") in cell:
+                mine.append(calls(cell[method]))
+                best.append(calls(cell[cell[method]["best_baseline"]]))
+        if not mine:
+            continue
+        savings = [1 - m / b for m, b in zip(mine, best)]
+        calls_stats = compare_paired(mine, best, higher_is_better=False)
+        saving_stats = compare_paired(savings, 0.0, statistic="median")
+        out[method] = {
+            "cells": len(mine),
+            "never": sum(c > budget for c in mine),
+            "median": calls_stats["median"],
+            "iqr": calls_stats["iqr"],
+            "q1": calls_stats["q1"],
+            "q3": calls_stats["q3"],
+            "win_share": calls_stats["win_share"],
+            "saving_median": saving_stats["median"],
+            "saving_iqr": saving_stats["iqr"],
+            "saving_min": saving_stats["min"],
+            "saving_median_low": saving_stats["diff_low"],
+            "saving_median_high": saving_stats["diff_high"],
+        }
+    return out
+
+
+def build_payload(rows: list[dict], savings: dict, results: list[dict], budget: int) -> dict:
+    known = [s for s in savings.values() if s is not None]
+    return {
+        "rows": rows,
+        "call_savings_vs_best_baseline": min(known) if known and len(known) == len(savings) else None,
+        "call_savings_per_model_task": savings,
+        "methods": method_distributions(rows, budget),
+        "results": results,
+    }
+
+
+def write_payload(path: str, rows: list[dict], savings: dict, results: list[dict], budget: int) -> dict:
+    payload = build_payload(rows, savings, results, budget)
+    Path(path).write_text(json.dumps(payload, indent=2, default=str))
+    return payload
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="tiny,smollm2-135m")
@@ -113,8 +187,16 @@ def main(argv=None) -> int:
     p.add_argument(
         "--seeds",
         default="0",
-        help="comma-separated seeds (training/held-out problems and every method's "
-        "randomness); each seed is a separate comparison, and the minimum saving is over model x task x seed",
+        type=parse_seeds,
+        help="seeds: a range 0-9, a list 0,1,2 or both (training/held-out problems and every method's "
+        "randomness); each seed is a separate comparison, and the minimum saving is over model x task x seed x repeat",
+    )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help=f"search draws per seed: repeat r searches the same problems from the same start with seed "
+        f"seed + {REPEAT_STRIDE} * r (repeat 0 is the seed itself)",
     )
     p.add_argument(
         "--mode",
@@ -137,61 +219,76 @@ def main(argv=None) -> int:
     if a.quick:
         models, tasks, a.budget, a.n_heldout = models[:1], tasks[:1], min(a.budget, 320), 16
         settings = settings.model_copy(update={"candidates": 16})
-    seeds = [int(x) for x in a.seeds.split(",") if x.strip()]
+    if a.repeats < 1:
+        raise ConfigError(f"--repeats must be at least 1, got {a.repeats}")
+    seeds = a.seeds
     results, rows, savings = [], [], {}
+    budgets = []
     for model in models:
         lm = load_model(model)
         smol = model.startswith("smollm")
+        budget = a.smollm_budget if smol else a.budget
+        budgets.append(budget)
         for task in a.smollm_tasks.split(",") if smol and a.smollm_tasks else tasks:
             for seed in seeds:
-                res = compare(
-                    model,
-                    task,
-                    a.smollm_budget if smol else a.budget,
-                    a.n_train if not smol else min(a.n_train, 4),
-                    a.n_heldout if not smol else min(a.n_heldout, 16),
-                    seed,
-                    methods,
-                    settings if not smol else settings.model_copy(update={"candidates": min(settings.candidates, 16)}),
-                    lm=lm,
-                    mode="instruction" if smol else a.mode,
-                )
-                res["seed"] = seed
-                results.append(res)
-                r, s = summarize(res)
-                rows += [{**row, "seed": seed} for row in r]
-                savings[f"{model}/{task}/seed{seed}"] = s
+                vocabulary = build_vocabulary(lm, get_task(task), seed)
+                for repeat in range(a.repeats):
+                    res = compare(
+                        model,
+                        task,
+                        budget,
+                        a.n_train if not smol else min(a.n_train, 4),
+                        a.n_heldout if not smol else min(a.n_heldout, 16),
+                        seed,
+                        methods,
+                        settings
+                        if not smol
+                        else settings.model_copy(update={"candidates": min(settings.candidates, 16)}),
+                        lm=lm,
+                        mode="instruction" if smol else a.mode,
+                        repeat=repeat,
+                        vocabulary=vocabulary,
+                    )
+                    res["seed"] = seed
+                    results.append(res)
+                    r, s = summarize(res)
+                    rows += [{**row, "seed": seed, "repeat": repeat} for row in r]
+                    savings[f"{model}/{task}/seed{seed}" + (f"/repeat{repeat}" if a.repeats > 1 else "")] = s
+                    if a.json:  # after every cell: a long run stopped early keeps what it measured
+                        write_payload(a.json, rows, savings, results, max(budgets))
+    header = ["model", "task", "seed", "repeat", "method", "final held-out accuracy"]
+    header += ["calls to best baseline's accuracy", "calls", "evaluations", "s"]
+    print()
     print(
-        "\n| model | task | seed | method | final held-out accuracy | calls to best baseline's accuracy | calls | evaluations | s |"
-    )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for r in rows:
-        print(
-            f"| {r['model']} | {r['task']} | {r['seed']} | {r['method']} | {r['final_accuracy']:.3f} | "
-            f"{r['calls_to_best_baseline_accuracy'] if r['calls_to_best_baseline_accuracy'] is not None else 'never'} | "
-            f"{r['calls']} | {r['evaluations']} | {r['seconds']} |"
+        markdown_table(
+            header,
+            [
+                [r["model"], r["task"], r["seed"], r["repeat"], r["method"], r["final_accuracy"]]
+                + [r["calls_to_best_baseline_accuracy"] or "never", r["calls"], r["evaluations"], r["seconds"]]
+                for r in rows
+            ],
         )
-    known = [s for s in savings.values() if s is not None]
-    overall = min(known) if known and len(known) == len(savings) else None
+    )
+    payload = write_payload(a.json, rows, savings, results, max(budgets)) if a.json else None
+    payload = payload or build_payload(rows, savings, results, max(budgets))
     print(
         "\ncall savings of mppi vs the best baseline:",
         {k: (None if v is None else round(v, 3)) for k, v in savings.items()},
         "minimum:",
-        overall,
+        payload["call_savings_vs_best_baseline"],
     )
-    if a.json:
-        Path(a.json).write_text(
-            json.dumps(
-                {
-                    "rows": rows,
-                    "call_savings_vs_best_baseline": overall,
-                    "call_savings_per_model_task": savings,
-                    "results": results,
-                },
-                indent=2,
-                default=str,
-            )
+    print(f"\nover {len(savings)} cells (never = budget + 1 calls):")
+    print(
+        markdown_table(
+            ["method", "cells", "never", "calls median", "IQR", "win share vs best baseline", "saving median"]
+            + ["saving IQR", "saving min", "95% interval of the median saving"],
+            [
+                [m, d["cells"], d["never"], d["median"], d["iqr"], d["win_share"], d["saving_median"]]
+                + [d["saving_iqr"], d["saving_min"], f"[{d['saving_median_low']:.3f}, {d['saving_median_high']:.3f}]"]
+                for m, d in payload["methods"].items()
+            ],
         )
+    )
     if a.report:
         for res in results:
             path = Path(a.report)
@@ -204,4 +301,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(exit_code(main))

@@ -25,6 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from ponder.config import parse_seeds
+from ponder.errors import exit_code
+from ponder.report.stats import compare
+from ponder.report.tables import markdown_table
+
 REWARDS = ("verifiable", "majority_vote", "self_certainty", "answer_confidence", "answer_likelihood")
 #: Format metrics averaged over the last steps of each run (the shares of sampled completions).
 FORMAT_KEYS = ("format/think_closed", "format/think_unclosed", "format/answer_number", "format/entropy")
@@ -40,7 +45,7 @@ def parse_args(argv=None):
     )
     p.add_argument("--task", default="add3-5")
     p.add_argument("--rewards", default=",".join(REWARDS), help="comma-separated subset of " + ", ".join(REWARDS))
-    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--seeds", default="0,1,2", type=parse_seeds, help="a range 0-9, a list 0,1,2 or both")
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--prompts", type=int, default=16, help="prompts per step")
     p.add_argument("--group", type=int, default=8, help="completions per prompt (G; TTRL votes)")
@@ -55,13 +60,12 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true", help="2 steps, 1 seed, tiny batches: a smoke run")
     args = p.parse_args(argv)
     if args.quick:
-        args.seeds, args.steps, args.prompts, args.group, args.pool, args.eval_n, args.last = "0", 2, 4, 4, 8, 20, 2
+        args.seeds, args.steps, args.prompts, args.group, args.pool, args.eval_n, args.last = [0], 2, 4, 4, 8, 20, 2
         args.eval_samples = 2
     args.rewards = [r.strip() for r in args.rewards.split(",") if r.strip()]
     unknown = sorted(set(args.rewards) - set(REWARDS))
     if unknown:
         p.error(f"unknown rewards {unknown}; choose from {', '.join(REWARDS)}")
-    args.seeds = [int(s) for s in args.seeds.split(",")]
     return args
 
 
@@ -147,13 +151,17 @@ def train_one(args, reward: str, seed: int, base_dir: str, task, budget: int, ru
     }
 
 
-def aggregate(runs: list[dict], rewards: list[str]) -> list[dict]:
+def aggregate(runs: list[dict], rewards: list[str], base_accuracy: float | None = None) -> list[dict]:
+    """One row per reward: mean, std and per-seed greedy think accuracy and, against ``base_accuracy``
+    (the base measured once), ``median``, ``iqr``, ``q1``, ``q3``, ``win_share`` (seeds above the base, ties
+    half) and a bootstrap interval of the mean gain (``gain_low``, ``gain_high``)."""
     rows = []
     for reward in rewards:
         mine = [r for r in runs if r["reward"] == reward]
         accs = [r["think_accuracy"] for r in mine]
         row = {
             "reward": reward,
+            **_against_base(accs, base_accuracy),
             "think_accuracy_mean": statistics.fmean(accs),
             "think_accuracy_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
             "think_accuracy_per_seed": accs,
@@ -166,6 +174,19 @@ def aggregate(runs: list[dict], rewards: list[str]) -> list[dict]:
                 row[k] = statistics.fmean(r[k] for r in mine)
         rows.append(row)
     return rows
+
+
+def _against_base(accs: list[float], base_accuracy: float | None) -> dict:
+    if base_accuracy is None:
+        return {}
+    c = compare(accs, base_accuracy)
+    return {
+        **{k: c[k] for k in ("median", "iqr", "q1", "q3", "win_share")},
+        "gain_mean": c["diff"],
+        "gain_low": c["diff_low"],
+        "gain_high": c["diff_high"],
+        "gain_shown": c["shown"],
+    }
 
 
 def print_table(payload: dict) -> None:
@@ -217,6 +238,17 @@ def print_table(payload: dict) -> None:
             f"{r['format/entropy']:.2f}",
         )
     console.print(table)
+    print(f"\nthink accuracy over seeds against the base ({base:.3f}):")
+    print(
+        markdown_table(
+            ["reward", "seeds", "median", "IQR", "win share vs base", "mean gain", "95% bootstrap interval"],
+            [
+                [r["reward"], len(r["think_accuracy_per_seed"]), r["median"], r["iqr"], r["win_share"]]
+                + [r["gain_mean"], f"[{r['gain_low']:+.3f}, {r['gain_high']:+.3f}]"]
+                for r in payload["rows"]
+            ],
+        )
+    )
 
 
 def main(argv=None) -> dict:
@@ -251,7 +283,7 @@ def main(argv=None) -> dict:
             "base_think_accuracy": base["think_accuracy"],
             "base_sampled_accuracy": base["sampled_accuracy"],
             "base_mean_thought_tokens": base["mean_thought_tokens"],
-            "rows": aggregate(runs, done),
+            "rows": aggregate(runs, done, base["think_accuracy"]),
             "runs": runs,
             "seconds": time.time() - start,
         }
@@ -277,4 +309,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(exit_code(main))

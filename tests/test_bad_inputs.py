@@ -105,6 +105,8 @@ CASES = {
     "single example grpo": lambda t, m, r: [
         "grpo", "--model", str(m), "--task", _bigbench(t, [{"input": "a", "target": "b"}]), "--out", str(t / "o")],
     "demo seeds ,": lambda t, m, r: ["demo", "--seeds", ",", "--out", str(t / "o")],
+    "demo seeds backwards": lambda t, m, r: ["demo", "--seeds", "5-3", "--out", str(t / "o")],
+    "demo seeds not numbers": lambda t, m, r: ["demo", "--seeds", "0-x", "--out", str(t / "o")],
     "out is a file": lambda t, m, r: _rlp(m, _file(t)),
     "out under a file": lambda t, m, r: _rlp(m, _file(t) + "/run"),
     "audit out is a file": lambda t, m, r: ["audit", "--model", str(m), "--out", _file(t)],

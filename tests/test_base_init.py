@@ -85,3 +85,33 @@ def test_base_cli_without_out_caches_under_the_recipe(monkeypatch, tmp_path):
     with pytest.raises(SystemExit):
         cli.main(["base", "--lazy-thoughts", "0.5", "--quiet"])
     assert seen["out"] == base_dir(BaseJob(lazy_thoughts=0.5)) != base_dir(BaseJob())
+
+
+def test_base_seed_names_an_independent_recipe(tmp_path, monkeypatch):
+    from ponder.errors import ModelLoadError
+    from ponder.jobs import tiny_cache
+    from ponder.jobs.base import split_base_seed
+
+    assert split_base_seed("tiny") == ("tiny", 0) and split_base_seed("tiny-lazy@2") == ("tiny-lazy", 2)
+    assert split_base_seed("runs/x") is None and split_base_seed("smollm2-135m") is None
+    with pytest.raises(ModelLoadError, match="whole number"):
+        split_base_seed("tiny-lazy@one")
+    assert lazy_base_job(0) == lazy_base_job()  # seed 0 is the cached demo base
+    one = lazy_base_job(1)
+    assert one.init == "tiny@1" and one.seed == 2 and one.fingerprint() != lazy_base_job().fingerprint()
+    # the init enters the fingerprint as the recipe of the seed-1 default base
+    assert BaseJob(init="tiny@1").fingerprint() != BaseJob(init="tiny").fingerprint()
+    monkeypatch.setenv("PONDER_CACHE", str(tmp_path))
+    trained = []
+
+    def fake_run_base(job, out_dir, resume=False, progress=True, **kwargs):
+        trained.append((job.seed, job.init))
+        (out_dir / "final").mkdir(parents=True)
+        (out_dir / "final" / "config.json").write_text("{}")
+
+    monkeypatch.setattr(tiny_cache, "run_base", fake_run_base)
+    path = tiny_cache.builtin_tiny_path("tiny-lazy@1", progress=False)
+    assert path == str(tmp_path / f"tiny-{one.fingerprint()}" / "final") and trained == [(2, "tiny@1")]
+    assert tiny_cache.builtin_tiny_path("tiny@1", progress=False) == str(
+        tmp_path / f"tiny-{BaseJob(seed=1).fingerprint()}" / "final"
+    )

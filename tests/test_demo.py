@@ -30,6 +30,9 @@ def test_demo_pipeline_json_and_report(trained_tiny_dir, tmp_path):
             "info_gain_answer",
             "info_gain_other",
             "think_accuracy_per_seed",
+            "think_accuracy_median",
+            "think_accuracy_iqr",
+            "info_gain_answer_median",
         ):
             assert field in r
     assert len(data["rlp"]["think_accuracy_per_seed"]) == 2
@@ -51,3 +54,17 @@ def test_information_gain_covers_every_position_once_by_class(random_tiny):
     ig = information_gain(model, tok, docs, group_size=2, max_thought_tokens=3)
     assert ig["n_answer"] == 2 and ig["n_other"] == 6
     assert all(v == v for v in (ig["answer"], ig["other"], ig["all"]))  # finite, not NaN
+
+
+def test_demo_aggregate_reports_median_and_iqr_by_hand():
+    from ponder.jobs.demo import _aggregate, _versus
+
+    per_seed = [{"think_accuracy": a, "info_gain_answer": g} for a, g in ((0.4, 0.1), (0.1, -0.2), (0.3, 0.0))]
+    out = _aggregate(per_seed, [0, 1, 2])
+    assert out["think_accuracy_median"] == 0.3 and out["think_accuracy_iqr"] == pytest.approx(0.35 - 0.2)
+    assert out["info_gain_answer_median"] == 0.0 and out["think_accuracy"] == pytest.approx(0.8 / 3)
+    assert out["think_accuracy_per_seed"] == [0.4, 0.1, 0.3]
+    versus = _versus(out["think_accuracy_per_seed"], 0.155)
+    assert (
+        versus["win_share"] == pytest.approx(2 / 3) and versus["gain_low"] <= versus["gain_mean"] <= versus["gain_high"]
+    )

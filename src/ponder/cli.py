@@ -86,7 +86,7 @@ def cmd_base(args) -> int:
         job, out, resume=args.resume, progress=not args.quiet, allow_config_change=args.allow_config_change
     )
     print_eval_table(summary["eval"], title=f"tiny model after {summary['steps']} steps ({summary['seconds']:.0f} s)")
-    console.print(f"model: {out / 'final'}")
+    console.print(f"model: {out / 'final'} (weights fingerprint {summary['weights_fingerprint']})")
     _write_json(json_path, summary)
     return 0
 
@@ -441,11 +441,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 0
     try:
+        args = parser.parse_args(argv)  # a flag's own parser (seed ranges) may raise a PonderError
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 0
         return args.func(args)
     except PonderError as e:
         console.print(f"[red bold]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)

@@ -15,10 +15,10 @@ import argparse
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 from ponder.errors import ConfigError
 
@@ -28,6 +28,35 @@ M = TypeVar("M", bound=BaseModel)
 #: float setting (an infinite learning rate would turn every weight into NaN).
 SETTINGS = ConfigDict(extra="forbid", allow_inf_nan=False)
 _SENTINEL = argparse.SUPPRESS  # unset flags stay out of the namespace (and out of --help defaults)
+
+
+def parse_seeds(text: str | int | list) -> list[int]:
+    """Seeds from ``"0-9"`` (a range, both ends included), ``"0,1,2"``, a mix (``"0-4,7"``), one number,
+    or a list of these. Anything else is a :class:`ConfigError` whose one line says what to pass."""
+    if isinstance(text, bool) or not isinstance(text, int | str | list | tuple):
+        raise ConfigError(f"seeds: {text!r} is not a seed list; pass e.g. 0-9 or 0,1,2")
+    parts = [str(t) for t in text] if isinstance(text, list | tuple) else str(text).replace(" ", "").split(",")
+    seeds: list[int] = []
+    for part in filter(None, parts):
+        first, dash, last = part.partition("-")
+        if not first.isdigit() or (dash and not last.isdigit()):
+            raise ConfigError(
+                f"seeds: cannot read {part!r} in {text!r}; pass a range 0-9, a list 0,1,2 or both (0-4,7)"
+            )
+        lo, hi = int(first), int(last) if dash else int(first)
+        if hi < lo:
+            raise ConfigError(f"seeds: range {part!r} runs backwards; write it low-high, e.g. {hi}-{lo}")
+        seeds += range(lo, hi + 1)
+    if not seeds:
+        raise ConfigError(f"seeds: {text!r} names no seed; pass e.g. 0-9 or 0,1,2")
+    if len(set(seeds)) != len(seeds):
+        twice = sorted({s for s in seeds if seeds.count(s) > 1})
+        raise ConfigError(f"seeds: {twice} listed more than once in {text!r}; list each seed once")
+    return seeds
+
+
+#: A settings field of seeds: a YAML list, or a string such as ``0-9`` / ``0,1,2`` (flags and YAML alike).
+SeedList = Annotated[list[int], BeforeValidator(parse_seeds)]
 
 
 def _flag(path: str) -> str:
@@ -42,7 +71,9 @@ def _scalar_type(annotation):
         return _scalar_type(args[0]) if len(args) == 1 else None
     if origin is typing.Literal:
         return str
-    if origin is list and typing.get_args(annotation) in ((int,), (float,), (str,)):
+    if origin is list and typing.get_args(annotation) == (int,):
+        return parse_seeds  # the only integer lists are seed lists: ranges too (0-9)
+    if origin is list and typing.get_args(annotation) in ((float,), (str,)):
         item = typing.get_args(annotation)[0]
         return lambda text: [item(x) for x in text.split(",") if x.strip()]
     if annotation in (int, float, str, bool, Path):

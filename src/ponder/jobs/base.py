@@ -21,20 +21,42 @@ from pydantic import BaseModel, Field
 from ponder.config import SETTINGS
 from ponder.data.corpus import iter_task_documents
 from ponder.data.registry import DEMO_TASK, get_task
+from ponder.errors import ModelLoadError
 from ponder.eval import evaluate
 from ponder.lm.load import load_hf_dir
 from ponder.lm.tiny import TinyArch, build_char_tokenizer, build_tiny_model
 from ponder.train.next_token import NextTokenConfig, train_next_token
+from ponder.train.reproducible import TRAINING_THREADS, fixed_threads, weights_fingerprint
 from ponder.train.rundir import open_run, write_json_file
 from ponder.train.trackers import TrackingSettings
 
 #: Recipe fields added after caches existed: left out of the fingerprint at their default.
-_LATER_FIELDS = ("lazy_thoughts", "init")
+_LATER_FIELDS = ("lazy_thoughts", "init", "threads")
 #: The same for fields of the training settings (``micro_batch``: None trains the whole batch at once, as before).
 _LATER_TRAIN_FIELDS = ("micro_batch",)
 
 #: ``init`` value naming the default tiny base (the cached ``BaseJob()``): its model name.
 INIT_DEFAULT_TINY = TINY = "tiny"
+#: The demo's base (:func:`lazy_base_job`).
+TINY_LAZY = "tiny-lazy"
+
+
+def split_base_seed(spec: str) -> tuple[str, int] | None:
+    """``("tiny" | "tiny-lazy", S)`` for a built-in tiny name, ``NAME@S`` naming its recipe retrained
+    with base seed S (no suffix: seed 0, the default); ``None`` for any other model spec."""
+    name, at, seed = str(spec).partition("@")
+    if name not in (TINY, TINY_LAZY):
+        return None
+    if not at:
+        return name, 0
+    if not seed.isdigit():
+        raise ModelLoadError(f"model {spec!r}: the base seed after '@' must be a whole number >= 0, e.g. {name}@1")
+    return name, int(seed)
+
+
+def tiny_spec(name: str, base_seed: int) -> str:
+    """The model name of built-in ``name`` retrained with ``base_seed`` (the plain name for seed 0)."""
+    return name if base_seed == 0 else f"{name}@{base_seed}"
 
 
 class BaseJob(BaseModel):
@@ -63,11 +85,17 @@ class BaseJob(BaseModel):
     )
     init: str | None = Field(
         None,
-        description="start from this model instead of a random initialisation: 'tiny' (the default base, trained first if not cached) or a Hugging Face directory of a tiny model; its architecture replaces arch",
+        description="start from this model instead of a random initialisation: 'tiny' (the default base, trained first if not cached), 'tiny@S' (the default recipe with seed S) or a Hugging Face directory of a tiny model; its architecture replaces arch",
     )
     out: str | None = Field(None, description="output directory (default: the tiny-model cache)")
     eval_n: int = Field(200, ge=1, description="held-out problems measured at the end")
     seed: int = Field(0, description="seed of the data stream, the initialisation and the optimizer")
+    threads: int = Field(
+        TRAINING_THREADS,
+        ge=1,
+        description="intra-op torch threads while training and measuring, whatever OMP_NUM_THREADS says: "
+        "CPU reductions split over another thread count sum in another order, which trains other weights",
+    )
     arch: TinyArch = TinyArch()
     train: NextTokenConfig = NextTokenConfig(
         steps=800, batch_size=64, lr=2e-3, warmup_steps=100, save_every=200, max_length=128
@@ -84,8 +112,9 @@ class BaseJob(BaseModel):
         for name in _LATER_TRAIN_FIELDS:
             if payload["train"][name] == NextTokenConfig.model_fields[name].default:
                 del payload["train"][name]
-        if self.init == INIT_DEFAULT_TINY:  # the default base's own recipe, so a change there retrains this one
-            payload["init"] = f"tiny-{BaseJob().fingerprint()}"
+        if (builtin := split_base_seed(self.init or "")) and builtin[0] == TINY:
+            # the default base's own recipe, so a change there retrains this one
+            payload["init"] = f"tiny-{BaseJob(seed=builtin[1]).fingerprint()}"
         elif self.init is not None:
             payload["init"] = str(Path(self.init).expanduser().resolve())
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
@@ -96,7 +125,7 @@ def run_base(
 ) -> dict:
     """Train, save ``out_dir/final`` and measure think / no-think accuracy on held-out problems."""
 
-    with open_run(out_dir, "base", job, resume, allow_config_change) as out:
+    with open_run(out_dir, "base", job, resume, allow_config_change) as out, fixed_threads(job.threads):
         return _train_base(job, out, resume, progress)
 
 
@@ -108,9 +137,13 @@ def _train_base(job: BaseJob, out_dir: Path, resume: bool, progress: bool) -> di
         model = build_tiny_model(tokenizer, job.arch, seed=job.seed)
     else:
         # Imported here: the cache of built-in models trains them with this module's run_base.
-        from ponder.jobs.tiny_cache import ensure_tiny
+        from ponder.jobs.tiny_cache import ensure_base
 
-        init = ensure_tiny(progress=progress) if job.init == INIT_DEFAULT_TINY else Path(job.init).expanduser()
+        builtin = split_base_seed(job.init)
+        if builtin and builtin[0] == TINY:
+            init = ensure_base(BaseJob(seed=builtin[1]), progress=progress)
+        else:
+            init = Path(job.init).expanduser()
         model, tokenizer = load_hf_dir(init)
     summary = train_next_token(
         model,
@@ -139,6 +172,8 @@ def _train_base(job: BaseJob, out_dir: Path, resume: bool, progress: bool) -> di
         max_thought_tokens=thought_budget(task),
         progress=progress,
     )
+    summary["weights_fingerprint"] = weights_fingerprint(model)
+    summary["threads"] = job.threads
     summary["eval"] = result.to_json()
     write_json_file(out_dir / "base_summary.json", summary)
     return summary
@@ -150,7 +185,7 @@ def thought_budget(task) -> int:
     return max(32, 2 * max(lengths, default=16))
 
 
-def lazy_base_job() -> BaseJob:
+def lazy_base_job(base_seed: int = 0) -> BaseJob:
     """The demo's base: the default tiny model, then 150 steps on the default mix (half the documents
     with a thought) in which 60% of the thoughts are a bare pause, half of them sit inside the answer
     rather than before it, and half the documents carry a pause elsewhere.
@@ -159,14 +194,17 @@ def lazy_base_job() -> BaseJob:
     its greedy think accuracy is far below the default base's (figures in ``bench/RESULTS.md``).
     Whether a training method teaches a model to *use* its thoughts shows on this base; the default
     one always works the steps when it thinks, which leaves nothing to teach.
+
+    ``base_seed`` S > 0 retrains the whole recipe independently: the default base with seed S
+    (``tiny@S``), then this phase with seed S + 1 (seed 0 keeps the cached demo base).
     """
     return BaseJob(
-        init=INIT_DEFAULT_TINY,
+        init=tiny_spec(TINY, base_seed),
         think_fraction=0.5,
         mid_answer_thoughts=0.5,
         lazy_thoughts=0.6,
         pause_thoughts=0.5,
-        seed=1,
+        seed=1 + base_seed,
         train=NextTokenConfig(
             steps=150, batch_size=64, lr=5e-4, min_lr_ratio=1.0, warmup_steps=10, save_every=50, max_length=128
         ),

@@ -19,17 +19,18 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from ponder.config import SETTINGS
+from ponder.config import SETTINGS, SeedList
 from ponder.data.registry import DEMO_TASK, get_task
 from ponder.data.sources import TaskSource
 from ponder.eval import evaluate
 from ponder.jobs.base import thought_budget
-from ponder.jobs.models import load_model
+from ponder.jobs.models import load_model, model_path
 from ponder.jobs.rlp import CPTJob, RLPJob, run_cpt, run_rlp
 from ponder.jobs.tiny_cache import ensure_lazy_tiny
 from ponder.lm.load import load_hf_dir
 from ponder.progress import console
 from ponder.report.demo_report import write_demo_report
+from ponder.report.stats import compare, iqr, median
 from ponder.rl.info_gain import information_gain
 from ponder.rl.positions import tokenize_docs
 from ponder.rl.rlp import RLPConfig
@@ -59,10 +60,14 @@ class DemoJob(BaseModel):
     """Settings of ``ponder demo``."""
 
     model_config = SETTINGS
-    seeds: list[int] = Field([0, 1, 2], min_length=1, description="seeds of the RLP and CPT runs")
+    seeds: SeedList = Field(
+        [0, 1, 2], min_length=1, description="seeds of the RLP and CPT runs: a range 0-9, a list 0,1,2 or both"
+    )
     task: str = Field(DEMO_TASK, description="demo task")
     base: str | None = Field(
-        None, description="base model directory (default: the cached tiny-lazy model, trained on first use)"
+        None,
+        description="base model: a directory, or a built-in name such as tiny-lazy@1 (the demo base retrained "
+        "from base seed 1); default: the cached tiny-lazy model, trained on first use",
     )
     out: str = Field("runs/demo", description="output directory (runs, JSON, HTML report)")
     eval_n: int = Field(200, ge=1, description="held-out problems per evaluation")
@@ -94,12 +99,22 @@ def _measure(model, tokenizer, task, job: DemoJob, heldout_docs, seed: int = 0) 
 
 
 def _aggregate(per_seed: list[dict], seeds: list[int]) -> dict:
+    """Means over seeds, and each figure's ``<key>_median`` and ``<key>_iqr`` beside them."""
     keys = per_seed[0].keys()
     out = {k: statistics.fmean(r[k] for r in per_seed) for k in keys}
+    for k in keys:
+        values = [r[k] for r in per_seed]
+        out[f"{k}_median"], out[f"{k}_iqr"] = median(values), iqr(values)
     out["think_accuracy_per_seed"] = [r["think_accuracy"] for r in per_seed]
     out["think_accuracy_std"] = statistics.pstdev(out["think_accuracy_per_seed"]) if len(per_seed) > 1 else 0.0
     out["per_seed"] = {str(s): r for s, r in zip(seeds, per_seed)}
     return out
+
+
+def _versus(method: list[float], comparison: list[float] | float) -> dict:
+    """Win share and the mean paired gain's bootstrap interval of ``method``'s think accuracy per seed."""
+    c = compare(method, comparison)
+    return {"win_share": c["win_share"], "gain_mean": c["diff"], "gain_low": c["diff_low"], "gain_high": c["diff_high"]}
 
 
 def run_demo(job: DemoJob, progress: bool = True, allow_config_change: bool = False) -> dict:
@@ -112,7 +127,7 @@ def run_demo(job: DemoJob, progress: bool = True, allow_config_change: bool = Fa
 def _demo(job: DemoJob, out: Path, progress: bool, allow_config_change: bool) -> dict:
 
     task = get_task(job.task)
-    base_dir = Path(job.base) if job.base else ensure_lazy_tiny(progress=progress)
+    base_dir = Path(model_path(job.base)) if job.base else ensure_lazy_tiny(progress=progress)
     console.print(f"[bold]ponder demo[/]: base model {base_dir}; runs under {out}")
     base = load_model(str(base_dir))
     held = TaskSource(task, seed=0, split="test").stream()
@@ -146,9 +161,19 @@ def _demo(job: DemoJob, out: Path, progress: bool, allow_config_change: bool) ->
         for name, d in (("rlp", rlp_dir), ("cpt", cpt_dir)):
             model, tok = load_hf_dir(d / "final")
             rows[name].append(_measure(model.eval(), tok, task, job, heldout_docs, seed))
+        # each finished seed on disk: a long run stopped early still leaves its distribution so far
+        write_json_file(out / "demo_partial.json", {"seeds": job.seeds[: len(rows["rlp"])], **results, **rows})
     results["rlp"] = _aggregate(rows["rlp"], job.seeds)
     results["cpt"] = _aggregate(rows["cpt"], job.seeds)
     results["base"]["think_accuracy_per_seed"] = [results["base"]["think_accuracy"]]
+    for k in list(rows["rlp"][0]):  # the base is measured once: its median is its figure, its IQR 0
+        results["base"][f"{k}_median"], results["base"][f"{k}_iqr"] = results["base"][k], 0.0
+    rlp_acc = results["rlp"]["think_accuracy_per_seed"]
+    results["rlp"]["think_accuracy_vs_base"] = _versus(rlp_acc, results["base"]["think_accuracy"])
+    results["rlp"]["think_accuracy_vs_cpt"] = _versus(rlp_acc, results["cpt"]["think_accuracy_per_seed"])
+    results["cpt"]["think_accuracy_vs_base"] = _versus(
+        results["cpt"]["think_accuracy_per_seed"], results["base"]["think_accuracy"]
+    )
     payload = {"seeds": job.seeds, "task": job.task, "eval_n": job.eval_n, **results}
     write_json_file(out / "demo.json", payload)
 

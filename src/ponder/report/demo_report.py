@@ -12,7 +12,8 @@ COLUMNS = ("think_accuracy", "no_think_accuracy", "info_gain_answer", "info_gain
 
 
 def demo_table(payload: dict) -> tuple[list[str], list[list]]:
-    header = ["model", "think acc", "± std (seeds)", "no-think acc", "IG answer (nats)", "IG other (nats)"]
+    header = ["model", "think acc", "± std (seeds)", "median", "IQR", "win share vs base"]
+    header += ["no-think acc", "IG answer (nats)", "IG other (nats)"]
     rows = []
     for key, label in ROWS:
         r = payload[key]
@@ -21,6 +22,9 @@ def demo_table(payload: dict) -> tuple[list[str], list[list]]:
                 label,
                 r["think_accuracy"],
                 r.get("think_accuracy_std", 0.0),
+                r.get("think_accuracy_median", r["think_accuracy"]),
+                r.get("think_accuracy_iqr", 0.0),
+                r.get("think_accuracy_vs_base", {}).get("win_share", "-"),
                 r["no_think_accuracy"],
                 r["info_gain_answer"],
                 r["info_gain_other"],

@@ -46,13 +46,6 @@ def seed_cells(summary: dict) -> str:
     return f"{summary['mean']:.3f} | {summary['std']:.3f} | {per_seed}"
 
 
-def markdown_table(columns: list[str], rows: list[list[str]]) -> str:
-    """A Markdown table (the form ``bench/RESULTS.md`` keeps) of preformatted cells."""
-    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def print_table(header: list[str], rows: list[list], title: str = "") -> None:
     """Print a header and rows (floats to 3 decimals)."""
     table = Table(title=title)
@@ -61,3 +54,14 @@ def print_table(header: list[str], rows: list[list], title: str = "") -> None:
     for row in rows:
         table.add_row(*[_fmt(v) for v in row])
     console.print(table)
+
+
+def _cell(v) -> str:
+    return "-" if v is None else _fmt(v)
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    """A Markdown table (floats to 3 decimals, None as ``-``), as the benches print and RESULTS.md holds."""
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
