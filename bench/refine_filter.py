@@ -44,8 +44,10 @@ from pathlib import Path
 
 import torch
 
+from ponder.config import parse_seeds
 from ponder.data.refine import RefineFilter, keep_mask
 from ponder.data.registry import get_task
+from ponder.errors import PonderError
 from ponder.eval import evaluate
 from ponder.jobs.base import thought_budget
 from ponder.jobs.models import load_model
@@ -87,7 +89,10 @@ def parse_args(argv=None):
     unknown = sorted(set(args.conditions) - set(CONDITIONS))
     if unknown:
         p.error(f"unknown conditions {unknown}; choose from {', '.join(CONDITIONS)}")
-    args.seeds = [int(s) for s in args.seeds.split(",")]
+    try:
+        args.seeds = parse_seeds(args.seeds)  # 0-9, 0,1,2 or a mix
+    except PonderError as e:
+        p.error(str(e))
     return args
 
 

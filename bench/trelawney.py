@@ -38,8 +38,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from ponder.config import parse_seeds
 from ponder.data.registry import get_task
 from ponder.data.trelawney import LOOKAHEAD_CLOSE, LOOKAHEAD_OPEN, LookaheadConfig, iter_task_lookahead_documents
+from ponder.errors import PonderError
 from ponder.jobs.trelawney import TrelawneyJob, run_trelawney
 from ponder.lm.tiny import build_char_tokenizer
 from ponder.report.tables import markdown_table, seed_cells, seed_summary
@@ -72,7 +74,10 @@ def parse_args(argv=None):
     unknown = sorted(set(args.conditions) - set(CONDITIONS))
     if unknown:
         p.error(f"unknown conditions {unknown}; choose from {', '.join(CONDITIONS)}")
-    args.seeds = [int(s) for s in args.seeds.split(",")]
+    try:
+        args.seeds = parse_seeds(args.seeds)  # 0-9, 0,1,2 or a mix
+    except PonderError as e:
+        p.error(str(e))
     return args
 
 
