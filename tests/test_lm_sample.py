@@ -3,7 +3,7 @@ from contextlib import contextmanager
 import pytest
 import torch
 
-from ponder.lm.decode import DecodeRules, Samples, sample
+from ponder.lm.decode import DecodeRules, Samples, cut_at_stop, sample
 from ponder.lm.logprobs import token_logprobs
 from ponder.lm.thoughts import THINK_CLOSE, THINK_OPEN, think_ban_ids, think_token_ids
 
@@ -286,3 +286,37 @@ def test_stop_token_ids_end_rows_and_min_new_tokens_delays_them(model, tok):
     first3 = delayed.tokens[:, :3]
     assert not torch.isin(first3, torch.tensor([close, tok.eos_token_id])).any()
     assert (delayed.tokens[:, 3] == close).all()
+
+
+def test_stop_strings_after_text_skip_the_leading_whitespace(model, tok):
+    """An answer a chat model opens with a newline runs on to its first visible line, then stops."""
+    nl, a = tok.convert_tokens_to_ids(["\n", "a"])
+    first = {"n": 0}
+
+    def forced(module, inputs, output):  # step 1: newline; steps 2-3: "a"; then newline again
+        first["n"] += 1
+        output = output.clone()
+        output[..., nl if first["n"] in (1, 4) else a] += 100.0
+        return output
+
+    handle = model.get_output_embeddings().register_forward_hook(forced)
+    try:
+        plain = sample(
+            model, tok, PROMPTS[:1], max_new_tokens=8, temperature=0, rules=DecodeRules(stop_strings=("\n",))
+        )
+        first["n"] = 0
+        after = sample(
+            model,
+            tok,
+            PROMPTS[:1],
+            max_new_tokens=8,
+            temperature=0,
+            rules=DecodeRules(stop_strings=("\n",), stops_after_text=True),
+        )
+    finally:
+        handle.remove()
+    assert plain.texts(tok, ["\n"]) == ["\n"] and plain.finished.all()  # the old rule: an empty answer
+    assert after.texts(tok) == ["\naa\n"] and after.finished.all() and int(after.num_tokens[0]) == 4
+    assert cut_at_stop("\n\n12\n3", ["\n"], after_text=True) == ("\n\n12\n", True)
+    assert cut_at_stop("\n\n12\n3", ["\n"]) == ("\n", True)
+    assert cut_at_stop("  \n ", ["\n"], after_text=True) == ("  \n ", False)

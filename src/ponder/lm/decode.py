@@ -38,13 +38,16 @@ class DecodeRules:
 
     ``end_ids`` end a row and stay as its last token (EOS, ``</think>``...); ``ban_ids`` never
     appear; for the first ``min_new_tokens`` steps ``end_ids`` are banned too; a row also ends when
-    its text contains one of ``stop_strings`` (the completing token is its last one).
+    its text contains one of ``stop_strings`` (the completing token is its last one). With
+    ``stops_after_text`` a stop string inside the leading whitespace does not count: an answer
+    that a chat model starts with a newline goes on to its first visible line.
     """
 
     end_ids: tuple[int, ...] = ()
     ban_ids: tuple[int, ...] = ()
     min_new_tokens: int = 0
     stop_strings: tuple[str, ...] = ()
+    stops_after_text: bool = False
 
 
 @dataclass
@@ -131,9 +134,13 @@ def eos_ids(model, tokenizer) -> list[int]:
     return sorted(ids)
 
 
-def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
-    """``text`` cut right after the earliest stop string, and whether one was found."""
-    ends = [i + len(s) for s in stops if s and (i := text.find(s)) >= 0]
+def cut_at_stop(text: str, stops: Sequence[str], after_text: bool = False) -> tuple[str, bool]:
+    """``text`` cut right after the earliest stop string, and whether one was found.
+
+    ``after_text``: only a stop string that starts after the leading whitespace counts.
+    """
+    start = len(text) - len(text.lstrip()) if after_text else 0
+    ends = [i + len(s) for s in stops if s and (i := text.find(s, start)) >= 0]
     return (text[: min(ends)], True) if ends else (text, False)
 
 
@@ -191,8 +198,8 @@ def pick(
 class _StopWatcher:
     """Incremental stop-string detection: decodes only a short tail window per live row per step."""
 
-    def __init__(self, tokenizer, stops: Sequence[str], drop_ids: set[int], num_rows: int):
-        self.tokenizer, self.drop_ids = tokenizer, drop_ids
+    def __init__(self, tokenizer, stops: Sequence[str], drop_ids: set[int], num_rows: int, after_text: bool = False):
+        self.tokenizer, self.drop_ids, self.after_text = tokenizer, drop_ids, after_text
         self.stops = [s for s in stops if s]
         self.history: list[list[int]] = [[] for _ in range(num_rows)]
         # A char is at most 4 UTF-8 bytes (byte-level tokens); +2 so the window starts before the
@@ -211,6 +218,8 @@ class _StopWatcher:
             tails = [self.history[rows[j]][-self.window :] for j in check]
             texts = self.tokenizer.batch_decode(tails, skip_special_tokens=False, clean_up_tokenization_spaces=False)
             for j, text in zip(check, texts):
+                if self.after_text and len(self.history[rows[j]]) <= self.window:
+                    text = text.lstrip()  # the tail is the whole continuation: skip its leading whitespace
                 hit[j] = any(s in text for s in self.stops)
         return hit
 
@@ -242,6 +251,7 @@ class _Decoder:
         self.min_new = rules.min_new_tokens
         self.drop_ids = {int(t) for t in (tokenizer.pad_token_id, tokenizer.bos_token_id) if t is not None} | set(eos)
         self.stops = tuple(s for s in rules.stop_strings if s)
+        self.stops_after_text = rules.stops_after_text
         self.tokenizer = tokenizer
         self.keep_last = {"logits_to_keep": 1} if hf_compat.supports_logits_to_keep(model) else {}
 
@@ -285,7 +295,11 @@ class _Decoder:
         mask_out = torch.zeros((num_rows, self.max_new), dtype=torch.bool, device=device)
         logp_out = torch.zeros((num_rows, self.max_new), dtype=torch.float32, device=device)
         finished = torch.zeros(num_rows, dtype=torch.bool, device=device)
-        watcher = _StopWatcher(self.tokenizer, self.stops, self.drop_ids, num_rows) if self.stops else None
+        watcher = (
+            _StopWatcher(self.tokenizer, self.stops, self.drop_ids, num_rows, self.stops_after_text)
+            if self.stops
+            else None
+        )
         rows_list = b.rows.tolist() if watcher else None
         for step in range(self.max_new):
             uniform = None

@@ -88,8 +88,8 @@ class ThoughtFormat:
         )
 
     def answer_rules(self, stops: Sequence[str] = ()) -> DecodeRules:
-        """Ends at EOS or a stop string; no delimiter inside an answer."""
-        return DecodeRules(ban_ids=(self.open_id, self.close_id), stop_strings=tuple(stops))
+        """Ends at EOS or a stop string after the answer's first visible character; no delimiter inside."""
+        return DecodeRules(ban_ids=(self.open_id, self.close_id), stop_strings=tuple(stops), stops_after_text=True)
 
     # ------------------------------------------------------------ prompts
     def prompt_ids(self, tokenizer, prompts: Sequence[str]) -> list[list[int]]:
@@ -201,7 +201,7 @@ class Completions:
             skip_special_tokens=False,
             clean_up_tokenization_spaces=False,
         )
-        answers = [drop_stop(cut_at_stop(a, stops)[0], stops) for a in answers]
+        answers = [drop_stop(cut_at_stop(a, stops, after_text=True)[0], stops) for a in answers]
         if self.thoughts is None:
             return answers
         thoughts = tokenizer.batch_decode(
