@@ -38,7 +38,7 @@ def test_demo_pipeline_json_and_report(trained_tiny_dir, tmp_path):
     assert len(data["rlp"]["think_accuracy_per_seed"]) == 2
     mean = sum(data["rlp"]["think_accuracy_per_seed"]) / 2
     assert abs(data["rlp"]["think_accuracy"] - mean) < 1e-12
-    # CPT is FLOP-matched: it trained on the RLP run's T_flop = rollout + input tokens, to the nearest whole step.
+    # CPT is FLOP-matched: it trained on exactly the RLP run's T_flop = rollout + input tokens.
     rlp = json.loads((tmp_path / "runs" / "rlp-s0" / "rlp_summary.json").read_text())
     cpt = json.loads((tmp_path / "runs" / "cpt-s0" / "cpt_summary.json").read_text())
     assert cpt["budget_tokens"] == rlp["flop_matched_tokens"] == rlp["rollout_tokens"] + rlp["input_tokens"]

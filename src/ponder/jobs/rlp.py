@@ -89,8 +89,8 @@ def trained_tokens_per_step(tokenizer, documents, batch_size: int, max_length: i
 def cpt_steps(job: CPTJob, model, tokenizer, documents) -> tuple[int, dict | None]:
     """``(steps, plan)``: from ``--match-run`` when given (plan: budget and planned tokens), else ``--steps``.
 
-    The steps are counted on the very documents CPT will read, so the trained tokens equal the
-    budget up to the nearest whole step.
+    The steps are counted on the very documents CPT will read, the last one cut to the budget, so
+    the trained tokens equal the budget.
     """
 
     if not job.match_run:
@@ -110,17 +110,8 @@ def cpt_steps(job: CPTJob, model, tokenizer, documents) -> tuple[int, dict | Non
         )
     budget = cpt_budget_tokens(job.match, rlp, model_size(model).params)
     per_step = trained_tokens_per_step(tokenizer, documents, job.batch_size, job.max_length)
-    steps, planned = steps_for_budget(per_step, budget)
-    if abs(planned - budget) > 0.02 * budget:
-        LOG.warning(
-            "cpt: %d steps train %d tokens for a budget of %d (%+.1f%%): whole steps are too coarse; "
-            "lower --batch-size or --max-length",
-            steps,
-            planned,
-            budget,
-            100 * (planned / budget - 1),
-        )
-    return steps, {"budget_tokens": budget, "planned_tokens": planned}
+    steps, last_step_tokens = steps_for_budget(per_step, budget)
+    return steps, {"budget_tokens": budget, "planned_tokens": budget, "last_step_tokens": last_step_tokens}
 
 
 def run_cpt(job: CPTJob, resume: bool = True, progress: bool = True, allow_config_change: bool = False) -> dict:
@@ -138,6 +129,7 @@ def run_cpt(job: CPTJob, resume: bool = True, progress: bool = True, allow_confi
             resume=resume,
             progress=progress,
             description="ponder cpt",
+            token_budget=plan["budget_tokens"] if plan else None,
         )
         summary.update({"match": job.match if job.match_run else None, **(plan or {"budget_tokens": None})})
         write_json_file(out / "cpt_summary.json", summary)

@@ -47,9 +47,9 @@ heads x head size), backward twice that; padding is not charged.
 
 **The CPT budget** (:func:`cpt_budget_tokens`): ``flop`` -> ``T_flop`` (the paper's match);
 ``token`` -> ``T_inp``; ``compute`` -> ``flops / (6 * N_cpt)``, the tokens CPT trains (forward
-plus backward, ``6 * N`` each) for the same dense FLOPs. CPT then runs the whole number of steps
-whose trained tokens, counted after its own truncation, come nearest the budget
-(:func:`steps_for_budget`).
+plus backward, ``6 * N`` each) for the same dense FLOPs. CPT then runs the steps whose trained tokens,
+counted after its own truncation, reach the budget, its last step cut to the budget
+(:func:`steps_for_budget`), so it trains exactly the budget.
 """
 
 from __future__ import annotations
@@ -220,17 +220,21 @@ def cpt_budget_tokens(match: str, summary: dict, cpt_params: int) -> int:
 
 
 def steps_for_budget(batch_tokens: Iterable[int], budget_tokens: int) -> tuple[int, int]:
-    """``(steps, tokens)``: the whole number of steps (at least 1) whose summed tokens come nearest the budget.
+    """``(steps, last_step_tokens)``: the steps whose summed tokens reach the budget, the last one cut to it.
 
     ``batch_tokens``: the tokens each successive step trains on (read until the budget is reached).
+    Every step but the last trains its whole batch; the last trains ``last_step_tokens`` of it, so
+    the steps together train exactly ``budget_tokens`` (whole steps alone can miss a small budget
+    by most of a step).
     """
+    if budget_tokens < 1:
+        raise ValueError(f"a budget of {budget_tokens} tokens trains nothing")
     total, steps = 0, 0
     for tokens in batch_tokens:
         if tokens <= 0:
             raise ValueError("a training step with no tokens: the documents are empty")
-        if steps > 0 and total + tokens - budget_tokens > budget_tokens - total:
-            return steps, total  # stopping short is nearer than taking this step
-        total, steps = total + tokens, steps + 1
-        if total >= budget_tokens:
-            return steps, total
+        steps += 1
+        if total + tokens >= budget_tokens:
+            return steps, budget_tokens - total
+        total += tokens
     raise ValueError("the document stream ended before the budget was reached")

@@ -116,6 +116,17 @@ def training_windows(tokenizer, documents: Iterator, max_length: int) -> Iterato
             yield example_window(tokenizer, doc, max_length)
 
 
+def cut_to_tokens(rows: list[tuple[list[int], int]], limit: int) -> list[tuple[list[int], int]]:
+    """The first ``limit`` tokens of a batch of ``(window ids, loss start)`` rows, in order (the crossing row cut)."""
+    kept, left = [], limit
+    for ids, start in rows:
+        if left <= 0:
+            break
+        kept.append((ids[:left], start))
+        left -= len(kept[-1][0])
+    return kept
+
+
 def collate_windows(
     rows: list[list[int]], pad_id: int, device, loss_starts: list[int] | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -163,6 +174,7 @@ def train_next_token(
     eval_every: int | None = None,
     progress: bool = True,
     description: str = "next-token training",
+    token_budget: int | None = None,
 ) -> dict:
     """Train ``model`` on documents from ``documents()`` for ``cfg.steps`` steps.
 
@@ -170,6 +182,8 @@ def train_next_token(
     ``documents`` must return the same sequence every call (it is replayed on resume).
     Writes checkpoints and ``metrics.jsonl`` under ``run_dir`` and the final model to
     ``run_dir/final``. Returns a summary dict (steps, tokens, seconds, final loss).
+    ``token_budget``: the last step's windows are cut so the run trains at most this many tokens
+    (a compute-matched run; the other steps must fit under it).
     """
 
     run_dir = Path(run_dir)
@@ -210,6 +224,8 @@ def train_next_token(
         while step < cfg.steps:
             rows = [next(stream) for _ in range(cfg.batch_size)]
             docs_consumed += len(rows)
+            if token_budget is not None and step == cfg.steps - 1:
+                rows = cut_to_tokens(rows, token_budget - tokens_seen)
             input_ids, mask, labels = collate_windows(
                 [ids for ids, _ in rows], tokenizer.pad_token_id, device, [start for _, start in rows]
             )
