@@ -56,7 +56,16 @@ def main() -> None:
         lines.append(json.dumps({"text": text[: args.chars]}) + "\n")
     corpus.write_text("".join(lines))
     common = ["--model", str(tmp / "model"), "--corpus", str(corpus), "--quiet"]
-    rlp_flags = ["--steps", str(args.rlp_steps), "--docs-per-step", "2", "--group-size", "2"]
+    rlp_flags = [
+        "--steps",
+        str(args.rlp_steps),
+        "--docs-per-step",
+        "2",
+        "--positions-per-doc",
+        "16",
+        "--group-size",
+        "2",
+    ]
     ponder(
         ["rlp", *common, *rlp_flags, "--max-thought-tokens", "4", "--context-length", "64", "--out", str(tmp / "rlp")]
     )
