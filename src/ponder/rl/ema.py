@@ -14,7 +14,7 @@ with a stable no-think predictor. Two forms, chosen by the model it follows:
 Precision: a bf16 teacher cannot take the EMA's increments by rounding to nearest. With
 ``1 - tau = 1e-3`` the change ``(1 - tau) (theta - phi)`` is far below half a bf16 unit in the
 last place (2^-9 relative) and a rounded-to-nearest teacher stalls where it started. The update
-is therefore computed in fp32 one tensor at a time and rounded *stochastically* to bf16
+is therefore computed in fp32 a chunk of a tensor at a time and rounded *stochastically* to bf16
 (:func:`stochastic_round_bf16`): unbiased, so the teacher follows the fp32 EMA on average, at
 the cost of a rounding noise of at most one bf16 unit per weight (``bench/ema_dtype.py`` measures
 both). The rounding's random bits are drawn from a generator keyed by the update's index, so a
@@ -36,6 +36,8 @@ from torch import Tensor, nn
 from ponder.lm import adapters
 from ponder.train.checkpoint import load_weights_into
 
+#: Elements updated at once when the target's dtype differs from the source's (4 MiB of fp32).
+MIXED_CHUNK = 1 << 20
 #: The teacher's adapter in a LoRA model.
 TEACHER_ADAPTER = "ema"
 
@@ -62,8 +64,8 @@ def ema_update_(
 ) -> None:
     """In place, for each pair: ``target <- tau * target + (1 - tau) * source``.
 
-    Pairs share shape and device. Same dtypes: one fused update. A bf16 target of an fp32 source:
-    the update is computed in fp32, one tensor at a time, and rounded to bf16 stochastically with
+    Pairs share shape and device (targets contiguous). Same dtypes: one fused update. A bf16 target of
+    an fp32 source: the update is computed in fp32, :data:`MIXED_CHUNK` elements at a time, and rounded to bf16 stochastically with
     ``generator`` (``stochastic=False``: to nearest, which stalls on small increments; for
     measuring that). ``tau=1`` freezes the target, ``tau=0`` copies.
     """
@@ -79,10 +81,12 @@ def ema_update_(
     for t, s in zip(targets, sources):
         if t.dtype == s.dtype:
             continue
-        value = t.float().lerp_(s.float(), 1.0 - tau)
-        if t.dtype == torch.bfloat16 and stochastic:
-            value = stochastic_round_bf16(value, generator)
-        t.copy_(value)
+        # In chunks: the fp32 temporaries stay a few MiB however large the tensor (an embedding of 151,936 rows).
+        for tc, sc in zip(t.view(-1).split(MIXED_CHUNK), s.reshape(-1).split(MIXED_CHUNK)):
+            value = tc.float().lerp_(sc.float(), 1.0 - tau)
+            if t.dtype == torch.bfloat16 and stochastic:
+                value = stochastic_round_bf16(value, generator)
+            tc.copy_(value)
 
 
 def _float_and_other_buffers(module: nn.Module) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
