@@ -116,8 +116,10 @@ class EMATeacher:
         self.num_updates = 0
 
     @classmethod
-    def from_model(cls, model: nn.Module, tau: float = 0.999, dtype: torch.dtype | None = None) -> EMATeacher:
-        teacher = cls(tau, dtype)
+    def from_model(
+        cls, model: nn.Module, tau: float = 0.999, dtype: torch.dtype | None = None, seed: int = 0
+    ) -> EMATeacher:
+        teacher = cls(tau, dtype, seed)
         teacher.initialize(model)
         return teacher
 
