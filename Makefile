@@ -22,7 +22,7 @@ $(VENV)/.core: pyproject.toml constraints.txt | $(BIN)/python
 	touch $@
 
 $(VENV)/.test: $(VENV)/.core Makefile
-	$(PIP) install -q $(PINS) -e ".[gguf,tasks,trl,dev]"
+	$(PIP) install -q $(PINS) -e ".[gguf,tasks,trl,peft,dev]"
 	touch $@
 
 install: $(VENV)/.core

@@ -12,7 +12,10 @@ and synthetic token batches, so every row does the same work as its neighbours:
   in micro-batches, with and without gradient checkpointing; and TRL's ``GRPOTrainer`` loss
   (``compute_loss``, backward, AdamW) on the same completions;
 * ``rlp``: one whole RLP step (sampling, EMA baseline, reward pass, update) of ``ponder rlp``'s
-  trainer on text windows, whole and in micro-batches of one position.
+  trainer on text windows, whole and in micro-batches of one position; in micro-batches also with a
+  bf16 EMA teacher (``--ema-dtype bf16``) and with LoRA adapters of rank 8 (when peft is installed)
+  in place of full fine-tuning. These rows also give the state a trainer holds between steps
+  (weights, optimizer state, EMA teacher), counted from its tensors.
 
 Each row's figure is the step's peak over the memory held before it (model, optimizer state
 and, for RLP, the EMA teacher already allocated by a warm-up step): on CUDA
@@ -20,7 +23,9 @@ and, for RLP, the EMA teacher already allocated by a warm-up step): on CUDA
 through ``/proc/self/clear_refs``, with glibc returning every large block at free), so the rows
 run one after another in one process. Ratios: ``chunked_over_unchunked`` (scoring at vocabulary
 151,936) and ``ponder_over_trl`` (ponder's GRPO update in micro-batches of one completion over TRL's on
-the same completions; ``ponder_over_trl_one_batch`` without micro-batches)::
+the same completions; ``ponder_over_trl_one_batch`` without micro-batches); ``rlp_lora_over_full``
+(the LoRA RLP step's peak over full fine-tuning's) and ``rlp_lora_state_over_full`` (the same for the
+held state)::
 
     OMP_NUM_THREADS=1 python bench/memory.py [--quick] [--json PATH] [--device cuda --dtype bf16]
 """
@@ -31,6 +36,7 @@ import argparse
 import copy
 import ctypes
 import gc
+import importlib.util
 import json
 import sys
 import tempfile
@@ -49,6 +55,7 @@ from ponder.rl.batches import PaddedBatch  # noqa: E402
 from ponder.rl.engine import Engine, EngineSettings, Recipe, StepBatch  # noqa: E402
 
 QWEN, SMOL = "qwen3-0.6b-shape", "smollm2-135m-shape"
+LORA_RANK = 8  # the LoRA row's adapter rank (peft's default targets: every linear layer but the output layer)
 GRIDS = {
     # layers, completions B, prompt and completion tokens, RLP documents per step
     "full": dict(
@@ -304,7 +311,10 @@ def rlp_rows(grid: dict, device: str, dtype: torch.dtype, peak: PeakMemory, work
                 yield from ((d, None) for d in docs)
 
     out = []
-    for micro, ckpt in ((None, False), (1, False), (1, True)):
+    variants = [(None, False, {}), (1, False, {}), (1, True, {}), (1, False, {"ema_dtype": "bf16"})]
+    if importlib.util.find_spec("peft") is not None:
+        variants.append((1, False, {"lora_rank": LORA_RANK}))
+    for micro, ckpt, extra in variants:
         model = copy.deepcopy(base)
         set_checkpointing(model, ckpt)
         cfg = RLPConfig(
@@ -316,9 +326,11 @@ def rlp_rows(grid: dict, device: str, dtype: torch.dtype, peak: PeakMemory, work
             micro_batch=micro,
             report_to=["none"],
             batch_layout="padded" if ckpt else "auto",
+            **extra,
         )
-        trainer = RLPTrainer(model, tok, Texts(), cfg, work / f"rlp-{micro}-{ckpt}")
+        trainer = RLPTrainer(model, tok, Texts(), cfg, work / f"rlp-{micro}-{ckpt}-{len(out)}")
         config = f"ponder rlp micro_batch={micro or 'none'}" + (" checkpointing" if ckpt else "")
+        config += "".join(f" {k}={v}" for k, v in extra.items())
         desc = f"{grid['rlp_docs']} positions x G=4, thoughts of 32, context 128"
         out.append(
             dict(
@@ -328,12 +340,22 @@ def rlp_rows(grid: dict, device: str, dtype: torch.dtype, peak: PeakMemory, work
                 vocab=base.config.vocab_size,
                 work_desc=desc,
                 peak_bytes=measure(peak, trainer.train_step, trainer.train_step),
+                state_bytes=training_state_bytes(trainer),
                 micro_batch=micro,
                 checkpointing=ckpt,
             )
         )
         del trainer, model
     return out
+
+
+def training_state_bytes(trainer) -> int:
+    """Bytes of what a trainer holds between steps, counted: weights, optimizer state, the EMA teacher's own tensors
+    (a copy, or a LoRA teacher's adapter: its base is the policy's), each storage once."""
+    tensors = [*trainer.model.parameters(), *trainer.recipe.ema.parameters()]
+    tensors += [t for state in trainer.optimizer.state.values() for t in state.values() if torch.is_tensor(t)]
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
+    return sum(storages.values())
 
 
 def ratios(rows: list[dict]) -> dict:
@@ -350,6 +372,12 @@ def ratios(rows: list[dict]) -> dict:
         return a / b if a is not None and b else None
 
     trl = find("grpo", "trl GRPOTrainer")
+    full_rlp, lora_rlp = "ponder rlp micro_batch=1", f"ponder rlp micro_batch=1 lora_rank={LORA_RANK}"
+    bf16_rlp = "ponder rlp micro_batch=1 ema_dtype=bf16"
+
+    def state(config):
+        return next((r["state_bytes"] for r in rows if r["kind"] == "rlp" and r["config"] == config), None)
+
     return {
         "chunked_over_unchunked": ratio(find("score", "chunked"), find("score", "unchunked")),
         "chunked_over_unchunked_vocab_49152": ratio(find("score", "chunked", 49152), find("score", "unchunked", 49152)),
@@ -362,14 +390,21 @@ def ratios(rows: list[dict]) -> dict:
         "rlp_micro_1_over_one_batch": ratio(
             find("rlp", "ponder rlp micro_batch=1", 49152), find("rlp", "ponder rlp micro_batch=none", 49152)
         ),
+        "rlp_lora_over_full": ratio(find("rlp", lora_rlp, 49152), find("rlp", full_rlp, 49152)),
+        "rlp_lora_state_over_full": ratio(state(lora_rlp), state(full_rlp)),
+        "rlp_ema_bf16_state_over_fp32": ratio(state(bf16_rlp), state(full_rlp)),
     }
 
 
 def table(result: dict) -> str:
-    lines = ["| step | model | vocab | configuration | work | peak MiB |", "| --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| step | model | vocab | configuration | work | peak MiB | held state MiB |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in result["rows"]:
+        held = f"{r['state_bytes'] / 2**20:.1f}" if "state_bytes" in r else ""
         lines.append(
-            f"| {r['kind']} | {r['model']} | {r['vocab']:,} | {r['config']} | {r['work']} | {r['peak_bytes'] / 2**20:.1f} |"
+            f"| {r['kind']} | {r['model']} | {r['vocab']:,} | {r['config']} | {r['work']} | {r['peak_bytes'] / 2**20:.1f} | {held} |"
         )
     lines.append("")
     for k, v in result.items():

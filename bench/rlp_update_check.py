@@ -57,7 +57,7 @@ def main() -> None:
     backend = TransformersBackend(lm.model, lm.tokenizer, fmt)
     ro = rollout.make_rollout(
         lm.model,
-        recipe.ema.model,
+        rollout.baseline_pass(recipe.ema.model, lm.tokenizer, fmt, docs),
         lm.tokenizer,
         fmt,
         docs,

@@ -104,7 +104,7 @@ def test_tree_and_padded_layouts_get_the_same_account(random_tiny):
     from ponder.lm.thinking import ThoughtFormat
     from ponder.rl.generation import TransformersBackend
     from ponder.rl.positions import Doc, keyed_generators
-    from ponder.rl.rollout import make_rollout
+    from ponder.rl.rollout import baseline_pass, make_rollout
 
     model, tok = random_tiny
     fmt = ThoughtFormat.of(model, tok)
@@ -114,7 +114,8 @@ def test_tree_and_padded_layouts_get_the_same_account(random_tiny):
     rollouts, accounts = {}, {}
     for layout in ("tree", "padded"):
         gens = keyed_generators(3, [0, 1])
-        rollouts[layout] = make_rollout(model, model, tok, fmt, docs, 2, 3, 2, 5, 1.0, gens, backend, layout=layout)
+        base = baseline_pass(model, tok, fmt, docs)
+        rollouts[layout] = make_rollout(model, base, tok, fmt, docs, 2, 3, 2, 5, 1.0, gens, backend, layout=layout)
         accounts[layout] = rollout_compute(rollouts[layout], 3, size)
     tree, padded = rollouts["tree"], rollouts["padded"]
     assert tree.thoughts.ids == padded.thoughts.ids and tree.positions == padded.positions

@@ -7,7 +7,7 @@ from ponder.lm.thinking import ThoughtFormat, Thoughts
 from ponder.rl.batches import resolve_layout, rlp_padded_batch, rlp_tree_batch, target_logprob_sums
 from ponder.rl.generation import TransformersBackend
 from ponder.rl.positions import Doc, keyed_generators
-from ponder.rl.rollout import make_rollout
+from ponder.rl.rollout import baseline_pass, make_rollout
 
 OPEN, CLOSE, PAD = 98, 99, 0
 
@@ -118,7 +118,9 @@ def test_rollout_per_document_generators_ignore_batch_composition(one_thread):
 
     def rollout(sel):
         gens = [keyed_generators(5, [i])[0] for i in sel]
-        return make_rollout(model, model, tok, fmt, [docs[i] for i in sel], 2, 3, 1, 6, 1.0, gens, backend)
+        chosen = [docs[i] for i in sel]
+        base = baseline_pass(model, tok, fmt, chosen)
+        return make_rollout(model, base, tok, fmt, chosen, 2, 3, 1, 6, 1.0, gens, backend)
 
     both, alone = rollout([0, 1]), rollout([1])
     assert [t for d, t in both.positions if d == 1] == [t for _, t in alone.positions]

@@ -7,7 +7,9 @@
 * ``smollm2-135m-shape``, ``qwen3-0.6b-shape`` (``NAME:L``: first L layers): random weights of a real
   model's shape with a synthetic tokenizer of its vocabulary size (:mod:`ponder.lm.shapes`);
 * a path to a ``.gguf`` file (loaded through transformers' ``gguf_file=``, de-quantized);
-* a path to a Hugging Face model directory (``config.json`` + weights).
+* a path to a Hugging Face model directory (``config.json`` + weights);
+* a path to a LoRA adapter directory (``adapter_config.json``, e.g. a LoRA run's ``final/``): its base
+  model (the name or path the adapter records) with the adapter merged in.
 
 Nothing is downloaded: every load is local. This sits above :mod:`ponder.lm` because a
 built-in tiny model is trained by a job on first use.
@@ -24,6 +26,7 @@ import torch
 from ponder.errors import ModelLoadError
 from ponder.jobs.base import TINY, TINY_LAZY, split_base_seed
 from ponder.jobs.tiny_cache import builtin_tiny_path
+from ponder.lm import adapters
 from ponder.lm.load import LM, finish_loaded, load_pretrained
 from ponder.lm.shapes import SHAPES, build_shape_model, is_shape_spec
 
@@ -71,10 +74,21 @@ def load_model(
     think_tokens: bool = True,
     tiny_dir: str | os.PathLike | None = None,
 ) -> LM:
-    """Load ``spec`` (see the module docstring) onto ``device`` (default: CUDA if available, else CPU)."""
-    if is_shape_spec(str(spec)):
-        model, tokenizer = build_shape_model(str(spec), dtype)
-        return finish_loaded(model, tokenizer, str(spec), device, think_tokens)
-    lm = load_pretrained(model_path(spec, tiny_dir), device=device, dtype=dtype, think_tokens=think_tokens)
-    lm.name = str(spec)
+    """Load ``spec`` (see the module docstring) onto ``device`` (default: CUDA if available, else CPU).
+
+    The model's ``config.name_or_path`` becomes ``spec`` (a path made absolute): what a LoRA adapter
+    trained on it records as its base, so that the adapter's folder loads again through here.
+    """
+    spec = str(spec)
+    if is_shape_spec(spec):
+        model, tokenizer = build_shape_model(spec, dtype)
+        lm = finish_loaded(model, tokenizer, spec, device, think_tokens)
+    elif adapters.is_adapter_dir(spec) and not Path(spec, "config.json").is_file():
+        base = load_model(adapters.adapter_base(spec), device, dtype, think_tokens, tiny_dir)
+        lm = finish_loaded(adapters.apply_saved_adapter(base.model, spec), base.tokenizer, spec, device, False)
+    else:
+        lm = load_pretrained(model_path(spec, tiny_dir), device=device, dtype=dtype, think_tokens=think_tokens)
+        lm.name = spec
+    builtin = spec == SMOLLM2 or is_shape_spec(spec) or split_base_seed(spec) is not None
+    lm.model.config.name_or_path = spec if builtin else str(Path(spec).resolve())
     return lm

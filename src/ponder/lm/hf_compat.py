@@ -26,6 +26,20 @@ from transformers.cache_utils import DynamicLayer
 MASK_4D_IMPLEMENTATIONS = (None, "eager", "sdpa")
 
 
+# ---------------------------------------------------------------- the model under an adapter wrapper
+
+
+def transformers_model(model: nn.Module) -> nn.Module:
+    """The transformers model under a peft wrapper (the same modules, adapters active), else ``model`` itself.
+
+    A ``PeftModel``'s forward passes every argument through to this model, but its signature hides
+    the model's (the cache argument's name, ``logits_to_keep``): whatever reads the signature, or
+    reaches the decoder and the output layer, reads them here.
+    """
+    get_base_model = getattr(model, "get_base_model", None)
+    return get_base_model() if callable(get_base_model) else model
+
+
 # ---------------------------------------------------------------- the forward's cache argument
 
 
@@ -37,7 +51,7 @@ def _cache_kwarg_of(forward_cls: type) -> str:
 
 def cache_kwargs(model: nn.Module, cache) -> dict:
     """``{name: cache}`` for ``model``'s forward: ``cache`` on transformers >= 5.2x, else ``past_key_values``."""
-    return {_cache_kwarg_of(type(model)): cache}
+    return {_cache_kwarg_of(type(transformers_model(model))): cache}
 
 
 def output_cache(out):
@@ -56,7 +70,7 @@ def _takes_logits_to_keep(forward_cls: type) -> bool:
 
 def supports_logits_to_keep(model: nn.Module) -> bool:
     """Whether ``model.forward`` takes ``logits_to_keep`` (logits for the last k positions only)."""
-    return _takes_logits_to_keep(type(model))
+    return _takes_logits_to_keep(type(transformers_model(model)))
 
 
 # ---------------------------------------------------------------- attention implementation
@@ -230,6 +244,7 @@ HIDDEN_PATH_MODEL_TYPES = frozenset(
 
 def decoder_and_unembed(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:
     """``(decoder, unembedding)`` for computing logits from hidden states, or None when not known to be exact."""
+    model = transformers_model(model)
     if getattr(getattr(model, "config", None), "model_type", None) not in HIDDEN_PATH_MODEL_TYPES:
         return None
     get_decoder = getattr(model, "get_decoder", None)
@@ -250,6 +265,7 @@ def enable_activation_checkpointing(model: nn.Module) -> bool:
     drop the KV cache while checkpointing (a recompute would write it twice), so a forward that reads a cache
     built by an earlier call (the shared-prefix tree) cannot run under it.
     """
+    model = transformers_model(model)
     if not getattr(model, "supports_gradient_checkpointing", False):
         return False
     kwargs = {"use_reentrant": False}
@@ -261,6 +277,7 @@ def enable_activation_checkpointing(model: nn.Module) -> bool:
 
 
 def activation_checkpointing_enabled(model: nn.Module) -> bool:
+    model = transformers_model(model)
     flag = getattr(type(model), "is_activation_checkpointing", None)
     if flag is not None:
         return bool(model.is_activation_checkpointing)

@@ -35,14 +35,13 @@ from pydantic import Field
 from torch import Tensor
 
 from ponder.errors import PonderError
-from ponder.lm import hf_compat
+from ponder.lm import adapters, hf_compat
 from ponder.progress import make_progress
 from ponder.rl import distributed
 from ponder.rl.losses import clipped_surrogate, masked_mean
 from ponder.rl.micro import WeightedMeans, split_step
 from ponder.train.checkpoint import (
     latest_checkpoint,
-    load_weights_into,
     restore_checkpoint,
     save_checkpoint,
     save_final,
@@ -79,6 +78,23 @@ class EngineSettings(PolicyUpdateSettings):
         False,
         description="recompute each decoder layer's activations in the backward (less memory, about one more "
         "forward); RLP then lays its batch out as padded rows",
+    )
+    lora_rank: int | None = Field(
+        None,
+        ge=1,
+        description="train LoRA adapters of this rank on the frozen model (extra `peft`) instead of every weight "
+        "(none: full fine-tuning)",
+    )
+    lora_alpha: float = Field(16.0, gt=0, description="LoRA scale: an adapter's update is scaled by alpha / rank")
+    lora_dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the adapters' input while training")
+    lora_target_modules: str = Field(
+        "all-linear",
+        description="layers given adapters: all-linear (every linear layer but the output layer) or "
+        "comma-separated module names, e.g. q_proj,k_proj,v_proj,o_proj",
+    )
+    lora_save_merged: bool = Field(
+        False,
+        description="with LoRA: also save final/merged, the model with the adapter merged in (an ordinary HF model)",
     )
     save_every: int = Field(50, ge=1, description="checkpoint every N steps (and at the end)")
     log_every: int = Field(1, ge=1, description="write metrics every N steps")
@@ -152,7 +168,7 @@ class Recipe:
         """After the step's last epoch (e.g. syncing an external sampler's weights)."""
 
     def extra_models(self) -> dict:
-        """Models saved beside the policy in each checkpoint (name -> module)."""
+        """Models saved beside the policy in each checkpoint (name -> object with ``save_pretrained(path)``)."""
         return {}
 
     def summary(self) -> dict:
@@ -166,9 +182,23 @@ class Recipe:
         """Restore the recipe from a checkpoint (``ckpt`` holds :meth:`extra_models`' weights)."""
 
 
-def load_extra(model, ckpt: Path, name: str) -> None:
-    """Weights of extra model ``name`` saved in checkpoint ``ckpt``."""
-    load_weights_into(model, Path(ckpt) / name)
+def prepare_model(model, settings: EngineSettings):
+    """The model a recipe trains: ``model`` itself, or with ``lora_rank`` set, ``model`` wrapped in LoRA adapters.
+
+    Trainers call it before building their recipe, so that the recipe and the engine hold the same
+    (wrapped) model. Wrapping injects the adapters into ``model`` in place: a caller's reference to
+    ``model`` computes with them too.
+    """
+    if settings.lora_rank is None or adapters.is_adapted(model):
+        return model
+    return adapters.add_lora(
+        model,
+        settings.lora_rank,
+        settings.lora_alpha,
+        settings.lora_dropout,
+        settings.lora_target_modules,
+        seed=settings.seed,
+    )
 
 
 class Engine:
@@ -179,6 +209,8 @@ class Engine:
         self.cfg = recipe.settings
         self.run_dir = Path(run_dir)
         self.device = next(model.parameters()).device
+        if self.cfg.lora_rank is not None and not adapters.is_adapted(model):
+            raise PonderError("lora_rank is set but the model has no adapters: pass it through prepare_model first")
         self.rank, self.world = distributed.init_from_env()
         if self.cfg.gradient_checkpointing and not hf_compat.enable_activation_checkpointing(model):
             raise PonderError(f"{type(model).__name__} has no activation checkpointing: drop --gradient-checkpointing")
@@ -340,6 +372,10 @@ class Engine:
             self.counters["skipped_nonfinite"] += 1
         return outcome.stepped, outcome.grad_norm
 
+    @property
+    def _save_merged(self) -> bool:
+        return self.cfg.lora_save_merged and adapters.is_adapted(self.model)
+
     # ------------------------------------------------------------------ counters
     def totals(self) -> dict:
         """Recipe counters summed over ranks (a collective: every rank calls it), including resumed totals."""
@@ -423,7 +459,8 @@ class Engine:
             **self.recipe.summary(),
         }
         if self.rank == 0:
-            save_final(self.run_dir, self.model, self.tokenizer)
+            merged = {"merged": adapters.MergedModel(self.model, self.tokenizer)} if self._save_merged else None
+            save_final(self.run_dir, self.model, self.tokenizer, extra_models=merged)
         distributed.barrier(self.world)
         return summary
 

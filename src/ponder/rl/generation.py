@@ -17,6 +17,7 @@ from typing import Protocol
 import torch
 
 from ponder.errors import PonderError
+from ponder.lm import adapters
 from ponder.lm.thinking import ThoughtFormat, Thoughts, sample_thoughts
 from ponder.rl.vllm_backend import VLLMBackend
 
@@ -89,10 +90,19 @@ def make_backend(
     batch_size: int | None = None,
     logprob_temperature: float | None = None,
 ) -> GenerationBackend:
-    """``transformers``, ``vllm``, or ``auto``: vLLM when it is installed and a GPU is visible, else transformers."""
+    """``transformers``, ``vllm``, or ``auto``: vLLM when it is installed and a GPU is visible, else transformers.
+
+    A LoRA model samples with transformers: the vLLM backend syncs whole weights, not adapters.
+    """
+    lora = adapters.is_adapted(model)
     if name == "auto":
-        name = "vllm" if importlib.util.find_spec("vllm") is not None and torch.cuda.is_available() else "transformers"
+        usable = importlib.util.find_spec("vllm") is not None and torch.cuda.is_available() and not lora
+        name = "vllm" if usable else "transformers"
         LOG.info("generation backend: %s", name)
+    if name == "vllm" and lora:
+        raise PonderError(
+            "the vllm generation backend does not sync LoRA adapters: use --generation-backend transformers"
+        )
     if name == "transformers":
         return TransformersBackend(model, tokenizer, fmt, top_p, batch_size, logprob_temperature)
     if name == "vllm":

@@ -41,7 +41,7 @@ from ponder.rl import distributed
 from ponder.rl.advantages import group_advantages, hicra_advantages
 from ponder.rl.batches import PaddedBatch, padded_batch
 from ponder.rl.ema import EMATeacher
-from ponder.rl.engine import Engine, EngineSettings, Recipe, StepBatch, load_extra
+from ponder.rl.engine import Engine, EngineSettings, Recipe, StepBatch, prepare_model
 from ponder.rl.formats import format_shares
 from ponder.rl.hicra import phrase_pattern, planning_token_mask
 from ponder.rl.losses import kl_penalty
@@ -305,7 +305,8 @@ class GRPORecipe(Recipe):
         if cfg.kl_coef <= 0:
             return None, {}
         with torch.no_grad():
-            ref = sb.batch.scores(self.ref.model, engine.inv_temperature)[0]
+            with self.ref.scope() as reference:
+                ref = sb.batch.scores(reference, engine.inv_temperature)[0]
         kl = kl_penalty(logp, ref, sb.batch.loss_mask)
         return cfg.kl_coef * kl * sb.sequence_share, {"kl_to_ref": kl.detach()}
 
@@ -318,7 +319,7 @@ class GRPORecipe(Recipe):
         return {"epochs": self.pool.epoch}
 
     def extra_models(self) -> dict:
-        return {"ref": self.ref.model} if self.ref.initialized else {}
+        return {"ref": self.ref} if self.ref.initialized else {}
 
     def state_dict(self) -> dict:
         return {
@@ -331,7 +332,7 @@ class GRPORecipe(Recipe):
         self.pool.load_state_dict(state["pool"])
         if state["ref_initialized"]:
             self.ref.initialize(self.model)
-            load_extra(self.ref.model, ckpt, "ref")
+            self.ref.load_pretrained(Path(ckpt) / "ref")
             self.ref.num_updates = state["ref_updates"]
 
 
@@ -357,4 +358,5 @@ class GRPOTrainer(Engine):
     recipe_class = GRPORecipe
 
     def __init__(self, model, tokenizer, task: Task, cfg: GRPOConfig, run_dir: str | Path):
+        model = prepare_model(model, cfg)
         super().__init__(model, tokenizer, self.recipe_class(model, tokenizer, task, cfg), run_dir)

@@ -33,7 +33,7 @@ from ponder.lm.thinking import ThoughtFormat
 from ponder.rl.batches import target_logprob_sums
 from ponder.rl.generation import TransformersBackend
 from ponder.rl.positions import ANSWER, OTHER, Doc, keyed_generators
-from ponder.rl.rollout import doc_logprobs, make_rollout
+from ponder.rl.rollout import baseline_pass, doc_logprobs, make_rollout
 
 
 def _thought_logprobs(model, baseline, tokenizer, docs, per_doc, group_size, max_thought_tokens, temperature, gens):
@@ -44,8 +44,9 @@ def _thought_logprobs(model, baseline, tokenizer, docs, per_doc, group_size, max
     """
     fmt = ThoughtFormat.of(model, tokenizer)
     backend = TransformersBackend(model, tokenizer, fmt)
+    base = baseline_pass(baseline, tokenizer, fmt, docs)
     rollout = make_rollout(
-        model, baseline, tokenizer, fmt, docs, per_doc, group_size, 1, max_thought_tokens, temperature, gens, backend
+        model, base, tokenizer, fmt, docs, per_doc, group_size, 1, max_thought_tokens, temperature, gens, backend
     )
     if rollout is None:
         return None, None

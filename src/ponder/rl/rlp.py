@@ -16,7 +16,6 @@ temperature 1; the thought tokens' policy log-probs are at the sampling temperat
 from __future__ import annotations
 
 import itertools
-import math
 from pathlib import Path
 from typing import Literal
 
@@ -31,12 +30,14 @@ from ponder.rl.advantages import group_advantages, rlp_reward, valid_groups
 from ponder.rl.batches import target_logprob_sums
 from ponder.rl.compute import model_size, rollout_compute
 from ponder.rl.ema import EMATeacher
-from ponder.rl.engine import Engine, EngineSettings, Recipe, StepBatch, load_extra
+from ponder.rl.engine import Engine, EngineSettings, Recipe, StepBatch, prepare_model
 from ponder.rl.generation import make_backend
 from ponder.rl.losses import kl_penalty, next_token_loss
 from ponder.rl.micro import part_rows, scores_in_parts
 from ponder.rl.positions import ANSWER, OTHER, Doc, keyed_generators
-from ponder.rl.rollout import POSITION_WEIGHTINGS, Rollout, make_rollout
+from ponder.rl.rollout import POSITION_WEIGHTINGS, Rollout, baseline_pass, make_rollout
+
+EMA_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 class RLPConfig(EngineSettings):
@@ -58,6 +59,11 @@ class RLPConfig(EngineSettings):
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling of thoughts")
     kl_coef: float = Field(0.0, ge=0, description="KL(policy || EMA) on thought tokens (paper: 0)")
     ema_tau: float = Field(0.999, ge=0, le=1, description="EMA teacher decay")
+    ema_dtype: Literal["fp32", "bf16"] = Field(
+        "fp32",
+        description="the EMA teacher's weights: fp32, or bf16 (half its memory; updated in fp32 and rounded "
+        "stochastically). With LoRA the teacher is an adapter, kept in fp32",
+    )
     position_weighting: Literal[POSITION_WEIGHTINGS] = Field(  # type: ignore[valid-type]
         "uniform",
         description="how positions are drawn: uniform, or in proportion to the EMA baseline's loss "
@@ -117,7 +123,7 @@ class RLPRecipe(Recipe):
         self.temperature = cfg.temperature
         self.fmt = ThoughtFormat.of(model, tokenizer)
         self.pad_id = pad_id_of(tokenizer)
-        self.ema = EMATeacher(cfg.ema_tau)
+        self.ema = EMATeacher(cfg.ema_tau, dtype=EMA_DTYPES[cfg.ema_dtype], seed=cfg.seed)
         self.docs_consumed = 0
         self._stream = None
         self.backend = None
@@ -171,9 +177,11 @@ class RLPRecipe(Recipe):
         rollout = None
         if docs:
             with self.autocast(engine):
+                with self.ema.scope() as teacher:
+                    base = baseline_pass(teacher, self.tokenizer, self.fmt, docs, cfg.position_weighting)
                 rollout = make_rollout(
                     self.model,
-                    self.ema.model,
+                    base,
                     self.tokenizer,
                     self.fmt,
                     docs,
@@ -242,8 +250,8 @@ class RLPRecipe(Recipe):
         """The optional KL to the EMA teacher on thought tokens and the mixed-in next-token loss (both off by default)."""
         cfg, batch, stats, total = self.settings, sb.batch, {}, None
         if cfg.kl_coef > 0:
-            with torch.no_grad():
-                ref = batch.scores(self.ema.model, engine.inv_temperature)[0]
+            with torch.no_grad(), self.ema.scope() as teacher:
+                ref = batch.scores(teacher, engine.inv_temperature)[0]
             kl = kl_penalty(logp, ref, batch.loss_mask)
             total = cfg.kl_coef * kl * sb.sequence_share
             stats["kl_to_ema"] = kl.detach()
@@ -269,7 +277,7 @@ class RLPRecipe(Recipe):
 
     # ------------------------------------------------------------------ state
     def extra_models(self) -> dict:
-        return {"ema": self.ema.model} if self.ema.initialized else {}
+        return {"ema": self.ema} if self.ema.initialized else {}
 
     def state_dict(self) -> dict:
         return {
@@ -283,23 +291,19 @@ class RLPRecipe(Recipe):
         self._stream = None
         if state["ema_initialized"]:
             self.ema.initialize(self.model)
-            load_extra(self.ema.model, ckpt, "ema")
+            self.ema.load_pretrained(Path(ckpt) / "ema")
             self.ema.num_updates = state["ema_updates"]
 
-    @torch.no_grad()
     def ema_distance(self) -> float:
-        """||theta - phi|| / ||phi||: how far the policy has moved from its no-think baseline."""
-        num = den = 0.0
-        for p, q in zip(self.model.parameters(), self.ema.parameters()):
-            num += float((p.float() - q.float()).pow(2).sum())
-            den += float(q.float().pow(2).sum())
-        return math.sqrt(num / max(den, 1e-30))
+        """||theta - phi|| / ||phi||: how far the policy (its adapter, with LoRA) has moved from its no-think baseline."""
+        return self.ema.distance(self.model)
 
 
 class RLPTrainer(Engine):
     """The engine running :class:`RLPRecipe`: ``RLPTrainer(model, tokenizer, source, cfg, run_dir).train()``."""
 
     def __init__(self, model, tokenizer, source, cfg: RLPConfig, run_dir: str | Path):
+        model = prepare_model(model, cfg)
         super().__init__(model, tokenizer, RLPRecipe(model, tokenizer, source, cfg), run_dir)
 
     def train_step(self) -> dict:

@@ -85,9 +85,18 @@ def position_weights(base: BaselinePass, weighting: str) -> list[Tensor] | None:
     }[weighting]
 
 
+def baseline_pass(
+    baseline, tokenizer, fmt: ThoughtFormat, docs: Sequence[Doc], position_weighting: str = "uniform"
+) -> BaselinePass:
+    """The no-think baseline's one pass over ``docs`` (``baseline``: a model), with ``p(<think>)`` when positions are
+    drawn by it (``think_prob``)."""
+    think_id = fmt.open_id if position_weighting == "think_prob" else None
+    return doc_logprobs(baseline, [d.ids for d in docs], pad_id_of(tokenizer), think_id)
+
+
 def make_rollout(
     policy,
-    baseline,
+    base: BaselinePass,
     tokenizer,
     fmt: ThoughtFormat,
     docs: Sequence[Doc],
@@ -101,7 +110,7 @@ def make_rollout(
     position_weighting: str = "uniform",
     layout: str = "auto",
 ) -> Rollout | None:
-    """Choose positions, run the baseline's one pass per document, sample G thoughts per position.
+    """Choose positions from the baseline's pass over ``docs`` (``base``: :func:`baseline_pass`), sample G thoughts per position.
 
     ``position_weighting``: ``uniform``, ``ema_loss`` (draw t in proportion to the baseline's
     -log p(x_t | x_<t)), ``ema_entropy`` (its predictive entropy) or ``think_prob`` (the baseline's
@@ -112,9 +121,6 @@ def make_rollout(
     """
     pad_id = pad_id_of(tokenizer)
     layout = resolve_layout(policy, layout)
-    base = doc_logprobs(
-        baseline, [d.ids for d in docs], pad_id, fmt.open_id if position_weighting == "think_prob" else None
-    )
     positions = choose_positions(docs, per_doc, generators, position_weights(base, position_weighting))
     if not positions:
         return None

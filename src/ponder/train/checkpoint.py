@@ -11,6 +11,10 @@ Layout of a run directory::
                                    takes the newest intact step-* folder)
       final/                       the final model, an ordinary HF checkpoint (+ manifest.json)
 
+A LoRA run (:mod:`ponder.lm.adapters`) saves its adapter in place of the model's weights
+(``adapter_config.json`` + ``adapter_model.safetensors``; its EMA teacher's adapter in ``ema/``),
+and with ``lora_save_merged`` also ``final/merged/``, the model with the adapter merged in.
+
 A checkpoint is written into a hidden temporary directory (``.step-N.tmpPID``), its files are
 flushed to disk, and it is moved into place with one ``os.replace``, so a run killed mid-write
 leaves either the old checkpoint or the new one, never a half-written one. The manifest
@@ -41,6 +45,7 @@ from pathlib import Path
 import torch
 
 from ponder.errors import PonderError
+from ponder.lm import adapters
 from ponder.progress import console
 from ponder.train.guard import require_finite_weights
 from ponder.train.state import STATE_JSON, STATE_TENSORS, read_state, rng_state, set_rng_state, write_state
@@ -157,7 +162,7 @@ def save_pretrained_atomic(
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
+    adapters.save_pretrained(model, tmp)
     if tokenizer is not None:
         tokenizer.save_pretrained(tmp)
     for name, extra in (extra_models or {}).items():
@@ -178,11 +183,12 @@ def save_pretrained_atomic(
     return target
 
 
-def save_final(run_dir: Path, model, tokenizer=None) -> Path:
-    """``run_dir/final``: the trained model as an ordinary HF checkpoint, never one with inf or NaN weights."""
+def save_final(run_dir: Path, model, tokenizer=None, extra_models: dict | None = None) -> Path:
+    """``run_dir/final``: the trained model as an ordinary HF checkpoint (a LoRA model: its adapter), never one with
+    inf or NaN weights; ``extra_models`` (name -> object with ``save_pretrained``) go into sub-folders."""
 
     require_finite_weights(model, where=f" of {run_dir}")
-    return save_pretrained_atomic(Path(run_dir) / "final", model, tokenizer)
+    return save_pretrained_atomic(Path(run_dir) / "final", model, tokenizer, extra_models)
 
 
 def checkpoint_dir(run_dir: Path) -> Path:
@@ -269,9 +275,12 @@ def remove_stale_temporaries(run_dir: Path) -> list[Path]:
 
 
 def load_weights_into(model, ckpt: Path) -> None:
-    """Copy a saved HF checkpoint's weights into an existing model (same architecture)."""
+    """Copy a saved HF checkpoint's weights into an existing model (same architecture; a saved adapter into a LoRA model)."""
     from safetensors.torch import load_file
 
+    if adapters.is_adapter_dir(ckpt) and adapters.is_adapted(model):
+        adapters.load_adapter_weights(model, ckpt)
+        return
     files = sorted(Path(ckpt).glob("*.safetensors"))
     files = [f for f in files if f.name != STATE_TENSORS]
     if not files:

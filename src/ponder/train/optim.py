@@ -10,8 +10,10 @@ from ponder.train.trackers import TrackingSettings
 
 
 def adamw_constant_after_warmup(model, lr: float, weight_decay: float = 0.0, warmup_steps: int = 0):
-    """``(AdamW, LambdaLR)``: linear warmup over ``warmup_steps``, then a constant ``lr``."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    """``(AdamW, LambdaLR)`` over the parameters that require gradients (a LoRA model's adapters only):
+    linear warmup over ``warmup_steps``, then a constant ``lr``."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=weight_decay)
     warm = max(1, warmup_steps)
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warm))
 
