@@ -3,6 +3,9 @@
 The teacher is a frozen deep copy of the policy (no grad, eval mode) that trails it slowly, so
 the information-gain reward compares the thinking policy with a stable no-think predictor.
 
+Sharded (FSDP2, :mod:`ponder.rl.sharding`), teacher and policy are DTensors sharded alike, and
+the update, elementwise, runs on each rank's local shards.
+
 Precision note: keep the policy's master weights in fp32. In bf16 the per-step change
 ``(1 - tau) * (theta - phi)`` is usually below bf16 resolution and the teacher stalls.
 """
@@ -15,22 +18,29 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
 
 
 @torch.no_grad()
 def ema_update_(target_params: Sequence[torch.Tensor], source_params: Sequence[torch.Tensor], tau: float) -> None:
     """In place, for each pair: ``target <- tau * target + (1 - tau) * source``.
 
-    Each pair must share shape, dtype and device. ``tau=1`` freezes the target, ``tau=0`` copies.
+    Each pair must share shape, dtype and device (and, for DTensors, sharding: the update runs on
+    the local shards). ``tau=1`` freezes the target, ``tau=0`` copies.
     """
     if not 0.0 <= tau <= 1.0:
         raise ValueError(f"tau must be in [0, 1], got {tau}")
-    targets, sources = list(target_params), [s.detach() for s in source_params]
+    targets, sources = [_local(t) for t in target_params], [_local(s.detach()) for s in source_params]
     if len(targets) != len(sources):
         raise ValueError(f"{len(targets)} target tensors but {len(sources)} source tensors")
     if targets:
         # lerp_(end, w) = self + w * (end - self) = (1 - w) * self + w * end, so w = 1 - tau.
         torch._foreach_lerp_(targets, sources, 1.0 - tau)
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """This rank's shard of a DTensor; any other tensor as it is."""
+    return t.to_local() if isinstance(t, DTensor) else t
 
 
 def _float_and_other_buffers(module: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
