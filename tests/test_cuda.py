@@ -279,15 +279,10 @@ def test_fsdp2_one_rank_matches_the_unsharded_model(per_layer):
 
 @pytest.fixture
 def one_nccl_rank():
-    import torch.distributed as dist
+    from test_sharding import single_rank_group
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("nccl", rank=0, world_size=1)
-    yield
-    dist.destroy_process_group()
+    with single_rank_group("nccl"):
+        yield
 
 
 @pytest.mark.skipif(not has_fsdp2(), reason="FSDP2 (torch.distributed.fsdp.fully_shard) is not in this torch")

@@ -90,6 +90,7 @@ def test_two_gloo_ranks_reach_the_single_process_parameters(job, mode, tmp_path,
     # Every counter of the summary is summed over ranks: the 2-rank run counts what 1 process counted.
     summary, work = ddp["summary"], WORK[job]
     assert summary["world_size"] == 2 and single_summary["world_size"] == 1
+    assert summary["data_parallel"] == mode and single_summary["data_parallel"] == "none"
     per_rank = summary[f"{work}_per_rank"]
     assert len(per_rank) == 2 and all(n > 0 for n in per_rank)
     assert sum(per_rank) == summary[work] == single_summary[work] == single_summary[f"{work}_per_rank"][0]

@@ -7,6 +7,7 @@ on a GPU.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import socket
@@ -70,15 +71,24 @@ def sharded_step_matches_plain(device: str) -> None:
             torch.testing.assert_close(_full(q.detach()), p.detach(), atol=1e-6, rtol=1e-6)
 
 
-@pytest.fixture
-def one_gloo_rank():
+@contextlib.contextmanager
+def single_rank_group(backend: str):
+    """A process group of this process alone (``gloo`` or ``nccl``), destroyed on exit."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=0, world_size=1)
-    yield
-    dist.destroy_process_group()
+    dist.init_process_group(backend, rank=0, world_size=1)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture
+def one_gloo_rank():
+    with single_rank_group("gloo"):
+        yield
 
 
 def test_a_sharded_step_matches_the_unsharded_one(one_gloo_rank, one_thread):

@@ -463,6 +463,7 @@ class Engine:
             "steps": self.step,
             "seconds": seconds,
             "world_size": self.world,
+            "data_parallel": "fsdp" if self.sharded is not None else "ddp" if self.world > 1 else "none",
             f"{self.recipe.work_name}_per_rank": work,
             **self.counters,
             **self.totals(),
