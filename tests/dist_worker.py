@@ -1,8 +1,9 @@
 """One rank of the data-parallel tests: a few steps of rlp, grpo or ttrl on a tiny random model.
 
 Run with the launcher's environment (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT); without it, it
-runs single-process. ``python tests/dist_worker.py JOB RUN_DIR OUT.pt``: rank 0 saves the final
-parameters (and the EMA teacher's, for rlp) and the run's summary.
+runs single-process. ``python tests/dist_worker.py JOB RUN_DIR OUT.pt [MODE [STEPS]]``: rank 0 saves
+the final parameters (and the EMA teacher's, for rlp) and the run's summary. ``MODE`` is the
+engine's ``data_parallel`` (``ddp`` or ``fsdp``); a run directory with a checkpoint is resumed.
 """
 
 import os
@@ -13,7 +14,7 @@ import torch
 ARCH = dict(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
 
 
-def trainer_for(job: str, run_dir: str, steps: int = 3):
+def trainer_for(job: str, run_dir: str, steps: int = 3, mode: str = "ddp"):
     from ponder.data.sources import TaskSource
     from ponder.data.synthetic import Addition
     from ponder.lm.tiny import TinyArch, build_char_tokenizer, build_tiny_model
@@ -35,6 +36,8 @@ def trainer_for(job: str, run_dir: str, steps: int = 3):
             lr=1e-3,
             ema_tau=0.9,
             temperature=1.0,
+            data_parallel=mode,
+            save_every=1,  # a run killed at a step resumes from the one before
         )
         return RLPTrainer(model, tok, TaskSource(Addition(2), seed=1), cfg, run_dir)
     # Three prompts per step: the ranks hold 2 and 1, so an unweighted average of per-rank means would differ.
@@ -51,6 +54,7 @@ def trainer_for(job: str, run_dir: str, steps: int = 3):
         filter_hard=False,
         ppo_epochs=2,
         micro_batch=3,  # the ranks hold different numbers of parts; gradients are all-reduced in each one's last
+        data_parallel=mode,
     )
     if job == "grpo":
         cfg = GRPOConfig(**common, reward="verifiable=1,length=1")
@@ -59,16 +63,25 @@ def trainer_for(job: str, run_dir: str, steps: int = 3):
     return TTRLTrainer(model, tok, Addition(2), cfg, run_dir)
 
 
-def run(job: str, run_dir: str, steps: int = 3) -> tuple[dict, dict]:
-    trainer = trainer_for(job, run_dir, steps)
-    summary = trainer.train(progress=False)
-    state = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+def run(job: str, run_dir: str, steps: int = 3, mode: str = "ddp") -> tuple[dict, dict]:
+    trainer = trainer_for(job, run_dir, steps, mode)
+    summary = trainer.train(resume=True, progress=False)
+    state = full_state(trainer.model)
     if job == "rlp":
-        state.update({"ema." + k: v.detach().clone() for k, v in trainer.recipe.ema.model.state_dict().items()})
+        state.update({"ema." + k: v for k, v in full_state(trainer.recipe.ema.model).items()})
     return state, summary
 
 
+def full_state(module) -> dict:
+    """Every weight of ``module`` as a full tensor on every rank, sharded (FSDP2) or not (a collective when sharded)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    full = get_model_state_dict(module, options=StateDictOptions(full_state_dict=True))
+    return {k: v.detach().clone() for k, v in full.items()}
+
+
 if __name__ == "__main__":
-    params, summary = run(sys.argv[1], sys.argv[2])
+    mode = sys.argv[4] if len(sys.argv) > 4 else "ddp"
+    params, summary = run(sys.argv[1], sys.argv[2], int(sys.argv[5]) if len(sys.argv) > 5 else 3, mode)
     if int(os.environ.get("RANK", "0")) == 0:
         torch.save({"params": params, "summary": summary}, sys.argv[3])

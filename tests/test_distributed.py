@@ -1,10 +1,14 @@
 """Data parallelism on CPU (gloo): 2 processes sharing a step's work == 1 process doing all of it.
 
-For RLP, GRPO and TTRL: the same final parameters (to 1e-5), counters summed over ranks, and the
-work split visible per rank in the summary.
+For RLP, GRPO and TTRL, with full replicas (DDP) and sharded (FSDP2): the same final parameters (to
+1e-5; RLP's EMA teacher included), counters summed over ranks, and the work split visible per rank
+in the summary. A sharded run stopped midway resumes on another number of ranks and ends equal to
+the uninterrupted run.
 """
 
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -12,6 +16,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
+
+from ponder.train.state import STATE_JSON
 
 HERE = Path(__file__).parent
 WORK = {"rlp": "positions", "grpo": "completions", "ttrl": "completions"}
@@ -23,23 +30,40 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(job: str, tmp_path: Path) -> dict:
-    port, out = _free_port(), tmp_path / "ddp.pt"
+def _launch(
+    job: str, tmp_path: Path, mode: str = "ddp", run_dir: Path | None = None, ranks: int = 2, fault: str = ""
+) -> dict | None:
+    """``ranks`` gloo processes of ``dist_worker.py`` (a run directory with a checkpoint is resumed); rank 0's results.
+
+    ``fault``: ``PONDER_FAULT`` for rank 0 (:mod:`ponder.train.checkpoint`): it SIGKILLs itself there, the
+    other ranks are killed after it, and None is returned.
+    """
+    port, out = _free_port(), tmp_path / f"{mode}.pt"
     src = str(HERE.parent / "src")
+    run = str(run_dir or tmp_path / mode)
     procs = []
-    for rank in range(2):
+    for rank in range(ranks):
         env = {
             **os.environ,
             "RANK": str(rank),
             "LOCAL_RANK": str(rank),
-            "WORLD_SIZE": "2",
+            "WORLD_SIZE": str(ranks),
             "MASTER_ADDR": "127.0.0.1",
             "MASTER_PORT": str(port),
             "OMP_NUM_THREADS": "1",
             "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]),
         }
-        cmd = [sys.executable, str(HERE / "dist_worker.py"), job, str(tmp_path / "ddp"), str(out)]
+        if fault and rank == 0:
+            env["PONDER_FAULT"] = fault
+        cmd = [sys.executable, str(HERE / "dist_worker.py"), job, run, str(out), mode]
         procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    if fault:
+        log = procs[0].communicate(timeout=300)[0].decode()
+        assert procs[0].returncode == -signal.SIGKILL, log
+        for p in procs[1:]:  # waiting for rank 0 at a collective, or failing on its closed connection
+            p.kill()
+            p.communicate()
+        return None
     for p in procs:
         log = p.communicate(timeout=300)[0].decode()
         assert p.returncode == 0, log
@@ -47,13 +71,14 @@ def _launch(job: str, tmp_path: Path) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
 @pytest.mark.parametrize("job", ["rlp", "grpo", "ttrl"])
-def test_two_gloo_ranks_reach_the_single_process_parameters(job, tmp_path, one_thread):
+def test_two_gloo_ranks_reach_the_single_process_parameters(job, mode, tmp_path, one_thread):
     sys.path.insert(0, str(HERE))
     from dist_worker import ARCH, run
 
     single, single_summary = run(job, str(tmp_path / "single"))
-    ddp = _launch(job, tmp_path)
+    ddp = _launch(job, tmp_path, mode)
     for name, value in single.items():
         torch.testing.assert_close(ddp["params"][name], value, atol=1e-5, rtol=0, msg=name)
     assert set(ddp["params"]) == set(single)
@@ -65,8 +90,42 @@ def test_two_gloo_ranks_reach_the_single_process_parameters(job, tmp_path, one_t
     # Every counter of the summary is summed over ranks: the 2-rank run counts what 1 process counted.
     summary, work = ddp["summary"], WORK[job]
     assert summary["world_size"] == 2 and single_summary["world_size"] == 1
+    assert summary["data_parallel"] == mode and single_summary["data_parallel"] == "none"
     per_rank = summary[f"{work}_per_rank"]
     assert len(per_rank) == 2 and all(n > 0 for n in per_rank)
     assert sum(per_rank) == summary[work] == single_summary[work] == single_summary[f"{work}_per_rank"][0]
     for key in ("thought_tokens", "skipped_nonfinite"):
         assert summary[key] == single_summary[key], key
+
+
+@pytest.mark.slow
+def test_a_sharded_run_killed_midway_resumes_on_another_number_of_ranks(tmp_path, one_thread):
+    """2 FSDP ranks killed as checkpoint 2 is written resume on 1 process, and 1 process on 2 FSDP ranks: both
+    end with the parameters (EMA teacher included) of the uninterrupted run."""
+    sys.path.insert(0, str(HERE))
+    from dist_worker import run
+
+    reference, _ = run("rlp", str(tmp_path / "single"))
+
+    two_then_one = tmp_path / "two-then-one"
+    _launch("rlp", tmp_path, "fsdp", two_then_one, ranks=2, fault="before-save:2")
+    ckpt = two_then_one / "checkpoints" / "step-00000001"
+    assert [p.name for p in (two_then_one / "checkpoints").glob("step-*")] == [ckpt.name]
+    saved = json.loads((ckpt / STATE_JSON).read_text())
+    assert saved["world_size"] == 2 and "model.norm.weight" in saved["optimizer"]["state"]  # full, keyed by name
+    # An ordinary HF checkpoint: the single process's tensors, names and shapes (tied weights once).
+    single = load_file(str(tmp_path / "single" / "final" / "model.safetensors"))
+    sharded = load_file(str(ckpt / "model.safetensors"))
+    assert {k: v.shape for k, v in sharded.items()} == {k: v.shape for k, v in single.items()}
+    resumed, _ = run("rlp", str(two_then_one), mode="fsdp")  # one process: nothing to shard, the same checkpoint
+    _assert_close(resumed, reference)
+
+    one_then_two = tmp_path / "one-then-two"
+    _launch("rlp", tmp_path, "fsdp", one_then_two, ranks=1, fault="before-save:2")
+    _assert_close(_launch("rlp", tmp_path, "fsdp", one_then_two)["params"], reference)
+
+
+def _assert_close(got: dict, want: dict) -> None:
+    assert set(got) == set(want)
+    for name, value in want.items():
+        torch.testing.assert_close(got[name], value, atol=1e-5, rtol=0, msg=name)

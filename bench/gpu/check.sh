@@ -14,7 +14,10 @@
 #   3. bench:*     bench/rlp_throughput.py --device cuda --dtype bf16 --only ponder,train,sft on tiny,
 #                  smollm2-135m-shape and qwen3-0.6b-shape (dry run: tiny on the CPU, fp32, one small step)
 #   4. memory      bench/memory.py --device cuda --dtype bf16 --json, when that script exists
-#   5. summary     bench/gpu/summarize.py: summary.json, the report and the targets met or not
+#   5. fsdp-gloo   the 2-rank FSDP2 equality and resume tests (tests/test_distributed.py, test_sharding.py) with
+#                  the GPU hidden: one GPU cannot hold two NCCL ranks, so they run on gloo as in CI (the FSDP2
+#                  step on CUDA itself is test_sharded_run_step_matches_the_unsharded_model in stage 2)
+#   6. summary     bench/gpu/summarize.py: summary.json, the report and the targets met or not
 set -u -o pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -23,7 +26,7 @@ OUT_DIR=""
 for arg in "$@"; do
     case "$arg" in
         --dry-run) DRY=1 ;;
-        -h | --help) sed -n '2,21p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,24p' "$0"; exit 0 ;;
         *) OUT_DIR=$arg ;;
     esac
 done
@@ -68,12 +71,14 @@ done
 
 MODELS="tiny smollm2-135m-shape qwen3-0.6b-shape"
 GPU_BENCH="--device cuda --dtype bf16 --only ponder,train,sft --docs 8 --positions 4 --steps 3 --warmup 1"
+FSDP_TESTS=(tests/test_distributed.py tests/test_sharding.py -k "fsdp or killed or sharded or optimizer_saved")
 if ((DRY)); then
     echo "checks the GPU run makes (pytest -m cuda):"
     stage pytest-collect 60 "$PY" -m pytest -m cuda tests/test_cuda.py --collect-only -q -p no:cacheprovider
     echo "benches the GPU run makes:"
     for m in $MODELS; do echo "  $PY bench/rlp_throughput.py --model $m $GPU_BENCH"; done
     [ -f bench/memory.py ] && echo "  $PY bench/memory.py --device cuda --dtype bf16 --json memory.json"
+    echo "  CUDA_VISIBLE_DEVICES= $PY -m pytest ${FSDP_TESTS[*]}"
     stage bench:tiny 120 "$PY" bench/rlp_throughput.py --model tiny --device cpu --dtype fp32 --only ponder,train,sft \
         --prefix 32 --thought 4 --group 2 --docs 2 --positions 2 --steps 1 --warmup 0 --peak-n 256 \
         --json "$WORK/rlp_tiny.json"
@@ -95,6 +100,8 @@ else
     if [ -f bench/memory.py ]; then
         stage memory 40 "$PY" bench/memory.py --device cuda --dtype bf16 --json "$WORK/memory.json"
     fi
+    stage fsdp-gloo 90 env CUDA_VISIBLE_DEVICES= OMP_NUM_THREADS=1 "$PY" -m pytest "${FSDP_TESTS[@]}" -q -rA \
+        -p no:cacheprovider
 fi
 DEADLINE=$((DEADLINE + 15))  # the summary always gets its time
 stage summary 15 "$PY" bench/gpu/summarize.py "$WORK" "$OUT_DIR/summary.json" $( ((DRY)) && echo --dry-run)

@@ -1,21 +1,19 @@
-"""Data parallelism for RLP through ``torch.distributed``: whatever launched the processes.
+"""Data parallelism for the trainers through ``torch.distributed``: whatever launched the processes.
 
 ``torchrun`` and ``accelerate launch`` both export ``RANK``/``WORLD_SIZE``/``MASTER_ADDR``; the
 trainer calls :func:`init_from_env` and runs single-process when ``WORLD_SIZE`` is absent or 1.
 Each rank takes its share of a step's documents; gradients are averaged by
-``DistributedDataParallel`` and the loss is scaled so the average equals the single-process
+``DistributedDataParallel`` (mode ``ddp``) or reduce-scattered by FSDP2 (mode ``fsdp``,
+:mod:`ponder.rl.sharding`), and the loss is scaled so the average equals the single-process
 loss over the whole global batch.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 
 import torch
 import torch.distributed as dist
-
-LOG = logging.getLogger(__name__)
 
 
 def init_from_env() -> tuple[int, int]:
@@ -28,12 +26,17 @@ def init_from_env() -> tuple[int, int]:
         if cuda:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group("nccl" if cuda else "gloo")
-    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true"):
-        LOG.warning("FSDP was requested by the launcher; ponder's RLP trains data-parallel (DDP) with full replicas")
     return dist.get_rank(), dist.get_world_size()
 
 
-class _Run(torch.nn.Module):
+def parallel_mode(requested: str) -> str:
+    """``ddp`` or ``fsdp``: the setting, or ``fsdp`` when ``accelerate launch`` was given an FSDP config."""
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true"):
+        return "fsdp"
+    return requested
+
+
+class Run(torch.nn.Module):
     """``forward(fn, **kw) = fn(model, **kw)``: a whole loss forward (any number of model calls) as one DDP call."""
 
     def __init__(self, model: torch.nn.Module):
@@ -59,7 +62,7 @@ def wrap(model: torch.nn.Module, world: int):
 
     device = next(model.parameters()).device
     ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(_Run(model), device_ids=ids, broadcast_buffers=False)
+    return DistributedDataParallel(Run(model), device_ids=ids, broadcast_buffers=False)
 
 
 def all_sum(values: list[float], world: int, device=None) -> list[float]:

@@ -19,6 +19,9 @@ is therefore computed in fp32 a chunk of a tensor at a time and rounded *stochas
 the cost of a rounding noise of at most one bf16 unit per weight (``bench/ema_dtype.py`` measures
 both). The rounding's random bits are drawn from a generator keyed by the update's index, so a
 resumed run repeats them.
+
+Sharded (FSDP2, :mod:`ponder.rl.sharding`), teacher and policy are DTensors sharded alike, and
+the update, elementwise, runs on each rank's local shards.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.distributed.tensor import DTensor
 
 from ponder.lm import adapters
 from ponder.train.checkpoint import load_weights_into
@@ -67,11 +71,11 @@ def ema_update_(
     Pairs share shape and device (targets contiguous). Same dtypes: one fused update. A bf16 target of
     an fp32 source: the update is computed in fp32, :data:`MIXED_CHUNK` elements at a time, and rounded to bf16 stochastically with
     ``generator`` (``stochastic=False``: to nearest, which stalls on small increments; for
-    measuring that). ``tau=1`` freezes the target, ``tau=0`` copies.
+    measuring that). DTensors (FSDP2) update their local shards. ``tau=1`` freezes the target, ``tau=0`` copies.
     """
     if not 0.0 <= tau <= 1.0:
         raise ValueError(f"tau must be in [0, 1], got {tau}")
-    targets, sources = list(target_params), [s.detach() for s in source_params]
+    targets, sources = [_local(t) for t in target_params], [_local(s.detach()) for s in source_params]
     if len(targets) != len(sources):
         raise ValueError(f"{len(targets)} target tensors but {len(sources)} source tensors")
     same = [(t, s) for t, s in zip(targets, sources) if t.dtype == s.dtype]
@@ -87,6 +91,11 @@ def ema_update_(
             if t.dtype == torch.bfloat16 and stochastic:
                 value = stochastic_round_bf16(value, generator)
             tc.copy_(value)
+
+
+def _local(t: Tensor) -> Tensor:
+    """This rank's shard of a DTensor; any other tensor as it is."""
+    return t.to_local() if isinstance(t, DTensor) else t
 
 
 def _float_and_other_buffers(module: nn.Module) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
@@ -226,6 +235,12 @@ class EMATeacher:
         return math.sqrt(num / max(den, 1e-30))
 
     # ------------------------------------------------------------------ files and state
+    def checkpointed(self) -> Any:
+        """What a checkpoint saves beside the policy: the copy itself (a module, which FSDP shards like the
+        policy), or, for an adapter teacher, this teacher (its ``save_pretrained`` writes the adapter)."""
+        self._require()
+        return self.model if self.policy is None else self
+
     def save_pretrained(self, path) -> None:
         """The teacher's weights into ``path``: the copy (``save_pretrained``) or the teacher adapter."""
         self._require()

@@ -1,7 +1,8 @@
 """One trainer engine for every policy-gradient recipe: RLP, GRPO and TTRL are recipes on it.
 
 The engine owns what the recipes share: the optimizer and its schedule, data parallelism
-(``torchrun`` / ``accelerate launch``: DDP through :mod:`ponder.rl.distributed`), the PPO-epoch
+(``torchrun`` / ``accelerate launch``: DDP through :mod:`ponder.rl.distributed`, or FSDP2 sharding
+through :mod:`ponder.rl.sharding`), the PPO-epoch
 update with the clipped surrogate, the non-finite guard, the behaviour policy and its importance
 correction, metrics, progress, checkpoints and resume. A recipe (:class:`Recipe`) turns one step's
 data into a :class:`StepBatch` (sequences, action masks, behaviour log-probs, advantages) and may
@@ -17,8 +18,9 @@ surrogate is weighted by ``min(exp(logp_old - logp_sampler), tis_cap)``.
 
 Data parallelism: each rank trains on its share of the step's sequences (recipes draw their
 randomness per item, keyed by seed, step and global index, so the shares do not depend on the
-number of ranks); the loss is scaled so that DDP's gradient average equals the one-process loss
-over the whole global batch, and counters are summed over ranks in the summary.
+number of ranks); the loss is scaled so that the gradient average (DDP's all-reduce, FSDP's
+reduce-scatter) equals the one-process loss over the whole global batch, and counters are summed
+over ranks in the summary.
 """
 
 from __future__ import annotations
@@ -37,11 +39,12 @@ from torch import Tensor
 from ponder.errors import PonderError
 from ponder.lm import adapters, hf_compat
 from ponder.progress import make_progress
-from ponder.rl import distributed
+from ponder.rl import distributed, sharding
 from ponder.rl.losses import clipped_surrogate, masked_mean
 from ponder.rl.micro import WeightedMeans, split_step
 from ponder.train.checkpoint import (
     latest_checkpoint,
+    load_weights_into,
     restore_checkpoint,
     save_checkpoint,
     save_final,
@@ -98,6 +101,12 @@ class EngineSettings(PolicyUpdateSettings):
     )
     save_every: int = Field(50, ge=1, description="checkpoint every N steps (and at the end)")
     log_every: int = Field(1, ge=1, description="write metrics every N steps")
+    data_parallel: Literal["ddp", "fsdp"] = Field(
+        "ddp",
+        description="under torchrun / accelerate launch: ddp (full replicas) or fsdp (FSDP2: parameters, gradients, "
+        "optimizer state and the EMA teacher sharded at rest, gathered once per step; an accelerate FSDP config "
+        "selects it too)",
+    )
 
 
 @dataclass
@@ -214,10 +223,19 @@ class Engine:
         self.rank, self.world = distributed.init_from_env()
         if self.cfg.gradient_checkpointing and not hf_compat.enable_activation_checkpointing(model):
             raise PonderError(f"{type(model).__name__} has no activation checkpointing: drop --gradient-checkpointing")
-        self.run = distributed.wrap(model, self.world)  # run(fn) = fn(model), through DDP when data-parallel
+        self.sharded = None  # the FSDP2 units (ponder.rl.sharding) in fsdp mode on more than one rank
+        if self.world > 1 and distributed.parallel_mode(self.cfg.data_parallel) == "fsdp":
+            if adapters.is_adapted(model):
+                # Not built: the EMA adapter lives inside the policy's unit. Adapters are small: DDP replicates them cheaply.
+                raise PonderError("LoRA adapters are not sharded: use --data-parallel ddp with --lora-rank")
+            self.sharded = self.run = sharding.ShardedRun(model, self.world)
+        else:
+            self.run = distributed.wrap(model, self.world)  # run(fn) = fn(model), through DDP when data-parallel
         self.optimizer, self.scheduler = adamw_constant_after_warmup(
             model, self.cfg.lr, self.cfg.weight_decay, self.cfg.warmup_steps
         )
+        if self.sharded is not None:
+            self.sharded.gather()  # outside train() the model is an ordinary full model on every rank
         self.step = 0
         self.counters = {"skipped_nonfinite": 0, "skipped_no_work": 0}  # identical on every rank
         self.saved_totals: dict[str, float] = {}  # recipe counters summed over ranks, as of the resumed checkpoint
@@ -236,8 +254,13 @@ class Engine:
 
     # ------------------------------------------------------------------ one step
     def train_step(self) -> dict:
+        with self.sharded.step() if self.sharded is not None else contextlib.nullcontext():
+            return self._train_step()
+
+    def _train_step(self) -> dict:
         t0 = time.time()
         sb = self.recipe.make_step(self)
+        self._adopt_extras()
         self.step += 1
         metrics = dict(sb.metrics) if sb is not None else {}
         finite = sb is None or bool(torch.isfinite(sb.advantages).all())
@@ -333,14 +356,26 @@ class Engine:
             if not stepped:  # the rest of the epochs would only repeat the non-finite step
                 stats["skipped"] = 1
                 break
-            self.recipe.after_optimizer_step(self)
+            self._after_optimizer_step()
         return stats
 
     def _sync(self, last: bool):
-        """Data-parallel: gradients are all-reduced in the backward of a step's last micro-batch only."""
+        """Data-parallel: gradients are all-reduced (reduce-scattered) in the backward of a step's last micro-batch only."""
+        if self.sharded is not None:
+            return self.sharded.accumulating(last)
         if self.world > 1 and not last:
             return self.run.no_sync()
         return contextlib.nullcontext()
+
+    def _after_optimizer_step(self) -> None:
+        """The recipe's hook (the EMA update), on the extra models' local shards when sharded."""
+        with self.sharded.extras_at_rest() if self.sharded is not None else contextlib.nullcontext():
+            self.recipe.after_optimizer_step(self)
+
+    def _adopt_extras(self) -> None:
+        """Shard the extra models a recipe created (the EMA teacher on its first step or on resume)."""
+        if self.sharded is not None:
+            self.sharded.adopt(self.recipe.extra_models())
 
     def _idle_update(self) -> dict:
         """A rank without work while others train: a zero loss through the DDP model, so its collectives pair up."""
@@ -351,7 +386,7 @@ class Engine:
             out = self.run(lambda m: m(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).logits)
             if not self._optimizer_step(out.float().sum() * 0)[0]:
                 break  # another rank's step was not finite: skip with it
-            self.recipe.after_optimizer_step(self)
+            self._after_optimizer_step()
         return {"idle_rank": 1}
 
     def _optimizer_step(self, loss: Tensor) -> tuple[bool, float]:
@@ -392,9 +427,14 @@ class Engine:
 
     # ------------------------------------------------------------------ state
     def save(self) -> Path | None:
-        """Every rank takes part (counters are summed); rank 0 writes; every rank waits for it."""
+        """Every rank takes part (counters are summed, sharded weights gathered); rank 0 writes; every rank waits for it."""
+        model, extras, optimizer = self.model, self.recipe.extra_models(), None
+        if self.sharded is not None:
+            model = self.sharded.full_weights(self.model)
+            extras = {name: self.sharded.full_weights(m) for name, m in extras.items()}
+            optimizer = self.sharded.optimizer_state(self.optimizer)
         state = {
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": self.optimizer.state_dict() if optimizer is None else optimizer,
             "scheduler": self.scheduler.state_dict(),
             "counters": dict(self.counters),
             "totals": self.totals(),
@@ -404,9 +444,7 @@ class Engine:
         }
         path = None
         if self.rank == 0:
-            path = save_checkpoint(
-                self.run_dir, self.step, self.model, self.tokenizer, state, extra_models=self.recipe.extra_models()
-            )
+            path = save_checkpoint(self.run_dir, self.step, model, self.tokenizer, state, extra_models=extras)
         distributed.barrier(self.world)
         return path
 
@@ -414,19 +452,31 @@ class Engine:
         ckpt = latest_checkpoint(self.run_dir)
         if ckpt is None:
             return False
-        state = restore_checkpoint(ckpt, self.model, self.optimizer, self.scheduler)
+        sharded = self.sharded is not None
+        state = restore_checkpoint(
+            ckpt,
+            self.model,
+            self.optimizer,
+            self.scheduler,
+            load_weights=self.sharded.load_weights if sharded else load_weights_into,
+            load_optimizer=lambda opt, saved: sharding.load_optimizer_state(self.model, opt, saved, sharded),
+        )
         self.step, self.counters = state["step"], dict(state["counters"])
         # Totals are global: rank 0 carries them on, the others start from zero so sums stay right.
         self.saved_totals = dict(state["totals"]) if self.rank == 0 else {}
         self.recipe.counters = {}
         if state.get("world_size") == self.world:
             self.work_per_rank = list(state["work_per_rank"])
-        self.recipe.load_state_dict(state["recipe"], ckpt)
+        with self.sharded.step() if sharded else contextlib.nullcontext():  # extra models load as full copies
+            self.recipe.load_state_dict(state["recipe"], ckpt)
+            self._adopt_extras()
         return True
 
     # ------------------------------------------------------------------ loop
     def train(self, resume: bool = False, progress: bool = True) -> dict:
         """Run to ``settings.steps``; the last step is always logged and checkpointed. Returns the summary."""
+        if self.sharded is not None:
+            self.sharded.release()
         resumed = self.resume() if resume else False
         progress = progress and self.rank == 0
         resume_step = self.step if resumed else None
@@ -453,14 +503,18 @@ class Engine:
             "steps": self.step,
             "seconds": seconds,
             "world_size": self.world,
+            "data_parallel": "fsdp" if self.sharded is not None else "ddp" if self.world > 1 else "none",
             f"{self.recipe.work_name}_per_rank": work,
             **self.counters,
             **self.totals(),
             **self.recipe.summary(),
         }
+        final = self.model if self.sharded is None else self.sharded.full_weights(self.model)
         if self.rank == 0:
             merged = {"merged": adapters.MergedModel(self.model, self.tokenizer)} if self._save_merged else None
-            save_final(self.run_dir, self.model, self.tokenizer, extra_models=merged)
+            save_final(self.run_dir, final, self.tokenizer, extra_models=merged)
+        if self.sharded is not None:
+            self.sharded.gather()  # the trained model, whole on every rank, for whatever the caller does next
         distributed.barrier(self.world)
         return summary
 

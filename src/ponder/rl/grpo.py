@@ -319,7 +319,7 @@ class GRPORecipe(Recipe):
         return {"epochs": self.pool.epoch}
 
     def extra_models(self) -> dict:
-        return {"ref": self.ref} if self.ref.initialized else {}
+        return {"ref": self.ref.checkpointed()} if self.ref.initialized else {}
 
     def state_dict(self) -> dict:
         return {

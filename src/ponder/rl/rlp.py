@@ -277,7 +277,7 @@ class RLPRecipe(Recipe):
 
     # ------------------------------------------------------------------ state
     def extra_models(self) -> dict:
-        return {"ema": self.ema} if self.ema.initialized else {}
+        return {"ema": self.ema.checkpointed()} if self.ema.initialized else {}
 
     def state_dict(self) -> dict:
         return {

@@ -274,8 +274,12 @@ def remove_stale_temporaries(run_dir: Path) -> list[Path]:
     return removed
 
 
-def load_weights_into(model, ckpt: Path) -> None:
-    """Copy a saved HF checkpoint's weights into an existing model (same architecture; a saved adapter into a LoRA model)."""
+def load_weights_into(model, ckpt: Path, assign=None) -> None:
+    """Copy a saved HF checkpoint's weights into an existing model (same architecture; a saved adapter into a LoRA model).
+
+    ``assign(model, state) -> (missing, unexpected)`` puts them in (default: ``model.load_state_dict(state,
+    strict=False)``; a sharded model passes its own).
+    """
     from safetensors.torch import load_file
 
     if adapters.is_adapter_dir(ckpt) and adapters.is_adapted(model):
@@ -291,7 +295,7 @@ def load_weights_into(model, ckpt: Path) -> None:
             state.update(load_file(str(f)))
         except Exception as e:  # safetensors raises its own error type for a damaged file
             raise CheckpointError(f"cannot read the weights {f} ({type(e).__name__}: {e})") from None
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing, unexpected = (assign or _load_state_dict)(model, state)
     # Tied output embeddings are saved once; anything else missing is a real mismatch.
     tied = (
         {k for k in missing if k.endswith("lm_head.weight")}
@@ -304,19 +308,37 @@ def load_weights_into(model, ckpt: Path) -> None:
         )
 
 
-def restore_checkpoint(ckpt: Path, model, optimizer, scheduler, generator: torch.Generator | None = None) -> dict:
+def _load_state_dict(model, state: dict):
+    return model.load_state_dict(state, strict=False)
+
+
+def restore_checkpoint(
+    ckpt: Path,
+    model,
+    optimizer,
+    scheduler,
+    generator: torch.Generator | None = None,
+    load_weights=load_weights_into,
+    load_optimizer=None,
+) -> dict:
     """Resume a trainer from ``ckpt``: model weights, optimizer, scheduler, sampling ``generator`` and the
     global RNGs are restored in place; returns the saved state for the trainer's own fields.
+
+    ``load_weights(model, ckpt)`` and ``load_optimizer(optimizer, saved)`` replace the plain loaders
+    (``load_weights_into``, ``optimizer.load_state_dict``) for a sharded model (:mod:`ponder.rl.sharding`).
 
     The optimizer's hyperparameters (lr, weight decay, betas...) stay the ones it was built with:
     the checkpoint restores its moments and step counts, not the settings, so a run resumed with
     a changed lr (``--allow-config-change``) trains with the new lr.
     """
     state = load_state(ckpt)
-    load_weights_into(model, ckpt)
+    load_weights(model, ckpt)
     configured = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
     base_lrs = list(getattr(scheduler, "base_lrs", []))
-    optimizer.load_state_dict(state["optimizer"])
+    if load_optimizer is None:
+        optimizer.load_state_dict(state["optimizer"])
+    else:
+        load_optimizer(optimizer, state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     _keep_configured_hyperparameters(optimizer, scheduler, configured, base_lrs)
     if generator is not None:

@@ -41,7 +41,9 @@ from ponder.train.checkpoint import atomic_write_text, checkpoint_dir, remove_st
 LOCK_FILE = ".lock"
 RUN_RECORD = "run.json"
 #: Settings whose change does not alter what a run computes: extending it, logging, where it runs.
-MAY_CHANGE = frozenset({"steps", "save_every", "log_every", "eval_n", "out", "device", "match_run", "match"})
+MAY_CHANGE = frozenset(
+    {"steps", "save_every", "log_every", "eval_n", "out", "device", "match_run", "match", "data_parallel"}
+)
 #: Packages whose versions are recorded with every start.
 PACKAGES = ("ponder", "torch", "transformers", "accelerate", "tokenizers", "safetensors", "numpy", "pydantic", "trl")
 
