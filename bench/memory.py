@@ -49,7 +49,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from ponder.jobs.models import load_model  # noqa: E402
-from ponder.lm import hf_compat  # noqa: E402
+from ponder.lm import hf_compat, logprobs  # noqa: E402
 from ponder.lm.logprobs import logprobs_from_logits  # noqa: E402
 from ponder.rl.batches import PaddedBatch  # noqa: E402
 from ponder.rl.engine import Engine, EngineSettings, Recipe, StepBatch  # noqa: E402
@@ -423,7 +423,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--json", type=Path, help="write the rows and ratios here")
     ap.add_argument("--no-trl", action="store_true", help="skip TRL's GRPOTrainer")
     ap.add_argument("--no-rlp", action="store_true", help="skip the whole RLP steps")
+    ap.add_argument(
+        "--chunk-elements", type=int, help="logits computed at once by the chunked scorer (default: the library's)"
+    )
     args = ap.parse_args(argv)
+    if args.chunk_elements:
+        logprobs.CHUNK_ELEMENTS = args.chunk_elements
     torch.manual_seed(0)
     grid = GRIDS["quick" if args.quick else "full"]
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
@@ -435,6 +440,7 @@ def main(argv=None) -> dict:
             include_trl = False
     result = run(grid, args.device, dtype, include_trl=include_trl, include_rlp=not args.no_rlp)
     result.update({"device": args.device, "dtype": args.dtype, "grid": grid, "quick": args.quick})
+    result["chunk_elements"] = logprobs.CHUNK_ELEMENTS
     print(table(result))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
