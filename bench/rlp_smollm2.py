@@ -49,6 +49,15 @@ from ponder.rl.info_gain import heldout_information_gain  # noqa: E402
 from ponder.rl.positions import tokenize_docs  # noqa: E402
 
 MODEL = "smollm2-135m"
+#: Per-model figures of the table (means over seeds, with their spread).
+COLUMNS = (
+    "heldout_info_gain",
+    "heldout_self_info_gain",
+    "heldout_ntp_loss",
+    "think_accuracy",
+    "thought_tokens_mean",
+    "closed_fraction",
+)
 
 
 def parse_args(argv=None):
@@ -173,78 +182,48 @@ def run_cli(argv: list[str], log: Path) -> float:
     return time.time() - t0
 
 
+def flags(settings: dict) -> list[str]:
+    """``{"steps": 3}`` -> ``["--steps", "3"]``."""
+    return [x for k, v in settings.items() for x in (f"--{k.replace('_', '-')}", str(v))]
+
+
 def train(seed: int, args, out: Path) -> dict:
     """RLP then FLOP-matched CPT for ``seed``; wall times (0 when the run was already complete)."""
-    corpus = str(Path(args.corpus) / "train.jsonl")
     rlp_dir, cpt_dir = out / f"rlp-s{seed}", out / f"cpt-s{seed}"
+    common = flags(
+        {
+            "model": MODEL,
+            "corpus": Path(args.corpus) / "train.jsonl",
+            "seed": seed,
+            "report_to": "none",
+            "device": "cpu",
+        }
+    )
+    rlp = {
+        "steps": args.steps,
+        "docs_per_step": args.docs_per_step,
+        "group_size": args.group_size,
+        "max_thought_tokens": args.max_thought_tokens,
+        "context_length": args.context_length,
+        "lr": args.lr,
+        "ema_tau": args.ema_tau,
+        "save_every": 10,
+        "out": rlp_dir,
+    }
+    cpt = {
+        "match_run": rlp_dir,
+        "match": args.match,
+        "lr": args.cpt_lr,
+        "batch_size": args.cpt_batch,
+        "max_length": args.context_length,
+        "out": cpt_dir,
+    }
     walls = {}
     if not (rlp_dir / "final").is_dir():
-        walls["rlp_wall_s"] = run_cli(
-            [
-                "rlp",
-                "--model",
-                MODEL,
-                "--corpus",
-                corpus,
-                "--seed",
-                str(seed),
-                "--steps",
-                str(args.steps),
-                "--docs-per-step",
-                str(args.docs_per_step),
-                "--group-size",
-                str(args.group_size),
-                "--max-thought-tokens",
-                str(args.max_thought_tokens),
-                "--context-length",
-                str(args.context_length),
-                "--lr",
-                str(args.lr),
-                "--ema-tau",
-                str(args.ema_tau),
-                "--save-every",
-                "10",
-                "--report-to",
-                "none",
-                "--device",
-                "cpu",
-                "--quiet",
-                "--out",
-                str(rlp_dir),
-                *args.rlp_args.split(),
-            ],
-            out / f"rlp-s{seed}.log",
-        )
+        argv = ["rlp", *common, *flags(rlp), "--quiet", *args.rlp_args.split()]
+        walls["rlp_wall_s"] = run_cli(argv, out / f"rlp-s{seed}.log")
     if not (cpt_dir / "final").is_dir():
-        walls["cpt_wall_s"] = run_cli(
-            [
-                "cpt",
-                "--model",
-                MODEL,
-                "--corpus",
-                corpus,
-                "--seed",
-                str(seed),
-                "--match-run",
-                str(rlp_dir),
-                "--match",
-                args.match,
-                "--lr",
-                str(args.cpt_lr),
-                "--batch-size",
-                str(args.cpt_batch),
-                "--max-length",
-                str(args.context_length),
-                "--report-to",
-                "none",
-                "--device",
-                "cpu",
-                "--quiet",
-                "--out",
-                str(cpt_dir),
-            ],
-            out / f"cpt-s{seed}.log",
-        )
+        walls["cpt_wall_s"] = run_cli(["cpt", *common, *flags(cpt), "--quiet"], out / f"cpt-s{seed}.log")
     return walls
 
 
@@ -253,20 +232,12 @@ def spread(xs: list[float]) -> float:
 
 
 def rows_of(base: dict, runs: dict[str, list[dict]]) -> list[dict]:
-    keys = (
-        "heldout_info_gain",
-        "heldout_self_info_gain",
-        "heldout_ntp_loss",
-        "think_accuracy",
-        "thought_tokens_mean",
-        "closed_fraction",
-    )
-    rows = [{"model": "base", "seeds": [], **{k: base[k] for k in keys}, "heldout_info_gain_std": 0.0}]
+    rows = [{"model": "base", "seeds": [], **{k: base[k] for k in COLUMNS}, "heldout_info_gain_std": 0.0}]
     for name, evals in runs.items():
         if not evals:
             continue
         row = {"model": name, "seeds": [e["seed"] for e in evals]}
-        for k in keys:
+        for k in COLUMNS:
             row[k] = statistics.fmean(e[k] for e in evals)
             row[f"{k}_std"] = spread([e[k] for e in evals])
             row[f"{k}_per_seed"] = [e[k] for e in evals]
@@ -310,19 +281,12 @@ def main(argv=None) -> None:
         f"rlp-s{r['seed']}": {"vs_base": paired_gain(r, base_eval), "vs_cpt": paired_gain(r, c)}
         for r, c in zip(runs["rlp"], runs["cpt"])
     }
-    cols = (
-        "heldout_info_gain",
-        "heldout_self_info_gain",
-        "heldout_ntp_loss",
-        "think_accuracy",
-        "thought_tokens_mean",
-        "closed_fraction",
-    )
-    print("\n| model | seeds | " + " | ".join(cols) + " |")
-    print("| --- " * (2 + len(cols)) + "|")
+    print("\n| model | seeds | " + " | ".join(COLUMNS) + " |")
+    print("| --- " * (2 + len(COLUMNS)) + "|")
     for row in rows:
         cells = " | ".join(
-            f"{row[c]:.3f}" + (f" ± {row[c + '_std']:.3f}" if f"{c}_std" in row and row["seeds"] else "") for c in cols
+            f"{row[c]:.3f}" + (f" ± {row[c + '_std']:.3f}" if f"{c}_std" in row and row["seeds"] else "")
+            for c in COLUMNS
         )
         print(f"| {row['model']} | {','.join(map(str, row['seeds'])) or '-'} | {cells} |")
     for name, p in paired.items():
