@@ -28,8 +28,9 @@ from torch.utils.checkpoint import checkpoint
 from ponder.lm import hf_compat
 from ponder.lm.padding import position_ids_from_mask
 
-#: Cap on the fp32 logits computed at once (elements): 2**26 is 256 MiB.
-CHUNK_ELEMENTS = 1 << 26
+#: Cap on the fp32 logits computed at once (elements): 2**24 is 64 MiB; a chunk's backward holds about 7 such
+#: tensors. 2**26 left 0.435 of the unchunked peak at vocabulary 151,936, 2**24 0.184 (bench/memory.py).
+CHUNK_ELEMENTS = 1 << 24
 
 
 def logprobs_from_logits(
