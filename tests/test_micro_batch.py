@@ -52,7 +52,12 @@ def _assert_same_step(whole, parts, grads_whole, grads_parts):
 
 @pytest.mark.parametrize(
     "layout,extra",
-    [("tree", {}), ("padded", {}), ("tree", {"kl_coef": 0.1, "next_token_weight": 0.3, "ppo_epochs": 2})],
+    [
+        ("tree", {}),
+        ("padded", {}),
+        ("tree", {"kl_coef": 0.1, "next_token_weight": 0.3, "ppo_epochs": 2}),
+        ("padded", {"reward_token_weight": 0.5}),
+    ],
 )
 def test_rlp_micro_batches_equal_one_batch(char_tokenizer, tmp_path, layout, extra):
     cfg = dict(

@@ -136,6 +136,18 @@ def test_rlp_step_updates_only_through_thoughts_and_moves_ema(tmp_path):
     torch.testing.assert_close(ema_p, 0.9 * before[name] + 0.1 * p.detach())
 
 
+def test_reward_token_loss_is_the_rewards_own_term(tmp_path):
+    """With --reward-token-weight the loss adds -log p(x_t | x_<t, c): its logged value is minus the mean of the
+    rewards' policy term (reward + baseline)."""
+    model, tok = _model()
+    trainer = RLPTrainer(model, tok, TaskSource(Addition(2), seed=0), _cfg(steps=1, reward_token_weight=1.0), tmp_path)
+    m = trainer.train_step()
+    rollout, group = trainer.recipe.rollout, trainer.recipe.settings.group_size
+    baseline = float(rollout.baseline_logp.float().mean())  # every position has G thoughts: a plain mean
+    assert len(rollout.baseline_logp) * group == len(rollout.thoughts.ids)
+    assert m["reward_token_loss"] == pytest.approx(-(m["reward_mean"] + baseline), abs=1e-4)
+
+
 def test_nonfinite_reward_skips_the_step(tmp_path, monkeypatch):
     import ponder.rl.rlp as rlp_mod
 

@@ -71,6 +71,12 @@ class RLPConfig(EngineSettings):
     )
     reward_tokens: int = Field(1, ge=1, description="reward over the next k tokens (paper: 1)")
     next_token_weight: float = Field(0.0, ge=0, description="weight of a mixed-in next-token loss (paper: 0)")
+    reward_token_weight: float = Field(
+        0.0,
+        ge=0,
+        description="weight of the next-token loss of the reward tokens after each thought, -log p(x_t | x_<t, c): "
+        "teaches a model new to the thought delimiters to read on past a thought (paper: 0)",
+    )
     min_reward_spread: float = Field(
         1e-4, ge=0, description="groups whose rewards differ by at most this (nats) get zero advantage"
     )
@@ -247,7 +253,7 @@ class RLPRecipe(Recipe):
         return StepBatch(batch, advantages, metrics, first=first, reduce="rlp")
 
     def extra_loss(self, engine: Engine, logp, sb: StepBatch):
-        """The optional KL to the EMA teacher on thought tokens and the mixed-in next-token loss (both off by default)."""
+        """The optional KL to the EMA teacher on thought tokens and the mixed-in next-token losses (all off by default)."""
         cfg, batch, stats, total = self.settings, sb.batch, {}, None
         if cfg.kl_coef > 0:
             with torch.no_grad(), self.ema.scope() as teacher:
@@ -255,9 +261,15 @@ class RLPRecipe(Recipe):
             kl = kl_penalty(logp, ref, batch.loss_mask)
             total = cfg.kl_coef * kl * sb.sequence_share
             stats["kl_to_ema"] = kl.detach()
+        if cfg.reward_token_weight > 0:
+            # The reward's own term, log p(x_t | x_<t, c), made a loss: the gradient reaches what the policy
+            # gradient cannot (the delimiters and the text after them); a mean over this part's reward tokens.
+            nll = next_token_loss(logp, batch.target_mask.bool())
+            total = _add(total, cfg.reward_token_weight * nll * sb.sequence_share)
+            stats["reward_token_loss"] = nll.detach()
         if cfg.next_token_weight > 0 and sb.part == 0:  # over the whole rollout's text, once per step
             ntp = self._next_token_term(self.rollout, engine)
-            total = cfg.next_token_weight * ntp if total is None else total + cfg.next_token_weight * ntp
+            total = _add(total, cfg.next_token_weight * ntp)
             stats["next_token_loss"] = ntp.detach()
         return total, stats
 
@@ -311,3 +323,7 @@ class RLPTrainer(Engine):
         if self.recipe.ema.initialized and "skipped" not in metrics:
             metrics["ema_param_distance"] = self.recipe.ema_distance()
         return metrics
+
+
+def _add(total: torch.Tensor | None, term: torch.Tensor) -> torch.Tensor:
+    return term if total is None else total + term
