@@ -44,7 +44,7 @@ from pathlib import Path
 
 import torch
 
-from ponder.config import parse_seeds
+from ponder.config import parse_choices, parse_seeds
 from ponder.data.refine import RefineFilter, keep_mask
 from ponder.data.registry import get_task
 from ponder.errors import PonderError
@@ -85,11 +85,8 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.quick:
         args.seeds, args.n_train, args.steps, args.batch, args.eval_n = "0", 16, 2, 4, 8
-    args.conditions = [c.strip() for c in args.conditions.split(",") if c.strip()]
-    unknown = sorted(set(args.conditions) - set(CONDITIONS))
-    if unknown:
-        p.error(f"unknown conditions {unknown}; choose from {', '.join(CONDITIONS)}")
     try:
+        args.conditions = parse_choices(args.conditions, CONDITIONS, "conditions")
         args.seeds = parse_seeds(args.seeds)  # 0-9, 0,1,2 or a mix
     except PonderError as e:
         p.error(str(e))

@@ -28,23 +28,20 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(Path(__file__).parent))
 
 from ponder.jobs.models import load_model  # noqa: E402
-from ponder.lm.logprobs import token_logprobs  # noqa: E402
-from ponder.lm.padding import pad_id_of, pad_ids  # noqa: E402
+from ponder.lm.padding import pad_id_of  # noqa: E402
 from ponder.lm.thinking import ThoughtFormat, sample_thoughts  # noqa: E402
 from ponder.rl.positions import eligible_range, keyed_generators  # noqa: E402
+from ponder.rl.rollout import doc_logprobs  # noqa: E402
 from rlp_smollm2 import MODEL, heldout_windows  # noqa: E402  (a sibling script, not a package)
 
 
 @torch.no_grad()
 def last_token_logprobs(model, sequences: list[list[int]], pad: int, batch: int = 16) -> torch.Tensor:
-    """``[len(sequences)]``: log p(last token | the rest) of each sequence."""
+    """``[len(sequences)]``: log p(last token | the rest) of each sequence (the baseline pass, ``batch`` rows at a time)."""
     out = []
     for a in range(0, len(sequences), batch):
-        rows = sequences[a : a + batch]
-        ids, mask = pad_ids(rows, pad, next(model.parameters()).device)
-        logp = token_logprobs(model, ids, mask)
-        out += [logp[i, len(r) - 1] for i, r in enumerate(rows)]
-    return torch.stack(out).float().cpu()
+        out += [lp[-1] for lp in doc_logprobs(model, sequences[a : a + batch], pad).logp]
+    return torch.stack(out)
 
 
 def choose(windows, per_window: int, seed: int) -> list[tuple[list[int], int]]:

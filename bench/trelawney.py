@@ -38,7 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ponder.config import parse_seeds
+from ponder.config import parse_choices, parse_seeds
 from ponder.data.registry import get_task
 from ponder.data.trelawney import LOOKAHEAD_CLOSE, LOOKAHEAD_OPEN, LookaheadConfig, iter_task_lookahead_documents
 from ponder.errors import PonderError
@@ -70,11 +70,8 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.quick:
         args.seeds, args.steps, args.batch, args.eval_n = "0", 4, 8, 8
-    args.conditions = [c.strip() for c in args.conditions.split(",") if c.strip()]
-    unknown = sorted(set(args.conditions) - set(CONDITIONS))
-    if unknown:
-        p.error(f"unknown conditions {unknown}; choose from {', '.join(CONDITIONS)}")
     try:
+        args.conditions = parse_choices(args.conditions, CONDITIONS, "conditions")
         args.seeds = parse_seeds(args.seeds)  # 0-9, 0,1,2 or a mix
     except PonderError as e:
         p.error(str(e))

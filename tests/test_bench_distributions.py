@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ponder.config import parse_seeds
+from ponder.config import parse_choices, parse_seeds
 from ponder.errors import ConfigError
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
@@ -82,3 +82,9 @@ def test_robustness_report_merges_chunks_and_partial_demo_runs(tmp_path):
     assert report.main(["--demo", f"A={tmp_path / 'd.json'}"]) == 0
     with pytest.raises(ConfigError, match="no such file"):
         report.main(["--demo", f"A={tmp_path / 'missing.json'}"])
+
+
+def test_parse_choices_keeps_known_names_and_names_the_unknown():
+    assert parse_choices(" a, ,b", ("a", "b", "c"), "conditions") == ["a", "b"]
+    with pytest.raises(ConfigError, match=r"unknown conditions \['x', 'z'\]; choose from a, b"):
+        parse_choices("a,z,x", ("a", "b"), "conditions")

@@ -55,6 +55,15 @@ def parse_seeds(text: str | int | list) -> list[int]:
     return seeds
 
 
+def parse_choices(text: str, allowed, what: str) -> list[str]:
+    """``"a,b"`` -> ``["a", "b"]`` (blanks dropped), each one of ``allowed``; else a one-line :class:`ConfigError`."""
+    chosen = [c.strip() for c in str(text).split(",") if c.strip()]
+    unknown = sorted(set(chosen) - set(allowed))
+    if unknown:
+        raise ConfigError(f"unknown {what} {unknown}; choose from {', '.join(allowed)}")
+    return chosen
+
+
 #: A settings field of seeds: a YAML list, or a string such as ``0-9`` / ``0,1,2`` (flags and YAML alike).
 SeedList = Annotated[list[int], BeforeValidator(parse_seeds)]
 
