@@ -112,6 +112,12 @@ def summarize(result: dict) -> tuple[list[dict], float | None]:
     return rows, saving
 
 
+def censored_calls(row: dict, budget: int) -> int:
+    """Calls a run needed to reach its cell's target; ``budget + 1`` when it never did (keeps medians defined)."""
+    reached = row["calls_to_best_baseline_accuracy"]
+    return budget + 1 if reached is None else reached
+
+
 def method_distributions(rows: list[dict], budget: int) -> dict:
     """Per method, over the cells (model x task x seed x repeat) of ``rows``: the calls it needed to reach
     each cell's target (a method that never did counts ``budget + 1``, so medians stay defined) as
@@ -122,18 +128,14 @@ def method_distributions(rows: list[dict], budget: int) -> dict:
     for row in rows:
         cells.setdefault((row["model"], row["task"], row["seed"], row.get("repeat", 0)), {})[row["method"]] = row
 
-    def calls(row) -> int:
-        reached = row["calls_to_best_baseline_accuracy"]
-        return budget + 1 if reached is None else reached
-
     out = {}
     methods = dict.fromkeys(row["method"] for row in rows)
     for method in methods:
         mine, best = [], []
         for cell in cells.values():
             if method in cell and cell[method].get("best_baseline") in cell:
-                mine.append(calls(cell[method]))
-                best.append(calls(cell[cell[method]["best_baseline"]]))
+                mine.append(censored_calls(cell[method], budget))
+                best.append(censored_calls(cell[cell[method]["best_baseline"]], budget))
         if not mine:
             continue
         savings = [1 - m / b for m, b in zip(mine, best)]

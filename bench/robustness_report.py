@@ -18,12 +18,14 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from ponder.errors import ConfigError, exit_code
 from ponder.report.stats import compare
 from ponder.report.tables import markdown_table
 
 sys.path.insert(0, str(Path(__file__).parent))
-from plan_compare import method_distributions  # noqa: E402  (a sibling script, not a package)
+from plan_compare import censored_calls, method_distributions  # noqa: E402  (a sibling script, not a package)
 
 
 def _sources(specs: list[str]) -> dict[str, list[dict]]:
@@ -110,11 +112,59 @@ def plan_rows(sources: dict[str, list[dict]]) -> list[list]:
     return rows
 
 
+def rewards_seed_rows(sources: dict[str, list[dict]]) -> list[list]:
+    """One row per base, reward and seed: greedy and sampled accuracy, TTRL's label accuracy and majority ratio."""
+    rows = []
+    for name, payloads in sources.items():
+        runs = sorted((r for p in payloads for r in p["runs"]), key=lambda r: (r["reward"], r["seed"]))
+        for r in runs:
+            extra = [r.get("label_accuracy", "-"), r.get("majority_ratio", "-")]
+            rows.append([name, r["reward"], r["seed"], r["think_accuracy"], r["sampled_accuracy"], *extra])
+    return rows
+
+
+def label_correlations(sources: dict[str, list[dict]]) -> dict[str, float]:
+    """Pearson correlation, over TTRL runs, of the final think accuracy with the majority's label accuracy:
+    per base and, under ``"pooled"``, over all bases' runs together (a base with one run has none)."""
+    pairs: dict[str, list[tuple[float, float]]] = {}
+    for name, payloads in sources.items():
+        for p in payloads:
+            for r in p["runs"]:
+                if "label_accuracy" in r:
+                    pairs.setdefault(name, []).append((r["think_accuracy"], r["label_accuracy"]))
+    pairs["pooled"] = [pair for v in pairs.values() for pair in v]
+    return {k: float(np.corrcoef(np.array(v).T)[0, 1]) for k, v in pairs.items() if len(v) > 1}
+
+
+def plan_seed_rows(sources: dict[str, list[dict]]) -> list[list]:
+    """One row per base and cell (task, seed, repeat): the target (best baseline's final held-out accuracy),
+    that baseline, each method's calls to it ("never (final accuracy)" when it never got there) and each
+    method's saving against the baseline (censored at budget + 1, as in ``method_distributions``)."""
+    rows = []
+    for name, payloads in sources.items():
+        cells: dict[tuple, dict] = {}
+        for row in (r for p in payloads for r in p["rows"]):
+            cells.setdefault((row["task"], row["seed"], row.get("repeat", 0)), {})[row["method"]] = row
+        budget = max(r["calls"] for c in cells.values() for r in c.values())
+        for (task, seed, repeat), cell in sorted(cells.items()):
+            best = next(iter(cell.values()))["best_baseline"]
+            if best not in cell:
+                continue
+
+            calls = {m: censored_calls(row, budget) for m, row in cell.items()}
+            shown = [f"{m} {c if c <= budget else 'never'} ({cell[m]['final_accuracy']:.3f})" for m, c in calls.items()]
+            savings = [f"{m} {1 - c / calls[best]:+.2f}" for m, c in calls.items() if m != best]
+            target = cell[best]["final_accuracy"]
+            rows.append([name, task, seed, repeat, f"{target:.3f} ({best})", " / ".join(shown), ", ".join(savings)])
+    return rows
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--demo", action="append", default=[], metavar="BASE=FILE[,FILE]")
     p.add_argument("--rewards", action="append", default=[], metavar="BASE=FILE[,FILE]")
     p.add_argument("--plan", action="append", default=[], metavar="BASE=FILE[,FILE]")
+    p.add_argument("--per-seed", action="store_true", help="also print every seed's figures (rewards, planning)")
     a = p.parse_args(argv)
     gain = ["win share", "mean gain", "95% bootstrap interval", "shown"]
     if a.demo:
@@ -124,11 +174,29 @@ def main(argv=None) -> int:
         print("\nrewards: greedy think accuracy over seeds, against the base\n")
         header = ["base", "reward", "seeds", "median", "IQR", *gain, "TTRL label accuracy (median)"]
         print(markdown_table(header, rewards_rows(_sources(a.rewards))))
+        if a.per_seed:
+            header = ["base", "reward", "seed", "think acc", "sampled acc", "label accuracy", "majority ratio"]
+            print("\n" + markdown_table(header, rewards_seed_rows(_sources(a.rewards))))
+            corr = label_correlations(_sources(a.rewards))
+            if corr:
+                cells = ", ".join(f"{k} {v:.2f}" for k, v in corr.items())
+                print(f"\nTTRL: correlation of final think accuracy with the majority's label accuracy: {cells}")
     if a.plan:
         print("\nplanning: calls to the best baseline's final held-out accuracy (never = budget + 1)\n")
         header = ["base", "method", "cells", "never", "calls median", "IQR", "win share vs best baseline"]
         header += ["saving median", "saving IQR", "saving min", "95% interval of the median saving"]
         print(markdown_table(header, plan_rows(_sources(a.plan))))
+        if a.per_seed:
+            header = [
+                "base",
+                "task",
+                "seed",
+                "repeat",
+                "target (best baseline)",
+                "calls per method (final accuracy)",
+                "saving vs it",
+            ]
+            print("\n" + markdown_table(header, plan_seed_rows(_sources(a.plan))))
     return 0
 
 

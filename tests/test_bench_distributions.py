@@ -88,3 +88,49 @@ def test_parse_choices_keeps_known_names_and_names_the_unknown():
     assert parse_choices(" a, ,b", ("a", "b", "c"), "conditions") == ["a", "b"]
     with pytest.raises(ConfigError, match=r"unknown conditions \['x', 'z'\]; choose from a, b"):
         parse_choices("a,z,x", ("a", "b"), "conditions")
+
+
+def test_robustness_report_per_seed_rows_and_label_correlation():
+    report = _bench("robustness_report")
+
+    def run(reward, seed, acc, label=None):
+        r = {"reward": reward, "seed": seed, "think_accuracy": acc, "sampled_accuracy": acc / 2}
+        return r if label is None else {**r, "label_accuracy": label, "majority_ratio": 0.5}
+
+    a = {"runs": [run("majority_vote", 1, 0.4, 0.3), run("majority_vote", 0, 0.2, 0.1), run("verifiable", 0, 0.6)]}
+    b = {"runs": [run("majority_vote", 0, 0.9, 0.8), run("majority_vote", 1, 0.7, 0.9)]}
+    rows = report.rewards_seed_rows({"A": [a]})
+    assert [r[1:4] for r in rows] == [["majority_vote", 0, 0.2], ["majority_vote", 1, 0.4], ["verifiable", 0, 0.6]]
+    assert rows[2][5:] == ["-", "-"]  # no vote, no label accuracy
+    corr = report.label_correlations({"A": [a], "B": [b]})
+    assert corr["A"] == pytest.approx(1.0) and corr["B"] == pytest.approx(-1.0)  # two points each: +-1 exactly
+    accs, labels = [0.4, 0.2, 0.9, 0.7], [0.3, 0.1, 0.8, 0.9]
+    ma, ml = sum(accs) / 4, sum(labels) / 4
+    cov = sum((x - ma) * (y - ml) for x, y in zip(accs, labels))
+    sa, sl = sum((x - ma) ** 2 for x in accs) ** 0.5, sum((y - ml) ** 2 for y in labels) ** 0.5
+    assert corr["pooled"] == pytest.approx(cov / (sa * sl))
+
+    def cell(method, seed, reached, final, calls=1200):
+        return {
+            "model": "m",
+            "task": "t",
+            "seed": seed,
+            "method": method,
+            "best_baseline": "random",
+            "calls_to_best_baseline_accuracy": reached,
+            "final_accuracy": final,
+            "calls": calls,
+        }
+
+    plan = {
+        "rows": [
+            cell("mppi", 0, None, 0.0),
+            cell("random", 0, 600, 0.9),
+            cell("mppi", 1, 150, 1.0),
+            cell("random", 1, 300, 1.0),
+        ]
+    }
+    rows = report.plan_seed_rows({"B": [plan]})
+    assert rows[0][1:5] == ["t", 0, 0, "0.900 (random)"]
+    assert rows[0][5] == "mppi never (0.000) / random 600 (0.900)"
+    assert rows[0][6] == f"mppi {1 - 1201 / 600:+.2f}" and rows[1][6] == "mppi +0.50"
