@@ -118,16 +118,21 @@ def censored_calls(row: dict, budget: int) -> int:
     return budget + 1 if reached is None else reached
 
 
+def cells_of(rows: list[dict]) -> dict[tuple, dict[str, dict]]:
+    """Rows grouped by cell: ``(model, task, seed, repeat)`` -> {method: row}."""
+    cells: dict[tuple, dict[str, dict]] = {}
+    for row in rows:
+        cells.setdefault((row["model"], row["task"], row["seed"], row.get("repeat", 0)), {})[row["method"]] = row
+    return cells
+
+
 def method_distributions(rows: list[dict], budget: int) -> dict:
     """Per method, over the cells (model x task x seed x repeat) of ``rows``: the calls it needed to reach
     each cell's target (a method that never did counts ``budget + 1``, so medians stay defined) as
     ``median``, ``iqr``, ``q1``, ``q3``; ``win_share``: share of cells where it needed fewer calls than that
     cell's best baseline (ties, both never included, half); ``saving_*``: its call saving ``1 - calls /
     best baseline's calls`` (same censoring), its median, IQR and a bootstrap interval of the median."""
-    cells: dict[tuple, dict] = {}
-    for row in rows:
-        cells.setdefault((row["model"], row["task"], row["seed"], row.get("repeat", 0)), {})[row["method"]] = row
-
+    cells = cells_of(rows)
     out = {}
     methods = dict.fromkeys(row["method"] for row in rows)
     for method in methods:

@@ -25,7 +25,7 @@ from ponder.report.stats import compare
 from ponder.report.tables import markdown_table
 
 sys.path.insert(0, str(Path(__file__).parent))
-from plan_compare import censored_calls, method_distributions  # noqa: E402  (a sibling script, not a package)
+from plan_compare import cells_of, censored_calls, method_distributions  # noqa: E402  (a sibling script, not a package)
 
 
 def _sources(specs: list[str]) -> dict[str, list[dict]]:
@@ -137,25 +137,24 @@ def label_correlations(sources: dict[str, list[dict]]) -> dict[str, float]:
 
 
 def plan_seed_rows(sources: dict[str, list[dict]]) -> list[list]:
-    """One row per base and cell (task, seed, repeat): the target (best baseline's final held-out accuracy),
+    """One row per base and cell (model, task, seed, repeat): the target (best baseline's final held-out accuracy),
     that baseline, each method's calls to it ("never (final accuracy)" when it never got there) and each
     method's saving against the baseline (censored at budget + 1, as in ``method_distributions``)."""
     rows = []
     for name, payloads in sources.items():
-        cells: dict[tuple, dict] = {}
-        for row in (r for p in payloads for r in p["rows"]):
-            cells.setdefault((row["task"], row["seed"], row.get("repeat", 0)), {})[row["method"]] = row
+        cells = cells_of([r for p in payloads for r in p["rows"]])
         budget = max(r["calls"] for c in cells.values() for r in c.values())
-        for (task, seed, repeat), cell in sorted(cells.items()):
+        for (model, task, seed, repeat), cell in sorted(cells.items()):
             best = next(iter(cell.values()))["best_baseline"]
             if best not in cell:
                 continue
-
             calls = {m: censored_calls(row, budget) for m, row in cell.items()}
             shown = [f"{m} {c if c <= budget else 'never'} ({cell[m]['final_accuracy']:.3f})" for m, c in calls.items()]
             savings = [f"{m} {1 - c / calls[best]:+.2f}" for m, c in calls.items() if m != best]
             target = cell[best]["final_accuracy"]
-            rows.append([name, task, seed, repeat, f"{target:.3f} ({best})", " / ".join(shown), ", ".join(savings)])
+            rows.append(
+                [name, model, task, seed, repeat, f"{target:.3f} ({best})", " / ".join(shown), ", ".join(savings)]
+            )
     return rows
 
 
@@ -166,18 +165,19 @@ def main(argv=None) -> int:
     p.add_argument("--plan", action="append", default=[], metavar="BASE=FILE[,FILE]")
     p.add_argument("--per-seed", action="store_true", help="also print every seed's figures (rewards, planning)")
     a = p.parse_args(argv)
+    demo, rewards, plan = _sources(a.demo), _sources(a.rewards), _sources(a.plan)
     gain = ["win share", "mean gain", "95% bootstrap interval", "shown"]
     if a.demo:
         print("demo: greedy think accuracy over seeds\n")
-        print(markdown_table(["base", "model vs", "seeds", "median", "IQR", *gain], demo_rows(_sources(a.demo))))
+        print(markdown_table(["base", "model vs", "seeds", "median", "IQR", *gain], demo_rows(demo)))
     if a.rewards:
         print("\nrewards: greedy think accuracy over seeds, against the base\n")
         header = ["base", "reward", "seeds", "median", "IQR", *gain, "TTRL label accuracy (median)"]
-        print(markdown_table(header, rewards_rows(_sources(a.rewards))))
+        print(markdown_table(header, rewards_rows(rewards)))
         if a.per_seed:
             header = ["base", "reward", "seed", "think acc", "sampled acc", "label accuracy", "majority ratio"]
-            print("\n" + markdown_table(header, rewards_seed_rows(_sources(a.rewards))))
-            corr = label_correlations(_sources(a.rewards))
+            print("\n" + markdown_table(header, rewards_seed_rows(rewards)))
+            corr = label_correlations(rewards)
             if corr:
                 cells = ", ".join(f"{k} {v:.2f}" for k, v in corr.items())
                 print(f"\nTTRL: correlation of final think accuracy with the majority's label accuracy: {cells}")
@@ -185,10 +185,11 @@ def main(argv=None) -> int:
         print("\nplanning: calls to the best baseline's final held-out accuracy (never = budget + 1)\n")
         header = ["base", "method", "cells", "never", "calls median", "IQR", "win share vs best baseline"]
         header += ["saving median", "saving IQR", "saving min", "95% interval of the median saving"]
-        print(markdown_table(header, plan_rows(_sources(a.plan))))
+        print(markdown_table(header, plan_rows(plan)))
         if a.per_seed:
             header = [
                 "base",
+                "model",
                 "task",
                 "seed",
                 "repeat",
@@ -196,7 +197,7 @@ def main(argv=None) -> int:
                 "calls per method (final accuracy)",
                 "saving vs it",
             ]
-            print("\n" + markdown_table(header, plan_seed_rows(_sources(a.plan))))
+            print("\n" + markdown_table(header, plan_seed_rows(plan)))
     return 0
 
 

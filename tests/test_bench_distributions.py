@@ -110,9 +110,9 @@ def test_robustness_report_per_seed_rows_and_label_correlation():
     sa, sl = sum((x - ma) ** 2 for x in accs) ** 0.5, sum((y - ml) ** 2 for y in labels) ** 0.5
     assert corr["pooled"] == pytest.approx(cov / (sa * sl))
 
-    def cell(method, seed, reached, final, calls=1200):
+    def cell(method, seed, reached, final, calls=1200, model="m"):
         return {
-            "model": "m",
+            "model": model,
             "task": "t",
             "seed": seed,
             "method": method,
@@ -128,9 +128,12 @@ def test_robustness_report_per_seed_rows_and_label_correlation():
             cell("random", 0, 600, 0.9),
             cell("mppi", 1, 150, 1.0),
             cell("random", 1, 300, 1.0),
+            cell("mppi", 0, 100, 0.5, model="m2"),  # another model, same task and seed: its own cell
+            cell("random", 0, 400, 0.5, model="m2"),
         ]
     }
     rows = report.plan_seed_rows({"B": [plan]})
-    assert rows[0][1:5] == ["t", 0, 0, "0.900 (random)"]
-    assert rows[0][5] == "mppi never (0.000) / random 600 (0.900)"
-    assert rows[0][6] == f"mppi {1 - 1201 / 600:+.2f}" and rows[1][6] == "mppi +0.50"
+    assert [r[1:4] for r in rows] == [["m", "t", 0], ["m", "t", 1], ["m2", "t", 0]]
+    assert rows[0][4:6] == [0, "0.900 (random)"]
+    assert rows[0][6] == "mppi never (0.000) / random 600 (0.900)"
+    assert rows[0][7] == f"mppi {1 - 1201 / 600:+.2f}" and rows[1][7] == "mppi +0.50" and rows[2][7] == "mppi +0.75"
