@@ -246,6 +246,7 @@ def test_fsdp2_one_rank_matches_the_unsharded_model(per_layer):
     from torch.distributed.fsdp import fully_shard
 
     from ponder.rl.batches import rlp_tree_batch
+    from ponder.rl.distributed import Run
     from test_rlp_tree import CLOSE, OPEN, PAD, _case
 
     with socket.socket() as s:
@@ -261,11 +262,14 @@ def test_fsdp2_one_rank_matches_the_unsharded_model(per_layer):
         if per_layer:
             for layer in sharded.model.layers:
                 fully_shard(layer)
-        fully_shard(sharded)
+        # The scorer calls the decoder and the output layer separately, so FSDP's hooks must fire on a module
+        # around the whole loss forward: ponder's Run, as ponder.rl.sharding wraps a run. A bare
+        # fully_shard(model) is bypassed by the decoder call (torch 2.11 on an H200: "aten.embedding.default
+        # got mixed torch.Tensor and DTensor"; bench/results/gpu/check-2026-12-04.log).
+        unit = fully_shard(Run(sharded))
         losses, grads = [], []
-        for model in (plain, sharded):
-            model.train()
-            loss = (tb.scores(model)[0] * tb.loss_mask).sum()
+        for model, run in ((plain, lambda fn: fn(plain)), (sharded, unit)):
+            loss = (run(lambda m: tb.scores(m.train())[0]) * tb.loss_mask).sum()
             loss.backward()
             losses.append(float(loss.detach()))
             full = [p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad for p in model.parameters()]
