@@ -51,8 +51,8 @@ from ponder.train.checkpoint import (
 )
 from ponder.train.guard import step_if_finite
 from ponder.train.metrics import MetricsLogger
-from ponder.train.rundir import begin_run
 from ponder.train.optim import PolicyUpdateSettings, adamw_constant_after_warmup
+from ponder.train.rundir import begin_run
 
 Reduce = Literal["rlp", "token", "seq_sum_const"]
 

@@ -35,7 +35,6 @@ import importlib.metadata
 import json
 import os
 import platform
-import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -45,7 +44,7 @@ from pydantic import BaseModel
 
 from ponder.errors import PonderError
 from ponder.train import run_config
-from ponder.train.checkpoint import MANIFEST, checkpoint_dir, remove_stale_temporaries
+from ponder.train.checkpoint import checkpoint_dir, remove_stale_temporaries
 from ponder.train.run_config import (  # noqa: F401 - re-exported: the run directory's API
     MAY_CHANGE,
     RunStart,
