@@ -215,7 +215,7 @@ FAILED_STARTS = {
     "no-resume, model typo, foreign directory": (_foreign, ["--no-resume"], "typo"),
     "no-resume, model typo, finished run": (lambda t, r: _copy(r, t), ["--no-resume"], "typo"),
     "no-resume, foreign directory": (_foreign, ["--no-resume"], "good"),
-    "model typo, finished run": (lambda t, r: _copy(r, t), ["--steps", "3"], "typo"),
+    "allowed change, model typo, finished run": (lambda t, r: _copy(r, t), ["--allow-config-change"], "typo"),
 }
 
 
@@ -306,8 +306,6 @@ def _victim(tmp: Path) -> Path:
 PLANTED_LINKS = {
     ".lock": "file",
     ".ponder-write-test{pid}": "file",
-    ".rlp_job.json.tmp{pid}": "file",
-    ".run.json.tmp{pid}": "file",
     "checkpoints": "dir",
 }
 
