@@ -250,10 +250,14 @@ def _require_finite_checkpoint(run_dir: Path, step: int, model, extra_models: di
     bad += [f"trainer state {n}" for n in nonfinite_entries(state)]
     if bad:
         kept = [p.name for p in _step_dirs(checkpoint_dir(run_dir))]
-        last = f"the last checkpoint ({kept[-1]}) is intact" if kept else "no checkpoint was written"
+        rerun = (
+            f"then rerun: it resumes from the last checkpoint, {kept[-1]}, which is intact"
+            if kept
+            else "then rerun with --no-resume"
+        )
         raise NonFiniteWeightsError(
-            f"step {step} holds inf or NaN in {len(bad)} places (first: {bad[0]}); checkpoint {step} was not "
-            f"written and {last}. Lower --lr or check the rewards, then rerun (it resumes from that checkpoint)"
+            f"training produced non-finite weights or optimizer state at step {step}: inf or NaN in {len(bad)} "
+            f"places (first: {bad[0]}); checkpoint {step} was not written. Lower --lr or check the rewards, {rerun}"
         )
 
 

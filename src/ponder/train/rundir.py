@@ -44,7 +44,7 @@ from pydantic import BaseModel
 
 from ponder.errors import PonderError
 from ponder.train import run_config
-from ponder.train.checkpoint import checkpoint_dir, remove_stale_temporaries
+from ponder.train.checkpoint import remove_stale_temporaries
 from ponder.train.run_config import (  # noqa: F401 - re-exported: the run directory's API
     MAY_CHANGE,
     RunStart,
@@ -78,7 +78,7 @@ class RunDirError(PonderError):
 def _probe_writable(folder: Path, what: str) -> None:
     probe = folder / f".ponder-write-test{os.getpid()}"
     try:
-        if probe.is_symlink():
+        if probe.is_symlink() or probe.exists():  # a planted link is removed, never written through
             probe.unlink()
         os.close(open_run_file(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
         probe.unlink()
@@ -274,7 +274,8 @@ def begin_run(run_dir: str | Path, resumed_from: int | None) -> None:
     start.begun = True
     if resumed_from is None and start.resume is False:
         start_over(start.folder, start.job)
-    require_real_dir(checkpoint_dir(start.folder))
+    for name in ("checkpoints", "final", "tb"):  # folders ponder writes into: never through a planted link
+        require_real_dir(start.folder / name)
     record_start(start.folder, start.job, start.config, resumed_from is not None, start.changes, resumed_from)
 
 
