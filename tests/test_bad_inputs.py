@@ -154,3 +154,95 @@ def test_a_read_only_out_is_refused_before_any_work(tmp_path, tiny_hf_dir, capsy
     finally:
         ro.chmod(0o700)
     assert "Permission denied" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- issue 30
+def _write(tmp: Path, name: str, data: bytes) -> str:
+    path = tmp / name
+    path.write_bytes(data)
+    return str(path)
+
+
+def _wrong_vocabulary(tmp: Path, model: Path) -> str:
+    def damage(d: Path) -> None:
+        config = json.loads((d / "config.json").read_text())
+        config["vocab_size"] += 400  # the embedding in model.safetensors keeps the old size
+        (d / "config.json").write_text(json.dumps(config))
+
+    return _model_copy(tmp, model, damage)
+
+
+def _dangling_link(tmp: Path) -> str:
+    link = tmp / "out-link"
+    link.symlink_to(tmp / "missing" / "run")
+    return str(link)
+
+
+# name -> (argv builder (tmp, model dir), words the one line must hold)
+ONE_LINE_ONLY = {
+    "junk gguf": (lambda t, m: ["eval", "--model", _write(t, "junk.gguf", b"not a gguf file"), "--n", "1"], "GGUF"),
+    "config not UTF-8": (
+        lambda t, m: _rlp(m, t / "o", "--config", _write(t, "bad.yaml", b"lr: 0.001\nseed: \xff\n")), "UTF-8"),
+    "config key twice": (
+        lambda t, m: _rlp(m, t / "o", "--config", _write(t, "twice.yaml", b"lr: 0.001\nseed: 1\nlr: 0.1\n")),
+        "'lr' appears twice"),
+    "seed out of range": (lambda t, m: _rlp(m, t / "o", "--seed", "99999999999999999999"), "seed"),
+    "negative seed": (lambda t, m: _rlp(m, t / "o", "--seed", "-1"), "seed"),
+    "steps out of range": (lambda t, m: _rlp(m, t / "o", "--steps", str(2**63)), "steps"),
+    "wrong-vocabulary model": (lambda t, m: ["eval", "--model", _wrong_vocabulary(t, m), "--n", "1"], "MISMATCH"),
+    "dangling --out link": (lambda t, m: _rlp(m, _dangling_link(t)), "does not exist"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(ONE_LINE_ONLY))
+def test_bad_input_prints_only_its_one_line(name, tmp_path, tiny_hf_dir, one_thread, capfd):
+    build, words = ONE_LINE_ONLY[name]
+    argv = build(tmp_path, tiny_hf_dir)
+    capfd.readouterr()
+    assert main([*argv, "--quiet"]) == 2
+    out, err = capfd.readouterr()
+    lines = [line for line in (out + err).splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and words in lines[0], out + err
+
+
+def test_a_corpus_run_prints_no_sequence_length_warning(tmp_path, tiny_hf_dir, one_thread):
+    import logging
+
+    model = _model_copy(tmp_path, tiny_hf_dir, lambda d: None)
+    config_path = Path(model) / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config["model_max_length"] = 64  # a document of the corpus is longer: it is read as windows
+    config_path.write_text(json.dumps(config))
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("12+34=46 " * 40)
+
+    class Collect(logging.Handler):  # transformers' own handler writes to the stream it found at import
+        messages: list[str] = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    handler = Collect()
+    logging.getLogger("transformers").addHandler(handler)
+    try:
+        argv = ["rlp", "--model", model, "--corpus", str(corpus), "--out", str(tmp_path / "o"), *RLP_FLAGS]
+        assert main(argv) == 0
+    finally:
+        logging.getLogger("transformers").removeHandler(handler)
+    assert not [m for m in handler.messages if "Token indices sequence length" in m]
+
+
+def test_help_shows_each_default_once(capsys, monkeypatch):
+    import re
+
+    from ponder.cli import build_parser
+
+    monkeypatch.setenv("COLUMNS", "100000")  # one line per flag
+    commands = [
+        name for name in build_parser()._subparsers._group_actions[0].choices if name not in ("tasks", "corpus")
+    ]
+    for name in commands:
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        for entry in re.split(r"\n(?=  -)", capsys.readouterr().out):
+            assert entry.count("(default:") <= 1, (name, " ".join(entry.split()))

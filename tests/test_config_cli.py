@@ -152,7 +152,8 @@ HELP_JOBS = [
 
 
 def _leaf_defaults(model: BaseModel, prefix: str = "") -> dict[str, str]:
-    """``--flag`` -> str(effective default) of every scalar setting of a job's default instance."""
+    """``--flag`` -> str(effective default) of every scalar setting of a job's default instance (a description that
+    states its own default, such as "(default: from the task, else 256)", is shown as written)."""
     from ponder.config import _scalar_type
 
     out = {}
@@ -160,6 +161,8 @@ def _leaf_defaults(model: BaseModel, prefix: str = "") -> dict[str, str]:
         value = getattr(model, name)
         if isinstance(value, BaseModel):
             out.update(_leaf_defaults(value, f"{prefix}{name}."))
+        elif "(default:" in (field.description or ""):
+            out["--" + f"{prefix}{name}".replace("_", "-")] = field.description.rsplit("(default: ", 1)[1][:-1]
         elif _scalar_type(field.annotation) is not None:
             out["--" + f"{prefix}{name}".replace("_", "-")] = str(value)
     return out

@@ -449,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except PonderError as e:
         console.print(f"[red bold]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
-        return 2
+        return getattr(e, "exit_code", 2)  # 75 (EX_TEMPFAIL) for a temporary condition such as a full disk
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: rerun the same command to resume from the last checkpoint")
         return 130

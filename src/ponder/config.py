@@ -3,7 +3,9 @@
 Every job's settings are one pydantic model. A YAML file (``--config``) gives a base, flags
 override it, and validation errors name the offending key, e.g. ``train.lr: Input should
 be greater than 0``. Unknown keys are errors (``extra="forbid"``), so a typo never passes
-silently. :func:`add_model_arguments` turns a model's fields into argparse flags
+silently, and so is a key given twice in one YAML mapping. Every integer setting has a range: its own
+bounds, within a 32-bit signed integer (seeds from 0), so a huge number fails here rather than
+deep inside a step. :func:`add_model_arguments` turns a model's fields into argparse flags
 (``--steps``, nested ``--train.lr``) with each field's description and effective default as
 its help. A nested flag or YAML key overrides only the field it names: the rest of the nested
 block keeps the job's own defaults (``ponder demo --rlp.steps 5`` keeps the demo's RLP lr).
@@ -27,6 +29,8 @@ M = TypeVar("M", bound=BaseModel)
 #: The pydantic config of every settings model: an unknown key is an error, and so is inf or NaN in any
 #: float setting (an infinite learning rate would turn every weight into NaN).
 SETTINGS = ConfigDict(extra="forbid", allow_inf_nan=False)
+#: The widest range of any integer setting (a C int: what torch, numpy and the sampler's seeds take).
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1
 _SENTINEL = argparse.SUPPRESS  # unset flags stay out of the namespace (and out of --help defaults)
 
 
@@ -44,6 +48,8 @@ def parse_seeds(text: str | int | list) -> list[int]:
                 f"seeds: cannot read {part!r} in {text!r}; pass a range 0-9, a list 0,1,2 or both (0-4,7)"
             )
         lo, hi = int(first), int(last) if dash else int(first)
+        if hi > INT_MAX:
+            raise ConfigError(f"seeds: {part!r} is out of range; seeds run from 0 to {INT_MAX}")
         if hi < lo:
             raise ConfigError(f"seeds: range {part!r} runs backwards; write it low-high, e.g. {hi}-{lo}")
         seeds += range(lo, hi + 1)
@@ -113,7 +119,8 @@ def add_model_arguments(
         if conv is None:
             continue
         help_text = (field.description or "").rstrip(".")
-        help_text = f"{help_text} (default: {default})" if help_text else f"default: {default}"
+        if "(default:" not in help_text:  # a description that explains its default says it once
+            help_text = f"{help_text} (default: {default})" if help_text else f"default: {default}"
         choices = list(typing.get_args(ann)) if typing.get_origin(ann) is typing.Literal else None
         if conv is bool:
             parser.add_argument(
@@ -166,14 +173,48 @@ def _format_error(err: ValidationError, source: str) -> str:
     return f"invalid settings in {source}: " + "; ".join(parts)
 
 
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key, line: int):
+        super().__init__(f"key {key!r} appears twice in one mapping (line {line})")
+        self.key, self.line = key, line
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (the plain loader keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: the base loader reports it
+                continue
+            if duplicate:
+                raise _DuplicateKey(key, key_node.start_mark.line + 1)
+        return super().construct_mapping(node, deep)
+
+
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); save it as UTF-8"
+        ) from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path} ({e.strerror})") from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader) or {}
+    except _DuplicateKey as e:
+        raise ConfigError(f"config file {path}: {e}; keep one") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+        reason = " ".join(str(e).split())  # one line: the parser's message spans several
+        raise ConfigError(f"config file {path} is not valid YAML: {reason}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of settings, not {type(data).__name__}")
     return data
@@ -185,11 +226,30 @@ def build_config(model: type[M], config_path: str | Path | None = None, override
     for path, value in (overrides or {}).items():
         if value is not _SENTINEL:
             _set_path(data, path, value)
+    source = f"{config_path} and the command line" if config_path else "the command line"
     try:
-        return model.model_validate(_fill_nested_defaults(model, data))
+        cfg = model.model_validate(_fill_nested_defaults(model, data))
     except ValidationError as e:
-        source = f"{config_path} and the command line" if config_path else "the command line"
         raise ConfigError(_format_error(e, source)) from None
+    if bad := _out_of_range_ints(cfg):
+        raise ConfigError(f"invalid settings in {source}: " + "; ".join(bad))
+    return cfg
+
+
+def _out_of_range_ints(cfg: BaseModel, prefix: str = "") -> list[str]:
+    """``key: value is out of range ...`` for every integer setting of ``cfg`` outside the widest range
+    (:data:`INT_MIN`..:data:`INT_MAX`; seeds from 0), nested settings included."""
+    bad = []
+    for name, value in cfg:
+        if isinstance(value, BaseModel):
+            bad += _out_of_range_ints(value, f"{prefix}{name}.")
+            continue
+        lo = 0 if "seed" in name else INT_MIN
+        for v in value if isinstance(value, list | tuple) else [value]:
+            if isinstance(v, int) and not isinstance(v, bool) and not lo <= v <= INT_MAX:
+                bad.append(f"{prefix}{name}: {v} is out of range; pass a whole number from {lo} to {INT_MAX}")
+                break
+    return bad
 
 
 def config_from_args(model: type[M], args: argparse.Namespace) -> M:

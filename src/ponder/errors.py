@@ -21,10 +21,11 @@ class TaskError(PonderError, ValueError):
 
 def exit_code(main, *args) -> int:
     """Run a script's ``main(*args)``: its return code (0 for None), or 2 with the one-line message of a
-    :class:`PonderError` on stderr instead of a traceback (the ``ponder`` command does the same)."""
+    :class:`PonderError` on stderr instead of a traceback (the ``ponder`` command does the same; an error with an
+    ``exit_code``, such as a full disk's 75, exits with that)."""
     try:
         code = main(*args)
     except PonderError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return getattr(e, "exit_code", 2)
     return code if isinstance(code, int) else 0

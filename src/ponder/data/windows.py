@@ -57,8 +57,10 @@ def _pieces(tokenizer, text: str, answer_char: int | None, chunk_chars: int) -> 
     """The document's token ids (special tokens included) in consecutive pieces, each with the index of
     the answer's first token when it falls in that piece."""
     offsets = answer_char is not None
+    # verbose=False: a document longer than the model's context is expected here (it is cut into windows),
+    # so transformers' "Token indices sequence length is longer than ..." warning is noise.
     if len(text) <= chunk_chars:
-        enc = tokenizer(text, add_special_tokens=True, return_offsets_mapping=offsets)
+        enc = tokenizer(text, add_special_tokens=True, return_offsets_mapping=offsets, verbose=False)
         yield list(enc["input_ids"]), _answer_index(enc, answer_char, 0)
         return
     prefix, suffix = special_affixes(tokenizer)
@@ -66,7 +68,7 @@ def _pieces(tokenizer, text: str, answer_char: int | None, chunk_chars: int) -> 
     start = 0
     while start < len(text):
         end = _chunk_end(text, start, chunk_chars)
-        enc = tokenizer(text[start:end], add_special_tokens=False, return_offsets_mapping=offsets)
+        enc = tokenizer(text[start:end], add_special_tokens=False, return_offsets_mapping=offsets, verbose=False)
         yield list(enc["input_ids"]), _answer_index(enc, answer_char, start)
         start = end
     yield suffix, None

@@ -9,7 +9,9 @@ Nothing is downloaded: every load is local (``local_files_only=True``). Built-in
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,8 +71,17 @@ def load_gguf(path: str | os.PathLike, dtype: torch.dtype = torch.float32):
     path = Path(path)
     if not path.is_file():
         raise ModelLoadError(f"GGUF file not found: {path}")
-    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype, local_files_only=True)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(
+            path.parent, gguf_file=path.name, dtype=dtype, local_files_only=True
+        )
+    except Exception as e:  # noqa: BLE001 - the GGUF reader raises ValueError, KeyError, struct errors...
+        reason = " ".join(str(e).split())[:300]
+        raise ModelLoadError(
+            f"cannot load the GGUF file {path} ({type(e).__name__}: {reason}); pass a valid .gguf file or a Hugging "
+            "Face model directory"
+        ) from None
     # The weights are de-quantized to ``dtype``: the model is an ordinary dense model from here
     # on. Drop the GGUF quantizer marker, or save_pretrained refuses and no run could checkpoint.
     if getattr(model, "hf_quantizer", None) is not None:
@@ -92,17 +103,52 @@ def load_hf_dir(path: str | os.PathLike, dtype: torch.dtype | None = None):
     # A local checkpoint loads in moments: its per-tensor bar is noise in every job's log.
     hf_logging.disable_progress_bar()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or "auto", local_files_only=True)
+        with _load_report() as report:
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or "auto", local_files_only=True)
     except Exception as e:  # noqa: BLE001 - JSON, safetensors and transformers each raise their own types
         reason = " ".join(str(e).split())[:300]
+        if report.lines:  # transformers points to its report ("see above"): say what it found instead
+            reason = "the weights do not fit config.json: " + "; ".join(report.lines)[:300]
         raise ModelLoadError(
             f"cannot load the model in {path} ({type(e).__name__}: {reason}); its config.json, tokenizer or weights "
             "are damaged or incomplete: copy the directory again or pass another model"
         ) from None
     finally:
         hf_logging.enable_progress_bar()
+    for line in report.lines:  # a load that succeeded anyway: its findings, one line each
+        logging.getLogger(__name__).warning("%s: %s", path, line)
     return model, tokenizer
+
+
+class _ReportLines(logging.Filter):
+    """Holds back transformers' multi-line load report, keeping one line per finding (``key, status, detail``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lines: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "LOAD REPORT" not in message:
+            return True  # any other warning passes as usual
+        for row in message.splitlines():
+            cells = [c.strip() for c in row.split("|")]
+            if len(cells) >= 2 and cells[1] in ("MISMATCH", "MISSING", "UNEXPECTED", "CONVERSION"):
+                self.lines.append(", ".join(c for c in cells if c))
+        return False
+
+
+@contextlib.contextmanager
+def _load_report():
+    """Capture transformers' load report (a table it prints before its error) instead of printing it."""
+    logger = logging.getLogger("transformers.modeling_utils")
+    report = _ReportLines()
+    logger.addFilter(report)
+    try:
+        yield report
+    finally:
+        logger.removeFilter(report)
 
 
 def load_pretrained(

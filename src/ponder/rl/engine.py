@@ -52,6 +52,7 @@ from ponder.train.checkpoint import (
 from ponder.train.guard import step_if_finite
 from ponder.train.metrics import MetricsLogger
 from ponder.train.optim import PolicyUpdateSettings, adamw_constant_after_warmup
+from ponder.train.rundir import begin_run
 
 Reduce = Literal["rlp", "token", "seq_sum_const"]
 
@@ -259,6 +260,7 @@ class Engine:
 
     def _train_step(self) -> dict:
         t0 = time.time()
+        before = dict(self.recipe.counters)
         sb = self.recipe.make_step(self)
         self._adopt_extras()
         self.step += 1
@@ -267,11 +269,11 @@ class Engine:
         if distributed.all_sum([float(not finite)], self.world, self.device)[0] > 0:
             self.counters["skipped_nonfinite"] += 1  # never averaged in: the whole step is dropped and counted
             self.optimizer.zero_grad(set_to_none=True)
-            return {**metrics, "skipped": 1, **self.counters}
+            return {**self._counter_metrics(before), **metrics, "skipped": 1}
         local = 0 if sb is None else sb.num_sequences
         if distributed.all_sum([local], self.world, self.device)[0] == 0:
             self.counters["skipped_no_work"] += 1
-            return {**metrics, "skipped": 1, **self.counters}
+            return {**self._counter_metrics(before), **metrics, "skipped": 1}
         self.recipe.counters["trained_sequences"] = self.recipe.counters.get("trained_sequences", 0) + local
         if local == 0:
             sb = None
@@ -284,11 +286,18 @@ class Engine:
                 "lr": self.scheduler.get_last_lr()[0],
                 "step_seconds": elapsed,
                 f"{self.recipe.work_name}_per_s": local / elapsed,
-                **self.recipe.counters,
-                **self.counters,
+                **self._counter_metrics(before),
             }
         )
         return metrics
+
+    def _counter_metrics(self, before: dict) -> dict:
+        """This step's counts under their own names, running totals (this rank, resumed totals included) as ``*_total``."""
+        out = {f"{k}_total": v for k, v in self.counters.items()}
+        for k, v in self.recipe.counters.items():
+            out[k] = v - before.get(k, 0)
+            out[f"{k}_total"] = v + self.saved_totals.get(k, 0)
+        return out
 
     def _norm(self, sb: StepBatch) -> float:
         """This rank's normalizer of the surrogate's mean (sequences, or tokens for the token reduction)."""
@@ -478,6 +487,8 @@ class Engine:
         if self.sharded is not None:
             self.sharded.release()
         resumed = self.resume() if resume else False
+        if self.rank == 0:
+            begin_run(self.run_dir, self.step if resumed else None)  # loaded: now the run directory may change
         progress = progress and self.rank == 0
         resume_step = self.step if resumed else None
         logger = MetricsLogger(self.run_dir, resume_step, **self.cfg.tracking()) if self.rank == 0 else None

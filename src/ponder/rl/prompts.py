@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from ponder.errors import PonderError
+
 
 class PromptPool:
     """Indices ``0 .. size-1`` drawn in a seeded shuffled order, epoch after epoch.
@@ -70,7 +72,17 @@ class PromptPool:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore a saved pool; a state that is not a pool of this size (a forged or foreign one) is a
+        :class:`~ponder.errors.PonderError`."""
         if state["size"] != self.size:
-            raise ValueError(f"checkpointed pool has {state['size']} prompts, this one {self.size}")
+            raise PonderError(f"the checkpointed prompt pool has {state['size']} prompts, this task {self.size}")
+        indices = set(range(self.size))
+        order = state["order"]
+        if (
+            sorted(order) != sorted(indices)
+            or not (isinstance(state["pos"], int) and 0 <= state["pos"] <= self.size)
+            or not set(state["set_aside_now"]) | set(state["revisiting"]) <= indices
+        ):
+            raise PonderError("the checkpointed prompt pool is inconsistent (order, position or set-aside prompts)")
         self.seed, self.epoch, self.pos, self.order = state["seed"], state["epoch"], state["pos"], list(state["order"])
         self.set_aside_now, self.revisiting = list(state["set_aside_now"]), set(state["revisiting"])

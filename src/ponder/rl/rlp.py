@@ -36,6 +36,7 @@ from ponder.rl.losses import kl_penalty, next_token_loss
 from ponder.rl.micro import part_rows, scores_in_parts
 from ponder.rl.positions import ANSWER, OTHER, Doc, keyed_generators
 from ponder.rl.rollout import POSITION_WEIGHTINGS, Rollout, baseline_pass, make_rollout
+from ponder.train.checkpoint import checkpoint_step, require_count
 
 EMA_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -248,7 +249,7 @@ class RLPRecipe(Recipe):
             "info_gain_answer": _class_mean(per_position, rollout.classes, ANSWER),
             "info_gain_other": _class_mean(per_position, rollout.classes, OTHER),
             "signal_group_fraction": float(signal.float().mean()),
-            "docs_consumed": self.docs_consumed,
+            "docs_consumed_total": self.docs_consumed,
         }
         return StepBatch(batch, advantages, metrics, first=first, reduce="rlp")
 
@@ -299,7 +300,9 @@ class RLPRecipe(Recipe):
         }
 
     def load_state_dict(self, state: dict, ckpt: Path) -> None:
-        self.docs_consumed = state["docs_consumed"]
+        # Bounded by what the steps read: the windows are replayed, a forged count must not hang the resume.
+        limit = checkpoint_step(ckpt) * self.settings.docs_per_step
+        self.docs_consumed = require_count(state["docs_consumed"], "docs_consumed", limit, ckpt)
         self._stream = None
         if state["ema_initialized"]:
             self.ema.initialize(self.model)

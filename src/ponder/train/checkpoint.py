@@ -47,8 +47,19 @@ import torch
 from ponder.errors import PonderError
 from ponder.lm import adapters
 from ponder.progress import console
-from ponder.train.guard import require_finite_weights
-from ponder.train.state import STATE_JSON, STATE_TENSORS, read_state, rng_state, set_rng_state, write_state
+from ponder.train import run_config
+from ponder.train.guard import NonFiniteWeightsError, nonfinite_tensors, require_finite_weights
+from ponder.train.safe_files import as_os_error, atomic_write_text, fresh_dir, require_real_dir
+from ponder.train.state import (
+    STATE_JSON,
+    STATE_TENSORS,
+    negative_counters,
+    nonfinite_entries,
+    read_state,
+    rng_state,
+    set_rng_state,
+    write_state,
+)
 
 MANIFEST = "manifest.json"
 #: State file of ponder before checkpoints were pickle-free: never loaded.
@@ -117,6 +128,12 @@ def verify_checkpoint(folder: Path) -> str | None:
     for name in (STATE_JSON, STATE_TENSORS):
         if name not in entries:
             return f"{name} is not in the manifest"
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder).as_posix()
+        if path.is_symlink():
+            return f"{rel} is a symbolic link (never written by ponder)"
+        if path.is_file() and rel != MANIFEST and rel not in entries:
+            return f"{rel} is not in the manifest (added after the checkpoint was written)"
     for rel, digest in entries.items():
         path = folder / rel
         if not path.is_file():
@@ -137,12 +154,6 @@ def _fsync_tree(folder: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- writing
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def save_pretrained_atomic(
     target: Path,
     model,
@@ -150,29 +161,41 @@ def save_pretrained_atomic(
     extra_models: dict | None = None,
     state: dict | None = None,
     step: int | None = None,
+    files: dict[str, str] | None = None,
 ) -> Path:
-    """Write model (+ tokenizer, extra models, trainer state, manifest) to ``target`` atomically.
+    """Write model (+ tokenizer, extra models, trainer state, text ``files``, manifest) to ``target`` atomically.
 
-    ``step`` only identifies the write to the test fault hook.
+    ``step`` only identifies the write to the test fault hook. A write that fails (a full disk: an
+    ``OSError``, or safetensors' own error quoting one) removes its temporary folder and raises the
+    ``OSError`` naming ``target``; whatever was at ``target`` is untouched.
     """
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # one bar per shard per checkpoint is noise in our logs
     target = Path(target)
+    require_real_dir(target.parent)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    adapters.save_pretrained(model, tmp)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(tmp)
-    for name, extra in (extra_models or {}).items():
-        extra.save_pretrained(tmp / name)
-    if step is not None:
-        _fault("mid-save", step)
-    if state is not None:
-        write_state(tmp, state)
-    write_manifest(tmp)
-    _fsync_tree(tmp)
+    try:
+        fresh_dir(tmp)  # a link planted at the temporary name is removed, never written through
+        adapters.save_pretrained(model, tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        for name, extra in (extra_models or {}).items():
+            extra.save_pretrained(tmp / name)
+        if step is not None:
+            _fault("mid-save", step)
+        if state is not None:
+            write_state(tmp, state)
+        for name, text in (files or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
+        write_manifest(tmp)
+        _fsync_tree(tmp)
+    except Exception as e:
+        shutil.rmtree(tmp, ignore_errors=True)  # frees the space a full disk needs back
+        if (os_error := as_os_error(e, target)) is not None:
+            raise os_error from None
+        raise
     if target.exists():
         old = target.with_name(f".{target.name}.old{os.getpid()}")
         os.replace(target, old)
@@ -198,17 +221,44 @@ def checkpoint_dir(run_dir: Path) -> Path:
 def save_checkpoint(
     run_dir: Path, step: int, model, tokenizer, state: dict, extra_models: dict | None = None, keep_last: int = 2
 ) -> Path:
-    """Save checkpoint ``step`` (model, tokenizer, extras, ``state`` + RNG), mark it latest, prune old ones."""
+    """Save checkpoint ``step`` (model, tokenizer, extras, ``state`` + RNG, the run's settings), mark it latest,
+    prune old ones.
+
+    Refused before anything is written when a weight, an extra model's weight or a number of the
+    state (a learning rate, an Adam moment) is inf or NaN: the run stops with its checkpoints as they were.
+    """
     _fault("before-save", step)
     root = checkpoint_dir(run_dir)
     target = root / f"step-{step:08d}"
     full_state = {**state, "step": step, "rng": rng_state()}
-    save_pretrained_atomic(target, model, tokenizer, extra_models, full_state, step=step)
+    _require_finite_checkpoint(run_dir, step, model, extra_models or {}, full_state)
+    files = run_config.checkpoint_files(run_dir)
+    save_pretrained_atomic(target, model, tokenizer, extra_models, full_state, step=step, files=files)
     atomic_write_text(root / "latest", target.name)
-    if keep_last > 0:
+    if keep_last > 0:  # the newest is the one just written, finite: it is always kept
         for old in _step_dirs(root)[:-keep_last]:
             shutil.rmtree(old, ignore_errors=True)
     return target
+
+
+def _require_finite_checkpoint(run_dir: Path, step: int, model, extra_models: dict, state: dict) -> None:
+    bad = [f"weight {n}" for n in nonfinite_tensors(model)]
+    for name, extra in extra_models.items():
+        module = extra if isinstance(extra, torch.nn.Module) else getattr(extra, "model", None)
+        if isinstance(module, torch.nn.Module):
+            bad += [f"{name} weight {n}" for n in nonfinite_tensors(module)]
+    bad += [f"trainer state {n}" for n in nonfinite_entries(state)]
+    if bad:
+        kept = [p.name for p in _step_dirs(checkpoint_dir(run_dir))]
+        rerun = (
+            f"then rerun: it resumes from the last checkpoint, {kept[-1]}, which is intact"
+            if kept
+            else "then rerun with --no-resume"
+        )
+        raise NonFiniteWeightsError(
+            f"training produced non-finite weights or optimizer state at step {step}: inf or NaN in {len(bad)} "
+            f"places (first: {bad[0]}); checkpoint {step} was not written. Lower --lr or check the rewards, {rerun}"
+        )
 
 
 # ---------------------------------------------------------------------------- resuming
@@ -285,16 +335,16 @@ def load_weights_into(model, ckpt: Path, assign=None) -> None:
     if adapters.is_adapter_dir(ckpt) and adapters.is_adapted(model):
         adapters.load_adapter_weights(model, ckpt)
         return
-    files = sorted(Path(ckpt).glob("*.safetensors"))
-    files = [f for f in files if f.name != STATE_TENSORS]
-    if not files:
-        raise CheckpointError(f"no safetensors weights in {ckpt}")
+    files = weight_files(Path(ckpt))
     state = {}
     for f in files:
         try:
             state.update(load_file(str(f)))
         except Exception as e:  # safetensors raises its own error type for a damaged file
             raise CheckpointError(f"cannot read the weights {f} ({type(e).__name__}: {e})") from None
+    bad = [k for k, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise CheckpointError(f"{ckpt} holds inf or NaN weights ({bad[0]}); rerun with --no-resume to start over")
     missing, unexpected = (assign or _load_state_dict)(model, state)
     # Tied output embeddings are saved once; anything else missing is a real mismatch.
     tied = (
@@ -306,6 +356,23 @@ def load_weights_into(model, ckpt: Path, assign=None) -> None:
         raise CheckpointError(
             f"checkpoint {ckpt} does not match the model: missing {sorted(set(missing) - tied)}, unexpected {unexpected}"
         )
+
+
+def weight_files(ckpt: Path) -> list[Path]:
+    """The weight files of a saved HF model, by name: ``model.safetensors``, or the shards its index lists."""
+    index = ckpt / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise CheckpointError(f"{index} is unreadable ({type(e).__name__})") from None
+        files = [ckpt / name for name in shards]
+        if any(Path(name).name != name or not name.endswith(".safetensors") for name in shards):
+            raise CheckpointError(f"{index} names files outside its folder")
+        return files
+    if (ckpt / "model.safetensors").is_file():
+        return [ckpt / "model.safetensors"]
+    raise CheckpointError(f"no safetensors weights (model.safetensors) in {ckpt}")
 
 
 def _load_state_dict(model, state: dict):
@@ -332,6 +399,8 @@ def restore_checkpoint(
     a changed lr (``--allow-config-change``) trains with the new lr.
     """
     state = load_state(ckpt)
+    validate_state(state, ckpt)
+    run_config.check_checkpoint_settings(ckpt.parent.parent, ckpt)
     load_weights(model, ckpt)
     configured = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
     base_lrs = list(getattr(scheduler, "base_lrs", []))
@@ -345,6 +414,44 @@ def restore_checkpoint(
         generator.set_state(state["generator"])
     set_rng_state(state["rng"])
     return state
+
+
+def checkpoint_step(ckpt: Path) -> int:
+    """The step in a checkpoint folder's name (``step-00000012`` -> 12)."""
+    m = _STEP_DIR.fullmatch(Path(ckpt).name)
+    if m is None:
+        raise CheckpointError(f"{ckpt} is not a checkpoint folder (step-N)")
+    return int(m[1])
+
+
+def validate_state(state: dict, ckpt: Path) -> None:
+    """Refuse a trainer state whose ``step`` is not the folder's step, with a negative counter, or an inf or NaN
+    number (a learning rate, an Adam moment): resuming it would train on garbage or never end."""
+    ckpt = Path(ckpt)
+    step = state.get("step") if isinstance(state, dict) else None
+    problem = None
+    if not isinstance(step, int) or isinstance(step, bool) or step != checkpoint_step(ckpt):
+        problem = f"its step {step!r} is not the folder's step {checkpoint_step(ckpt)}"
+    elif bad := nonfinite_entries(state):
+        problem = f"{bad[0]} is inf or NaN"
+    elif bad := negative_counters(state):
+        problem = f"the counter {bad[0]} is negative or not a number"
+    if problem:
+        raise CheckpointError(
+            f"the trainer state of {ckpt} is invalid: {problem}. Delete {ckpt} to resume from an earlier "
+            "checkpoint, or rerun with --no-resume to start over"
+        )
+
+
+def require_count(value, name: str, upper: int, ckpt: Path) -> int:
+    """``value``, a whole number from 0 to ``upper`` (what the data allows); else a :class:`CheckpointError`."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= upper:
+        raise CheckpointError(
+            f"the trainer state of {ckpt} is invalid: {name} {value!r} is not a whole number from 0 to {upper} "
+            f"(what {checkpoint_step(ckpt)} steps read). Delete {ckpt} to resume from an earlier checkpoint, "
+            "or rerun with --no-resume"
+        )
+    return value
 
 
 def _keep_configured_hyperparameters(optimizer, scheduler, configured: list[dict], base_lrs: list[float]) -> None:

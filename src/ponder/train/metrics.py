@@ -8,13 +8,15 @@ from pathlib import Path
 
 from ponder.errors import PonderError
 from ponder.progress import console
+from ponder.train.safe_files import append_text, atomic_write_text, read_run_text
 from ponder.train.trackers import finite_scalars, make_trackers
 
 
 class MetricsLogger:
     """Append one JSON object per step to ``run_dir/metrics.jsonl`` and mirror scalars to the trackers.
 
-    On resume from step k, rows after k are dropped first so the log matches an uninterrupted run.
+    On resume from step k, rows after k are dropped first so the log matches an uninterrupted run. The
+    file is never written through a link (:mod:`ponder.train.safe_files`).
     ``report_to``: tracker names (:mod:`ponder.train.trackers`; default: TensorBoard unless
     ``tensorboard=False``); ``config``: the run's settings, recorded by W&B.
     """
@@ -30,18 +32,17 @@ class MetricsLogger:
         self.path = Path(run_dir) / "metrics.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if resume_step is None:
-            self.path.write_text("")
-        elif self.path.exists():
+            atomic_write_text(self.path, "")
+        elif self.path.exists() or self.path.is_symlink():
             kept = [line for line, row in _rows(self.path) if row.get("step", 0) <= resume_step]
-            self.path.write_text("".join(line + "\n" for line in kept))
+            atomic_write_text(self.path, "".join(line + "\n" for line in kept))
         if report_to is None:
             report_to = ["tensorboard"] if tensorboard else []
         self._trackers = make_trackers(report_to, Path(run_dir), config)
 
     def log(self, step: int, metrics: dict) -> None:
         row = {"step": step, **{k: _plain(v) for k, v in metrics.items()}}
-        with self.path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        append_text(self.path, json.dumps(row) + "\n")
         scalars = finite_scalars(row)
         for tracker in self._trackers:
             tracker.log(step, scalars)
@@ -64,7 +65,7 @@ def _rows(path: Path) -> list[tuple[str, dict]]:
     """``(line, row)`` of every row of a metrics file. A cut last line (a write stopped by power loss or
     a full disk) is dropped with a warning; damage anywhere else is an error naming the line."""
     try:
-        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        lines = [line for line in read_run_text(path).splitlines() if line.strip()]
     except (OSError, UnicodeDecodeError) as e:
         raise PonderError(f"{path} is unreadable ({type(e).__name__}); move it away to resume without it") from None
     rows = []

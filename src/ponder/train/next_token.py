@@ -25,12 +25,14 @@ from ponder.lm.padding import pad_ids, used_width
 from ponder.progress import make_progress
 from ponder.train.checkpoint import (
     latest_checkpoint,
+    require_count,
     restore_checkpoint,
     save_checkpoint,
     save_final,
 )
 from ponder.train.guard import step_if_finite
 from ponder.train.metrics import MetricsLogger
+from ponder.train.rundir import begin_run
 from ponder.train.trackers import TrackingSettings
 
 
@@ -196,12 +198,16 @@ def train_next_token(
     ckpt = latest_checkpoint(run_dir) if resume else None
     if ckpt is not None:
         state = restore_checkpoint(ckpt, model, optimizer, scheduler)
-        step, docs_consumed, tokens_seen = state["step"], state["docs_consumed"], state["tokens_seen"]
-        skipped = state.get("skipped_nonfinite", 0)
-    logger = MetricsLogger(run_dir, step if ckpt is not None else None, **cfg.tracking())
+        step = state["step"]  # validated: the folder's step
+        # Counters bounded by what the steps read: the windows are replayed below, a forged count must not hang.
+        docs_consumed = require_count(state["docs_consumed"], "docs_consumed", step * cfg.batch_size, ckpt)
+        tokens_seen = require_count(state["tokens_seen"], "tokens_seen", docs_consumed * cfg.max_length, ckpt)
+        skipped = require_count(state.get("skipped_nonfinite", 0), "skipped_nonfinite", step, ckpt)
     stream = training_windows(tokenizer, documents(), cfg.max_length)  # docs_consumed counts windows
     for _ in range(docs_consumed):
         next(stream)
+    begin_run(run_dir, step if ckpt is not None else None)  # everything loaded: now the directory may change
+    logger = MetricsLogger(run_dir, step if ckpt is not None else None, **cfg.tracking())
 
     def checkpoint() -> None:
         save_checkpoint(
@@ -234,16 +240,19 @@ def train_next_token(
             skipped += not outcome.stepped
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            tokens_seen += int(mask.sum())
+            step_tokens = int(mask.sum())
+            tokens_seen += step_tokens
             loss_value = loss.item()
             if step % cfg.log_every == 0 or step == cfg.steps:
                 elapsed = time.time() - start
-                metrics = {
+                metrics = {  # per-step values under their names, running totals as *_total
                     "loss": loss_value,
                     "grad_norm": outcome.grad_norm,
-                    "skipped_nonfinite": skipped,
+                    "skipped": int(not outcome.stepped),
+                    "skipped_nonfinite_total": skipped,
                     "lr": scheduler.get_last_lr()[0],
-                    "tokens_seen": tokens_seen,
+                    "tokens": step_tokens,
+                    "tokens_seen_total": tokens_seen,
                     "tokens_per_s": tokens_seen / max(elapsed, 1e-9),
                 }
                 if on_eval is not None and eval_every and (step % eval_every == 0 or step == cfg.steps):

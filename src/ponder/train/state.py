@@ -10,6 +10,7 @@ safetensors only: a state file can never run code when it is loaded.
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 
@@ -104,3 +105,46 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+#: Parts of a trainer state that are not counters: optimizer and scheduler state, RNG states.
+_NOT_COUNTERS = frozenset({"optimizer", "scheduler", "rng", "generator"})
+
+
+def _walk(obj, path: str):
+    """``(dotted path, leaf)`` of every tensor and scalar in a decoded state."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _walk(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from _walk(v, f"{path}[{i}]")
+    else:
+        yield path, obj
+
+
+def nonfinite_entries(state) -> list[str]:
+    """Paths of the floats and floating tensors of ``state`` holding inf or NaN (e.g. ``optimizer.param_groups[0].lr``)."""
+    bad = []
+    for path, leaf in _walk(state, ""):
+        if isinstance(leaf, torch.Tensor):
+            if leaf.is_floating_point() and not bool(torch.isfinite(leaf).all()):
+                bad.append(path)
+        elif isinstance(leaf, float) and not math.isfinite(leaf):
+            bad.append(path)
+    return bad
+
+
+def negative_counters(state: dict) -> list[str]:
+    """Paths of the counters of ``state`` (every number outside the optimizer, scheduler and RNG states) that are
+    negative, or neither numbers, flags, names nor unset."""
+    bad = []
+    for key, value in state.items():
+        if key in _NOT_COUNTERS:
+            continue
+        for path, leaf in _walk(value, key):
+            if isinstance(leaf, bool) or leaf is None or isinstance(leaf, str):
+                continue  # flags, unset values and names
+            if not isinstance(leaf, (int, float)) or leaf < 0:
+                bad.append(path)
+    return bad
