@@ -7,9 +7,6 @@ weights after AdamW: Adam's first step turns a float-noise sign flip of a ~0 gra
 difference of 2 lr and hides a wrong weighting of a small term.
 """
 
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,37 +15,16 @@ import torch
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
+from gloo import launch  # noqa: E402
 from grid_worker import cell_name, cells, run_grid  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def launch_grid(tmp_path: Path, mode: str, ranks: int = 2) -> dict:
     """The whole grid on ``ranks`` gloo processes of ``grid_worker.py`` (one launch for every cell)."""
-    port, out = _free_port(), tmp_path / f"grid-{mode}.pt"
-    procs = []
-    for rank in range(ranks):
-        env = {
-            **os.environ,
-            "RANK": str(rank),
-            "LOCAL_RANK": str(rank),
-            "WORLD_SIZE": str(ranks),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
-            "OMP_NUM_THREADS": "1",
-            "PYTHONPATH": os.pathsep.join([str(HERE.parent / "src"), os.environ.get("PYTHONPATH", "")]),
-        }
-        cmd = [sys.executable, str(HERE / "grid_worker.py"), str(out), mode]
-        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
-    for p in procs:
-        log = p.communicate(timeout=600)[0].decode()
-        assert p.returncode == 0, log
+    out = tmp_path / f"grid-{mode}.pt"
+    launch("grid_worker.py", [str(out), mode], ranks)
     return torch.load(out)
 
 

@@ -245,7 +245,9 @@ class GRPORecipe(Recipe):
                 **format_shares(texts, comp.closed.tolist()),
             }
         )
-        if not torch.isfinite(rewards).all():
+        # Every rank agrees before skipping: a rank returning alone would leave the others at the next collective.
+        nonfinite = float(not torch.isfinite(rewards).all())
+        if distributed.all_sum([nonfinite], engine.world, engine.device)[0] > 0:
             return StepBatch(None, torch.tensor([float("nan")]), metrics)
         hard = self._set_aside_hard(engine, indices, mine, pass_rate)
         cols = self.train_columns(len(problems), generators)  # [B, m]
