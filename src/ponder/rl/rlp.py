@@ -205,18 +205,21 @@ class RLPRecipe(Recipe):
             return None
         self.rollout = rollout
         num_pos, group = len(rollout.positions), cfg.group_size
-        self.model.train()
-        # One forward gives the reward's log p(x_t | x_<t, c) and the thought tokens' log-probs.
+        # One forward gives the reward's log p(x_t | x_<t, c) and the thought tokens' log-probs, when it can: the
+        # rewards are scored as GRPO's are, in eval mode, so a model with dropout (a LoRA dropout) gets a pass of its own.
         batch = rollout.batch
         first = None
         with self.autocast(engine):
-            if len(part_rows(len(batch), self.micro_rows())) == 1:
+            if len(part_rows(len(batch), self.micro_rows())) == 1 and not dropout_active(self.model):
+                self.model.train()
                 logp, entropy = first = engine.run(lambda m: batch.scores(m, engine.inv_temperature))
-            else:  # the training pass runs in micro-batches: rewards from a pass without gradients, part by part
+            else:  # rewards from a pass without gradients, part by part when the training pass runs in micro-batches
+                self.model.eval()
                 with torch.no_grad():
                     logp, entropy = scores_in_parts(
                         batch, self.micro_rows(), lambda part: part.scores(self.model, engine.inv_temperature)
                     )
+        self.model.train()
         policy_target = target_logprob_sums(logp.detach(), batch.target_mask).view(num_pos, group).cpu()
         rewards = rlp_reward(policy_target, rollout.baseline_logp[:, None].expand(num_pos, group))
         thought_len = rollout.thoughts.lengths
@@ -329,6 +332,16 @@ class RLPTrainer(Engine):
         if self.recipe.ema.initialized and "skipped" not in metrics:
             metrics["ema_param_distance"] = self.recipe.ema_distance()
         return metrics
+
+
+def dropout_active(model: torch.nn.Module) -> bool:
+    """Whether ``model`` in train mode differs from eval mode: a dropout module or an attention dropout above 0."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout) and module.p > 0:
+            return True
+        if any("dropout" in name and isinstance(v, float) and v > 0 for name, v in vars(module).items()):
+            return True
+    return False
 
 
 def text_of(rollout: Rollout) -> list[list[int]]:
