@@ -25,6 +25,9 @@ def cells() -> list[tuple]:
     out = []
     for reduce, kl, micro in itertools.product(("rlp", "token", "constant"), (0.0, 0.1), (None, 2)):
         out.append(("grpo", dict(loss_reduce=reduce, kl_coef=kl, micro_batch=micro)))
+    # A model-based reward scored in batches that differ with the ranks (the 2-process drift).
+    for micro in (None, 2):
+        out.append(("grpo", dict(loss_reduce="rlp", kl_coef=0.0, micro_batch=micro, reward="self_certainty")))
     reward_token = ((0.0, 1), (0.5, 1), (0.5, 4))  # k = 4: some positions have fewer targets (the text ends)
     for kl, ntp, (rtw, k), micro in itertools.product((0.0, 0.1), (0.0, 0.3), reward_token, (None, 1)):
         out.append(
@@ -72,8 +75,7 @@ def trainer_for(recipe: str, settings: dict, run_dir: str, mode: str):
         max_answer_tokens=4,
         length_target=2,
         filter_hard=False,
-        reward="verifiable=1,length=1",  # the length term gives every group a reward spread
-        **common,
+        **{"reward": "verifiable=1,length=1", **common},  # the length term gives every group a reward spread
     )
     return GRPOTrainer(model, tok, Addition(2), cfg, run_dir)
 

@@ -5,6 +5,7 @@ import torch
 
 from ponder.rl.ema import EMATeacher, ema_update_, stochastic_round_bf16
 
+pytestmark = pytest.mark.numerics
 ULP = 2.0**-7  # bf16's unit in the last place at 1 (7 stored mantissa bits)
 
 

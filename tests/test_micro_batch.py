@@ -27,7 +27,7 @@ from ponder.train.next_token import (
 )
 from test_rlp_tree import CLOSE, OPEN, PAD, _case
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.numerics]
 NO_CLIP = 1e9
 
 

@@ -147,6 +147,7 @@ def _record_roots(monkeypatch) -> list:
     return roots
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("method", ["mppi", "gradient", "policy"])
 def test_planner_escapes_a_plateau_trap(method, char_tokenizer, one_thread, monkeypatch):
     plateau = Chain(steps=TRAP_START_STEPS, answer_format="direct")
