@@ -9,7 +9,7 @@ TORCH  ?= torch==2.13.0
 # Every other package at the version the tests and the README's figures were measured with.
 PINS   := -c constraints.txt
 
-.PHONY: install install-test demo demo-quick lint test test-fast bench clean
+.PHONY: install install-test demo demo-quick lint test test-fast test-numerics bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,8 +38,16 @@ lint: install-test
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 
+# The numerically sensitive tests (marker `numerics`) once more under a second ATen CPU capability than the
+# machine's own (AVX-512 or AVX2): rounding must not decide them on any user's CPU. About a minute.
+NUMERICS_CAPABILITY ?= default
+
 test: lint
 	$(BIN)/python -m pytest -q
+	$(MAKE) test-numerics
+
+test-numerics: install-test
+	ATEN_CPU_CAPABILITY=$(NUMERICS_CAPABILITY) $(BIN)/python -m pytest -q -m "numerics and not slow"
 
 test-fast: install-test
 	$(BIN)/python -m pytest -q -m "not slow"

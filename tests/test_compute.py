@@ -56,6 +56,10 @@ def test_optional_passes_and_epochs():
     kl = rlp_compute([3], [2, 4], [1], 2, size, kl_pass=True)
     assert kl.ema_flops - plain.ema_flops == 2 * 10 * (3 + 12)  # an EMA forward over the prefix and branches
     assert plain.attention_flops == 0  # no layers given: the attention term is off
+    # The next-token and KL passes run in every PPO epoch, as the policy pass does: charged per epoch.
+    both = rlp_compute([3], [2, 4], [1], 2, size, policy_epochs=3, next_token_pass=True, kl_pass=True)
+    assert both.policy_flops == 3 * ntp.policy_flops
+    assert both.ema_flops - plain.ema_flops == 3 * (kl.ema_flops - plain.ema_flops)
     with pytest.raises(ValueError, match="group_size thought lengths"):
         rlp_compute([3], [2], [1], 2, size)
 

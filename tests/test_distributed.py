@@ -7,9 +7,7 @@ the uninterrupted run.
 """
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -21,13 +19,10 @@ from safetensors.torch import load_file
 from ponder.train.state import STATE_JSON
 
 HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+from gloo import free_port, rank_env  # noqa: E402
+
 WORK = {"rlp": "positions", "grpo": "completions", "ttrl": "completions"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _launch(
@@ -38,21 +33,11 @@ def _launch(
     ``fault``: ``PONDER_FAULT`` for rank 0 (:mod:`ponder.train.checkpoint`): it SIGKILLs itself there, the
     other ranks are killed after it, and None is returned.
     """
-    port, out = _free_port(), tmp_path / f"{mode}.pt"
-    src = str(HERE.parent / "src")
+    port, out = free_port(), tmp_path / f"{mode}.pt"
     run = str(run_dir or tmp_path / mode)
     procs = []
     for rank in range(ranks):
-        env = {
-            **os.environ,
-            "RANK": str(rank),
-            "LOCAL_RANK": str(rank),
-            "WORLD_SIZE": str(ranks),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
-            "OMP_NUM_THREADS": "1",
-            "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]),
-        }
+        env = rank_env(rank, ranks, port)
         if fault and rank == 0:
             env["PONDER_FAULT"] = fault
         cmd = [sys.executable, str(HERE / "dist_worker.py"), job, run, str(out), mode]

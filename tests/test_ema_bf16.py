@@ -5,6 +5,7 @@ import torch
 
 from ponder.rl.ema import EMATeacher, ema_update_, stochastic_round_bf16
 
+pytestmark = pytest.mark.numerics
 ULP = 2.0**-7  # bf16's unit in the last place at 1 (7 stored mantissa bits)
 
 
@@ -74,3 +75,26 @@ def test_bf16_teacher_holds_half_the_bytes_and_repeats_its_rounding(random_tiny)
         teacher.update(model)
     for p, q in zip(bf16_a.parameters(), bf16_b.parameters()):
         assert p.dtype == torch.bfloat16 and torch.equal(p, q)  # rounding keyed by the update's index
+
+
+def test_a_bf16_teacher_of_a_bf16_policy_follows_the_fp32_ema():
+    """A bf16 policy (a bf16 HF checkpoint loaded with its own dtype) and a bf16 teacher share a dtype: the update
+    still runs in fp32 and rounds stochastically, where a same-dtype lerp rounds to nearest and stalls at 1."""
+    n, tau, updates = 4096, 0.999, 200
+    policy = torch.nn.Linear(n, 1, bias=False).to(torch.bfloat16)
+    with torch.no_grad():
+        policy.weight.fill_(1.0)
+    teacher = EMATeacher.from_model(policy, tau=tau, dtype=torch.bfloat16, seed=0)
+    with torch.no_grad():
+        policy.weight.fill_(1.25)  # a bf16 number: the policy moved, the teacher trails it
+    for _ in range(updates):
+        teacher.update(policy)
+    fp32 = 1.25 - 0.25 * tau**updates  # 1.0454
+    got = teacher.model.weight.float().mean().item()
+    # Each weight carries at most one bf16 unit (2^-7 at 1) of rounding noise: its mean over n weights far less.
+    assert got == pytest.approx(fp32, abs=4 * ULP / n**0.5)
+    # Rounding to nearest, as a same-dtype lerp does, loses every increment.
+    stalled = [torch.ones(n, dtype=torch.bfloat16)]
+    for _ in range(updates):
+        ema_update_(stalled, [torch.full((n,), 1.25, dtype=torch.bfloat16)], tau, stochastic=False)
+    assert torch.all(stalled[0] == 1.0)

@@ -27,7 +27,7 @@ from ponder.train.next_token import (
 )
 from test_rlp_tree import CLOSE, OPEN, PAD, _case
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.numerics]
 NO_CLIP = 1e9
 
 
@@ -44,10 +44,14 @@ def _assert_same_step(whole, parts, grads_whole, grads_parts):
     assert any(float(g.abs().max()) > 1e-4 for g in grads_whole.values())  # there was a real gradient
     for k in grads_whole:
         torch.testing.assert_close(grads_parts[k], grads_whole[k], atol=1e-6, rtol=1e-5, msg=k)
-    for (k, a), b in zip(whole.state_dict().items(), parts.state_dict().values()):
-        torch.testing.assert_close(
-            b, a, atol=1e-5, rtol=0, msg=k
-        )  # Adam's first step amplifies float noise in ~0 grads
+    # Adam's first step moves a weight by about lr * sign(g): where a gradient is ~0 its sign is float noise
+    # (summation order) and the weights may differ by 2 lr. Compared where the sign is decided.
+    for (k, a), (_, b) in zip(whole.named_parameters(), parts.named_parameters()):
+        decided = torch.ones_like(a, dtype=torch.bool)
+        if k in grads_whole:
+            g, h = grads_whole[k], grads_parts[k]
+            decided = g.abs() > 10 * (g - h).abs()
+        torch.testing.assert_close(b.detach()[decided], a.detach()[decided], atol=1e-5, rtol=0, msg=k)
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ import torch
 from plan_fakes import TRAP_START_STEPS, FakeFeatures, planted_delete_value, planted_trap_value, planted_value
 from ponder.data import get_task
 from ponder.plan.edits import Edit, Vocabulary, apply_edit, candidate_edits
+from ponder.plan.elite import Elite
 from ponder.plan.env import Outcome, PlanEnv
 from ponder.plan.planners import (
     GradientPlanner,
@@ -127,30 +128,51 @@ def _run_trap(method, char_tokenizer, **cfg_kwargs):
     search = Search(env, budget=4 * 30, measure_heldout=False)
     cfg_kwargs.setdefault("explore", 0.0)
     cfg_kwargs.setdefault("commit", 1)  # one edit per evaluation: the elite's restarts alone
-    cfg = PlannerConfig(
-        horizon=2, candidates=16, fit_steps=150, refit_steps=20, policy_episodes=16, seed=0, **cfg_kwargs
-    )
+    cfg_kwargs = {"seed": 0, "policy_episodes": 16, **cfg_kwargs}
+    cfg = PlannerConfig(horizon=2, candidates=16, fit_steps=150, refit_steps=20, **cfg_kwargs)
     walks = [[Edit("set_format", payload="direct")], [Edit("delete_step", index=0)]]
     diag = plan_with_world_model(search, Chain(steps=TRAP_START_STEPS), VOCAB, FakeFeatures(), method, cfg, walks=walks)
     return search, diag
 
 
+def _record_roots(monkeypatch) -> list:
+    """The chain each planning round edits (:meth:`Elite.root`, called once a round), in order."""
+    roots, original = [], Elite.root
+
+    def root(self):
+        roots.append(original(self))
+        return roots[-1]
+
+    monkeypatch.setattr(Elite, "root", root)
+    return roots
+
+
+@pytest.mark.numerics
 @pytest.mark.parametrize("method", ["mppi", "gradient", "policy"])
-def test_planner_escapes_a_plateau_trap(method, char_tokenizer, one_thread):
+def test_planner_escapes_a_plateau_trap(method, char_tokenizer, one_thread, monkeypatch):
+    plateau = Chain(steps=TRAP_START_STEPS, answer_format="direct")
+    real_path = Chain(steps=TRAP_START_STEPS[1:], answer_format="think")  # the warm-up's deletion (0.26)
     # Without restarts (a root is never retired, any gain admits) the planner only edits the
     # plateau incumbent, where no edit is ever an improvement: it stays at 0.3.
+    roots = _record_roots(monkeypatch)
     stuck, _ = _run_trap(method, char_tokenizer, patience=10**9, margin=0.0)
     assert stuck.best_outcome.value == pytest.approx(0.3)
     assert stuck.best.answer_format == "direct"
-    # With the elite and patience it retires the plateau root and climbs the real path past the plateau.
+    assert roots[:20] == [plateau] * 20  # until it runs out of the plateau's untried edits, if ever
+    # With the elite and patience it retires the plateau root after `patience` (3) failed children, whichever they
+    # are (no child of the plateau beats it by the margin), and plans from the real path's root next. Rounding
+    # cannot change this branch: every child of the plateau is worth at most 0.3.
+    roots.clear()
     search, diag = _run_trap(method, char_tokenizer)
-    assert search.best_outcome.value > 0.3 and search.best.answer_format == "think"
+    assert roots[:4] == [plateau] * 3 + [real_path]
     assert diag["elite"]["restarts"] >= 1
     if method != "policy":
-        # MPPI and the gradient planner follow it down to the empty thought within the 30 evaluations; the
-        # policy (REINFORCE in imagination, the weakest of the three here) gets one deletion further, not all.
+        # MPPI and the gradient planner follow it down to the empty thought within the 30 evaluations.
         assert search.best_outcome.value == pytest.approx(1.0)
         assert search.best == Chain(answer_format="think")
+    # The policy (REINFORCE in imagination, the weakest of the three here) is not asserted to climb from there: it
+    # found a deletion on 2 of seeds 0-5 under each of ATEN_CPU_CAPABILITY default, avx2 and native avx512 (which 2
+    # depends on the kernels' rounding), a property of neither the seed nor the planner.
 
 
 def _run_unseen_op(method, char_tokenizer, explore, **cfg_kwargs):

@@ -148,6 +148,46 @@ def test_reward_token_loss_is_the_rewards_own_term(tmp_path):
     assert m["reward_token_loss"] == pytest.approx(-(m["reward_mean"] + baseline), abs=1e-4)
 
 
+@pytest.mark.parametrize("layout", ["padded", "tree"])
+def test_rewards_are_scored_without_dropout(tmp_path, layout):
+    """A model with dropout (attention dropout 0.5 here; a LoRA dropout alike): the rewards, and so the advantages,
+    are those of the model in eval mode, whatever the dropout noise; GRPO scores its rewards the same way."""
+    model, tok = _model()
+    for module in model.modules():
+        if hasattr(module, "attention_dropout"):
+            module.attention_dropout = 0.5
+    advantages, rewards = [], []
+    for noise in (1, 2):
+        trainer = RLPTrainer(
+            model, tok, TaskSource(Addition(2), seed=0), _cfg(steps=1, batch_layout=layout), tmp_path / str(noise)
+        )
+        torch.manual_seed(noise)  # the dropout masks' generator: the thoughts are drawn from keyed generators
+        sb = trainer.recipe.make_step(trainer)
+        advantages.append(sb.advantages)
+        rewards.append(sb.metrics["reward_mean"])
+    assert torch.count_nonzero(advantages[0]) > 0
+    assert torch.equal(advantages[0], advantages[1]) and rewards[0] == rewards[1]
+
+
+def test_next_token_term_averages_over_predicted_tokens(tmp_path):
+    """The next-token term's count leaves out each text's first token, which nothing predicts (its log-prob is 0)."""
+    from ponder.lm.logprobs import token_logprobs
+    from ponder.lm.padding import pad_ids
+    from ponder.rl.rlp import text_of
+
+    model, tok = _model()
+    trainer = RLPTrainer(model, tok, TaskSource(Addition(2), seed=0), _cfg(steps=1, next_token_weight=1.0), tmp_path)
+    sb = trainer.recipe.make_step(trainer)
+    texts = text_of(trainer.recipe.rollout)
+    nll, count = trainer.recipe._next_token_term(trainer.recipe.rollout, trainer)
+    assert count == sum(len(t) - 1 for t in texts) == sb.counts["text_tokens"]
+    ids, mask = pad_ids(texts, trainer.recipe.pad_id)
+    with torch.no_grad():
+        logp = token_logprobs(model, ids, mask)
+    by_hand = -sum(float(logp[i, 1 : len(t)].sum()) for i, t in enumerate(texts)) / count
+    assert float(nll) / count == pytest.approx(by_hand, rel=1e-5)
+
+
 def test_nonfinite_reward_skips_the_step(tmp_path, monkeypatch):
     import ponder.rl.rlp as rlp_mod
 

@@ -149,7 +149,7 @@ def rlp_compute(
 
     Thoughts ``b*G .. b*G+G-1`` belong to position ``b`` (as in :class:`ponder.rl.rollout.Thoughts`).
     ``policy_epochs``: policy forward + backward passes per rollout; ``next_token_pass`` /
-    ``kl_pass``: the optional next-token and KL terms are on.
+    ``kl_pass``: the optional next-token and KL terms are on (their passes run every epoch too).
     """
     if len(prefix_lengths) != len(target_lengths) or len(thought_lengths) != len(prefix_lengths) * group_size:
         raise ValueError("need one prefix and target length per position and group_size thought lengths each")
@@ -165,12 +165,13 @@ def rlp_compute(
         policy_flops = policy_epochs * TRAIN * n * policy_tokens
         policy_attn = policy_epochs * TRAIN_FORWARDS * w * policy_keys
         ema_flops, ema_keys = FORWARD * n * (p + k), causal_keys(0, p + k)
+        # The next-token and KL passes run in every PPO epoch, beside the policy pass.
         if next_token_pass:
-            policy_flops += TRAIN * n * (p + k)
-            policy_attn += TRAIN_FORWARDS * w * causal_keys(0, p + k)
+            policy_flops += policy_epochs * TRAIN * n * (p + k)
+            policy_attn += policy_epochs * TRAIN_FORWARDS * w * causal_keys(0, p + k)
         if kl_pass:
-            ema_flops += FORWARD * n * policy_tokens
-            ema_keys += policy_keys
+            ema_flops += policy_epochs * FORWARD * n * policy_tokens
+            ema_keys += policy_epochs * policy_keys
         total += RLPCompute(
             positions=1,
             thoughts=len(thoughts),

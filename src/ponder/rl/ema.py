@@ -68,8 +68,8 @@ def ema_update_(
 ) -> None:
     """In place, for each pair: ``target <- tau * target + (1 - tau) * source``.
 
-    Pairs share shape and device (targets contiguous). Same dtypes: one fused update. A bf16 target of
-    an fp32 source: the update is computed in fp32, :data:`MIXED_CHUNK` elements at a time, and rounded to bf16 stochastically with
+    Pairs share shape and device (targets contiguous). Same dtypes: one fused update. A bf16 target (of
+    an fp32 or a bf16 source): the update is computed in fp32, :data:`MIXED_CHUNK` elements at a time, and rounded to bf16 stochastically with
     ``generator`` (``stochastic=False``: to nearest, which stalls on small increments; for
     measuring that). DTensors (FSDP2) update their local shards. ``tau=1`` freezes the target, ``tau=0`` copies.
     """
@@ -78,12 +78,15 @@ def ema_update_(
     targets, sources = [_local(t) for t in target_params], [_local(s.detach()) for s in source_params]
     if len(targets) != len(sources):
         raise ValueError(f"{len(targets)} target tensors but {len(sources)} source tensors")
-    same = [(t, s) for t, s in zip(targets, sources) if t.dtype == s.dtype]
+    # A bf16 target takes the fp32 path even beside a bf16 source (a bf16 checkpoint's policy): a bf16 lerp
+    # rounds to nearest and stalls.
+    fused = [t.dtype == s.dtype and t.dtype != torch.bfloat16 for t, s in zip(targets, sources)]
+    same = [(t, s) for (t, s), f in zip(zip(targets, sources), fused) if f]
     if same:
         # lerp_(end, w) = self + w * (end - self) = (1 - w) * self + w * end, so w = 1 - tau.
         torch._foreach_lerp_([t for t, _ in same], [s for _, s in same], 1.0 - tau)
-    for t, s in zip(targets, sources):
-        if t.dtype == s.dtype:
+    for (t, s), f in zip(zip(targets, sources), fused):
+        if f:
             continue
         # In chunks: the fp32 temporaries stay a few MiB however large the tensor (an embedding of 151,936 rows).
         for tc, sc in zip(t.view(-1).split(MIXED_CHUNK), s.reshape(-1).split(MIXED_CHUNK)):

@@ -18,9 +18,14 @@ surrogate is weighted by ``min(exp(logp_old - logp_sampler), tis_cap)``.
 
 Data parallelism: each rank trains on its share of the step's sequences (recipes draw their
 randomness per item, keyed by seed, step and global index, so the shares do not depend on the
-number of ranks); the loss is scaled so that the gradient average (DDP's all-reduce, FSDP's
-reduce-scatter) equals the one-process loss over the whole global batch, and counters are summed
-over ranks in the summary.
+number of ranks), and counters are summed over ranks in the summary.
+
+Every loss term declares what it averages over (a :class:`~ponder.rl.losses.Term`: a sum over
+sequences, action tokens, reward tokens or text tokens). Once per step the engine all-reduces the
+count of each unit over every rank's share, and each part of each rank contributes
+``total / global count``, times the world size (the gradient average of DDP's all-reduce or
+FSDP's reduce-scatter divides by it): the gradient is the one-process gradient of the whole global
+batch, whatever the micro-batches and ranks, by construction.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from ponder.errors import PonderError
 from ponder.lm import adapters, hf_compat
 from ponder.progress import make_progress
 from ponder.rl import distributed, sharding
-from ponder.rl.losses import clipped_surrogate, masked_mean
+from ponder.rl.losses import SURROGATE_UNIT, UNITS, Term, clipped_surrogate, masked_mean
 from ponder.rl.micro import WeightedMeans, split_step
 from ponder.train.checkpoint import (
     latest_checkpoint,
@@ -119,9 +124,11 @@ class StepBatch:
     (``loss_mask``, ``behaviour_logp``, ``scores(model, inv_temperature)``); ``advantages`` ``[N]``
     (one per sequence) or ``[N, L]`` (per token, e.g. HICRA); ``first``: ``(logp, entropy)`` of a
     forward already run with gradients (reused by the first epoch). ``reduce`` and ``max_len``
-    select the surrogate's reduction (:func:`~ponder.rl.losses.clipped_surrogate`). A micro-batch
-    of a step (:mod:`ponder.rl.micro`) has ``loss_share`` (its weight in the step's loss),
-    ``sequence_share`` (its fraction of the step's sequences) and ``part`` (its index).
+    select the surrogate's reduction (:func:`~ponder.rl.losses.clipped_surrogate`). ``counts``: this
+    rank's count of each unit its recipe's extra terms average over beyond ``sequences`` and
+    ``tokens``, which the engine counts itself (e.g. RLP's ``targets``). A micro-batch of a step
+    (:mod:`ponder.rl.micro`) has ``sequence_share`` (its fraction of the rank's sequences, a
+    weight of its statistics) and ``part`` (its index).
     """
 
     batch: object | None
@@ -130,7 +137,7 @@ class StepBatch:
     first: tuple[Tensor, Tensor] | None = None
     reduce: Reduce = "rlp"
     max_len: int | None = None
-    loss_share: float = 1.0
+    counts: dict[str, float] = field(default_factory=dict)
     sequence_share: float = 1.0
     part: int = 0
 
@@ -155,13 +162,13 @@ class Recipe:
         """This rank's share of the next step (None: nothing to train on this rank)."""
         raise NotImplementedError
 
-    def extra_loss(self, engine: Engine, logp: Tensor, sb: StepBatch) -> tuple[Tensor | None, dict]:
-        """Loss terms beside the surrogate (KL, next-token): ``(term or None, stats)``.
+    def extra_loss(self, engine: Engine, logp: Tensor, sb: StepBatch) -> tuple[list[Term], dict]:
+        """Loss terms beside the surrogate (KL, next-token): ``(terms, stats)``.
 
-        ``sb`` may be one micro-batch of the step: the term returned is that part's contribution
-        (e.g. a mean over sequences times ``sb.sequence_share``); the parts' terms add up to the step's.
+        ``sb`` may be one micro-batch of the step: each term is that part's *sum* over its unit
+        (``reduction="sum"``), weight included; the engine divides by the unit's global count.
         """
-        return None, {}
+        return [], {}
 
     def micro_rows(self) -> int | None:
         """Sequences per forward/backward of the training pass (None: the whole step)."""
@@ -299,18 +306,26 @@ class Engine:
             out[f"{k}_total"] = v + self.saved_totals.get(k, 0)
         return out
 
-    def _norm(self, sb: StepBatch) -> float:
-        """This rank's normalizer of the surrogate's mean (sequences, or tokens for the token reduction)."""
-        if sb.reduce == "token":
-            return float(sb.batch.loss_mask.sum())
-        return float(sb.num_sequences)
+    def global_counts(self, sb: StepBatch | None) -> dict[str, float]:
+        """Each unit's count over the whole step, every rank's share (one all-reduce; a collective)."""
+        local = dict.fromkeys(UNITS, 0.0)
+        if sb is not None:
+            local.update({k: float(v) for k, v in sb.counts.items()})
+            local.update(sequences=float(sb.num_sequences), tokens=float(sb.batch.loss_mask.sum()))
+        return dict(zip(UNITS, distributed.all_sum([local[u] for u in UNITS], self.world, self.device)))
+
+    def _weighted(self, terms: list[Term], counts: dict[str, float]) -> Tensor:
+        """``sum over terms of total / count[unit]``: this part's share of the step's loss (0 for an empty unit)."""
+        loss = None
+        for term in terms:
+            value = term.total / counts[term.unit] if counts[term.unit] > 0 else term.total * 0
+            loss = value if loss is None else loss + value
+        return loss
 
     def _update(self, sb: StepBatch) -> dict:
         """PPO epochs over the step; each epoch accumulates the gradients of the step's micro-batches, then steps once."""
         cfg = self.cfg
-        norm = self._norm(sb)
-        global_norm = distributed.all_sum([norm], self.world, self.device)[0]
-        share = self.world * norm / global_norm if global_norm > 0 else 0.0
+        counts = self.global_counts(sb)
         parts = split_step(sb, self.recipe.micro_rows())
         if cfg.gradient_checkpointing:
             self.model.train()  # transformers checkpoints layers in training mode only
@@ -336,7 +351,7 @@ class Engine:
                             logp_old[i] = logp.detach()
                             weights[i] = tis_weights(logp_old[i], part.batch.behaviour_logp, mask, cfg.tis_cap)
                             first.add({"tis_weight_mean": masked_mean(weights[i], mask)}, tokens)
-                    loss, surrogate = clipped_surrogate(
+                    surrogate_total, surrogate = clipped_surrogate(
                         logp,
                         logp_old[i],
                         part.advantages.to(self.device),
@@ -346,12 +361,12 @@ class Engine:
                         reduce=part.reduce,
                         max_len=part.max_len,
                         token_weights=weights[i],
+                        reduction="sum",
                     )
-                    loss = loss * part.loss_share
                     extra, extra_stats = self.recipe.extra_loss(self, logp, part)
-                    if extra is not None:
-                        loss = loss + extra
-                    (loss * share).backward()
+                    terms = [Term("surrogate", surrogate_total, SURROGATE_UNIT[part.reduce]), *extra]
+                    loss = self._weighted(terms, counts)
+                    (loss * self.world).backward()  # the gradient average over ranks divides by world
                 total = loss.detach() if total is None else total + loss.detach()
                 surrogates.add({k: surrogate[k] for k in ("clip_fraction", "ratio_mean", "approx_kl")}, tokens)
                 extras.add(extra_stats, part.sequence_share)
@@ -390,7 +405,7 @@ class Engine:
         """A rank without work while others train: a zero loss through the DDP model, so its collectives pair up."""
         pad = self.tokenizer.pad_token_id or 0
         ids = torch.full((1, 2), pad, dtype=torch.long, device=self.device)
-        distributed.all_sum([0.0], self.world, self.device)  # pairs with the normalizer's all-reduce
+        self.global_counts(None)  # pairs with the other ranks' count all-reduce
         for _ in range(self.cfg.ppo_epochs):
             out = self.run(lambda m: m(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).logits)
             if not self._optimizer_step(out.float().sum() * 0)[0]:

@@ -44,7 +44,7 @@ from ponder.rl.ema import EMATeacher
 from ponder.rl.engine import Engine, EngineSettings, Recipe, StepBatch, prepare_model
 from ponder.rl.formats import format_shares
 from ponder.rl.hicra import phrase_pattern, planning_token_mask
-from ponder.rl.losses import kl_penalty
+from ponder.rl.losses import Term, kl_penalty
 from ponder.rl.positions import keyed_generators
 from ponder.rl.prompts import PromptPool
 
@@ -245,7 +245,9 @@ class GRPORecipe(Recipe):
                 **format_shares(texts, comp.closed.tolist()),
             }
         )
-        if not torch.isfinite(rewards).all():
+        # Every rank agrees before skipping: a rank returning alone would leave the others at the next collective.
+        nonfinite = float(not torch.isfinite(rewards).all())
+        if distributed.all_sum([nonfinite], engine.world, engine.device)[0] > 0:
             return StepBatch(None, torch.tensor([float("nan")]), metrics)
         hard = self._set_aside_hard(engine, indices, mine, pass_rate)
         cols = self.train_columns(len(problems), generators)  # [B, m]
@@ -303,12 +305,13 @@ class GRPORecipe(Recipe):
     def extra_loss(self, engine: Engine, logp, sb: StepBatch):
         cfg = self.settings
         if cfg.kl_coef <= 0:
-            return None, {}
+            return [], {}
         with torch.no_grad():
             with self.ref.scope() as reference:
                 ref = sb.batch.scores(reference, engine.inv_temperature)[0]
-        kl = kl_penalty(logp, ref, sb.batch.loss_mask)
-        return cfg.kl_coef * kl * sb.sequence_share, {"kl_to_ref": kl.detach()}
+        kl = kl_penalty(logp, ref, sb.batch.loss_mask, reduction="sum")  # a mean over sequences, whatever the reduce
+        stats = {"kl_to_ref": kl.detach() / max(sb.num_sequences, 1)}
+        return [Term("kl", cfg.kl_coef * kl, "sequences")], stats
 
     def after_optimizer_step(self, engine: Engine) -> None:
         if self.settings.kl_coef > 0:

@@ -5,15 +5,47 @@ Shapes: ``N`` sequences (``N = B*G`` thoughts), ``L`` tokens. A mask ``[N, L]`` 
 weights) selects the tokens that are actions (the thought tokens). Masked-out positions are
 replaced by 0 *before* any arithmetic, so padding holding ``-inf``/NaN log-probs can neither leak
 into the loss nor its gradient. Empty masks never produce NaN: their means are 0.
+
+Every term has a ``reduction="sum"`` form, summed over the units it averages over (:data:`Unit`):
+the engine divides each by the unit's count over the whole step, all parts and ranks
+(:class:`Term`), so a term's gradient does not depend on how the step was cut.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 
 SurrogateReduce = Literal["rlp", "token", "seq_sum_const"]
+Reduction = Literal["mean", "sum"]
+
+#: What a loss term averages over: ``sequences`` (rows of the batch), ``tokens`` (action tokens, the
+#: loss mask), ``targets`` (RLP's reward tokens after each thought), ``text_tokens`` (predicted
+#: tokens of RLP's next-token term on the rollout's text).
+Unit = Literal["sequences", "tokens", "targets", "text_tokens"]
+UNITS: tuple[str, ...] = ("sequences", "tokens", "targets", "text_tokens")
+#: The unit each surrogate reduction averages over (``seq_sum_const``: sequences, times a constant).
+SURROGATE_UNIT: dict[str, str] = {"rlp": "sequences", "token": "tokens", "seq_sum_const": "sequences"}
+
+
+@dataclass
+class Term:
+    """One loss term of a part of a step: ``total``, a scalar summed over ``unit`` in that part.
+
+    The step's loss is ``sum over terms of total / count[unit]``, with ``count`` the unit's
+    count over the whole step (every part, every rank): a mean over the step's units, however the
+    step is cut into micro-batches and ranks.
+    """
+
+    name: str
+    total: torch.Tensor
+    unit: str
+
+    def __post_init__(self):
+        if self.unit not in UNITS:
+            raise ValueError(f"unknown unit {self.unit!r}; expected one of {UNITS}")
 
 
 def _fp32(x: torch.Tensor) -> torch.Tensor:
@@ -65,6 +97,7 @@ def clipped_surrogate(
     reduce: SurrogateReduce = "rlp",
     max_len: int | None = None,
     token_weights: torch.Tensor | None = None,
+    reduction: Reduction = "mean",
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """PPO clipped surrogate over thought tokens; returns ``(loss, stats)``.
 
@@ -75,6 +108,9 @@ def clipped_surrogate(
         counts in ``N`` (the paper's fixed ``1/(BG)``).
       * ``"token"``: ``sum j / sum |c_i|`` over all masked tokens (DAPO token-level mean).
       * ``"seq_sum_const"``: ``sum j / (N * max_len)`` (Dr.GRPO; ``max_len`` defaults to ``L``).
+
+    ``reduction="sum"``: the objective before its division by the count of
+    ``SURROGATE_UNIT[reduce]`` (``N``, or the masked tokens), e.g. ``-sum_i 1/|c_i| sum_t j_it``.
 
     Args:
         logp_new: ``[N, L]`` log-probs of the taken tokens under the current policy (has grad).
@@ -119,14 +155,15 @@ def clipped_surrogate(
         per_token = per_token * _zero_out(_fp32(token_weights).detach(), w)
 
     if reduce == "rlp":
-        per_seq = _safe_div(per_token.sum(dim=-1), w.sum(dim=-1))  # [N], 1/|c_i| weighting
-        objective = per_seq.mean()
+        total = _safe_div(per_token.sum(dim=-1), w.sum(dim=-1)).sum()  # sum of [N] per-sequence means
     elif reduce == "token":
-        objective = _safe_div(per_token.sum(), w.sum())
+        total = per_token.sum()
     elif reduce == "seq_sum_const":
-        objective = per_token.sum() / (n_seq * (length if max_len is None else max_len))
+        total = per_token.sum() / (length if max_len is None else max_len)
     else:
         raise ValueError(f"unknown reduce {reduce!r}; expected 'rlp', 'token' or 'seq_sum_const'")
+    count = w.sum() if SURROGATE_UNIT[reduce] == "tokens" else torch.tensor(float(n_seq), device=w.device)
+    objective = total if reduction == "sum" else _safe_div(total, count)
 
     with torch.no_grad():
         binding = ((adv > 0) & (ratio > 1 + eps_high)) | ((adv < 0) & (ratio < 1 - eps_low))
@@ -144,8 +181,10 @@ def kl_penalty(
     logp_ref: torch.Tensor,
     mask: torch.Tensor,
     kind: Literal["k1", "k2", "k3"] = "k3",
+    reduction: Reduction = "mean",
 ) -> torch.Tensor:
-    """Scalar KL(pi || pi_ref) penalty estimated on sampled tokens; masked mean per sequence, then mean.
+    """Scalar KL(pi || pi_ref) penalty estimated on sampled tokens; masked mean per sequence, then mean
+    (``reduction="sum"``: summed over sequences, a term over ``sequences``).
 
     With ``d = logp_ref - logp`` (``[N, L]``; ``logp_ref`` detached):
       * ``"k3"`` (default, unbiased and >= 0): ``exp(d) - d - 1``
@@ -164,14 +203,19 @@ def kl_penalty(
         per_token = -d
     else:
         raise ValueError(f"unknown kind {kind!r}; expected 'k1', 'k2' or 'k3'")
-    return masked_mean(per_token, w, dim=-1).mean()
+    per_seq = masked_mean(per_token, w, dim=-1)  # [N]
+    return per_seq.sum() if reduction == "sum" else per_seq.mean()
 
 
-def next_token_loss(logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean negative log-likelihood over masked tokens (scalar; 0 for an empty mask).
+def next_token_loss(logp: torch.Tensor, mask: torch.Tensor, reduction: Reduction = "mean") -> torch.Tensor:
+    """Mean negative log-likelihood over masked tokens (scalar; 0 for an empty mask; ``reduction="sum"``: the sum).
 
     ``logp [N, L]``: log-probs of the observed tokens. Used to mix next-token loss into the RL
     objective with a weight ``w``: ``loss = rl_loss + w * next_token_loss``.
     """
     _check_2d("mask", mask, logp.shape)
+    if reduction == "sum":
+        x = _fp32(logp)
+        w = _weights(mask, x)
+        return -(_zero_out(x, w) * w).sum()
     return -masked_mean(logp, mask)

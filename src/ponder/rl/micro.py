@@ -5,12 +5,10 @@ RLP's parts hold whole groups: ``rows = micro_batch * G``); each part runs its o
 backward, so a step's activation memory is one part's, whatever ``--docs-per-step`` or
 ``--prompts-per-step``. The optimizer steps once, after the last part.
 
-The accumulated gradient equals the one-pass gradient because each part's loss is weighted by
-its share of the whole batch's normalizer (:func:`loss_share`): the surrogate's ``rlp`` and
-``seq_sum_const`` reductions are means over sequences (share ``n / N``; ``seq_sum_const``
-keeps the whole batch's ``max_len``), ``token`` is a mean over action tokens (share
-``tokens / total tokens``). Terms that are means over sequences (a KL penalty) take the part's
-``sequence_share``.
+The accumulated gradient equals the one-pass gradient because each part's loss terms are sums
+over their units (sequences, action tokens, ...) divided by the unit's count over the whole step
+(:class:`~ponder.rl.losses.Term`, :meth:`~ponder.rl.engine.Engine.global_counts`); a
+``seq_sum_const`` part keeps the whole batch's ``max_len``.
 
 Shapes: ``N`` sequences of the step, ``L`` columns; a part has ``n <= N`` rows and ``l <= L``
 columns (trailing padding cut).
@@ -31,25 +29,16 @@ def part_rows(num_rows: int, rows: int | None) -> list[Tensor]:
     return [torch.arange(a, min(a + size, num_rows)) for a in range(0, max(num_rows, 1), max(size, 1))]
 
 
-def loss_share(reduce: str, part_mask: Tensor, whole_mask: Tensor) -> float:
-    """The weight of a part's loss in the whole batch's loss (see the module docstring)."""
-    if reduce == "token":
-        total = float(whole_mask.sum())
-        return float(part_mask.sum()) / total if total > 0 else 0.0
-    return part_mask.shape[0] / whole_mask.shape[0]
-
-
 def split_step(sb, rows: int | None) -> list:
     """The parts of a :class:`~ponder.rl.engine.StepBatch`, each a StepBatch of its rows.
 
-    Each part carries ``loss_share`` (its weight in the step's loss), ``sequence_share`` (``n / N``)
-    and ``part`` (its index). Per-token advantages ``[N, L]`` are cut like the batch.
+    Each part carries ``sequence_share`` (``n / N``) and ``part`` (its index). Per-token advantages
+    ``[N, L]`` are cut like the batch.
     """
     index = part_rows(sb.num_sequences, rows)
     if len(index) == 1:
         return [sb]
-    whole = sb.batch.loss_mask
-    max_len = sb.max_len if sb.max_len is not None else whole.shape[1]
+    max_len = sb.max_len if sb.max_len is not None else sb.batch.loss_mask.shape[1]
     parts = []
     for i, r in enumerate(index):
         batch = sb.batch.select(r)
@@ -63,7 +52,6 @@ def split_step(sb, rows: int | None) -> list:
                 advantages=adv,
                 first=None,
                 max_len=max_len if sb.reduce == "seq_sum_const" else sb.max_len,
-                loss_share=loss_share(sb.reduce, batch.loss_mask, whole),
                 sequence_share=len(r) / sb.num_sequences,
                 part=i,
             )
@@ -78,14 +66,17 @@ def scores_in_parts(batch, rows: int | None, score: Callable[[object], tuple[Ten
     one part's activations exist at a time.
     """
     shape = batch.loss_mask.shape
-    logp = torch.zeros(shape, dtype=torch.float32, device=batch.loss_mask.device)
-    entropy = torch.zeros_like(logp)
+    logp = entropy = None
     for r in part_rows(shape[0], rows):
         part = batch.select(r)
         lp, ent = score(part)
+        if logp is None:  # fp32, or the scores' own dtype when wider (an fp64 model's)
+            dtype = torch.promote_types(lp.dtype, torch.float32)
+            logp = torch.zeros(shape, dtype=dtype, device=batch.loss_mask.device)
+            entropy = torch.zeros_like(logp)
         width = lp.shape[1]
-        logp[r.to(logp.device), :width] = lp.float()
-        entropy[r.to(logp.device), :width] = ent.float()
+        logp[r.to(logp.device), :width] = lp.to(logp.dtype)
+        entropy[r.to(logp.device), :width] = ent.to(logp.dtype)
     return logp, entropy
 
 

@@ -32,7 +32,7 @@ from ponder.rl.compute import model_size, rollout_compute
 from ponder.rl.ema import EMATeacher
 from ponder.rl.engine import Engine, EngineSettings, Recipe, StepBatch, prepare_model
 from ponder.rl.generation import make_backend
-from ponder.rl.losses import kl_penalty, next_token_loss
+from ponder.rl.losses import Term, kl_penalty, next_token_loss
 from ponder.rl.micro import part_rows, scores_in_parts
 from ponder.rl.positions import ANSWER, OTHER, Doc, keyed_generators
 from ponder.rl.rollout import POSITION_WEIGHTINGS, Rollout, baseline_pass, make_rollout
@@ -206,18 +206,21 @@ class RLPRecipe(Recipe):
             return None
         self.rollout = rollout
         num_pos, group = len(rollout.positions), cfg.group_size
-        self.model.train()
-        # One forward gives the reward's log p(x_t | x_<t, c) and the thought tokens' log-probs.
+        # One forward gives the reward's log p(x_t | x_<t, c) and the thought tokens' log-probs, when it can: the
+        # rewards are scored as GRPO's are, in eval mode, so a model with dropout (a LoRA dropout) gets a pass of its own.
         batch = rollout.batch
         first = None
         with self.autocast(engine):
-            if len(part_rows(len(batch), self.micro_rows())) == 1:
+            if len(part_rows(len(batch), self.micro_rows())) == 1 and not dropout_active(self.model):
+                self.model.train()
                 logp, entropy = first = engine.run(lambda m: batch.scores(m, engine.inv_temperature))
-            else:  # the training pass runs in micro-batches: rewards from a pass without gradients, part by part
+            else:  # rewards from a pass without gradients, part by part when the training pass runs in micro-batches
+                self.model.eval()
                 with torch.no_grad():
                     logp, entropy = scores_in_parts(
                         batch, self.micro_rows(), lambda part: part.scores(self.model, engine.inv_temperature)
                     )
+        self.model.train()
         policy_target = target_logprob_sums(logp.detach(), batch.target_mask).view(num_pos, group).cpu()
         rewards = rlp_reward(policy_target, rollout.baseline_logp[:, None].expand(num_pos, group))
         thought_len = rollout.thoughts.lengths
@@ -251,35 +254,41 @@ class RLPRecipe(Recipe):
             "signal_group_fraction": float(signal.float().mean()),
             "docs_consumed_total": self.docs_consumed,
         }
-        return StepBatch(batch, advantages, metrics, first=first, reduce="rlp")
+        counts = {"targets": float(batch.target_mask.sum())}
+        if cfg.next_token_weight > 0:
+            counts["text_tokens"] = float(sum(max(len(doc) - 1, 0) for doc in text_of(rollout)))
+        return StepBatch(batch, advantages, metrics, first=first, reduce="rlp", counts=counts)
 
     def extra_loss(self, engine: Engine, logp, sb: StepBatch):
         """The optional KL to the EMA teacher on thought tokens and the mixed-in next-token losses (all off by default)."""
-        cfg, batch, stats, total = self.settings, sb.batch, {}, None
+        cfg, batch, stats, terms = self.settings, sb.batch, {}, []
         if cfg.kl_coef > 0:
             with torch.no_grad(), self.ema.scope() as teacher:
                 ref = batch.scores(teacher, engine.inv_temperature)[0]
-            kl = kl_penalty(logp, ref, batch.loss_mask)
-            total = cfg.kl_coef * kl * sb.sequence_share
-            stats["kl_to_ema"] = kl.detach()
+            kl = kl_penalty(logp, ref, batch.loss_mask, reduction="sum")  # a mean over sequences (thoughts)
+            terms.append(Term("kl", cfg.kl_coef * kl, "sequences"))
+            stats["kl_to_ema"] = kl.detach() / max(sb.num_sequences, 1)
         if cfg.reward_token_weight > 0:
             # The reward's own term, log p(x_t | x_<t, c), made a loss: the gradient reaches what the policy
-            # gradient cannot (the delimiters and the text after them); a mean over this part's reward tokens.
-            nll = next_token_loss(logp, batch.target_mask.bool())
-            total = _add(total, cfg.reward_token_weight * nll * sb.sequence_share)
-            stats["reward_token_loss"] = nll.detach()
+            # gradient cannot (the delimiters and the text after them); a mean over the step's reward tokens.
+            targets = batch.target_mask.bool()
+            nll = next_token_loss(logp, targets, reduction="sum")
+            terms.append(Term("reward_tokens", cfg.reward_token_weight * nll, "targets"))
+            stats["reward_token_loss"] = nll.detach() / max(float(targets.sum()), 1.0)
         if cfg.next_token_weight > 0 and sb.part == 0:  # over the whole rollout's text, once per step
-            ntp = self._next_token_term(self.rollout, engine)
-            total = _add(total, cfg.next_token_weight * ntp)
-            stats["next_token_loss"] = ntp.detach()
-        return total, stats
+            nll, count = self._next_token_term(self.rollout, engine)
+            terms.append(Term("next_token", cfg.next_token_weight * nll, "text_tokens"))
+            stats["next_token_loss"] = nll.detach() / max(count, 1.0)
+        return terms, stats
 
-    def _next_token_term(self, rollout: Rollout, engine: Engine) -> torch.Tensor:
-        docs = [p + t for p, t in zip(rollout.prefixes, rollout.targets)]
-        ids, mask = pad_ids(docs, self.pad_id, engine.device)
+    def _next_token_term(self, rollout: Rollout, engine: Engine) -> tuple[torch.Tensor, float]:
+        """``(summed NLL, predicted tokens)`` of the rollout's text (its prefixes and targets, no thought)."""
+        ids, mask = pad_ids(text_of(rollout), self.pad_id, engine.device)
+        predicted = predicted_mask(mask)
         # The unwrapped model: a second DDP forward before one backward is not allowed; autograd sums
         # both paths' gradients before DDP's per-parameter hooks fire, so this term is all-reduced too.
-        return next_token_loss(token_logprobs(self.model, ids, mask), mask.bool())
+        nll = next_token_loss(token_logprobs(self.model, ids, mask), predicted, reduction="sum")
+        return nll, float(predicted.sum())
 
     def after_optimizer_step(self, engine: Engine) -> None:
         self.ema.update(self.model)
@@ -328,5 +337,23 @@ class RLPTrainer(Engine):
         return metrics
 
 
-def _add(total: torch.Tensor | None, term: torch.Tensor) -> torch.Tensor:
-    return term if total is None else total + term
+def dropout_active(model: torch.nn.Module) -> bool:
+    """Whether ``model`` in train mode differs from eval mode: a dropout module or an attention dropout above 0."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout) and module.p > 0:
+            return True
+        if any("dropout" in name and isinstance(v, float) and v > 0 for name, v in vars(module).items()):
+            return True
+    return False
+
+
+def text_of(rollout: Rollout) -> list[list[int]]:
+    """The rollout's text sequences without thoughts: each position's prefix and its reward tokens."""
+    return [p + t for p, t in zip(rollout.prefixes, rollout.targets)]
+
+
+def predicted_mask(mask: torch.Tensor) -> torch.Tensor:
+    """``[N, L]`` bool: the tokens a next-token loss predicts, ``mask`` without column 0 (nothing predicts it)."""
+    predicted = mask.bool().clone()
+    predicted[:, 0] = False
+    return predicted
