@@ -18,7 +18,7 @@ from ponder.jobs.base import BaseJob, run_base
 from ponder.jobs.demo import DemoJob, run_demo
 from ponder.jobs.early_experience import EarlyExperienceJob, early_experience_table, run_early_experience
 from ponder.jobs.evaluate import EvalJob, run_eval
-from ponder.jobs.grpo import GRPOJob, TTRLJob, run_grpo, run_ttrl
+from ponder.jobs.grpo import TRAINED_NOTHING_EXIT, GRPOJob, TTRLJob, run_grpo, run_ttrl
 from ponder.jobs.plan import PlanJob, run_plan
 from ponder.jobs.rlp import CPTJob, RLPJob, run_cpt, run_rlp
 from ponder.jobs.thought_mdp import ThoughtMDPJob, run_thought_mdp
@@ -134,6 +134,9 @@ def cmd_grpo(args) -> int:
     job_cls, run = (GRPOJob, run_grpo) if args.command == "grpo" else (TTRLJob, run_ttrl)
     job = config_from_args(job_cls, args)
     summary = run(job, resume=args.resume, progress=not args.quiet, allow_config_change=args.allow_config_change)
+    if summary["trained_nothing"]:
+        _print_summary(f"ponder {args.command}: {job.model} trained nothing (no model written)", summary)
+        return TRAINED_NOTHING_EXIT
     _print_summary(f"ponder {args.command}: {job.model} -> {job.out}/final", summary)
     return 0
 
@@ -323,7 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Group-relative RL: G think-then-answer completions per prompt, rewarded by --reward (a weighted mix, "
         "e.g. verifiable, self_certainty, answer_confidence, answer_likelihood, majority_vote, format, length), "
         "trained with a clipped surrogate on group advantages, optional KL. Equal-reward groups are dropped and "
-        "prompts with pass rate 0 set aside to the next epoch (on by default, logged), as are format shares.",
+        "prompts with pass rate 0 set aside to the next epoch (on by default, logged), as are format shares. "
+        f"Steps that train nothing are counted and reported; a run in which no step trained writes no model "
+        f"and exits {TRAINED_NOTHING_EXIT}.",
     )
     _add_run_flags(p, json_out=False)
     p = _add_job(
@@ -334,7 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
         "test-time RL: majority-vote rewards on unlabeled prompts",
         "TTRL: n votes per unlabeled prompt (--group-size), each rewarded 1 when its answer is the majority "
         "answer; m of them (--train-samples) are trained on. Logs the majority ratio and, when the problems "
-        "have labels, the majority's label accuracy and the reward accuracy. Prompts default to the held-out split.",
+        "have labels, the majority's label accuracy and the reward accuracy. Prompts default to the held-out split. "
+        f"A run in which no step trained (every group unanimous) writes no model and exits {TRAINED_NOTHING_EXIT}.",
     )
     _add_run_flags(p, json_out=False)
 
