@@ -249,6 +249,24 @@ def cmd_thought_mdp(args) -> int:
     return 0
 
 
+def cmd_export_task(args) -> int:
+    from ponder.jobs.lmeval_task import ExportTaskJob, run_export_task
+
+    job = config_from_args(ExportTaskJob, args)
+    written = run_export_task(job)
+    command = written.get("command") or (
+        f"lm_eval --model hf --model_args pretrained=MODEL_DIR{',think_end_token=ID_OF_</think>' if job.mode == 'think' else ''} "
+        f"--include_path {job.out} --tasks {written['name']} (--apply_chat_template where ponder uses the chat template)"
+    )
+    console.print(
+        f"wrote {written['problems']} problems to {written['data']} and the task {written['yaml']}\nrun: {command}",
+        highlight=False,
+        soft_wrap=True,
+        markup=False,
+    )
+    return 0
+
+
 def cmd_tasks(args) -> int:
 
     for name in known_tasks():
@@ -439,6 +457,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--lookahead.share 0 is plain next-token training.",
     )
     _add_run_flags(p)
+
+    from ponder.jobs.lmeval_task import ExportTaskJob
+
+    _add_job(
+        sub,
+        "export-task",
+        ExportTaskJob,
+        cmd_export_task,
+        "write a task's held-out problems and an lm-evaluation-harness task on them",
+        "Writes the problems `ponder eval` measures (same --n, --seed) to OUT/NAME.jsonl and an lm-evaluation-harness "
+        "task OUT/NAME.yaml (dataset_path: json) that scores them as ponder eval's --mode does: greedy, in think mode "
+        "after an opened <think>, the answer's first line trimmed, exact match ignoring case. Check a ponder checkpoint "
+        "with the harness: lm_eval --model hf --model_args pretrained=RUN/final,think_end_token=ID --include_path OUT "
+        "--tasks NAME (--apply_chat_template where ponder uses the chat template); --model prints that command.",
+    )
 
     p = sub.add_parser("tasks", help="list the built-in tasks")
     p.set_defaults(func=cmd_tasks)
