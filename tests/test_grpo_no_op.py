@@ -14,7 +14,8 @@ from ponder.jobs.grpo import (
     run_grpo,
     untrained_steps_message,
 )
-from ponder.rl.grpo import GRPOConfig, GRPOTrainer
+from ponder.rl.grpo import GRPOTrainer
+from test_grpo import _cfg  # the small GRPO settings of the trainer-step tests
 
 # A random tiny model cannot write add5's 5-6 digit sum in 3 answer tokens: every pass rate is 0.
 SMALL_RUN = [
@@ -89,18 +90,7 @@ def test_steps_that_train_nothing_are_counted_and_only_trained_weights_are_saved
 
     monkeypatch.setitem(REWARDS, "first_step_flat", first_step_flat)
     model, tok = random_tiny
-    cfg = GRPOConfig(
-        steps=2,
-        prompts_per_step=2,
-        group_size=3,
-        pool_size=4,
-        max_thought_tokens=5,
-        max_answer_tokens=3,
-        lr=1e-3,
-        save_every=1,
-        reward="first_step_flat",
-        no_answer_reward=1.0,
-    )
+    cfg = _cfg(steps=2, save_every=1, reward="first_step_flat", no_answer_reward=1.0)
     trainer = GRPOTrainer(model, tok, Addition(2), cfg, tmp_path)
     trainer.train_step()
     assert trainer.trained_nothing and trainer.save() is None  # the input model's weights: not copied
