@@ -104,7 +104,7 @@ def test_no_peak_from_an_all_zero_curve_or_too_few_problems():
     zero = BudgetCurveResult([4, 8, 16], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0], problems=many).to_json()
     assert "peak_truncation" not in zero and zero["peak_withheld"] == "every accuracy is 0"
     few = BudgetCurveResult([4, 8], [0.25, 0.5], [0.0, 0.25], problems=4).to_json()
-    assert "peak_forcing" not in few and few["peak_withheld"] == f"too few traces (4 < {many})"
+    assert "peak_forcing" not in few and few["peak_withheld"] == f"too few problems (4 < {many})"
     real = BudgetCurveResult([8, 16, 32, 64], [0.2, 0.6, 0.6, 0.4], [0.1, 0.1, 0.1, 0.1], problems=many).to_json()
     assert real["peak_truncation"] == {"budget": 16, "accuracy": 0.6} and "peak_withheld" not in real
     zero.update(mean_thought_tokens={"truncation": [4, 8, 16], "forcing": [4, 8, 16]})

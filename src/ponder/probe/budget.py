@@ -97,7 +97,7 @@ class BudgetCurveResult:
             "mean_thought_tokens": self.mean_thought_tokens,
             "problems": self.problems,
         }
-        withheld = interpretation_withheld(self.problems, [*self.truncation, *self.forcing])
+        withheld = interpretation_withheld(self.problems, [*self.truncation, *self.forcing], unit="problems")
         if withheld:
             out["peak_withheld"] = withheld
             return out

@@ -14,14 +14,16 @@ from collections.abc import Iterable
 MIN_TRACES_FOR_INTERPRETATION = 20
 
 
-def interpretation_withheld(traces: int, accuracies: Iterable[float | None] | None = None) -> str | None:
-    """Why no interpretation is drawn from ``traces`` traces with these ``accuracies`` (None: it may be drawn).
+def interpretation_withheld(
+    traces: int, accuracies: Iterable[float | None] | None = None, unit: str = "traces"
+) -> str | None:
+    """Why no interpretation is drawn from ``traces`` traces (``unit``) with these ``accuracies`` (None: it may be).
 
     Withheld when fewer than :data:`MIN_TRACES_FOR_INTERPRETATION` traces were measured, or when every
     given is 0 (or missing): a model that never answers right gives no signal to read.
     """
     if traces < MIN_TRACES_FOR_INTERPRETATION:
-        return f"too few traces ({traces} < {MIN_TRACES_FOR_INTERPRETATION})"
+        return f"too few {unit} ({traces} < {MIN_TRACES_FOR_INTERPRETATION})"
     if accuracies is not None and not any(a for a in accuracies if a is not None and a == a):
         return "every accuracy is 0"
     return None
