@@ -54,7 +54,8 @@ def untrained_steps_message(summary: dict) -> str | None:
             "a reward that varies within a group (another --reward mix), a larger --group-size or a higher --temperature"
         )
     return (
-        f"the run trained nothing: none of its {steps} steps changed the weights ({why}), so no checkpoint and "
+        f"the run trained nothing: {f'none of its {steps} steps changed' if steps > 1 else 'its one step did not change'} "
+        f"the weights ({why}), so no checkpoint and "
         "no final model were written" + (". Give it signal: " + "; or ".join(hints) if hints else "")
     )
 
