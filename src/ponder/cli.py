@@ -18,7 +18,7 @@ from ponder.jobs.base import BaseJob, run_base
 from ponder.jobs.demo import DemoJob, run_demo
 from ponder.jobs.early_experience import EarlyExperienceJob, early_experience_table, run_early_experience
 from ponder.jobs.evaluate import EvalJob, run_eval
-from ponder.jobs.grpo import GRPOJob, TTRLJob, run_grpo, run_ttrl
+from ponder.jobs.grpo import TRAINED_NOTHING_EXIT, GRPOJob, TTRLJob, run_grpo, run_ttrl
 from ponder.jobs.plan import PlanJob, run_plan
 from ponder.jobs.rlp import CPTJob, RLPJob, run_cpt, run_rlp
 from ponder.jobs.thought_mdp import ThoughtMDPJob, run_thought_mdp
@@ -134,6 +134,9 @@ def cmd_grpo(args) -> int:
     job_cls, run = (GRPOJob, run_grpo) if args.command == "grpo" else (TTRLJob, run_ttrl)
     job = config_from_args(job_cls, args)
     summary = run(job, resume=args.resume, progress=not args.quiet, allow_config_change=args.allow_config_change)
+    if summary["trained_nothing"]:
+        _print_summary(f"ponder {args.command}: {job.model} trained nothing (no model written)", summary)
+        return TRAINED_NOTHING_EXIT
     _print_summary(f"ponder {args.command}: {job.model} -> {job.out}/final", summary)
     return 0
 
@@ -246,6 +249,24 @@ def cmd_thought_mdp(args) -> int:
     return 0
 
 
+def cmd_export_task(args) -> int:
+    from ponder.jobs.lmeval_task import ExportTaskJob, run_export_task
+
+    job = config_from_args(ExportTaskJob, args)
+    written = run_export_task(job)
+    command = written.get("command") or (
+        f"lm_eval --model hf --model_args pretrained=MODEL_DIR{',think_end_token=ID_OF_</think>' if job.mode == 'think' else ''} "
+        f"--include_path {job.out} --tasks {written['name']} (--apply_chat_template where ponder uses the chat template)"
+    )
+    console.print(
+        f"wrote {written['problems']} problems to {written['data']} and the task {written['yaml']}\nrun: {command}",
+        highlight=False,
+        soft_wrap=True,
+        markup=False,
+    )
+    return 0
+
+
 def cmd_tasks(args) -> int:
 
     for name in known_tasks():
@@ -323,7 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Group-relative RL: G think-then-answer completions per prompt, rewarded by --reward (a weighted mix, "
         "e.g. verifiable, self_certainty, answer_confidence, answer_likelihood, majority_vote, format, length), "
         "trained with a clipped surrogate on group advantages, optional KL. Equal-reward groups are dropped and "
-        "prompts with pass rate 0 set aside to the next epoch (on by default, logged), as are format shares.",
+        "prompts with pass rate 0 set aside to the next epoch (on by default, logged), as are format shares. "
+        f"Steps that train nothing are counted and reported; a run in which no step trained writes no model "
+        f"and exits {TRAINED_NOTHING_EXIT}.",
     )
     _add_run_flags(p, json_out=False)
     p = _add_job(
@@ -334,7 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
         "test-time RL: majority-vote rewards on unlabeled prompts",
         "TTRL: n votes per unlabeled prompt (--group-size), each rewarded 1 when its answer is the majority "
         "answer; m of them (--train-samples) are trained on. Logs the majority ratio and, when the problems "
-        "have labels, the majority's label accuracy and the reward accuracy. Prompts default to the held-out split.",
+        "have labels, the majority's label accuracy and the reward accuracy. Prompts default to the held-out split. "
+        f"A run in which no step trained (every group unanimous) writes no model and exits {TRAINED_NOTHING_EXIT}.",
     )
     _add_run_flags(p, json_out=False)
 
@@ -433,6 +457,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--lookahead.share 0 is plain next-token training.",
     )
     _add_run_flags(p)
+
+    from ponder.jobs.lmeval_task import ExportTaskJob
+
+    _add_job(
+        sub,
+        "export-task",
+        ExportTaskJob,
+        cmd_export_task,
+        "write a task's held-out problems and an lm-evaluation-harness task on them",
+        "Writes the problems `ponder eval` measures (same --n, --seed) to OUT/NAME.jsonl and an lm-evaluation-harness "
+        "task OUT/NAME.yaml (dataset_path: json) that scores them as ponder eval's --mode does: greedy, in think mode "
+        "after an opened <think>, the answer's first line trimmed, exact match ignoring case. Check a ponder checkpoint "
+        "with the harness: lm_eval --model hf --model_args pretrained=RUN/final,think_end_token=ID --include_path OUT "
+        "--tasks NAME (--apply_chat_template where ponder uses the chat template); --model prints that command.",
+    )
 
     p = sub.add_parser("tasks", help="list the built-in tasks")
     p.set_defaults(func=cmd_tasks)

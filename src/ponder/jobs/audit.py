@@ -19,6 +19,7 @@ from typing import Literal
 
 import torch
 from pydantic import BaseModel, Field
+from rich.markup import escape
 
 from ponder.config import SETTINGS
 from ponder.data.registry import DEMO_TASK, get_task
@@ -30,7 +31,7 @@ from ponder.lm.thinking import ThoughtFormat, think_then_answer
 from ponder.lm.thoughts import split_thought
 from ponder.lm.tokens import decode_with_offsets
 from ponder.probe.budget import budget_accuracies
-from ponder.probe.dtr import dtr, dtr_result, response_divergences, think_at_n
+from ponder.probe.dtr import dtr, dtr_result, lens_token_cap, response_divergences, think_at_n, think_at_n_warning
 from ponder.probe.planning import (
     PlanningResult,
     checkpoint_planning,
@@ -91,7 +92,8 @@ class AuditJob(BaseModel):
     dtr_max_tokens: int | None = Field(
         None,
         ge=1,
-        description="DTR over at most this many first thought tokens (the lens costs layers x vocab per token; default all)",
+        description="DTR over at most this many first thought tokens (the lens, which costs layers x vocab per token, "
+        "then covers these and Think@n's prefix; default all)",
     )
     max_steps: int = Field(
         16, ge=1, description="step information gain: longer thoughts have consecutive steps merged into this many"
@@ -208,7 +210,7 @@ class _Audit:
     def run_dtr_and_think(self):
 
         j, tr = self.job, self.traces("model", self.lm)
-        cap = max(j.dtr_max_tokens or 0, j.prefix_tokens) if j.dtr_max_tokens else None
+        cap = lens_token_cap(j.dtr_max_tokens, j.prefix_tokens)
         thought_ids = [ids[:cap] for ids in tr.thought_ids]
         divs = response_divergences(
             self.lm.model,
@@ -218,8 +220,8 @@ class _Audit:
             base=j.log_base,
             batch_size=max(1, j.batch_size // 4),
         )
-        result = dtr_result(divs, [s >= 1 for s in tr.scores], j.g, j.rho, j.depth_rule, j.log_base)
-        result.max_tokens = cap
+        correct = [s >= 1 for s in tr.scores]
+        result = dtr_result(divs, correct, j.g, j.rho, j.depth_rule, j.log_base, max_tokens=j.dtr_max_tokens)
         groups = []
         for k, p in enumerate(self.problems):
             rows = range(k * tr.n, (k + 1) * tr.n)
@@ -231,7 +233,9 @@ class _Audit:
                     "score": (lambda a, p=p: self.task.score(p, a)),
                 }
             )
-        return result, think_at_n(groups, prefix=j.prefix_tokens)
+        tn = think_at_n(groups, prefix=j.prefix_tokens).to_json()
+        warning = think_at_n_warning(j.prefix_tokens, self.budget, tn["token_ratio"])
+        return result, {**tn, "thought_budget": self.budget, "warnings": [warning] if warning else []}
 
     # ------------------------------------------------------------ 2. information gain per step
 
@@ -413,6 +417,8 @@ class _Audit:
             yield "compare", self.other
 
     def _label(self, name: str) -> str:
+        if name == "compare" and self.job.compare == self.job.model:  # a model against itself: two rows, not one
+            return f"{self.job.compare} (--compare)"
         return {"model": self.job.model, "compare": str(self.job.compare)}.get(name, name)
 
 
@@ -441,7 +447,9 @@ def _run_audit(job: AuditJob, out: Path, progress: bool) -> dict:
             try:
                 if key in ("dtr", "think_at_n"):
                     dtr_res, tn = audit.run_dtr_and_think()
-                    results["dtr"], results["think_at_n"] = dtr_res.to_json(), tn.to_json()
+                    results["dtr"], results["think_at_n"] = dtr_res.to_json(), tn
+                    for warning in tn["warnings"]:
+                        console.print(f"[yellow bold]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
                 else:
                     res = getattr(audit, f"run_{key}")()
                     results[key] = res if isinstance(res, dict) else res.to_json()

@@ -3,16 +3,61 @@
 from __future__ import annotations
 
 from pydantic import BaseModel, Field
+from rich.markup import escape
 
 from ponder.config import SETTINGS
 from ponder.data.registry import DEMO_TASK, get_task
 from ponder.eval import evaluate
 from ponder.jobs.base import thought_budget
 from ponder.jobs.models import load_model
+from ponder.progress import console
 from ponder.rl import distributed
 from ponder.rl.grpo import GRPOConfig, GRPOTrainer
 from ponder.rl.ttrl import TTRLConfig, TTRLTrainer
 from ponder.train.rundir import open_run, write_json_file
+
+#: Exit status of ``ponder grpo`` / ``ponder ttrl`` when no step trained (2 stays the status of bad input).
+TRAINED_NOTHING_EXIT = 3
+#: Most held-out problems the default evaluation measures.
+EVAL_N_CAP = 200
+
+
+def default_eval_n(steps: int, prompts_per_step: int) -> int:
+    """Held-out problems measured before and after a run of ``steps`` x ``prompts_per_step`` prompts.
+
+    ``min(EVAL_N_CAP, steps * prompts_per_step)``: a run samples G completions of each of its prompts,
+    the two measurements one greedy completion per problem each, so they cost at most 2/G of training's
+    sampling; a 2-step smoke run is not wrapped in 200 problems.
+    """
+    return min(EVAL_N_CAP, steps * prompts_per_step)
+
+
+def untrained_steps_message(summary: dict) -> str | None:
+    """One line on steps that trained nothing (None when every step trained), from a run's summary."""
+    steps, trained = summary["steps"], summary["steps_trained"]
+    if trained == steps:
+        return None
+    why = (
+        f"groups over the run: {summary.get('groups_trained', 0)} trained, "
+        f"{summary.get('groups_equal_filtered', 0)} set aside as equal-reward (no signal), "
+        f"{summary.get('groups_hard_set_aside', 0)} as too hard (pass rate 0)"
+    )
+    if summary.get("skipped_nonfinite"):
+        why += f"; {summary['skipped_nonfinite']} updates skipped as non-finite"
+    if trained:
+        return f"{steps - trained} of {steps} steps trained nothing ({why})"
+    hints = []
+    if summary.get("groups_hard_set_aside"):
+        hints.append("a task or model that solves some problems (prompts with pass rate 0 are set aside)")
+    if summary.get("groups_equal_filtered"):
+        hints.append(
+            "a reward that varies within a group (another --reward mix), a larger --group-size or a higher --temperature"
+        )
+    return (
+        f"the run trained nothing: {f'none of its {steps} steps changed' if steps > 1 else 'its one step did not change'} "
+        f"the weights ({why}), so no checkpoint and "
+        "no final model were written" + (". Give it signal: " + "; or ".join(hints) if hints else "")
+    )
 
 
 class ModelAndTask(BaseModel):
@@ -24,7 +69,12 @@ class ModelAndTask(BaseModel):
         description="tiny, tiny-lazy, smollm2-135m, a random-init shape (smollm2-135m-shape, qwen3-0.6b-shape[:LAYERS]), a HF model directory or a .gguf file",
     )
     task: str = Field(DEMO_TASK, description="task whose problems give the prompts (see `ponder tasks`)")
-    eval_n: int = Field(200, ge=0, description="held-out problems measured (greedy, think) before and after; 0: skip")
+    eval_n: int | None = Field(
+        None,
+        ge=0,
+        description=f"held-out problems measured (greedy, think) before and after; default min({EVAL_N_CAP}, steps x "
+        "prompts-per-step): the two measurements then sample at most 2/G as many completions as training; 0: skip",
+    )
     device: str | None = Field(None, description="cpu, cuda, ... (default: cuda when available)")
 
 
@@ -72,15 +122,21 @@ def _run(job, config_cls, trainer_cls, resume: bool, progress: bool, allow_confi
         budget = task_thought_budget(task, job.max_thought_tokens)
         cfg = config_cls(**{**job.model_dump(include=set(config_cls.model_fields)), "max_thought_tokens": budget})
         trainer = trainer_cls(lm.model, lm.tokenizer, task, cfg, out)  # checks the task has enough prompts
-        measure = bool(job.eval_n) and rank == 0  # held-out accuracy is measured once, by rank 0
-        before = held_out_think_accuracy(lm.model, lm.tokenizer, task, job.eval_n, budget, cfg) if measure else {}
+        eval_n = default_eval_n(job.steps, job.prompts_per_step) if job.eval_n is None else job.eval_n
+        measure = bool(eval_n) and rank == 0  # held-out accuracy is measured once, by rank 0
+        before = held_out_think_accuracy(lm.model, lm.tokenizer, task, eval_n, budget, cfg) if measure else {}
         summary = trainer.train(resume=resume, progress=progress)
         if measure:
-            after = held_out_think_accuracy(lm.model, lm.tokenizer, task, job.eval_n, budget, cfg)
-            summary.update({f"{k}_before": v for k, v in before.items()})
+            # Untrained weights are the input model's: the greedy measurement after would repeat the one before.
+            trained = not summary["trained_nothing"]
+            after = held_out_think_accuracy(lm.model, lm.tokenizer, task, eval_n, budget, cfg) if trained else before
+            summary.update({"eval_n": eval_n, **{f"{k}_before": v for k, v in before.items()}})
             summary.update({f"{k}_after": v for k, v in after.items()})
         if rank == 0:
             write_json_file(out / f"{name}_summary.json", summary)
+            message = untrained_steps_message(summary)
+            if message:
+                console.print(f"[yellow bold]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return summary
 
 

@@ -8,7 +8,8 @@ Two ways to hold a model to a budget ``b`` thought tokens:
   ``max_forcings`` times); the thought is then closed and the answer sampled.
 
 The peak of the accuracy curve (first budget reaching the maximum) marks the overthinking
-threshold: budgets past it cost tokens without gaining accuracy.
+threshold: budgets past it cost tokens without gaining accuracy. It is named only from enough
+problems and a curve that is not all zero (:mod:`ponder.probe.evidence`); else ``peak_withheld`` says why.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ponder.lm.thinking import ANSWER_STOPS, ThoughtFormat, force_thoughts, think_then_answer
+from ponder.probe.evidence import interpretation_withheld
 
 
 def peak(budgets: Sequence[int], accuracy: Sequence[float]) -> tuple[int, float]:
@@ -76,7 +78,7 @@ def budget_accuracies(
         )
         force.append(accuracy(comp))
         tokens["forcing"].append(float(forced.lengths.mean()))
-    return BudgetCurveResult(list(budgets), trunc, force, tokens)
+    return BudgetCurveResult(list(budgets), trunc, force, tokens, problems=len(problems))
 
 
 @dataclass
@@ -85,6 +87,7 @@ class BudgetCurveResult:
     truncation: list[float]
     forcing: list[float]
     mean_thought_tokens: dict[str, list[float]] = field(default_factory=dict)
+    problems: int = 0  # problems each accuracy is measured on
 
     def to_json(self) -> dict:
         out = {
@@ -92,7 +95,12 @@ class BudgetCurveResult:
             "accuracy_truncation": self.truncation,
             "accuracy_forcing": self.forcing,
             "mean_thought_tokens": self.mean_thought_tokens,
+            "problems": self.problems,
         }
+        withheld = interpretation_withheld(self.problems, [*self.truncation, *self.forcing], unit="problems")
+        if withheld:
+            out["peak_withheld"] = withheld
+            return out
         for name, acc in (("truncation", self.truncation), ("forcing", self.forcing)):
             if acc:
                 b, a = peak(self.budgets, acc)

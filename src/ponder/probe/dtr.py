@@ -113,6 +113,7 @@ class DTRResult:
     depth_histogram: list[int]  # count of tokens settling at layer 1..L
     example_depths: list[int] = field(default_factory=list)
     max_tokens: int | None = None  # DTR measured over at most this many first tokens (None: all)
+    tokens: list[int] = field(default_factory=list)  # thought tokens measured per response
 
     @property
     def mean(self) -> float:
@@ -133,6 +134,8 @@ class DTRResult:
             "num_layers": self.num_layers,
             "deep_from_layer": self.deep_from,
             "max_tokens": self.max_tokens,
+            "tokens_measured": sum(self.tokens),
+            "longest_measured": max(self.tokens, default=0),
             "mean_dtr": self.mean,
             "mean_dtr_correct": self.mean_where(True),
             "mean_dtr_incorrect": self.mean_where(False),
@@ -153,8 +156,11 @@ def dtr_result(
     rho: float = 0.85,
     rule: DepthRule = "paper",
     base: float = 2.0,
+    max_tokens: int | None = None,
 ) -> DTRResult:
-    """Summarise ``[L, T_i]`` divergences of several responses."""
+    """Summarise ``[L, T_i]`` divergences of several responses, over their first ``max_tokens`` tokens (None: all)."""
+    if max_tokens is not None:
+        divergences = [d[:, :max_tokens] for d in divergences]
     num_layers = divergences[0].shape[0]
     hist = torch.zeros(num_layers, dtype=torch.long)
     for d in divergences:
@@ -172,7 +178,14 @@ def dtr_result(
         correct=list(correct),
         depth_histogram=hist.tolist(),
         example_depths=[] if example is None else settling_depth(example, g).tolist(),
+        max_tokens=max_tokens,
+        tokens=[int(d.shape[-1]) for d in divergences],
     )
+
+
+def lens_token_cap(dtr_max_tokens: int | None, prefix: int) -> int | None:
+    """First thought tokens the logit lens must cover: the DTR's and Think@n's prefix (None: whole thoughts)."""
+    return None if dtr_max_tokens is None else max(dtr_max_tokens, prefix)
 
 
 # ---------------------------------------------------------------- Think@n
@@ -218,6 +231,25 @@ class ThinkAtNResult:
             "token_ratio": self.think_at_n_tokens / max(self.self_consistency_tokens, 1),
             "no_answer_samples": self.no_answer_samples,
         }
+
+
+def think_at_n_warning(prefix: int, thought_budget: int, token_ratio: float) -> str | None:
+    """Why Think@n saved no tokens when it could not (None: nothing to warn about).
+
+    Think@n saves by stopping half the samples after ``prefix`` thought tokens; a prefix as long as the
+    thought budget stops none of them, and its token ratio to self-consistency is 1.
+    """
+    if prefix >= thought_budget:
+        return (
+            f"the Think@n prefix ({prefix} tokens) is not shorter than the thought budget ({thought_budget}): no "
+            f"sample is stopped early (token ratio {token_ratio:.3f}); pass --prefix-tokens below {thought_budget}"
+        )
+    if token_ratio >= 1.0:
+        return (
+            f"no sample ran past the Think@n prefix ({prefix} tokens), so none was stopped early "
+            f"(token ratio {token_ratio:.3f}); a shorter --prefix-tokens ranks samples earlier"
+        )
+    return None
 
 
 def think_at_n(groups: Sequence[dict], prefix: int = 50) -> ThinkAtNResult:

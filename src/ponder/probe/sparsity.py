@@ -83,6 +83,11 @@ def layer_of(name: str) -> str:
     return f"layer {int(m.group(1))}" if m else name
 
 
+def layer_sort_key(key: str) -> tuple:
+    """Order of :func:`layer_of` keys: text with its numbers compared as numbers (layer 2 before layer 10)."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", key))
+
+
 def jaccard(a: Tensor, b: Tensor) -> float:
     union = int((a | b).sum())
     return int((a & b).sum()) / union if union else float("nan")
@@ -157,6 +162,7 @@ def update_sparsity(
             inter += int((m1 & m2).sum())
             union += int((m1 | m2).sum())
             other_updated += int(m2.sum())
+    result.per_layer = dict(sorted(result.per_layer.items(), key=lambda item: layer_sort_key(item[0])))
     for row in result.per_layer.values():
         for precision in PRECISIONS:
             row[f"sparsity_{precision}"] = 1.0 - row[f"updated_{precision}"] / row["parameters"]

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from ponder.lm.score import score_pairs
 from ponder.lm.thoughts import think_token_ids
 from ponder.lm.tokens import decode_with_offsets, tokens_within
+from ponder.probe.evidence import interpretation_withheld
 
 
 def split_steps(thought: str) -> list[str]:
@@ -98,6 +99,11 @@ class StepGainResult:
         if len(names) == 2:
             a, b = (self.per_model[n]["mean_total_gain"] for n in names)
             out["total_gain_change"] = (b - a) / abs(a) if a else float("nan")  # relative, second vs first
+            models = self.per_model.values()
+            # Reading a fall as post-hoc rationalization needs traces and an accuracy that holds above 0.
+            out["interpretation_withheld"] = interpretation_withheld(
+                min(m["traces"] for m in models), [m["accuracy"] for m in models]
+            )
         return out
 
 

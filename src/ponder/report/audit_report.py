@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ponder.probe.evidence import MIN_TRACES_FOR_INTERPRETATION
+from ponder.probe.sparsity import layer_sort_key
 from ponder.report.html import Report, Section, line_plot
 
 #: Section heading of each diagnostic, in report order (the end-to-end test looks for these).
@@ -35,24 +37,36 @@ def _bar(labels, values, title, ylabel):
     return fig
 
 
+def _or(value, missing: str):
+    """``value``, or the reason it is missing (the JSON's None: a mean over nothing) as the report's words."""
+    return f"n/a ({missing})" if value is None else value
+
+
+def dtr_scope(d: dict) -> str:
+    """The tokens the DTR figures were measured over, from what was measured (not the settings asked for)."""
+    where = f"the first {d['max_tokens']} thought tokens of each response" if d.get("max_tokens") else "whole thoughts"
+    if "tokens_measured" not in d:  # an audit.json written before the counts were recorded
+        return f"Measured over {where}."
+    return (
+        f"Measured over {where}: {d['tokens_measured']} tokens in {len(d['per_response'])} responses, "
+        f"at most {d['longest_measured']} in one."
+    )
+
+
 def _dtr(s: Section, d: dict) -> None:
     s.text(
         f"Logit lens with the final norm; JSD against the final layer in log base {d['log_base']:g} "
         f"(values in [0, 1]); settling depth c_t = min{{l : min_(j<=l) JSD_j <= g}}, g = {d['g']}; a token is deep "
         f"when c_t >= {d['deep_from_layer']} of L = {d['num_layers']} layers (rho = {d['rho']}, rule '{d['depth_rule']}'). "
-        + (
-            f"Measured over the first {d['max_tokens']} thought tokens."
-            if d.get("max_tokens")
-            else "Measured over whole thoughts."
-        )
+        + dtr_scope(d)
     )
     s.table(
         ["measure", "value"],
         [
-            ["mean DTR per response", d["mean_dtr"]],
-            ["deep share of all tokens", d["per_token_deep_fraction"]],
-            ["mean DTR, correct responses", d["mean_dtr_correct"]],
-            ["mean DTR, wrong responses", d["mean_dtr_incorrect"]],
+            ["mean DTR per response", _or(d["mean_dtr"], "no thought tokens")],
+            ["deep share of all tokens", _or(d["per_token_deep_fraction"], "no thought tokens")],
+            ["mean DTR, correct responses", _or(d["mean_dtr_correct"], "no correct responses")],
+            ["mean DTR, wrong responses", _or(d["mean_dtr_incorrect"], "no wrong responses")],
             ["responses", len(d["per_response"])],
         ],
     )
@@ -92,6 +106,8 @@ def _think(s: Section, d: dict) -> None:
     s.text(
         f"Token ratio Think@n / self-consistency: {d['token_ratio']:.3f}; samples without an answer: {d['no_answer_samples']}."
     )
+    for warning in d.get("warnings", []):
+        s.text(f"Warning: {warning}.", css="skipped")
 
 
 def _gain(s: Section, d: dict) -> None:
@@ -107,9 +123,17 @@ def _gain(s: Section, d: dict) -> None:
         ],
     )
     if "total_gain_change" in d:
+        change = d["total_gain_change"]
+        figure = "n/a (the first checkpoint's total gain is 0)" if change is None else f"{change:+.1%}"
+        withheld = d.get("interpretation_withheld")
         s.text(
-            f"Total gain, second vs first checkpoint: {d['total_gain_change']:+.1%} (a fall while accuracy holds "
-            "points to post-hoc rationalization)."
+            f"Total gain, second vs first checkpoint: {figure}. "
+            + (
+                f"No interpretation: {withheld} (an interpretation needs at least {MIN_TRACES_FOR_INTERPRETATION} "
+                "traces per checkpoint and a nonzero accuracy)."
+                if withheld
+                else "A fall while accuracy holds points to post-hoc rationalization."
+            )
         )
     series = {
         m: ([int(k) for k in v["gain_by_step"]], list(v["gain_by_step"].values())) for m, v in d["models"].items()
@@ -178,6 +202,11 @@ def _budget(s: Section, d: dict) -> None:
             s.text(
                 f"Peak ({name}, overthinking threshold): budget {d[f'peak_{name}']['budget']}, accuracy {d[f'peak_{name}']['accuracy']:.3f}."
             )
+    if d.get("peak_withheld"):
+        s.text(
+            f"No peak is named: {d['peak_withheld']} (a peak needs at least {MIN_TRACES_FOR_INTERPRETATION} "
+            "problems and a nonzero accuracy)."
+        )
 
 
 def _validity(s: Section, d: dict) -> None:
@@ -210,14 +239,15 @@ def _sparsity(s: Section, d: dict) -> None:
         ["layer", "parameters", "sparsity bf16", "sparsity fp32", "unchanged at all"],
         [
             [k, v["parameters"], v["sparsity_bf16"], v["sparsity_fp32"], v["sparsity_exact"]]
-            for k, v in d["per_layer"].items()
+            for k, v in sorted(d["per_layer"].items(), key=lambda item: layer_sort_key(item[0]))
         ],
     )
 
 
 def _planning(s: Section, d: dict) -> None:
+    found = d["strategic_ngrams"] or "none found, so no token counts as planning"
     s.text(
-        f"Strategic n-grams: {d['strategic_ngram_source']} ({d['strategic_ngrams']}). Semantic entropy of planning "
+        f"Strategic n-grams: {d['strategic_ngram_source']} ({found}). Semantic entropy of planning "
         "is over clusters of strategic n-grams (exact match after lower-casing and mapping digits to 0), in bits; "
         "execution entropy is the model's next-token entropy (nats) on the other tokens; format diversity is the "
         "entropy (bits) of the traces' format classes."
@@ -236,9 +266,9 @@ def _planning(s: Section, d: dict) -> None:
             [
                 c["name"],
                 c["traces"],
-                c["planning_token_share"],
-                c["planning_semantic_entropy_bits"],
-                c["execution_entropy_nats"],
+                _or(c["planning_token_share"], "no words"),
+                _or(c["planning_semantic_entropy_bits"], "no strategic n-grams"),
+                _or(c["execution_entropy_nats"], "no execution tokens"),
                 c["format_diversity_bits"],
             ]
             for c in cps

@@ -38,6 +38,8 @@ def figure_to_png_b64(fig) -> str:
 
 
 def _cell(v) -> str:
+    if v is None:  # a JSON null: a figure not measured (a mean over nothing); never Python's "None"
+        return "n/a"
     if isinstance(v, float):
         return "nan" if v != v else f"{v:.4g}"
     return html.escape(str(v))

@@ -245,7 +245,10 @@ class Engine:
         if self.sharded is not None:
             self.sharded.gather()  # outside train() the model is an ordinary full model on every rank
         self.step = 0
-        self.counters = {"skipped_nonfinite": 0, "skipped_no_work": 0}  # identical on every rank
+        # Identical on every rank. steps_trained: steps in which at least one optimizer step changed the weights;
+        # while it is 0 the weights are the input model's, and no checkpoint or final model is written.
+        self.counters = {"skipped_nonfinite": 0, "skipped_no_work": 0, "steps_trained": 0}
+        self._stepped = False  # an optimizer step was taken in the current training step
         self.saved_totals: dict[str, float] = {}  # recipe counters summed over ranks, as of the resumed checkpoint
         self.work_per_rank: list[float] = []
 
@@ -268,6 +271,7 @@ class Engine:
     def _train_step(self) -> dict:
         t0 = time.time()
         before = dict(self.recipe.counters)
+        self._stepped = False
         sb = self.recipe.make_step(self)
         self._adopt_extras()
         self.step += 1
@@ -285,6 +289,7 @@ class Engine:
         if local == 0:
             sb = None
         stats = self._idle_update() if sb is None else self._update(sb)
+        self.counters["steps_trained"] += int(self._stepped)
         self.recipe.after_update(self)
         elapsed = time.time() - t0
         metrics.update(stats)
@@ -429,6 +434,7 @@ class Engine:
         outcome = step_if_finite(loss, self.model.parameters(), self.optimizer, self.scheduler, self.cfg.grad_clip)
         if not outcome.stepped:
             self.counters["skipped_nonfinite"] += 1
+        self._stepped |= outcome.stepped
         return outcome.stepped, outcome.grad_norm
 
     @property
@@ -450,8 +456,19 @@ class Engine:
         return [int(x) for x in distributed.all_sum(mine, self.world, self.device)]
 
     # ------------------------------------------------------------------ state
+    @property
+    def trained_nothing(self) -> bool:
+        """No step has changed the weights yet (every step's groups set aside, or every update non-finite)."""
+        return self.counters["steps_trained"] == 0
+
     def save(self) -> Path | None:
-        """Every rank takes part (counters are summed, sharded weights gathered); rank 0 writes; every rank waits for it."""
+        """Every rank takes part (counters are summed, sharded weights gathered); rank 0 writes; every rank waits for it.
+
+        Nothing is written while no step has trained: the weights are still the input model's, so a
+        checkpoint would only copy it (1.6 GB for SmolLM2-135M); a resumed run then starts from step 0.
+        """
+        if self.trained_nothing:
+            return None
         model, extras, optimizer = self.model, self.recipe.extra_models(), None
         if self.sharded is not None:
             model = self.sharded.full_weights(self.model)
@@ -485,7 +502,8 @@ class Engine:
             load_weights=self.sharded.load_weights if sharded else load_weights_into,
             load_optimizer=lambda opt, saved: sharding.load_optimizer_state(self.model, opt, saved, sharded),
         )
-        self.step, self.counters = state["step"], dict(state["counters"])
+        # A checkpoint is only written once a step has trained; older ones lack the count: take every step as trained.
+        self.step, self.counters = state["step"], {"steps_trained": state["step"], **state["counters"]}
         # Totals are global: rank 0 carries them on, the others start from zero so sums stay right.
         self.saved_totals = dict(state["totals"]) if self.rank == 0 else {}
         self.recipe.counters = {}
@@ -498,7 +516,10 @@ class Engine:
 
     # ------------------------------------------------------------------ loop
     def train(self, resume: bool = False, progress: bool = True) -> dict:
-        """Run to ``settings.steps``; the last step is always logged and checkpointed. Returns the summary."""
+        """Run to ``settings.steps``; the last step is always logged and checkpointed. Returns the summary.
+
+        A run in which no step trained (``summary["trained_nothing"]``) writes no checkpoint and no final model.
+        """
         if self.sharded is not None:
             self.sharded.release()
         resumed = self.resume() if resume else False
@@ -534,9 +555,10 @@ class Engine:
             **self.counters,
             **self.totals(),
             **self.recipe.summary(),
+            "trained_nothing": self.trained_nothing,
         }
         final = self.model if self.sharded is None else self.sharded.full_weights(self.model)
-        if self.rank == 0:
+        if self.rank == 0 and not self.trained_nothing:  # else the input model, unchanged: nothing worth writing
             merged = {"merged": adapters.MergedModel(self.model, self.tokenizer)} if self._save_merged else None
             save_final(self.run_dir, final, self.tokenizer, extra_models=merged)
         if self.sharded is not None:
