@@ -1,0 +1,118 @@
+"""Rescore ``ponder eval --json`` outputs of BIG-bench files with BIG-bench's own code, and compare.
+
+BIG-bench (``pip download bigbench==1.0.0``, unpacked; not a ponder dependency) is imported from
+``--bigbench`` with stand-ins for the packages only its unused metrics need (tensorflow for file
+loading and logging; datasets, t5 and scikit-learn for bleu, rouge, bleurt, macro_f1); scipy and
+numpy are real. Its ``JsonTask`` formats the file's examples (its own prompts, its own
+``max_examples`` draw at ``random_seed`` 42) and evaluates a replay model: ``generate_text`` returns
+the answer ponder's model wrote after the prompt (after the thought in think mode), run through
+BIG-bench's ``postprocess_output``; ``cond_log_prob`` returns ponder's option log-probs. A
+prompt BIG-bench builds that ponder did not evaluate is an error, so the prompts are checked
+too. Prints one row per (file, mode): ponder's and BIG-bench's value of every metric.
+
+    python bench/bigbench_crosscheck.py --bigbench /tmp/bb/bigbench-1.0.0 --tasks BB/arithmetic/3_digit_addition \
+        --results /tmp/bb_eval   # needs scipy on the path
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import types
+from pathlib import Path
+
+THINK_CLOSE = "</think>"
+
+
+def _stub(name: str, **attrs) -> types.ModuleType:
+    mod = types.ModuleType(name)
+    mod.__dict__.update(attrs)
+    sys.modules[name] = mod
+    return mod
+
+
+def import_bigbench(root: Path):
+    """BIG-bench's json_task, model_utils and model API, with stand-ins for the packages its used code never calls."""
+    tf = _stub("tensorflow", logging=types.SimpleNamespace(info=print))
+    compat = _stub("tensorflow.compat")
+    tf.compat = compat
+    compat.v1 = _stub("tensorflow.compat.v1", logging=types.SimpleNamespace(info=print))
+    compat.v2 = _stub("tensorflow.compat.v2")
+    _stub("datasets", load_metric=None)
+    _stub("t5")
+    _stub("t5.evaluation", metrics=None)
+    _stub("sklearn")
+    _stub("sklearn.metrics", f1_score=None)
+    sys.path.insert(0, str(root))
+    import bigbench.api.json_task as json_task
+    import bigbench.api.model as model_api
+    import bigbench.models.model_utils as model_utils
+
+    return json_task, model_api, model_utils
+
+
+def replay_model(model_api, model_utils, examples: list[dict]):
+    """A BIG-bench ``Model`` answering from ponder's recorded outputs (looked up by BIG-bench's own input text)."""
+    by_input = {}
+    for ex in examples:
+        by_input.setdefault(ex["task_input"], []).append(ex)
+
+    def lookup(text: str) -> list[dict]:
+        if text not in by_input:
+            raise KeyError(f"BIG-bench built a prompt ponder did not evaluate: {text[:200]!r}")
+        return by_input[text]
+
+    class Replay(model_api.Model):
+        def generate_text(self, inputs, max_length=0, stop_string=None, output_regex=None):
+            outs = []
+            for text in [inputs] if isinstance(inputs, str) else inputs:
+                raw = lookup(text)[0]["raw_output"]
+                outs.append(raw.split(THINK_CLOSE, 1)[1] if THINK_CLOSE in raw else raw)
+            outs = model_utils.postprocess_output(outs, max_length, stop_string, output_regex)
+            return outs[0] if isinstance(inputs, str) else outs
+
+        def cond_log_prob(self, inputs, targets, absolute_normalization=False):
+            rows = []
+            for text, opts in zip([inputs] if isinstance(inputs, str) else inputs, targets):
+                ex = next(e for e in lookup(text) if set(e["option_log_probs"]) == set(opts))
+                rows.append([ex["option_log_probs"][o] for o in opts])
+            return rows[0] if isinstance(inputs, str) else rows
+
+        def model_data(self):
+            return None
+
+    return Replay()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bigbench", required=True, help="the unpacked bigbench-1.0.0 folder (holds bigbench/)")
+    ap.add_argument("--tasks", nargs="+", required=True, help="task folders (each holds task.json)")
+    ap.add_argument("--results", required=True, help="folder of ponder eval --json outputs named <task>.json")
+    args = ap.parse_args()
+    json_task, model_api, model_utils = import_bigbench(Path(args.bigbench))
+    print("| file | mode | n | metric | ponder | BIG-bench | equal |")
+    print("| --- | --- | ---: | --- | ---: | ---: | --- |")
+    all_equal = True
+    for folder in args.tasks:
+        name = Path(folder).name
+        result = json.loads((Path(args.results) / f"{name}.json").read_text())
+        data = json.loads((Path(folder) / "task.json").read_text())
+        for mode in ("no_think", "think"):
+            if mode not in result:
+                continue
+            ours = result[mode]
+            task = json_task.JsonTask(data, max_examples=result["n"], random_seed=42)
+            theirs = task.evaluate_fixed_shot(replay_model(model_api, model_utils, ours["examples"]), 0)
+            for metric, value in sorted(theirs.items()):
+                mine = ours["metrics"].get(metric)
+                equal = mine is not None and abs(mine - value) <= 1e-9 * max(1.0, abs(value))
+                all_equal &= equal
+                print(f"| {name} | {mode} | {result['n']} | {metric} | {mine} | {value} | {'yes' if equal else 'NO'} |")
+    print("all equal" if all_equal else "MISMATCH")
+    sys.exit(0 if all_equal else 1)
+
+
+if __name__ == "__main__":
+    main()
