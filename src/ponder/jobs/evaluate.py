@@ -76,5 +76,5 @@ def run_eval(job: EvalJob, progress: bool = True):
         batch_size=job.batch_size,
         progress=progress,
         split=job.split,
-        think_settings=ThinkSettings(**job.model_dump(include=set(ThinkSettings.model_fields))),
+        think_settings=ThinkSettings.of(job),
     )

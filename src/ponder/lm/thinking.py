@@ -50,6 +50,11 @@ class ThinkSettings(BaseModel):
     )
     min_thought_tokens: int = Field(1, ge=0, description="a thought has at least this many tokens")
 
+    @classmethod
+    def of(cls, settings: BaseModel) -> ThinkSettings:
+        """The thought-format fields of a job's settings (any model that inherits them)."""
+        return cls(**settings.model_dump(include=set(cls.model_fields)))
+
 
 @dataclass(frozen=True)
 class ThoughtFormat:
