@@ -12,6 +12,7 @@ too. Prints one row per (file, mode): ponder's and BIG-bench's value of every me
 
     python bench/bigbench_crosscheck.py --bigbench /tmp/bb/bigbench-1.0.0 --tasks BB/arithmetic/3_digit_addition \
         --results /tmp/bb_eval   # needs scipy on the path
+    python bench/bigbench_crosscheck.py --bigbench ... --tasks ... --prompts   # prompts only, 0-3 shots
 """
 
 from __future__ import annotations
@@ -85,13 +86,44 @@ def replay_model(model_api, model_utils, examples: list[dict]):
     return Replay()
 
 
+def check_prompts(json_task, folders: list[str], shots_list=(0, 1, 2, 3), sizes=(50, 100, 10**6)) -> bool:
+    """ponder's prompts (``--split all --seed 42``, ``--shots``) against BIG-bench's ``make_nshot_dataset``."""
+    from ponder.data.bigbench import BigBenchTask
+
+    ok = True
+    print("| file | shots | max_examples | prompts | identical |")
+    print("| --- | ---: | ---: | ---: | --- |")
+    for folder in folders:
+        data = json.loads((Path(folder) / "task.json").read_text())
+        for shots in shots_list:
+            for n in sizes:
+                bb = json_task.JsonTask(json.loads(json.dumps(data)), max_examples=n, random_seed=42, shot_list=[shots])
+                samples = json_task.make_nshot_dataset(
+                    bb._ds, shots, random_seed=42, separator=bb.few_shot_example_separator, max_examples=bb.num_examples
+                )
+                theirs = [bb.task_prefix + s["input"] for s in samples]
+                task = BigBenchTask(Path(folder) / "task.json")
+                task.shots = shots
+                same = theirs == [p.prompt for p in task.problems(n, seed=42, split="all")]
+                ok &= same
+                print(
+                    f"| {Path(folder).name} | {shots} | {min(n, len(bb._ds))} | {len(theirs)} | {'yes' if same else 'NO'} |"
+                )
+    return ok
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bigbench", required=True, help="the unpacked bigbench-1.0.0 folder (holds bigbench/)")
     ap.add_argument("--tasks", nargs="+", required=True, help="task folders (each holds task.json)")
-    ap.add_argument("--results", required=True, help="folder of ponder eval --json outputs named <task>.json")
+    ap.add_argument("--results", help="folder of ponder eval --json outputs named <task>.json")
+    ap.add_argument("--prompts", action="store_true", help="compare ponder's prompts (0-3 shots) with BIG-bench's")
     args = ap.parse_args()
+    if args.prompts:
+        import ponder.data.bigbench  # noqa: F401 - before the stand-ins below (torch inspects real packages)
     json_task, model_api, model_utils = import_bigbench(Path(args.bigbench))
+    if args.prompts:
+        sys.exit(0 if check_prompts(json_task, args.tasks) else 1)
     print("| file | mode | n | metric | ponder | BIG-bench | equal |")
     print("| --- | --- | ---: | --- | ---: | ---: | --- |")
     all_equal = True

@@ -123,6 +123,33 @@ def test_split_all_is_bigbench_max_examples_draw():
     assert len(task.problems(10, split="all")) == 4
 
 
+def test_few_shot_prompts_are_bigbench_make_nshot_dataset():
+    task = BigBenchTask(ADDITION)
+    task.shots = 1
+    # BIG-bench's make_nshot_dataset (max_examples 2, random_seed 42): queries 2nd and 4th example; the 2nd is led by
+    # the 1st example and its target, joined by the file's separator (default "\n").
+    first, second = task.problems(2, seed=42, split="all")
+    assert first.prompt == (
+        "\nQ: What is 161 plus 390?\n  choice: 16957\n  choice: 305\n  choice: banana\n  choice: 5\n  choice: 908\n"
+        "  choice: 551\n  choice: house\nA: 551\n"
+        "\nQ: What is 576 plus 770?\n  choice: 1136\n  choice: 1346\n  choice: banana\n  choice: 2091\n"
+        "  choice: 792451\n  choice: 59\n  choice: house\nA: "
+    )
+    assert first.meta["targets"] == ["1346"] and second.meta["targets"] == ["1752"]
+    assert (
+        second.prompt.startswith("\nQ: What is 576 plus 770?")
+        and "A: 1346\n\nQ: What is 988 plus 764?" in second.prompt
+    )
+    task = BigBenchTask(THREE_OBJECTS)
+    task.shots = 1
+    (p,) = task.problems(1, seed=42, split="all")
+    # the task prefix once, then shot and query separated by the file's "\n\n"
+    assert p.prompt.startswith(PREFIX_3OBJ + "On a shelf") and p.prompt.count(PREFIX_3OBJ) == 1
+    assert "The blue book is the rightmost.\n\nOn a shelf" in p.prompt
+    with pytest.raises(BigBenchError, match="split 'all' only"):
+        task.problems(1, split="test")
+
+
 # ---------------------------------------------------------------- answers
 
 

@@ -211,6 +211,7 @@ class BigBenchTask:
         self.output_regex: str | None = self.data.get("output_regex")
         if self.output_regex is None and self.stop_string is None:
             self.output_regex = DEFAULT_OUTPUT_REGEX
+        self.shots = 0  # examples (with their targets) before each prompt; BIG-bench's few-shot format
         self.all_problems = [self.make(ex) for ex in self.examples]
         self._test_prompts = self._held_out_prompts()
 
@@ -278,15 +279,39 @@ class BigBenchTask:
         return [p for p in self.all_problems if (p.prompt in self._test_prompts) == want_test]
 
     def problems(self, n: int, seed: int = 0, split: Split | str = "train") -> list[Problem]:
-        """Up to ``n`` problems of ``split`` in a seeded random order; ``"all"``: BIG-bench's draw of ``n`` examples."""
+        """Up to ``n`` problems of ``split`` in a seeded random order; ``"all"``: BIG-bench's draw of ``n`` examples
+        (with :attr:`shots` > 0, each prompt led by that many other examples and their targets)."""
         if split == "all":
-            if n >= len(self.all_problems):
-                return list(self.all_problems)
-            order = np.random.RandomState(seed=seed).permutation(len(self.all_problems))[:n]
-            return [self.all_problems[i] for i in order]
+            return self._bigbench_draw(n, seed)
+        if self.shots:
+            raise BigBenchError(f"{self.name}: few-shot prompts (shots={self.shots}) are drawn with split 'all' only")
         pool = self.split_problems(split)
         random.Random(f"{self.name}:{split}:{seed}").shuffle(pool)
         return pool[:n]
+
+    def _bigbench_draw(self, n: int, seed: int) -> list[Problem]:
+        """BIG-bench's ``make_nshot_dataset`` with ``max_examples = n`` and ``random_seed = seed``: one
+        ``RandomState`` draws the queries, then for each query its shots (other examples) and each shot's target."""
+        rng = np.random.RandomState(seed=seed)
+        total = len(self.all_problems)
+        if not self.shots:
+            return list(self.all_problems) if n >= total else [self.all_problems[i] for i in rng.permutation(total)[:n]]
+        if total < self.shots + 1:
+            raise BigBenchError(f"{self.name}: {total} examples are too few for {self.shots} shots")
+        sep = str(self.data.get("few_shot_example_separator", "\n"))
+        prefix = self._fmt("task_prefix")
+        out = []
+        for i in rng.choice(total, min(n, total), replace=False):
+            others = [j for j in range(total) if j != i]
+            shown = []
+            for j in rng.choice(len(others), self.shots, replace=False):
+                shot = self.all_problems[others[j]]
+                targets = shot.meta["targets"]
+                shown.append(shot.prompt[len(prefix) :] + targets[rng.choice(len(targets))])
+            query = self.all_problems[i]
+            prompt = prefix + sep.join(shown) + sep + query.prompt[len(prefix) :]
+            out.append(Problem(prompt=prompt, answer=query.answer, choices=query.choices, meta=query.meta))
+        return out
 
     # ------------------------------------------------------------ answers
     def response(self, completion: str) -> str:

@@ -8,7 +8,9 @@ from pydantic import BaseModel, Field
 
 from ponder.config import SETTINGS
 from ponder.data.answers import check_rule
+from ponder.data.bigbench import BigBenchTask
 from ponder.data.registry import DEMO_TASK, get_task
+from ponder.errors import ConfigError
 from ponder.eval import evaluate
 from ponder.jobs.base import thought_budget
 from ponder.jobs.models import load_model
@@ -38,6 +40,12 @@ class EvalJob(ThinkSettings, BaseModel):
         description="how answers are read: first_line, last_number, boxed or regex:PATTERN (default: the task's own "
         "rule, shown by `ponder tasks`; a BIG-bench file's is its stop_string / output_regex)",
     )
+    shots: int = Field(
+        0,
+        ge=0,
+        description="BIG-bench files: examples with their targets before each prompt, drawn as BIG-bench's "
+        "few-shot format does (with --split all)",
+    )
     samples: int | None = Field(
         None, ge=0, description="examples (prompt, raw output, answer, scores) stored per mode in --json (default: all)"
     )
@@ -56,6 +64,10 @@ def run_eval(job: EvalJob, progress: bool = True):
     task = get_task(job.task)
     if job.answer_rule is not None:
         task.answer_rule = check_rule(job.answer_rule)
+    if job.shots:
+        if not isinstance(task, BigBenchTask) or job.split != "all":
+            raise ConfigError("--shots is for BIG-bench task files with --split all (BIG-bench's few-shot draw)")
+        task.shots = job.shots
     lm = load_model(job.model, device=job.device)
     budget = job.max_thought_tokens
     if budget is None:
