@@ -342,3 +342,16 @@ def test_option_scores_are_batch_invariant(tiny):
             torch.tensor(list(b["option_log_probs"].values())),
             atol=1e-4,
         )
+
+
+def test_score_options_reads_each_context_once_and_equals_score_pairs(tiny):
+    from ponder.lm.score import score_options
+
+    model, tok = tiny
+    contexts = [tok("12+34=")["input_ids"], tok("7")["input_ids"], tok("a longer context, 5+5=")["input_ids"]]
+    options = [["46", "4"], ["x"], ["10", "1 0 0", "ten"]]
+    got = score_options(model, tok, contexts, options, batch_size=2)
+    flat_ctx = [c for c, opts in zip(contexts, options) for _ in opts]
+    want = score_pairs(model, tok, flat_ctx, [o for opts in options for o in opts]).sum
+    assert [len(g) for g in got] == [2, 1, 3]
+    assert torch.cat(got).tolist() == pytest.approx(want.tolist(), abs=1e-4)

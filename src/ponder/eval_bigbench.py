@@ -22,7 +22,7 @@ from ponder.data.bigbench_metrics import NOT_COMPUTED, bigbench_argmax, measure,
 from ponder.data.task import Problem, problem_answer_prefixes
 from ponder.errors import TaskError
 from ponder.eval import ModeResult, decode_prompts, mode_warnings
-from ponder.lm.score import score_pairs
+from ponder.lm.score import score_options
 from ponder.lm.thinking import ThoughtFormat, sample_thoughts, think_then_answer
 from ponder.lm.thoughts import THINK_CLOSE, THINK_OPEN
 from ponder.progress import make_progress
@@ -32,16 +32,7 @@ def option_log_probs(
     model, tokenizer, contexts: list[list[int]], options: list[list[str]], batch_size: int | None
 ) -> list[list[float]]:
     """``[example][option]`` absolute log-prob of each option string after its example's context ids (fp32 sums)."""
-    flat_ctx = [ctx for ctx, opts in zip(contexts, options) for _ in opts]
-    flat_opt = [o for opts in options for o in opts]
-    if not flat_opt:
-        return [[] for _ in contexts]
-    sums = score_pairs(model, tokenizer, flat_ctx, flat_opt, batch_size=batch_size).sum.tolist()
-    out, i = [], 0
-    for opts in options:
-        out.append(sums[i : i + len(opts)])
-        i += len(opts)
-    return out
+    return [row.tolist() for row in score_options(model, tokenizer, contexts, options, batch_size=batch_size)]
 
 
 def evaluate_bigbench_mode(
