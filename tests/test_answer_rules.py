@@ -73,3 +73,17 @@ def test_every_sampling_job_takes_the_same_thought_format_settings():
         for job in SAMPLING_JOBS
     }
     assert len({tuple(v) for v in descriptions.values()}) == 1  # defined once: the same help everywhere
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--answer-rule", "last"], "unknown answer rule 'last'"),
+        (["--split", "all"], "--split all is for BIG-bench task files"),
+        (["--shots", "2"], "--shots is for BIG-bench task files with --split all"),
+    ],
+)
+def test_bad_eval_settings_are_one_line_errors_before_any_work(flags, message, capsys):
+    assert main(["eval", "--task", "add3", "--model", "/nonexistent-model", *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in " ".join(err.split()) and "Traceback" not in err

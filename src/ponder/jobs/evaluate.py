@@ -47,7 +47,7 @@ class EvalJob(ThinkSettings, BaseModel):
         "few-shot format does (with --split all)",
     )
     samples: int | None = Field(
-        None, ge=0, description="examples (prompt, raw output, answer, scores) stored per mode in --json (default: all)"
+        None, ge=0, description="examples (prompt, raw output, answer, scores) stored per mode in --json; none: all"
     )
     seed: int = Field(0, description="seed of the problem draw and of sampling")
     k: int = Field(1, ge=1, description="samples per problem for pass@k and maj@k (1 = greedy only)")
@@ -64,6 +64,8 @@ def run_eval(job: EvalJob, progress: bool = True):
     task = get_task(job.task)
     if job.answer_rule is not None:
         task.answer_rule = check_rule(job.answer_rule)
+    if job.split == "all" and not isinstance(task, BigBenchTask):
+        raise ConfigError(f"--split all is for BIG-bench task files; {task.name} has a train and a test split")
     if job.shots:
         if not isinstance(task, BigBenchTask) or job.split != "all":
             raise ConfigError("--shots is for BIG-bench task files with --split all (BIG-bench's few-shot draw)")
