@@ -23,10 +23,12 @@ def test_bigbench_generative_and_multiple_choice(tmp_path):
     task = get_task(str(_write_task(tmp_path, [GEN, MC])))
     assert isinstance(task, BigBenchTask) and isinstance(task, Task) and task.name == "bigbench:mini"
     gen, mc = task.all_problems
-    assert gen.prompt == "Q: What is 2 plus 3?\nA: " and gen.answer == "5" and gen.choices is None
-    assert mc.prompt.startswith("Q: Is the sky green?\n  choice: ") and mc.prompt.endswith("\nA: ")
-    assert sorted(mc.choices) == ["maybe", "no", "yes"] and mc.answer == "no"
-    assert all(f"\n  choice: {o}" in mc.prompt for o in mc.choices)
+    # BIG-bench's prompt, nothing stripped; options sorted then permuted by RandomState(42); scored in file order
+    assert gen.prompt == "\nQ: What is 2 plus 3?\nA: " and gen.answer == "5" and gen.choices is None
+    assert mc.prompt == "\nQ: Is the sky green?\n  choice: maybe\n  choice: no\n  choice: yes\nA: "
+    assert mc.choices == ("yes", "no", "maybe") and mc.answer == "no"
+    # A file without "metrics": exact_str_match for target examples, multiple_choice_grade for target_scores ones
+    assert task.metrics == ["exact_str_match", "multiple_choice_grade"] and task.preferred_score == "exact_str_match"
 
     # A fake model: answers the generative question right, the multiple-choice one wrong.
     def model(prompt: str) -> str:
@@ -34,7 +36,10 @@ def test_bigbench_generative_and_multiple_choice(tmp_path):
 
     assert task.score(gen, model(gen.prompt)) == 1.0
     assert task.score(mc, model(mc.prompt)) == 0.0
-    assert task.score(gen, "5") == 1.0 and task.score(gen, " FIVE.") == 1.0 and task.score(gen, "6") == 0.0
+    # exact_str_match after BIG-bench's default regex (up to the first . ? ! ; or newline): no normalisation
+    assert task.score(gen, "5") == 1.0 and task.score(gen, "five. Yes") == 1.0
+    assert task.score(gen, " FIVE.") == 0.0 and task.score(gen, "6") == 0.0
+    # a multiple-choice-only example by generation (ponder's reward rule): the option named, case-insensitively
     assert task.score(mc, "No") == 1.0 and task.score(mc, "<think>hmm</think>no\nbecause") == 1.0
     assert task.score(mc, "<think>no") == 0.0 and task.score(mc, "n") == 0.0
     assert task.score(gen, "<think>5") == 0.0

@@ -96,8 +96,14 @@ def cmd_eval(args) -> int:
     job = config_from_args(EvalJob, args)
     json_path = _json_target(args)
     result = run_eval(job, progress=not args.quiet)
-    data = result.to_json()
+    data = result.to_json(samples=job.samples)  # None (the default): every example
     print_eval_table(data, title=f"{job.model} on {result.task} (n={result.n}, seed={result.seed})")
+    for mode in result.modes.values():
+        out.print(f"answer rule: {mode.answer_rule}", highlight=False)
+        break
+    for mode in result.modes.values():
+        for line in mode.warnings:
+            console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
     _write_json(json_path, data)
     return 0
 
@@ -269,10 +275,17 @@ def cmd_export_task(args) -> int:
 
 def cmd_tasks(args) -> int:
 
+    from ponder.data.answers import RULES
+
     for name in known_tasks():
         print(name + ("  (demo task, default)" if name == DEMO_TASK else ""))
     print("rg:<name>      any reasoning-gym dataset (pip install 'ponder[tasks]')")
     print("path/task.json a BIG-bench task file")
+    print("\nanswer rules (the answer is read from what follows the closed thought; ponder eval --answer-rule):")
+    print("  built-in and rg: tasks: first_line; BIG-bench files: the file's own (stop_string, then the first")
+    print("  match of output_regex, else BIG-bench's default regex [^.?!;\\n]+), scored by the file's metrics")
+    for rule, text in RULES.items():
+        print(f"  {rule:<14} {text}")
     return 0
 
 

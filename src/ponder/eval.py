@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ponder.data.task import Problem, Task, majority_answer
+from ponder.data.bigbench import BigBenchTask
+from ponder.data.task import Problem, Task, describe_answer_rule, majority_answer, problem_answer_prefixes
 from ponder.errors import TaskError
 from ponder.lm.thinking import ANSWER_STOPS, ThinkSettings, ThoughtFormat, think_then_answer
+from ponder.progress import make_progress
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -27,8 +29,16 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
+#: A warning is raised when more than this share of thoughts runs unclosed to the budget, or of examples has no answer.
+WARN_FRACTION = 0.5
+
+
 @dataclass
 class ModeResult:
+    """One mode's figures. ``metric`` names the headline (``accuracy`` is its value); ``metrics`` every metric;
+    ``examples`` what the model wrote, per example (prompt as the model read it, raw output, answer, targets,
+    per-example scores, whether the thought closed)."""
+
     accuracy: float
     mean_thought_tokens: float = 0.0
     unclosed_fraction: float = 0.0
@@ -37,17 +47,35 @@ class ModeResult:
     maj_at_k: float | None = None
     k: int | None = None
     per_problem: list[float] = field(default_factory=list, repr=False)
+    metric: str = "accuracy"
+    metrics: dict[str, float] = field(default_factory=dict)
+    answer_rule: str = ""
+    examples: list[dict] = field(default_factory=list, repr=False)
+    warnings: list[str] = field(default_factory=list)
 
-    def to_json(self) -> dict:
+    @property
+    def closed_fraction(self) -> float:
+        return 1.0 - self.unclosed_fraction
+
+    def to_json(self, samples: int | None = 0) -> dict:
+        """The mode's JSON; ``samples`` bounds the stored examples (None: all; 0: no ``examples`` key)."""
         out = {
+            "metric": self.metric,
             "accuracy": self.accuracy,
+            "metrics": dict(self.metrics) or {self.metric: self.accuracy},
+            "closed_fraction": self.closed_fraction,
             "mean_thought_tokens": self.mean_thought_tokens,
             "unclosed_fraction": self.unclosed_fraction,
             "no_answer_fraction": self.no_answer_fraction,
+            "answer_rule": self.answer_rule,
         }
         if self.k is not None:
             out[f"pass@{self.k}"] = self.pass_at_k
             out[f"maj@{self.k}"] = self.maj_at_k
+        if self.warnings:
+            out["warnings"] = list(self.warnings)
+        if samples != 0:
+            out["examples"] = self.examples[:samples] if samples is not None else list(self.examples)
         return out
 
 
@@ -59,14 +87,86 @@ class EvalResult:
     seed: int
     modes: dict[str, ModeResult]
 
-    def to_json(self) -> dict:
+    def to_json(self, samples: int | None = 0) -> dict:
+        """``samples`` bounds the examples stored per mode (None: all; 0, the default: none)."""
         return {
             "model": self.model,
             "task": self.task,
             "n": self.n,
             "seed": self.seed,
-            **{mode: r.to_json() for mode, r in self.modes.items()},
+            **{mode: r.to_json(samples) for mode, r in self.modes.items()},
         }
+
+
+def mode_warnings(
+    mode: str, think: bool, unclosed_fraction: float, no_answer_fraction: float, budget: int
+) -> list[str]:
+    """One-line warnings: most thoughts ran unclosed to the budget; most examples gave no answer."""
+    out = []
+    if think and unclosed_fraction > WARN_FRACTION:
+        out.append(
+            f"{mode}: {unclosed_fraction:.0%} of thoughts ran unclosed to the budget ({budget} tokens) and were closed "
+            "there; raise --max-thought-tokens, or check the chat template / think instruction the model was trained with"
+        )
+    if no_answer_fraction > WARN_FRACTION:
+        out.append(
+            f"{mode}: no answer could be extracted for {no_answer_fraction:.0%} of examples; see the examples in "
+            "--json and choose the answer rule (--answer-rule)"
+        )
+    return out
+
+
+@dataclass
+class Generated:
+    """Greedy (or sampled) completions of ``P`` prompts, ``n`` each: texts, closed flags, thought lengths."""
+
+    texts: list[str]
+    closed: list[bool]
+    thought_tokens: list[int]
+
+
+def generate_chunked(
+    model,
+    tokenizer,
+    fmt: ThoughtFormat,
+    prompt_ids: list[list[int]],
+    think: bool,
+    max_thought_tokens: int,
+    max_answer_tokens: int,
+    batch_size: int | None,
+    stops=ANSWER_STOPS,
+    progress: bool = False,
+    label: str = "generating",
+) -> Generated:
+    """Greedy completions, ``batch_size`` prompts at a time, with a progress bar over prompts."""
+    step = batch_size or max(len(prompt_ids), 1)
+    out = Generated([], [], [])
+    with make_progress(progress) as bar:
+        job = bar.add_task(label, total=len(prompt_ids))
+        for a in range(0, len(prompt_ids), step):
+            comp = think_then_answer(
+                model,
+                tokenizer,
+                fmt,
+                prompt_ids[a : a + step],
+                n=1,
+                think=think,
+                max_thought_tokens=max_thought_tokens,
+                max_answer_tokens=max_answer_tokens,
+                temperature=0.0,
+                batch_size=batch_size,
+                stops=stops,
+            )
+            out.texts += comp.texts(tokenizer, stops)
+            out.closed += [bool(c) for c in comp.closed]
+            out.thought_tokens += [int(t) for t in comp.thought_tokens]
+            bar.advance(job, len(comp.prompt_ids))
+    return out
+
+
+def decode_prompts(tokenizer, prompt_ids: list[list[int]]) -> list[str]:
+    """The prompts as the model read them (chat template included), for the examples of the JSON."""
+    return tokenizer.batch_decode(prompt_ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
 
 def evaluate_mode(
@@ -84,9 +184,19 @@ def evaluate_mode(
     progress: bool = False,
     think_settings: ThinkSettings | None = None,
 ) -> ModeResult:
-    """Greedy accuracy (and pass@k / maj@k from k samples at ``temperature`` when k > 1), through the one sampler."""
+    """Greedy accuracy (and pass@k / maj@k from k samples at ``temperature`` when k > 1), through the one sampler.
+
+    A BIG-bench file is scored by its own metrics (:func:`ponder.eval_bigbench.evaluate_bigbench_mode`).
+    """
     fmt = ThoughtFormat.of(model, tokenizer, think_settings)
-    prompt_ids = fmt.prompt_ids(tokenizer, [p.prompt for p in problems])
+    mode = "think" if think else "no_think"
+    if isinstance(task, BigBenchTask):
+        from ponder.eval_bigbench import evaluate_bigbench_mode
+
+        return evaluate_bigbench_mode(
+            model, tokenizer, task, problems, fmt, think, max_thought_tokens, max_answer_tokens, batch_size, progress
+        )
+    prompt_ids = fmt.prompt_ids(tokenizer, [p.prompt for p in problems], problem_answer_prefixes(problems))
     kw = dict(
         think=think,
         max_thought_tokens=max_thought_tokens,
@@ -94,16 +204,33 @@ def evaluate_mode(
         batch_size=batch_size,
         stops=ANSWER_STOPS,
     )
-    greedy = think_then_answer(model, tokenizer, fmt, prompt_ids, n=1, temperature=0.0, **kw)
-    texts = greedy.texts(tokenizer, ANSWER_STOPS)
+    greedy = generate_chunked(model, tokenizer, fmt, prompt_ids, progress=progress, label=f"eval {mode}", **kw)
+    texts = greedy.texts
     scores = [task.score(p, text) for p, text in zip(problems, texts)]
     extracted = [task.extract_answer(text) for text in texts]
+    unclosed = sum(not c for c in greedy.closed) / len(texts)
+    no_answer = sum(a is None for a in extracted) / len(extracted)
     result = ModeResult(
         accuracy=sum(scores) / len(scores),
-        mean_thought_tokens=float(greedy.thought_tokens.float().mean()) if think else 0.0,
-        unclosed_fraction=float((~greedy.closed).float().mean()),
-        no_answer_fraction=sum(a is None for a in extracted) / len(extracted),
+        mean_thought_tokens=sum(greedy.thought_tokens) / len(texts) if think else 0.0,
+        unclosed_fraction=unclosed,
+        no_answer_fraction=no_answer,
         per_problem=scores,
+        answer_rule=describe_answer_rule(task),
+        examples=[
+            {
+                "prompt": shown,
+                "raw_output": text,
+                "answer": answer,
+                "targets": [p.answer],
+                "scores": {"accuracy": score},
+                "closed": closed,
+            }
+            for shown, p, text, answer, score, closed in zip(
+                decode_prompts(tokenizer, prompt_ids), problems, texts, extracted, scores, greedy.closed
+            )
+        ],
+        warnings=mode_warnings(mode, think, unclosed, no_answer, max_thought_tokens),
     )
     if k > 1:
         gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
@@ -133,7 +260,9 @@ def evaluate(
     split: str = "test",
     **kwargs,
 ) -> EvalResult:
-    """Evaluate on ``n`` held-out problems of ``task`` in each of ``modes``."""
+    """Evaluate on ``n`` problems of ``split`` (default: held out) of ``task`` in each of ``modes``."""
+    if split == "all" and not isinstance(task, BigBenchTask):
+        raise TaskError(f"split 'all' is for BIG-bench files; task {task.name} has a train and a test split")
     problems = task.problems(n, seed=seed, split=split)
     if not problems:
         raise TaskError(

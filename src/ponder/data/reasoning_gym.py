@@ -24,7 +24,8 @@ import hashlib
 from collections.abc import Iterator
 from typing import Any
 
-from ponder.data.task import Problem, Split, first_line_answer, is_held_out
+from ponder.data import answers
+from ponder.data.task import Problem, Split, is_held_out
 from ponder.lm.thoughts import split_thought
 
 INSTALL_HINT = "pip install 'ponder[tasks]'"
@@ -91,7 +92,7 @@ class ReasoningGymTask:
         return Problem(
             prompt=str(entry["question"]).strip() + self.answer_prefix,
             answer="" if answer is None else str(answer),
-            meta={"entry": entry},
+            meta={"entry": entry, "answer_prefix": self.answer_prefix},
         )
 
     def iter_problems(self, seed: int = 0, split: Split = "train", max_chunks: int | None = None) -> Iterator[Problem]:
@@ -121,8 +122,11 @@ class ReasoningGymTask:
                 break
         return out
 
+    #: How the answer is read (:mod:`ponder.data.answers`); ``ponder eval --answer-rule`` replaces it.
+    answer_rule = "first_line"
+
     def extract_answer(self, completion: str) -> str | None:
-        return first_line_answer(completion)
+        return answers.extract(self.answer_rule, completion)
 
     def _extract_lines(self, completion: str, n_lines: int) -> str | None:
         if n_lines <= 1:

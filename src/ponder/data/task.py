@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
-from ponder.lm.thoughts import split_thought
+from ponder.data import answers
 
 Split = Literal["train", "test"]
 #: Share of the problem space that is held out (by prompt hash).
@@ -67,14 +67,20 @@ class Task(Protocol):
 
 
 def first_line_answer(completion: str) -> str | None:
-    """Default answer extraction: the first non-empty line outside any thought."""
-    _, answer_text, closed = split_thought(completion)
-    if not closed:
-        return None
-    for line in answer_text.splitlines():
-        if line.strip():
-            return line.strip()
-    return None
+    """Default answer extraction: the first non-empty line outside any thought, leading ``: = > , ;`` stripped."""
+    return answers.extract("first_line", completion)
+
+
+def describe_answer_rule(task) -> str:
+    """How ``task`` reads answers, in words (a task may describe its own rule)."""
+    own = getattr(task, "answer_rule_description", None)
+    return own() if own else answers.describe_rule(getattr(task, "answer_rule", "first_line"))
+
+
+def problem_answer_prefixes(problems: Sequence[Problem]) -> list[str]:
+    """Each problem's answer scaffold (``meta["answer_prefix"]``, "" when it has none): what a chat template
+    leaves outside the user turn (:meth:`ponder.lm.thinking.ThoughtFormat.prompt_ids`)."""
+    return [str(p.meta.get("answer_prefix", "")) for p in problems]
 
 
 class GeneratedTask:
@@ -120,8 +126,11 @@ class GeneratedTask:
                 return out
         return out  # pragma: no cover - iter_problems is infinite
 
+    #: How the answer is read (:mod:`ponder.data.answers`); ``ponder eval --answer-rule`` replaces it.
+    answer_rule = "first_line"
+
     def extract_answer(self, completion: str) -> str | None:
-        return first_line_answer(completion)
+        return answers.extract(self.answer_rule, completion)
 
     def score(self, problem: Problem, completion: str) -> float:
         got = self.extract_answer(completion)

@@ -31,6 +31,7 @@ from ponder.jobs.base import BaseJob
 from ponder.jobs.grpo import GRPOJob, held_out_think_accuracy, run_grpo, task_thought_budget
 from ponder.jobs.models import load_model
 from ponder.jobs.tiny_cache import ensure_base
+from ponder.lm.thinking import ThinkSettings
 from ponder.rl.early_experience import (
     RECIPES,
     build_examples,
@@ -52,8 +53,9 @@ def early_base_job() -> BaseJob:
     )
 
 
-class EarlyExperienceJob(BaseModel):
-    """Settings of ``ponder early-experience``."""
+class EarlyExperienceJob(ThinkSettings, BaseModel):
+    """Settings of ``ponder early-experience`` (the thought format of its evaluations and GRPO runs:
+    :class:`~ponder.lm.thinking.ThinkSettings`, as every job that samples)."""
 
     model_config = SETTINGS
     model: str = Field(
@@ -80,6 +82,7 @@ class EarlyExperienceJob(BaseModel):
     grpo_group: int = Field(8, ge=2, description="GRPO completions per prompt")
     grpo_lr: float = Field(3e-5, gt=0, description="GRPO learning rate")
     eval_n: int = Field(200, ge=1, description="held-out problems (greedy think accuracy)")
+    max_thought_tokens: int | None = Field(None, ge=1, description="thought budget (default: from the task, else 256)")
     world_model_probe: int = Field(
         32, ge=0, description="held-out problems whose states probe each model's world model (0: skip)"
     )
@@ -108,9 +111,9 @@ def run_early_experience(job: EarlyExperienceJob, progress: bool = True, printer
 
 def _early_experience(job: EarlyExperienceJob, task, env, out: Path, progress: bool, printer) -> dict:
     base = _base_spec(job, progress)
-    budget = task_thought_budget(task, None)
+    budget = task_thought_budget(task, job.max_thought_tokens)
     lm = load_model(base)
-    base_acc = held_out_think_accuracy(lm.model, lm.tokenizer, task, job.eval_n, budget)
+    base_acc = held_out_think_accuracy(lm.model, lm.tokenizer, task, job.eval_n, budget, ThinkSettings.of(job))
     printer(f"base {base}: think accuracy {base_acc['think_accuracy']:.3f}")
     rows, collection = [], []
     for seed in job.seeds:
@@ -164,6 +167,7 @@ def _early_experience(job: EarlyExperienceJob, task, env, out: Path, progress: b
                         eval_n=job.eval_n,
                         max_thought_tokens=budget,
                         out=str(run_dir / "grpo"),
+                        **ThinkSettings.of(job).model_dump(),
                     ),
                     resume=False,
                     progress=progress,
@@ -171,7 +175,7 @@ def _early_experience(job: EarlyExperienceJob, task, env, out: Path, progress: b
                 row.update(accuracy=grpo["think_accuracy_before"], accuracy_after_grpo=grpo["think_accuracy_after"])
                 row["thought_tokens"] = grpo["mean_thought_tokens_before"]
             else:
-                acc = held_out_think_accuracy(lm.model, lm.tokenizer, task, job.eval_n, budget)
+                acc = held_out_think_accuracy(lm.model, lm.tokenizer, task, job.eval_n, budget, ThinkSettings.of(job))
                 row.update(accuracy=acc["think_accuracy"], thought_tokens=acc["mean_thought_tokens"])
             rows.append(row)
             printer(

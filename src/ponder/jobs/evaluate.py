@@ -7,14 +7,19 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from ponder.config import SETTINGS
+from ponder.data.answers import check_rule
+from ponder.data.bigbench import BigBenchTask
 from ponder.data.registry import DEMO_TASK, get_task
+from ponder.errors import ConfigError
 from ponder.eval import evaluate
 from ponder.jobs.base import thought_budget
 from ponder.jobs.models import load_model
+from ponder.lm.thinking import ThinkSettings
 
 
-class EvalJob(BaseModel):
-    """Settings of ``ponder eval``."""
+class EvalJob(ThinkSettings, BaseModel):
+    """Settings of ``ponder eval`` (the thought format: :class:`~ponder.lm.thinking.ThinkSettings`, as every
+    job that samples)."""
 
     model_config = SETTINGS
     model: str = Field(
@@ -24,7 +29,26 @@ class EvalJob(BaseModel):
     task: str = Field(
         DEMO_TASK, description="task name (see `ponder tasks`), rg:<reasoning-gym name> or a BIG-bench task.json"
     )
-    n: int = Field(200, ge=1, description="held-out problems")
+    n: int = Field(200, ge=1, description="problems evaluated (of --split)")
+    split: Literal["test", "train", "all"] = Field(
+        "test",
+        description="problems drawn from: test (held out), train, or all (BIG-bench files only: every example, "
+        "drawn as BIG-bench's max_examples; --seed 42 is BIG-bench's own draw)",
+    )
+    answer_rule: str | None = Field(
+        None,
+        description="how answers are read: first_line, last_number, boxed or regex:PATTERN (default: the task's own "
+        "rule, shown by `ponder tasks`; a BIG-bench file's is its stop_string / output_regex)",
+    )
+    shots: int = Field(
+        0,
+        ge=0,
+        description="BIG-bench files: examples with their targets before each prompt, drawn as BIG-bench's "
+        "few-shot format does (with --split all)",
+    )
+    samples: int | None = Field(
+        None, ge=0, description="examples (prompt, raw output, answer, scores) stored per mode in --json; none: all"
+    )
     seed: int = Field(0, description="seed of the problem draw and of sampling")
     k: int = Field(1, ge=1, description="samples per problem for pass@k and maj@k (1 = greedy only)")
     temperature: float = Field(0.7, ge=0, description="sampling temperature for pass@k / maj@k")
@@ -38,6 +62,14 @@ class EvalJob(BaseModel):
 def run_eval(job: EvalJob, progress: bool = True):
 
     task = get_task(job.task)
+    if job.answer_rule is not None:
+        task.answer_rule = check_rule(job.answer_rule)
+    if job.split == "all" and not isinstance(task, BigBenchTask):
+        raise ConfigError(f"--split all is for BIG-bench task files; {task.name} has a train and a test split")
+    if job.shots:
+        if not isinstance(task, BigBenchTask) or job.split != "all":
+            raise ConfigError("--shots is for BIG-bench task files with --split all (BIG-bench's few-shot draw)")
+        task.shots = job.shots
     lm = load_model(job.model, device=job.device)
     budget = job.max_thought_tokens
     if budget is None:
@@ -57,4 +89,6 @@ def run_eval(job: EvalJob, progress: bool = True):
         max_answer_tokens=job.max_answer_tokens,
         batch_size=job.batch_size,
         progress=progress,
+        split=job.split,
+        think_settings=ThinkSettings.of(job),
     )

@@ -17,6 +17,7 @@ from ponder.config import SETTINGS
 from ponder.data.registry import DEMO_TASK, get_task
 from ponder.errors import PonderError
 from ponder.jobs.models import load_model
+from ponder.lm.thinking import ThinkSettings
 from ponder.plan.baselines import BASELINES
 from ponder.plan.edits import mine_vocabulary
 from ponder.plan.encoder import LMFeatures
@@ -105,8 +106,9 @@ class _PlanRun(BaseModel):
     device: str | None = Field(None, description="cpu, cuda, ... (default: cuda when available)")
 
 
-class PlanJob(PlannerSettings, _PlanRun):
-    """Settings of ``ponder plan``: the run's fields, then the search settings."""
+class PlanJob(PlannerSettings, _PlanRun, ThinkSettings):
+    """Settings of ``ponder plan``: the run's fields, then the search settings, then the thought format
+    (:class:`~ponder.lm.thinking.ThinkSettings`, as every job that samples)."""
 
 
 def default_start(vocab, mode: str):
@@ -187,6 +189,7 @@ def _run_plan(job: PlanJob, out: Path, progress: bool, printer) -> dict:
         max_prompt_tokens=job.max_prompt_tokens,
         max_thought_tokens=job.max_thought_tokens,
         max_answer_tokens=job.max_answer_tokens,
+        think_settings=ThinkSettings.of(job),
     )
     cfg = job.planner_config(job.seed)
     with make_progress(progress) as bar:

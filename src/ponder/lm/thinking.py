@@ -50,6 +50,11 @@ class ThinkSettings(BaseModel):
     )
     min_thought_tokens: int = Field(1, ge=0, description="a thought has at least this many tokens")
 
+    @classmethod
+    def of(cls, settings: BaseModel) -> ThinkSettings:
+        """The thought-format fields of a job's settings (any model that inherits them)."""
+        return cls(**settings.model_dump(include=set(cls.model_fields)))
+
 
 @dataclass(frozen=True)
 class ThoughtFormat:
@@ -92,19 +97,35 @@ class ThoughtFormat:
         return DecodeRules(ban_ids=(self.open_id, self.close_id), stop_strings=tuple(stops), stops_after_text=True)
 
     # ------------------------------------------------------------ prompts
-    def prompt_ids(self, tokenizer, prompts: Sequence[str]) -> list[list[int]]:
-        """Task prompts as the model reads them before ``<think>`` (or before a no-think answer)."""
+    def prompt_ids(
+        self, tokenizer, prompts: Sequence[str], answer_prefixes: Sequence[str] | None = None
+    ) -> list[list[int]]:
+        """Task prompts as the model reads them before ``<think>`` (or before a no-think answer).
+
+        ``answer_prefixes[i]`` (optional): the scaffold that ends ``prompts[i]`` and cues the answer
+        (BIG-bench's ``"\nA: "``). Without a chat template the prompt is read whole; with one the
+        template goes around the rest (the user turn) and the scaffold, leading whitespace dropped,
+        opens the assistant turn (lm-evaluation-harness's ``gen_prefix``), so the model answers
+        after it instead of echoing it.
+        """
         if not self.chat:
             return tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+        prefixes = list(answer_prefixes) if answer_prefixes is not None else [""] * len(prompts)
         out = []
-        for text in prompts:
+        for text, prefix in zip(prompts, prefixes):
+            if prefix and text.endswith(prefix):
+                text = text[: len(text) - len(prefix)].strip()
+            else:
+                prefix = ""
             messages = [{"role": "system", "content": self.instruction}] if self.instruction else []
             messages.append({"role": "user", "content": text})
             ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
             ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
             if ids and ids[-1] == self.open_id:  # a template that opens the thought itself (Qwen3)
                 ids = ids[:-1]
-            out.append(list(ids))
+            scaffold = prefix.lstrip()
+            tail = tokenizer(scaffold, add_special_tokens=False)["input_ids"] if scaffold else []
+            out.append(list(ids) + list(tail))
         return out
 
 

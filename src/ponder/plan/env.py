@@ -29,7 +29,7 @@ import torch
 
 from ponder.errors import PonderError
 from ponder.lm.decode import DecodeRules, sample
-from ponder.lm.thinking import ThoughtFormat, Thoughts, continue_thoughts, think_then_answer
+from ponder.lm.thinking import ThinkSettings, ThoughtFormat, Thoughts, continue_thoughts, think_then_answer
 from ponder.lm.thoughts import has_think_tokens, think_ban_ids
 from ponder.plan.edits import Edit, EditRejected, apply_edit
 from ponder.plan.state import Chain, render_parts, render_prompt
@@ -94,6 +94,7 @@ class PlanEnv:
     max_prompt_tokens: int = 384
     max_thought_tokens: int = 64
     max_answer_tokens: int = 12
+    think_settings: ThinkSettings | None = None  # the prompt format and thought rules (default: ThinkSettings())
     counters: Counters = field(default_factory=Counters)
 
     def __post_init__(self):
@@ -175,7 +176,7 @@ class PlanEnv:
             raise PlanInputError(
                 "the 'think' answer format needs a model with <think> tokens (load it with ponder.jobs.models.load_model)."
             )
-        fmt = ThoughtFormat.of(lm.model, tok)
+        fmt = ThoughtFormat.of(lm.model, tok, self.think_settings)
         parts = [render_parts(chain, p.prompt) for p in problems]
         prompt_ids = fmt.prompt_ids(tok, [prefix for prefix, _ in parts])
         with torch.no_grad():

@@ -18,16 +18,25 @@ def _fmt(v) -> str:
 def print_eval_table(result: dict, title: str = "") -> None:
     """Print the think / no-think block of an eval JSON (see :meth:`ponder.eval.EvalResult.to_json`)."""
     modes = [m for m in ("think", "no_think") if m in result]
+    rows = {m: _scalar_cells(result[m]) for m in modes}
     keys: list[str] = []
     for m in modes:
-        keys += [k for k in result[m] if k not in keys]
+        keys += [k for k in rows[m] if k not in keys]
     table = Table(title=title)
     table.add_column("mode")
     for k in keys:
         table.add_column(k.replace("_", " "), justify="right")
     for m in modes:
-        table.add_row(m.replace("_", "-"), *[_fmt(result[m].get(k, "")) for k in keys])
+        table.add_row(m.replace("_", "-"), *[_fmt(rows[m].get(k, "")) for k in keys])
     console.print(table)
+
+
+def _scalar_cells(mode: dict) -> dict:
+    """A mode's numbers for the table: its metrics first (the headline's name in ``metric``), then the rest."""
+    cells = dict(mode.get("metrics", {}))
+    skip = {"metrics", "examples", "warnings", "answer_rule", "metric", "accuracy", "unclosed_fraction"}
+    cells.update({k: v for k, v in mode.items() if k not in skip and not isinstance(v, (dict, list))})
+    return cells
 
 
 def seed_summary(values: list[float]) -> dict:

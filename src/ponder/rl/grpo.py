@@ -32,7 +32,7 @@ from typing import Literal
 import torch
 from pydantic import Field, field_validator, model_validator
 
-from ponder.data.task import Problem, Task
+from ponder.data.task import Problem, Task, problem_answer_prefixes
 from ponder.errors import TaskError
 from ponder.lm.padding import pad_id_of
 from ponder.lm.thinking import ANSWER_STOPS, Completions, ThinkSettings, ThoughtFormat, think_then_answer
@@ -210,7 +210,7 @@ class GRPORecipe(Recipe):
             self.model,
             self.tokenizer,
             self.fmt,
-            self.fmt.prompt_ids(self.tokenizer, [p.prompt for p in problems]),
+            self.fmt.prompt_ids(self.tokenizer, [p.prompt for p in problems], problem_answer_prefixes(problems)),
             n=G,
             max_thought_tokens=cfg.max_thought_tokens,
             max_answer_tokens=cfg.max_answer_tokens,
