@@ -103,6 +103,9 @@ def _perturbed_teacher(trainer) -> None:
     recipe = trainer.recipe
     teacher = recipe.ref if hasattr(recipe, "ref") else recipe.ema
     teacher.initialize(trainer.model)
+    teacher.model.to(
+        torch.float64
+    )  # RLP's teacher is kept in fp32 (--ema-dtype): its rounding would be the noise floor
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for p in teacher.model.parameters():

@@ -78,8 +78,12 @@ def test_replay_windows_cover_every_start_up_to_the_horizon():
         replay.add([a, b], [], [0.0, 0.1])
 
 
+@pytest.mark.numerics
 def test_world_model_fits_a_planted_replay(one_thread):
-    torch.manual_seed(0)
+    """Over four seeds (one fit can land near the tolerance, and which one depends on the CPU's kernels: seed 0
+    imagines 0.66, 0.73 and 0.73 under ATEN_CPU_CAPABILITY default, avx2 and avx512, against 0.8)."""
+    from ponder.plan.edits import apply_edit
+
     feats = FakeFeatures()
     start = Chain(instructions=("x",), answer_format="think")
     edits = [
@@ -88,8 +92,6 @@ def test_world_model_fits_a_planted_replay(one_thread):
         Edit("remove_instruction"),
         Edit("add_instruction", payload="y"),
     ]
-    from ponder.plan.edits import apply_edit
-
     replay = Replay()
     for first in edits:
         mid = apply_edit(start, first)
@@ -101,16 +103,20 @@ def test_world_model_fits_a_planted_replay(one_thread):
             replay.add(
                 [start, mid, end], [first, second], [planted_value(start), planted_value(mid), planted_value(end)]
             )
-    model = WorldModel(feats.chain_dim, feats.edit_dim, latent=16, hidden=64)
-    before = fit_world_model(model, replay, feats, horizon=2, steps=1, weights=LossWeights())
-    after = fit_world_model(model, replay, feats, horizon=2, steps=300, lr=1e-2)
-    assert after["reward"] < 0.2 * before["reward"] and after["reward"] < 0.01
-    assert after["consistency"] < before["consistency"]
-    with torch.no_grad():  # imagined two-step value of start -> qa -> no instruction matches the planted one
-        z = model.encode(feats.chains([start]))
-        for e, c in [(edits[0], start), (edits[2], apply_edit(start, edits[0]))]:
-            z = model.step(z, model.embed_edit(feats.edits([e], [c])))
-        assert model.reward(z).item() == pytest.approx(planted_value(Chain(answer_format="qa")), abs=0.1)
+    errors = []
+    for seed in range(4):
+        torch.manual_seed(seed)
+        model = WorldModel(feats.chain_dim, feats.edit_dim, latent=16, hidden=64)
+        before = fit_world_model(model, replay, feats, horizon=2, steps=1, weights=LossWeights())
+        after = fit_world_model(model, replay, feats, horizon=2, steps=300, lr=1e-2)
+        assert after["reward"] < 0.2 * before["reward"] and after["reward"] < 0.01
+        assert after["consistency"] < before["consistency"]
+        with torch.no_grad():  # imagined two-step value of start -> qa -> no instruction vs the planted one
+            z = model.encode(feats.chains([start]))
+            for e, c in [(edits[0], start), (edits[2], apply_edit(start, edits[0]))]:
+                z = model.step(z, model.embed_edit(feats.edits([e], [c])))
+            errors.append(abs(model.reward(z).item() - planted_value(Chain(answer_format="qa"))))
+    assert sorted(errors)[2] < 0.05 and max(errors) < 0.2, errors  # three seeds of four within 0.05, all within 0.2
 
 
 def test_unknown_values_are_left_out_of_the_reward_and_bisimulation_terms(one_thread):

@@ -185,7 +185,7 @@ def test_next_token_term_averages_over_predicted_tokens(tmp_path):
     with torch.no_grad():
         logp = token_logprobs(model, ids, mask)
     by_hand = -sum(float(logp[i, 1 : len(t)].sum()) for i, t in enumerate(texts)) / count
-    assert float(nll) / count == pytest.approx(by_hand, rel=1e-5)
+    assert float(nll.detach()) / count == pytest.approx(by_hand, rel=1e-5)
 
 
 def test_nonfinite_reward_skips_the_step(tmp_path, monkeypatch):

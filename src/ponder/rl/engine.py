@@ -381,7 +381,10 @@ class Engine:
                 stats.update(first.means())
                 stats["ratio_mean_first_epoch"] = surrogate_means["ratio_mean"]
                 stats["clip_fraction_first_epoch"] = surrogate_means["clip_fraction"]
-            stats.update({"loss": float(total), "grad_norm": grad_norm, **surrogate_means, **extras.means()})
+            # This rank's part of the step's loss, times world: the whole loss in one process, its estimate on a rank.
+            stats.update(
+                {"loss": float(total) * self.world, "grad_norm": grad_norm, **surrogate_means, **extras.means()}
+            )
             if not stepped:  # the rest of the epochs would only repeat the non-finite step
                 stats["skipped"] = 1
                 break
