@@ -339,9 +339,14 @@ def test_cli_run_killed_and_resumed_equals_uninterrupted(command, extra, trained
     assert [r["reward_mean"] for r in resumed_rows] == [r["reward_mean"] for r in rows]
 
 
-def test_held_out_accuracy_is_measured_under_the_runs_prompt_format(trained_tiny_dir, tmp_path, monkeypatch):
+def test_held_out_accuracy_is_measured_under_the_runs_prompt_format(
+    trained_tiny_dir, tmp_path, monkeypatch, extra_reward
+):
     """Before/after accuracy uses the run's chat-template and thought settings, not the defaults."""
     import ponder.jobs.grpo as jobs_grpo
+
+    # A reward that varies within every group, so the step trains and the accuracy after is measured again.
+    extra_reward("index", lambda prompts, completions, group_ids, **_: torch.arange(len(completions)).float())
 
     seen = []
 
@@ -364,6 +369,7 @@ def test_held_out_accuracy_is_measured_under_the_runs_prompt_format(trained_tiny
         eval_n=2,
         chat_template="off",
         min_thought_tokens=2,
+        reward="index",
     )
     summary = jobs_grpo.run_grpo(job, progress=False)
     assert seen == [("off", 2, 4), ("off", 2, 4)]  # before and after
