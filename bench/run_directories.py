@@ -336,8 +336,11 @@ def case_groups_trained(r: Runner) -> str:
 
 
 def case_help_default(r: Runner) -> str:
+    import re
+
     r.cli("grpo", "--help")
-    return f"{' '.join(r.stdout.split()).count(') (default: None)')} flag(s) with two defaults"
+    entries = re.split(r"\n(?=  -)", r.stdout)  # one entry per flag
+    return f"{sum(e.count('(default:') > 1 for e in entries)} flag(s) with two defaults"
 
 
 CASES = [
