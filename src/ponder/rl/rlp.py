@@ -36,7 +36,7 @@ from ponder.rl.losses import Term, kl_penalty, next_token_loss
 from ponder.rl.micro import part_rows, scores_in_parts
 from ponder.rl.positions import ANSWER, OTHER, Doc, keyed_generators
 from ponder.rl.rollout import POSITION_WEIGHTINGS, Rollout, baseline_pass, make_rollout
-from ponder.train.checkpoint import checkpoint_step, require_count
+from ponder.train.checkpoint_checks import checkpoint_step, require_count
 
 EMA_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 

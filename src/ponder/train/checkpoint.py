@@ -44,16 +44,16 @@ from pathlib import Path
 
 import torch
 
-from ponder.errors import PonderError
 from ponder.lm import adapters
 from ponder.progress import console
 from ponder.train import run_config
+from ponder.train.checkpoint_checks import STEP_DIR as _STEP_DIR
+from ponder.train.checkpoint_checks import CheckpointError, validate_state
 from ponder.train.guard import NonFiniteWeightsError, nonfinite_tensors, require_finite_weights
 from ponder.train.safe_files import as_os_error, atomic_write_text, fresh_dir, require_real_dir
 from ponder.train.state import (
     STATE_JSON,
     STATE_TENSORS,
-    negative_counters,
     nonfinite_entries,
     read_state,
     rng_state,
@@ -64,13 +64,8 @@ from ponder.train.state import (
 MANIFEST = "manifest.json"
 #: State file of ponder before checkpoints were pickle-free: never loaded.
 LEGACY_STATE = "trainer_state.pt"
-_STEP_DIR = re.compile(r"step-(\d+)")
 #: Hidden leftovers of a killed write: ``.step-N.tmpPID``, ``.step-N.oldPID``, ``.latest.tmpPID``, ``.final.tmpPID``.
 _STALE = re.compile(r"\.(.+)\.(tmp|old)\d+")
-
-
-class CheckpointError(PonderError):
-    """A checkpoint that cannot be trusted or read; the message says which and why."""
 
 
 # ---------------------------------------------------------------------------- fault hook (tests)
@@ -414,44 +409,6 @@ def restore_checkpoint(
         generator.set_state(state["generator"])
     set_rng_state(state["rng"])
     return state
-
-
-def checkpoint_step(ckpt: Path) -> int:
-    """The step in a checkpoint folder's name (``step-00000012`` -> 12)."""
-    m = _STEP_DIR.fullmatch(Path(ckpt).name)
-    if m is None:
-        raise CheckpointError(f"{ckpt} is not a checkpoint folder (step-N)")
-    return int(m[1])
-
-
-def validate_state(state: dict, ckpt: Path) -> None:
-    """Refuse a trainer state whose ``step`` is not the folder's step, with a negative counter, or an inf or NaN
-    number (a learning rate, an Adam moment): resuming it would train on garbage or never end."""
-    ckpt = Path(ckpt)
-    step = state.get("step") if isinstance(state, dict) else None
-    problem = None
-    if not isinstance(step, int) or isinstance(step, bool) or step != checkpoint_step(ckpt):
-        problem = f"its step {step!r} is not the folder's step {checkpoint_step(ckpt)}"
-    elif bad := nonfinite_entries(state):
-        problem = f"{bad[0]} is inf or NaN"
-    elif bad := negative_counters(state):
-        problem = f"the counter {bad[0]} is negative or not a number"
-    if problem:
-        raise CheckpointError(
-            f"the trainer state of {ckpt} is invalid: {problem}. Delete {ckpt} to resume from an earlier "
-            "checkpoint, or rerun with --no-resume to start over"
-        )
-
-
-def require_count(value, name: str, upper: int, ckpt: Path) -> int:
-    """``value``, a whole number from 0 to ``upper`` (what the data allows); else a :class:`CheckpointError`."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= upper:
-        raise CheckpointError(
-            f"the trainer state of {ckpt} is invalid: {name} {value!r} is not a whole number from 0 to {upper} "
-            f"(what {checkpoint_step(ckpt)} steps read). Delete {ckpt} to resume from an earlier checkpoint, "
-            "or rerun with --no-resume"
-        )
-    return value
 
 
 def _keep_configured_hyperparameters(optimizer, scheduler, configured: list[dict], base_lrs: list[float]) -> None:

@@ -25,11 +25,11 @@ from ponder.lm.padding import pad_ids, used_width
 from ponder.progress import make_progress
 from ponder.train.checkpoint import (
     latest_checkpoint,
-    require_count,
     restore_checkpoint,
     save_checkpoint,
     save_final,
 )
+from ponder.train.checkpoint_checks import require_count
 from ponder.train.guard import step_if_finite
 from ponder.train.metrics import MetricsLogger
 from ponder.train.rundir import begin_run
