@@ -1,0 +1,132 @@
+"""The thought format a pretrained model can read (issue 27): new delimiters initialised from phrases,
+and no special token of the tokenizer (chat structure, EOS...) inside a thought."""
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from ponder.lm.thinking import ThinkSettings, ThoughtFormat, sample_thoughts, think_then_answer
+from ponder.lm.thoughts import ensure_think_tokens, structure_token_ids, think_token_ids
+
+
+def _word_tokenizer():
+    vocab = {"<unk>": 0, "<pad>": 1, "a": 2, "b": 3, "c": 4, "d": 5}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", pad_token="<pad>")
+
+
+def _llama(vocab: int, tied: bool, seed: int = 0):
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        tie_word_embeddings=tied,
+    )
+    return LlamaForCausalLM(cfg).eval()
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_new_delimiters_start_at_their_phrases_mean_embedding(tied):
+    tok = _word_tokenizer()
+    model = _llama(6, tied)
+    emb0 = model.get_input_embeddings().weight.detach().clone()
+    out0 = model.get_output_embeddings().weight.detach().clone()
+    assert ensure_think_tokens(model, tok, "a b", "d") == 2
+    open_id, close_id = think_token_ids(tok)
+    emb, out = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+    torch.testing.assert_close(emb[:6], emb0)
+    torch.testing.assert_close(emb[open_id], (emb0[2] + emb0[3]) / 2)
+    torch.testing.assert_close(emb[close_id], emb0[5])
+    # Predicted like the phrase too: the output rows follow (the same rows when tied).
+    torch.testing.assert_close(out[open_id], (out0[2] + out0[3]) / 2)
+    torch.testing.assert_close(out[close_id], out0[5])
+    # A registered token keeps its (possibly trained) row: a checkpoint is never re-initialised.
+    with torch.no_grad():
+        emb[open_id] += 1.0
+    trained = emb[open_id].detach().clone()
+    assert ensure_think_tokens(model, tok, "c", "c") == 0
+    torch.testing.assert_close(model.get_input_embeddings().weight[open_id], trained)
+
+
+def test_a_phrase_without_tokens_is_refused():
+    tok = _word_tokenizer()
+    with pytest.raises(ValueError, match="no tokens"):
+        ensure_think_tokens(_llama(6, True), tok, "", "a")
+    with pytest.raises(Exception, match="at least 1"):
+        ThinkSettings(think_open_phrase="")
+
+
+def test_structure_tokens_are_every_special_token_but_the_kept_ones(char_tokenizer):
+    tok = char_tokenizer
+    open_id, close_id = think_token_ids(tok)
+    ids = structure_token_ids(tok, keep=(open_id, close_id))
+    assert {tok.pad_token_id, tok.bos_token_id, tok.eos_token_id, tok.unk_token_id} <= set(ids)
+    assert open_id not in ids and close_id not in ids
+    assert tok.convert_tokens_to_ids("a") not in ids
+
+
+def _chat_tiny():
+    """A char tokenizer plus ChatML structure tokens, and a model that prefers them to anything else."""
+    from ponder.lm.tiny import build_char_tokenizer
+
+    tok = build_char_tokenizer()
+    tok.add_special_tokens(
+        {"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]}, replace_extra_special_tokens=False
+    )
+    model = _llama(len(tok), True)
+    structure = [tok.convert_tokens_to_ids(t) for t in ("<|im_start|>", "<|im_end|>")]
+    favour = torch.zeros(len(tok))
+    favour[structure] = 50.0
+    favour[tok.unk_token_id] = 40.0
+    model.lm_head.register_forward_hook(lambda mod, inp, out: out + favour)
+    return model, tok, structure
+
+
+def test_no_chat_structure_token_inside_a_thought():
+    model, tok, structure = _chat_tiny()
+    fmt = ThoughtFormat.of(model, tok)
+    assert set(structure) <= set(fmt.thought_rules().ban_ids)
+    banned = set(structure_token_ids(tok, keep=(fmt.open_id, fmt.close_id))) | {fmt.open_id}
+    prompts = [tok("ab", add_special_tokens=True)["input_ids"], tok("c", add_special_tokens=True)["input_ids"]]
+    th = sample_thoughts(model, tok, fmt, prompts, n=3, max_tokens=12, temperature=1.0, generator=torch.Generator())
+    for ids in th.ids:
+        assert len(ids) == 12 and not banned & set(ids)  # the favoured tokens never came: the budget ran out
+    greedy = think_then_answer(model, tok, fmt, prompts, max_thought_tokens=6, max_answer_tokens=4)
+    assert all(not banned & set(ids) for ids in greedy.thoughts.ids)
+
+
+@pytest.mark.slow
+@pytest.mark.smollm
+def test_smollm2_default_format_keeps_chat_structure_out_of_thoughts():
+    """SmolLM2's real tokenizer and weights, the default format, think mode as `ponder eval` runs it."""
+    pytest.importorskip("gguf")
+    from ponder.data.registry import get_task
+    from ponder.jobs.models import load_model, smollm2_gguf_path
+
+    try:
+        smollm2_gguf_path()
+    except Exception as e:  # noqa: BLE001 - the weights package is installed by `make test`
+        pytest.skip(str(e))
+    lm = load_model("smollm2-135m", device="cpu")
+    tok, model = lm.tokenizer, lm.model
+    fmt = ThoughtFormat.of(model, tok)
+    chat = {tok.convert_tokens_to_ids(t) for t in ("<|im_start|>", "<|im_end|>", "<|endoftext|>")}
+    assert chat <= set(fmt.thought_rules().ban_ids)
+    assert len(fmt.structure_ids) >= 17  # SmolLM2's 17 special tokens (ids 0-16: ChatML, repo and jupyter markers)
+    # The delimiters were initialised from the default phrases, not the vocabulary mean.
+    emb = model.get_input_embeddings().weight
+    phrase = tok(ThinkSettings().think_open_phrase, add_special_tokens=False)["input_ids"]
+    torch.testing.assert_close(emb[fmt.open_id], emb[phrase].mean(0))
+    task = get_task("add1")
+    problems = task.problems(4, seed=0, split="test")
+    prompt_ids = fmt.prompt_ids(tok, [p.prompt for p in problems])
+    out = think_then_answer(model, tok, fmt, prompt_ids, n=2, temperature=1.0, max_thought_tokens=24,
+                            generator=torch.Generator().manual_seed(0))  # fmt: skip
+    for ids in out.thoughts.ids:
+        assert not set(fmt.structure_ids) & set(ids)
