@@ -3,7 +3,7 @@
 SmolLM2 has no thinking tokens. The options, all with the chat template's structure tokens banned
 inside a thought (``<|im_start|>``, ``<|im_end|>``...; the first row is the format before issue 27):
 
-* ``mean, no ban``: new ``<think>``/``</think>`` tokens at the vocabulary's mean embedding, only EOS
+* ``mean-noban``: new ``<think>``/``</think>`` tokens at the vocabulary's mean embedding, only EOS
   and ``<think>`` banned inside a thought (the old format);
 * ``mean``: the same tokens, structure tokens banned;
 * ``phrase``: new tokens whose (tied) embeddings start at the mean embedding of a phrase's tokens
@@ -48,7 +48,7 @@ from ponder.rl.positions import keyed_generators  # noqa: E402
 from rlp_smollm2 import MODEL, heldout_windows  # noqa: E402  (a sibling script, not a package)
 from rlp_smollm2_diagnose import choose, last_token_logprobs  # noqa: E402
 
-OPTIONS = ("mean, no ban", "mean", "phrase", "text")
+OPTIONS = ("mean-noban", "mean", "phrase", "text")
 BB_FILE = "/tmp/bb/bigbench-1.0.0/bigbench/benchmark_tasks/object_counting/task.json"
 
 
@@ -60,10 +60,12 @@ class Option:
         think_open, think_close = think_token_ids(tok)
         base = ThoughtFormat.of(model, tok, ThinkSettings(chat_template="on"))
         self.fmt = base
-        if name in ("mean", "mean, no ban"):
+        if name in ("mean", "mean-noban"):
             init_rows(model, [think_open, think_close], [None, None], vocab_rows)
         elif name == "phrase":
-            init_rows(model, [think_open, think_close], [phrase_ids(tok, open_phrase), phrase_ids(tok, close_phrase)], 0)
+            init_rows(
+                model, [think_open, think_close], [phrase_ids(tok, open_phrase), phrase_ids(tok, close_phrase)], 0
+            )
         if name == "text":
             self.open_ids = phrase_ids(tok, open_phrase)
             self.close_ids = phrase_ids(tok, " " + close_phrase.strip())
@@ -72,7 +74,7 @@ class Option:
         else:
             self.open_ids, self.close_ids = [think_open], [think_close]
             rules = base.thought_rules()
-            if name == "mean, no ban":
+            if name == "mean-noban":
                 rules = DecodeRules(rules.end_ids, (think_open, *base.eos_ids), rules.min_new_tokens)
             self.rules = rules
         self.text_close = name == "text"
