@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
 import time
@@ -137,18 +138,33 @@ def answers(opt: Option | None, model, tok, fmt, prompts, think, args):
     return s.texts(tok, ANSWER_STOPS), bodies, closed
 
 
+def last_number(text: str) -> str | None:
+    """The answer read as the last integer of the text (a chat model answers in a sentence; issue 26's reading)."""
+    found = re.findall(r"-?\d+", text.replace(",", ""))
+    return found[-1] if found else None
+
+
 def task_rows(opt: Option | None, model, tok, tasks, args) -> dict:
     fmt = opt.fmt if opt else ThoughtFormat.of(model, tok, ThinkSettings(chat_template="on"))
     out = {}
     for spec, (task, problems) in tasks.items():
         prompts = fmt.prompt_ids(tok, [p.prompt for p in problems])
         texts, bodies, closed = answers(opt, model, tok, fmt, prompts, opt is not None, args)
-        out[spec] = {"accuracy": statistics.fmean(task.score(p, t) for p, t in zip(problems, texts))}
+        out[spec] = {
+            "accuracy": statistics.fmean(task.score(p, t) for p, t in zip(problems, texts)),
+            "accuracy_last_number": statistics.fmean(
+                last_number(t) == p.answer.strip() for p, t in zip(problems, texts)
+            ),
+        }
         if opt is not None:
             out[spec]["closed_fraction"] = sum(closed) / len(closed)
             out[spec]["thought_tokens"] = statistics.fmean(len(b) for b in bodies)
             out[spec]["example"] = tok.decode(opt.open_ids + bodies[0]) + " || " + texts[0]
     return out
+
+
+def acc(r: dict) -> str:
+    return f"{r['accuracy']:.3f} / {r['accuracy_last_number']:.3f}"
 
 
 def main(argv=None) -> dict:
@@ -197,15 +213,16 @@ def main(argv=None) -> dict:
           f"tasks: {args.task_n} problems each, greedy, thought budget {args.task_budget}")  # fmt: skip
     heads = ["empty thought (nats)", "sampled thought (nats)", "closed (text)"]
     for spec in tasks:
-        heads += [f"{spec} closed", f"{spec} think acc"]
+        heads += [f"{spec} closed", f"{spec} think acc (task's score / last number)"]
     print("| option | " + " | ".join(heads) + " |\n" + "| --- " * (len(heads) + 1) + "|")
     for name, r in rows.items():
         if name == "no thought":
-            cells = ["-", "-", "-"] + [x for spec in tasks for x in ("-", f"{r[spec]['accuracy']:.3f} (no-think)")]
+            cells = ["-", "-", "-"]
+            cells += [x for spec in tasks for x in ("-", f"{acc(r[spec])} (no-think)")]
         else:
             cells = [f"{r['empty_thought_gain']:+.3f}", f"{r['sampled_thought_gain']:+.3f}",
                      f"{r['heldout_closed_fraction']:.2f}"]  # fmt: skip
-            cells += [x for spec in tasks for x in (f"{r[spec]['closed_fraction']:.2f}", f"{r[spec]['accuracy']:.3f}")]
+            cells += [x for spec in tasks for x in (f"{r[spec]['closed_fraction']:.2f}", acc(r[spec]))]
         print(f"| {name} | " + " | ".join(cells) + " |")
     payload = {
         "model": MODEL,

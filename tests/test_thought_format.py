@@ -130,3 +130,14 @@ def test_smollm2_default_format_keeps_chat_structure_out_of_thoughts():
                             generator=torch.Generator().manual_seed(0))  # fmt: skip
     for ids in out.thoughts.ids:
         assert not set(fmt.structure_ids) & set(ids)
+
+
+def test_insert_thought_places_a_closed_thought_before_the_token():
+    from ponder.data.thought_docs import answered_thought, insert_thought
+
+    assert insert_thought([1, 2, 3], 1, [7, 8], 90, 91) == [1, 90, 7, 8, 91, 2, 3]
+    assert insert_thought([1, 2, 3], 3, [], 90, 91) == [1, 2, 3, 90, 91]  # after the last token: an empty tail
+    assert answered_thought([5, 6], [7], [4, 2], 90, 91) == [5, 6, 90, 7, 91, 4, 2]
+    for bad in (0, 4):
+        with pytest.raises(ValueError, match="non-empty prefix"):
+            insert_thought([1, 2, 3], bad, [7], 90, 91)
