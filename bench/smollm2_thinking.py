@@ -40,8 +40,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 import rlp_smollm2  # noqa: E402  (a sibling script, not a package)
 from ponder.config import parse_seeds  # noqa: E402
 from ponder.data.registry import get_task  # noqa: E402
-from ponder.eval import evaluate_mode  # noqa: E402
 from ponder.jobs.models import load_model  # noqa: E402
+from ponder.lm.thinking import ANSWER_STOPS, ThoughtFormat, think_then_answer  # noqa: E402
+from ponder.lm.thoughts import THINK_CLOSE  # noqa: E402
+from thought_format_smollm2 import last_number  # noqa: E402
 
 MODEL = rlp_smollm2.MODEL
 KINDS = ("grpo", "ttrl", "rlp", "cpt", "rlp-rtw")
@@ -52,6 +54,7 @@ def parse_args(argv=None):
     p.add_argument("--corpus", required=True, help="folder written by `ponder corpus build` (RLP, CPT, held-out IG)")
     p.add_argument("--out", default="runs/smollm2_thinking", help="run directories and per-cell results")
     p.add_argument("--seeds", default="0", type=parse_seeds, help="a range 0-2, a list 0,1,2 or both")
+    p.add_argument("--model", default=MODEL, help="the start of every cell (tiny: a seconds-long check of the harness)")
     p.add_argument("--kinds", default="grpo,ttrl,rlp,cpt", help=f"comma separated, of {', '.join(KINDS)}")
     p.add_argument("--task", default="add1", help="the think-mode task (chosen by --probe: base between 0.1 and 0.7)")
     p.add_argument("--eval-n", type=int, default=64, help="held-out (test split) problems per accuracy")
@@ -84,20 +87,30 @@ def parse_args(argv=None):
 
 
 def accuracy(lm, task_spec: str, args) -> dict:
-    """Greedy think and no-think accuracy on the test split, share closed, thought length (default format)."""
+    """Greedy think and no-think accuracy on the test split, share closed, thought length (default format).
+
+    Two readings of an answer: the task's own score, and the last number of the answer (a chat model
+    answers in a sentence; ``heldout_accuracy`` is the latter for numeric tasks, as issue 26 reads them).
+    """
     task = get_task(task_spec)
     problems = task.problems(args.eval_n, seed=0, split="test")
-    kw = dict(max_thought_tokens=args.max_thought_tokens, max_answer_tokens=16, batch_size=32)
-    think = evaluate_mode(lm.model, lm.tokenizer, task, problems, think=True, **kw)
-    plain = evaluate_mode(lm.model, lm.tokenizer, task, problems, think=False, **kw)
-    return {
-        "task": task_spec,
-        "n": len(problems),
-        "heldout_accuracy": think.accuracy,
-        "heldout_accuracy_no_think": plain.accuracy,
-        "closed_fraction": 1.0 - think.unclosed_fraction,
-        "thought_tokens": think.mean_thought_tokens,
-    }
+    model, tok = lm.model, lm.tokenizer
+    fmt = ThoughtFormat.of(model, tok)
+    prompts = fmt.prompt_ids(tok, [p.prompt for p in problems])
+    out = {"task": task_spec, "n": len(problems)}
+    for think in (True, False):
+        c = think_then_answer(
+            model, tok, fmt, prompts, think=think, max_thought_tokens=args.max_thought_tokens, max_answer_tokens=24,
+            batch_size=32,
+        )  # fmt: skip
+        answers = [a.split(THINK_CLOSE)[-1] for a in c.texts(tok, ANSWER_STOPS)]
+        key = "heldout_accuracy" if think else "heldout_accuracy_no_think"
+        out[key] = statistics.fmean(last_number(a) == p.answer.strip() for p, a in zip(problems, answers))
+        out[key + "_task_score"] = statistics.fmean(task.score(p, a) for p, a in zip(problems, answers))
+        if think:
+            out["closed_fraction"] = float(c.closed.float().mean())
+            out["thought_tokens"] = float(c.thought_tokens.mean())
+    return out
 
 
 def rl_cell(kind: str, seed: int, args, out: Path) -> tuple[Path, float]:
@@ -159,12 +172,21 @@ def measure_cell(name: str, path, base, args, out: Path, info_gain: bool, extra:
 
 
 def positions_trained(run: Path) -> int | None:
-    """RLP positions the run trained on (its metrics log), None when unknown."""
-    log = run.parent / "metrics.jsonl"
-    if not log.is_file():
+    """RLP positions the run trained on (the ``positions`` counter of its ``summary.json``), None when unknown."""
+    path = run.parent / "summary.json"
+    if not path.is_file():
         return None
-    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    return int(sum(r.get("positions", 0) for r in rows)) or None
+    found = []
+
+    def walk(x):
+        if isinstance(x, dict):
+            for k, v in x.items():
+                if k == "positions" and isinstance(v, (int, float)):
+                    found.append(int(v))
+                walk(v)
+
+    walk(json.loads(path.read_text()))
+    return max(found) if found else None
 
 
 def table(cells: dict[str, list[dict]], base: dict) -> dict:
@@ -221,6 +243,8 @@ def main(argv=None) -> dict | None:
     if not (corpus / "heldout.jsonl").is_file():
         raise SystemExit(f"{corpus} has no heldout.jsonl: build it with `ponder corpus build --out {corpus}`")
     out.mkdir(parents=True, exist_ok=True)
+    global MODEL
+    MODEL = rlp_smollm2.MODEL = args.model  # every cell and the sibling's RLP/CPT phases start from it
     base = load_model(MODEL, device="cpu", dtype=torch.float32)
     if args.probe:
         for spec in args.probe.split(","):

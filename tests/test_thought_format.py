@@ -3,18 +3,10 @@ and no special token of the tokenizer (chat structure, EOS...) inside a thought.
 
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import LlamaConfig, LlamaForCausalLM
 
 from ponder.lm.thinking import ThinkSettings, ThoughtFormat, sample_thoughts, think_then_answer
-from ponder.lm.thoughts import ensure_think_tokens, structure_token_ids, think_token_ids
-
-
-def _word_tokenizer():
-    vocab = {"<unk>": 0, "<pad>": 1, "a": 2, "b": 3, "c": 4, "d": 5}
-    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", pad_token="<pad>")
+from ponder.lm.thoughts import structure_token_ids, think_token_ids
 
 
 def _llama(vocab: int, tied: bool, seed: int = 0):
@@ -29,37 +21,6 @@ def _llama(vocab: int, tied: bool, seed: int = 0):
         tie_word_embeddings=tied,
     )
     return LlamaForCausalLM(cfg).eval()
-
-
-@pytest.mark.parametrize("tied", [True, False])
-def test_new_delimiters_start_at_their_phrases_mean_embedding(tied):
-    tok = _word_tokenizer()
-    model = _llama(6, tied)
-    emb0 = model.get_input_embeddings().weight.detach().clone()
-    out0 = model.get_output_embeddings().weight.detach().clone()
-    assert ensure_think_tokens(model, tok, "a b", "d") == 2
-    open_id, close_id = think_token_ids(tok)
-    emb, out = model.get_input_embeddings().weight, model.get_output_embeddings().weight
-    torch.testing.assert_close(emb[:6], emb0)
-    torch.testing.assert_close(emb[open_id], (emb0[2] + emb0[3]) / 2)
-    torch.testing.assert_close(emb[close_id], emb0[5])
-    # Predicted like the phrase too: the output rows follow (the same rows when tied).
-    torch.testing.assert_close(out[open_id], (out0[2] + out0[3]) / 2)
-    torch.testing.assert_close(out[close_id], out0[5])
-    # A registered token keeps its (possibly trained) row: a checkpoint is never re-initialised.
-    with torch.no_grad():
-        emb[open_id] += 1.0
-    trained = emb[open_id].detach().clone()
-    assert ensure_think_tokens(model, tok, "c", "c") == 0
-    torch.testing.assert_close(model.get_input_embeddings().weight[open_id], trained)
-
-
-def test_a_phrase_without_tokens_is_refused():
-    tok = _word_tokenizer()
-    with pytest.raises(ValueError, match="no tokens"):
-        ensure_think_tokens(_llama(6, True), tok, "", "a")
-    with pytest.raises(Exception, match="at least 1"):
-        ThinkSettings(think_open_phrase="")
 
 
 def test_structure_tokens_are_every_special_token_but_the_kept_ones(char_tokenizer):

@@ -67,3 +67,49 @@ def test_drop_stop_removes_only_the_ending_stop():
 
     assert [drop_stop(t, ["\n", ";"]) for t in ["12\n", "\n12\n", "7;", "99"]] == ["12", "\n12", "7", "99"]
     assert drop_stop("a\n", []) == "a\n"
+
+
+def _word_model(tied: bool):
+    torch.manual_seed(0)
+    return LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=5,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            tie_word_embeddings=tied,
+        )
+    )
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_new_delimiters_start_at_their_phrases_mean_embedding(tied):
+    """Issue 27: a new <think> reads (and is predicted) like the phrase it stands for."""
+    tok, model = _word_tokenizer(), _word_model(tied)
+    emb0 = model.get_input_embeddings().weight.detach().clone()
+    out0 = model.get_output_embeddings().weight.detach().clone()
+    assert ensure_think_tokens(model, tok, "a b", "c") == 2
+    open_id, close_id = think_token_ids(tok)
+    emb, out = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+    torch.testing.assert_close(emb[:5], emb0)
+    torch.testing.assert_close(emb[open_id], (emb0[2] + emb0[3]) / 2)
+    torch.testing.assert_close(emb[close_id], emb0[4])
+    torch.testing.assert_close(out[open_id], (out0[2] + out0[3]) / 2)
+    torch.testing.assert_close(out[close_id], out0[4])
+    # A registered token keeps its (possibly trained) row: a checkpoint is never re-initialised.
+    with torch.no_grad():
+        emb[open_id] += 1.0
+    trained = emb[open_id].detach().clone()
+    assert ensure_think_tokens(model, tok, "c", "c") == 0
+    torch.testing.assert_close(model.get_input_embeddings().weight[open_id], trained)
+
+
+def test_a_phrase_without_tokens_is_refused():
+    from ponder.lm.thinking import ThinkSettings
+
+    with pytest.raises(ValueError, match="no tokens"):
+        ensure_think_tokens(_word_model(True), _word_tokenizer(), "", "a")
+    with pytest.raises(ValueError, match="at least 1"):
+        ThinkSettings(think_open_phrase="")
