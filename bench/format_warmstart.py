@@ -21,6 +21,7 @@ thought. Compute: sampling (2 FLOPs per parameter and token) plus training (6 pe
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -134,7 +135,7 @@ def main(argv=None) -> dict:
         weight_decay=0.0, max_length=args.context_length + args.thought_tokens + 2, seed=args.seed,
         save_every=args.steps, report_to=["none"],
     )  # fmt: skip
-    summary = train_next_token(model, tok, lambda: iter(docs), cfg, args.out, progress=False)
+    summary = train_next_token(model, tok, lambda: itertools.cycle(docs), cfg, args.out, progress=False)
     trained = int(summary["tokens_seen"])
     size = model_size(model)
     after = measure(model.eval(), tok, fmt, args, problems, task, windows, picks)
