@@ -1,26 +1,12 @@
-"""The thought format a pretrained model can read (issue 27): new delimiters initialised from phrases,
-and no special token of the tokenizer (chat structure, EOS...) inside a thought."""
+"""The thought format a pretrained model can read (issue 27): no special token of the tokenizer (chat
+structure, EOS...) inside a thought; phrase-initialised delimiters are tested in test_thoughts.py."""
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from ponder.lm.thinking import ThinkSettings, ThoughtFormat, sample_thoughts, think_then_answer
 from ponder.lm.thoughts import structure_token_ids, think_token_ids
-
-
-def _llama(vocab: int, tied: bool, seed: int = 0):
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        tie_word_embeddings=tied,
-    )
-    return LlamaForCausalLM(cfg).eval()
+from test_thoughts import small_llama
 
 
 def test_structure_tokens_are_every_special_token_but_the_kept_ones(char_tokenizer):
@@ -40,7 +26,7 @@ def _chat_tiny():
     tok.add_special_tokens(
         {"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]}, replace_extra_special_tokens=False
     )
-    model = _llama(len(tok), True)
+    model = small_llama(len(tok), True)
     structure = [tok.convert_tokens_to_ids(t) for t in ("<|im_start|>", "<|im_end|>")]
     favour = torch.zeros(len(tok))
     favour[structure] = 50.0

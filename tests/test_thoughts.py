@@ -30,23 +30,28 @@ def _word_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", pad_token="<pad>")
 
 
+def small_llama(vocab: int, tied: bool, seed: int = 0):
+    """A one-layer Llama of width 16 over ``vocab`` tokens (eval mode)."""
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        tie_word_embeddings=tied,
+    )
+    return LlamaForCausalLM(cfg).eval()
+
+
 @pytest.mark.parametrize("tied", [True, False])
 def test_ensure_think_tokens_adds_rows_at_the_mean(tied):
     tok = _word_tokenizer()
     assert not has_think_tokens(tok)
     with pytest.raises(ValueError, match="ensure_think_tokens"):
         think_token_ids(tok)
-    model = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=5,
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-            tie_word_embeddings=tied,
-        )
-    )
+    model = small_llama(5, tied)
     emb_before = model.get_input_embeddings().weight.detach().clone()
     out_before = model.get_output_embeddings().weight.detach().clone()
     assert ensure_think_tokens(model, tok) == 2
@@ -69,25 +74,10 @@ def test_drop_stop_removes_only_the_ending_stop():
     assert drop_stop("a\n", []) == "a\n"
 
 
-def _word_model(tied: bool):
-    torch.manual_seed(0)
-    return LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=5,
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-            tie_word_embeddings=tied,
-        )
-    )
-
-
 @pytest.mark.parametrize("tied", [True, False])
 def test_new_delimiters_start_at_their_phrases_mean_embedding(tied):
     """Issue 27: a new <think> reads (and is predicted) like the phrase it stands for."""
-    tok, model = _word_tokenizer(), _word_model(tied)
+    tok, model = _word_tokenizer(), small_llama(5, tied)
     emb0 = model.get_input_embeddings().weight.detach().clone()
     out0 = model.get_output_embeddings().weight.detach().clone()
     assert ensure_think_tokens(model, tok, "a b", "c") == 2
@@ -110,6 +100,6 @@ def test_a_phrase_without_tokens_is_refused():
     from ponder.lm.thinking import ThinkSettings
 
     with pytest.raises(ValueError, match="no tokens"):
-        ensure_think_tokens(_word_model(True), _word_tokenizer(), "", "a")
+        ensure_think_tokens(small_llama(5, True), _word_tokenizer(), "", "a")
     with pytest.raises(ValueError, match="at least 1"):
         ThinkSettings(think_open_phrase="")
