@@ -89,12 +89,12 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def heldout_windows(corpus: Path, tokenizer, context: int, n: int):
-    """``n`` windows of ``context`` tokens spread evenly over the held-out split (a fixed choice)."""
-    docs = read_documents(str(corpus / "heldout.jsonl"))
+def heldout_windows(corpus: Path, tokenizer, context: int, n: int, split: str = "heldout"):
+    """``n`` windows of ``context`` tokens spread evenly over the held-out split (or ``split``; a fixed choice)."""
+    docs = read_documents(str(corpus / f"{split}.jsonl"))
     windows = [w for w in tokenize_docs(tokenizer, [(t, None) for t in docs], context) if len(w.ids) > 8]
     if len(windows) < n:
-        raise SystemExit(f"the held-out split has {len(windows)} windows of {context} tokens; ask for fewer")
+        raise SystemExit(f"the {split} split has {len(windows)} windows of {context} tokens; ask for fewer")
     stride = len(windows) / n
     return [windows[int(i * stride)] for i in range(n)]
 

@@ -85,25 +85,27 @@ def test_sampling_params_per_prefix_and_thoughts_with_logprobs(fake, random_tiny
     backend = vllm_backend.VLLMBackend(model, tok, ThoughtFormat.of(model, tok), top_p=0.95)
     (llm,) = fake.LLM.instances
     same = [[1, 5, 6, 7]] * 3  # identical prefixes
-    out = backend.generate(same, n=4, max_tokens=8, temperature=0.9, generators=keyed_generators(3, [0, 1, 2]))
+    out = backend.generate(same, n=4, max_tokens=64, temperature=0.9, generators=keyed_generators(3, [0, 1, 2]))
     prompts, params = next(args for name, args in llm.calls if name == "generate")
     assert prompts == [{"prompt_token_ids": [1, 5, 6, 7, open_id]}] * 3
     assert len({p.seed for p in params}) == 3  # one seed per prefix
     for p in params:
-        assert (p.n, p.temperature, p.top_p, p.max_tokens, p.min_tokens) == (4, 0.9, 0.95, 8, 1)
+        assert (p.n, p.temperature, p.top_p, p.max_tokens, p.min_tokens) == (4, 0.9, 0.95, 64, 1)
         assert p.stop_token_ids == [close_id] and p.logprobs == 0 and p.detokenize is False
-        assert p.logit_bias == {open_id: vllm_backend.BAN, tok.eos_token_id: vllm_backend.BAN}
+        banned = {open_id, tok.eos_token_id, tok.bos_token_id, tok.pad_token_id, tok.unk_token_id}
+        assert p.logit_bias == {t: vllm_backend.BAN for t in banned}  # the one sampler's bans (structure too)
         assert set(vars(p)) <= fake_vllm.field_names(fake_vllm.SamplingParams)
     groups = [tuple(map(tuple, out.ids[i * 4 : i * 4 + 4])) for i in range(3)]
     assert len(set(groups)) == 3  # identical prefixes, different thought groups
     assert len(out.logprobs) == 12
     for ids, shut, lp in zip(out.ids, out.closed.tolist(), out.logprobs):
         assert lp.dtype == torch.float32 and len(lp) == len(ids) + int(shut) and (lp <= 0).all()
-        assert close_id not in ids and open_id not in ids and 1 <= len(ids) + int(shut) <= 8
+        assert close_id not in ids and open_id not in ids and 1 <= len(ids) + int(shut) <= 64
+    # 64 draws of ~1% each: some thoughts close and some run out, whatever tokens are banned
     assert out.closed.any() and (~out.closed).any()
     # Reproducible per generator seed: the same keys give the same thoughts and log-probs.
     backend.sync_weights(model)
-    again = backend.generate(same, n=4, max_tokens=8, temperature=0.9, generators=keyed_generators(3, [0, 1, 2]))
+    again = backend.generate(same, n=4, max_tokens=64, temperature=0.9, generators=keyed_generators(3, [0, 1, 2]))
     assert again.ids == out.ids and all(torch.equal(a, b) for a, b in zip(again.logprobs, out.logprobs))
 
 

@@ -118,7 +118,8 @@ def _run(job, config_cls, trainer_cls, resume: bool, progress: bool, allow_confi
     name = trainer_cls.recipe_class.name
     with open_run(job.out, name, job, resume, allow_config_change, rank) as out:
         task = get_task(job.task)
-        lm = load_model(job.model, device=distributed.rank_device(job.device, world))
+        # The job's thought format also says how new <think>/</think> rows start (a model without them).
+        lm = load_model(job.model, device=distributed.rank_device(job.device, world), think_settings=job)
         budget = task_thought_budget(task, job.max_thought_tokens)
         cfg = config_cls(**{**job.model_dump(include=set(config_cls.model_fields)), "max_thought_tokens": budget})
         trainer = trainer_cls(lm.model, lm.tokenizer, task, cfg, out)  # checks the task has enough prompts

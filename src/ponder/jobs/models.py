@@ -29,6 +29,7 @@ from ponder.jobs.tiny_cache import builtin_tiny_path
 from ponder.lm import adapters
 from ponder.lm.load import LM, finish_loaded, load_pretrained
 from ponder.lm.shapes import SHAPES, build_shape_model, is_shape_spec
+from ponder.lm.thinking import ThinkSettings
 
 SMOLLM2 = "smollm2-135m"
 BUILTIN_MODELS = (TINY, TINY_LAZY, SMOLLM2, *SHAPES)
@@ -73,8 +74,11 @@ def load_model(
     dtype: torch.dtype | None = None,
     think_tokens: bool = True,
     tiny_dir: str | os.PathLike | None = None,
+    think_settings: ThinkSettings | None = None,
 ) -> LM:
     """Load ``spec`` (see the module docstring) onto ``device`` (default: CUDA if available, else CPU).
+
+    ``think_settings``: how new ``<think>``/``</think>`` tokens are initialised (when the tokenizer lacks them).
 
     The model's ``config.name_or_path`` becomes ``spec`` (a path made absolute): what a LoRA adapter
     trained on it records as its base, so that the adapter's folder loads again through here.
@@ -82,12 +86,18 @@ def load_model(
     spec = str(spec)
     if is_shape_spec(spec):
         model, tokenizer = build_shape_model(spec, dtype)
-        lm = finish_loaded(model, tokenizer, spec, device, think_tokens)
+        lm = finish_loaded(model, tokenizer, spec, device, think_tokens, think_settings)
     elif adapters.is_adapter_dir(spec) and not Path(spec, "config.json").is_file():
-        base = load_model(adapters.adapter_base(spec), device, dtype, think_tokens, tiny_dir)
+        base = load_model(adapters.adapter_base(spec), device, dtype, think_tokens, tiny_dir, think_settings)
         lm = finish_loaded(adapters.apply_saved_adapter(base.model, spec), base.tokenizer, spec, device, False)
     else:
-        lm = load_pretrained(model_path(spec, tiny_dir), device=device, dtype=dtype, think_tokens=think_tokens)
+        lm = load_pretrained(
+            model_path(spec, tiny_dir),
+            device=device,
+            dtype=dtype,
+            think_tokens=think_tokens,
+            think_settings=think_settings,
+        )
         lm.name = spec
     builtin = spec == SMOLLM2 or is_shape_spec(spec) or split_base_seed(spec) is not None
     lm.model.config.name_or_path = spec if builtin else str(Path(spec).resolve())

@@ -21,6 +21,7 @@ import torch
 from ponder.errors import ModelLoadError
 from ponder.lm.decode import Samples, sample
 from ponder.lm.score import PairScores, score_pairs
+from ponder.lm.thinking import ThinkSettings
 from ponder.lm.thoughts import ensure_think_tokens
 
 
@@ -156,10 +157,12 @@ def load_pretrained(
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
     think_tokens: bool = True,
+    think_settings: ThinkSettings | None = None,
 ) -> LM:
     """Load a Hugging Face model directory or a ``.gguf`` file onto ``device`` (default: CUDA if available, else CPU).
 
-    ``think_tokens`` registers ``<think>``/``</think>`` when the tokenizer lacks them. Nothing is
+    ``think_tokens`` registers ``<think>``/``</think>`` when the tokenizer lacks them, initialised from
+    ``think_settings``' phrases (default: :class:`ThinkSettings`' defaults). Nothing is
     downloaded. The built-in names (``tiny``, ``smollm2-135m``...) are resolved above this layer, by
     :func:`ponder.jobs.models.load_model`.
     """
@@ -177,14 +180,17 @@ def load_pretrained(
             f"model {spec!r} not found: pass a Hugging Face model directory (with config.json) "
             "or a .gguf file. Nothing is downloaded from a hub."
         )
-    return finish_loaded(model, tokenizer, spec, device, think_tokens)
+    return finish_loaded(model, tokenizer, spec, device, think_tokens, think_settings)
 
 
-def finish_loaded(model, tokenizer, name: str, device=None, think_tokens: bool = True) -> LM:
+def finish_loaded(
+    model, tokenizer, name: str, device=None, think_tokens: bool = True, think_settings: ThinkSettings | None = None
+) -> LM:
     """A loaded or built ``(model, tokenizer)`` made ready for ponder: pad token, think tokens, device, eval mode."""
     _finish_tokenizer(tokenizer)
     if think_tokens:
-        ensure_think_tokens(model, tokenizer)
+        settings = think_settings or ThinkSettings()
+        ensure_think_tokens(model, tokenizer, settings.think_open_phrase, settings.think_close_phrase)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)

@@ -5,8 +5,9 @@ goes through :func:`sample_thoughts`, :func:`think_then_answer` or :func:`force_
 rules of a :class:`ThoughtFormat`:
 
 * a thought opens with ``<think>``, which the sampler writes after the prompt (it is not sampled);
-* inside a thought, EOS and a second ``<think>`` are banned: a thought ends only when the model
-  samples ``</think>`` (an action, kept, with its log-prob) or at the thought budget, where the
+* inside a thought, EOS, a second ``<think>`` and every other special token of the tokenizer (the
+  chat template's structure: ``<|im_start|>``, ``<|im_end|>``...) are banned: a thought ends only
+  when the model samples ``</think>`` (an action, kept, with its log-prob) or at the thought budget, where the
   sampler closes it (not an action; counted as ``closed = False``);
 * a thought has at least ``min_thought_tokens`` tokens (1): ``</think>`` is banned before that;
 * an answer follows ``</think>`` (or, in no-think mode, the prompt) with both delimiters banned,
@@ -15,7 +16,9 @@ rules of a :class:`ThoughtFormat`:
 Prompts of tasks go through the tokenizer's chat template when ``chat`` is on (auto: when the
 tokenizer has one), optionally with a system instruction describing the format; document
 prefixes (RLP) never do. The delimiters are ``<think>``/``</think>``: the tokens of models that
-think natively (Qwen3, DeepSeek-R1 distills), added as new tokens to any other tokenizer.
+think natively (Qwen3, DeepSeek-R1 distills), added as new tokens to any other tokenizer, their
+embeddings initialised from the phrases of :class:`ThinkSettings` (``bench/thought_format_smollm2.py``
+measured the choice on SmolLM2-135M).
 
 Everything returned is token ids and behaviour log-probs (:mod:`ponder.lm.decode`); text is
 decoded only on request, to parse answers.
@@ -32,10 +35,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from ponder.lm.decode import DecodeRules, Samples, cut_at_stop, eos_ids, sample
-from ponder.lm.thoughts import THINK_CLOSE, THINK_OPEN, think_token_ids
+from ponder.lm.thoughts import THINK_CLOSE, THINK_OPEN, structure_token_ids, think_token_ids
 
 #: Where an answer ends by default: tasks answer on one line.
 ANSWER_STOPS = ("\n",)
+#: The texts whose mean embeddings start new ``<think>`` / ``</think>`` rows (measured on SmolLM2-135M:
+#: ``bench/thought_format_smollm2.py``, issue 27 in bench/RESULTS.md).
+OPEN_PHRASE = "Let me think."
+CLOSE_PHRASE = "So the answer is"
 
 
 class ThinkSettings(BaseModel):
@@ -49,6 +56,13 @@ class ThinkSettings(BaseModel):
         None, description="system message for chat prompts that explains the <think>...</think> format"
     )
     min_thought_tokens: int = Field(1, ge=0, description="a thought has at least this many tokens")
+    think_open_phrase: str | None = Field(
+        OPEN_PHRASE,
+        min_length=1,
+        description="a tokenizer without <think> gets it as a new token whose embedding starts at this text's "
+        "mean token embedding (None: the vocabulary's mean)",
+    )
+    think_close_phrase: str | None = Field(CLOSE_PHRASE, min_length=1, description="likewise for </think>")
 
     @classmethod
     def of(cls, settings: BaseModel) -> ThinkSettings:
@@ -66,6 +80,7 @@ class ThoughtFormat:
     min_thought_tokens: int = 1
     chat: bool = False
     instruction: str | None = None
+    structure_ids: tuple[int, ...] = ()  # the tokenizer's other special tokens, banned inside a thought
 
     @classmethod
     def of(cls, model, tokenizer, settings: ThinkSettings | None = None) -> ThoughtFormat:
@@ -83,14 +98,14 @@ class ThoughtFormat:
             settings.min_thought_tokens,
             chat,
             settings.think_instruction,
+            tuple(structure_token_ids(tokenizer, keep=(open_id, close_id))),
         )
 
     # ------------------------------------------------------------ the rules
     def thought_rules(self) -> DecodeRules:
-        """Ends at the model's own ``</think>``; EOS and ``<think>`` banned; ``</think>`` banned before the minimum."""
-        return DecodeRules(
-            end_ids=(self.close_id,), ban_ids=(self.open_id, *self.eos_ids), min_new_tokens=self.min_thought_tokens
-        )
+        """Ends at the model's own ``</think>``; EOS, ``<think>`` and the structure tokens banned; ``</think>`` banned before the minimum."""
+        ban = (self.open_id, *self.eos_ids, *(t for t in self.structure_ids if t not in self.eos_ids))
+        return DecodeRules(end_ids=(self.close_id,), ban_ids=ban, min_new_tokens=self.min_thought_tokens)
 
     def answer_rules(self, stops: Sequence[str] = ()) -> DecodeRules:
         """Ends at EOS or a stop string after the answer's first visible character; no delimiter inside."""

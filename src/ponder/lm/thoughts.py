@@ -1,9 +1,11 @@
 """Think delimiters: register them, wrap, strip and ban thoughts.
 
 A thought is the text between ``<think>`` and ``</think>``. Models whose tokenizer lacks the
-delimiters get them as added special tokens; their new embedding rows start at the mean of
-the existing rows (a neutral point the model already knows how to read) rather than at
-random, which keeps the first forward passes after the resize close to the original model.
+delimiters get them as added special tokens. Their new embedding rows (input and, when untied,
+output) start at the mean embedding of a phrase's tokens when one is named (``"Let me think"`` for
+the opener: the model reads the new token roughly as it reads the phrase), else at the mean of
+the existing rows (a neutral point), never at random, which keeps the first forward passes after
+the resize close to the original model.
 The same registration serves any other delimiter pair (:func:`ensure_special_tokens`,
 :func:`special_token_ids`; e.g. the lookahead spans of :mod:`ponder.data.trelawney`).
 """
@@ -75,34 +77,80 @@ def has_think_tokens(tokenizer) -> bool:
         return False
 
 
-def ensure_special_tokens(model, tokenizer, tokens: Sequence[str]) -> int:
+def phrase_ids(tokenizer, phrase: str) -> list[int]:
+    """The ordinary tokens of ``phrase`` (no BOS); raises ValueError on a phrase with none."""
+    ids = tokenizer(phrase, add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise ValueError(f"the phrase {phrase!r} has no tokens; name a non-empty text")
+    return list(ids)
+
+
+@torch.no_grad()
+def init_rows(model, rows: Sequence[int], sources: Sequence[Sequence[int] | None], old_rows: int) -> None:
+    """Set embedding row ``rows[i]`` to the mean of rows ``sources[i]`` (None: of the first ``old_rows`` rows).
+
+    Input embeddings and an untied output layer (its bias too) alike: a new token both reads and
+    is predicted like the tokens it stands for.
+    """
+    emb = model.get_input_embeddings().weight
+    out = model.get_output_embeddings()
+    tables = [emb]
+    if out is not None and out.weight.data_ptr() != emb.data_ptr():
+        tables.append(out.weight)
+    for row, src in zip(rows, sources):
+        index = torch.arange(old_rows) if src is None else torch.tensor(list(src))
+        for table in tables:
+            table[row] = table[index.to(table.device)].mean(dim=0)
+        if len(tables) > 1 and getattr(out, "bias", None) is not None:
+            out.bias[row] = out.bias[index.to(out.bias.device)].mean()
+
+
+def ensure_special_tokens(
+    model, tokenizer, tokens: Sequence[str], init_phrases: Sequence[str | None] | None = None
+) -> int:
     """Register ``tokens`` as special tokens where missing; return how many were added.
 
-    Resizes the model's embeddings (and an untied output layer) and initialises the new rows
-    to the mean of the old ones.
+    Resizes the model's embeddings (and an untied output layer) and initialises each new row to
+    the mean embedding of its phrase in ``init_phrases`` (None, or no phrases: the mean of the
+    old rows). Tokens already present keep their rows (a trained checkpoint is never re-initialised).
     """
-    missing = [t for t in tokens if tokenizer.convert_tokens_to_ids(t) in (None, tokenizer.unk_token_id)]
+    phrases = list(init_phrases) if init_phrases is not None else [None] * len(tokens)
+    if len(phrases) != len(tokens):
+        raise ValueError(f"{len(phrases)} init phrases for {len(tokens)} tokens")
+    missing = [
+        (t, ph)
+        for t, ph in zip(tokens, phrases)
+        if tokenizer.convert_tokens_to_ids(t) in (None, tokenizer.unk_token_id)
+    ]
     if not missing:
         return 0
-    tokenizer.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)
+    sources = [None if ph is None else phrase_ids(tokenizer, ph) for _, ph in missing]
+    tokenizer.add_special_tokens(
+        {"additional_special_tokens": [t for t, _ in missing]}, replace_extra_special_tokens=False
+    )
     old_rows = model.get_input_embeddings().weight.shape[0]
-    needed = len(tokenizer)
-    if needed > old_rows:
-        model.resize_token_embeddings(needed, mean_resizing=False)
-        with torch.no_grad():
-            emb = model.get_input_embeddings().weight
-            emb[old_rows:] = emb[:old_rows].mean(dim=0, keepdim=True)
-            out = model.get_output_embeddings()
-            if out is not None and out.weight.data_ptr() != emb.data_ptr():
-                out.weight[old_rows:] = out.weight[:old_rows].mean(dim=0, keepdim=True)
-                if getattr(out, "bias", None) is not None:
-                    out.bias[old_rows:] = out.bias[:old_rows].mean()
+    if len(tokenizer) > old_rows:
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    rows = [int(tokenizer.convert_tokens_to_ids(t)) for t, _ in missing]
+    init_rows(model, rows, sources, old_rows)
     return len(missing)
 
 
-def ensure_think_tokens(model, tokenizer) -> int:
-    """Register ``<think>`` / ``</think>`` when missing (see :func:`ensure_special_tokens`)."""
-    return ensure_special_tokens(model, tokenizer, (THINK_OPEN, THINK_CLOSE))
+def ensure_think_tokens(model, tokenizer, open_phrase: str | None = None, close_phrase: str | None = None) -> int:
+    """Register ``<think>`` / ``</think>`` when missing, initialised from the phrases (see :func:`ensure_special_tokens`)."""
+    return ensure_special_tokens(model, tokenizer, (THINK_OPEN, THINK_CLOSE), (open_phrase, close_phrase))
+
+
+def structure_token_ids(tokenizer, keep: Sequence[int] = ()) -> list[int]:
+    """Every special or added special token id of ``tokenizer`` but ``keep``: chat-template structure
+    (``<|im_start|>``, ``<|im_end|>``, role headers that are tokens), EOS, BOS, PAD and the like.
+
+    What a thought must never contain: a model that writes ``<|im_start|>`` inside a thought has
+    left it for a new chat turn.
+    """
+    ids = {int(i) for i in tokenizer.all_special_ids}
+    ids |= {int(i) for i, tok in getattr(tokenizer, "added_tokens_decoder", {}).items() if tok.special}
+    return sorted(ids - {int(k) for k in keep})
 
 
 def thought_ids_of(completion_ids, open_id: int, close_id: int) -> list[int] | None:

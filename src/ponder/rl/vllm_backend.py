@@ -144,7 +144,7 @@ class VLLMBackend:
         self._vllm = vllm
         self.open_id, self.close_id, self.top_p = fmt.open_id, fmt.close_id, top_p
         self.min_tokens = max(1, fmt.min_thought_tokens)
-        self.banned = [self.open_id, *fmt.eos_ids]
+        self.banned = list(fmt.thought_rules().ban_ids)  # the one sampler's thought bans (EOS, <think>, structure)
         # The CUDA IPC handles reach vLLM's engine process pickled (vLLM's RLHF IPC example sets the same).
         os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
         self._dir = tempfile.mkdtemp(prefix="ponder-vllm-")

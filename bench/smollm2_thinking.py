@@ -1,0 +1,293 @@
+"""SmolLM2-135M that thinks: GRPO, TTRL, RLP and FLOP-matched CPT side by side, several seeds (issue 27).
+
+Cells, each trained from SmolLM2-135M-Instruct with the default thought format (``ponder.lm.thinking``)
+and measured on held-out data, each cached under ``--out`` so that a killed run resumes cell by cell
+(the training runs resume through ``ponder``'s own checkpoints):
+
+* ``base``: the model as loaded;
+* ``grpo-sS``: ``ponder grpo --reward verifiable`` on ``--task``'s train split, think mode;
+* ``ttrl-sS``: ``ponder ttrl`` (majority vote, labels never used) on the train split's prompts, so that
+  the test split stays held out for every model;
+* ``rlp-sS`` and ``cpt-sS``: ``ponder rlp`` as the paper states it on the real-text corpus, then
+  ``ponder cpt --match-run`` (FLOP-matched, same start) (:func:`rlp_smollm2.train`);
+* ``rlp-rtw-sS`` (``--rtw W``): RLP with ``--reward-token-weight W``, the measured variant beside it.
+
+Every model: greedy think and no-think accuracy on ``--eval-n`` problems of the task's test split,
+the share of thoughts it closed and their length (``ponder.eval.evaluate_mode``); the real-text
+models also held-out information gain against the base and plain next-token loss
+(:func:`rlp_smollm2.measure`). Writes ``--json`` in the issue's schema::
+
+    OMP_NUM_THREADS=1 nohup python bench/smollm2_thinking.py --corpus /tmp/realtext --out runs/smol27 \\
+        --seeds 0-2 --json bench/results/smollm2_thinking.json > runs/smol27.log 2>&1 &
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(Path(__file__).parent))
+
+import rlp_smollm2  # noqa: E402  (a sibling script, not a package)
+from ponder.config import parse_seeds  # noqa: E402
+from ponder.data.registry import get_task  # noqa: E402
+from ponder.jobs.models import load_model  # noqa: E402
+from ponder.lm.thinking import ANSWER_STOPS, ThoughtFormat, think_then_answer  # noqa: E402
+from ponder.lm.thoughts import THINK_CLOSE  # noqa: E402
+from thought_format_smollm2 import last_number  # noqa: E402
+
+MODEL = rlp_smollm2.MODEL
+KINDS = ("grpo", "ttrl", "rlp", "cpt", "rlp-rtw")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--corpus", required=True, help="folder written by `ponder corpus build` (RLP, CPT, held-out IG)")
+    p.add_argument("--out", default="runs/smollm2_thinking", help="run directories and per-cell results")
+    p.add_argument("--seeds", default="0", type=parse_seeds, help="a range 0-2, a list 0,1,2 or both")
+    p.add_argument("--model", default=MODEL, help="the start of every cell (tiny: a seconds-long check of the harness)")
+    p.add_argument("--kinds", default="grpo,ttrl,rlp,cpt", help=f"comma separated, of {', '.join(KINDS)}")
+    p.add_argument("--task", default="add1", help="the think-mode task (chosen by --probe: base between 0.1 and 0.7)")
+    p.add_argument("--eval-n", type=int, default=64, help="held-out (test split) problems per accuracy")
+    p.add_argument("--max-thought-tokens", type=int, default=32, help="thought budget, training and evaluation")
+    # GRPO / TTRL.
+    p.add_argument("--rl-steps", type=int, default=20)
+    p.add_argument("--prompts-per-step", type=int, default=4)
+    p.add_argument("--rl-group", type=int, default=8)
+    p.add_argument("--rl-lr", type=float, default=1e-5)
+    p.add_argument("--rl-args", default="", help="more `ponder grpo`/`ponder ttrl` flags, space separated")
+    # RLP / CPT (the flags of bench/rlp_smollm2.py).
+    p.add_argument("--steps", type=int, default=240, help="RLP steps (x --docs-per-step positions)")
+    p.add_argument("--docs-per-step", type=int, default=4)
+    p.add_argument("--group-size", type=int, default=4)
+    p.add_argument("--context-length", type=int, default=128)
+    p.add_argument("--lr", type=float, default=2e-5)
+    p.add_argument("--ema-tau", type=float, default=0.999)
+    p.add_argument("--rlp-args", default="", help="more `ponder rlp` flags, space separated")
+    p.add_argument("--rtw", type=float, default=1.0, help="--reward-token-weight of the rlp-rtw cells")
+    p.add_argument("--cpt-lr", type=float, default=2e-5)
+    p.add_argument("--cpt-batch", type=int, default=8)
+    p.add_argument("--match", default="flop", choices=["flop", "token", "compute"])
+    p.add_argument("--eval-windows", type=int, default=24)
+    p.add_argument("--eval-positions", type=int, default=2)
+    p.add_argument("--eval-group", type=int, default=4)
+    p.add_argument("--eval-batch", type=int, default=6)
+    p.add_argument("--probe", help="comma-separated tasks: the base's think and no-think accuracy on each, then stop")
+    p.add_argument("--json", help="write the issue's table here")
+    return p.parse_args(argv)
+
+
+def accuracy(lm, task_spec: str, args) -> dict:
+    """Greedy think and no-think accuracy on the test split, share closed, thought length (default format).
+
+    Two readings of an answer: the task's own score, and the last number of the answer (a chat model
+    answers in a sentence; ``heldout_accuracy`` is the latter for numeric tasks, as issue 26 reads them).
+    """
+    task = get_task(task_spec)
+    problems = task.problems(args.eval_n, seed=0, split="test")
+    model, tok = lm.model, lm.tokenizer
+    fmt = ThoughtFormat.of(model, tok)
+    prompts = fmt.prompt_ids(tok, [p.prompt for p in problems])
+    out = {"task": task_spec, "n": len(problems)}
+    for think in (True, False):
+        c = think_then_answer(
+            model, tok, fmt, prompts, think=think, max_thought_tokens=args.max_thought_tokens, max_answer_tokens=24,
+            batch_size=32,
+        )  # fmt: skip
+        answers = [a.split(THINK_CLOSE)[-1] for a in c.texts(tok, ANSWER_STOPS)]
+        key = "heldout_accuracy" if think else "heldout_accuracy_no_think"
+        out[key] = statistics.fmean(last_number(a) == p.answer.strip() for p, a in zip(problems, answers))
+        out[key + "_task_score"] = statistics.fmean(task.score(p, a) for p, a in zip(problems, answers))
+        if think:
+            out["closed_fraction"] = float(c.closed.float().mean())
+            out["thought_tokens"] = float(c.thought_tokens.mean())
+    return out
+
+
+def rl_cell(kind: str, seed: int, args, out: Path) -> tuple[Path, float]:
+    """Train ``ponder grpo`` / ``ponder ttrl`` for ``seed`` (skipped when done); its final model and wall seconds."""
+    run = out / f"{kind}-s{seed}"
+    settings = {
+        "model": MODEL,
+        "task": args.task,
+        "seed": seed,
+        "steps": args.rl_steps,
+        "prompts_per_step": args.prompts_per_step,
+        "group_size": args.rl_group,
+        "max_thought_tokens": args.max_thought_tokens,
+        "lr": args.rl_lr,
+        "eval_n": 0,  # measured here, think and no-think, on the same problems for every model
+        "report_to": "none",
+        "device": "cpu",
+        "out": run,
+    }
+    if kind == "grpo":
+        settings["reward"] = "verifiable"
+    else:
+        settings["split"] = "train"  # unlabeled train prompts: the test split stays held out
+    wall = 0.0
+    if not (run / "final").is_dir():
+        argv = [kind, *rlp_smollm2.flags(settings), "--quiet", *args.rl_args.split()]
+        wall = rlp_smollm2.run_cli(argv, out / f"{kind}-s{seed}.log")
+    return run / "final", wall
+
+
+def rlp_cells(seed: int, args, out: Path, rtw: bool) -> dict[str, Path]:
+    """RLP (or RLP with the reward-token term) then its FLOP-matched CPT, for ``seed``."""
+    sub = out / ("rtw" if rtw else "paper")
+    sub.mkdir(parents=True, exist_ok=True)
+    ns = argparse.Namespace(**vars(args))
+    if rtw:
+        ns.rlp_args = f"{args.rlp_args} --reward-token-weight {args.rtw}".strip()
+    rlp_smollm2.train(seed, ns, sub)
+    return {"rlp": sub / f"rlp-s{seed}" / "final", "cpt": sub / f"cpt-s{seed}" / "final"}
+
+
+def measure_cell(name: str, path, base, args, out: Path, info_gain: bool, extra: dict) -> dict:
+    """The figures of one trained model (cached in ``out/cell-<name>.json``)."""
+    cached = out / f"cell-{name}.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())
+    t0 = time.time()
+    lm = base if str(path) == MODEL else load_model(str(path), device="cpu", dtype=torch.float32)
+    result = {"cell": name, **extra, **accuracy(lm, args.task, args)}
+    if info_gain:
+        ns = argparse.Namespace(**vars(args), task_n=args.eval_n)
+        ig = rlp_smollm2.measure(name, str(path), base, ns, out)
+        result.update({k: ig[k] for k in ("heldout_info_gain", "heldout_ntp_loss", "per_position_gain")})
+        result["share_positive_gain"] = statistics.fmean(g > 0 for g in ig["per_position_gain"])
+    result["eval_wall_s"] = round(time.time() - t0, 1)
+    cached.write_text(json.dumps(result, indent=1))
+    print(f"[{name}] " + json.dumps({k: v for k, v in result.items() if k != "per_position_gain"}), flush=True)
+    return result
+
+
+def positions_trained(run: Path) -> int | None:
+    """RLP positions the run trained on (the ``positions`` counter of its ``summary.json``), None when unknown."""
+    path = run.parent / "summary.json"
+    if not path.is_file():
+        return None
+    found = []
+
+    def walk(x):
+        if isinstance(x, dict):
+            for k, v in x.items():
+                if k == "positions" and isinstance(v, (int, float)):
+                    found.append(int(v))
+                walk(v)
+
+    walk(json.loads(path.read_text()))
+    return max(found) if found else None
+
+
+def table(cells: dict[str, list[dict]], base: dict) -> dict:
+    """The issue's schema: one row per model kind, per-seed lists and medians."""
+    rows = [
+        {
+            "model": "base",
+            "task": base["task"],
+            "heldout_accuracy_per_seed": [base["heldout_accuracy"]],
+            "heldout_accuracy_median": base["heldout_accuracy"],
+            "heldout_accuracy_no_think": base["heldout_accuracy_no_think"],
+            "closed_fraction": base["closed_fraction"],
+            "thought_tokens": base["thought_tokens"],
+            "heldout_info_gain": base.get("heldout_info_gain"),
+            "heldout_info_gain_std": 0.0,
+            "heldout_ntp_loss": base.get("heldout_ntp_loss"),
+            "positions_trained": 0,
+        }
+    ]
+    for kind, results in cells.items():
+        if not results:
+            continue
+        acc = [r["heldout_accuracy"] for r in results]
+        row = {
+            "model": kind,
+            "task": results[0]["task"],
+            "seeds": [r["seed"] for r in results],
+            "heldout_accuracy_per_seed": acc,
+            "heldout_accuracy_median": statistics.median(acc),
+            "heldout_accuracy_no_think_per_seed": [r["heldout_accuracy_no_think"] for r in results],
+            "closed_fraction": statistics.median(r["closed_fraction"] for r in results),
+            "thought_tokens": statistics.median(r["thought_tokens"] for r in results),
+            "positions_trained": results[0].get("positions_trained"),
+            "train_wall_s_per_seed": [r.get("train_wall_s") for r in results],
+        }
+        if "heldout_info_gain" in results[0]:
+            ig = [r["heldout_info_gain"] for r in results]
+            row["heldout_info_gain_per_seed"] = ig
+            row["heldout_info_gain"] = statistics.median(ig)
+            row["heldout_info_gain_std"] = statistics.stdev(ig) if len(ig) > 1 else 0.0
+            row["heldout_ntp_loss_per_seed"] = [r["heldout_ntp_loss"] for r in results]
+            row["share_positive_gain_per_seed"] = [r["share_positive_gain"] for r in results]
+        rows.append(row)
+    return {"rows": rows, "base_accuracy": base["heldout_accuracy"]}
+
+
+def main(argv=None) -> dict | None:
+    args = parse_args(argv)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    kinds = [k for k in args.kinds.split(",") if k]
+    if unknown := set(kinds) - set(KINDS):
+        raise SystemExit(f"unknown --kinds {sorted(unknown)}; choose from {', '.join(KINDS)}")
+    corpus, out = Path(args.corpus), Path(args.out)
+    if not (corpus / "heldout.jsonl").is_file():
+        raise SystemExit(f"{corpus} has no heldout.jsonl: build it with `ponder corpus build --out {corpus}`")
+    out.mkdir(parents=True, exist_ok=True)
+    global MODEL
+    MODEL = rlp_smollm2.MODEL = args.model  # every cell and the sibling's RLP/CPT phases start from it
+    base = load_model(MODEL, device="cpu", dtype=torch.float32)
+    if args.probe:
+        for spec in args.probe.split(","):
+            t0 = time.time()
+            print(json.dumps({**accuracy(base, spec, args), "wall_s": round(time.time() - t0, 1)}), flush=True)
+        return None
+    t_start = time.time()
+    real_text = bool({"rlp", "cpt", "rlp-rtw"} & set(kinds))
+    base_row = measure_cell("base", MODEL, base, args, out, real_text, {})
+    cells: dict[str, list[dict]] = {k: [] for k in kinds}
+    for seed in args.seeds:
+        for kind in ("grpo", "ttrl"):
+            if kind in kinds:
+                t0 = time.time()
+                path, _ = rl_cell(kind, seed, args, out)
+                extra = {"seed": seed, "train_wall_s": round(time.time() - t0, 1)}
+                cells[kind].append(measure_cell(f"{kind}-s{seed}", path, base, args, out, False, extra))
+        for rtw in (False, True):
+            name = "rlp-rtw" if rtw else "rlp"
+            if name not in kinds and (rtw or "cpt" not in kinds):
+                continue
+            t0 = time.time()
+            paths = rlp_cells(seed, args, out, rtw)
+            extra = {"seed": seed, "train_wall_s": round(time.time() - t0, 1)}
+            for kind, path in paths.items():
+                label = f"{kind}-rtw" if rtw and kind == "rlp" else kind
+                if label not in kinds:
+                    continue
+                cell_extra = {**extra, "positions_trained": positions_trained(paths["rlp"])}
+                sub = out / ("rtw" if rtw else "paper")
+                cells[label].append(measure_cell(f"{label}-s{seed}", path, base, args, sub, True, cell_extra))
+    payload = {
+        "model": MODEL,
+        **table(cells, base_row),
+        "settings": {k: v for k, v in vars(args).items() if k not in ("json", "probe")},
+        "bench_wall_s": round(time.time() - t_start, 1),
+    }
+    print(json.dumps(payload["rows"], indent=1))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(payload, indent=1))
+    return payload
+
+
+if __name__ == "__main__":
+    main()

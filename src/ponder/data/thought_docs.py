@@ -1,0 +1,26 @@
+"""Documents with short thoughts inserted: what a format warm start trains on (issue 27).
+
+A model that has never read ``<think> ... </think>`` learns the format from its own text: at a
+position ``t`` of a document (or after a task prompt) a short thought the model itself sampled is
+inserted and closed, and next-token training then teaches it to close a thought and to read on
+after ``</think>`` as if the thought had not interrupted the text. The thoughts are the model's own,
+so the warm start teaches the format, not new content (no label is used).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def insert_thought(ids: Sequence[int], at: int, thought: Sequence[int], open_id: int, close_id: int) -> list[int]:
+    """``ids[:at] + [open_id] + thought + [close_id] + ids[at:]``: a closed thought before token ``at`` (``1 <= at <= len``)."""
+    if not 1 <= at <= len(ids):
+        raise ValueError(f"a thought goes after a non-empty prefix: need 1 <= at <= {len(ids)}, got {at}")
+    return [*ids[:at], open_id, *thought, close_id, *ids[at:]]
+
+
+def answered_thought(
+    prompt: Sequence[int], thought: Sequence[int], answer: Sequence[int], open_id: int, close_id: int
+) -> list[int]:
+    """``prompt <think> thought </think> answer``: a task prompt, a closed thought and the answer that followed it."""
+    return insert_thought([*prompt, *answer], len(prompt), thought, open_id, close_id)

@@ -1,0 +1,90 @@
+"""The thought format a pretrained model can read (issue 27): no special token of the tokenizer (chat
+structure, EOS...) inside a thought; phrase-initialised delimiters are tested in test_thoughts.py."""
+
+import pytest
+import torch
+
+from ponder.lm.thinking import ThinkSettings, ThoughtFormat, sample_thoughts, think_then_answer
+from ponder.lm.thoughts import structure_token_ids, think_token_ids
+from test_thoughts import small_llama
+
+
+def test_structure_tokens_are_every_special_token_but_the_kept_ones(char_tokenizer):
+    tok = char_tokenizer
+    open_id, close_id = think_token_ids(tok)
+    ids = structure_token_ids(tok, keep=(open_id, close_id))
+    assert {tok.pad_token_id, tok.bos_token_id, tok.eos_token_id, tok.unk_token_id} <= set(ids)
+    assert open_id not in ids and close_id not in ids
+    assert tok.convert_tokens_to_ids("a") not in ids
+
+
+def _chat_tiny():
+    """A char tokenizer plus ChatML structure tokens, and a model that prefers them to anything else."""
+    from ponder.lm.tiny import build_char_tokenizer
+
+    tok = build_char_tokenizer()
+    tok.add_special_tokens(
+        {"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]}, replace_extra_special_tokens=False
+    )
+    model = small_llama(len(tok), True)
+    structure = [tok.convert_tokens_to_ids(t) for t in ("<|im_start|>", "<|im_end|>")]
+    favour = torch.zeros(len(tok))
+    favour[structure] = 50.0
+    favour[tok.unk_token_id] = 40.0
+    model.lm_head.register_forward_hook(lambda mod, inp, out: out + favour)
+    return model, tok, structure
+
+
+def test_no_chat_structure_token_inside_a_thought():
+    model, tok, structure = _chat_tiny()
+    fmt = ThoughtFormat.of(model, tok)
+    assert set(structure) <= set(fmt.thought_rules().ban_ids)
+    banned = set(structure_token_ids(tok, keep=(fmt.open_id, fmt.close_id))) | {fmt.open_id}
+    prompts = [tok("ab", add_special_tokens=True)["input_ids"], tok("c", add_special_tokens=True)["input_ids"]]
+    th = sample_thoughts(model, tok, fmt, prompts, n=3, max_tokens=12, temperature=1.0, generator=torch.Generator())
+    for ids in th.ids:
+        assert len(ids) == 12 and not banned & set(ids)  # the favoured tokens never came: the budget ran out
+    greedy = think_then_answer(model, tok, fmt, prompts, max_thought_tokens=6, max_answer_tokens=4)
+    assert all(not banned & set(ids) for ids in greedy.thoughts.ids)
+
+
+@pytest.mark.slow
+@pytest.mark.smollm
+def test_smollm2_default_format_keeps_chat_structure_out_of_thoughts():
+    """SmolLM2's real tokenizer and weights, the default format, think mode as `ponder eval` runs it."""
+    pytest.importorskip("gguf")
+    from ponder.data.registry import get_task
+    from ponder.jobs.models import load_model, smollm2_gguf_path
+
+    try:
+        smollm2_gguf_path()
+    except Exception as e:  # noqa: BLE001 - the weights package is installed by `make test`
+        pytest.skip(str(e))
+    lm = load_model("smollm2-135m", device="cpu")
+    tok, model = lm.tokenizer, lm.model
+    fmt = ThoughtFormat.of(model, tok)
+    chat = {tok.convert_tokens_to_ids(t) for t in ("<|im_start|>", "<|im_end|>", "<|endoftext|>")}
+    assert chat <= set(fmt.thought_rules().ban_ids)
+    assert len(fmt.structure_ids) >= 17  # SmolLM2's 17 special tokens (ids 0-16: ChatML, repo and jupyter markers)
+    # The delimiters were initialised from the default phrases, not the vocabulary mean.
+    emb = model.get_input_embeddings().weight
+    phrase = tok(ThinkSettings().think_open_phrase, add_special_tokens=False)["input_ids"]
+    torch.testing.assert_close(emb[fmt.open_id], emb[phrase].mean(0))
+    task = get_task("add1")
+    problems = task.problems(4, seed=0, split="test")
+    prompt_ids = fmt.prompt_ids(tok, [p.prompt for p in problems])
+    out = think_then_answer(model, tok, fmt, prompt_ids, n=2, temperature=1.0, max_thought_tokens=24,
+                            generator=torch.Generator().manual_seed(0))  # fmt: skip
+    for ids in out.thoughts.ids:
+        assert not set(fmt.structure_ids) & set(ids)
+
+
+def test_insert_thought_places_a_closed_thought_before_the_token():
+    from ponder.data.thought_docs import answered_thought, insert_thought
+
+    assert insert_thought([1, 2, 3], 1, [7, 8], 90, 91) == [1, 90, 7, 8, 91, 2, 3]
+    assert insert_thought([1, 2, 3], 3, [], 90, 91) == [1, 2, 3, 90, 91]  # after the last token: an empty tail
+    assert answered_thought([5, 6], [7], [4, 2], 90, 91) == [5, 6, 90, 7, 91, 4, 2]
+    for bad in (0, 4):
+        with pytest.raises(ValueError, match="non-empty prefix"):
+            insert_thought([1, 2, 3], bad, [7], 90, 91)
