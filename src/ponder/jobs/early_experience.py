@@ -112,13 +112,13 @@ def run_early_experience(job: EarlyExperienceJob, progress: bool = True, printer
 def _early_experience(job: EarlyExperienceJob, task, env, out: Path, progress: bool, printer) -> dict:
     base = _base_spec(job, progress)
     budget = task_thought_budget(task, job.max_thought_tokens)
-    lm = load_model(base)
+    lm = load_model(base, think_settings=job)
     base_acc = held_out_think_accuracy(lm.model, lm.tokenizer, task, job.eval_n, budget, ThinkSettings.of(job))
     printer(f"base {base}: think accuracy {base_acc['think_accuracy']:.3f}")
     rows, collection = [], []
     for seed in job.seeds:
         problems = task.problems(job.experts, seed=seed, split="train")
-        lm = load_model(base)
+        lm = load_model(base, think_settings=job)
         transitions = collect_experience(
             lm.model, lm.tokenizer, env, problems, job.samples_per_state, job.temperature, seed=seed
         )
@@ -132,7 +132,7 @@ def _early_experience(job: EarlyExperienceJob, task, env, out: Path, progress: b
         printer(f"seed {seed}: {data.stats}")
         for recipe in job.recipes:
             run_dir = out / f"seed{seed}" / recipe
-            lm = load_model(base)
+            lm = load_model(base, think_settings=job)
             cfg = job.train.model_copy(update={"seed": seed})
             summary = train_recipe(
                 lm.model,

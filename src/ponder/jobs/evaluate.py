@@ -70,7 +70,7 @@ def run_eval(job: EvalJob, progress: bool = True):
         if not isinstance(task, BigBenchTask) or job.split != "all":
             raise ConfigError("--shots is for BIG-bench task files with --split all (BIG-bench's few-shot draw)")
         task.shots = job.shots
-    lm = load_model(job.model, device=job.device)
+    lm = load_model(job.model, device=job.device, think_settings=job)
     budget = job.max_thought_tokens
     if budget is None:
         budget = thought_budget(task) if hasattr(task, "sample") else 256

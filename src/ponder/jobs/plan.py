@@ -171,7 +171,7 @@ def run_plan(job: PlanJob, progress: bool = True, printer=print) -> dict:
 def _run_plan(job: PlanJob, out: Path, progress: bool, printer) -> dict:
 
     task = get_task(job.task)
-    lm = load_model(job.model, device=job.device)
+    lm = load_model(job.model, device=job.device, think_settings=job)
     vocab, vocab_calls = build_vocabulary(lm, task, job.seed, job.lm_proposals)
     if job.start:
         try:
