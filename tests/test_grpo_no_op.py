@@ -74,7 +74,7 @@ def test_run_that_trains_nothing_says_so_writes_no_model_and_exits_3(
     assert summary["think_accuracy_after"] == summary["think_accuracy_before"] == 0.0
     assert summary["eval_n"] == default_eval_n(2, 2) == 4
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["skipped"] for r in rows] == [1, 1] and [r["steps_trained"] for r in rows] == [0, 0]
+    assert [r["skipped"] for r in rows] == [1, 1] and [r["steps_trained_total"] for r in rows] == [0, 0]
 
 
 def test_steps_that_train_nothing_are_counted_and_only_trained_weights_are_saved(
