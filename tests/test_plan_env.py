@@ -42,6 +42,22 @@ def test_calls_tokens_and_cache(lm):
     assert env.counters.calls == 15 and env.counters.proposal_calls == 3
 
 
+def test_per_input_scores_average_to_the_outcome_and_generated_tokens_are_counted(lm):
+    env = PlanEnv(lm, get_task("add3"), n_train=3, n_heldout=2, max_thought_tokens=8, max_answer_tokens=4)
+    for chain in (Chain(steps=("1+",)), Chain(answer_format="direct")):
+        calls = env.counters.calls
+        scores = env.per_input(chain, env.train)
+        assert env.counters.calls == calls  # per_input itself counts nothing (evaluate and measure do)
+        before = env.counters.generated_tokens
+        out = env.evaluate(chain)
+        assert len(scores.correct) == len(scores.loglik) == 3 and scores.calls == 6
+        assert out.accuracy == pytest.approx(sum(scores.correct) / 3)
+        assert out.loglik == pytest.approx(sum(scores.loglik) / 3, rel=1e-5)
+        # The model wrote at least one answer token per input, and in the think format up to 8 thought tokens more.
+        wrote = env.counters.generated_tokens - before
+        assert wrote == scores.generated and 3 <= wrote <= 3 * (4 + (8 if chain.answer_format == "think" else 0))
+
+
 def test_rejected_edits_are_counted(lm):
     env = PlanEnv(lm, get_task("add3"), n_train=2, n_heldout=1, max_prompt_tokens=40)
     chain = Chain(instructions=("short",))
