@@ -18,7 +18,7 @@ measures (one batched pass each; per-input scores from ``PlanEnv.per_input``). T
   its prediction with the real value, against the per-operation mean of the same ``k``;
 * **candidate generation**: how many single edits beat the start by more than the elite's margin.
 
-    OMP_NUM_THREADS=1 python bench/plan_diagnose_smol.py --task add1 --seed 0 --json diag.json
+    OMP_NUM_THREADS=1 python bench/plan_diagnose_smol.py --task add1 --seed 0 --json diag.json [--chat-template on]
 """
 
 from __future__ import annotations
@@ -146,6 +146,7 @@ def main(argv=None) -> int:
     p.add_argument("--n-train", type=int, default=12)
     p.add_argument("--n-heldout", type=int, default=16)
     p.add_argument("--margin", type=float, default=0.02)
+    p.add_argument("--chat-template", default="off", choices=("auto", "on", "off"), help="how chains reach the model")
     p.add_argument("--json", metavar="PATH")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -154,7 +155,7 @@ def main(argv=None) -> int:
     task = get_task(a.task)
     vocab, _ = build_vocabulary(lm, task, a.seed)
     start = default_start(vocab, "instruction")
-    env = PlanEnv(lm, task, n_train=a.n_train, n_heldout=a.n_heldout, seed=a.seed)
+    env = PlanEnv(lm, task, n_train=a.n_train, n_heldout=a.n_heldout, seed=a.seed, chat_template=a.chat_template)
     rng = random.Random(a.seed)
     cands = candidate_edits(start, vocab, rng, a.pool - 1, env.accept)
     edits, chains = [e for e, _ in cands], [c for _, c in cands]
@@ -187,6 +188,7 @@ def main(argv=None) -> int:
     out = {
         "task": a.task,
         "seed": a.seed,
+        "chat_template": a.chat_template,
         "pool": len(chains) + 1,
         "seconds": round(time.time() - t0),
         "start": start.to_json(),

@@ -15,7 +15,7 @@ import torch
 dspy = pytest.importorskip("dspy")
 
 from ponder.data.registry import get_task  # noqa: E402
-from ponder.lm.thinking import ThoughtFormat  # noqa: E402
+from ponder.lm.thinking import ThinkSettings, ThoughtFormat  # noqa: E402
 from ponder.plan import dspy_lm  # noqa: E402
 from ponder.plan.dspy_lm import PlainAdapter, PonderLM, message_ids, plain_prompt  # noqa: E402
 from ponder.plan.env import Counters, PlanEnv  # noqa: E402
@@ -73,21 +73,25 @@ def test_chat_messages_go_through_the_chat_template(char_tokenizer):
     assert message_ids(tok, messages) == expected
 
 
-def test_dspy_program_prompt_reaches_the_model_as_the_chain_ids(lm, sampled):
-    """The task program's prompt is the ids ponder's planning environment sends for the same chain."""
+@pytest.mark.parametrize("chat_template", ["off", "on"])
+def test_dspy_program_prompt_reaches_the_model_as_the_chain_ids(lm, sampled, chat_template):
+    """The task program's prompt is the ids the planning environment sends for the same chain, in both framings."""
+    lm.tokenizer = copy.deepcopy(lm.tokenizer)
+    lm.tokenizer.chat_template = TEMPLATE  # so that the two framings differ
     counters = Counters()
     client = PonderLM(lm, counters, max_tokens=32)
     predict = dspy.Predict(dspy.Signature("question -> answer", "Add the numbers.\nAnswer at once."))
     predict.demos = [dspy.Example(question="2+2=", answer="4"), dspy.Example(question="1+5=", answer="6")]
-    with dspy.context(lm=client, adapter=PlainAdapter(answer_tokens=4)):
+    with dspy.context(lm=client, adapter=PlainAdapter(answer_tokens=4, chat_template=chat_template)):
         out = predict(question="3+4=")
-    chain = Chain(
-        instructions=("Add the numbers.", "Answer at once."), exemplars=("2+2=4", "1+5=6"), answer_format="direct"
-    )
+    exemplars = ("2+2=4", "1+5=6")
+    chain = Chain(instructions=("Add the numbers.", "Answer at once."), exemplars=exemplars, answer_format="direct")
     text = render_prompt(chain, "3+4=")
     assert plain_prompt("Add the numbers.\nAnswer at once.", predict.demos, "3+4=") == text
-    fmt = ThoughtFormat.of(lm.model, lm.tokenizer)
-    assert sampled == [(fmt.prompt_ids(lm.tokenizer, [text])[0], 1)]
+    fmt = ThoughtFormat.of(lm.model, lm.tokenizer, ThinkSettings(chat_template=chat_template))
+    expected = fmt.prompt_ids(lm.tokenizer, [text])[0]
+    assert (expected[:2] == lm.tokenizer("<u", add_special_tokens=False)["input_ids"]) == (chat_template == "on")
+    assert sampled == [(expected, 1)]
     assert counters.calls == 1 and isinstance(out.answer, str) and "\n" not in out.answer
 
 

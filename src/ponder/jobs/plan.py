@@ -100,6 +100,10 @@ class _PlanRun(BaseModel):
     max_prompt_tokens: int = Field(384, ge=8, description="longest prompt (chain + input) accepted")
     max_thought_tokens: int = Field(64, ge=1, description="thought budget in the think format")
     max_answer_tokens: int = Field(12, ge=1, description="answer budget")
+    chat_template: Literal["auto", "on", "off"] = Field(
+        "off",
+        description="chains reach the model as plain text (off) or through the tokenizer's chat template (auto, on)",
+    )
     seed: int = Field(0, description="seed of problem draws, candidates and the world model")
     out: str = Field("runs/plan", description="output directory")
     device: str | None = Field(None, description="cpu, cuda, ... (default: cuda when available)")
@@ -187,6 +191,7 @@ def _run_plan(job: PlanJob, out: Path, progress: bool, printer) -> dict:
         max_prompt_tokens=job.max_prompt_tokens,
         max_thought_tokens=job.max_thought_tokens,
         max_answer_tokens=job.max_answer_tokens,
+        chat_template=job.chat_template,
     )
     cfg = job.planner_config(job.seed)
     with make_progress(progress) as bar:

@@ -3,7 +3,9 @@
 Optional extra ``dspy`` (``pip install 'ponder[dspy]'``). Two pieces:
 
 * :class:`PonderLM`, a ``dspy.BaseLM``: DSPy's chat messages go through the tokenizer's chat
-  template (or, for a tokenizer without one, the contents joined by newlines) to token ids, and
+  template (or, for a tokenizer without one, the contents joined by newlines) to token ids (a
+  call with ``raw=True``, the plain adapter's task prompts when the planning environment renders
+  chains as plain text, sends the user message's text itself, as the environment does), and
   the answer is sampled by :func:`ponder.lm.thinking.think_then_answer` in no-think mode (no
   server, no text prompt handed to anything else). Every prompt is a counted call in a
   :class:`~ponder.plan.env.Counters`, the same counter a planner's environment keeps: ``calls``
@@ -103,7 +105,10 @@ class PonderLM(dspy.BaseLM):
         temperature = float(kwargs.get("temperature") or 0.0)
         max_tokens = min(int(kwargs.get("max_tokens") or self.max_new_tokens), self.max_new_tokens)
         stops = tuple(kwargs.get("stop") or ())
-        ids = message_ids(self.lm.tokenizer, messages)
+        if kwargs.get("raw"):  # the text itself, as PlanEnv sends a chain with chat_template="off"
+            ids = self.lm.tokenizer("\n".join(m["content"] for m in messages), add_special_tokens=True)["input_ids"]
+        else:
+            ids = message_ids(self.lm.tokenizer, messages)
         key = (tuple(ids), max_tokens, stops)
         if temperature == 0.0 and key in self._memo:  # the same greedy request: the same answer, for free
             self.counters.cache_hits += 1
@@ -152,18 +157,20 @@ def _is_task_signature(signature) -> bool:
 class PlainAdapter(dspy.ChatAdapter):
     """The task signature (``question -> answer``) rendered as ponder renders a chain; DSPy's chat format otherwise.
 
+    ``chat_template``: the planning environment's setting; "off" sends task prompts as their text.
+
     A plain prompt is one user message: the signature's instructions, one line per demonstration
     (``question + answer``, like a mined exemplar), then the question; the answer is the first line of
     the completion (calls end at a newline, as the planning environment's answers do).
     """
 
-    def __init__(self, answer_tokens: int = 12):
+    def __init__(self, answer_tokens: int = 12, chat_template: str = "off"):
         super().__init__(use_native_function_calling=False, use_json_adapter_fallback=False)
-        self.answer_tokens = answer_tokens
+        self.answer_tokens, self.raw = answer_tokens, chat_template == "off"
 
     def __call__(self, lm, lm_kwargs, signature, demos, inputs):
         if _is_task_signature(signature):
-            lm_kwargs = {**lm_kwargs, "stop": ("\n",), "max_tokens": self.answer_tokens}
+            lm_kwargs = {**lm_kwargs, "stop": ("\n",), "max_tokens": self.answer_tokens, "raw": self.raw}
         return super().__call__(lm, lm_kwargs, signature, demos, inputs)
 
     def format(self, signature, demos, inputs):

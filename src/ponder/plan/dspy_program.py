@@ -66,11 +66,11 @@ def program(instructions: tuple[str, ...] | list[str]) -> dspy.Module:
     return dspy.Predict(dspy.Signature(f"{QUESTION} -> {ANSWER}", text))
 
 
-def accuracy(prog, task, problems, lm: PonderLM, answer_tokens: int = 12) -> float:
+def accuracy(prog, task, problems, lm: PonderLM, answer_tokens: int = 12, chat_template: str = "off") -> float:
     """Share of ``problems`` ``prog`` answers right (a failed parse counts as wrong)."""
     metric = task_metric(task, problems)
     right = 0.0
-    with dspy.context(lm=lm, adapter=PlainAdapter(answer_tokens)):
+    with dspy.context(lm=lm, adapter=PlainAdapter(answer_tokens, chat_template)):
         for ex in examples(problems):
             try:
                 right += metric(ex, prog(**ex.inputs()))
@@ -90,7 +90,7 @@ def optimize(method: str, env: PlanEnv, start_instructions, settings: DSPySettin
     if method not in DSPY_METHODS:
         raise ValueError(f"unknown DSPy method {method!r}; known: {DSPY_METHODS}")
     task_lm = PonderLM(env.lm, env.counters, max_tokens=settings.proposal_tokens, seed=seed)
-    adapter = PlainAdapter(settings.answer_tokens)
+    adapter = PlainAdapter(settings.answer_tokens, env.chat_template)
     trainset = examples(env.train)
     metric = task_metric(env.task, env.train + env.heldout)
     student = program(start_instructions)
@@ -129,10 +129,12 @@ def optimize(method: str, env: PlanEnv, start_instructions, settings: DSPySettin
     # What the returned program scores is measured apart from the optimizer's budget (as the planners' curves are).
     heldout_counters = Counters()
     held_lm = PonderLM(env.lm, heldout_counters, max_tokens=settings.answer_tokens, seed=seed)
-    heldout = accuracy(compiled, env.task, env.heldout, held_lm, settings.answer_tokens)
+    heldout = accuracy(compiled, env.task, env.heldout, held_lm, settings.answer_tokens, env.chat_template)
     env.counters.heldout_calls += heldout_counters.calls
     env.counters.heldout_tokens += heldout_counters.tokens
-    train_acc = accuracy(compiled, env.task, env.train, PonderLM(env.lm, Counters()), settings.answer_tokens)
+    train_acc = accuracy(
+        compiled, env.task, env.train, PonderLM(env.lm, Counters()), settings.answer_tokens, env.chat_template
+    )
     predictor = compiled.predictors()[0]
     chain = {
         "instructions": predictor.signature.instructions.splitlines(),

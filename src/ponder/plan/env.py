@@ -29,7 +29,7 @@ import torch
 
 from ponder.errors import PonderError
 from ponder.lm.decode import DecodeRules, sample
-from ponder.lm.thinking import ThoughtFormat, Thoughts, continue_thoughts, think_then_answer
+from ponder.lm.thinking import ThinkSettings, ThoughtFormat, Thoughts, continue_thoughts, think_then_answer
 from ponder.lm.thoughts import has_think_tokens, think_ban_ids
 from ponder.plan.edits import Edit, EditRejected, apply_edit
 from ponder.plan.state import Chain, render_parts, render_prompt
@@ -108,6 +108,11 @@ class PlanEnv:
     max_prompt_tokens: int = 384
     max_thought_tokens: int = 64
     max_answer_tokens: int = 12
+    #: A chain is a text prompt (instruction and exemplar lines, the input, a completion to continue), so by
+    #: default it reaches the model as that text, not wrapped in the tokenizer's chat template: framed as a
+    #: user turn, SmolLM2-Instruct answers every chain in prose ("The answer is 6.") and no chain scores
+    #: (bench/RESULTS.md, issue 28). "auto"/"on": through the template, as the other jobs' task prompts.
+    chat_template: str = "off"
     counters: Counters = field(default_factory=Counters)
 
     def __post_init__(self):
@@ -201,7 +206,7 @@ class PlanEnv:
             raise PlanInputError(
                 "the 'think' answer format needs a model with <think> tokens (load it with ponder.jobs.models.load_model)."
             )
-        fmt = ThoughtFormat.of(lm.model, tok)
+        fmt = ThoughtFormat.of(lm.model, tok, ThinkSettings(chat_template=self.chat_template))
         parts = [render_parts(chain, p.prompt) for p in problems]
         prompt_ids = fmt.prompt_ids(tok, [prefix for prefix, _ in parts])
         generated = 0  # tokens the model wrote: its own thought after the chain's steps, then the answers
