@@ -24,7 +24,9 @@ def main() -> int:
     vocab = mine_vocabulary(task, seed=0)
     direct = [e for e in vocab.exemplars if "<think>" not in e and not e.startswith("Q:")]
     chains = {
-        "start": Chain(instructions=vocab.instructions[:1], exemplars=(vocab.exemplars[1],), answer_format="direct"),
+        "start": Chain(
+            instructions=tuple(vocab.instructions[:1]), exemplars=(vocab.exemplars[1],), answer_format="direct"
+        ),
         "ex1": Chain(exemplars=tuple(direct[:1]), answer_format="direct"),
         "ex3": Chain(exemplars=tuple(direct[:3]), answer_format="direct"),
     }
