@@ -184,3 +184,19 @@ def test_smollm2_resumes_finished_cells_without_a_model(tmp_path, capsys):
     assert bench.main([*args, "--json", str(path)]) == 0
     assert len(json.loads(path.read_text())["cells"]) == 6  # nothing ran again, nothing was lost
     assert "| add1 | mppi | 2 |" in capsys.readouterr().out
+
+
+def test_diagnosis_rank_correlation_and_noise_by_hand():
+    import numpy as np
+
+    diag = _bench("plan_diagnose_smol")
+    assert diag.spearman([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
+    assert diag.spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert diag.spearman([1, 1, 2], [1, 2, 3]) == pytest.approx(1.5 / 3**0.5)  # ranks (0.5, 0.5, 2) vs (0, 1, 2)
+    assert diag.spearman([1, 1, 1], [1, 2, 3]) == 0.0
+    # Three chains whose every training input agrees with their held-out accuracy: no noise at any size.
+    correct = np.array([[0.0] * 8, [0.0, 1.0] * 4, [1.0] * 8])
+    loglik = np.full((3, 8), -20.0)  # the log-likelihood term clipped to 0: the value is accuracy / 2
+    rows = diag.noise_table(correct, loglik, np.array([0.0, 0.5, 1.0]), sizes=(8,), draws=5)
+    assert rows[0]["spearman_accuracy"] == pytest.approx(1.0) and rows[0]["heldout_of_pick_value"] == 1.0
+    assert rows[0]["spearman_loglik"] == 0.0  # a constant term ranks nothing
