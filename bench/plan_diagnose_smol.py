@@ -148,6 +148,12 @@ def main(argv=None) -> int:
     p.add_argument("--margin", type=float, default=0.02)
     p.add_argument("--chat-template", default="off", choices=("auto", "on", "off"), help="how chains reach the model")
     p.add_argument("--json", metavar="PATH")
+    p.add_argument(
+        "--features",
+        metavar="PATH",
+        help="also save the pool's chain features, the single edits' features and the scores (.npz): world-model "
+        "fits can then be tried without the LM",
+    )
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     t0 = time.time()
@@ -179,6 +185,9 @@ def main(argv=None) -> int:
     phi = features.chains([start] + chains + list(fixed.values())).numpy()
     dist = np.linalg.norm(phi[:, None] - phi[None], axis=-1)[np.triu_indices(len(phi), 1)]
     ridge = ridge_loo(phi, value4)
+    if a.features:
+        edit_feats = features.edits(edits, [start] * len(edits)).numpy()
+        np.savez_compressed(a.features, chains=phi, edits=edit_feats, correct=correct, loglik=loglik, heldout=heldout)
     values = {"start": float(value4[0]), "pool": [float(v) for v in value4[1:n_edits]]}
     wm = [world_model_ranking(features, start, edits, chains, values, k, 5, a.seed) for k in (6, 10)]
     gains = value4[1:n_edits] - value4[0]
