@@ -99,6 +99,9 @@ def test_single_output_without_markers_reads_the_text():
     adapter = PlainAdapter()
     sig = dspy.Signature("task_demos -> proposed_instruction")
     assert adapter.parse(sig, "  Add the two digits.\n") == {"proposed_instruction": "Add the two digits."}
+    # A small proposer that writes another field's marker: the text before it (seen with SmolLM2 in MIPROv2).
+    wrote = "Add them.\n\n[[ ## program_code ## ]]\ndef f(): pass"
+    assert adapter.parse(sig, wrote) == {"proposed_instruction": "Add them."}
     with pytest.raises(dspy.utils.exceptions.AdapterParseError):
         adapter.parse(dspy.Signature("a -> b, c"), "no markers here")
     assert adapter.parse(dspy.Signature("question -> answer"), "\n 7\nmore") == {"answer": "7"}

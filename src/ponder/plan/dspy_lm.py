@@ -18,12 +18,13 @@ Optional extra ``dspy`` (``pip install 'ponder[dspy]'``). Two pieces:
   DSPy's programs and ponder's chains reach the model in the same form; every other signature
   (the optimizers' own proposal programs) keeps DSPy's chat format. A small model seldom writes
   DSPy's ``[[ ## field ## ]]`` markers: for a signature with one output field, a completion
-  without them is read as that field's text (stripped), instead of failing the proposal (and
+  without its marker is read as that field's text (up to any other field's marker, stripped), instead of failing the proposal (and
   instead of DSPy's JSON fallback, which would re-ask the same model for more calls).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import dspy
@@ -32,6 +33,8 @@ import torch
 from ponder.lm.thinking import ThoughtFormat, think_then_answer
 from ponder.plan.env import Counters
 
+#: DSPy's chat-format field marker, ``[[ ## name ## ]]``.
+_FIELD_MARKER = re.compile(r"\[\[ ## \w+ ## \]\]")
 #: Field names of the task signature the plain adapter lays out: ``question -> answer``.
 QUESTION, ANSWER = "question", "answer"
 
@@ -185,7 +188,8 @@ class PlainAdapter(dspy.ChatAdapter):
             except dspy.utils.exceptions.AdapterParseError:
                 if len(signature.output_fields) != 1:
                     raise
-                return {next(iter(signature.output_fields)): str(completion).strip()}
+                text = _FIELD_MARKER.split(str(completion))[0].strip()  # what it wrote before any other field's marker
+                return {next(iter(signature.output_fields)): text}
         lines = [ln.strip() for ln in str(completion).splitlines() if ln.strip()]
         return {ANSWER: lines[0] if lines else ""}
 
