@@ -82,11 +82,11 @@ def compare(
     }
 
 
-def summarize(result: dict) -> tuple[list[dict], float | None]:
-    """Rows of the table and MPPI's call saving against the best baseline."""
+def summarize(result: dict, baseline_methods=BASELINE_METHODS) -> tuple[list[dict], float | None]:
+    """Rows of the table and MPPI's call saving against the best baseline (among ``baseline_methods``)."""
     runs = result["runs"]
     finals = {m: r["best_heldout_accuracy"] or 0.0 for m, r in runs.items()}
-    baselines = [m for m in BASELINE_METHODS if m in runs]
+    baselines = [m for m in baseline_methods if m in runs]
     target = max(finals[m] for m in baselines) if baselines else None
     rows = []
     for m, r in runs.items():

@@ -137,3 +137,66 @@ def test_robustness_report_per_seed_rows_and_label_correlation():
     assert rows[0][4:6] == [0, "0.900 (random)"]
     assert rows[0][6] == "mppi never (0.000) / random 600 (0.900)"
     assert rows[0][7] == f"mppi {1 - 1201 / 600:+.2f}" and rows[1][7] == "mppi +0.50" and rows[2][7] == "mppi +0.75"
+
+
+def _cell(task, seed, method, final, curve):
+    """A finished cell as bench/plan_smollm2.py stores it (``curve``: (calls, held-out accuracy) points)."""
+    points = [{"calls": c, "heldout_accuracy": h} for c, h in curve]
+    run = {"best_heldout_accuracy": final, "calls": curve[-1][0], "evaluations": None, "seconds": 1.0, "curve": points}
+    return {"task": task, "method": method, "seed": seed, **run}
+
+
+SMOL_CELLS = [
+    # seed 0: target = hill's 0.5 (reached at 100); mppi reaches it at 40 (saving 0.6); mipro never (0.25)
+    _cell("add1", 0, "hill", 0.5, [(8, 0.0), (100, 0.5)]),
+    _cell("add1", 0, "mipro", 0.25, [(150, 0.25)]),
+    _cell("add1", 0, "mppi", 0.5, [(8, 0.0), (40, 0.5)]),
+    # seed 1: target = mipro's 0.5 at its 200 calls; mppi never gets there (241 = budget + 1: saving 1 - 241/200)
+    _cell("add1", 1, "hill", 0.25, [(8, 0.25)]),
+    _cell("add1", 1, "mipro", 0.5, [(200, 0.5)]),
+    _cell("add1", 1, "mppi", 0.25, [(8, 0.0), (240, 0.25)]),
+]
+
+
+def test_smollm2_cells_and_summary_by_hand():
+    data = _bench("plan_smollm2").payload(SMOL_CELLS, budget=240, baselines=("hill", "mipro"))
+    reach = {(c["seed"], c["method"]): c["calls_to_target"] for c in data["cells"]}
+    assert reach == {
+        **{(0, "hill"): 100, (0, "mipro"): None, (0, "mppi"): 40},
+        **{(1, "hill"): None, (1, "mipro"): 200, (1, "mppi"): None},
+    }
+    assert {c["best_baseline"] for c in data["cells"] if c["seed"] == 1} == {"mipro"}
+    mppi = next(s for s in data["summary"] if s["method"] == "mppi")
+    assert mppi["calls_to_target_median"] == (40 + 241) / 2 and mppi["never"] == 1
+    assert mppi["final_heldout_accuracy_median"] == 0.375
+    assert mppi["saving_vs_best_baseline_median"] == pytest.approx((0.6 + 1 - 241 / 200) / 2)
+    lo, hi = mppi["saving_interval"]
+    assert lo == pytest.approx(1 - 241 / 200) and hi == pytest.approx(0.6)  # two seeds: the bootstrap spans both
+
+
+def test_smollm2_resumes_finished_cells_without_a_model(tmp_path, capsys):
+    import json
+
+    path = tmp_path / "plan_smollm2.json"
+    path.write_text(json.dumps({"cells": SMOL_CELLS}))
+    bench = _bench("plan_smollm2")
+    args = ["--model", "no-such-model", "--tasks", "add1", "--seeds", "0-1", "--methods", "mppi,hill,mipro"]
+    assert bench.main([*args, "--json", str(path)]) == 0
+    assert len(json.loads(path.read_text())["cells"]) == 6  # nothing ran again, nothing was lost
+    assert "| add1 | mppi | 2 |" in capsys.readouterr().out
+
+
+def test_diagnosis_rank_correlation_and_noise_by_hand():
+    import numpy as np
+
+    diag = _bench("plan_diagnose_smol")
+    assert diag.spearman([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
+    assert diag.spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert diag.spearman([1, 1, 2], [1, 2, 3]) == pytest.approx(1.5 / 3**0.5)  # ranks (0.5, 0.5, 2) vs (0, 1, 2)
+    assert diag.spearman([1, 1, 1], [1, 2, 3]) == 0.0
+    # Three chains whose every training input agrees with their held-out accuracy: no noise at any size.
+    correct = np.array([[0.0] * 8, [0.0, 1.0] * 4, [1.0] * 8])
+    loglik = np.full((3, 8), -20.0)  # the log-likelihood term clipped to 0: the value is accuracy / 2
+    rows = diag.noise_table(correct, loglik, np.array([0.0, 0.5, 1.0]), sizes=(8,), draws=5)
+    assert rows[0]["spearman_accuracy"] == pytest.approx(1.0) and rows[0]["heldout_of_pick_value"] == 1.0
+    assert rows[0]["spearman_loglik"] == 0.0  # a constant term ranks nothing

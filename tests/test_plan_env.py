@@ -10,9 +10,10 @@ from ponder.data import get_task
 from ponder.data.task import GeneratedTask, Problem
 from ponder.errors import PonderError
 from ponder.lm.load import LM
+from ponder.lm.thinking import ThinkSettings
 from ponder.plan.edits import Edit
 from ponder.plan.env import Outcome, PlanEnv
-from ponder.plan.state import Chain
+from ponder.plan.state import Chain, render_prompt
 
 
 @pytest.fixture
@@ -40,6 +41,55 @@ def test_calls_tokens_and_cache(lm):
     assert env.counters.calls == 12 and env.counters.evaluations == 2
     env.propose(["1+"], n=3, max_new_tokens=4)
     assert env.counters.calls == 15 and env.counters.proposal_calls == 3
+
+
+def test_per_input_scores_average_to_the_outcome_and_generated_tokens_are_counted(lm):
+    env = PlanEnv(lm, get_task("add3"), n_train=3, n_heldout=2, max_thought_tokens=8, max_answer_tokens=4)
+    for chain in (Chain(steps=("1+",)), Chain(answer_format="direct")):
+        calls = env.counters.calls
+        scores = env.per_input(chain, env.train)
+        assert env.counters.calls == calls  # per_input itself counts nothing (evaluate and measure do)
+        before = env.counters.generated_tokens
+        out = env.evaluate(chain)
+        assert len(scores.correct) == len(scores.loglik) == 3 and scores.calls == 6
+        assert out.accuracy == pytest.approx(sum(scores.correct) / 3)
+        assert out.loglik == pytest.approx(sum(scores.loglik) / 3, rel=1e-5)
+        # The model wrote at least one answer token per input, and in the think format up to 8 thought tokens more.
+        wrote = env.counters.generated_tokens - before
+        assert wrote == scores.generated and 3 <= wrote <= 3 * (4 + (8 if chain.answer_format == "think" else 0))
+
+
+@pytest.mark.parametrize("chat_template", ["off", "on"])
+def test_chains_reach_the_model_as_text_unless_the_chat_template_is_asked_for(lm, monkeypatch, chat_template):
+    """A chain is a text prompt: by default its ids are the text's, even for a tokenizer with a chat template."""
+    import copy
+
+    from ponder.plan import env as env_module
+
+    tok = copy.deepcopy(lm.tokenizer)
+    tok.chat_template = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}<assistant>"
+    seen = []
+    real = env_module.think_then_answer
+
+    def recording(model, tokenizer, fmt, prompt_ids, **kwargs):
+        seen.extend(list(p) for p in prompt_ids)
+        return real(model, tokenizer, fmt, prompt_ids, **kwargs)
+
+    monkeypatch.setattr(env_module, "think_then_answer", recording)
+    env = PlanEnv(
+        LM(lm.model, tok, "templated"),
+        get_task("add3"),
+        n_train=2,
+        n_heldout=1,
+        think_settings=ThinkSettings(chat_template=chat_template),
+    )
+    chain = Chain(instructions=("Add.",), exemplars=("1+2=3",), answer_format="direct")
+    env.evaluate(chain)
+    texts = [render_prompt(chain, p.prompt) for p in env.train]
+    if chat_template == "off":
+        assert seen == tok(texts, add_special_tokens=True)["input_ids"]
+    else:
+        assert seen == [tok(f"<user>{t}<assistant>", add_special_tokens=False)["input_ids"] for t in texts]
 
 
 def test_rejected_edits_are_counted(lm):

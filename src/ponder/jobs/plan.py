@@ -101,6 +101,10 @@ class _PlanRun(BaseModel):
     max_prompt_tokens: int = Field(384, ge=8, description="longest prompt (chain + input) accepted")
     max_thought_tokens: int = Field(64, ge=1, description="thought budget in the think format")
     max_answer_tokens: int = Field(12, ge=1, description="answer budget")
+    chat_template: Literal["auto", "on", "off"] = Field(
+        "off",
+        description="chains reach the model as plain text (off) or through the tokenizer's chat template (auto, on)",
+    )
     seed: int = Field(0, description="seed of problem draws, candidates and the world model")
     out: str = Field("runs/plan", description="output directory")
     device: str | None = Field(None, description="cpu, cuda, ... (default: cuda when available)")

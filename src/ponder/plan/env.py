@@ -66,10 +66,24 @@ class Outcome:
         return {**asdict(self), "value": self.value}
 
 
+@dataclass(frozen=True)
+class InputScores:
+    """Per-problem results of a chain: ``correct[i]`` (the task's score), ``loglik[i]`` (the reference's mean
+    log-likelihood per token; None without references), the calls and tokens (read and written) they took,
+    and the tokens the model generated."""
+
+    correct: list[float]
+    loglik: list[float] | None
+    calls: int
+    tokens: int
+    generated: int = 0
+
+
 @dataclass
 class Counters:
     calls: int = 0
     tokens: int = 0
+    generated_tokens: int = 0
     evaluations: int = 0
     cache_hits: int = 0
     rejected: int = 0
@@ -94,10 +108,21 @@ class PlanEnv:
     max_prompt_tokens: int = 384
     max_thought_tokens: int = 64
     max_answer_tokens: int = 12
-    think_settings: ThinkSettings | None = None  # the prompt format and thought rules (default: ThinkSettings())
+    #: The prompt format and thought rules. A chain is a text prompt (instruction and exemplar lines, the input,
+    #: a completion to continue), so by default (None) it reaches the model as that text, not wrapped in the
+    #: tokenizer's chat template: framed as a user turn, SmolLM2-Instruct answers every chain in prose ("The
+    #: answer is 6.") and no chain scores (bench/RESULTS.md, issue 28). chat_template "auto"/"on": through the
+    #: template, as the other jobs' task prompts.
+    think_settings: ThinkSettings | None = None
     counters: Counters = field(default_factory=Counters)
 
+    @property
+    def chat_template(self) -> str:
+        """How chains reach the model: "off" (as text, the default), "auto" or "on" (the chat template)."""
+        return self.think_settings.chat_template
+
     def __post_init__(self):
+        self.think_settings = self.think_settings or ThinkSettings(chat_template="off")
         self.train = self.task.problems(self.n_train, seed=self.seed, split="train")
         self.heldout = self.task.problems(self.n_heldout, seed=self.seed, split="test")
         if not self.train:
@@ -157,10 +182,11 @@ class PlanEnv:
             if split == "train":
                 self.counters.cache_hits += 1
             return self._cache[key]
-        out, calls, tokens = self._run(chain, self.train if split == "train" else self.heldout)
+        out, calls, tokens, generated = self._run(chain, self.train if split == "train" else self.heldout)
         if split == "train":
             self.counters.calls += calls
             self.counters.tokens += tokens
+            self.counters.generated_tokens += generated
             self.counters.evaluations += 1
         else:
             self.counters.heldout_calls += calls
@@ -168,8 +194,19 @@ class PlanEnv:
         self._cache[key] = out
         return out
 
-    def _run(self, chain: Chain, problems) -> tuple[Outcome, int, int]:
-        """Greedy answers through the one sampler, then the reference's log-likelihood after the ids the model read."""
+    def _run(self, chain: Chain, problems) -> tuple[Outcome, int, int, int]:
+        """Outcome of ``chain`` on ``problems`` (means of :meth:`per_input`), its calls, tokens and generated tokens."""
+        s = self.per_input(chain, problems)
+        acc = sum(s.correct) / len(problems)
+        if s.loglik is None:
+            return Outcome(acc, None, None, len(problems)), s.calls, s.tokens, s.generated
+        loglik = sum(s.loglik) / len(s.loglik)
+        ref_prob = sum(math.exp(v) for v in s.loglik) / len(s.loglik)
+        return Outcome(acc, ref_prob, loglik, len(problems)), s.calls, s.tokens, s.generated
+
+    def per_input(self, chain: Chain, problems) -> InputScores:
+        """Greedy answers through the one sampler, then the reference's log-likelihood after the ids the model read;
+        one score per problem (uncounted and uncached: :meth:`evaluate` and :meth:`measure` count what they use)."""
         lm, tok = self.lm, self.lm.tokenizer
         think = chain.answer_format == "think"
         if think and not has_think_tokens(tok):
@@ -179,10 +216,12 @@ class PlanEnv:
         fmt = ThoughtFormat.of(lm.model, tok, self.think_settings)
         parts = [render_parts(chain, p.prompt) for p in problems]
         prompt_ids = fmt.prompt_ids(tok, [prefix for prefix, _ in parts])
+        generated = 0  # tokens the model wrote: its own thought after the chain's steps, then the answers
         with torch.no_grad():
             if think:  # the chain's steps open the thought; the model goes on thinking, closes and answers
                 steps = [tok(s, add_special_tokens=False)["input_ids"] if s else [] for _, s in parts]
                 cont = continue_thoughts(lm.model, tok, fmt, prompt_ids, steps, 1, self.max_thought_tokens, 0.0)
+                generated += sum(len(ids) for ids in cont.ids)
                 thoughts = Thoughts(prompt_ids, 1, [a + b for a, b in zip(steps, cont.ids)], cont.logprobs, cont.closed)
                 comp = think_then_answer(
                     lm.model, tok, fmt, prompt_ids, max_answer_tokens=self.max_answer_tokens, thoughts=thoughts
@@ -196,18 +235,15 @@ class PlanEnv:
             prompt_ids[r] + comp.completion_ids(r)[: len(comp.completion_ids(r)) - len(comp.answer_ids[r])]
             for r in range(len(comp))
         ]
+        generated += int(comp.answer_tokens.sum())
         tokens = sum(len(c) for c in contexts) + int(comp.answer_tokens.sum())
-        acc = sum(self.task.score(p, c) for p, c in zip(problems, completions)) / len(problems)
-        calls = len(problems)
+        correct = [float(self.task.score(p, c)) for p, c in zip(problems, completions)]
         if not self.has_reference:
-            return Outcome(acc, None, None, len(problems)), calls, tokens
+            return InputScores(correct, None, len(problems), tokens, generated)
         scores = lm.score(contexts, [p.answer for p in problems])
         per_token = (scores.sum / scores.num_tokens.clamp(min=1)).tolist()
-        loglik = sum(per_token) / len(per_token)
         tokens += sum(len(c) for c in contexts) + int(scores.num_tokens.sum())
-        calls += len(problems)
-        ref_prob = sum(math.exp(v) for v in per_token) / len(per_token)
-        return Outcome(acc, ref_prob, loglik, len(problems)), calls, tokens
+        return InputScores(correct, per_token, 2 * len(problems), tokens, generated)
 
     # ---------------------------------------------------------------- proposals
     def propose(
@@ -238,5 +274,6 @@ class PlanEnv:
         self.counters.calls += len(prompts) * n
         self.counters.proposal_calls += len(prompts) * n
         self.counters.tokens += sum(len(p) for p in s.prompt_ids) * n + int(s.mask.sum())
+        self.counters.generated_tokens += int(s.mask.sum())
         texts = s.texts(tok, stop, skip_ids=[t for t in (tok.eos_token_id, tok.pad_token_id) if t is not None])
         return [" ".join(t.split()) for t in texts]

@@ -80,6 +80,7 @@ class Search:
             "best_heldout_accuracy": self.best_heldout,
             "calls": c.calls,
             "tokens": c.tokens,
+            "generated_tokens": c.generated_tokens,
             "evaluations": c.evaluations,
             "cache_hits": c.cache_hits,
             "rejected": c.rejected,
