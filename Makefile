@@ -9,7 +9,7 @@ TORCH  ?= torch==2.13.0
 # Every other package at the version the tests and the README's figures were measured with.
 PINS   := -c constraints.txt
 
-.PHONY: install install-test demo demo-quick lint test test-fast bench clean
+.PHONY: install install-test demo demo-quick lint test test-fast docs bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,7 @@ $(VENV)/.core: pyproject.toml constraints.txt | $(BIN)/python
 	touch $@
 
 $(VENV)/.test: $(VENV)/.core Makefile
-	$(PIP) install -q $(PINS) -e ".[gguf,tasks,trl,peft,dev]"
+	$(PIP) install -q $(PINS) -e ".[gguf,tasks,trl,peft,dev,docs]"
 	touch $@
 
 install: $(VENV)/.core
@@ -44,5 +44,9 @@ test: lint
 test-fast: install-test
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# The documentation site into site/: a broken link, reference or docstring warning fails the build.
+docs: install-test
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs site .pytest_cache
