@@ -36,7 +36,16 @@ class EvalJob(BaseModel):
 
 
 def run_eval(job: EvalJob, progress: bool = True):
+    """Accuracy of ``job.model`` on ``job.n`` held-out problems of ``job.task``: what ``ponder eval`` runs.
 
+    Args:
+        job: the settings (model, task, n, k, temperature, mode, budgets).
+        progress: show a progress bar.
+
+    Returns:
+        An :class:`~ponder.eval.EvalResult`: per mode (think, no_think) greedy accuracy and, with
+        ``k > 1``, pass@k and maj@k; ``to_json()`` gives the figures ``--json`` writes.
+    """
     task = get_task(job.task)
     lm = load_model(job.model, device=job.device)
     budget = job.max_thought_tokens
