@@ -35,8 +35,8 @@ demo-quick: install
 	$(BIN)/ponder demo --quick
 
 lint: install-test
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench examples docs/hooks.py
+	$(BIN)/ruff format --check src tests bench examples docs/hooks.py
 
 test: lint
 	$(BIN)/python -m pytest -q

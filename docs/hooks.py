@@ -76,7 +76,9 @@ def render_cli() -> str:
         if isinstance(a, argparse._SubParsersAction)
         for choice in a._choices_actions
     }
-    lines += [f"| [`ponder {name}`](#ponder-{name.replace(' ', '-')}) | {_cell(helps.get(name, ''))} |" for name in subs]
+    lines += [
+        f"| [`ponder {name}`](#ponder-{name.replace(' ', '-')}) | {_cell(helps.get(name, ''))} |" for name in subs
+    ]
     for name, sub in subs.items():
         lines += ["", f"## ponder {name} {{#ponder-{name.replace(' ', '-')}}}", ""]
         if sub.description:
@@ -116,7 +118,11 @@ def render_config() -> str:
         model = sub.get_default("config_cls")
         if model is None:
             continue
-        lines += ["", f"## ponder {name}: `{model.__module__}.{model.__name__}` {{#config-{name.replace(' ', '-')}}}", ""]
+        lines += [
+            "",
+            f"## ponder {name}: `{model.__module__}.{model.__name__}` {{#config-{name.replace(' ', '-')}}}",
+            "",
+        ]
         if model.__doc__:
             lines += [model.__doc__.strip().splitlines()[0], ""]
         lines += ["| key | type | default | meaning |", "| --- | --- | --- | --- |"] + _config_rows(model)

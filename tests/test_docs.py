@@ -132,7 +132,9 @@ def test_every_documented_api_object_has_a_docstring():
         objs = {path: obj} | {f"{path}.{m}": getattr(obj, m) for m in members or []}
         for name, o in list(objs.items()):
             if inspect.isclass(o):  # and the public methods defined on it
-                objs |= {f"{name}.{k}": v for k, v in vars(o).items() if inspect.isfunction(v) and not k.startswith("_")}
+                objs |= {
+                    f"{name}.{k}": v for k, v in vars(o).items() if inspect.isfunction(v) and not k.startswith("_")
+                }
         undocumented += [n for n, o in objs.items() if callable(o) and not (o.__doc__ or "").strip()]
     assert not undocumented, f"public API without a docstring: {undocumented}"
 
@@ -202,8 +204,13 @@ def test_built_site_opens_in_headless_chromium(tmp_path):
 
     config = yaml.safe_load((ROOT / "mkdocs.yml").read_text())
     expected = {p.removesuffix(".md") + ".html" for p in _nav_pages(config["nav"])}
-    linked = {href.split("#")[0].removeprefix("./") for href in re.findall(r'class="md-nav__link[^"]*" href="([^"]+)"', run.stdout)}
-    linked |= {h.split("#")[0].removeprefix("./") for h in re.findall(r'href="([^"]+)" class="md-nav__link', run.stdout)}
+    linked = {
+        href.split("#")[0].removeprefix("./")
+        for href in re.findall(r'class="md-nav__link[^"]*" href="([^"]+)"', run.stdout)
+    }
+    linked |= {
+        h.split("#")[0].removeprefix("./") for h in re.findall(r'href="([^"]+)" class="md-nav__link', run.stdout)
+    }
     linked = {"index.html" if h in ("", ".") else h for h in linked}
     assert expected <= linked, f"pages missing from the navigation: {sorted(expected - linked)}"
     assert "ponder" in run.stdout and "Quickstart" in run.stdout
