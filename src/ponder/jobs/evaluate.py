@@ -43,8 +43,8 @@ def run_eval(job: EvalJob, progress: bool = True):
         progress: show a progress bar.
 
     Returns:
-        An :class:`~ponder.eval.EvalResult`: per mode (think, no_think) greedy accuracy and, with
-        ``k > 1``, pass@k and maj@k; ``to_json()`` gives the figures ``--json`` writes.
+        The ``EvalResult`` of each mode (think, no_think), with greedy accuracy and, for ``k > 1``,
+            pass@k and maj@k; ``to_json()`` gives the figures ``--json`` writes.
     """
     task = get_task(job.task)
     lm = load_model(job.model, device=job.device)
