@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 
 from ponder.config import SETTINGS
 from ponder.data.registry import DEMO_TASK, get_task
-from ponder.eval import evaluate
+from ponder.eval import EvalResult, evaluate
 from ponder.jobs.base import thought_budget
 from ponder.jobs.models import load_model
 
@@ -35,7 +35,7 @@ class EvalJob(BaseModel):
     device: str | None = Field(None, description="cpu, cuda, ... (default: cuda when available)")
 
 
-def run_eval(job: EvalJob, progress: bool = True):
+def run_eval(job: EvalJob, progress: bool = True) -> EvalResult:
     """Accuracy of ``job.model`` on ``job.n`` held-out problems of ``job.task``: what ``ponder eval`` runs.
 
     Args:
