@@ -92,12 +92,9 @@ def run_grpo(job: GRPOJob, resume: bool = True, progress: bool = True, allow_con
     ``final/`` and ``grpo_summary.json`` into ``job.out``.
 
     Args:
-        job: the settings (every field is a flag of ``ponder grpo``; see the configuration reference).
-        resume: continue from the newest intact checkpoint in ``job.out``; ``False`` starts over, deleting
-            the directory's checkpoints, final model and metrics.
-        progress: show a progress bar.
-        allow_config_change: resume even when the saved settings differ in a way that changes the run
-            (the changes are recorded in ``run.json``); otherwise such a change is an error.
+        job: the settings (every field is a flag of ``ponder grpo``).
+
+    ``resume``, ``progress`` and ``allow_config_change`` are those of :func:`~ponder.jobs.rlp.run_rlp`.
 
     Returns:
         The summary: step and filter counts, the last metrics and ``think_accuracy_before`` / ``_after``.
@@ -113,12 +110,9 @@ def run_ttrl(job: TTRLJob, resume: bool = True, progress: bool = True, allow_con
     Writes ``ttrl_summary.json``.
 
     Args:
-        job: the settings (every field is a flag of ``ponder ttrl``; see the configuration reference).
-        resume: continue from the newest intact checkpoint in ``job.out``; ``False`` starts over, deleting
-            the directory's checkpoints, final model and metrics.
-        progress: show a progress bar.
-        allow_config_change: resume even when the saved settings differ in a way that changes the run
-            (the changes are recorded in ``run.json``); otherwise such a change is an error.
+        job: the settings (every field is a flag of ``ponder ttrl``).
+
+    ``resume``, ``progress`` and ``allow_config_change`` are those of :func:`~ponder.jobs.rlp.run_rlp`.
 
     Returns:
         The summary, with the majority ratio and (when the problems have labels) the label accuracy.

@@ -140,12 +140,9 @@ def run_cpt(job: CPTJob, resume: bool = True, progress: bool = True, allow_confi
     ``cpt_summary.json`` into ``job.out``.
 
     Args:
-        job: the settings (every field is a flag of ``ponder cpt``; see the configuration reference).
-        resume: continue from the newest intact checkpoint in ``job.out``; ``False`` starts over, deleting
-            the directory's checkpoints, final model and metrics.
-        progress: show a progress bar.
-        allow_config_change: resume even when the saved settings differ in a way that changes the run
-            (the changes are recorded in ``run.json``); otherwise such a change is an error.
+        job: the settings (every field is a flag of ``ponder cpt``).
+
+    ``resume``, ``progress`` and ``allow_config_change`` are those of :func:`~ponder.jobs.rlp.run_rlp`.
 
     Returns:
         The summary: steps, trained tokens and, when matched, the budget.
