@@ -214,3 +214,31 @@ def test_built_site_opens_in_headless_chromium(tmp_path):
     linked = {"index.html" if h in ("", ".") else h for h in linked}
     assert expected <= linked, f"pages missing from the navigation: {sorted(expected - linked)}"
     assert "ponder" in run.stdout and "Quickstart" in run.stdout
+
+
+def test_docs_figures_come_out_of_a_report_small_and_whole(tmp_path):
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from ponder.report.html import Report
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from docs_figures import report_figures, small_png
+
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.plot([0, 1, 2], [0.1, 0.5, 0.4])
+    report = Report("r")
+    report.section("s").figure(fig, alt="reward & curve")
+    page = report.write(tmp_path / "report.html").read_text()
+    figures = report_figures(page)
+    assert list(figures) == ["reward & curve"]  # the alt text unescaped
+    original, small = (
+        Image.open(io.BytesIO(figures["reward & curve"])),
+        Image.open(io.BytesIO(small_png(figures["reward & curve"]))),
+    )
+    assert small.mode == "P" and small.size == original.size and len(small.getcolors()) <= 64
