@@ -168,6 +168,23 @@ def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+def _built_site(mkdocs: str, tmp_path: Path) -> Path:
+    """``site/`` when ``make docs`` built it after every source changed (CI runs it first), else a fresh
+    ``mkdocs build --strict`` into ``tmp_path``."""
+    sources = [ROOT / "mkdocs.yml", ROOT / "CHANGELOG.md", *ROOT.glob("docs/**/*"), *ROOT.glob("src/**/*.py"),
+               *ROOT.glob("examples/*")]  # fmt: skip
+    index = ROOT / "site" / "index.html"
+    if index.is_file() and index.stat().st_mtime > max(p.stat().st_mtime for p in sources if p.is_file()):
+        return ROOT / "site"
+    site = tmp_path / "site"
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    build = subprocess.run(
+        [mkdocs, "build", "--strict", "-q", "-d", str(site)], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert build.returncode == 0, build.stderr[-3000:]
+    return site
+
+
 @pytest.mark.slow
 def test_built_site_opens_in_headless_chromium(tmp_path):
     """``mkdocs build --strict``, then the index served over HTTP in headless Chromium: no console error,
@@ -178,13 +195,7 @@ def test_built_site_opens_in_headless_chromium(tmp_path):
         if os.environ.get("CI"):
             pytest.fail("mkdocs or chromium missing (make install-test; apt-get install -y chromium): CI must run this")
         pytest.skip("mkdocs or chromium not installed (set CI=1 to make this a failure)")
-    site = tmp_path / "site"
-    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
-    build = subprocess.run(
-        [mkdocs, "build", "--strict", "-q", "-d", str(site)], cwd=ROOT, env=env, capture_output=True, text=True
-    )
-    assert build.returncode == 0, build.stderr[-3000:]
-
+    site = _built_site(mkdocs, tmp_path)
     server = ThreadingHTTPServer(("127.0.0.1", 0), partial(SimpleHTTPRequestHandler, directory=str(site)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
