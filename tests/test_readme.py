@@ -53,6 +53,9 @@ def test_readme_commands_run(tiny_hf_dir, tmp_path, monkeypatch, one_thread):
         assert argv[0] == "ponder", f"README command without a test: {line}"
         command = "corpus build" if argv[1] == "corpus" else argv[1]
         args = [str(tiny_hf_dir) if a in MODEL_NAMES else a for a in argv[1:]]
+        args = [str(ROOT / a) if a.startswith("examples/") else a for a in args]  # the repository's examples
+        if command in ("rlp", "grpo", "audit", "eval") and "--model" not in args:  # a config file names the model
+            args += ["--model", str(tiny_hf_dir)]
         assert (
             main(
                 [*args, *REDUCED[command].split(), "--quiet"]
