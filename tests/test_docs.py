@@ -253,3 +253,13 @@ def test_docs_figures_come_out_of_a_report_small_and_whole(tmp_path):
         Image.open(io.BytesIO(small_png(figures["reward & curve"]))),
     )
     assert small.mode == "P" and small.size == original.size and len(small.getcolors()) <= 64
+
+
+def test_demo_seeds_plot_reads_every_seed_the_results_page_quotes():
+    sys.path.insert(0, str(ROOT / "bench"))
+    from demo_seeds_plot import base_accuracies
+
+    base, seeds = base_accuracies("A")  # two JSON layouts across the files, ten seeds
+    assert base == 0.155
+    assert seeds["rlp"] == [0.345, 0.35, 0.39, 0.255, 0.255, 0.325, 0.29, 0.29, 0.28, 0.205]
+    assert len(seeds["cpt"]) == 10 and max(seeds["cpt"]) <= 0.08
