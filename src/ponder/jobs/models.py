@@ -74,7 +74,7 @@ def load_model(
     think_tokens: bool = True,
     tiny_dir: str | os.PathLike | None = None,
 ) -> LM:
-    """Load ``spec`` (see the module docstring) onto ``device`` (default: CUDA if available, else CPU).
+    """Load ``spec`` (a name or a path, listed below) onto ``device`` (default: CUDA if available, else CPU).
 
     The model's ``config.name_or_path`` becomes ``spec`` (a path made absolute): what a LoRA adapter
     trained on it records as its base, so that the adapter's folder loads again through here.
@@ -88,8 +88,8 @@ def load_model(
         tiny_dir: where the built-in tiny models are cached (default: ``$PONDER_TINY_DIR`` or ``$PONDER_CACHE``).
 
     Returns:
-        An :class:`~ponder.lm.load.LM`: ``.model`` (a transformers causal LM in eval mode), ``.tokenizer``,
-        ``.sample(...)`` and ``.score(...)``. A bad path or file is a one-line ``ModelLoadError``.
+        The model as an ``LM``: ``.model`` (a transformers causal LM in eval mode), ``.tokenizer``,
+            ``.sample(...)`` and ``.score(...)``. A bad path or file is a one-line ``ModelLoadError``.
     """
     spec = str(spec)
     if is_shape_spec(spec):
