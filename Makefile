@@ -9,7 +9,7 @@ TORCH  ?= torch==2.13.0
 # Every other package at the version the tests and the README's figures were measured with.
 PINS   := -c constraints.txt
 
-.PHONY: install install-test demo demo-quick lint test test-fast test-numerics bench clean
+.PHONY: install install-test demo demo-quick lint test test-fast test-numerics docs bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,7 @@ $(VENV)/.core: pyproject.toml constraints.txt | $(BIN)/python
 	touch $@
 
 $(VENV)/.test: $(VENV)/.core Makefile
-	$(PIP) install -q $(PINS) -e ".[gguf,tasks,trl,peft,dev]"
+	$(PIP) install -q $(PINS) -e ".[gguf,tasks,trl,peft,dev,docs]"
 	touch $@
 
 install: $(VENV)/.core
@@ -35,8 +35,8 @@ demo-quick: install
 	$(BIN)/ponder demo --quick
 
 lint: install-test
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench examples docs/hooks.py
+	$(BIN)/ruff format --check src tests bench examples docs/hooks.py
 
 # The numerically sensitive tests (marker `numerics`) once more under a second ATen CPU capability than the
 # machine's own (AVX-512 or AVX2): rounding must not decide them on any user's CPU. About a minute.
@@ -52,5 +52,9 @@ test-numerics: install-test
 test-fast: install-test
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# The documentation site into site/: a broken link, reference or docstring warning fails the build.
+docs: install-test
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs site .pytest_cache

@@ -294,3 +294,56 @@ def test_registry_uniform_signature(model, tok):
     for name in sorted(names):
         r = REWARDS[name](prompts, comps, [0, 0], **cols)
         assert r.shape == (2,) and r.dtype == torch.float32 and torch.isfinite(r).all(), name
+
+
+# ---------------------------------------------------------------- TRL-signature rewards in ponder's mix
+
+
+def _digits(prompts, completions, **kwargs) -> list[float]:
+    _digits.seen = kwargs
+    return [float(sum(ch.isdigit() for ch in c)) for c in completions]
+
+
+def test_from_trl_reward_passes_columns_and_returns_its_values():
+    from ponder.rewards import from_trl_reward
+
+    batch = from_trl_reward(_digits)
+    ids = torch.tensor([7, 7, 9])
+    out = batch(["1+1=", "1+1=", "2+2="], ["2", "12", "four"], ids, task="T", completion_ids=[[1], [2], [3]])
+    assert out.dtype == torch.float32 and out.tolist() == [1.0, 2.0, 0.0]
+    assert _digits.seen["task"] == "T" and _digits.seen["completion_ids"] == [[1], [2], [3]]
+    assert _digits.seen["group_ids"] is ids and batch.__name__ == "_digits"
+    # the inverse of trl_reward: the round trip gives TRL's list back
+    from ponder.rewards import trl_reward
+
+    assert trl_reward(batch)(["a", "b"], ["x1", "22"]) == [1.0, 2.0]
+
+
+def test_from_trl_reward_rejects_a_wrong_count_or_none():
+    from ponder.rewards import from_trl_reward
+
+    with pytest.raises(ValueError, match="<lambda>.*one number per completion"):
+        from_trl_reward(lambda p, c, **k: [1.0])(["a", "b"], ["x", "y"])
+
+    def gappy(prompts, completions, **kwargs):
+        return [1.0, None]
+
+    with pytest.raises(ValueError, match="gappy.*one number per completion"):
+        from_trl_reward(gappy)(["a", "b"], ["x", "y"])
+
+
+def test_register_reward_makes_a_name_the_mix_knows():
+    from ponder.rewards import REWARDS, parse_reward_spec, register_reward
+    from ponder.rl.grpo import GRPOConfig
+
+    with pytest.raises(ValueError, match="built-in"):
+        register_reward("verifiable", _digits)
+    try:
+        register_reward("digits", _digits)
+        assert parse_reward_spec("verifiable=1,digits=0.2") == {"verifiable": 1.0, "digits": 0.2}
+        assert GRPOConfig(reward="verifiable=1,digits=0.2").reward == "verifiable=1,digits=0.2"
+        assert REWARDS["digits"](["q"], ["123"]).tolist() == [3.0]
+        register_reward("digits", lambda p, c, **k: [0.5] * len(c))  # a registered name may be replaced
+        assert REWARDS["digits"](["q"], ["123"]).tolist() == [0.5]
+    finally:
+        REWARDS.pop("digits", None)

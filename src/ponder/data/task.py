@@ -51,6 +51,11 @@ def normalize_answer(text: str) -> str:
 
 @runtime_checkable
 class Task(Protocol):
+    """What every task provides: reproducible problems per split, answer extraction and scoring.
+
+    ``ponder.data.get_task(name)`` returns one; a new task only needs these three methods and a ``name``.
+    """
+
     name: str
 
     def problems(self, n: int, seed: int = 0, split: Split = "train") -> list[Problem]:

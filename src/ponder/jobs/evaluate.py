@@ -11,7 +11,7 @@ from ponder.data.answers import check_rule
 from ponder.data.bigbench import BigBenchTask
 from ponder.data.registry import DEMO_TASK, get_task
 from ponder.errors import ConfigError
-from ponder.eval import evaluate
+from ponder.eval import EvalResult, evaluate
 from ponder.jobs.base import thought_budget
 from ponder.jobs.models import load_model
 from ponder.lm.thinking import ThinkSettings
@@ -59,8 +59,17 @@ class EvalJob(ThinkSettings, BaseModel):
     device: str | None = Field(None, description="cpu, cuda, ... (default: cuda when available)")
 
 
-def run_eval(job: EvalJob, progress: bool = True):
+def run_eval(job: EvalJob, progress: bool = True) -> EvalResult:
+    """Accuracy of ``job.model`` on ``job.n`` held-out problems of ``job.task``: what ``ponder eval`` runs.
 
+    Args:
+        job: the settings (model, task, n, k, temperature, mode, budgets).
+        progress: show a progress bar.
+
+    Returns:
+        The ``EvalResult`` of each mode (think, no_think), with greedy accuracy and, for ``k > 1``,
+            pass@k and maj@k; ``to_json()`` gives the figures ``--json`` writes.
+    """
     task = get_task(job.task)
     if job.answer_rule is not None:
         task.answer_rule = check_rule(job.answer_rule)

@@ -142,8 +142,36 @@ def _run(job, config_cls, trainer_cls, resume: bool, progress: bool, allow_confi
 
 
 def run_grpo(job: GRPOJob, resume: bool = True, progress: bool = True, allow_config_change: bool = False) -> dict:
+    """GRPO on ``job.task``'s training prompts with the reward mix ``job.reward``: what ``ponder grpo`` runs.
+
+    Data-parallel under ``torchrun`` / ``accelerate launch`` (whole prompt groups per rank). Held-out think
+    accuracy is measured before and after when ``job.eval_n`` > 0. Writes checkpoints, ``metrics.jsonl``,
+    ``final/`` and ``grpo_summary.json`` into ``job.out``.
+
+    Args:
+        job: the settings (every field is a flag of ``ponder grpo``).
+
+    ``resume``, ``progress`` and ``allow_config_change`` are those of :func:`~ponder.jobs.rlp.run_rlp`.
+
+    Returns:
+        The summary: step and filter counts, the last metrics and ``think_accuracy_before`` / ``_after``.
+    """
     return _run(job, GRPOConfig, GRPOTrainer, resume, progress, allow_config_change)
 
 
 def run_ttrl(job: TTRLJob, resume: bool = True, progress: bool = True, allow_config_change: bool = False) -> dict:
+    """Test-time RL with majority-vote rewards on unlabeled prompts: what ``ponder ttrl`` runs.
+
+    Like :func:`run_grpo`, but ``job.group_size`` votes per prompt are rewarded by agreement with their
+    majority answer and ``job.train_samples`` of them are trained on; labels never reach the reward.
+    Writes ``ttrl_summary.json``.
+
+    Args:
+        job: the settings (every field is a flag of ``ponder ttrl``).
+
+    ``resume``, ``progress`` and ``allow_config_change`` are those of :func:`~ponder.jobs.rlp.run_rlp`.
+
+    Returns:
+        The summary, with the majority ratio and (when the problems have labels) the label accuracy.
+    """
     return _run(job, TTRLConfig, TTRLTrainer, resume, progress, allow_config_change)

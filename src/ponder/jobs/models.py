@@ -76,12 +76,24 @@ def load_model(
     tiny_dir: str | os.PathLike | None = None,
     think_settings: ThinkSettings | None = None,
 ) -> LM:
-    """Load ``spec`` (see the module docstring) onto ``device`` (default: CUDA if available, else CPU).
+    """Load ``spec`` (a name or a path, listed below) onto ``device`` (default: CUDA if available, else CPU).
 
     ``think_settings``: how new ``<think>``/``</think>`` tokens are initialised (when the tokenizer lacks them).
 
     The model's ``config.name_or_path`` becomes ``spec`` (a path made absolute): what a LoRA adapter
     trained on it records as its base, so that the adapter's folder loads again through here.
+
+    Args:
+        spec: ``tiny``, ``tiny-lazy``, ``tiny@S``, ``smollm2-135m``, a shape name (``qwen3-0.6b-shape:2``),
+            a Hugging Face model directory, a LoRA adapter directory or a ``.gguf`` file. Nothing is downloaded.
+        device: where the model goes (default: CUDA when available, else CPU).
+        dtype: the weights' dtype (default: as stored; the built-in models are fp32).
+        think_tokens: add ``<think>`` / ``</think>`` to the tokenizer (and the embeddings) when missing.
+        tiny_dir: where the built-in tiny models are cached (default: ``$PONDER_TINY_DIR`` or ``$PONDER_CACHE``).
+
+    Returns:
+        The model as an ``LM``: ``.model`` (a transformers causal LM in eval mode), ``.tokenizer``,
+            ``.sample(...)`` and ``.score(...)``. A bad path or file is a one-line ``ModelLoadError``.
     """
     spec = str(spec)
     if is_shape_spec(spec):

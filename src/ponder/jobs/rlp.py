@@ -67,6 +67,24 @@ def _source(job):
 
 
 def run_rlp(job: RLPJob, resume: bool = True, progress: bool = True, allow_config_change: bool = False) -> dict:
+    """Train ``job.model`` with RLP on ``job.corpus`` (or the task's documents): what ``ponder rlp`` runs.
+
+    Joins the process group ``torchrun`` / ``accelerate launch`` describes, if any (each rank then takes its
+    share of the documents). Writes checkpoints, ``metrics.jsonl``, ``final/`` (a Hugging Face model, or
+    the LoRA adapter) and ``rlp_summary.json`` (with the compute account ``ponder cpt --match-run`` reads)
+    into ``job.out``.
+
+    Args:
+        job: the settings (every field is a flag of ``ponder rlp``; see the configuration reference).
+        resume: continue from the newest intact checkpoint in ``job.out``; ``False`` starts over, deleting
+            the directory's checkpoints, final model and metrics.
+        progress: show a progress bar.
+        allow_config_change: resume even when the saved settings differ in a way that changes the run
+            (the changes are recorded in ``run.json``); otherwise such a change is an error.
+
+    Returns:
+        The summary: step counts, the compute account (summed over ranks) and the last metrics.
+    """
     # Under torchrun / accelerate launch: join the group first so each GPU rank loads onto its own device.
     rank, world = distributed.init_from_env()
     with open_run(job.out, "rlp", job, resume, allow_config_change, rank) as out:
@@ -115,6 +133,20 @@ def cpt_steps(job: CPTJob, model, tokenizer, documents) -> tuple[int, dict | Non
 
 
 def run_cpt(job: CPTJob, resume: bool = True, progress: bool = True, allow_config_change: bool = False) -> dict:
+    """Continued pretraining (next-token) on the same documents as RLP: what ``ponder cpt`` runs.
+
+    With ``job.match_run`` the step count is set so the trained tokens equal that RLP run's budget
+    (``job.match``: ``flop``, ``token`` or ``compute``); otherwise ``job.steps``. Writes ``final/`` and
+    ``cpt_summary.json`` into ``job.out``.
+
+    Args:
+        job: the settings (every field is a flag of ``ponder cpt``).
+
+    ``resume``, ``progress`` and ``allow_config_change`` are those of :func:`~ponder.jobs.rlp.run_rlp`.
+
+    Returns:
+        The summary: steps, trained tokens and, when matched, the budget.
+    """
     with open_run(job.out, "cpt", job, resume, allow_config_change) as out:
         lm = load_model(job.model, device=job.device)
         source = _source(job)

@@ -166,6 +166,7 @@ class Thoughts:
         return torch.tensor([len(t) for t in self.ids], dtype=torch.float32)
 
     def prompt_of(self, row: int) -> list[int]:
+        """The prompt ids of thought ``row`` (rows are grouped ``n`` per prompt)."""
         return self.prompt_ids[row // self.n]
 
 

@@ -5,7 +5,15 @@ and are registered by name in :data:`REWARDS`; :func:`combine` weights several o
 :func:`trl_reward` adapts one to TRL's ``f(prompts, completions, **kwargs) -> list[float]``.
 """
 
-from ponder.rewards.compose import REWARDS, combine, parse_reward_spec, prompt_group_id, trl_reward
+from ponder.rewards.compose import (
+    REWARDS,
+    combine,
+    from_trl_reward,
+    parse_reward_spec,
+    prompt_group_id,
+    register_reward,
+    trl_reward,
+)
 from ponder.rewards.core import (
     format_batch,
     format_ok,
@@ -34,6 +42,8 @@ __all__ = [
     "parse_reward_spec",
     "prompt_group_id",
     "trl_reward",
+    "from_trl_reward",
+    "register_reward",
     "format_batch",
     "format_ok",
     "format_reward",

@@ -104,3 +104,47 @@ def trl_reward(fn: Callable[..., Tensor] | str, columns: Mapping[str, str] | Non
 
     reward.__name__ = getattr(func, "__name__", "reward")  # TRL logs rewards by __name__
     return reward
+
+
+def from_trl_reward(fn: Callable[..., Sequence[float]]) -> Callable[..., Tensor]:
+    """Batch reward from a TRL-style reward ``fn(prompts, completions, **kwargs) -> list[float]``.
+
+    The inverse of :func:`trl_reward`. The batch reward passes its columns to ``fn`` as keyword
+    arguments, as TRL passes dataset columns: in ``ponder grpo`` these are ``group_ids``, ``task``,
+    ``model``, ``tokenizer``, ``prompt_ids``, ``completion_ids`` and, when the reward mix reads labels,
+    ``reference_answers`` and ``problems``. ``fn`` must return one number per completion; anything else
+    (a ``None``, a wrong count) is a ``ValueError`` naming the reward.
+
+    Returns:
+        ``reward(prompts, completions, group_ids=None, **columns) -> FloatTensor [N]``.
+    """
+    name = getattr(fn, "__name__", "reward")
+
+    def reward(prompts, completions, group_ids=None, **columns) -> Tensor:
+        values = list(fn(list(prompts), list(completions), group_ids=group_ids, **columns))
+        if len(values) != len(completions) or any(v is None for v in values):
+            raise ValueError(f"reward {name!r} must return one number per completion ({len(completions)})")
+        return torch.tensor([float(v) for v in values], dtype=torch.float32)
+
+    reward.__name__ = name
+    return reward
+
+
+_REGISTERED: set[str] = set()  # names added by register_reward (replaceable; ponder's own are not)
+
+
+def register_reward(name: str, fn: Callable, trl_signature: bool = True) -> None:
+    """Make ``fn`` usable by ``name`` in a reward mix (``--reward 'verifiable=1,NAME=0.2'``, ``GRPOJob(reward=...)``).
+
+    Args:
+        name: the name the mix uses; a built-in reward's name is refused (``ValueError``), a name
+            registered before is replaced.
+        fn: a TRL-style reward ``fn(prompts, completions, **kwargs) -> list[float]`` (wrapped with
+            :func:`from_trl_reward`), or, with ``trl_signature=False``, a batch reward
+            ``fn(prompts, completions, group_ids, **columns) -> FloatTensor [N]``.
+        trl_signature: whether ``fn`` has TRL's signature.
+    """
+    if name in REWARDS and name not in _REGISTERED:
+        raise ValueError(f"{name!r} is a built-in reward; register yours under another name")
+    REWARDS[name] = from_trl_reward(fn) if trl_signature else fn
+    _REGISTERED.add(name)
