@@ -53,7 +53,7 @@ def test_the_rule_is_stated_and_can_be_chosen():
 
 #: Every job that samples task prompts. Not here: rlp (thoughts after document prefixes, never a chat prompt),
 #: audit (its job file is another branch's in issue 26), demo/base (the built-in tiny model, no chat template).
-SAMPLING_JOBS = ("eval", "grpo", "ttrl", "plan", "early-experience")
+SAMPLING_JOBS = ("eval", "grpo", "ttrl", "plan", "early-experience", "audit")
 
 
 def _help(job: str) -> str:

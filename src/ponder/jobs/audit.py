@@ -27,7 +27,7 @@ from ponder.errors import PonderError
 from ponder.jobs.base import thought_budget
 from ponder.jobs.models import load_model
 from ponder.lm.lens import LensUnsupported
-from ponder.lm.thinking import ThoughtFormat, think_then_answer
+from ponder.lm.thinking import ThinkSettings, ThoughtFormat, think_then_answer
 from ponder.lm.thoughts import split_thought
 from ponder.lm.tokens import decode_with_offsets
 from ponder.probe.budget import budget_accuracies
@@ -62,8 +62,9 @@ Diagnostic = Literal[
 DIAGNOSTICS: tuple[str, ...] = Diagnostic.__args__  # type: ignore[attr-defined]
 
 
-class AuditJob(BaseModel):
-    """Settings of ``ponder audit``."""
+class AuditJob(ThinkSettings, BaseModel):
+    """Settings of ``ponder audit`` (the thought format: :class:`~ponder.lm.thinking.ThinkSettings`, as every
+    job that samples)."""
 
     model_config = SETTINGS
     model: str = Field(
@@ -144,7 +145,7 @@ class Traces:
 def sample_traces(lm, task, problems, job: AuditJob, n: int, budget: int, seed: int) -> Traces:
     """``n`` think-mode completions per problem through the one sampler; every later figure reads their ids."""
     tok = lm.tokenizer
-    fmt = ThoughtFormat.of(lm.model, tok)
+    fmt = ThoughtFormat.of(lm.model, tok, ThinkSettings.of(job))
     gen = torch.Generator(device=lm.device).manual_seed(seed)
     prompt_ids = fmt.prompt_ids(tok, [p.prompt for p in problems])
     c = think_then_answer(
@@ -191,8 +192,8 @@ class _Audit:
         self.problems = self.task.problems(job.n, seed=job.seed, split="test")
         if not self.problems:
             raise PonderError(f"task {job.task} has no held-out problems")
-        self.lm = load_model(job.model, device=job.device)
-        self.other = load_model(job.compare, device=job.device) if job.compare else None
+        self.lm = load_model(job.model, device=job.device, think_settings=job)
+        self.other = load_model(job.compare, device=job.device, think_settings=job) if job.compare else None
         self._traces: dict[str, Traces] = {}
 
     def wants(self, key: str) -> bool:
@@ -333,6 +334,7 @@ class _Audit:
             j.force_text,
             max_answer_tokens=j.max_answer_tokens,
             batch_size=j.batch_size,
+            think_settings=ThinkSettings.of(j),
         )
 
     # ------------------------------------------------------------ 6. validity
@@ -353,6 +355,7 @@ class _Audit:
             self.job.max_answer_tokens,
             self.job.seed,
             self.job.batch_size,
+            ThinkSettings.of(self.job),
         )
 
     # ------------------------------------------------------------ 7. sparsity

@@ -80,9 +80,10 @@ def validity_accuracy(
     max_answer_tokens: int = 16,
     seed: int = 0,
     batch_size: int | None = 32,
+    think_settings=None,
 ) -> ValidityResult:
     """Greedy think-mode accuracy on ``problems`` after each condition's few-shot prefix (the one sampler)."""
-    fmt = ThoughtFormat.of(model, tokenizer)
+    fmt = ThoughtFormat.of(model, tokenizer, think_settings)
     accuracy = {}
     for condition in CONDITIONS:
         prefix = exemplar_prefix(exemplars, condition, seed=seed)
