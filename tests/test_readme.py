@@ -21,8 +21,9 @@ REDUCED = {
     "rlp": "--steps 1 --docs-per-step 1 --positions-per-doc 2 --group-size 2 --max-thought-tokens 4 --context-length 32",
     "eval": "--n 2 --max-thought-tokens 4",
     "corpus build": "--sources python-reference",
+    # a random-init model solves nothing: without the filters its one step still trains (and writes final/)
     "grpo": "--steps 1 --group-size 2 --prompts-per-step 1 --pool-size 4 --max-thought-tokens 4 "
-    "--max-answer-tokens 3 --eval-n 0",
+    "--max-answer-tokens 3 --eval-n 0 --no-filter-hard --no-filter-equal",
     "audit": "--n 2 --samples 2 --diagnostics dtr,think_at_n --max-thought-tokens 8 --prefix-tokens 4",
 }
 MODEL_NAMES = ("path/to/hf-model", "tiny-lazy", "tiny")
