@@ -20,6 +20,7 @@ RANK = {
     "probe": 3,
     "train": 3,
     "eval": 3,
+    "eval_bigbench": 3,  # BIG-bench's metrics on a model, beside eval
     "thought_mdp": 3,  # a self-contained RL environment and its policy gradients
     "jobs": 4,
     "report": 4,
