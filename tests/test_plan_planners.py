@@ -42,14 +42,24 @@ class TrapEnv(PlanEnv):
     """A PlanEnv whose outcome is :func:`planted_trap_value` (one call per input)."""
 
     def _run(self, chain, problems):
-        return Outcome(planted_trap_value(chain), None, None, len(problems)), len(problems), 0, 0  # calls, tokens, generated tokens
+        return (
+            Outcome(planted_trap_value(chain), None, None, len(problems)),
+            len(problems),
+            0,
+            0,
+        )  # calls, tokens, generated tokens
 
 
 class DeleteEnv(PlanEnv):
     """A PlanEnv whose outcome is :func:`planted_delete_value` (one call per input)."""
 
     def _run(self, chain, problems):
-        return Outcome(planted_delete_value(chain), None, None, len(problems)), len(problems), 0, 0  # calls, tokens, generated tokens
+        return (
+            Outcome(planted_delete_value(chain), None, None, len(problems)),
+            len(problems),
+            0,
+            0,
+        )  # calls, tokens, generated tokens
 
 
 def planted_env(char_tokenizer, n_train=4, cls=PlantedEnv):
