@@ -64,9 +64,7 @@ def test_two_gloo_ranks_reach_the_single_process_parameters(job, mode, tmp_path,
 
     single, single_summary = run(job, str(tmp_path / "single"))
     ddp = _launch(job, tmp_path, mode)
-    for name, value in single.items():
-        torch.testing.assert_close(ddp["params"][name], value, atol=1e-5, rtol=0, msg=name)
-    assert set(ddp["params"]) == set(single)
+    _assert_close(ddp["params"], single)
     # The run trained: parameters left their initialisation (same seed, fresh model).
     from ponder.lm.tiny import TinyArch, build_char_tokenizer, build_tiny_model
 
@@ -110,7 +108,25 @@ def test_a_sharded_run_killed_midway_resumes_on_another_number_of_ranks(tmp_path
     _assert_close(_launch("rlp", tmp_path, "fsdp", one_then_two)["params"], reference)
 
 
+#: Rows of the tokens no run here reads or samples (<bos>, <eos>, <unk>, <pad>: banned inside a thought). Their
+#: gradient is the softmax's tail alone (~1e-9), whose sign is float noise of the summation order, and AdamW moves
+#: a weight by about lr * sign(g) whatever |g|: after 3 steps at lr 1e-3 they may differ by up to 2 * 3 * lr between
+#: layouts (seen: 2.4e-5 on <eos>). Their gradients are compared to 1e-6 relative by tests/test_loss_grid.py.
+NOISE_ROWS_ATOL = 2 * 3 * 1e-3
+
+
 def _assert_close(got: dict, want: dict) -> None:
+    from ponder.lm.thoughts import structure_token_ids, think_token_ids
+    from ponder.lm.tiny import build_char_tokenizer
+
+    tok = build_char_tokenizer()
+    noise_rows = torch.tensor(structure_token_ids(tok, keep=think_token_ids(tok)))
     assert set(got) == set(want)
     for name, value in want.items():
-        torch.testing.assert_close(got[name], value, atol=1e-5, rtol=0, msg=name)
+        if value.dim() == 2 and value.shape[0] == len(tok):  # an embedding or output layer: one row per token
+            keep = torch.ones(value.shape[0], dtype=torch.bool)
+            keep[noise_rows] = False
+            torch.testing.assert_close(got[name][keep], value[keep], atol=1e-5, rtol=0, msg=name)
+            torch.testing.assert_close(got[name][~keep], value[~keep], atol=NOISE_ROWS_ATOL, rtol=0, msg=name)
+        else:
+            torch.testing.assert_close(got[name], value, atol=1e-5, rtol=0, msg=name)
