@@ -35,6 +35,9 @@ def _model(tok):
     return build_tiny_model(tok, TinyArch(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64), seed=0)
 
 
+ADAM_EPS = 1e-8  # torch.optim.AdamW's default, which the engine uses
+
+
 def _grads(model):
     return {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
 
@@ -44,13 +47,15 @@ def _assert_same_step(whole, parts, grads_whole, grads_parts):
     assert any(float(g.abs().max()) > 1e-4 for g in grads_whole.values())  # there was a real gradient
     for k in grads_whole:
         torch.testing.assert_close(grads_parts[k], grads_whole[k], atol=1e-6, rtol=1e-5, msg=k)
-    # Adam's first step moves a weight by about lr * sign(g): where a gradient is ~0 its sign is float noise
-    # (summation order) and the weights may differ by 2 lr. Compared where the sign is decided.
+    # Adam's first step moves a weight by lr * g / (|g| + eps): where a gradient is ~0 its sign is float noise
+    # (summation order) and the weights may differ by 2 lr; where |g| is near eps (1e-8) the move still follows the
+    # noise (a 10% error in g moved a weight by 2e-5 under ATEN_CPU_CAPABILITY=default). Compared where the sign is
+    # decided and |g| >= 100 eps: there |d move| <= lr * eps * |dg| / |g|^2 <= lr / 1000.
     for (k, a), (_, b) in zip(whole.named_parameters(), parts.named_parameters()):
         decided = torch.ones_like(a, dtype=torch.bool)
         if k in grads_whole:
             g, h = grads_whole[k], grads_parts[k]
-            decided = g.abs() > 10 * (g - h).abs()
+            decided = (g.abs() > 10 * (g - h).abs()) & (g.abs() >= 100 * ADAM_EPS)
         torch.testing.assert_close(b.detach()[decided], a.detach()[decided], atol=1e-5, rtol=0, msg=k)
 
 
