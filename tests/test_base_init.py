@@ -115,3 +115,23 @@ def test_base_seed_names_an_independent_recipe(tmp_path, monkeypatch):
     assert tiny_cache.builtin_tiny_path("tiny@1", progress=False) == str(
         tmp_path / f"tiny-{BaseJob(seed=1).fingerprint()}" / "final"
     )
+
+
+def test_ensure_base_starts_over_when_the_cached_partial_run_cannot_be_resumed(tmp_path, monkeypatch):
+    from ponder.jobs import tiny_cache
+    from ponder.train.run_config import SettingsMismatchError
+
+    monkeypatch.setenv("PONDER_CACHE", str(tmp_path))
+    monkeypatch.delenv("PONDER_TINY_DIR", raising=False)
+    calls = []
+
+    def fake_run_base(job, out_dir, resume=False, progress=True, **kwargs):
+        calls.append(resume)
+        if resume:  # what an older ponder's checkpoint without its settings file raises
+            raise SettingsMismatchError("checkpoint holds no base_job.json")
+        (out_dir / "final").mkdir(parents=True)
+        (out_dir / "final" / "config.json").write_text("{}")
+
+    monkeypatch.setattr(tiny_cache, "run_base", fake_run_base)
+    final = tiny_cache.ensure_tiny(progress=False)
+    assert (final / "config.json").is_file() and calls == [True, False]

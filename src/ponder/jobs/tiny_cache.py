@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ponder.jobs.base import TINY, BaseJob, lazy_base_job, run_base, split_base_seed
 from ponder.progress import console
+from ponder.train.run_config import SettingsMismatchError
 
 
 def cache_root() -> Path:
@@ -47,7 +48,13 @@ def ensure_base(job=None, override: str | os.PathLike | None = None, progress: b
         f"[bold]ponder:[/] no cached tiny model for this recipe; training it now (minutes on CPU) into {root}\n"
         "        (set PONDER_TINY_DIR or PONDER_CACHE to choose another place)"
     )
-    run_base(job, root, resume=True, progress=progress)
+    try:
+        run_base(job, root, resume=True, progress=progress)
+    except SettingsMismatchError as e:
+        # A partial run left by another ponder version (or a foreign job) cannot be resumed. The cache is
+        # ponder's own derived data, and a user of `ponder demo` has no --no-resume to give: start over.
+        console.print(f"[bold]ponder:[/] the cached partial run cannot be resumed ({e}); training it from the start")
+        run_base(job, root, resume=False, progress=progress)
     return final
 
 
