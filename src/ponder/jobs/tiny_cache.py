@@ -53,7 +53,10 @@ def ensure_base(job=None, override: str | os.PathLike | None = None, progress: b
     except SettingsMismatchError as e:
         # A partial run left by another ponder version (or a foreign job) cannot be resumed. The cache is
         # ponder's own derived data, and a user of `ponder demo` has no --no-resume to give: start over.
-        console.print(f"[bold]ponder:[/] the cached partial run cannot be resumed ({e}); training it from the start")
+        reason = str(e).split(": its settings")[0]
+        console.print(
+            f"[bold]ponder:[/] the cached partial run cannot be resumed ({reason}); training it from the start"
+        )
         run_base(job, root, resume=False, progress=progress)
     return final
 
