@@ -283,7 +283,7 @@ def _run_cli(argv):
     ],
 )
 def test_cli_run_killed_and_resumed_equals_uninterrupted(command, extra, trained_tiny_dir, tmp_path, one_thread):
-    from ponder.jobs.models import load_model
+    from ponder.models.lookup import load_model
     from ponder.train.metrics import read_metrics
 
     common = [

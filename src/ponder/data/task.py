@@ -150,3 +150,9 @@ def majority_answer(answers: Sequence[str | None]) -> str | None:
     counts = Counter(normed)
     best = max(counts.values())
     return next(a for a in normed if counts[a] == best)
+
+
+def thought_budget(task) -> int:
+    """A thought budget comfortably above the task's own scratchpads (tokens = chars here)."""
+    lengths = [len(p.thought or "") for p in task.problems(50, seed=0)]
+    return max(32, 2 * max(lengths, default=16))

@@ -7,9 +7,9 @@ from rich.markup import escape
 
 from ponder.config import SETTINGS
 from ponder.data.registry import DEMO_TASK, get_task
-from ponder.eval import evaluate
-from ponder.jobs.base import thought_budget
-from ponder.jobs.models import load_model
+from ponder.data.task import thought_budget
+from ponder.eval.accuracy import evaluate
+from ponder.models.lookup import load_model
 from ponder.progress import console
 from ponder.rl import distributed
 from ponder.rl.grpo import GRPOConfig, GRPOTrainer

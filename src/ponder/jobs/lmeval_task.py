@@ -35,11 +35,11 @@ from pydantic import BaseModel, Field
 
 from ponder.config import SETTINGS
 from ponder.data.registry import DEMO_TASK, get_task
+from ponder.data.task import thought_budget
 from ponder.errors import TaskError
-from ponder.jobs.base import thought_budget
-from ponder.jobs.models import load_model
+from ponder.lm.delimiters import THINK_OPEN
 from ponder.lm.thinking import ANSWER_STOPS, ThoughtFormat
-from ponder.lm.thoughts import THINK_OPEN
+from ponder.models.lookup import load_model
 
 #: The answer ponder compares (``ponder.data.task.normalize_answer`` without the lower-casing, which the
 #: metric's ``ignore_case`` does): the first non-empty line, surrounding whitespace and trailing ``.!?;,`` dropped.
