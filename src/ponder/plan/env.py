@@ -211,7 +211,7 @@ class PlanEnv:
         think = chain.answer_format == "think"
         if think and not has_think_tokens(tok):
             raise PlanInputError(
-                "the 'think' answer format needs a model with <think> tokens (load it with ponder.models.lookup.load_model)."
+                "the 'think' answer format needs a model with <think> tokens (load it with ponder.load_model)."
             )
         fmt = ThoughtFormat.of(lm.model, tok, self.think_settings)
         parts = [render_parts(chain, p.prompt) for p in problems]
