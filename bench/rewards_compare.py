@@ -94,7 +94,7 @@ def sampled_accuracy(model, tokenizer, task, n: int, budget: int, k: int, temper
 
 def measure(model, tokenizer, task, args, budget: int) -> dict:
     """Greedy held-out think accuracy and thought length, plus sampled accuracy at the training temperature."""
-    from ponder.jobs.grpo import held_out_think_accuracy
+    from ponder.eval.accuracy import held_out_think_accuracy
 
     out = held_out_think_accuracy(model, tokenizer, task, args.eval_n, budget)
     out["sampled_accuracy"] = sampled_accuracy(
@@ -254,7 +254,7 @@ def print_table(payload: dict) -> None:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     from ponder.data.registry import get_task
-    from ponder.jobs.grpo import task_thought_budget
+    from ponder.data.task import task_thought_budget
     from ponder.models.lookup import load_model
     from ponder.models.tiny_base import builtin_tiny_path
 

@@ -201,3 +201,16 @@ def evaluate(
         for mode in modes
     }
     return EvalResult(model=model_name, task=task.name, n=len(problems), seed=seed, modes=results)
+
+
+def held_out_think_accuracy(model, tokenizer, task, n: int, budget: int, think_settings=None) -> dict:
+    """Greedy think-mode accuracy and mean thought tokens on ``n`` held-out problems (seed 0).
+
+    ``think_settings``: the run's prompt format and thought rules, so the accuracy before and after
+    training is measured under the rules the run trained with.
+    """
+
+    think = evaluate(
+        model, tokenizer, task, n=n, seed=0, modes=("think",), max_thought_tokens=budget, think_settings=think_settings
+    ).modes["think"]
+    return {"think_accuracy": think.accuracy, "mean_thought_tokens": think.mean_thought_tokens}

@@ -26,8 +26,10 @@ from pydantic import BaseModel, Field
 from ponder.config import SETTINGS
 from ponder.data.early_experience import step_environment
 from ponder.data.registry import DEMO_TASK, get_task
+from ponder.data.task import task_thought_budget
 from ponder.errors import ConfigError
-from ponder.jobs.grpo import GRPOJob, held_out_think_accuracy, run_grpo, task_thought_budget
+from ponder.eval.accuracy import held_out_think_accuracy
+from ponder.jobs.grpo import GRPOJob, run_grpo
 from ponder.lm.thinking import ThinkSettings
 from ponder.methods.early_experience import (
     RECIPES,
