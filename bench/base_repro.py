@@ -31,7 +31,7 @@ def parse_config(text: str) -> tuple[int, int]:
 
 def child(args) -> None:
     """Train in this process (its OMP_NUM_THREADS already set by the parent) and print one JSON line."""
-    from ponder.jobs.base import BaseJob, run_base
+    from ponder.models.tiny_base import BaseJob, run_base
 
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     job = BaseJob(threads=args.job_threads, eval_n=args.eval_n, seed=args.seed)

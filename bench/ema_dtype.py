@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from ponder.data.registry import DEMO_TASK  # noqa: E402
 from ponder.data.sources import make_source  # noqa: E402
-from ponder.jobs.models import load_model  # noqa: E402
 from ponder.lm.padding import pad_id_of  # noqa: E402
+from ponder.models.lookup import load_model  # noqa: E402
 from ponder.rl.ema import EMATeacher, ema_update_  # noqa: E402
 from ponder.rl.rollout import doc_logprobs  # noqa: E402
 

@@ -38,11 +38,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from ponder.data.registry import get_task  # noqa: E402
 from ponder.data.thought_docs import answered_thought, insert_thought  # noqa: E402
-from ponder.jobs.models import load_model  # noqa: E402
 from ponder.lm.padding import pad_id_of  # noqa: E402
 from ponder.lm.thinking import ANSWER_STOPS, ThoughtFormat, sample_answers, sample_thoughts  # noqa: E402
-from ponder.rl.compute import FORWARD, TRAIN, model_size  # noqa: E402
+from ponder.models.lookup import load_model  # noqa: E402
 from ponder.rl.rollout import doc_logprobs  # noqa: E402
+from ponder.train.compute import FORWARD, TRAIN, model_size  # noqa: E402
 from ponder.train.next_token import NextTokenConfig, train_next_token  # noqa: E402
 from rlp_smollm2 import MODEL, heldout_windows  # noqa: E402  (a sibling script, not a package)
 from rlp_smollm2_diagnose import choose, last_token_logprobs  # noqa: E402

@@ -19,10 +19,10 @@ from lm_eval.tasks import TaskManager
 
 from ponder.data.registry import get_task
 from ponder.data.task import normalize_answer
-from ponder.eval import evaluate
+from ponder.eval.accuracy import evaluate
 from ponder.jobs.lmeval_task import ExportTaskJob, run_export_task
-from ponder.jobs.models import load_model
 from ponder.lm.thinking import ANSWER_STOPS, ThoughtFormat, think_then_answer
+from ponder.models.lookup import load_model
 
 
 def first_text(resps) -> str:

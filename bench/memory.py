@@ -48,9 +48,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from ponder.jobs.models import load_model  # noqa: E402
 from ponder.lm import hf_compat, logprobs  # noqa: E402
 from ponder.lm.logprobs import logprobs_from_logits  # noqa: E402
+from ponder.models.lookup import load_model  # noqa: E402
 from ponder.rl.batches import PaddedBatch  # noqa: E402
 from ponder.rl.engine import Engine, EngineSettings, Recipe, StepBatch  # noqa: E402
 

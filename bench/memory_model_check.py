@@ -1,4 +1,4 @@
-"""The memory model (``ponder.rl.memory_model``) against measured peaks, and the README's per-GPU table.
+"""The memory model (``ponder.train.memory_model``) against measured peaks, and the README's per-GPU table.
 
 Default: (1) one output-layer chunk's backward, counted by a live-storage tracker (every tensor an op
 creates, until it is freed: exact on CPU, no allocator noise): the chunk-sized fp32 tensors alive at
@@ -29,8 +29,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from ponder.lm import logprobs  # noqa: E402
 from ponder.lm.shapes import SHAPES, Shape, build_shape_tokenizer, shape_config  # noqa: E402
-from ponder.rl import memory_model as mm  # noqa: E402
 from ponder.rl.batches import rlp_padded_batch, rlp_tree_batch  # noqa: E402
+from ponder.train import memory_model as mm  # noqa: E402
 
 GB = 10**9
 H100 = 80 * GB

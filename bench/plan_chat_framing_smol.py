@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 
 from ponder.data.registry import get_task
-from ponder.jobs.models import load_model
 from ponder.lm.thinking import ThinkSettings, ThoughtFormat, think_then_answer
+from ponder.models.lookup import load_model
 from ponder.plan.edits import mine_vocabulary
 from ponder.plan.state import Chain, render_parts
 

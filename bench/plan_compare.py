@@ -24,8 +24,8 @@ import torch
 from ponder.config import add_model_arguments, config_from_args, parse_seeds
 from ponder.data.registry import get_task
 from ponder.errors import ConfigError, exit_code
-from ponder.jobs.models import load_model
 from ponder.jobs.plan import METHODS, PlannerSettings, build_vocabulary, default_start, run_method, write_plan_report
+from ponder.models.lookup import load_model
 from ponder.plan.search import call_savings, calls_to_reach
 from ponder.report.stats import compare as compare_paired
 from ponder.report.tables import markdown_table

@@ -34,9 +34,9 @@ import numpy as np
 import torch
 
 from ponder.data.registry import get_task
-from ponder.jobs.models import load_model
 from ponder.jobs.plan import build_vocabulary, default_start
 from ponder.lm.thinking import ThinkSettings
+from ponder.models.lookup import load_model
 from ponder.plan.edits import ALL_OPS, candidate_edits
 from ponder.plan.encoder import LMFeatures
 from ponder.plan.env import LOGLIK_SCALE, PlanEnv

@@ -16,7 +16,7 @@ import time
 import torch
 
 from ponder.data.registry import get_task
-from ponder.jobs.models import load_model
+from ponder.models.lookup import load_model
 from ponder.plan.edits import mine_vocabulary
 from ponder.plan.env import PlanEnv
 from ponder.plan.state import Chain

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 def main() -> None:
     from ponder.data.corpus import read_documents
-    from ponder.jobs.models import load_model
+    from ponder.models.lookup import load_model
     from ponder.rl.positions import tokenize_docs
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

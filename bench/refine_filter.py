@@ -47,11 +47,11 @@ import torch
 from ponder.config import parse_choices, parse_seeds
 from ponder.data.refine import RefineFilter, keep_mask
 from ponder.data.registry import get_task
+from ponder.data.task import thought_budget
 from ponder.errors import PonderError
-from ponder.eval import evaluate
-from ponder.jobs.base import thought_budget
-from ponder.jobs.models import load_model
+from ponder.eval.accuracy import evaluate
 from ponder.jobs.refine import RefineJob, build_table, student_spec, train_on_selection
+from ponder.models.lookup import load_model
 from ponder.report.tables import markdown_table, seed_cells, seed_summary
 
 FILTERS: dict[str, RefineFilter] = {

@@ -94,7 +94,7 @@ def sampled_accuracy(model, tokenizer, task, n: int, budget: int, k: int, temper
 
 def measure(model, tokenizer, task, args, budget: int) -> dict:
     """Greedy held-out think accuracy and thought length, plus sampled accuracy at the training temperature."""
-    from ponder.jobs.grpo import held_out_think_accuracy
+    from ponder.eval.accuracy import held_out_think_accuracy
 
     out = held_out_think_accuracy(model, tokenizer, task, args.eval_n, budget)
     out["sampled_accuracy"] = sampled_accuracy(
@@ -104,7 +104,7 @@ def measure(model, tokenizer, task, args, budget: int) -> dict:
 
 
 def train_one(args, reward: str, seed: int, base_dir: str, task, budget: int, run_dir: Path) -> dict:
-    from ponder.jobs.models import load_model
+    from ponder.models.lookup import load_model
     from ponder.rl.grpo import GRPOConfig, GRPOTrainer
     from ponder.rl.ttrl import TTRLConfig, TTRLTrainer
     from ponder.train.metrics import read_metrics
@@ -254,9 +254,9 @@ def print_table(payload: dict) -> None:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     from ponder.data.registry import get_task
-    from ponder.jobs.grpo import task_thought_budget
-    from ponder.jobs.models import load_model
-    from ponder.jobs.tiny_cache import builtin_tiny_path
+    from ponder.data.task import task_thought_budget
+    from ponder.models.lookup import load_model
+    from ponder.models.tiny_base import builtin_tiny_path
 
     task = get_task(args.task)
     budget = task_thought_budget(task, None)

@@ -6,7 +6,7 @@ counted budget), then the three models (the base once) are measured on the held-
 
 * ``heldout_info_gain``: mean over held-out positions of log p_M(x_t | x_<t, c) - log p_base(x_t | x_<t),
   c ~ M (G thoughts per position, the same positions and random streams for every model;
-  :func:`ponder.rl.info_gain.heldout_information_gain`);
+  :func:`ponder.eval.info_gain.heldout_information_gain`);
 * ``heldout_self_info_gain``: the same against M's own no-think log-prob;
 * ``heldout_ntp_loss``: M's next-token loss without thinking on the measured windows;
 * ``think_accuracy``: greedy think-mode accuracy on ``--task`` (``--probe`` finds a task where the
@@ -42,10 +42,10 @@ sys.path.insert(0, str(ROOT / "src"))
 from ponder.config import parse_seeds  # noqa: E402
 from ponder.data.corpus import read_documents  # noqa: E402
 from ponder.data.registry import get_task  # noqa: E402
-from ponder.eval import evaluate_mode  # noqa: E402
-from ponder.jobs.models import load_model  # noqa: E402
+from ponder.eval.accuracy import evaluate_mode  # noqa: E402
+from ponder.eval.info_gain import heldout_information_gain  # noqa: E402
+from ponder.models.lookup import load_model  # noqa: E402
 from ponder.report.stats import bootstrap_interval  # noqa: E402
-from ponder.rl.info_gain import heldout_information_gain  # noqa: E402
 from ponder.rl.positions import tokenize_docs  # noqa: E402
 
 MODEL = "smollm2-135m"

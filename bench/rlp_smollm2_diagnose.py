@@ -27,9 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(Path(__file__).parent))
 
-from ponder.jobs.models import load_model  # noqa: E402
 from ponder.lm.padding import pad_id_of  # noqa: E402
 from ponder.lm.thinking import ThoughtFormat, sample_thoughts  # noqa: E402
+from ponder.models.lookup import load_model  # noqa: E402
 from ponder.rl.positions import eligible_range, keyed_generators  # noqa: E402
 from ponder.rl.rollout import doc_logprobs  # noqa: E402
 from rlp_smollm2 import MODEL, heldout_windows  # noqa: E402  (a sibling script, not a package)

@@ -71,7 +71,7 @@ def build_model(name: str, device: str = "cpu", attn: str = "sdpa"):
         tok.model_max_length = 2048
         model = build_tiny_model(tok, TinyArch(max_positions=2048), seed=0).float().to(device)
     else:
-        from ponder.jobs.models import load_model
+        from ponder.models.lookup import load_model
 
         lm = load_model(name, device=device, dtype=torch.float32)
         model, tok = lm.model, lm.tokenizer
@@ -180,9 +180,9 @@ def ponder_step_flops(model, delta: dict, args) -> float:
 
 def run_loop(model, tok, texts, args):
     """One sampling call and separate scoring passes per position; one optimizer step per step."""
+    from ponder.lm.delimiters import think_token_ids
     from ponder.lm.logprobs import token_logprobs
     from ponder.lm.padding import pad_ids
-    from ponder.lm.thoughts import think_token_ids
     from ponder.rl.advantages import group_advantages
     from ponder.rl.ema import EMATeacher
     from ponder.rl.losses import clipped_surrogate
@@ -251,9 +251,9 @@ def run_trl(model, tok, texts, args):
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
+    from ponder.lm.delimiters import THINK_OPEN, think_token_ids
     from ponder.lm.logprobs import token_logprobs
     from ponder.lm.padding import pad_ids
-    from ponder.lm.thoughts import THINK_OPEN, think_token_ids
     from ponder.rl.ema import EMATeacher
 
     open_id, close_id = think_token_ids(tok)

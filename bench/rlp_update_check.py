@@ -18,7 +18,7 @@ import torch
 import ponder.rl.rollout as rollout
 from ponder.data.registry import get_task
 from ponder.data.sources import TaskSource
-from ponder.jobs.models import load_model
+from ponder.models.lookup import load_model
 from ponder.rl.advantages import group_advantages, rlp_reward
 from ponder.rl.batches import target_logprob_sums
 from ponder.rl.generation import TransformersBackend

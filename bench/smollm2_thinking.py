@@ -13,7 +13,7 @@ and measured on held-out data, each cached under ``--out`` so that a killed run 
 * ``rlp-rtw-sS`` (``--rtw W``): RLP with ``--reward-token-weight W``, the measured variant beside it.
 
 Every model: greedy think and no-think accuracy on ``--eval-n`` problems of the task's test split,
-the share of thoughts it closed and their length (``ponder.eval.evaluate_mode``); the real-text
+the share of thoughts it closed and their length (``ponder.eval.accuracy.evaluate_mode``); the real-text
 models also held-out information gain against the base and plain next-token loss
 (:func:`rlp_smollm2.measure`). Writes ``--json`` in the issue's schema::
 
@@ -40,9 +40,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 import rlp_smollm2  # noqa: E402  (a sibling script, not a package)
 from ponder.config import parse_seeds  # noqa: E402
 from ponder.data.registry import get_task  # noqa: E402
-from ponder.jobs.models import load_model  # noqa: E402
+from ponder.lm.delimiters import THINK_CLOSE  # noqa: E402
 from ponder.lm.thinking import ANSWER_STOPS, ThoughtFormat, think_then_answer  # noqa: E402
-from ponder.lm.thoughts import THINK_CLOSE  # noqa: E402
+from ponder.models.lookup import load_model  # noqa: E402
 from thought_format_smollm2 import last_number  # noqa: E402
 
 MODEL = rlp_smollm2.MODEL

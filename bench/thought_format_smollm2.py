@@ -40,11 +40,11 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(Path(__file__).parent))
 
 from ponder.data.registry import get_task  # noqa: E402
-from ponder.jobs.models import load_model  # noqa: E402
 from ponder.lm.decode import DecodeRules, sample  # noqa: E402
+from ponder.lm.delimiters import init_rows, phrase_ids, think_token_ids  # noqa: E402
 from ponder.lm.padding import pad_id_of  # noqa: E402
 from ponder.lm.thinking import ANSWER_STOPS, CLOSE_PHRASE, OPEN_PHRASE, ThinkSettings, ThoughtFormat  # noqa: E402
-from ponder.lm.thoughts import init_rows, phrase_ids, think_token_ids  # noqa: E402
+from ponder.models.lookup import load_model  # noqa: E402
 from ponder.rl.positions import keyed_generators  # noqa: E402
 from rlp_smollm2 import MODEL, heldout_windows  # noqa: E402  (a sibling script, not a package)
 from rlp_smollm2_diagnose import choose, last_token_logprobs  # noqa: E402

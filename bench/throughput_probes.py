@@ -117,9 +117,9 @@ def train_pass(model, tok, doc_ids: list[list[int]], args, peak: float) -> dict:
     Thoughts are ``--thought`` tokens drawn from the documents' own tokens and left unclosed: what a
     random-initialised model samples (it never closes a thought), so the batch has the budgeted size.
     """
+    from ponder.lm.delimiters import think_token_ids
     from ponder.lm.padding import pad_id_of
     from ponder.lm.thinking import Thoughts
-    from ponder.lm.thoughts import think_token_ids
     from ponder.rl.batches import resolve_layout, rlp_padded_batch, rlp_tree_batch
     from ponder.rl.losses import clipped_surrogate
 

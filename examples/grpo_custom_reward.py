@@ -14,7 +14,7 @@ import argparse
 import json
 
 from ponder.jobs.grpo import GRPOJob, run_grpo
-from ponder.lm.thoughts import strip_thoughts
+from ponder.lm.delimiters import strip_thoughts
 from ponder.rewards import register_reward
 
 

@@ -62,8 +62,8 @@ def random_tiny(char_tokenizer):
 @pytest.fixture(scope="session")
 def trained_tiny_dir(tmp_path_factory):
     """HF checkpoint of a small tiny model trained ~10 s on 2-digit addition (think + no-think docs)."""
-    from ponder.jobs.base import BaseJob, run_base
     from ponder.lm.tiny import TinyArch
+    from ponder.models.tiny_base import BaseJob, run_base
     from ponder.train.next_token import NextTokenConfig
 
     out = tmp_path_factory.mktemp("trained-tiny")

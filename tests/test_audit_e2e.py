@@ -99,7 +99,7 @@ def test_models_without_lens_access_are_skipped_with_the_reason(trained_tiny_dir
 
     import ponder.lm.lens as lens
 
-    dtr = sys.modules["ponder.probe.dtr"]  # the module (the package re-exports a function of that name)
+    dtr = sys.modules["ponder.audit.dtr"]  # the module (the package re-exports a function of that name)
 
     def no_lens(model):
         raise lens.LensUnsupported("no final norm here")

@@ -8,12 +8,12 @@ from html import unescape
 import pytest
 import torch
 
+from ponder.audit.budget import BudgetCurveResult
+from ponder.audit.dtr import dtr_result, lens_token_cap, think_at_n_warning
+from ponder.audit.evidence import MIN_TRACES_FOR_INTERPRETATION, interpretation_withheld
+from ponder.audit.sparsity import layer_sort_key, update_sparsity
+from ponder.audit.step_gain import StepGainResult
 from ponder.jobs.audit import finite
-from ponder.probe.budget import BudgetCurveResult
-from ponder.probe.dtr import dtr_result, lens_token_cap, think_at_n_warning
-from ponder.probe.evidence import MIN_TRACES_FOR_INTERPRETATION, interpretation_withheld
-from ponder.probe.sparsity import layer_sort_key, update_sparsity
-from ponder.probe.step_gain import StepGainResult
 from ponder.report.audit_report import build_report, dtr_scope
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ponder.jobs.base import INIT_DEFAULT_TINY, BaseJob, lazy_base_job
+from ponder.models.tiny_base import INIT_DEFAULT_TINY, BaseJob, lazy_base_job
 from ponder.train.next_token import NextTokenConfig
 
 
@@ -28,8 +28,8 @@ def test_cached_bases_keep_their_keys_when_settings_that_cannot_change_weights_a
 
 
 def test_a_job_with_init_continues_from_that_model(trained_tiny_dir, tmp_path, one_thread):
-    from ponder.jobs.base import run_base
     from ponder.lm.load import load_hf_dir
+    from ponder.models.tiny_base import run_base
 
     job = BaseJob(
         task="add2",
@@ -49,7 +49,7 @@ def test_a_job_with_init_continues_from_that_model(trained_tiny_dir, tmp_path, o
 
 
 def test_ensure_base_trains_once_per_recipe(tmp_path, monkeypatch):
-    from ponder.jobs import tiny_cache
+    from ponder.models import tiny_base
 
     monkeypatch.setenv("PONDER_CACHE", str(tmp_path))
     monkeypatch.delenv("PONDER_TINY_DIR", raising=False)
@@ -60,19 +60,19 @@ def test_ensure_base_trains_once_per_recipe(tmp_path, monkeypatch):
         (out_dir / "final").mkdir(parents=True)
         (out_dir / "final" / "config.json").write_text("{}")
 
-    monkeypatch.setattr(tiny_cache, "run_base", fake_run_base)
-    lazy = tiny_cache.ensure_lazy_tiny(progress=False)
+    monkeypatch.setattr(tiny_base, "run_base", fake_run_base)
+    lazy = tiny_base.ensure_lazy_tiny(progress=False)
     assert lazy == tmp_path / f"tiny-{lazy_base_job().fingerprint()}" / "final"
-    assert tiny_cache.ensure_lazy_tiny(progress=False) == lazy and len(calls) == 1  # cached: not retrained
-    assert tiny_cache.ensure_tiny(progress=False) != lazy and len(calls) == 2  # another recipe, another cache
+    assert tiny_base.ensure_lazy_tiny(progress=False) == lazy and len(calls) == 1  # cached: not retrained
+    assert tiny_base.ensure_tiny(progress=False) != lazy and len(calls) == 2  # another recipe, another cache
     monkeypatch.setenv("PONDER_TINY_DIR", str(tmp_path / "mine"))
-    assert tiny_cache.base_dir() == tmp_path / "mine"  # the override names the default base only
-    assert tiny_cache.base_dir(lazy_base_job()) == lazy.parent
+    assert tiny_base.base_dir() == tmp_path / "mine"  # the override names the default base only
+    assert tiny_base.base_dir(lazy_base_job()) == lazy.parent
 
 
 def test_base_cli_without_out_caches_under_the_recipe(monkeypatch, tmp_path):
     from ponder import cli
-    from ponder.jobs.tiny_cache import base_dir
+    from ponder.models.tiny_base import base_dir
 
     monkeypatch.setenv("PONDER_CACHE", str(tmp_path))
     seen = {}
@@ -89,8 +89,8 @@ def test_base_cli_without_out_caches_under_the_recipe(monkeypatch, tmp_path):
 
 def test_base_seed_names_an_independent_recipe(tmp_path, monkeypatch):
     from ponder.errors import ModelLoadError
-    from ponder.jobs import tiny_cache
-    from ponder.jobs.base import split_base_seed
+    from ponder.models import tiny_base
+    from ponder.models.tiny_base import split_base_seed
 
     assert split_base_seed("tiny") == ("tiny", 0) and split_base_seed("tiny-lazy@2") == ("tiny-lazy", 2)
     assert split_base_seed("runs/x") is None and split_base_seed("smollm2-135m") is None
@@ -109,16 +109,16 @@ def test_base_seed_names_an_independent_recipe(tmp_path, monkeypatch):
         (out_dir / "final").mkdir(parents=True)
         (out_dir / "final" / "config.json").write_text("{}")
 
-    monkeypatch.setattr(tiny_cache, "run_base", fake_run_base)
-    path = tiny_cache.builtin_tiny_path("tiny-lazy@1", progress=False)
+    monkeypatch.setattr(tiny_base, "run_base", fake_run_base)
+    path = tiny_base.builtin_tiny_path("tiny-lazy@1", progress=False)
     assert path == str(tmp_path / f"tiny-{one.fingerprint()}" / "final") and trained == [(2, "tiny@1")]
-    assert tiny_cache.builtin_tiny_path("tiny@1", progress=False) == str(
+    assert tiny_base.builtin_tiny_path("tiny@1", progress=False) == str(
         tmp_path / f"tiny-{BaseJob(seed=1).fingerprint()}" / "final"
     )
 
 
 def test_ensure_base_starts_over_when_the_cached_partial_run_cannot_be_resumed(tmp_path, monkeypatch):
-    from ponder.jobs import tiny_cache
+    from ponder.models import tiny_base
     from ponder.train.run_config import SettingsMismatchError
 
     monkeypatch.setenv("PONDER_CACHE", str(tmp_path))
@@ -132,6 +132,6 @@ def test_ensure_base_starts_over_when_the_cached_partial_run_cannot_be_resumed(t
         (out_dir / "final").mkdir(parents=True)
         (out_dir / "final" / "config.json").write_text("{}")
 
-    monkeypatch.setattr(tiny_cache, "run_base", fake_run_base)
-    final = tiny_cache.ensure_tiny(progress=False)
+    monkeypatch.setattr(tiny_base, "run_base", fake_run_base)
+    final = tiny_base.ensure_tiny(progress=False)
     assert (final / "config.json").is_file() and calls == [True, False]

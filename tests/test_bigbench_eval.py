@@ -30,10 +30,11 @@ from ponder.data.bigbench_metrics import (
     weighted_log_probability_scores,
     weighted_probability_scores,
 )
-from ponder.eval import evaluate, mode_warnings
+from ponder.eval.accuracy import evaluate
+from ponder.eval.results import mode_warnings
+from ponder.lm.delimiters import ensure_think_tokens
 from ponder.lm.score import score_pairs
 from ponder.lm.thinking import ThinkSettings, ThoughtFormat
-from ponder.lm.thoughts import ensure_think_tokens
 
 FIXTURES = Path(__file__).parent / "fixtures" / "bigbench"
 ADDITION, THREE_OBJECTS, DISAMBIGUATION = (

@@ -6,7 +6,7 @@ import random
 import pytest
 import torch
 
-from ponder.rl.compute import (
+from ponder.train.compute import (
     ModelSize,
     RLPCompute,
     causal_keys,

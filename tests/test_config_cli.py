@@ -6,8 +6,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from ponder.cli import main
 from ponder.config import build_config
 from ponder.errors import ConfigError
-from ponder.jobs.base import BaseJob
-from ponder.jobs.evaluate import EvalJob
+from ponder.jobs.eval import EvalJob
+from ponder.models.tiny_base import BaseJob
 
 
 class Inner(BaseModel):

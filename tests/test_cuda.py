@@ -139,9 +139,9 @@ def test_shared_prefix_decode_equals_copied_cache(dtype, monkeypatch):
 
 def test_sampler_on_cuda_generators_is_reproducible_and_scores_its_samples():
     from ponder.lm.decode import sample
+    from ponder.lm.delimiters import think_token_ids
     from ponder.lm.logprobs import token_logprobs
     from ponder.lm.thinking import ThoughtFormat, sample_thoughts
-    from ponder.lm.thoughts import think_token_ids
     from ponder.rl.positions import keyed_generators
 
     model, tok = tiny_on_cuda()

@@ -157,7 +157,7 @@ def test_tokenize_documents():
 def test_mid_answer_thoughts_resume_the_text():
     from ponder.data.corpus import iter_task_documents, render_problem
     from ponder.data.synthetic import Addition
-    from ponder.lm.thoughts import strip_thoughts
+    from ponder.lm.delimiters import strip_thoughts
 
     p = Addition(3).make(998, 154)
     assert render_problem(p, True, split_at=1) == "998+154=1<think>" + p.thought + "</think>152"
@@ -175,7 +175,7 @@ def test_pause_thoughts_sit_anywhere_but_the_answer_start():
 
     from ponder.data.corpus import PAUSE_THOUGHT, iter_task_documents, pause_offset, render_problem
     from ponder.data.synthetic import Addition
-    from ponder.lm.thoughts import strip_thoughts
+    from ponder.lm.delimiters import strip_thoughts
 
     p = Addition(3).make(998, 154)  # "998+154=" + "1152"
     pause = "<think>" + PAUSE_THOUGHT + "</think>"
@@ -204,7 +204,7 @@ def test_pauses_leave_the_rest_of_the_stream_unchanged():
 
     from ponder.data.corpus import iter_task_documents
     from ponder.data.synthetic import Addition
-    from ponder.lm.thoughts import strip_thoughts
+    from ponder.lm.delimiters import strip_thoughts
 
     task = Addition(3, min_digits=2)
     plain = list(itertools.islice(iter_task_documents(task, seed=1, think_fraction=0.5), 40))

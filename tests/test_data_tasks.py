@@ -199,3 +199,18 @@ def test_unknown_task_lists_names(spec):
     assert isinstance(err.value, ValueError)
     assert repr(spec) in msg and "rg:<dataset>" in msg and ".json" in msg
     assert all(name in msg for name in known_tasks())
+
+
+def test_thought_budget_is_twice_the_longest_scratchpad_and_a_given_budget_wins():
+    from ponder.data.task import task_thought_budget, thought_budget
+
+    task = Addition(4)
+    longest = max(len(p.thought) for p in task.problems(50, seed=0))
+    assert longest > 16 and thought_budget(task) == 2 * longest
+    assert task_thought_budget(task, None) == thought_budget(task)
+    assert task_thought_budget(task, 7) == 7
+
+    class NoScratchpads:  # a task that cannot write its own (reasoning-gym, BIG-bench): the fixed default
+        pass
+
+    assert task_thought_budget(NoScratchpads(), None) == 256

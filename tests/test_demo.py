@@ -5,7 +5,7 @@ import json
 import pytest
 
 from ponder.cli import main
-from ponder.rl.info_gain import information_gain
+from ponder.eval.info_gain import information_gain
 from ponder.rl.positions import Doc
 
 

@@ -116,7 +116,7 @@ NOISE_ROWS_ATOL = 2 * 3 * 1e-3
 
 
 def _assert_close(got: dict, want: dict) -> None:
-    from ponder.lm.thoughts import structure_token_ids, think_token_ids
+    from ponder.lm.delimiters import structure_token_ids, think_token_ids
     from ponder.lm.tiny import build_char_tokenizer
 
     tok = build_char_tokenizer()

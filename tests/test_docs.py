@@ -141,8 +141,8 @@ def test_every_documented_api_object_has_a_docstring():
 
 def test_trainer_entry_points_document_every_parameter():
     """The functions a user calls to train document every argument (an ``Args:`` entry or a ``name`` in the text)."""
-    for path in ("ponder.jobs.models.load_model", "ponder.jobs.rlp.run_rlp", "ponder.jobs.grpo.run_grpo",
-                 "ponder.jobs.grpo.run_ttrl", "ponder.jobs.rlp.run_cpt", "ponder.jobs.evaluate.run_eval"):  # fmt: skip
+    for path in ("ponder.models.lookup.load_model", "ponder.jobs.rlp.run_rlp", "ponder.jobs.grpo.run_grpo",
+                 "ponder.jobs.grpo.run_ttrl", "ponder.jobs.rlp.run_cpt", "ponder.jobs.eval.run_eval"):  # fmt: skip
         fn = _resolve(path)
         doc = fn.__doc__ or ""
         absent = [p for p in inspect.signature(fn).parameters if not re.search(rf"``{p}``|^\s+{p}:", doc, flags=re.M)]

@@ -74,8 +74,8 @@ def test_eval_cli_json_keys_and_modes(trained_tiny_dir, tmp_path):
 @pytest.mark.slow
 def test_no_think_mode_never_emits_a_delimiter(trained_tiny_dir):
     from ponder.data.registry import get_task
-    from ponder.jobs.models import load_model
     from ponder.lm.thinking import ThoughtFormat, think_then_answer
+    from ponder.models.lookup import load_model
 
     lm = load_model(str(trained_tiny_dir), device="cpu")
     fmt = ThoughtFormat.of(lm.model, lm.tokenizer)
@@ -161,8 +161,8 @@ def test_reasoning_gym_dataset_end_to_end(trained_tiny_dir, tmp_path):
 @pytest.mark.smollm
 def test_smollm2_loads_from_wheel_and_scores_a_sentence():
     pytest.importorskip("gguf")
-    from ponder.jobs.models import load_model, smollm2_gguf_path
-    from ponder.lm.thoughts import think_token_ids
+    from ponder.lm.delimiters import think_token_ids
+    from ponder.models.lookup import load_model, smollm2_gguf_path
 
     try:
         smollm2_gguf_path()
@@ -185,7 +185,7 @@ def test_gguf_model_saves_as_a_plain_hf_checkpoint(tmp_path):
     pytest.importorskip("gguf")
     from transformers import AutoModelForCausalLM
 
-    from ponder.jobs.models import load_model, smollm2_gguf_path
+    from ponder.models.lookup import load_model, smollm2_gguf_path
 
     try:
         smollm2_gguf_path()

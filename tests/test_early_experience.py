@@ -20,7 +20,7 @@ from ponder.data.early_experience import (
 from ponder.data.registry import get_task
 from ponder.data.synthetic import Addition, ListSort
 from ponder.errors import PonderError
-from ponder.rl.early_experience import (
+from ponder.methods.early_experience import (
     ExperienceData,
     Transition,
     build_examples,
@@ -223,7 +223,7 @@ def test_job_end_to_end(trained_tiny_dir, tmp_path, one_thread):
 
 
 def test_world_model_accuracy_compares_greedy_observations(monkeypatch, random_tiny):
-    import ponder.rl.early_experience as ee
+    import ponder.methods.early_experience as ee
 
     env = AdditionSteps()
     states = env.states(PROBLEM)

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from ponder.eval import majority_answer, pass_at_k
+from ponder.eval.accuracy import majority_answer, pass_at_k
 
 
 def test_pass_at_k_hand_values():

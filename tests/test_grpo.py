@@ -283,7 +283,7 @@ def _run_cli(argv):
     ],
 )
 def test_cli_run_killed_and_resumed_equals_uninterrupted(command, extra, trained_tiny_dir, tmp_path, one_thread):
-    from ponder.jobs.models import load_model
+    from ponder.models.lookup import load_model
     from ponder.train.metrics import read_metrics
 
     common = [
@@ -343,6 +343,7 @@ def test_held_out_accuracy_is_measured_under_the_runs_prompt_format(
     trained_tiny_dir, tmp_path, monkeypatch, extra_reward
 ):
     """Before/after accuracy uses the run's chat-template and thought settings, not the defaults."""
+    import ponder.eval.accuracy
     import ponder.jobs.grpo as jobs_grpo
 
     # A reward that varies within every group, so the step trains and the accuracy after is measured again.
@@ -355,7 +356,7 @@ def test_held_out_accuracy_is_measured_under_the_runs_prompt_format(
         mode = type("Mode", (), {"accuracy": 0.0, "mean_thought_tokens": 0.0})()
         return type("Result", (), {"modes": {"think": mode}})()
 
-    monkeypatch.setattr(jobs_grpo, "evaluate", fake_evaluate)
+    monkeypatch.setattr(ponder.eval.accuracy, "evaluate", fake_evaluate)  # what held_out_think_accuracy calls
     job = jobs_grpo.GRPOJob(
         model=str(trained_tiny_dir),
         task="add2",

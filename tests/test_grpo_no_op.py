@@ -133,7 +133,7 @@ def test_help_states_the_default_evaluation_rule_and_the_exit_status():
 
 
 def test_job_measures_the_default_sized_evaluation(random_tiny_dir, tmp_path, monkeypatch, one_thread):
-    import ponder.jobs.grpo as jobs_grpo
+    import ponder.eval.accuracy as accuracy  # held_out_think_accuracy's evaluate
 
     sizes = []
 
@@ -142,7 +142,7 @@ def test_job_measures_the_default_sized_evaluation(random_tiny_dir, tmp_path, mo
         mode = type("Mode", (), {"accuracy": 0.0, "mean_thought_tokens": 0.0})()
         return type("Result", (), {"modes": {"think": mode}})()
 
-    monkeypatch.setattr(jobs_grpo, "evaluate", fake_evaluate)
+    monkeypatch.setattr(accuracy, "evaluate", fake_evaluate)
     common = dict(model=str(random_tiny_dir), task="add2", steps=1, prompts_per_step=3, group_size=2, pool_size=4)
     common.update(max_thought_tokens=4, max_answer_tokens=3, reward="verifiable=1,format=0.1")
     summary = run_grpo(GRPOJob(**common, out=str(tmp_path / "a")), progress=False)

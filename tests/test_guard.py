@@ -17,8 +17,8 @@ from ponder.rl.advantages import group_advantages
 from ponder.train.guard import step_if_finite
 
 JOBS = {
-    "base": "ponder.jobs.base:BaseJob",
-    "eval": "ponder.jobs.evaluate:EvalJob",
+    "base": "ponder.models.tiny_base:BaseJob",
+    "eval": "ponder.jobs.eval:EvalJob",
     "rlp": "ponder.jobs.rlp:RLPJob",
     "cpt": "ponder.jobs.rlp:CPTJob",
     "grpo": "ponder.jobs.grpo:GRPOJob",

@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from ponder.lm.thoughts import think_token_ids
-from ponder.rl.info_gain import heldout_information_gain
+from ponder.eval.info_gain import heldout_information_gain
+from ponder.lm.delimiters import think_token_ids
 from ponder.rl.positions import Doc
 
 pytestmark = pytest.mark.usefixtures("one_thread")

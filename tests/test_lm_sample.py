@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from ponder.lm.decode import DecodeRules, Samples, cut_at_stop, sample
+from ponder.lm.delimiters import THINK_CLOSE, THINK_OPEN, think_ban_ids, think_token_ids
 from ponder.lm.logprobs import token_logprobs
-from ponder.lm.thoughts import THINK_CLOSE, THINK_OPEN, think_ban_ids, think_token_ids
 
 PROMPTS = ["a", "Question: what is 2+2? Answer:", "hello there"]
 

@@ -75,8 +75,8 @@ def test_lm_eval_scores_a_ponder_checkpoint_as_ponder_eval_does(trained_tiny_dir
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    from ponder.eval import evaluate
-    from ponder.jobs.models import load_model
+    from ponder.eval.accuracy import evaluate
+    from ponder.models.lookup import load_model
 
     n, budget = 30, 24
     job = ExportTaskJob(task="add2", n=n, out=str(tmp_path), max_thought_tokens=budget, model=str(trained_tiny_dir))

@@ -131,7 +131,7 @@ def test_ema_adapter_teacher_equals_a_full_copy_teacher_without_copying_the_base
 
 
 def test_a_lora_run_saves_its_adapter_and_merged_model_and_both_reload(char_tokenizer, tmp_path):
-    from ponder.jobs.models import load_model
+    from ponder.models.lookup import load_model
 
     _model(char_tokenizer).save_pretrained(tmp_path / "base")
     char_tokenizer.save_pretrained(tmp_path / "base")

@@ -1,4 +1,4 @@
-"""The memory model (``ponder.rl.memory_model``) against what a trainer and a forward actually hold, exactly.
+"""The memory model (``ponder.train.memory_model``) against what a trainer and a forward actually hold, exactly.
 
 The held state against ``bench/memory.py``'s ``training_state_bytes`` after one RLP step (full, bf16 EMA,
 LoRA); the activations each decoder layer stores for the backward, counted tensor by tensor through
@@ -17,9 +17,9 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from ponder.lm.shapes import Shape, build_shape_tokenizer, shape_config
-from ponder.rl import memory_model as mm
 from ponder.rl.batches import rlp_padded_batch, rlp_tree_batch
 from ponder.rl.rlp import RLPConfig, RLPTrainer
+from ponder.train import memory_model as mm
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPE = Shape(

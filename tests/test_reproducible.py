@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ponder.jobs.base import BaseJob, run_base
+from ponder.models.tiny_base import BaseJob, run_base
 from ponder.train.next_token import NextTokenConfig
 from ponder.train.reproducible import fixed_threads, max_abs_difference, weights_fingerprint
 

@@ -7,8 +7,8 @@ import torch
 
 from ponder.data.sources import TaskSource
 from ponder.data.synthetic import Addition
+from ponder.lm.delimiters import think_token_ids
 from ponder.lm.thinking import Thoughts
-from ponder.lm.thoughts import think_token_ids
 from ponder.rl.batches import rlp_padded_batch
 from ponder.rl.positions import ANSWER, OTHER, Doc, choose_positions, eligible_range, tokenize_docs
 from ponder.rl.rlp import RLPConfig, RLPTrainer
@@ -204,10 +204,10 @@ def test_nonfinite_reward_skips_the_step(tmp_path, monkeypatch):
 
 def test_model_without_think_tokens_gets_them(tmp_path):
     """A model whose tokenizer lacks the delimiters is prepared by ensure_think_tokens, then trains."""
-    from ponder.lm.thoughts import ensure_think_tokens
+    from ponder.lm.delimiters import ensure_think_tokens
 
     model, tok = _model()
-    assert ensure_think_tokens(model, tok) == 0  # the tiny tokenizer has them; real ones are covered in test_thoughts
+    assert ensure_think_tokens(model, tok) == 0  # the tiny tokenizer has them; real ones are covered in test_delimiters
     think_token_ids(tok)
 
 
@@ -239,7 +239,7 @@ def test_rlp_runs_on_smollm2_with_a_text_corpus(tmp_path):
     """A few RLP steps on the real 135M model over a plain-text file: finite rewards, logged."""
     pytest.importorskip("gguf")
     from ponder.data.sources import FileSource
-    from ponder.jobs.models import load_model, smollm2_gguf_path
+    from ponder.models.lookup import load_model, smollm2_gguf_path
     from ponder.train.metrics import read_metrics
 
     try:
@@ -270,7 +270,7 @@ def test_rlp_runs_on_smollm2_with_a_text_corpus(tmp_path):
 
 
 def test_baseline_pass_aligns_each_figure_with_the_position_it_predicts(random_tiny):
-    from ponder.lm.thoughts import think_token_ids
+    from ponder.lm.delimiters import think_token_ids
     from ponder.rl.rollout import doc_logprobs
 
     model, tok = random_tiny

@@ -58,8 +58,8 @@ def test_tokenizer_round_trips_ids_and_encodes_text():
 
 @pytest.mark.slow
 def test_one_rlp_step_on_a_two_layer_smollm2_shape(tmp_path, one_thread):
-    from ponder.jobs.models import load_model
     from ponder.jobs.rlp import RLPJob, run_rlp
+    from ponder.models.lookup import load_model
 
     lm = load_model("smollm2-135m-shape:2", device="cpu")
     assert lm.model.config.num_hidden_layers == 2 and len(lm.tokenizer) == 49152

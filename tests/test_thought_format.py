@@ -1,12 +1,12 @@
 """The thought format a pretrained model can read (issue 27): no special token of the tokenizer (chat
-structure, EOS...) inside a thought; phrase-initialised delimiters are tested in test_thoughts.py."""
+structure, EOS...) inside a thought; phrase-initialised delimiters are tested in test_delimiters.py."""
 
 import pytest
 import torch
 
+from ponder.lm.delimiters import structure_token_ids, think_token_ids
 from ponder.lm.thinking import ThinkSettings, ThoughtFormat, sample_thoughts, think_then_answer
-from ponder.lm.thoughts import structure_token_ids, think_token_ids
-from test_thoughts import small_llama
+from test_delimiters import small_llama
 
 
 def test_structure_tokens_are_every_special_token_but_the_kept_ones(char_tokenizer):
@@ -54,7 +54,7 @@ def test_smollm2_default_format_keeps_chat_structure_out_of_thoughts():
     """SmolLM2's real tokenizer and weights, the default format, think mode as `ponder eval` runs it."""
     pytest.importorskip("gguf")
     from ponder.data.registry import get_task
-    from ponder.jobs.models import load_model, smollm2_gguf_path
+    from ponder.models.lookup import load_model, smollm2_gguf_path
 
     try:
         smollm2_gguf_path()

@@ -14,7 +14,7 @@ import torch
 
 import ponder.lm.thinking as thinking
 from ponder.data.synthetic import Addition
-from ponder.lm.thoughts import ensure_think_tokens
+from ponder.lm.delimiters import ensure_think_tokens
 
 pytestmark = [pytest.mark.smollm, pytest.mark.usefixtures("one_thread")]
 
@@ -25,7 +25,7 @@ def smol():
     pytest.importorskip("gguf")
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from ponder.jobs.models import smollm2_gguf_path
+    from ponder.models.lookup import smollm2_gguf_path
 
     try:
         path = smollm2_gguf_path()
@@ -154,7 +154,7 @@ def test_grpo_and_ttrl_score_sampled_ids_and_rewards_match_a_plain_forward(smol,
 
 
 def test_eval_answers_from_the_thought_ids_it_sampled(smol, sampled):
-    from ponder.eval import evaluate
+    from ponder.eval.accuracy import evaluate
 
     model, tok = smol
     evaluate(

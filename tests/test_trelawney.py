@@ -26,7 +26,7 @@ from ponder.data.trelawney import (
     with_goal,
 )
 from ponder.data.windows import id_windows
-from ponder.eval import evaluate
+from ponder.eval.accuracy import evaluate
 from ponder.train.next_token import document_token_windows
 
 OP, CL = 900, 901  # stand-in delimiter ids for the pure functions

@@ -15,8 +15,8 @@ import torch
 
 import fake_vllm
 from ponder.errors import PonderError
+from ponder.lm.delimiters import think_token_ids
 from ponder.lm.thinking import ThoughtFormat
-from ponder.lm.thoughts import think_token_ids
 from ponder.rl import vllm_backend
 from ponder.rl.positions import keyed_generators
 

@@ -109,7 +109,7 @@ def test_chunks_equal_whole_tokenization_for_smollm2s_byte_level_bpe():
     from transformers import AutoTokenizer
 
     from ponder.errors import ModelLoadError
-    from ponder.jobs.models import smollm2_gguf_path
+    from ponder.models.lookup import smollm2_gguf_path
 
     try:
         gguf = smollm2_gguf_path()

@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 def __getattr__(name: str):
     # ``ponder.load_model`` without importing torch and transformers for ``import ponder`` alone.
     if name == "load_model":
-        from ponder.jobs.models import load_model
+        from ponder.models.lookup import load_model
 
         return load_model
     raise AttributeError(f"module 'ponder' has no attribute {name!r}")

@@ -14,16 +14,15 @@ from ponder.config import add_model_arguments, config_from_args
 from ponder.data.registry import DEMO_TASK, known_tasks
 from ponder.errors import PonderError
 from ponder.jobs.audit import DIAGNOSTICS, AuditJob, run_audit
-from ponder.jobs.base import BaseJob, run_base
 from ponder.jobs.demo import DemoJob, run_demo
 from ponder.jobs.early_experience import EarlyExperienceJob, early_experience_table, run_early_experience
-from ponder.jobs.evaluate import EvalJob, run_eval
+from ponder.jobs.eval import EvalJob, run_eval
 from ponder.jobs.grpo import TRAINED_NOTHING_EXIT, GRPOJob, TTRLJob, run_grpo, run_ttrl
 from ponder.jobs.plan import PlanJob, run_plan
 from ponder.jobs.rlp import CPTJob, RLPJob, run_cpt, run_rlp
 from ponder.jobs.thought_mdp import ThoughtMDPJob, run_thought_mdp
-from ponder.jobs.tiny_cache import base_dir
 from ponder.jobs.trelawney import TrelawneyJob, run_trelawney
+from ponder.models.tiny_base import BaseJob, base_dir, run_base
 from ponder.progress import console
 from ponder.report.demo_report import demo_table
 from ponder.report.tables import console as out

@@ -1,4 +1,11 @@
-"""Tasks (synthetic, reasoning-gym, BIG-bench), task specs and training corpora.
+"""Tasks, answer rules and training text: everything a job reads, none of it touching a model.
+
+Tasks: task.py (the Task protocol, held-out split, thought budget), synthetic.py and graphs.py (seeded
+synthetic tasks with worked scratchpads), reasoning_gym.py, bigbench.py with bigbench_metrics.py (BIG-bench
+JSON tasks and metrics as BIG-bench defines them), registry.py (one string names any task), answers.py (answer
+extraction rules). Training text: corpus.py and sources.py (document streams), windows.py (token windows of
+long documents), realtext.py and prose.py (the offline real-text corpus), thought_docs.py (documents with
+short thoughts). The data side of the seed methods: early_experience.py, refine.py, trelawney.py.
 
 Optional dependencies (reasoning-gym, pyarrow, datasets) are imported only when used.
 """

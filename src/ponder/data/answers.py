@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 
 from ponder.errors import ConfigError
-from ponder.lm.thoughts import split_thought
+from ponder.lm.delimiters import split_thought
 
 RULES = {
     "first_line": "first non-empty line after the thought, leading ': = > , ;' stripped",

@@ -21,7 +21,7 @@ Follows ``bigbench/api/json_task.py`` (v1.0.0), zero-shot:
   ``.?!;`` or newline). No other normalisation: ``exact_str_match`` compares characters.
   In think mode the generated text is what follows the thought.
 
-:mod:`ponder.eval_bigbench` runs a model on these; :mod:`ponder.data.bigbench_metrics` holds
+:mod:`ponder.eval.bigbench` runs a model on these; :mod:`ponder.data.bigbench_metrics` holds
 the metrics. :meth:`BigBenchTask.score` (the reward of GRPO and the accuracy of jobs that only
 generate) is the preferred generative metric on an example with ``target``; on a
 multiple-choice-only example it is 1.0 when the post-processed answer, lower-cased and

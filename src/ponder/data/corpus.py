@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ponder.data.task import Problem, Task
 from ponder.errors import PonderError
-from ponder.lm.thoughts import wrap_thought
+from ponder.lm.delimiters import wrap_thought
 
 TEXT_SUFFIXES = (".txt", ".md")
 SUPPORTED_SUFFIXES = (*TEXT_SUFFIXES, ".jsonl", ".parquet")

@@ -32,7 +32,7 @@ from typing import NamedTuple, Protocol
 from ponder.data.synthetic import Addition
 from ponder.data.task import Problem, Task, normalize_answer
 from ponder.errors import PonderError
-from ponder.lm.thoughts import THINK_OPEN, wrap_thought
+from ponder.lm.delimiters import THINK_OPEN, wrap_thought
 
 _STEP = re.compile(r"(\d)\+(\d)\+(\d)=(\d\d?)")
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from ponder.data import answers
 from ponder.data.task import Problem, Split, is_held_out
-from ponder.lm.thoughts import split_thought
+from ponder.lm.delimiters import split_thought
 
 INSTALL_HINT = "pip install 'ponder[tasks]'"
 DEFAULT_ANSWER_PREFIX = "\nAnswer: "

@@ -150,3 +150,16 @@ def majority_answer(answers: Sequence[str | None]) -> str | None:
     counts = Counter(normed)
     best = max(counts.values())
     return next(a for a in normed if counts[a] == best)
+
+
+def thought_budget(task) -> int:
+    """A thought budget comfortably above the task's own scratchpads (tokens = chars here)."""
+    lengths = [len(p.thought or "") for p in task.problems(50, seed=0)]
+    return max(32, 2 * max(lengths, default=16))
+
+
+def task_thought_budget(task, given: int | None) -> int:
+    """``given`` when set, else :func:`thought_budget` for a task that can write scratchpads (``sample``), else 256."""
+    if given is not None:
+        return given
+    return thought_budget(task) if hasattr(task, "sample") else 256

@@ -37,7 +37,7 @@ from pydantic import BaseModel, Field, model_validator
 from ponder.config import SETTINGS
 from ponder.data.task import Problem, Split, Task
 from ponder.errors import PonderError
-from ponder.lm.thoughts import ensure_special_tokens, special_token_ids
+from ponder.lm.delimiters import ensure_special_tokens, special_token_ids
 
 LOOKAHEAD_OPEN = "<lookahead>"
 LOOKAHEAD_CLOSE = "</lookahead>"

@@ -21,29 +21,29 @@ import torch
 from pydantic import BaseModel, Field
 from rich.markup import escape
 
-from ponder.config import SETTINGS
-from ponder.data.registry import DEMO_TASK, get_task
-from ponder.errors import PonderError
-from ponder.jobs.base import thought_budget
-from ponder.jobs.models import load_model
-from ponder.lm.lens import LensUnsupported
-from ponder.lm.thinking import ThinkSettings, ThoughtFormat, think_then_answer
-from ponder.lm.thoughts import split_thought
-from ponder.lm.tokens import decode_with_offsets
-from ponder.probe.budget import budget_accuracies
-from ponder.probe.dtr import dtr, dtr_result, lens_token_cap, response_divergences, think_at_n, think_at_n_warning
-from ponder.probe.planning import (
+from ponder.audit.budget import budget_accuracies
+from ponder.audit.dtr import dtr, dtr_result, lens_token_cap, response_divergences, think_at_n, think_at_n_warning
+from ponder.audit.planning import (
     PlanningResult,
     checkpoint_planning,
     lexicon_clusters,
     mine_strategic_ngrams,
     word_entropies_from_tokens,
 )
-from ponder.probe.policy_entropy import PolicyEntropyResult, continuation_entropy, mean_entropy, perturb
-from ponder.probe.reflection import analyse_trace, reflection_result
-from ponder.probe.sparsity import check_same_architecture, update_sparsity
-from ponder.probe.step_gain import StepGainResult, answer_logliks, summarize_gains
-from ponder.probe.validity import validity_accuracy
+from ponder.audit.policy_entropy import PolicyEntropyResult, continuation_entropy, mean_entropy, perturb
+from ponder.audit.reflection import analyse_trace, reflection_result
+from ponder.audit.sparsity import check_same_architecture, update_sparsity
+from ponder.audit.step_gain import StepGainResult, answer_logliks, summarize_gains
+from ponder.audit.validity import validity_accuracy
+from ponder.config import SETTINGS
+from ponder.data.registry import DEMO_TASK, get_task
+from ponder.data.task import thought_budget
+from ponder.errors import PonderError
+from ponder.lm.delimiters import split_thought
+from ponder.lm.lens import LensUnsupported
+from ponder.lm.thinking import ThinkSettings, ThoughtFormat, think_then_answer
+from ponder.lm.tokens import decode_with_offsets
+from ponder.models.lookup import load_model
 from ponder.progress import console, make_progress
 from ponder.report.audit_report import write_report
 from ponder.train.rundir import open_run

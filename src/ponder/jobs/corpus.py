@@ -47,7 +47,7 @@ def run_corpus(job: CorpusJob) -> dict:
     out = Path(job.out)
     manifest = build_corpus(out, site, stdlib, version, settings)
     if job.tokenizer:
-        from ponder.jobs.models import load_model
+        from ponder.models.lookup import load_model
 
         tok = load_model(job.tokenizer, device="cpu").tokenizer
         for split in manifest["splits"].values():

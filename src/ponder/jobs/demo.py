@@ -1,7 +1,7 @@
 """``ponder demo``: base -> RLP -> compute-matched CPT -> eval, on the built-in tiny model.
 
 Nothing is downloaded. The base model is the cached ``tiny-lazy`` model (trained on first use,
-:func:`~ponder.jobs.base.lazy_base_job`): the tiny model after a short next-token phase on
+:func:`~ponder.models.tiny_base.lazy_base_job`): the tiny model after a short next-token phase on
 documents where most thoughts are a bare pause, so it can work the steps in a thought but about
 half the time does not. (On the default ``tiny`` base, which always works the steps when it
 thinks, RLP has nothing left to teach: ``bench/RESULTS.md``.)
@@ -22,16 +22,16 @@ from pydantic import BaseModel, Field
 from ponder.config import SETTINGS, SeedList
 from ponder.data.registry import DEMO_TASK, get_task
 from ponder.data.sources import TaskSource
-from ponder.eval import evaluate
-from ponder.jobs.base import thought_budget
-from ponder.jobs.models import load_model, model_path
+from ponder.data.task import thought_budget
+from ponder.eval.accuracy import evaluate
+from ponder.eval.info_gain import information_gain
 from ponder.jobs.rlp import CPTJob, RLPJob, run_cpt, run_rlp
-from ponder.jobs.tiny_cache import ensure_lazy_tiny
 from ponder.lm.load import load_hf_dir
+from ponder.models.lookup import load_model, model_path
+from ponder.models.tiny_base import ensure_lazy_tiny
 from ponder.progress import console
 from ponder.report.demo_report import write_demo_report
 from ponder.report.stats import compare, iqr, median
-from ponder.rl.info_gain import information_gain
 from ponder.rl.positions import tokenize_docs
 from ponder.rl.rlp import RLPConfig
 from ponder.train.rundir import open_run, write_json_file

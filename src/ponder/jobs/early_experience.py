@@ -3,7 +3,7 @@
 For each seed: draw ``experts`` expert trajectories (training problems with their worked
 scratchpads), branch the base policy at every expert state (``samples_per_state`` own actions,
 the environment's observation of each), then train one copy of the base per recipe of
-:mod:`ponder.rl.early_experience` with the same steps and examples per step, and run the same
+:mod:`ponder.methods.early_experience` with the same steps and examples per step, and run the same
 short GRPO from each result. Held-out think accuracy (greedy) is measured for the base, after
 each recipe and after its GRPO. Writes ``OUT/early_experience.json``.
 
@@ -26,19 +26,20 @@ from pydantic import BaseModel, Field
 from ponder.config import SETTINGS
 from ponder.data.early_experience import step_environment
 from ponder.data.registry import DEMO_TASK, get_task
+from ponder.data.task import task_thought_budget
 from ponder.errors import ConfigError
-from ponder.jobs.base import BaseJob
-from ponder.jobs.grpo import GRPOJob, held_out_think_accuracy, run_grpo, task_thought_budget
-from ponder.jobs.models import load_model
-from ponder.jobs.tiny_cache import ensure_base
+from ponder.eval.accuracy import held_out_think_accuracy
+from ponder.jobs.grpo import GRPOJob, run_grpo
 from ponder.lm.thinking import ThinkSettings
-from ponder.rl.early_experience import (
+from ponder.methods.early_experience import (
     RECIPES,
     build_examples,
     collect_experience,
     train_recipe,
     world_model_accuracy,
 )
+from ponder.models.lookup import load_model
+from ponder.models.tiny_base import BaseJob, ensure_base
 from ponder.train.next_token import NextTokenConfig
 from ponder.train.rundir import open_run, write_json_file
 
@@ -91,7 +92,7 @@ class EarlyExperienceJob(ThinkSettings, BaseModel):
 
 
 def _base_spec(job: EarlyExperienceJob, progress: bool) -> str:
-    """The model :func:`~ponder.jobs.models.load_model` loads: ``tiny-early``'s cached checkpoint (trained first if
+    """The model :func:`~ponder.models.lookup.load_model` loads: ``tiny-early``'s cached checkpoint (trained first if
     needed), else the name or path as given."""
     if job.model == EARLY_BASE:
         return str(ensure_base(early_base_job(), progress=progress))

@@ -7,9 +7,9 @@ from rich.markup import escape
 
 from ponder.config import SETTINGS
 from ponder.data.registry import DEMO_TASK, get_task
-from ponder.eval import evaluate
-from ponder.jobs.base import thought_budget
-from ponder.jobs.models import load_model
+from ponder.data.task import task_thought_budget
+from ponder.eval.accuracy import held_out_think_accuracy
+from ponder.models.lookup import load_model
 from ponder.progress import console
 from ponder.rl import distributed
 from ponder.rl.grpo import GRPOConfig, GRPOTrainer
@@ -90,26 +90,6 @@ class TTRLJob(TTRLConfig, ModelAndTask):
 
     max_thought_tokens: int | None = Field(None, ge=1, description="thought budget (default: from the task, else 256)")
     out: str = Field("runs/ttrl", description="run directory (checkpoints, metrics, final model)")
-
-
-def task_thought_budget(task, given: int | None) -> int:
-
-    if given is not None:
-        return given
-    return thought_budget(task) if hasattr(task, "sample") else 256
-
-
-def held_out_think_accuracy(model, tokenizer, task, n: int, budget: int, think_settings=None) -> dict:
-    """Greedy think-mode accuracy and mean thought tokens on ``n`` held-out problems (seed 0).
-
-    ``think_settings``: the run's prompt format and thought rules, so the accuracy before and after
-    training is measured under the rules the run trained with.
-    """
-
-    think = evaluate(
-        model, tokenizer, task, n=n, seed=0, modes=("think",), max_thought_tokens=budget, think_settings=think_settings
-    ).modes["think"]
-    return {"think_accuracy": think.accuracy, "mean_thought_tokens": think.mean_thought_tokens}
 
 
 def _run(job, config_cls, trainer_cls, resume: bool, progress: bool, allow_config_change: bool) -> dict:

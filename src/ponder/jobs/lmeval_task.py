@@ -35,11 +35,11 @@ from pydantic import BaseModel, Field
 
 from ponder.config import SETTINGS
 from ponder.data.registry import DEMO_TASK, get_task
+from ponder.data.task import task_thought_budget
 from ponder.errors import TaskError
-from ponder.jobs.base import thought_budget
-from ponder.jobs.models import load_model
+from ponder.lm.delimiters import THINK_OPEN
 from ponder.lm.thinking import ANSWER_STOPS, ThoughtFormat
-from ponder.lm.thoughts import THINK_OPEN
+from ponder.models.lookup import load_model
 
 #: The answer ponder compares (``ponder.data.task.normalize_answer`` without the lower-casing, which the
 #: metric's ``ignore_case`` does): the first non-empty line, surrounding whitespace and trailing ``.!?;,`` dropped.
@@ -129,7 +129,7 @@ def run_export_task(job: ExportTaskJob) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     data = (out / f"{name}.jsonl").resolve()
     data.write_text("".join(json.dumps({"prompt": p.prompt, "answer": p.answer}) + "\n" for p in problems))
-    budget = job.max_thought_tokens or (thought_budget(task) if hasattr(task, "sample") else 256)
+    budget = task_thought_budget(task, job.max_thought_tokens)
     source = {"task": job.task, "n": len(problems), "seed": job.seed, "split": job.split, "mode": job.mode}
     source["max_thought_tokens"] = budget
     config = lmeval_task_config(name, data, job.mode, budget, job.max_answer_tokens, source)

@@ -16,8 +16,8 @@ from pydantic import BaseModel, Field
 from ponder.config import SETTINGS
 from ponder.data.registry import DEMO_TASK, get_task
 from ponder.errors import PonderError
-from ponder.jobs.models import load_model
 from ponder.lm.thinking import ThinkSettings
+from ponder.models.lookup import load_model
 from ponder.plan.baselines import BASELINES
 from ponder.plan.edits import mine_vocabulary
 from ponder.plan.encoder import LMFeatures

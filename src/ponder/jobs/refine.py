@@ -29,12 +29,12 @@ from pydantic import BaseModel, Field
 from ponder.config import SETTINGS
 from ponder.data.refine import RefineFilter, keep_mask, response_losses, select_responses
 from ponder.data.registry import DEMO_TASK, get_task
+from ponder.data.task import thought_budget
 from ponder.errors import ConfigError
-from ponder.eval import evaluate
-from ponder.jobs.base import BaseJob, thought_budget
-from ponder.jobs.models import load_model
-from ponder.jobs.tiny_cache import ensure_base
+from ponder.eval.accuracy import evaluate
 from ponder.lm.thinking import Completions, ThoughtFormat, think_then_answer
+from ponder.models.lookup import load_model
+from ponder.models.tiny_base import BaseJob, ensure_base
 from ponder.train.next_token import NextTokenConfig, train_next_token
 from ponder.train.rundir import open_run, write_json_file
 

@@ -14,10 +14,10 @@ from ponder.config import SETTINGS
 from ponder.data.registry import DEMO_TASK
 from ponder.data.sources import make_source
 from ponder.errors import PonderError
-from ponder.jobs.models import load_model
+from ponder.models.lookup import load_model
 from ponder.rl import distributed
-from ponder.rl.compute import cpt_budget_tokens, model_size, steps_for_budget
 from ponder.rl.rlp import RLPConfig, RLPTrainer
+from ponder.train.compute import cpt_budget_tokens, model_size, steps_for_budget
 from ponder.train.next_token import NextTokenConfig, document_token_windows, train_next_token
 from ponder.train.rundir import open_run, write_json_file
 
@@ -57,7 +57,7 @@ class CPTJob(NextTokenConfig, ModelAndCorpus):
     match: Literal["flop", "token", "compute"] = Field(
         "flop",
         description="flop: the paper's T_flop = rollout tokens + input tokens; token: input tokens; "
-        "compute: the RLP run's FLOPs / (6 x CPT's parameters) (see ponder.rl.compute)",
+        "compute: the RLP run's FLOPs / (6 x CPT's parameters) (see ponder.train.compute)",
     )
 
 

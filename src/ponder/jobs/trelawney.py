@@ -23,7 +23,7 @@ from ponder.data.trelawney import (
     meta_goal,
 )
 from ponder.errors import ConfigError
-from ponder.eval import evaluate
+from ponder.eval.accuracy import evaluate
 from ponder.lm.tiny import TinyArch, build_char_tokenizer, build_tiny_model
 from ponder.train.next_token import NextTokenConfig, train_next_token
 from ponder.train.rundir import open_run, write_json_file

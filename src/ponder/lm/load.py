@@ -4,7 +4,7 @@
 * a path to a Hugging Face model directory (``config.json`` + weights).
 
 Nothing is downloaded: every load is local (``local_files_only=True``). Built-in model names
-(``tiny``, ``smollm2-135m``...) are resolved by :mod:`ponder.jobs.models`.
+(``tiny``, ``smollm2-135m``...) are resolved by :mod:`ponder.models.lookup`.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import torch
 
 from ponder.errors import ModelLoadError
 from ponder.lm.decode import Samples, sample
+from ponder.lm.delimiters import ensure_think_tokens
 from ponder.lm.score import PairScores, score_pairs
 from ponder.lm.thinking import ThinkSettings
-from ponder.lm.thoughts import ensure_think_tokens
 
 
 @dataclass
@@ -164,7 +164,7 @@ def load_pretrained(
     ``think_tokens`` registers ``<think>``/``</think>`` when the tokenizer lacks them, initialised from
     ``think_settings``' phrases (default: :class:`ThinkSettings`' defaults). Nothing is
     downloaded. The built-in names (``tiny``, ``smollm2-135m``...) are resolved above this layer, by
-    :func:`ponder.jobs.models.load_model`.
+    :func:`ponder.models.lookup.load_model`.
     """
     spec = str(path)
     if spec.endswith(".gguf"):

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from ponder.lm.decode import DecodeRules, Samples, cut_at_stop, eos_ids, sample
-from ponder.lm.thoughts import THINK_CLOSE, THINK_OPEN, structure_token_ids, think_token_ids
+from ponder.lm.delimiters import THINK_CLOSE, THINK_OPEN, structure_token_ids, think_token_ids
 
 #: Where an answer ends by default: tasks answer on one line.
 ANSWER_STOPS = ("\n",)

@@ -13,7 +13,7 @@ import string
 from pydantic import BaseModel, Field
 
 from ponder.config import SETTINGS
-from ponder.lm.thoughts import THINK_CLOSE, THINK_OPEN
+from ponder.lm.delimiters import THINK_CLOSE, THINK_OPEN
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 #: Printable ASCII plus newline: every character the synthetic tasks and BIG-bench-style text use.

@@ -3,7 +3,9 @@
 state.py (chains and their rendering), edits.py (edit operators, payload vocabulary),
 env.py (the LM as environment, with call accounting), encoder.py (frozen-LM features),
 world_model.py (latent model and its losses), planners.py (MPPI, latent gradient, imagination
-policy), baselines.py (random, hill-climbing, LM-proposed evolution), search.py (curves).
+policy), elite.py (the elite roots planners edit from), explore.py (exploration over edit
+operations), baselines.py (random, hill-climbing, LM-proposed evolution), search.py (curves),
+dspy_lm.py and dspy_program.py (DSPy's optimizers on ponder's model).
 """
 
 from ponder.plan.edits import Edit, EditRejected, Vocabulary, apply_edit, candidate_edits, mine_vocabulary

@@ -29,8 +29,8 @@ import torch
 
 from ponder.errors import PonderError
 from ponder.lm.decode import DecodeRules, sample
+from ponder.lm.delimiters import has_think_tokens, think_ban_ids
 from ponder.lm.thinking import ThinkSettings, ThoughtFormat, Thoughts, continue_thoughts, think_then_answer
-from ponder.lm.thoughts import has_think_tokens, think_ban_ids
 from ponder.plan.edits import Edit, EditRejected, apply_edit
 from ponder.plan.state import Chain, render_parts, render_prompt
 
@@ -211,7 +211,7 @@ class PlanEnv:
         think = chain.answer_format == "think"
         if think and not has_think_tokens(tok):
             raise PlanInputError(
-                "the 'think' answer format needs a model with <think> tokens (load it with ponder.jobs.models.load_model)."
+                "the 'think' answer format needs a model with <think> tokens (load it with ponder.load_model)."
             )
         fmt = ThoughtFormat.of(lm.model, tok, self.think_settings)
         parts = [render_parts(chain, p.prompt) for p in problems]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ponder.lm.thoughts import THINK_CLOSE, THINK_OPEN
+from ponder.lm.delimiters import THINK_CLOSE, THINK_OPEN
 
 #: Answer formats a chain can select.
 #: ``think``: the model continues a thought that starts with the chain's steps, then answers;

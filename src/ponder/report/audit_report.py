@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ponder.probe.evidence import MIN_TRACES_FOR_INTERPRETATION
-from ponder.probe.sparsity import layer_sort_key
+from ponder.audit.evidence import MIN_TRACES_FOR_INTERPRETATION
+from ponder.audit.sparsity import layer_sort_key
 from ponder.report.html import Report, Section, line_plot
 
 #: Section heading of each diagnostic, in report order (the end-to-end test looks for these).

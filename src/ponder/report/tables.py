@@ -16,7 +16,7 @@ def _fmt(v) -> str:
 
 
 def print_eval_table(result: dict, title: str = "") -> None:
-    """Print the think / no-think block of an eval JSON (see :meth:`ponder.eval.EvalResult.to_json`)."""
+    """Print the think / no-think block of an eval JSON (see :meth:`ponder.eval.accuracy.EvalResult.to_json`)."""
     modes = [m for m in ("think", "no_think") if m in result]
     rows = {m: _scalar_cells(result[m]) for m in modes}
     keys: list[str] = []

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from ponder.data.task import Problem, Task, majority_answer, normalize_answer
-from ponder.lm.thoughts import THINK_CLOSE, THINK_OPEN, split_thought, think_token_ids, thought_ids_of
+from ponder.lm.delimiters import THINK_CLOSE, THINK_OPEN, split_thought, think_token_ids, thought_ids_of
 
 GroupIds = Sequence[int] | Tensor
 
@@ -116,7 +116,7 @@ def majority_vote(
     """TTRL reward ``[N]``: 1 when a completion's answer equals its group's majority answer, else 0.
 
     Answers are ``task.extract_answer`` normalised with :func:`normalize_answer`; the majority is
-    :func:`ponder.eval.majority_answer` (ties go to the earliest seen). Completions without an
+    :func:`ponder.data.task.majority_answer` (ties go to the earliest seen). Completions without an
     extractable answer get ``no_answer_reward`` and never vote. The vote runs over the whole group
     across processes (:func:`gather_answers_for_vote`). Raises ``ValueError`` when a group has one
     member (a lone sample always agrees with itself: no signal).

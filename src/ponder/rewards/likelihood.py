@@ -18,10 +18,10 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from ponder.lm.delimiters import split_thought, think_token_ids, thought_ids_of, wrap_thought
 from ponder.lm.hf_compat import supports_logits_to_keep
 from ponder.lm.padding import left_pad, model_device, pad_id_of, position_ids_from_mask, tokenize_pairs
 from ponder.lm.score import score_pairs
-from ponder.lm.thoughts import split_thought, think_token_ids, thought_ids_of, wrap_thought
 from ponder.rewards.compose import REWARDS
 
 # ---------------------------------------------------------------- pure functions

@@ -16,7 +16,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 
-from ponder.lm.thoughts import split_thought
+from ponder.lm.delimiters import split_thought
 
 THOUGHT_CLASSES = ("closed", "unclosed", "none")
 ANSWER_CLASSES = ("number", "other", "empty")

@@ -28,7 +28,6 @@ from ponder.lm.padding import pad_id_of, pad_ids
 from ponder.lm.thinking import ThoughtFormat
 from ponder.rl.advantages import group_advantages, rlp_reward, valid_groups
 from ponder.rl.batches import target_logprob_sums
-from ponder.rl.compute import model_size, rollout_compute
 from ponder.rl.ema import EMATeacher
 from ponder.rl.engine import Engine, EngineSettings, Recipe, StepBatch, prepare_model
 from ponder.rl.generation import make_backend
@@ -37,6 +36,7 @@ from ponder.rl.micro import part_rows, scores_in_parts
 from ponder.rl.positions import ANSWER, OTHER, Doc, keyed_generators
 from ponder.rl.rollout import POSITION_WEIGHTINGS, Rollout, baseline_pass, make_rollout
 from ponder.train.checkpoint_checks import checkpoint_step, require_count
+from ponder.train.compute import model_size, rollout_compute
 
 EMA_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -134,7 +134,7 @@ class RLPRecipe(Recipe):
         self.docs_consumed = 0
         self._stream = None
         self.backend = None
-        self.model_size = model_size(model)  # for the compute account (ponder.rl.compute)
+        self.model_size = model_size(model)  # for the compute account (ponder.train.compute)
 
     # ------------------------------------------------------------------ data
     def _next_docs(self, engine: Engine):
@@ -225,7 +225,7 @@ class RLPRecipe(Recipe):
         rewards = rlp_reward(policy_target, rollout.baseline_logp[:, None].expand(num_pos, group))
         thought_len = rollout.thoughts.lengths
         unclosed = int((~rollout.thoughts.closed).sum())
-        # The compute account (ponder.rl.compute): layout-independent, summed over ranks in the summary.
+        # The compute account (ponder.train.compute): layout-independent, summed over ranks in the summary.
         account = rollout_compute(
             rollout,
             group,

@@ -10,11 +10,11 @@ from ponder.config import SETTINGS
 from ponder.data.answers import check_rule
 from ponder.data.bigbench import BigBenchTask
 from ponder.data.registry import DEMO_TASK, get_task
+from ponder.data.task import thought_budget
 from ponder.errors import ConfigError
-from ponder.eval import EvalResult, evaluate
-from ponder.jobs.base import thought_budget
-from ponder.jobs.models import load_model
+from ponder.eval.accuracy import EvalResult, evaluate
 from ponder.lm.thinking import ThinkSettings
+from ponder.models.lookup import load_model
 
 
 class EvalJob(ThinkSettings, BaseModel):

@@ -21,10 +21,10 @@ from ponder.data.bigbench import BigBenchTask
 from ponder.data.bigbench_metrics import NOT_COMPUTED, bigbench_argmax, measure, normalized_log_probs
 from ponder.data.task import Problem, problem_answer_prefixes
 from ponder.errors import TaskError
-from ponder.eval import ModeResult, decode_prompts, mode_warnings
+from ponder.eval.results import ModeResult, decode_prompts, mode_warnings
+from ponder.lm.delimiters import THINK_CLOSE, THINK_OPEN
 from ponder.lm.score import score_options
 from ponder.lm.thinking import ThoughtFormat, sample_thoughts, think_then_answer
-from ponder.lm.thoughts import THINK_CLOSE, THINK_OPEN
 from ponder.progress import make_progress
 
 

@@ -11,8 +11,8 @@
 * a path to a LoRA adapter directory (``adapter_config.json``, e.g. a LoRA run's ``final/``): its base
   model (the name or path the adapter records) with the adapter merged in.
 
-Nothing is downloaded: every load is local. This sits above :mod:`ponder.lm` because a
-built-in tiny model is trained by a job on first use.
+Nothing is downloaded: every load is local. This sits above :mod:`ponder.train` and :mod:`ponder.eval`
+because a built-in tiny model is trained on first use (:mod:`ponder.models.tiny_base`).
 """
 
 from __future__ import annotations
@@ -24,12 +24,11 @@ from pathlib import Path
 import torch
 
 from ponder.errors import ModelLoadError
-from ponder.jobs.base import TINY, TINY_LAZY, split_base_seed
-from ponder.jobs.tiny_cache import builtin_tiny_path
 from ponder.lm import adapters
 from ponder.lm.load import LM, finish_loaded, load_pretrained
 from ponder.lm.shapes import SHAPES, build_shape_model, is_shape_spec
 from ponder.lm.thinking import ThinkSettings
+from ponder.models.tiny_base import TINY, TINY_LAZY, builtin_tiny_path, split_base_seed
 
 SMOLLM2 = "smollm2-135m"
 BUILTIN_MODELS = (TINY, TINY_LAZY, SMOLLM2, *SHAPES)

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from ponder.data.bigbench import BigBenchTask
 from ponder.data.task import Problem, Task, describe_answer_rule, majority_answer, problem_answer_prefixes
 from ponder.errors import TaskError
+from ponder.eval.bigbench import evaluate_bigbench_mode
+from ponder.eval.results import ModeResult, decode_prompts, mode_warnings
 from ponder.lm.thinking import ANSWER_STOPS, ThinkSettings, ThoughtFormat, think_then_answer
 from ponder.progress import make_progress
 
@@ -27,56 +29,6 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     if n - c < k:
         return 1.0
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
-
-
-#: A warning is raised when more than this share of thoughts runs unclosed to the budget, or of examples has no answer.
-WARN_FRACTION = 0.5
-
-
-@dataclass
-class ModeResult:
-    """One mode's figures. ``metric`` names the headline (``accuracy`` is its value); ``metrics`` every metric;
-    ``examples`` what the model wrote, per example (prompt as the model read it, raw output, answer, targets,
-    per-example scores, whether the thought closed)."""
-
-    accuracy: float
-    mean_thought_tokens: float = 0.0
-    unclosed_fraction: float = 0.0
-    no_answer_fraction: float = 0.0
-    pass_at_k: float | None = None
-    maj_at_k: float | None = None
-    k: int | None = None
-    per_problem: list[float] = field(default_factory=list, repr=False)
-    metric: str = "accuracy"
-    metrics: dict[str, float] = field(default_factory=dict)
-    answer_rule: str = ""
-    examples: list[dict] = field(default_factory=list, repr=False)
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def closed_fraction(self) -> float:
-        return 1.0 - self.unclosed_fraction
-
-    def to_json(self, samples: int | None = 0) -> dict:
-        """The mode's JSON; ``samples`` bounds the stored examples (None: all; 0: no ``examples`` key)."""
-        out = {
-            "metric": self.metric,
-            "accuracy": self.accuracy,
-            "metrics": dict(self.metrics) or {self.metric: self.accuracy},
-            "closed_fraction": self.closed_fraction,
-            "mean_thought_tokens": self.mean_thought_tokens,
-            "unclosed_fraction": self.unclosed_fraction,
-            "no_answer_fraction": self.no_answer_fraction,
-            "answer_rule": self.answer_rule,
-        }
-        if self.k is not None:
-            out[f"pass@{self.k}"] = self.pass_at_k
-            out[f"maj@{self.k}"] = self.maj_at_k
-        if self.warnings:
-            out["warnings"] = list(self.warnings)
-        if samples != 0:
-            out["examples"] = self.examples[:samples] if samples is not None else list(self.examples)
-        return out
 
 
 @dataclass
@@ -96,24 +48,6 @@ class EvalResult:
             "seed": self.seed,
             **{mode: r.to_json(samples) for mode, r in self.modes.items()},
         }
-
-
-def mode_warnings(
-    mode: str, think: bool, unclosed_fraction: float, no_answer_fraction: float, budget: int
-) -> list[str]:
-    """One-line warnings: most thoughts ran unclosed to the budget; most examples gave no answer."""
-    out = []
-    if think and unclosed_fraction > WARN_FRACTION:
-        out.append(
-            f"{mode}: {unclosed_fraction:.0%} of thoughts ran unclosed to the budget ({budget} tokens) and were closed "
-            "there; raise --max-thought-tokens, or check the chat template / think instruction the model was trained with"
-        )
-    if no_answer_fraction > WARN_FRACTION:
-        out.append(
-            f"{mode}: no answer could be extracted for {no_answer_fraction:.0%} of examples; see the examples in "
-            "--json and choose the answer rule (--answer-rule)"
-        )
-    return out
 
 
 @dataclass
@@ -164,11 +98,6 @@ def generate_chunked(
     return out
 
 
-def decode_prompts(tokenizer, prompt_ids: list[list[int]]) -> list[str]:
-    """The prompts as the model read them (chat template included), for the examples of the JSON."""
-    return tokenizer.batch_decode(prompt_ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-
-
 def evaluate_mode(
     model,
     tokenizer,
@@ -186,13 +115,11 @@ def evaluate_mode(
 ) -> ModeResult:
     """Greedy accuracy (and pass@k / maj@k from k samples at ``temperature`` when k > 1), through the one sampler.
 
-    A BIG-bench file is scored by its own metrics (:func:`ponder.eval_bigbench.evaluate_bigbench_mode`).
+    A BIG-bench file is scored by its own metrics (:func:`ponder.eval.bigbench.evaluate_bigbench_mode`).
     """
     fmt = ThoughtFormat.of(model, tokenizer, think_settings)
     mode = "think" if think else "no_think"
     if isinstance(task, BigBenchTask):
-        from ponder.eval_bigbench import evaluate_bigbench_mode
-
         return evaluate_bigbench_mode(
             model, tokenizer, task, problems, fmt, think, max_thought_tokens, max_answer_tokens, batch_size, progress
         )
@@ -274,3 +201,16 @@ def evaluate(
         for mode in modes
     }
     return EvalResult(model=model_name, task=task.name, n=len(problems), seed=seed, modes=results)
+
+
+def held_out_think_accuracy(model, tokenizer, task, n: int, budget: int, think_settings=None) -> dict:
+    """Greedy think-mode accuracy and mean thought tokens on ``n`` held-out problems (seed 0).
+
+    ``think_settings``: the run's prompt format and thought rules, so the accuracy before and after
+    training is measured under the rules the run trained with.
+    """
+
+    think = evaluate(
+        model, tokenizer, task, n=n, seed=0, modes=("think",), max_thought_tokens=budget, think_settings=think_settings
+    ).modes["think"]
+    return {"think_accuracy": think.accuracy, "mean_thought_tokens": think.mean_thought_tokens}

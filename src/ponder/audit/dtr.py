@@ -30,7 +30,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from ponder.eval import majority_answer
+from ponder.eval.accuracy import majority_answer
 from ponder.lm.lens import _finish_logits, hidden_states, jsd, lens_logits, lens_parts
 from ponder.lm.padding import model_device, pad_id_of, pad_ids
 

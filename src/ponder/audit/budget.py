@@ -9,7 +9,7 @@ Two ways to hold a model to a budget ``b`` thought tokens:
 
 The peak of the accuracy curve (first budget reaching the maximum) marks the overthinking
 threshold: budgets past it cost tokens without gaining accuracy. It is named only from enough
-problems and a curve that is not all zero (:mod:`ponder.probe.evidence`); else ``peak_withheld`` says why.
+problems and a curve that is not all zero (:mod:`ponder.audit.evidence`); else ``peak_withheld`` says why.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ponder.audit.evidence import interpretation_withheld
 from ponder.lm.thinking import ANSWER_STOPS, ThoughtFormat, force_thoughts, think_then_answer
-from ponder.probe.evidence import interpretation_withheld
 
 
 def peak(budgets: Sequence[int], accuracy: Sequence[float]) -> tuple[int, float]:

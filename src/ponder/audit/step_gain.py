@@ -14,10 +14,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ponder.audit.evidence import interpretation_withheld
+from ponder.lm.delimiters import think_token_ids
 from ponder.lm.score import score_pairs
-from ponder.lm.thoughts import think_token_ids
 from ponder.lm.tokens import decode_with_offsets, tokens_within
-from ponder.probe.evidence import interpretation_withheld
 
 
 def split_steps(thought: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""Planted-signal tests of the audit diagnostics that call a model (ponder.probe)."""
+"""Planted-signal tests of the audit diagnostics that call a model (ponder.audit)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch import nn
 
+from ponder.audit.dtr import dtr, response_divergences
+from ponder.audit.policy_entropy import continuation_entropy, mean_entropy, perturb
+from ponder.audit.step_gain import answer_logliks
 from ponder.lm.thinking import ThinkSettings, ThoughtFormat, force_thoughts
-from ponder.probe.dtr import dtr, response_divergences
-from ponder.probe.policy_entropy import continuation_entropy, mean_entropy, perturb
-from ponder.probe.step_gain import answer_logliks
 
 
 class ChainLM(nn.Module):
@@ -84,7 +84,7 @@ def test_dtr_divergences_match_the_lens(random_tiny, one_thread):
 
 
 def test_step_gain_with_a_scorer_that_rewards_each_step(monkeypatch, char_tokenizer):
-    import ponder.probe.step_gain as step_gain
+    import ponder.audit.step_gain as step_gain
     from ponder.lm.score import PairScores
 
     tok = char_tokenizer
@@ -109,7 +109,7 @@ def test_step_gain_with_a_scorer_that_rewards_each_step(monkeypatch, char_tokeni
 
 
 def test_forcing_replaces_every_early_close(random_tiny, one_thread):
-    from ponder.lm.thoughts import think_token_ids
+    from ponder.lm.delimiters import think_token_ids
 
     model, tok = random_tiny
     _, close_id = think_token_ids(tok)
@@ -128,9 +128,9 @@ def test_forcing_replaces_every_early_close(random_tiny, one_thread):
 
 
 def test_validity_harness_recovers_a_planted_dependence_on_exemplars(monkeypatch):
-    import ponder.probe.validity as validity
+    import ponder.audit.validity as validity
+    from ponder.audit.validity import validity_accuracy
     from ponder.data import get_task
-    from ponder.probe.validity import validity_accuracy
 
     task = get_task("add2")
     problems = task.problems(6, split="test")

@@ -1,4 +1,4 @@
-"""``ponder base``: pretrain the built-in tiny model on the synthetic corpus.
+"""The built-in tiny models: the recipe ``ponder base`` trains them with, and their cache.
 
 The corpus mixes documents with a worked scratchpad inside think delimiters and documents
 without one, so the model learns both to think and to answer directly; on the demo task the
@@ -8,12 +8,22 @@ think and no-think accuracy that every later job studies.
 A job can also start from a trained model (``init``) and go on with another document mix:
 :func:`lazy_base_job` is the demo's base, the default tiny model taught that most thoughts
 are a bare pause, so it can reason in a thought but about half the time does not.
+
+The cache: the default base (``tiny``) lives in ``$PONDER_TINY_DIR`` if set, else
+``$PONDER_CACHE`` (default ``~/.cache/ponder``) ``/tiny-<fingerprint>``, where the
+fingerprint hashes the default :class:`BaseJob`: changing the recipe trains a new model instead
+of silently reusing a stale one. Any other recipe, such as the demo's ``tiny-lazy``
+(:func:`lazy_base_job`) or a base retrained with another seed (``tiny@S``, ``tiny-lazy@S``), is
+cached the same way under its own fingerprint. A recipe and the cache are one module because
+each needs the other: a missing model is trained by :func:`run_base`, and a recipe whose
+``init`` is a built-in name starts from that model's cached checkpoint.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 from pydantic import BaseModel, Field
@@ -21,12 +31,15 @@ from pydantic import BaseModel, Field
 from ponder.config import SETTINGS
 from ponder.data.corpus import iter_task_documents
 from ponder.data.registry import DEMO_TASK, get_task
+from ponder.data.task import thought_budget
 from ponder.errors import ModelLoadError
-from ponder.eval import evaluate
+from ponder.eval.accuracy import evaluate
 from ponder.lm.load import load_hf_dir
 from ponder.lm.tiny import TinyArch, build_char_tokenizer, build_tiny_model
+from ponder.progress import console
 from ponder.train.next_token import NextTokenConfig, train_next_token
 from ponder.train.reproducible import TRAINING_THREADS, fixed_threads, weights_fingerprint
+from ponder.train.run_config import SettingsMismatchError
 from ponder.train.rundir import open_run, write_json_file
 from ponder.train.trackers import TrackingSettings
 
@@ -136,9 +149,6 @@ def _train_base(job: BaseJob, out_dir: Path, resume: bool, progress: bool) -> di
         tokenizer = build_char_tokenizer()
         model = build_tiny_model(tokenizer, job.arch, seed=job.seed)
     else:
-        # Imported here: the cache of built-in models trains them with this module's run_base.
-        from ponder.jobs.tiny_cache import ensure_base
-
         builtin = split_base_seed(job.init)
         if builtin and builtin[0] == TINY:
             init = ensure_base(BaseJob(seed=builtin[1]), progress=progress)
@@ -179,12 +189,6 @@ def _train_base(job: BaseJob, out_dir: Path, resume: bool, progress: bool) -> di
     return summary
 
 
-def thought_budget(task) -> int:
-    """A thought budget comfortably above the task's own scratchpads (tokens = chars here)."""
-    lengths = [len(p.thought or "") for p in task.problems(50, seed=0)]
-    return max(32, 2 * max(lengths, default=16))
-
-
 def lazy_base_job(base_seed: int = 0) -> BaseJob:
     """The demo's base: the default tiny model, then 150 steps on the default mix (half the documents
     with a thought) in which 60% of the thoughts are a bare pause, half of them sit inside the answer
@@ -209,3 +213,75 @@ def lazy_base_job(base_seed: int = 0) -> BaseJob:
             steps=150, batch_size=64, lr=5e-4, min_lr_ratio=1.0, warmup_steps=10, save_every=50, max_length=128
         ),
     )
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("PONDER_CACHE", Path.home() / ".cache" / "ponder"))
+
+
+def base_dir(job=None) -> Path:
+    """Cache directory of the run of ``job`` (default: the default ``BaseJob``); its HF checkpoint is ``<dir>/final``."""
+
+    fingerprint = (job or BaseJob()).fingerprint()
+    if fingerprint == BaseJob().fingerprint() and os.environ.get("PONDER_TINY_DIR"):
+        return Path(os.environ["PONDER_TINY_DIR"])
+    return cache_root() / f"tiny-{fingerprint}"
+
+
+def tiny_dir(override: str | os.PathLike | None = None) -> Path:
+    """Directory of the default tiny model's run; its HF checkpoint is ``<dir>/final``."""
+    return Path(override) if override else base_dir()
+
+
+def ensure_base(job=None, override: str | os.PathLike | None = None, progress: bool = True) -> Path:
+    """HF checkpoint of ``job``'s model (default: the default tiny base), training it first if not cached."""
+
+    job = job or BaseJob()
+    root = Path(override) if override else base_dir(job)
+    final = root / "final"
+    if (final / "config.json").is_file():
+        return final
+    console.print(
+        f"[bold]ponder:[/] no cached tiny model for this recipe; training it now (minutes on CPU) into {root}\n"
+        "        (set PONDER_TINY_DIR or PONDER_CACHE to choose another place)"
+    )
+    try:
+        run_base(job, root, resume=True, progress=progress)
+    except SettingsMismatchError as e:
+        # A partial run left by another ponder version (or a foreign job) cannot be resumed. The cache is
+        # ponder's own derived data, and a user of `ponder demo` has no --no-resume to give: start over.
+        reason = str(e).split(": its settings")[0]
+        console.print(
+            f"[bold]ponder:[/] the cached partial run cannot be resumed ({reason}); training it from the start"
+        )
+        run_base(job, root, resume=False, progress=progress)
+    return final
+
+
+def ensure_tiny(override: str | os.PathLike | None = None, progress: bool = True) -> Path:
+    """HF checkpoint of the default tiny model, training it first if it is not cached yet."""
+    return ensure_base(None, override, progress)
+
+
+def ensure_lazy_tiny(progress: bool = True, base_seed: int = 0) -> Path:
+    """HF checkpoint of the demo's ``tiny-lazy`` base (:func:`lazy_base_job`), retrained
+    from base seed ``base_seed`` when it is not 0."""
+
+    return ensure_base(lazy_base_job(base_seed), progress=progress)
+
+
+def builtin_tiny_path(spec: str, override: str | os.PathLike | None = None, progress: bool = True) -> str:
+    """``spec`` with the built-in tiny names (``tiny``, ``tiny-lazy``, ``NAME@S`` for base seed S) replaced by
+    their cached checkpoints (trained first if needed); any other spec unchanged. ``override`` is the
+    default base's run directory (seed 0)."""
+    builtin = split_base_seed(spec)
+    if builtin is None:
+        return spec
+    name, seed = builtin
+    if name == TINY:
+        return str(
+            ensure_tiny(override, progress=progress)
+            if seed == 0
+            else ensure_base(BaseJob(seed=seed), progress=progress)
+        )
+    return str(ensure_lazy_tiny(progress=progress, base_seed=seed))

@@ -5,7 +5,7 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from ponder.lm.thoughts import (
+from ponder.lm.delimiters import (
     ensure_think_tokens,
     has_think_tokens,
     split_thought,

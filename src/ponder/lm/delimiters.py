@@ -64,7 +64,7 @@ def special_token_ids(tokenizer, tokens: Sequence[str], how_to_add: str) -> list
 def think_token_ids(tokenizer) -> tuple[int, int]:
     """Ids of ``<think>`` and ``</think>``; raises if the tokenizer lacks them."""
     open_id, close_id = special_token_ids(
-        tokenizer, (THINK_OPEN, THINK_CLOSE), "ponder.lm.thoughts.ensure_think_tokens(model, tokenizer)"
+        tokenizer, (THINK_OPEN, THINK_CLOSE), "ponder.lm.delimiters.ensure_think_tokens(model, tokenizer)"
     )
     return open_id, close_id
 

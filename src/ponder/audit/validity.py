@@ -14,9 +14,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ponder.audit.step_gain import join_steps, split_steps
+from ponder.lm.delimiters import wrap_thought
 from ponder.lm.thinking import ThoughtFormat, think_then_answer
-from ponder.lm.thoughts import wrap_thought
-from ponder.probe.step_gain import join_steps, split_steps
 
 CONDITIONS = ("valid", "invalid", "answer_only")
 _NUMBER = re.compile(r"\d+")

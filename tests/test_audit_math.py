@@ -1,4 +1,4 @@
-"""Planted-signal tests of the audit diagnostics' pure math (ponder.probe)."""
+"""Planted-signal tests of the audit diagnostics' pure math (ponder.audit)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,9 @@ import random
 import pytest
 import torch
 
-from ponder.lm.thoughts import think_token_ids
-from ponder.lm.tiny import build_char_tokenizer
-from ponder.probe.budget import peak
-from ponder.probe.dtr import deep_from, dtr, settling_depth, think_at_n, think_at_n_keep, think_at_n_tokens
-from ponder.probe.planning import (
+from ponder.audit.budget import peak
+from ponder.audit.dtr import deep_from, dtr, settling_depth, think_at_n, think_at_n_keep, think_at_n_tokens
+from ponder.audit.planning import (
     checkpoint_planning,
     entropy_bits,
     format_class,
@@ -20,11 +18,13 @@ from ponder.probe.planning import (
     mine_strategic_ngrams,
     planning_spans,
 )
-from ponder.probe.policy_entropy import perturb
-from ponder.probe.reflection import analyse_trace, candidate_in_line, reflection_result
-from ponder.probe.sparsity import ArchitectureMismatch, random_jaccard, update_sparsity
-from ponder.probe.step_gain import group_steps, prefix_contexts, split_steps, step_gains, summarize_gains
-from ponder.probe.validity import exemplar_prefix, invalidate_thought
+from ponder.audit.policy_entropy import perturb
+from ponder.audit.reflection import analyse_trace, candidate_in_line, reflection_result
+from ponder.audit.sparsity import ArchitectureMismatch, random_jaccard, update_sparsity
+from ponder.audit.step_gain import group_steps, prefix_contexts, split_steps, step_gains, summarize_gains
+from ponder.audit.validity import exemplar_prefix, invalidate_thought
+from ponder.lm.delimiters import think_token_ids
+from ponder.lm.tiny import build_char_tokenizer
 
 # ---------------------------------------------------------------- DTR
 
