@@ -45,7 +45,7 @@ from ponder.errors import PonderError
 from ponder.lm import adapters, hf_compat
 from ponder.progress import make_progress
 from ponder.rl import distributed, sharding
-from ponder.rl.losses import SURROGATE_UNIT, UNITS, Term, clipped_surrogate, masked_mean
+from ponder.rl.losses import SURROGATE_UNIT, UNITS, Reduce, Term, clipped_surrogate, masked_mean
 from ponder.rl.micro import WeightedMeans, split_step
 from ponder.train.checkpoint import (
     latest_checkpoint,
@@ -58,9 +58,6 @@ from ponder.train.guard import step_if_finite
 from ponder.train.metrics import MetricsLogger
 from ponder.train.optim import PolicyUpdateSettings, adamw_constant_after_warmup
 from ponder.train.rundir import begin_run
-
-Reduce = Literal["rlp", "token", "seq_sum_const"]
-
 
 class EngineSettings(PolicyUpdateSettings):
     """Settings every recipe on the engine has (recipes override defaults where they differ)."""

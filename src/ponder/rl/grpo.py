@@ -44,7 +44,7 @@ from ponder.rl.ema import EMATeacher
 from ponder.rl.engine import Engine, EngineSettings, Recipe, StepBatch, prepare_model
 from ponder.rl.formats import format_shares
 from ponder.rl.hicra import phrase_pattern, planning_token_mask
-from ponder.rl.losses import Term, kl_penalty
+from ponder.rl.losses import Reduce, Term, kl_penalty
 from ponder.rl.positions import keyed_generators
 from ponder.rl.prompts import PromptPool
 
@@ -82,7 +82,7 @@ class GRPOConfig(EngineSettings, ThinkSettings):
     temperature: float = Field(1.0, gt=0, description="sampling temperature of thoughts and answers")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling")
     scale: Literal["std", "none"] = Field("std", description="advantage scale: std (GRPO) or none (Dr.GRPO)")
-    loss_reduce: Literal["rlp", "token", "constant"] = Field(
+    loss_reduce: Reduce = Field(
         "rlp",
         description="rlp: mean over completions of per-token means (GRPO); token: over all tokens (DAPO); "
         "constant: token sum over completions x the completion budget (Dr.GRPO)",
@@ -272,8 +272,8 @@ class GRPORecipe(Recipe):
         if cfg.hicra_alpha > 0:
             adv = self._hicra(comp, rows, batch, adv)
         budget = cfg.max_thought_tokens + 2 + cfg.max_answer_tokens
-        reduce = {"rlp": "rlp", "token": "token", "constant": "seq_sum_const"}[cfg.loss_reduce]
-        return StepBatch(batch, adv, metrics, reduce=reduce, max_len=budget if reduce == "seq_sum_const" else None)
+        reduce = cfg.loss_reduce
+        return StepBatch(batch, adv, metrics, reduce=reduce, max_len=budget if reduce == "constant" else None)
 
     def _set_aside_hard(self, engine: Engine, indices: list[int], mine: list[int], pass_rate) -> torch.Tensor:
         """``[B_local]`` prompts with pass rate 0 (when the filter applies); every rank's pool sets all of them aside."""

@@ -8,7 +8,7 @@ backward, so a step's activation memory is one part's, whatever ``--docs-per-ste
 The accumulated gradient equals the one-pass gradient because each part's loss terms are sums
 over their units (sequences, action tokens, ...) divided by the unit's count over the whole step
 (:class:`~ponder.rl.losses.Term`, :meth:`~ponder.rl.engine.Engine.global_counts`); a
-``seq_sum_const`` part keeps the whole batch's ``max_len``.
+``constant`` part keeps the whole batch's ``max_len``.
 
 Shapes: ``N`` sequences of the step, ``L`` columns; a part has ``n <= N`` rows and ``l <= L``
 columns (trailing padding cut).
@@ -51,7 +51,7 @@ def split_step(sb, rows: int | None) -> list:
                 batch=batch,
                 advantages=adv,
                 first=None,
-                max_len=max_len if sb.reduce == "seq_sum_const" else sb.max_len,
+                max_len=max_len if sb.reduce == "constant" else sb.max_len,
                 sequence_share=len(r) / sb.num_sequences,
                 part=i,
             )
