@@ -45,6 +45,7 @@ from ponder.errors import PonderError
 from ponder.lm import adapters, hf_compat
 from ponder.progress import make_progress
 from ponder.rl import distributed, sharding
+from ponder.rl.batches import TrainBatch
 from ponder.rl.losses import SURROGATE_UNIT, UNITS, Reduce, Term, clipped_surrogate, masked_mean
 from ponder.rl.micro import WeightedMeans, split_step
 from ponder.train.checkpoint import (
@@ -58,6 +59,7 @@ from ponder.train.guard import step_if_finite
 from ponder.train.metrics import MetricsLogger
 from ponder.train.optim import PolicyUpdateSettings, adamw_constant_after_warmup
 from ponder.train.rundir import begin_run
+
 
 class EngineSettings(PolicyUpdateSettings):
     """Settings every recipe on the engine has (recipes override defaults where they differ)."""
@@ -116,9 +118,9 @@ class EngineSettings(PolicyUpdateSettings):
 class StepBatch:
     """One rank's share of a step, ready for the policy update.
 
-    ``batch``: a :class:`~ponder.rl.batches.PaddedBatch` or :class:`~ponder.rl.batches.TreeBatch`, or None
-    when this rank has nothing to train on
-    (``loss_mask``, ``behaviour_logp``, ``scores(model, inv_temperature)``); ``advantages`` ``[N]``
+    ``batch``: any layout of the one batch contract (:class:`~ponder.rl.batches.TrainBatch`: a
+    :class:`~ponder.rl.batches.PaddedBatch` or :class:`~ponder.rl.batches.TreeBatch`), or None
+    when this rank has nothing to train on; ``advantages`` ``[N]``
     (one per sequence) or ``[N, L]`` (per token, e.g. HICRA); ``first``: ``(logp, entropy)`` of a
     forward already run with gradients (reused by the first epoch). ``reduce`` and ``max_len``
     select the surrogate's reduction (:func:`~ponder.rl.losses.clipped_surrogate`). ``counts``: this
@@ -128,7 +130,7 @@ class StepBatch:
     weight of its statistics) and ``part`` (its index).
     """
 
-    batch: object | None
+    batch: TrainBatch | None
     advantages: Tensor
     metrics: dict = field(default_factory=dict)
     first: tuple[Tensor, Tensor] | None = None
@@ -141,7 +143,7 @@ class StepBatch:
     @property
     def num_sequences(self) -> int:
         """Sequences this rank trains on (0: only metrics, or a non-finite signal, to report)."""
-        return 0 if self.batch is None else int(self.batch.loss_mask.shape[0])
+        return 0 if self.batch is None else len(self.batch)
 
 
 class Recipe:
