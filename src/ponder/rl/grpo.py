@@ -35,7 +35,7 @@ from pydantic import Field, field_validator, model_validator
 from ponder.data.task import Problem, Task, problem_answer_prefixes
 from ponder.errors import TaskError
 from ponder.lm.padding import pad_id_of
-from ponder.lm.thinking import ANSWER_STOPS, Completions, ThinkSettings, ThoughtFormat, think_then_answer
+from ponder.lm.thinking import Completions, ThinkSettings, ThoughtFormat
 from ponder.rewards import REWARDS, combine, parse_reward_spec
 from ponder.rl import distributed
 from ponder.rl.advantages import group_advantages, hicra_advantages
@@ -43,6 +43,7 @@ from ponder.rl.batches import PaddedBatch, padded_batch
 from ponder.rl.ema import EMATeacher
 from ponder.rl.engine import Engine, EngineSettings, Recipe, StepBatch, prepare_model
 from ponder.rl.formats import format_shares
+from ponder.rl.generation import SamplerSettings, make_backend, sampling_of
 from ponder.rl.hicra import phrase_pattern, planning_token_mask
 from ponder.rl.losses import Reduce, Term, kl_penalty
 from ponder.rl.positions import keyed_generators
@@ -52,7 +53,7 @@ from ponder.rl.prompts import PromptPool
 LABEL_REWARDS = frozenset({"verifiable", "answer_likelihood"})
 
 
-class GRPOConfig(EngineSettings, ThinkSettings):
+class GRPOConfig(EngineSettings, ThinkSettings, SamplerSettings):
     """GRPO settings (a GRPO / Dr.GRPO / DAPO family member chosen by ``scale`` and ``loss_reduce``)."""
 
     steps: int = Field(40, ge=1, description="optimizer steps")
@@ -149,6 +150,7 @@ class GRPORecipe(Recipe):
         self.pool = PromptPool(len(self.problems), seed=cfg.seed)
         self.ref = EMATeacher(1.0 if cfg.kl_ref == "initial" else cfg.ema_tau)
         self.planning = phrase_pattern(cfg.planning_lexicon or [])
+        self.backend = None
 
     # ------------------------------------------------------------------ hooks TTRL changes
     @property
@@ -206,22 +208,16 @@ class GRPORecipe(Recipe):
         generators = keyed_generators(cfg.seed, [engine.step * 1_000_003 + b for b in mine], engine.device)
         if cfg.kl_coef > 0 and not self.ref.initialized:
             self.ref.initialize(self.model)
-        comp = think_then_answer(
-            self.model,
-            self.tokenizer,
-            self.fmt,
-            self.fmt.prompt_ids(self.tokenizer, [p.prompt for p in problems], problem_answer_prefixes(problems)),
-            n=G,
-            max_thought_tokens=cfg.max_thought_tokens,
-            max_answer_tokens=cfg.max_answer_tokens,
-            temperature=cfg.temperature,
-            top_p=cfg.top_p,
-            stops=ANSWER_STOPS,
-            prompt_generators=generators,
-            batch_size=cfg.sample_batch_size,
-            logprob_temperature=engine.sampler_logprob_temperature,
+        if self.backend is None:
+            self.sampling = sampling_of(cfg, engine.sampler_logprob_temperature)  # the run's one sampling setting
+            self.backend = make_backend(
+                cfg.generation_backend, self.model, self.tokenizer, self.fmt, self.sampling.logprob_temperature
+            )
+        prompt_ids = self.fmt.prompt_ids(
+            self.tokenizer, [p.prompt for p in problems], problem_answer_prefixes(problems)
         )
-        texts = comp.texts(self.tokenizer, ANSWER_STOPS)
+        comp = self.backend.complete(prompt_ids, G, self.sampling, generators)  # ids in, ids and log-probs out
+        texts = comp.texts(self.tokenizer, self.sampling.stops)
         group_ids = torch.tensor(mine).repeat_interleave(G)  # global ids: a group vote may gather across ranks
         rewards, metrics, no_answer = self.rewards(problems, comp, texts, group_ids)
         correct = torch.tensor([self.task.score(problems[r // G], t) >= 1.0 for r, t in enumerate(texts)])
@@ -316,6 +312,10 @@ class GRPORecipe(Recipe):
     def after_optimizer_step(self, engine: Engine) -> None:
         if self.settings.kl_coef > 0:
             self.ref.update(self.model)  # tau = 1 for the initial model: a no-op
+
+    def after_update(self, engine: Engine) -> None:
+        if self.backend is not None:
+            self.backend.sync_weights(self.model)
 
     # ------------------------------------------------------------------ state
     def summary(self) -> dict:
