@@ -85,3 +85,13 @@ def test_layout_classes_are_the_ones_rlp_and_grpo_build():
     padded, tree, *_ = _layouts()
     assert isinstance(padded, PaddedBatch) and padded.layout == "padded"
     assert isinstance(tree, TreeBatch) and tree.layout == "tree"
+
+
+def test_a_step_batch_counts_every_unit_its_terms_average_over():
+    """Sequences and action tokens from the batch (either layout), the recipe's own units beside them."""
+    padded, tree, *_ = _layouts()
+    for batch in (padded, tree):
+        counts = StepBatch(batch, torch.zeros(6), counts={"targets": float(batch.target_mask.sum())}).unit_counts()
+        # thoughts of 2, 1, 3, 1, 2, 4 tokens, four closed by the model: 13 + 4 actions; 3 positions x G=2 x k=2 targets
+        assert counts == {"sequences": 6.0, "tokens": 17.0, "targets": 12.0, "text_tokens": 0.0}
+    assert StepBatch(None, torch.zeros(0)).unit_counts() == dict.fromkeys(counts, 0.0)

@@ -145,6 +145,15 @@ class StepBatch:
         """Sequences this rank trains on (0: only metrics, or a non-finite signal, to report)."""
         return 0 if self.batch is None else len(self.batch)
 
+    def unit_counts(self) -> dict[str, float]:
+        """This rank's count of every unit a term may average over: sequences and action tokens from the
+        batch, the recipe's own (``counts``) beside them; 0 for the rest."""
+        local = dict.fromkeys(UNITS, 0.0)
+        if self.batch is not None:
+            local.update({k: float(v) for k, v in self.counts.items()})
+            local.update(sequences=float(len(self.batch)), tokens=float(self.batch.loss_mask.sum()))
+        return local
+
 
 class Recipe:
     """What a training method adds to the engine. Subclasses set ``name``, ``work_name`` and ``settings``."""
@@ -312,10 +321,7 @@ class Engine:
 
     def global_counts(self, sb: StepBatch | None) -> dict[str, float]:
         """Each unit's count over the whole step, every rank's share (one all-reduce; a collective)."""
-        local = dict.fromkeys(UNITS, 0.0)
-        if sb is not None:
-            local.update({k: float(v) for k, v in sb.counts.items()})
-            local.update(sequences=float(sb.num_sequences), tokens=float(sb.batch.loss_mask.sum()))
+        local = dict.fromkeys(UNITS, 0.0) if sb is None else sb.unit_counts()
         return dict(zip(UNITS, distributed.all_sum([local[u] for u in UNITS], self.world, self.device)))
 
     def _weighted(self, terms: list[Term], counts: dict[str, float]) -> Tensor:
