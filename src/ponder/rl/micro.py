@@ -22,6 +22,8 @@ from dataclasses import replace
 import torch
 from torch import Tensor
 
+from ponder.rl.batches import TrainBatch
+
 
 def part_rows(num_rows: int, rows: int | None) -> list[Tensor]:
     """Contiguous row indices of the parts: ``[0..rows), [rows..2 rows), ...`` (one part when ``rows`` is None)."""
@@ -59,7 +61,9 @@ def split_step(sb, rows: int | None) -> list:
     return parts
 
 
-def scores_in_parts(batch, rows: int | None, score: Callable[[object], tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+def scores_in_parts(
+    batch: TrainBatch, rows: int | None, score: Callable[[TrainBatch], tuple[Tensor, Tensor]]
+) -> tuple[Tensor, Tensor]:
     """``score(part)`` for each part of ``batch``, reassembled as ``(logp, entropy) [N, L]`` (0 where cut off).
 
     For a pass without gradients (e.g. RLP's rewards when the training pass runs in parts): only

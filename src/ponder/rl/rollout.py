@@ -22,7 +22,7 @@ from torch import Tensor
 from ponder.lm.logprobs import TokenScorer
 from ponder.lm.padding import model_device, pad_id_of, pad_ids, position_ids_from_mask
 from ponder.lm.thinking import Sampling, ThoughtFormat, Thoughts
-from ponder.rl.batches import PaddedBatch, TreeBatch, resolve_layout, rlp_padded_batch, rlp_tree_batch
+from ponder.rl.batches import TrainBatch, resolve_layout, rlp_padded_batch, rlp_tree_batch
 from ponder.rl.positions import Doc, choose_positions
 
 POSITION_WEIGHTINGS = ("uniform", "ema_loss", "ema_entropy", "think_prob")
@@ -70,7 +70,7 @@ class Rollout:
     targets: list[list[int]]
     thoughts: Thoughts
     baseline_logp: Tensor  # [B] log p_baseline(x_t..x_{t+k-1} | x_<t), no thought
-    batch: TreeBatch | PaddedBatch
+    batch: TrainBatch  # a TreeBatch, or a PaddedBatch (layout padded)
 
 
 def position_weights(base: BaselinePass, weighting: str) -> list[Tensor] | None:
