@@ -66,10 +66,19 @@ class GreedyLLM(fake_vllm.LLM):
 
 
 @pytest.fixture
-def greedy_vllm(monkeypatch, random_tiny):
+def policy(trained_tiny_dir):
+    """The tiny model trained on addition: greedy, it closes its thoughts itself and ends its answers at EOS."""
+    from ponder.lm.load import load_pretrained
+
+    lm = load_pretrained(trained_tiny_dir, device="cpu")
+    return lm.model.eval(), lm.tokenizer
+
+
+@pytest.fixture
+def greedy_vllm(monkeypatch, policy):
     module = fake_vllm.install(monkeypatch)
     monkeypatch.setattr(module, "LLM", GreedyLLM)
-    monkeypatch.setattr(GreedyLLM, "policy", random_tiny[0])
+    monkeypatch.setattr(GreedyLLM, "policy", policy[0])
     monkeypatch.setattr(GreedyLLM, "instances", fake_vllm.LLM.instances)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
@@ -78,7 +87,7 @@ def greedy_vllm(monkeypatch, random_tiny):
 
 
 #: A draw both backends make greedily (top-p keeps the top token only), log-probs at temperature 1.
-GREEDY = dict(top_p=1e-6, logprob_temperature="one", max_thought_tokens=6, max_answer_tokens=4)
+GREEDY = dict(top_p=1e-6, logprob_temperature="one", max_thought_tokens=24, max_answer_tokens=8)
 
 
 def _step(trainer_cls, cfg, model, tok, tmp_path):
@@ -91,9 +100,9 @@ def _step(trainer_cls, cfg, model, tok, tmp_path):
     [(GRPOTrainer, GRPOConfig, {}), (TTRLTrainer, TTRLConfig, {"group_size": 3, "train_samples": 2})],
 )
 def test_grpo_and_ttrl_through_vllm_give_the_transformers_batch(
-    greedy_vllm, random_tiny, tmp_path, one_thread, trainer_cls, config_cls, extra
+    greedy_vllm, policy, tmp_path, one_thread, trainer_cls, config_cls, extra
 ):
-    model, tok = random_tiny
+    model, tok = policy
     open_id, close_id = think_token_ids(tok)
     settings = dict(prompts_per_step=3, group_size=2, filter_equal=False, filter_hard=False, micro_batch=None)
     settings.update(GREEDY, **extra)
@@ -105,6 +114,10 @@ def test_grpo_and_ttrl_through_vllm_give_the_transformers_batch(
         steps[backend] = sb
     a, b = steps["transformers"].batch, steps["vllm"].batch
     assert len(a) == len(b) > 0
+    # The draw exercises the rules: thoughts the model closed itself (</think> an action), answers ended by EOS.
+    closed_by_model = (b.input_ids == close_id) & b.loss_mask
+    assert closed_by_model.any(dim=1).all()
+    assert all(b.sequence(r)[-1] == tok.eos_token_id for r in range(len(b)))
     assert [a.sequence(r) for r in range(len(a))] == [b.sequence(r) for r in range(len(b))]
     assert torch.equal(a.input_ids, b.input_ids) and torch.equal(a.loss_mask, b.loss_mask)
     # Behaviour log-probs: the engine's, back through the backend (a full forward vs ponder's KV cache).
@@ -123,7 +136,7 @@ def test_grpo_and_ttrl_through_vllm_give_the_transformers_batch(
     assert set(thought_params[0].logit_bias) == set(fmt.thought_rules().ban_ids)
     assert set(answer_params[0].logit_bias) == {open_id, close_id}
     assert thought_params[0].stop_token_ids == [close_id] and answer_params[0].stop_token_ids == list(fmt.eos_ids)
-    assert (thought_params[0].max_tokens, answer_params[0].max_tokens) == (6, 4)
+    assert (thought_params[0].max_tokens, answer_params[0].max_tokens) == (24, 8)
     assert "update_weights" in [name for name, _ in llm.calls]
 
 
