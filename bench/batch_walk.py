@@ -78,6 +78,16 @@ def _tiny():
     return model.eval(), tok
 
 
+def one_step(trainer, walk: Walk) -> Walk:
+    """``walk`` over one step's rollout of ``trainer``'s recipe."""
+    sys.setprofile(walk)
+    try:
+        trainer.recipe.make_step(trainer)
+    finally:
+        sys.setprofile(None)
+    return walk
+
+
 def rlp(tmp: Path) -> None:
     from ponder.rl.rlp import RLPConfig, RLPTrainer
 
@@ -85,13 +95,7 @@ def rlp(tmp: Path) -> None:
     cfg = RLPConfig(steps=1, docs_per_step=2, group_size=2, max_thought_tokens=4, context_length=16, micro_batch=None)
     source = SimpleNamespace(stream=lambda: iter([("12+34=46", None), ("5+6=11", None)] * 2))
     trainer = RLPTrainer(model, tok, source, cfg, tmp / "rlp")
-    walk = Walk({"generate"}, {"make_rollout"})
-    sys.setprofile(walk)
-    try:
-        trainer.recipe.make_step(trainer)
-    finally:
-        sys.setprofile(None)
-    walk.report("RLP: sampling -> batch")
+    one_step(trainer, Walk({"generate"}, {"make_rollout"})).report("RLP: sampling -> batch")
 
 
 def grpo(tmp: Path) -> None:
@@ -102,13 +106,7 @@ def grpo(tmp: Path) -> None:
     cfg = GRPOConfig(prompts_per_step=2, group_size=2, max_thought_tokens=4, max_answer_tokens=3, filter_hard=False)
     cfg = cfg.model_copy(update={"filter_equal": False})
     trainer = GRPOTrainer(model, tok, Addition(2), cfg, tmp / "grpo")
-    walk = Walk({"think_then_answer", "complete"}, {"completion_batch"})
-    sys.setprofile(walk)
-    try:
-        trainer.recipe.make_step(trainer)
-    finally:
-        sys.setprofile(None)
-    walk.report("GRPO: sampling -> batch")
+    one_step(trainer, Walk({"think_then_answer", "complete"}, {"completion_batch"})).report("GRPO: sampling -> batch")
 
 
 if __name__ == "__main__":
