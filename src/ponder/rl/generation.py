@@ -105,6 +105,15 @@ class TransformersBackend:
         self.model = model  # samples from the live module: nothing to copy
 
 
+def sampler_of(cfg, model, tokenizer, fmt: ThoughtFormat, engine) -> tuple[Sampling, GenerationBackend]:
+    """A recipe's :class:`Sampling` (from its settings ``cfg``) and the backend ``cfg.generation_backend`` names.
+
+    ``engine``: the :class:`~ponder.rl.engine.Engine` (its log-prob temperature is the sampler's).
+    """
+    sampling = sampling_of(cfg, engine.sampler_logprob_temperature)
+    return sampling, make_backend(cfg.generation_backend, model, tokenizer, fmt, sampling.logprob_temperature)
+
+
 def make_backend(
     name: str, model, tokenizer, fmt: ThoughtFormat, logprob_temperature: float | None = None
 ) -> GenerationBackend:

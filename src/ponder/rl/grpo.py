@@ -43,7 +43,7 @@ from ponder.rl.batches import PaddedBatch, padded_batch
 from ponder.rl.ema import EMATeacher
 from ponder.rl.engine import Engine, EngineSettings, Recipe, StepBatch, prepare_model
 from ponder.rl.formats import format_shares
-from ponder.rl.generation import SamplerSettings, make_backend, sampling_of
+from ponder.rl.generation import SamplerSettings, sampler_of
 from ponder.rl.hicra import phrase_pattern, planning_token_mask
 from ponder.rl.losses import Reduce, Term, kl_penalty
 from ponder.rl.positions import keyed_generators
@@ -208,11 +208,8 @@ class GRPORecipe(Recipe):
         generators = keyed_generators(cfg.seed, [engine.step * 1_000_003 + b for b in mine], engine.device)
         if cfg.kl_coef > 0 and not self.ref.initialized:
             self.ref.initialize(self.model)
-        if self.backend is None:
-            self.sampling = sampling_of(cfg, engine.sampler_logprob_temperature)  # the run's one sampling setting
-            self.backend = make_backend(
-                cfg.generation_backend, self.model, self.tokenizer, self.fmt, self.sampling.logprob_temperature
-            )
+        if self.backend is None:  # the run's one sampling setting and its sampler, on the first step
+            self.sampling, self.backend = sampler_of(cfg, self.model, self.tokenizer, self.fmt, engine)
         prompt_ids = self.fmt.prompt_ids(
             self.tokenizer, [p.prompt for p in problems], problem_answer_prefixes(problems)
         )

@@ -31,7 +31,7 @@ from ponder.rl.batches import target_logprob_sums
 from ponder.rl.compute import model_size, rollout_compute
 from ponder.rl.ema import EMATeacher
 from ponder.rl.engine import Engine, EngineSettings, Recipe, StepBatch, prepare_model
-from ponder.rl.generation import SamplerSettings, make_backend, sampling_of
+from ponder.rl.generation import SamplerSettings, sampler_of
 from ponder.rl.losses import Term, kl_penalty, next_token_loss
 from ponder.rl.micro import part_rows, scores_in_parts
 from ponder.rl.positions import ANSWER, OTHER, Doc, keyed_generators
@@ -165,11 +165,8 @@ class RLPRecipe(Recipe):
     # ------------------------------------------------------------------ one step
     def make_step(self, engine: Engine) -> StepBatch | None:
         cfg = self.settings
-        if self.backend is None:
-            self.sampling = sampling_of(cfg, engine.sampler_logprob_temperature)  # the run's one sampling setting
-            self.backend = make_backend(
-                cfg.generation_backend, self.model, self.tokenizer, self.fmt, self.sampling.logprob_temperature
-            )
+        if self.backend is None:  # the run's one sampling setting and its sampler, on the first step
+            self.sampling, self.backend = sampler_of(cfg, self.model, self.tokenizer, self.fmt, engine)
         docs, generators = self._next_docs(engine)
         if not self.ema.initialized:
             self.ema.initialize(self.model)  # phi <- theta lazily on the first batch
