@@ -1,8 +1,9 @@
 """GRPO on task prompts with any weighted mix of :mod:`ponder.rewards`, a recipe on the engine.
 
 Each step draws ``B`` prompts from a :class:`~ponder.rl.prompts.PromptPool`, samples ``G``
-think-then-answer completions per prompt with the one sampler (``prompt <think> thought </think>
-answer``, the thought cut and closed at the budget), scores them with the reward mix on the ids as
+think-then-answer completions per prompt with the run's sampler backend (``--generation-backend``:
+ponder's one sampler or vLLM, :mod:`ponder.rl.generation`; ``prompt <think> thought </think> answer``,
+the thought cut and closed at the budget), scores them with the reward mix on the ids as
 sampled, and trains the thought *and* answer tokens with the clipped surrogate on group
 advantages (optional KL to the initial model or an EMA of the policy). Data-parallel ranks take
 prompts ``rank, rank + world, ...`` of the step, each sampled from a generator keyed by seed, step
