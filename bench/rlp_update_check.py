@@ -18,6 +18,7 @@ import torch
 import ponder.rl.rollout as rollout
 from ponder.data.registry import get_task
 from ponder.data.sources import TaskSource
+from ponder.lm.thinking import Sampling
 from ponder.models.lookup import load_model
 from ponder.rl.advantages import group_advantages, rlp_reward
 from ponder.rl.batches import target_logprob_sums
@@ -64,8 +65,7 @@ def main() -> None:
         1,
         g,
         args.reward_tokens,
-        56,
-        args.temperature,
+        Sampling(args.temperature, max_thought_tokens=56),
         keyed_generators(0, range(len(docs))),
         backend,
     )

@@ -105,7 +105,7 @@ def test_model_size_counts_matmul_weights(random_tiny):
 
 def test_tree_and_padded_layouts_get_the_same_account(random_tiny):
     """The same rollouts laid out as a tree or as padded rows: one account; the layouts' own token counts differ."""
-    from ponder.lm.thinking import ThoughtFormat
+    from ponder.lm.thinking import Sampling, ThoughtFormat
     from ponder.rl.generation import TransformersBackend
     from ponder.rl.positions import Doc, keyed_generators
     from ponder.rl.rollout import baseline_pass, make_rollout
@@ -119,7 +119,9 @@ def test_tree_and_padded_layouts_get_the_same_account(random_tiny):
     for layout in ("tree", "padded"):
         gens = keyed_generators(3, [0, 1])
         base = baseline_pass(model, tok, fmt, docs)
-        rollouts[layout] = make_rollout(model, base, tok, fmt, docs, 2, 3, 2, 5, 1.0, gens, backend, layout=layout)
+        rollouts[layout] = make_rollout(
+            model, base, tok, fmt, docs, 2, 3, 2, Sampling(1.0, max_thought_tokens=5), gens, backend, layout=layout
+        )
         accounts[layout] = rollout_compute(rollouts[layout], 3, size)
     tree, padded = rollouts["tree"], rollouts["padded"]
     assert tree.thoughts.ids == padded.thoughts.ids and tree.positions == padded.positions

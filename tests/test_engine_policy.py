@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-import ponder.rl.grpo as grpo
+import ponder.rl.generation as generation
 from ponder.data.synthetic import Addition
 from ponder.lm.thinking import Completions, Thoughts
 from ponder.rl.engine import mismatch_stats, tis_weights
@@ -117,10 +117,10 @@ def hand_rollouts(monkeypatch, index_reward):
     thoughts = ["carry the one", "7", "add", "x", "1+1", "ok", "12", "9"]
     answers = ["1", "2", "3", "4", "5", "6", "7", "8"]
 
-    def fake(model, tokenizer, fmt, prompt_ids, n, **_):
+    def fake(model, tokenizer, fmt, prompt_ids, n, *_, **__):
         return _hand_completions(tokenizer, prompt_ids, thoughts, answers, n)
 
-    monkeypatch.setattr(grpo, "think_then_answer", fake)
+    monkeypatch.setattr(generation, "complete", fake)  # what GRPO's transformers backend samples with
     return thoughts
 
 

@@ -150,7 +150,7 @@ def test_clipped_surrogate_other_reductions():
     total = 0.5 + 1.0 + 1.2 - 1.6 - 3.0  # -1.9
     token_loss, _ = clipped_surrogate(logp_new, logp_old, adv, mask, reduce="token")
     assert token_loss.item() == pytest.approx(-total / 5, abs=1e-6)
-    const_loss, _ = clipped_surrogate(logp_new, logp_old, adv, mask, reduce="seq_sum_const")
+    const_loss, _ = clipped_surrogate(logp_new, logp_old, adv, mask, reduce="constant")
     assert const_loss.item() == pytest.approx(-total / (2 * 3), abs=1e-6)
     asym_loss, _ = clipped_surrogate(logp_new, logp_old, adv, mask, eps_high=0.6)  # 1.5 no longer clipped
     assert asym_loss.item() == pytest.approx(-((0.5 + 1.0 + 1.5) / 3 - 2.3) / 2, abs=1e-6)
@@ -183,7 +183,7 @@ def test_empty_masks_are_finite():
     logp = torch.full((2, 3), -1.0, requires_grad=True)
     old = torch.full((2, 3), float("nan"))
     none = torch.zeros(2, 3, dtype=torch.bool)
-    for reduce in ("rlp", "token", "seq_sum_const"):
+    for reduce in ("rlp", "token", "constant"):
         loss, stats = clipped_surrogate(logp, old, torch.ones(2), none, reduce=reduce)
         loss.backward()
         assert loss.item() == 0 and all(torch.isfinite(v) for v in stats.values())
@@ -275,3 +275,20 @@ def test_ema_update_pure_function():
     assert torch.allclose(target[0], torch.tensor([1.5, 1.5])) and target[1].item() == pytest.approx(3.0)
     with pytest.raises(ValueError):
         ema_update_(target, source[:1], tau=0.5)
+
+
+def test_the_reduction_is_defined_once():
+    """One Literal: the engine's StepBatch, the surrogate, its units and GRPO's --loss-reduce share it."""
+    import typing
+
+    from ponder.rl import engine, losses
+    from ponder.rl.grpo import GRPOConfig
+
+    assert typing.get_args(losses.Reduce) == losses.REDUCES == tuple(losses.SURROGATE_UNIT)
+    assert GRPOConfig.model_fields["loss_reduce"].annotation is losses.Reduce
+    assert typing.get_type_hints(engine.StepBatch)["reduce"] is losses.Reduce
+    logp_new, logp_old, adv, mask = _hand_example()
+    with pytest.raises(ValueError, match="'seq_sum_const' is now called 'constant'"):
+        clipped_surrogate(logp_new, logp_old, adv, mask, reduce="seq_sum_const")
+    with pytest.raises(ValueError, match="expected one of rlp, token, constant"):
+        clipped_surrogate(logp_new, logp_old, adv, mask, reduce="mean")

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ponder.lm.thinking import ThoughtFormat, Thoughts
+from ponder.lm.thinking import Sampling, ThoughtFormat, Thoughts
 from ponder.rl.batches import resolve_layout, rlp_padded_batch, rlp_tree_batch, target_logprob_sums
 from ponder.rl.generation import TransformersBackend
 from ponder.rl.positions import Doc, keyed_generators
@@ -120,7 +120,7 @@ def test_rollout_per_document_generators_ignore_batch_composition(one_thread):
         gens = [keyed_generators(5, [i])[0] for i in sel]
         chosen = [docs[i] for i in sel]
         base = baseline_pass(model, tok, fmt, chosen)
-        return make_rollout(model, base, tok, fmt, chosen, 2, 3, 1, 6, 1.0, gens, backend)
+        return make_rollout(model, base, tok, fmt, chosen, 2, 3, 1, Sampling(1.0, max_thought_tokens=6), gens, backend)
 
     both, alone = rollout([0, 1]), rollout([1])
     assert [t for d, t in both.positions if d == 1] == [t for _, t in alone.positions]
@@ -142,8 +142,8 @@ def test_generation_backends(one_thread, monkeypatch):
     backend = make_backend("auto", model, tok, fmt)
     assert isinstance(backend, TransformersBackend)
     prefixes = [tok("12+3")["input_ids"], tok("7+8=")["input_ids"]]
-    a = backend.generate(prefixes, 3, 5, 1.0, keyed_generators(0, [1, 2]))
-    b = backend.generate(prefixes[1:], 3, 5, 1.0, keyed_generators(0, [2]))
+    a = backend.generate(prefixes, 3, Sampling(1.0, max_thought_tokens=5), keyed_generators(0, [1, 2]))
+    b = backend.generate(prefixes[1:], 3, Sampling(1.0, max_thought_tokens=5), keyed_generators(0, [2]))
     assert len(a.ids) == 6 and all(1 <= len(t) <= 5 for t in a.ids)
     assert a.ids[3:] == b.ids and a.closed[3:].tolist() == b.closed.tolist()
     assert all(len(t) == 5 for t, c in zip(a.ids, a.closed) if not c)

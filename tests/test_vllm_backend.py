@@ -16,7 +16,7 @@ import torch
 import fake_vllm
 from ponder.errors import PonderError
 from ponder.lm.delimiters import think_token_ids
-from ponder.lm.thinking import ThoughtFormat
+from ponder.lm.thinking import Sampling, ThoughtFormat
 from ponder.rl import vllm_backend
 from ponder.rl.positions import keyed_generators
 
@@ -47,7 +47,7 @@ def test_engine_is_colocated_sleeping_with_ipc_sync_and_processed_logprobs(fake,
     assert llm.kwargs["load_format"] == "dummy" and llm.kwargs["dtype"] == "bfloat16"
     assert calls(llm) == ["init_weight_transfer_engine"] and llm.calls[0][1] == {"packed": False}
     prefixes = [[1, 5, 6], [1, 7]]
-    out = backend.generate(prefixes, n=3, max_tokens=6, temperature=0.7, generators=keyed_generators(0, [0, 1]))
+    out = backend.generate(prefixes, 3, Sampling(0.7, max_thought_tokens=6), generators=keyed_generators(0, [0, 1]))
     # First rollout: the policy's weights go in, the prefix cache is reset, then the engine sleeps.
     assert calls(llm) == [
         "init_weight_transfer_engine",
@@ -64,7 +64,7 @@ def test_engine_is_colocated_sleeping_with_ipc_sync_and_processed_logprobs(fake,
     assert ("sleep", 2) in llm.calls
     # The policy trains, the trainer syncs, the next rollout wakes weights first and the KV cache after the update.
     backend.sync_weights(model)
-    backend.generate(prefixes, n=3, max_tokens=6)
+    backend.generate(prefixes, 3, Sampling(0.7, max_thought_tokens=6))
     assert calls(llm)[6:] == [
         "wake_up",
         "start_weight_update",
@@ -82,10 +82,11 @@ def test_engine_is_colocated_sleeping_with_ipc_sync_and_processed_logprobs(fake,
 def test_sampling_params_per_prefix_and_thoughts_with_logprobs(fake, random_tiny):
     model, tok = random_tiny
     open_id, close_id = think_token_ids(tok)
-    backend = vllm_backend.VLLMBackend(model, tok, ThoughtFormat.of(model, tok), top_p=0.95)
+    backend = vllm_backend.VLLMBackend(model, tok, ThoughtFormat.of(model, tok))
+    sampling = Sampling(0.9, top_p=0.95, max_thought_tokens=64)
     (llm,) = fake.LLM.instances
     same = [[1, 5, 6, 7]] * 3  # identical prefixes
-    out = backend.generate(same, n=4, max_tokens=64, temperature=0.9, generators=keyed_generators(3, [0, 1, 2]))
+    out = backend.generate(same, 4, sampling, generators=keyed_generators(3, [0, 1, 2]))
     prompts, params = next(args for name, args in llm.calls if name == "generate")
     assert prompts == [{"prompt_token_ids": [1, 5, 6, 7, open_id]}] * 3
     assert len({p.seed for p in params}) == 3  # one seed per prefix
@@ -105,7 +106,7 @@ def test_sampling_params_per_prefix_and_thoughts_with_logprobs(fake, random_tiny
     assert out.closed.any() and (~out.closed).any()
     # Reproducible per generator seed: the same keys give the same thoughts and log-probs.
     backend.sync_weights(model)
-    again = backend.generate(same, n=4, max_tokens=64, temperature=0.9, generators=keyed_generators(3, [0, 1, 2]))
+    again = backend.generate(same, 4, sampling, generators=keyed_generators(3, [0, 1, 2]))
     assert again.ids == out.ids and all(torch.equal(a, b) for a, b in zip(again.logprobs, out.logprobs))
 
 

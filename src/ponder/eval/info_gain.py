@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from ponder.lm.padding import model_device, pad_id_of
-from ponder.lm.thinking import ThoughtFormat
+from ponder.lm.thinking import Sampling, ThoughtFormat
 from ponder.rl.batches import target_logprob_sums
 from ponder.rl.generation import TransformersBackend
 from ponder.rl.positions import ANSWER, OTHER, Doc, keyed_generators
@@ -44,10 +44,9 @@ def _thought_logprobs(model, baseline, tokenizer, docs, per_doc, group_size, max
     """
     fmt = ThoughtFormat.of(model, tokenizer)
     backend = TransformersBackend(model, tokenizer, fmt)
+    sampling = Sampling(temperature, max_thought_tokens=max_thought_tokens)
     base = baseline_pass(baseline, tokenizer, fmt, docs)
-    rollout = make_rollout(
-        model, base, tokenizer, fmt, docs, per_doc, group_size, 1, max_thought_tokens, temperature, gens, backend
-    )
+    rollout = make_rollout(model, base, tokenizer, fmt, docs, per_doc, group_size, 1, sampling, gens, backend)
     if rollout is None:
         return None, None
     b = rollout.batch

@@ -224,6 +224,23 @@ class _StopWatcher:
         return hit
 
 
+def stop_length(
+    tokenizer, ids: Sequence[int], stops: Sequence[str], drop_ids: set[int], after_text: bool = False
+) -> int | None:
+    """Tokens of ``ids`` up to the one that completes a stop string (None: no stop string in them).
+
+    The sampler's own test (:class:`_StopWatcher`), run on ids another engine sampled without it
+    (e.g. vLLM without a detokenizer): cutting there gives the continuation this sampler would have ended.
+    """
+    if not any(stops):
+        return None
+    watcher = _StopWatcher(tokenizer, stops, drop_ids, 1, after_text)
+    for i, tok in enumerate(ids):
+        if watcher.step([0], [int(tok)], [True])[0]:
+            return i + 1
+    return None
+
+
 class _Decoder:
     """Decodes one chunk of prompts; see :func:`sample`."""
 

@@ -2,7 +2,8 @@
 
 Every job that samples (eval, GRPO, TTRL, RLP, the audit's diagnostics, the planning environment)
 goes through :func:`sample_thoughts`, :func:`think_then_answer` or :func:`force_thoughts`, under the
-rules of a :class:`ThoughtFormat`:
+rules of a :class:`ThoughtFormat`. The sampling settings travel as one :class:`Sampling` (built once
+from a job's config; :func:`draw_thoughts` and :func:`complete` take it, the keyword functions build it):
 
 * a thought opens with ``<think>``, which the sampler writes after the prompt (it is not sampled);
 * inside a thought, EOS, a second ``<think>`` and every other special token of the tokenizer (the
@@ -276,6 +277,37 @@ def _split_thoughts(s: Samples, close_id: int, prompt_ids, n) -> Thoughts:
     return Thoughts(prompt_ids, n, ids, logps, torch.tensor(closed, dtype=torch.bool))
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """Every setting of a draw of thoughts and answers, in one object built once from a job's config.
+
+    ``temperature`` (0: greedy) and ``top_p`` apply to thoughts and answers alike;
+    ``max_thought_tokens`` / ``max_answer_tokens``: the budgets; ``think``: a thought before the
+    answer (False: no-think mode); ``stops``: strings that end an answer; ``batch_size``: prompts
+    per decode batch (None: all); ``logprob_temperature``: the behaviour log-probs' temperature
+    (None: the sampling temperature; :mod:`ponder.lm.decode`). What a thought or an answer may
+    contain (the bans) is the :class:`ThoughtFormat`'s; the randomness is the caller's generators.
+    """
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_thought_tokens: int = 128
+    max_answer_tokens: int = 16
+    think: bool = True
+    stops: tuple[str, ...] = ANSWER_STOPS
+    batch_size: int | None = None
+    logprob_temperature: float | None = None
+
+    def __post_init__(self):
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {self.temperature}, {self.top_p}")
+        if self.max_thought_tokens < 0 or self.max_answer_tokens < 0:
+            raise ValueError("token budgets cannot be negative")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1 (or None), got {self.batch_size}")
+        object.__setattr__(self, "stops", tuple(self.stops))
+
+
 def sample_thoughts(
     model,
     tokenizer,
@@ -294,27 +326,29 @@ def sample_thoughts(
 
     ``prompt_ids``: what precedes ``<think>`` (a task prompt from :meth:`ThoughtFormat.prompt_ids`,
     or a document prefix). ``prompt_generators`` (one per prompt): reproducible whatever the batching.
+    The keyword form of :func:`draw_thoughts`.
     """
-    if max_tokens < max(1, fmt.min_thought_tokens):
+    sampling = Sampling(temperature, top_p, max_tokens, batch_size=batch_size, logprob_temperature=logprob_temperature)
+    return draw_thoughts(model, tokenizer, fmt, prompt_ids, n, sampling, generator, prompt_generators)
+
+
+def draw_thoughts(
+    model,
+    tokenizer,
+    fmt: ThoughtFormat,
+    prompt_ids: Sequence[Sequence[int]],
+    n: int,
+    sampling: Sampling,
+    generator: torch.Generator | None = None,
+    prompt_generators: Sequence[torch.Generator] | None = None,
+) -> Thoughts:
+    """``n`` thoughts after each ``prompt <think>`` drawn with ``sampling`` (at most ``max_thought_tokens`` each)."""
+    if sampling.max_thought_tokens < max(1, fmt.min_thought_tokens):
         raise ValueError(
-            f"the thought budget ({max_tokens}) must be at least {max(1, fmt.min_thought_tokens)} token(s)"
+            f"the thought budget ({sampling.max_thought_tokens}) must be at least {max(1, fmt.min_thought_tokens)} token(s)"
         )
     prompts = [list(p) for p in prompt_ids]
-    return continue_thoughts(
-        model,
-        tokenizer,
-        fmt,
-        prompts,
-        [[] for _ in prompts],
-        n,
-        max_tokens,
-        temperature,
-        top_p,
-        generator,
-        prompt_generators,
-        batch_size,
-        logprob_temperature,
-    )
+    return _thoughts(model, tokenizer, fmt, prompts, [[] for _ in prompts], n, sampling, generator, prompt_generators)
 
 
 def continue_thoughts(
@@ -337,6 +371,14 @@ def continue_thoughts(
     The returned ids are the continuations only (``so_far`` excluded); the minimum thought length
     counts ``so_far``.
     """
+    sampling = Sampling(temperature, top_p, max_tokens, batch_size=batch_size, logprob_temperature=logprob_temperature)
+    return _thoughts(model, tokenizer, fmt, prompt_ids, so_far, n, sampling, generator, prompt_generators)
+
+
+def _thoughts(
+    model, tokenizer, fmt, prompt_ids, so_far, n, sampling: Sampling, generator, prompt_generators
+) -> Thoughts:
+    """The thought phase: ``n`` continuations of each ``prompt <think> so_far`` (see :func:`continue_thoughts`)."""
     prompts = [list(p) for p in prompt_ids]
     shortest = min((len(x) for x in so_far), default=0)
     rules = fmt.thought_rules()
@@ -349,14 +391,14 @@ def continue_thoughts(
             tokenizer,
             [p + [fmt.open_id, *x] for p, x in zip(prompts, so_far)],
             n=n,
-            max_new_tokens=max_tokens,
-            temperature=temperature,
-            top_p=top_p,
+            max_new_tokens=sampling.max_thought_tokens,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
             rules=rules,
             generator=generator,
             prompt_generators=prompt_generators,
-            batch_size=batch_size,
-            logprob_temperature=logprob_temperature,
+            batch_size=sampling.batch_size,
+            logprob_temperature=sampling.logprob_temperature,
         )
     finally:
         model.train(was_training)
@@ -378,6 +420,16 @@ def sample_answers(
     logprob_temperature: float | None = None,
 ) -> Samples:
     """One answer after each context (``prompt <think> thought </think>``, or a prompt in no-think mode)."""
+    sampling = Sampling(
+        temperature, top_p, max_answer_tokens=max_tokens, stops=tuple(stops), logprob_temperature=logprob_temperature
+    )
+    return _answers(model, tokenizer, fmt, context_ids, sampling, generator, row_generators, batch_size)
+
+
+def _answers(
+    model, tokenizer, fmt, context_ids, sampling: Sampling, generator, row_generators, rows_per_batch
+) -> Samples:
+    """The answer phase: one answer of at most ``max_answer_tokens`` after each context, ``rows_per_batch`` at a time."""
     was_training = model.training
     model.eval()
     try:
@@ -386,14 +438,14 @@ def sample_answers(
             tokenizer,
             [list(c) for c in context_ids],
             n=1,
-            max_new_tokens=max_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            rules=fmt.answer_rules(stops),
+            max_new_tokens=sampling.max_answer_tokens,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            rules=fmt.answer_rules(sampling.stops),
             generator=generator,
             prompt_generators=row_generators,
-            batch_size=batch_size,
-            logprob_temperature=logprob_temperature,
+            batch_size=rows_per_batch,
+            logprob_temperature=sampling.logprob_temperature,
         )
     finally:
         model.train(was_training)
@@ -419,47 +471,45 @@ def think_then_answer(
 ) -> Completions:
     """``n`` completions per prompt: a thought (think mode), closed at the budget if needed, then an answer.
 
+    The keyword form of :func:`complete` (see there).
+    """
+    sampling = Sampling(
+        temperature, top_p, max_thought_tokens, max_answer_tokens, think, tuple(stops), batch_size, logprob_temperature
+    )
+    return complete(model, tokenizer, fmt, prompt_ids, n, sampling, generator, prompt_generators, thoughts)
+
+
+def complete(
+    model,
+    tokenizer,
+    fmt: ThoughtFormat,
+    prompt_ids: Sequence[Sequence[int]],
+    n: int,
+    sampling: Sampling,
+    generator: torch.Generator | None = None,
+    prompt_generators: Sequence[torch.Generator] | None = None,
+    thoughts: Thoughts | None = None,
+) -> Completions:
+    """``n`` completions per prompt drawn with ``sampling``: a thought (think mode), closed at the budget if needed, then an answer.
+
     Both phases run from token ids: the answer's context is exactly the ids the thought phase
     produced. ``thoughts`` (optional) supplies the thought phase (e.g. from :func:`force_thoughts`).
-    ``batch_size`` bounds prompts per decode batch (answers: ``batch_size * n`` rows).
+    ``sampling.batch_size`` bounds prompts per decode batch (answers: ``batch_size * n`` rows).
+    ``prompt_generators`` (one per prompt): each row's answer is drawn from a generator seeded by its
+    prompt's, so a completion depends only on its prompt's generator.
     """
     prompts = [list(p) for p in prompt_ids]
-    rows_per_batch = None if batch_size is None else batch_size * n
-    if not think:
+    rows_per_batch = None if sampling.batch_size is None else sampling.batch_size * n
+    if not sampling.think:
         contexts = [p for p in prompts for _ in range(n)]
         thought = None
     else:
-        thought = thoughts or sample_thoughts(
-            model,
-            tokenizer,
-            fmt,
-            prompts,
-            n,
-            max_thought_tokens,
-            temperature,
-            top_p,
-            generator,
-            prompt_generators,
-            batch_size,
-            logprob_temperature,
-        )
+        thought = thoughts or draw_thoughts(model, tokenizer, fmt, prompts, n, sampling, generator, prompt_generators)
         contexts = [
             thought.prompt_of(r) + [fmt.open_id, *thought.ids[r], fmt.close_id] for r in range(len(thought.ids))
         ]
-    s = sample_answers(
-        model,
-        tokenizer,
-        fmt,
-        contexts,
-        max_answer_tokens,
-        temperature,
-        top_p,
-        stops,
-        generator,
-        _row_generators(prompt_generators, n),
-        rows_per_batch,
-        logprob_temperature,
-    )
+    row_generators = _row_generators(prompt_generators, n)
+    s = _answers(model, tokenizer, fmt, contexts, sampling, generator, row_generators, rows_per_batch)
     return Completions(
         prompts,
         n,

@@ -8,7 +8,9 @@ log-probs and entropies where either mask is set, the actions at the policy temp
 targets at temperature 1 (a text likelihood), without ever computing the batch's full logits
 (:class:`ponder.lm.logprobs.TokenScorer`).
 
-Two layouts, the same numbers:
+Both layouts satisfy one contract, :class:`TrainBatch`, which is what the engine
+(:class:`~ponder.rl.engine.StepBatch`) and the micro-batching (:mod:`ponder.rl.micro`) read; a
+layout is a choice of how the forward runs, never of what the loss sees. Two layouts, the same numbers:
 
 * :class:`PaddedBatch`: one right-padded row per sequence (GRPO completions; RLP's fallback for
   attention kernels that take no 4D mask, e.g. flash attention);
@@ -23,6 +25,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -33,6 +36,43 @@ from ponder.lm.padding import pad_ids, position_ids_from_mask, used_width
 from ponder.lm.thinking import Thoughts
 
 LOG = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class TrainBatch(Protocol):
+    """The one batch contract: ``N`` rows of token ids with per-token masks and behaviour log-probs.
+
+    Every ``[N, L]`` tensor is in the layout's own column coordinates (``L``: the layout's row
+    width); :meth:`scores` returns log-probs in the same coordinates, so a loss reads a batch
+    without knowing its layout. ``loss_mask [N, L]`` bool: the policy's actions;
+    ``target_mask [N, L]`` bool: tokens scored but not trained (RLP's reward tokens);
+    ``behaviour_logp [N, L]`` fp32: the sampler's log-prob of each action (0 elsewhere);
+    ``num_tokens``: tokens the forward computes (padding excluded, a shared prefix once).
+    """
+
+    layout: str
+    loss_mask: Tensor
+    target_mask: Tensor
+    behaviour_logp: Tensor
+
+    @property
+    def num_tokens(self) -> int: ...
+
+    def __len__(self) -> int:
+        """``N``: the rows (sequences) of the batch."""
+        ...
+
+    def sequence(self, row: int) -> list[int]:
+        """Row ``row``'s whole token ids as the model reads them (a shared prefix included), padding excluded."""
+        ...
+
+    def select(self, rows: Tensor) -> TrainBatch:
+        """Rows ``rows`` as a batch of the same layout (a micro-batch; the same numbers per row)."""
+        ...
+
+    def scores(self, model, inv_temperature: float = 1.0) -> tuple[Tensor, Tensor]:
+        """``(logp, entropy) [N, L]``: actions at ``inv_temperature``, targets at 1, 0 elsewhere. Differentiable."""
+        ...
 
 
 @dataclass
@@ -66,6 +106,9 @@ class PaddedBatch:
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
+
+    def sequence(self, row: int) -> list[int]:
+        return self.input_ids[row][self.attention_mask[row] != 0].tolist()
 
     def select(self, rows: Tensor) -> PaddedBatch:
         """Rows ``rows`` as a batch of their own, trailing all-padding columns cut (a micro-batch; same numbers)."""
@@ -160,6 +203,12 @@ class TreeBatch:
 
     def __len__(self) -> int:
         return self.branch_ids.shape[0]
+
+    def sequence(self, row: int) -> list[int]:
+        """The document's prefix up to the branch's position, then the branch (its real tokens)."""
+        start = int(self.branch_positions[row, 0])
+        prefix = self.prefix_ids[self.row[row], :start].tolist()
+        return prefix + self.branch_ids[row][self.real_tokens[row]].tolist()
 
     def select(self, rows: Tensor) -> TreeBatch:
         """Branches ``rows`` over the prefixes they use only, padding columns cut (a micro-batch; same numbers)."""

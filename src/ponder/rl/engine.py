@@ -45,7 +45,8 @@ from ponder.errors import PonderError
 from ponder.lm import adapters, hf_compat
 from ponder.progress import make_progress
 from ponder.rl import distributed, sharding
-from ponder.rl.losses import SURROGATE_UNIT, UNITS, Term, clipped_surrogate, masked_mean
+from ponder.rl.batches import TrainBatch
+from ponder.rl.losses import SURROGATE_UNIT, UNITS, Reduce, Term, clipped_surrogate, masked_mean
 from ponder.rl.micro import WeightedMeans, split_step
 from ponder.train.checkpoint import (
     latest_checkpoint,
@@ -58,8 +59,6 @@ from ponder.train.guard import step_if_finite
 from ponder.train.metrics import MetricsLogger
 from ponder.train.optim import PolicyUpdateSettings, adamw_constant_after_warmup
 from ponder.train.rundir import begin_run
-
-Reduce = Literal["rlp", "token", "seq_sum_const"]
 
 
 class EngineSettings(PolicyUpdateSettings):
@@ -119,9 +118,9 @@ class EngineSettings(PolicyUpdateSettings):
 class StepBatch:
     """One rank's share of a step, ready for the policy update.
 
-    ``batch``: a :class:`~ponder.rl.batches.PaddedBatch` or :class:`~ponder.rl.batches.TreeBatch`, or None
-    when this rank has nothing to train on
-    (``loss_mask``, ``behaviour_logp``, ``scores(model, inv_temperature)``); ``advantages`` ``[N]``
+    ``batch``: any layout of the one batch contract (:class:`~ponder.rl.batches.TrainBatch`: a
+    :class:`~ponder.rl.batches.PaddedBatch` or :class:`~ponder.rl.batches.TreeBatch`), or None
+    when this rank has nothing to train on; ``advantages`` ``[N]``
     (one per sequence) or ``[N, L]`` (per token, e.g. HICRA); ``first``: ``(logp, entropy)`` of a
     forward already run with gradients (reused by the first epoch). ``reduce`` and ``max_len``
     select the surrogate's reduction (:func:`~ponder.rl.losses.clipped_surrogate`). ``counts``: this
@@ -131,7 +130,7 @@ class StepBatch:
     weight of its statistics) and ``part`` (its index).
     """
 
-    batch: object | None
+    batch: TrainBatch | None
     advantages: Tensor
     metrics: dict = field(default_factory=dict)
     first: tuple[Tensor, Tensor] | None = None
@@ -144,7 +143,16 @@ class StepBatch:
     @property
     def num_sequences(self) -> int:
         """Sequences this rank trains on (0: only metrics, or a non-finite signal, to report)."""
-        return 0 if self.batch is None else int(self.batch.loss_mask.shape[0])
+        return 0 if self.batch is None else len(self.batch)
+
+    def unit_counts(self) -> dict[str, float]:
+        """This rank's count of every unit a term may average over: sequences and action tokens from the
+        batch, the recipe's own (``counts``) beside them; 0 for the rest."""
+        local = dict.fromkeys(UNITS, 0.0)
+        if self.batch is not None:
+            local.update({k: float(v) for k, v in self.counts.items()})
+            local.update(sequences=float(len(self.batch)), tokens=float(self.batch.loss_mask.sum()))
+        return local
 
 
 class Recipe:
@@ -313,10 +321,7 @@ class Engine:
 
     def global_counts(self, sb: StepBatch | None) -> dict[str, float]:
         """Each unit's count over the whole step, every rank's share (one all-reduce; a collective)."""
-        local = dict.fromkeys(UNITS, 0.0)
-        if sb is not None:
-            local.update({k: float(v) for k, v in sb.counts.items()})
-            local.update(sequences=float(sb.num_sequences), tokens=float(sb.batch.loss_mask.sum()))
+        local = dict.fromkeys(UNITS, 0.0) if sb is None else sb.unit_counts()
         return dict(zip(UNITS, distributed.all_sum([local[u] for u in UNITS], self.world, self.device)))
 
     def _weighted(self, terms: list[Term], counts: dict[str, float]) -> Tensor:

@@ -1,8 +1,9 @@
 """GRPO on task prompts with any weighted mix of :mod:`ponder.rewards`, a recipe on the engine.
 
 Each step draws ``B`` prompts from a :class:`~ponder.rl.prompts.PromptPool`, samples ``G``
-think-then-answer completions per prompt with the one sampler (``prompt <think> thought </think>
-answer``, the thought cut and closed at the budget), scores them with the reward mix on the ids as
+think-then-answer completions per prompt with the run's sampler backend (``--generation-backend``:
+ponder's one sampler or vLLM, :mod:`ponder.rl.generation`; ``prompt <think> thought </think> answer``,
+the thought cut and closed at the budget), scores them with the reward mix on the ids as
 sampled, and trains the thought *and* answer tokens with the clipped surrogate on group
 advantages (optional KL to the initial model or an EMA of the policy). Data-parallel ranks take
 prompts ``rank, rank + world, ...`` of the step, each sampled from a generator keyed by seed, step
@@ -35,7 +36,7 @@ from pydantic import Field, field_validator, model_validator
 from ponder.data.task import Problem, Task, problem_answer_prefixes
 from ponder.errors import TaskError
 from ponder.lm.padding import pad_id_of
-from ponder.lm.thinking import ANSWER_STOPS, Completions, ThinkSettings, ThoughtFormat, think_then_answer
+from ponder.lm.thinking import Completions, ThinkSettings, ThoughtFormat
 from ponder.rewards import REWARDS, combine, parse_reward_spec
 from ponder.rl import distributed
 from ponder.rl.advantages import group_advantages, hicra_advantages
@@ -43,8 +44,9 @@ from ponder.rl.batches import PaddedBatch, padded_batch
 from ponder.rl.ema import EMATeacher
 from ponder.rl.engine import Engine, EngineSettings, Recipe, StepBatch, prepare_model
 from ponder.rl.formats import format_shares
+from ponder.rl.generation import SamplerSettings, sampler_of
 from ponder.rl.hicra import phrase_pattern, planning_token_mask
-from ponder.rl.losses import Term, kl_penalty
+from ponder.rl.losses import Reduce, Term, kl_penalty
 from ponder.rl.positions import keyed_generators
 from ponder.rl.prompts import PromptPool
 
@@ -52,7 +54,7 @@ from ponder.rl.prompts import PromptPool
 LABEL_REWARDS = frozenset({"verifiable", "answer_likelihood"})
 
 
-class GRPOConfig(EngineSettings, ThinkSettings):
+class GRPOConfig(EngineSettings, ThinkSettings, SamplerSettings):
     """GRPO settings (a GRPO / Dr.GRPO / DAPO family member chosen by ``scale`` and ``loss_reduce``)."""
 
     steps: int = Field(40, ge=1, description="optimizer steps")
@@ -82,7 +84,7 @@ class GRPOConfig(EngineSettings, ThinkSettings):
     temperature: float = Field(1.0, gt=0, description="sampling temperature of thoughts and answers")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling")
     scale: Literal["std", "none"] = Field("std", description="advantage scale: std (GRPO) or none (Dr.GRPO)")
-    loss_reduce: Literal["rlp", "token", "constant"] = Field(
+    loss_reduce: Reduce = Field(
         "rlp",
         description="rlp: mean over completions of per-token means (GRPO); token: over all tokens (DAPO); "
         "constant: token sum over completions x the completion budget (Dr.GRPO)",
@@ -149,6 +151,7 @@ class GRPORecipe(Recipe):
         self.pool = PromptPool(len(self.problems), seed=cfg.seed)
         self.ref = EMATeacher(1.0 if cfg.kl_ref == "initial" else cfg.ema_tau)
         self.planning = phrase_pattern(cfg.planning_lexicon or [])
+        self.backend = None
 
     # ------------------------------------------------------------------ hooks TTRL changes
     @property
@@ -206,22 +209,13 @@ class GRPORecipe(Recipe):
         generators = keyed_generators(cfg.seed, [engine.step * 1_000_003 + b for b in mine], engine.device)
         if cfg.kl_coef > 0 and not self.ref.initialized:
             self.ref.initialize(self.model)
-        comp = think_then_answer(
-            self.model,
-            self.tokenizer,
-            self.fmt,
-            self.fmt.prompt_ids(self.tokenizer, [p.prompt for p in problems], problem_answer_prefixes(problems)),
-            n=G,
-            max_thought_tokens=cfg.max_thought_tokens,
-            max_answer_tokens=cfg.max_answer_tokens,
-            temperature=cfg.temperature,
-            top_p=cfg.top_p,
-            stops=ANSWER_STOPS,
-            prompt_generators=generators,
-            batch_size=cfg.sample_batch_size,
-            logprob_temperature=engine.sampler_logprob_temperature,
+        if self.backend is None:  # the run's one sampling setting and its sampler, on the first step
+            self.sampling, self.backend = sampler_of(cfg, self.model, self.tokenizer, self.fmt, engine)
+        prompt_ids = self.fmt.prompt_ids(
+            self.tokenizer, [p.prompt for p in problems], problem_answer_prefixes(problems)
         )
-        texts = comp.texts(self.tokenizer, ANSWER_STOPS)
+        comp = self.backend.complete(prompt_ids, G, self.sampling, generators)  # ids in, ids and log-probs out
+        texts = comp.texts(self.tokenizer, self.sampling.stops)
         group_ids = torch.tensor(mine).repeat_interleave(G)  # global ids: a group vote may gather across ranks
         rewards, metrics, no_answer = self.rewards(problems, comp, texts, group_ids)
         correct = torch.tensor([self.task.score(problems[r // G], t) >= 1.0 for r, t in enumerate(texts)])
@@ -272,8 +266,8 @@ class GRPORecipe(Recipe):
         if cfg.hicra_alpha > 0:
             adv = self._hicra(comp, rows, batch, adv)
         budget = cfg.max_thought_tokens + 2 + cfg.max_answer_tokens
-        reduce = {"rlp": "rlp", "token": "token", "constant": "seq_sum_const"}[cfg.loss_reduce]
-        return StepBatch(batch, adv, metrics, reduce=reduce, max_len=budget if reduce == "seq_sum_const" else None)
+        reduce = cfg.loss_reduce
+        return StepBatch(batch, adv, metrics, reduce=reduce, max_len=budget if reduce == "constant" else None)
 
     def _set_aside_hard(self, engine: Engine, indices: list[int], mine: list[int], pass_rate) -> torch.Tensor:
         """``[B_local]`` prompts with pass rate 0 (when the filter applies); every rank's pool sets all of them aside."""
@@ -316,6 +310,10 @@ class GRPORecipe(Recipe):
     def after_optimizer_step(self, engine: Engine) -> None:
         if self.settings.kl_coef > 0:
             self.ref.update(self.model)  # tau = 1 for the initial model: a no-op
+
+    def after_update(self, engine: Engine) -> None:
+        if self.backend is not None:
+            self.backend.sync_weights(self.model)
 
     # ------------------------------------------------------------------ state
     def summary(self) -> dict:

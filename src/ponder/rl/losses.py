@@ -18,7 +18,14 @@ from typing import Literal
 
 import torch
 
-SurrogateReduce = Literal["rlp", "token", "seq_sum_const"]
+#: How the clipped surrogate reduces over a batch: the one definition, used by the engine
+#: (:class:`~ponder.rl.engine.StepBatch`), the recipes and GRPO's ``--loss-reduce``. ``rlp``: mean over
+#: sequences of per-token means (RLP, GRPO); ``token``: mean over all action tokens (DAPO);
+#: ``constant``: token sum over sequences times a constant budget (Dr. GRPO).
+Reduce = Literal["rlp", "token", "constant"]
+REDUCES: tuple[str, ...] = ("rlp", "token", "constant")
+#: Names of reductions that were renamed, with their current name (a clear error, not a silent alias).
+RENAMED_REDUCES = {"seq_sum_const": "constant"}
 Reduction = Literal["mean", "sum"]
 
 #: What a loss term averages over: ``sequences`` (rows of the batch), ``tokens`` (action tokens, the
@@ -26,8 +33,17 @@ Reduction = Literal["mean", "sum"]
 #: tokens of RLP's next-token term on the rollout's text).
 Unit = Literal["sequences", "tokens", "targets", "text_tokens"]
 UNITS: tuple[str, ...] = ("sequences", "tokens", "targets", "text_tokens")
-#: The unit each surrogate reduction averages over (``seq_sum_const``: sequences, times a constant).
-SURROGATE_UNIT: dict[str, str] = {"rlp": "sequences", "token": "tokens", "seq_sum_const": "sequences"}
+#: The unit each surrogate reduction averages over (``constant``: sequences, times a constant).
+SURROGATE_UNIT: dict[str, str] = {"rlp": "sequences", "token": "tokens", "constant": "sequences"}
+
+
+def check_reduce(reduce: str) -> str:
+    """``reduce`` if it is one of :data:`REDUCES`, else a ValueError that names the right one."""
+    if reduce in REDUCES:
+        return reduce
+    if reduce in RENAMED_REDUCES:
+        raise ValueError(f"the reduction {reduce!r} is now called {RENAMED_REDUCES[reduce]!r}")
+    raise ValueError(f"unknown reduce {reduce!r}; expected one of {', '.join(REDUCES)}")
 
 
 @dataclass
@@ -94,7 +110,7 @@ def clipped_surrogate(
     mask: torch.Tensor,
     eps_low: float = 0.2,
     eps_high: float = 0.2,
-    reduce: SurrogateReduce = "rlp",
+    reduce: Reduce = "rlp",
     max_len: int | None = None,
     token_weights: torch.Tensor | None = None,
     reduction: Reduction = "mean",
@@ -107,7 +123,7 @@ def clipped_surrogate(
         whatever its length (RLP eq.). A sequence with an empty mask contributes 0 but still
         counts in ``N`` (the paper's fixed ``1/(BG)``).
       * ``"token"``: ``sum j / sum |c_i|`` over all masked tokens (DAPO token-level mean).
-      * ``"seq_sum_const"``: ``sum j / (N * max_len)`` (Dr.GRPO; ``max_len`` defaults to ``L``).
+      * ``"constant"``: ``sum j / (N * max_len)`` (Dr.GRPO; ``max_len`` defaults to ``L``).
 
     ``reduction="sum"``: the objective before its division by the count of
     ``SURROGATE_UNIT[reduce]`` (``N``, or the masked tokens), e.g. ``-sum_i 1/|c_i| sum_t j_it``.
@@ -138,6 +154,7 @@ def clipped_surrogate(
         )
     if token_weights is not None:
         _check_2d("token_weights", token_weights, logp_new.shape)
+    check_reduce(reduce)
     if not (0 <= eps_low < 1 and eps_high >= 0):
         raise ValueError(f"need 0 <= eps_low < 1 and eps_high >= 0, got {eps_low}, {eps_high}")
     n_seq, length = logp_new.shape
@@ -158,10 +175,8 @@ def clipped_surrogate(
         total = _safe_div(per_token.sum(dim=-1), w.sum(dim=-1)).sum()  # sum of [N] per-sequence means
     elif reduce == "token":
         total = per_token.sum()
-    elif reduce == "seq_sum_const":
+    else:  # constant
         total = per_token.sum() / (length if max_len is None else max_len)
-    else:
-        raise ValueError(f"unknown reduce {reduce!r}; expected 'rlp', 'token' or 'seq_sum_const'")
     count = w.sum() if SURROGATE_UNIT[reduce] == "tokens" else torch.tensor(float(n_seq), device=w.device)
     objective = total if reduction == "sum" else _safe_div(total, count)
 

@@ -8,7 +8,7 @@ backward, so a step's activation memory is one part's, whatever ``--docs-per-ste
 The accumulated gradient equals the one-pass gradient because each part's loss terms are sums
 over their units (sequences, action tokens, ...) divided by the unit's count over the whole step
 (:class:`~ponder.rl.losses.Term`, :meth:`~ponder.rl.engine.Engine.global_counts`); a
-``seq_sum_const`` part keeps the whole batch's ``max_len``.
+``constant`` part keeps the whole batch's ``max_len``.
 
 Shapes: ``N`` sequences of the step, ``L`` columns; a part has ``n <= N`` rows and ``l <= L``
 columns (trailing padding cut).
@@ -21,6 +21,8 @@ from dataclasses import replace
 
 import torch
 from torch import Tensor
+
+from ponder.rl.batches import TrainBatch
 
 
 def part_rows(num_rows: int, rows: int | None) -> list[Tensor]:
@@ -51,7 +53,7 @@ def split_step(sb, rows: int | None) -> list:
                 batch=batch,
                 advantages=adv,
                 first=None,
-                max_len=max_len if sb.reduce == "seq_sum_const" else sb.max_len,
+                max_len=max_len if sb.reduce == "constant" else sb.max_len,
                 sequence_share=len(r) / sb.num_sequences,
                 part=i,
             )
@@ -59,7 +61,9 @@ def split_step(sb, rows: int | None) -> list:
     return parts
 
 
-def scores_in_parts(batch, rows: int | None, score: Callable[[object], tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+def scores_in_parts(
+    batch: TrainBatch, rows: int | None, score: Callable[[TrainBatch], tuple[Tensor, Tensor]]
+) -> tuple[Tensor, Tensor]:
     """``score(part)`` for each part of ``batch``, reassembled as ``(logp, entropy) [N, L]`` (0 where cut off).
 
     For a pass without gradients (e.g. RLP's rewards when the training pass runs in parts): only

@@ -30,7 +30,7 @@ from ponder.rl.advantages import group_advantages, rlp_reward, valid_groups
 from ponder.rl.batches import target_logprob_sums
 from ponder.rl.ema import EMATeacher
 from ponder.rl.engine import Engine, EngineSettings, Recipe, StepBatch, prepare_model
-from ponder.rl.generation import make_backend
+from ponder.rl.generation import SamplerSettings, sampler_of
 from ponder.rl.losses import Term, kl_penalty, next_token_loss
 from ponder.rl.micro import part_rows, scores_in_parts
 from ponder.rl.positions import ANSWER, OTHER, Doc, keyed_generators
@@ -41,7 +41,7 @@ from ponder.train.compute import model_size, rollout_compute
 EMA_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-class RLPConfig(EngineSettings):
+class RLPConfig(EngineSettings, SamplerSettings):
     """RLP settings. Defaults follow the paper where it states them (G, tau, eps, temperature, no KL)."""
 
     docs_per_step: int = Field(16, ge=1, description="documents drawn per step")
@@ -87,9 +87,6 @@ class RLPConfig(EngineSettings):
         description="policy forward: shared-prefix tree (auto when the attention takes a 4D mask) or padded rows",
     )
     autocast_bf16: bool = Field(False, description="sample and score under bf16 autocast (GPU); weights stay fp32")
-    generation_backend: Literal["auto", "transformers", "vllm"] = Field(
-        "auto", description="thought sampler: transformers, vllm (GPU, extra `vllm`), auto (vllm when usable)"
-    )
 
     @field_validator("max_thought_tokens")
     @classmethod
@@ -168,16 +165,8 @@ class RLPRecipe(Recipe):
     # ------------------------------------------------------------------ one step
     def make_step(self, engine: Engine) -> StepBatch | None:
         cfg = self.settings
-        if self.backend is None:
-            self.backend = make_backend(
-                cfg.generation_backend,
-                self.model,
-                self.tokenizer,
-                self.fmt,
-                cfg.top_p,
-                cfg.sample_batch_size,
-                engine.sampler_logprob_temperature,
-            )
+        if self.backend is None:  # the run's one sampling setting and its sampler, on the first step
+            self.sampling, self.backend = sampler_of(cfg, self.model, self.tokenizer, self.fmt, engine)
         docs, generators = self._next_docs(engine)
         if not self.ema.initialized:
             self.ema.initialize(self.model)  # phi <- theta lazily on the first batch
@@ -195,8 +184,7 @@ class RLPRecipe(Recipe):
                     cfg.positions_per_doc,
                     cfg.group_size,
                     cfg.reward_tokens,
-                    cfg.max_thought_tokens,
-                    cfg.temperature,
+                    self.sampling,
                     generators,
                     self.backend,
                     cfg.position_weighting,

@@ -21,8 +21,8 @@ from torch import Tensor
 
 from ponder.lm.logprobs import TokenScorer
 from ponder.lm.padding import model_device, pad_id_of, pad_ids, position_ids_from_mask
-from ponder.lm.thinking import ThoughtFormat, Thoughts
-from ponder.rl.batches import PaddedBatch, TreeBatch, resolve_layout, rlp_padded_batch, rlp_tree_batch
+from ponder.lm.thinking import Sampling, ThoughtFormat, Thoughts
+from ponder.rl.batches import TrainBatch, resolve_layout, rlp_padded_batch, rlp_tree_batch
 from ponder.rl.positions import Doc, choose_positions
 
 POSITION_WEIGHTINGS = ("uniform", "ema_loss", "ema_entropy", "think_prob")
@@ -70,7 +70,7 @@ class Rollout:
     targets: list[list[int]]
     thoughts: Thoughts
     baseline_logp: Tensor  # [B] log p_baseline(x_t..x_{t+k-1} | x_<t), no thought
-    batch: TreeBatch | PaddedBatch
+    batch: TrainBatch  # a TreeBatch, or a PaddedBatch (layout padded)
 
 
 def position_weights(base: BaselinePass, weighting: str) -> list[Tensor] | None:
@@ -103,8 +103,7 @@ def make_rollout(
     per_doc: int,
     group_size: int,
     k: int,
-    max_thought_tokens: int,
-    temperature: float,
+    sampling: Sampling,
     generators: Sequence[torch.Generator],
     backend,
     position_weighting: str = "uniform",
@@ -116,7 +115,8 @@ def make_rollout(
     -log p(x_t | x_<t)), ``ema_entropy`` (its predictive entropy) or ``think_prob`` (the baseline's
     p(<think> | x_<t): think where the model itself would open a thought). ``generators``: one per
     document; a document's positions and thoughts depend only on it, so data-parallel ranks
-    reproduce a single process. ``backend``: a :class:`ponder.rl.generation.GenerationBackend`.
+    reproduce a single process. ``backend``: a :class:`ponder.rl.generation.GenerationBackend`;
+    ``sampling``: the run's :class:`~ponder.lm.thinking.Sampling` (temperature, top-p, thought budget).
     Returns None when no document has an eligible position.
     """
     pad_id = pad_id_of(tokenizer)
@@ -134,7 +134,7 @@ def make_rollout(
         )
         for d, _ in positions
     ]
-    thoughts = backend.generate(prefixes, group_size, max_thought_tokens, temperature, per_position)
+    thoughts = backend.generate(prefixes, group_size, sampling, per_position)
     device = model_device(policy)
     if layout == "tree":
         batch = rlp_tree_batch([d.ids for d in docs], positions, k, thoughts, fmt.open_id, fmt.close_id, pad_id, device)
