@@ -16,8 +16,8 @@ from ponder.data.synthetic import Addition
 from ponder.lm.tiny import TinyArch, build_tiny_model
 from ponder.rl.batches import rlp_tree_batch
 from ponder.rl.grpo import GRPOConfig, GRPOTrainer
-from ponder.rl.micro import part_rows, scores_in_parts
 from ponder.rl.rlp import RLPConfig, RLPTrainer
+from ponder.train.micro import part_rows, scores_in_parts
 from ponder.train.next_token import (
     NextTokenConfig,
     accumulate_next_token_loss,

@@ -15,9 +15,9 @@ from ponder.data.registry import DEMO_TASK
 from ponder.data.sources import make_source
 from ponder.errors import PonderError
 from ponder.jobs.models import load_model
-from ponder.rl import distributed
 from ponder.rl.compute import cpt_budget_tokens, model_size, steps_for_budget
 from ponder.rl.rlp import RLPConfig, RLPTrainer
+from ponder.train import distributed
 from ponder.train.next_token import NextTokenConfig, document_token_windows, train_next_token
 from ponder.train.rundir import open_run, write_json_file
 

@@ -37,16 +37,16 @@ from ponder.errors import TaskError
 from ponder.lm.padding import pad_id_of
 from ponder.lm.thinking import ANSWER_STOPS, Completions, ThinkSettings, ThoughtFormat, think_then_answer
 from ponder.rewards import REWARDS, combine, parse_reward_spec
-from ponder.rl import distributed
 from ponder.rl.advantages import group_advantages, hicra_advantages
 from ponder.rl.batches import PaddedBatch, padded_batch
 from ponder.rl.ema import EMATeacher
-from ponder.rl.engine import Engine, EngineSettings, Recipe, StepBatch, prepare_model
 from ponder.rl.formats import format_shares
 from ponder.rl.hicra import phrase_pattern, planning_token_mask
 from ponder.rl.losses import Term, kl_penalty
 from ponder.rl.positions import keyed_generators
 from ponder.rl.prompts import PromptPool
+from ponder.train import distributed
+from ponder.train.engine import Engine, EngineSettings, Recipe, StepBatch, prepare_model
 
 #: Rewards that read the reference answers: with one of them the hard-prompt filter may use labels too.
 LABEL_REWARDS = frozenset({"verifiable", "answer_likelihood"})

@@ -1,8 +1,8 @@
 """One trainer engine for every policy-gradient recipe: RLP, GRPO and TTRL are recipes on it.
 
 The engine owns what the recipes share: the optimizer and its schedule, data parallelism
-(``torchrun`` / ``accelerate launch``: DDP through :mod:`ponder.rl.distributed`, or FSDP2 sharding
-through :mod:`ponder.rl.sharding`), the PPO-epoch
+(``torchrun`` / ``accelerate launch``: DDP through :mod:`ponder.train.distributed`, or FSDP2 sharding
+through :mod:`ponder.train.sharding`), the PPO-epoch
 update with the clipped surrogate, the non-finite guard, the behaviour policy and its importance
 correction, metrics, progress, checkpoints and resume. A recipe (:class:`Recipe`) turns one step's
 data into a :class:`StepBatch` (sequences, action masks, behaviour log-probs, advantages) and may
@@ -44,9 +44,8 @@ from torch import Tensor
 from ponder.errors import PonderError
 from ponder.lm import adapters, hf_compat
 from ponder.progress import make_progress
-from ponder.rl import distributed, sharding
 from ponder.rl.losses import SURROGATE_UNIT, UNITS, Term, clipped_surrogate, masked_mean
-from ponder.rl.micro import WeightedMeans, split_step
+from ponder.train import distributed, sharding
 from ponder.train.checkpoint import (
     latest_checkpoint,
     load_weights_into,
@@ -56,6 +55,7 @@ from ponder.train.checkpoint import (
 )
 from ponder.train.guard import step_if_finite
 from ponder.train.metrics import MetricsLogger
+from ponder.train.micro import WeightedMeans, split_step
 from ponder.train.optim import PolicyUpdateSettings, adamw_constant_after_warmup
 from ponder.train.rundir import begin_run
 
@@ -127,7 +127,7 @@ class StepBatch:
     select the surrogate's reduction (:func:`~ponder.rl.losses.clipped_surrogate`). ``counts``: this
     rank's count of each unit its recipe's extra terms average over beyond ``sequences`` and
     ``tokens``, which the engine counts itself (e.g. RLP's ``targets``). A micro-batch of a step
-    (:mod:`ponder.rl.micro`) has ``sequence_share`` (its fraction of the rank's sequences, a
+    (:mod:`ponder.train.micro`) has ``sequence_share`` (its fraction of the rank's sequences, a
     weight of its statistics) and ``part`` (its index).
     """
 
@@ -231,7 +231,7 @@ class Engine:
         self.rank, self.world = distributed.init_from_env()
         if self.cfg.gradient_checkpointing and not hf_compat.enable_activation_checkpointing(model):
             raise PonderError(f"{type(model).__name__} has no activation checkpointing: drop --gradient-checkpointing")
-        self.sharded = None  # the FSDP2 units (ponder.rl.sharding) in fsdp mode on more than one rank
+        self.sharded = None  # the FSDP2 units (ponder.train.sharding) in fsdp mode on more than one rank
         if self.world > 1 and distributed.parallel_mode(self.cfg.data_parallel) == "fsdp":
             if adapters.is_adapted(model):
                 # Not built: the EMA adapter lives inside the policy's unit. Adapters are small: DDP replicates them cheaply.
