@@ -1,4 +1,4 @@
-"""One trainer engine for every policy-gradient recipe: RLP, GRPO and TTRL are recipes on it.
+"""One training loop for every job that trains: RLP, GRPO, TTRL and next-token training are recipes on it.
 
 The engine owns what the recipes share: the optimizer and its schedule, data parallelism
 (``torchrun`` / ``accelerate launch``: DDP through :mod:`ponder.train.distributed`, or FSDP2 sharding
@@ -6,7 +6,9 @@ through :mod:`ponder.train.sharding`), the PPO-epoch
 update with the clipped surrogate, the non-finite guard, the behaviour policy and its importance
 correction, metrics, progress, checkpoints and resume. A recipe (:class:`Recipe`) turns one step's
 data into a :class:`StepBatch` (sequences, action masks, behaviour log-probs, advantages) and may
-add loss terms or hooks (the EMA teacher).
+add loss terms or hooks (the EMA teacher). A recipe with ``update = "terms"`` (next-token training,
+:mod:`ponder.train.next_token`) skips the PPO update: its own loss terms are accumulated over the
+micro-batches and ranks the same way, one optimizer step per step.
 
 The behaviour policy: ``logp_old`` is what the sampler reported for each action (its own
 forward, or an external engine's), so the ratio of the first PPO epoch is 1 up to the float
