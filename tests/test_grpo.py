@@ -323,8 +323,20 @@ def test_cli_run_killed_and_resumed_equals_uninterrupted(command, extra, trained
 
     # "Kill" after step 3: only the step-2 checkpoint survives; rerunning the command resumes from it.
     _run_cli(
-        [command, *common, "--steps", "3", "--save-every", "2", "--keep-checkpoints", "2", "--eval-n", "0",
-         "--out", str(tmp_path / "part")]  # fmt: skip
+        [
+            command,
+            *common,
+            "--steps",
+            "3",
+            "--save-every",
+            "2",
+            "--keep-checkpoints",
+            "2",
+            "--eval-n",
+            "0",
+            "--out",
+            str(tmp_path / "part"),
+        ]  # fmt: skip
     )
     from ponder.train.checkpoint import checkpoint_dir
 
