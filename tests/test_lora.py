@@ -63,7 +63,9 @@ def test_rlp_step_trains_the_adapter_only(char_tokenizer, tmp_path):
     base, adapter = _base_weights(model), _adapter_weights(model)
     for _ in range(2):
         assert "skipped" not in trainer.train_step()
-    assert not _changed(base, _base_weights(model))  # the base bit-identical
+    assert not _changed(
+        base, {k.replace(".base_layer", ""): v for k, v in _base_weights(model).items()}
+    )  # the base bit-identical
     assert _changed(adapter, _adapter_weights(model))  # the adapter trained
     teacher = trainer.recipe.ema
     assert teacher.is_adapter and teacher.model is None and teacher.num_updates == 2
@@ -91,7 +93,7 @@ def test_grpo_step_with_kl_to_the_initial_adapter_trains_the_adapter_only(char_t
     base, adapter = _base_weights(model), _adapter_weights(model)
     metrics = trainer.train_step()
     assert "skipped" not in metrics and metrics["kl_to_ref"] == pytest.approx(0.0, abs=1e-6)
-    assert not _changed(base, _base_weights(model))
+    assert not _changed(base, {k.replace(".base_layer", ""): v for k, v in _base_weights(model).items()})
     assert _changed(adapter, _adapter_weights(model))
     # The reference (kl_ref initial: tau 1) kept the initial adapter: B = 0, the base itself.
     assert all(not p.any() for k, p in _adapter_weights(model, TEACHER_ADAPTER).items() if "lora_B" in k)
@@ -184,3 +186,28 @@ def test_bad_lora_flags_are_one_line_errors(flags, message, tmp_path, tiny_hf_di
     assert main([*job_argv("rlp", tiny_hf_dir, tmp_path / "run", steps=1), *flags]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_next_token_training_trains_the_adapter_only_and_saves_it(char_tokenizer, tmp_path):
+    """CPT/base on the engine take the engine's LoRA settings: the base weights stay, the adapter moves,
+    final/ is the adapter, and it reloads to the trained model's log-probs."""
+    from ponder.jobs.models import load_model
+    from ponder.train.next_token import NextTokenConfig, train_next_token
+
+    model = _model(char_tokenizer)
+    model.save_pretrained(tmp_path / "base")
+    char_tokenizer.save_pretrained(tmp_path / "base")
+    model = load_model(str(tmp_path / "base"), device="cpu").model
+    base = _base_weights(model)
+    cfg = NextTokenConfig(steps=2, batch_size=4, lr=1e-2, warmup_steps=0, max_length=32, **LORA)
+    docs = ["12+34=46", "7+8=15", "99+1=100", "5+5=10"] * 4
+    train_next_token(model, char_tokenizer, lambda: iter(docs), cfg, tmp_path / "run", progress=False)
+    # The adapters are injected into the caller's model in place (it computes with them): only they moved.
+    assert not _changed(base, {k.replace(".base_layer", ""): v for k, v in _base_weights(model).items()})
+    assert any(float(p.abs().max()) > 0 for k, p in model.named_parameters() if "lora_B" in k)
+    final = tmp_path / "run" / "final"
+    assert adapters.is_adapter_dir(final) and not (final / "model.safetensors").exists()
+    got = load_model(str(final), device="cpu").model
+    torch.testing.assert_close(
+        _logprobs(got, char_tokenizer), _logprobs(model.eval(), char_tokenizer), atol=1e-5, rtol=0
+    )
