@@ -1,5 +1,6 @@
 """Checkpoints are atomic, HF-loadable, and resume exactly."""
 
+import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -113,3 +114,18 @@ def test_a_short_run_writes_weights_only_and_old_checkpoints_are_pruned(tmp_path
         assert sorted(p.name for p in (run / "checkpoints").glob("step-*")) == kept
         assert "optimizer" in load_state(run / "checkpoints" / kept[-1])
         assert not [f for f in _files(run / "final") if "trainer_state" in f]
+
+
+def test_a_checkpoint_of_the_former_next_token_loop_is_refused_in_one_line(tmp_path):
+    """Its state (no engine counters, no recipe state) is refused with what to do, never half-resumed."""
+    from ponder.train.checkpoint_checks import CheckpointError
+
+    tok = build_char_tokenizer()
+    model = build_tiny_model(tok, ARCH)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    old = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "docs_consumed": 4, "tokens_seen": 40}
+    save_checkpoint(tmp_path, 2, model, tok, old)
+    cfg = NextTokenConfig(steps=3, batch_size=2, max_length=32, warmup_steps=0)
+    with pytest.raises(CheckpointError, match="--no-resume"):
+        train_next_token(model, tok, _docs, cfg, tmp_path, resume=True, progress=False)
