@@ -101,7 +101,6 @@ class GRPOConfig(EngineSettings, ThinkSettings):
         True, description="set aside prompts with pass rate 0 over the group (needs a label-using reward)"
     )
     sample_batch_size: int | None = Field(None, ge=1, description="prompts sampled and scored together (memory bound)")
-    save_every: int = Field(50, ge=1, description="checkpoint every N steps (and at the end)")
 
     @field_validator("group_size")
     @classmethod
