@@ -52,7 +52,7 @@ from ponder.lm import hf_compat, logprobs  # noqa: E402
 from ponder.lm.logprobs import logprobs_from_logits  # noqa: E402
 from ponder.models.lookup import load_model  # noqa: E402
 from ponder.rl.batches import PaddedBatch  # noqa: E402
-from ponder.rl.engine import Engine, EngineSettings, Recipe, StepBatch  # noqa: E402
+from ponder.train.engine import Engine, EngineSettings, Recipe, StepBatch  # noqa: E402
 
 QWEN, SMOL = "qwen3-0.6b-shape", "smollm2-135m-shape"
 LORA_RANK = 8  # the LoRA row's adapter rank (peft's default targets: every linear layer but the output layer)

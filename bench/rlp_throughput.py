@@ -185,7 +185,7 @@ def run_loop(model, tok, texts, args):
     from ponder.lm.padding import pad_ids
     from ponder.rl.advantages import group_advantages
     from ponder.rl.ema import EMATeacher
-    from ponder.rl.losses import clipped_surrogate
+    from ponder.train.losses import clipped_surrogate
 
     open_id, close_id = think_token_ids(tok)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id

@@ -23,9 +23,9 @@ from ponder.models.lookup import load_model
 from ponder.rl.advantages import group_advantages, rlp_reward
 from ponder.rl.batches import target_logprob_sums
 from ponder.rl.generation import TransformersBackend
-from ponder.rl.losses import clipped_surrogate
 from ponder.rl.positions import keyed_generators, tokenize_docs
 from ponder.rl.rlp import RLPConfig, RLPTrainer
+from ponder.train.losses import clipped_surrogate
 
 
 def main() -> None:

@@ -121,7 +121,7 @@ def train_pass(model, tok, doc_ids: list[list[int]], args, peak: float) -> dict:
     from ponder.lm.padding import pad_id_of
     from ponder.lm.thinking import Thoughts
     from ponder.rl.batches import resolve_layout, rlp_padded_batch, rlp_tree_batch
-    from ponder.rl.losses import clipped_surrogate
+    from ponder.train.losses import clipped_surrogate
 
     device, dtype = args.device, DTYPES[args.dtype]
     open_id, close_id = think_token_ids(tok)

@@ -5,10 +5,11 @@ import typing
 import pytest
 import torch
 
-from ponder.rl.batches import PaddedBatch, TrainBatch, TreeBatch, rlp_padded_batch, rlp_tree_batch
-from ponder.rl.engine import StepBatch
-from ponder.rl.losses import SURROGATE_UNIT, clipped_surrogate
-from ponder.rl.micro import split_step
+from ponder.rl.batches import PaddedBatch, TreeBatch, rlp_padded_batch, rlp_tree_batch
+from ponder.train.batch import TrainBatch
+from ponder.train.engine import StepBatch
+from ponder.train.losses import SURROGATE_UNIT, clipped_surrogate
+from ponder.train.micro import split_step
 from test_rlp_tree import CLOSE, OPEN, PAD, _case, _model
 
 
@@ -95,3 +96,24 @@ def test_a_step_batch_counts_every_unit_its_terms_average_over():
         # thoughts of 2, 1, 3, 1, 2, 4 tokens, four closed by the model: 13 + 4 actions; 3 positions x G=2 x k=2 targets
         assert counts == {"sequences": 6.0, "tokens": 17.0, "targets": 12.0, "text_tokens": 0.0}
     assert StepBatch(None, torch.zeros(0)).unit_counts() == dict.fromkeys(counts, 0.0)
+
+
+def test_next_token_windows_are_a_layout_of_the_contract(one_thread):
+    """The next-token recipe's batch is a TrainBatch too: its scores are the loss's log-probs, row by row."""
+    from ponder.train.next_token import WindowBatch, collate_windows, next_token_sum
+
+    model, _ = _model()
+    windows = [[5, 6, 7, 8, 9], [5, 7, 9], [6, 8, 10, 12]]
+    ids, mask, labels = collate_windows(
+        windows, PAD, torch.device("cpu"), [0, 1, 0]
+    )  # row 1: its first token is context
+    batch = WindowBatch(ids, mask, labels)
+    assert isinstance(batch, TrainBatch) and len(batch) == 3 and batch.num_tokens == 12
+    assert [batch.sequence(r) for r in range(3)] == windows
+    assert batch.loss_mask.sum() == 4 + 2 + 3 and not batch.target_mask.any() and not batch.behaviour_logp.any()
+    logp, entropy = batch.scores(model)
+    assert logp.shape == batch.loss_mask.shape and (entropy[batch.loss_mask] > 0).all()
+    torch.testing.assert_close(-logp.sum(), next_token_sum(model, batch).float(), rtol=1e-5, atol=1e-5)
+    part = batch.select(torch.tensor([1]))
+    assert len(part) == 1 and part.sequence(0) == windows[1]
+    torch.testing.assert_close(part.scores(model)[0].sum(), logp[1].sum(), rtol=1e-5, atol=1e-5)

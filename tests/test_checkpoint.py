@@ -1,5 +1,6 @@
 """Checkpoints are atomic, HF-loadable, and resume exactly."""
 
+import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -87,3 +88,44 @@ def test_metrics_log_non_finite_as_null(tmp_path):
     log.log(1, {"a": float("nan"), "b": torch.tensor(2.5), "c": float("inf")})
     row = json.loads((tmp_path / "metrics.jsonl").read_text())
     assert row == {"step": 1, "a": None, "b": 2.5, "c": None}
+
+
+def _files(folder):
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
+def test_a_short_run_writes_weights_only_and_old_checkpoints_are_pruned(tmp_path):
+    """final/ holds the weights, config and tokenizer, never optimizer state; a run shorter than save_every writes
+    no resumable checkpoint; a checkpointing run keeps the newest keep_checkpoints (default 1) step checkpoints,
+    the last step's among them, each with the optimizer state a resume needs."""
+    tok = build_char_tokenizer()
+    common = dict(batch_size=2, lr=1e-3, warmup_steps=0, max_length=32)
+    short = tmp_path / "short"
+    train_next_token(build_tiny_model(tok, ARCH), tok, _docs, NextTokenConfig(steps=2, **common), short, progress=False)
+    assert not (short / "checkpoints").exists() or not list((short / "checkpoints").glob("step-*"))
+    final = _files(short / "final")
+    assert "model.safetensors" in final and "config.json" in final and "tokenizer_config.json" in final
+    assert not [f for f in final if "trainer_state" in f or "optimizer" in f]
+
+    for keep, kept in ((None, ["step-00000003"]), (2, ["step-00000002", "step-00000003"])):
+        run = tmp_path / f"keep{keep}"
+        cfg = NextTokenConfig(steps=3, save_every=1, **common, **({} if keep is None else {"keep_checkpoints": keep}))
+        train_next_token(build_tiny_model(tok, ARCH), tok, _docs, cfg, run, progress=False)
+        assert sorted(p.name for p in (run / "checkpoints").glob("step-*")) == kept
+        assert "optimizer" in load_state(run / "checkpoints" / kept[-1])
+        assert not [f for f in _files(run / "final") if "trainer_state" in f]
+
+
+def test_a_checkpoint_of_the_former_next_token_loop_is_refused_in_one_line(tmp_path):
+    """Its state (no engine counters, no recipe state) is refused with what to do, never half-resumed."""
+    from ponder.train.checkpoint_checks import CheckpointError
+
+    tok = build_char_tokenizer()
+    model = build_tiny_model(tok, ARCH)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    old = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "docs_consumed": 4, "tokens_seen": 40}
+    save_checkpoint(tmp_path, 2, model, tok, old)
+    cfg = NextTokenConfig(steps=3, batch_size=2, max_length=32, warmup_steps=0)
+    with pytest.raises(CheckpointError, match="--no-resume"):
+        train_next_token(model, tok, _docs, cfg, tmp_path, resume=True, progress=False)

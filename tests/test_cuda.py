@@ -3,7 +3,7 @@
 The shared-prefix forward and decode against the plain computation in fp32 and bf16, with sdpa,
 eager and (where installed) flash attention; the sampler on CUDA generators; two-step RLP and GRPO
 runs through the CLI with a checkpoint and a resume; FSDP2 on one rank against the unsharded model, raw
-(``fully_shard``) and as ponder shards a run (:class:`ponder.rl.sharding.ShardedRun`: CUDA streams
+(``fully_shard``) and as ponder shards a run (:class:`ponder.train.sharding.ShardedRun`: CUDA streams
 included). The 2-rank FSDP equality tests run on gloo (``tests/test_distributed.py``; check.sh runs them
 with the GPU hidden: one GPU cannot hold two NCCL ranks).
 """
@@ -233,7 +233,7 @@ def has_fsdp2() -> bool:
                 strict=True,
                 reason="the tree forward's gradients reach a layer's weights through the prefix KV cache, after "
                 "FSDP2 resharded that layer (seen on CPU/gloo: 'storage of size 0'); whole-model units work, and "
-                "ponder's sharding (ponder.rl.sharding) uses them",
+                "ponder's sharding (ponder.train.sharding) uses them",
             ),
         ),
     ],
@@ -246,7 +246,7 @@ def test_fsdp2_one_rank_matches_the_unsharded_model(per_layer):
     from torch.distributed.fsdp import fully_shard
 
     from ponder.rl.batches import rlp_tree_batch
-    from ponder.rl.distributed import Run
+    from ponder.train.distributed import Run
     from test_rlp_tree import CLOSE, OPEN, PAD, _case
 
     with socket.socket() as s:
@@ -263,7 +263,7 @@ def test_fsdp2_one_rank_matches_the_unsharded_model(per_layer):
             for layer in sharded.model.layers:
                 fully_shard(layer)
         # The scorer calls the decoder and the output layer separately, so FSDP's hooks must fire on a module
-        # around the whole loss forward: ponder's Run, as ponder.rl.sharding wraps a run. A bare
+        # around the whole loss forward: ponder's Run, as ponder.train.sharding wraps a run. A bare
         # fully_shard(model) is bypassed by the decoder call (torch 2.11 on an H200: "aten.embedding.default
         # got mixed torch.Tensor and DTensor"; bench/results/gpu/check-2026-12-04.log).
         unit = fully_shard(Run(sharded))

@@ -13,9 +13,9 @@ import torch
 import ponder.rl.generation as generation
 from ponder.data.synthetic import Addition
 from ponder.lm.thinking import Completions, Thoughts
-from ponder.rl.engine import mismatch_stats, tis_weights
 from ponder.rl.grpo import GRPOConfig, GRPOTrainer
 from ponder.rl.hicra import phrase_pattern, planning_token_mask
+from ponder.train.engine import mismatch_stats, tis_weights
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -34,9 +34,10 @@ JOBS = ("rlp", "grpo", "ttrl", "cpt", "base")
 
 
 def job_argv(job: str, model_dir: Path, out: Path, steps: int = STEPS) -> list[str]:
-    """A seconds-long run of ``job`` that checkpoints every step."""
+    """A seconds-long run of ``job`` that checkpoints every step and keeps the last two checkpoints."""
     m, n = str(model_dir), str(steps)
-    common = ["--out", str(out), "--quiet"]
+    keep = ["--train.keep-checkpoints" if job == "base" else "--keep-checkpoints", "2"]
+    common = ["--out", str(out), "--quiet", *keep]
     if job == "rlp":
         return ["rlp", "--model", m, "--task", "add2", "--steps", n, "--docs-per-step", "2", "--group-size", "2",
                 "--max-thought-tokens", "4", "--context-length", "32", "--lr", "1e-3", "--save-every", "1", *common]  # fmt: skip

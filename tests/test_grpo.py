@@ -322,7 +322,22 @@ def test_cli_run_killed_and_resumed_equals_uninterrupted(command, extra, trained
         assert all(0 <= r["label_accuracy"] <= 1 and 0 <= r["majority_ratio"] <= 1 for r in rows)
 
     # "Kill" after step 3: only the step-2 checkpoint survives; rerunning the command resumes from it.
-    _run_cli([command, *common, "--steps", "3", "--save-every", "2", "--eval-n", "0", "--out", str(tmp_path / "part")])
+    _run_cli(
+        [
+            command,
+            *common,
+            "--steps",
+            "3",
+            "--save-every",
+            "2",
+            "--keep-checkpoints",
+            "2",
+            "--eval-n",
+            "0",
+            "--out",
+            str(tmp_path / "part"),
+        ]  # fmt: skip
+    )
     from ponder.train.checkpoint import checkpoint_dir
 
     ckpts = checkpoint_dir(tmp_path / "part")

@@ -113,7 +113,7 @@ def _spoil_loss(module, monkeypatch):
 
 
 def test_rlp_step_with_a_non_finite_loss_is_skipped(random_tiny, tmp_path, monkeypatch, one_thread):
-    import ponder.rl.engine as engine_mod
+    import ponder.train.engine as engine_mod
     from ponder.rl.rlp import RLPConfig, RLPTrainer
 
     model, tok = random_tiny
@@ -128,7 +128,7 @@ def test_rlp_step_with_a_non_finite_loss_is_skipped(random_tiny, tmp_path, monke
 
 
 def test_grpo_step_with_a_non_finite_loss_is_skipped(random_tiny, tmp_path, monkeypatch, one_thread):
-    import ponder.rl.engine as engine_mod
+    import ponder.train.engine as engine_mod
     from ponder.rewards import REWARDS
     from ponder.rl.grpo import GRPOConfig, GRPOTrainer
 
@@ -191,7 +191,7 @@ def test_an_overflowing_learning_rate_fails_without_final(tmp_path, tiny_hf_dir,
 def test_a_run_ending_with_non_finite_weights_fails_without_final(
     tmp_path, tiny_hf_dir, monkeypatch, one_thread, capsys
 ):
-    import ponder.rl.engine as engine_mod
+    import ponder.train.engine as engine_mod
 
     real = engine_mod.step_if_finite
 

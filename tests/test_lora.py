@@ -32,7 +32,9 @@ def _model(tok):
 
 
 def _base_weights(model) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" not in n}
+    # Named as in the bare model: peft renames a wrapped layer's weight to ``...base_layer.weight``, and the
+    # next-token recipe injects the adapters only when training starts.
+    return {n.replace(".base_layer", ""): p.detach().clone() for n, p in model.named_parameters() if "lora_" not in n}
 
 
 def _adapter_weights(model, name=adapters.POLICY) -> dict[str, torch.Tensor]:
@@ -184,3 +186,28 @@ def test_bad_lora_flags_are_one_line_errors(flags, message, tmp_path, tiny_hf_di
     assert main([*job_argv("rlp", tiny_hf_dir, tmp_path / "run", steps=1), *flags]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_next_token_training_trains_the_adapter_only_and_saves_it(char_tokenizer, tmp_path):
+    """CPT/base on the engine take the engine's LoRA settings: the base weights stay, the adapter moves,
+    final/ is the adapter, and it reloads to the trained model's log-probs."""
+    from ponder.models.lookup import load_model
+    from ponder.train.next_token import NextTokenConfig, train_next_token
+
+    model = _model(char_tokenizer)
+    model.save_pretrained(tmp_path / "base")
+    char_tokenizer.save_pretrained(tmp_path / "base")
+    model = load_model(str(tmp_path / "base"), device="cpu").model
+    base = _base_weights(model)
+    cfg = NextTokenConfig(steps=2, batch_size=4, lr=1e-2, warmup_steps=0, max_length=32, **LORA)
+    docs = ["12+34=46", "7+8=15", "99+1=100", "5+5=10"] * 4
+    train_next_token(model, char_tokenizer, lambda: iter(docs), cfg, tmp_path / "run", progress=False)
+    # The adapters are injected into the caller's model in place (it computes with them): only they moved.
+    assert not _changed(base, _base_weights(model))
+    assert any(float(p.abs().max()) > 0 for k, p in model.named_parameters() if "lora_B" in k)
+    final = tmp_path / "run" / "final"
+    assert adapters.is_adapter_dir(final) and not (final / "model.safetensors").exists()
+    got = load_model(str(final), device="cpu").model
+    torch.testing.assert_close(
+        _logprobs(got, char_tokenizer), _logprobs(model.eval(), char_tokenizer), atol=1e-5, rtol=0
+    )

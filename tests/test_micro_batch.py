@@ -16,15 +16,10 @@ from ponder.data.synthetic import Addition
 from ponder.lm.tiny import TinyArch, build_tiny_model
 from ponder.rl.batches import rlp_tree_batch
 from ponder.rl.grpo import GRPOConfig, GRPOTrainer
-from ponder.rl.micro import part_rows, scores_in_parts
 from ponder.rl.rlp import RLPConfig, RLPTrainer
-from ponder.train.next_token import (
-    NextTokenConfig,
-    accumulate_next_token_loss,
-    collate_windows,
-    document_token_windows,
-    train_next_token,
-)
+from ponder.train.engine import Engine
+from ponder.train.micro import part_rows, scores_in_parts
+from ponder.train.next_token import NextTokenConfig, NextTokenRecipe, collate_windows, training_windows
 from test_rlp_tree import CLOSE, OPEN, PAD, _case
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.numerics]
@@ -138,28 +133,34 @@ def test_grpo_micro_batches_equal_one_batch(char_tokenizer, tmp_path, monkeypatc
     _assert_same_step(runs[None][0], runs[2][0], runs[None][1], runs[2][1])
 
 
-def test_cpt_micro_batches_equal_one_batch(char_tokenizer, tmp_path):
-    """Ragged windows (one predicts nothing but EOS): part losses weighted by predicted tokens give the batch's gradient."""
-    docs = ["12+34=46", "7+5=12 and a longer line of text", "x", "99+1=100"]
-    ids, mask, labels = collate_windows(list(document_token_windows(char_tokenizer, iter(docs), 64)), PAD, None)
-    base = _model(char_tokenizer).train()
+def test_next_token_micro_batches_equal_one_batch(char_tokenizer, tmp_path):
+    """The next-token recipe on the engine: ragged windows (one predicts nothing but EOS, one an example's target
+    only); its loss is the mean over the step's predicted tokens, and micro-batches of 1 and 3 windows (parts
+    predicting different numbers of tokens) give the whole step's loss and gradient."""
+    from ponder.data.early_experience import Example
+
+    docs = ["12+34=46", "7+5=12 and a longer line of text", "x", Example("99+1=", "100", eos=True)]
+    base = _model(char_tokenizer)
     runs = {}
     for micro in (None, 1, 3):
         model = copy.deepcopy(base)
-        runs[micro] = (accumulate_next_token_loss(model, ids, mask, labels, micro), _grads(model))
-    for micro in (1, 3):
-        assert float(runs[micro][0]) == pytest.approx(float(runs[None][0]), abs=1e-6)
-        for k, g in runs[None][1].items():
-            torch.testing.assert_close(runs[micro][1][k], g, atol=1e-6, rtol=1e-5, msg=k)
-    # The training loop goes through it: the same loss with micro-batches.
-    losses = []
-    for micro in (None, 1):
-        cfg = NextTokenConfig(steps=1, batch_size=4, micro_batch=micro, lr=1e-3, warmup_steps=0, save_every=10)
-        out = train_next_token(
-            copy.deepcopy(base), char_tokenizer, lambda: iter(docs), cfg, tmp_path / str(micro), progress=False
+        cfg = NextTokenConfig(
+            steps=1, batch_size=4, micro_batch=micro, lr=1e-3, warmup_steps=0, grad_clip=NO_CLIP, save_every=10
         )
-        losses.append(out["final_loss"])
-    assert losses[1] == pytest.approx(losses[0], abs=1e-6)
+        recipe = NextTokenRecipe(model, char_tokenizer, lambda: iter(docs), cfg)
+        metrics = Engine(model, char_tokenizer, recipe, tmp_path / str(micro)).train_step()
+        runs[micro] = (model, _grads(model), metrics)
+    rows = list(training_windows(char_tokenizer, iter(docs), 256))
+    ids, mask, labels = collate_windows([r for r, _ in rows], PAD, None, [start for _, start in rows])
+    with torch.no_grad():
+        logp = torch.log_softmax(base.train()(input_ids=ids, attention_mask=mask).logits[:, :-1].double(), -1)
+    predicted = labels[:, 1:] != -100
+    nll = -logp.gather(-1, labels[:, 1:].clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    assert runs[None][2]["loss"] == pytest.approx(float(nll[predicted].mean()), rel=1e-5)
+    assert [runs[m][2]["micro_batches"] for m in (None, 1, 3)] == [1, 4, 2]
+    for micro in (1, 3):
+        assert runs[micro][2]["loss"] == pytest.approx(runs[None][2]["loss"], rel=1e-6)
+        _assert_same_step(runs[None][0], runs[micro][0], runs[None][1], runs[micro][1])
 
 
 def test_tree_parts_hold_only_their_documents_and_score_the_same(char_tokenizer):

@@ -10,8 +10,8 @@ from torch import nn
 
 from ponder.rl.advantages import finite_mask, group_advantages, hicra_advantages, rlp_reward, valid_groups
 from ponder.rl.ema import EMATeacher, ema_update_
-from ponder.rl.losses import clipped_surrogate, kl_penalty, masked_mean, next_token_loss
 from ponder.rl.theory import cross_entropy, expected_info_gain
+from ponder.train.losses import clipped_surrogate, kl_penalty, masked_mean, next_token_loss
 
 # ---------------------------------------------------------------- rewards and advantages
 
@@ -281,8 +281,8 @@ def test_the_reduction_is_defined_once():
     """One Literal: the engine's StepBatch, the surrogate, its units and GRPO's --loss-reduce share it."""
     import typing
 
-    from ponder.rl import engine, losses
     from ponder.rl.grpo import GRPOConfig
+    from ponder.train import engine, losses
 
     assert typing.get_args(losses.Reduce) == losses.REDUCES == tuple(losses.SURROGATE_UNIT)
     assert GRPOConfig.model_fields["loss_reduce"].annotation is losses.Reduce

@@ -39,7 +39,7 @@ def test_policy_batch_layout_and_masks():
 
 def test_loss_ignores_non_thought_tokens():
     """Perturbing a non-thought token's log-prob leaves the RLP loss unchanged."""
-    from ponder.rl.losses import clipped_surrogate
+    from ponder.train.losses import clipped_surrogate
 
     thoughts = _thoughts([[20, 21], [22]], [True, True], [[1, 5]])
     b = rlp_padded_batch([[1, 5]], [[8]], thoughts, 90, 91, 0)

@@ -1,4 +1,4 @@
-"""ponder's FSDP2 mechanics (:mod:`ponder.rl.sharding`) in one process: a 1-rank gloo group on the CPU.
+"""ponder's FSDP2 mechanics (:mod:`ponder.train.sharding`) in one process: a 1-rank gloo group on the CPU.
 
 The 2-rank runs (the collectives themselves, RLP/GRPO/TTRL end to end, resuming on another number of
 ranks) are in ``tests/test_distributed.py``; ``tests/test_cuda.py`` runs :func:`sharded_step_matches_plain`
@@ -21,7 +21,7 @@ from torch.distributed.tensor import DTensor
 from ponder.lm.tiny import TinyArch, build_char_tokenizer, build_tiny_model
 from ponder.rl.batches import rlp_tree_batch
 from ponder.rl.ema import EMATeacher
-from ponder.rl.sharding import ShardedRun, load_optimizer_state
+from ponder.train.sharding import ShardedRun, load_optimizer_state
 from test_rlp_tree import CLOSE, OPEN, PAD, _case
 
 ARCH = TinyArch(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64)

@@ -11,9 +11,9 @@ from ponder.data.task import task_thought_budget
 from ponder.eval.accuracy import held_out_think_accuracy
 from ponder.models.lookup import load_model
 from ponder.progress import console
-from ponder.rl import distributed
 from ponder.rl.grpo import GRPOConfig, GRPOTrainer
 from ponder.rl.ttrl import TTRLConfig, TTRLTrainer
+from ponder.train import distributed
 from ponder.train.rundir import open_run, write_json_file
 
 #: Exit status of ``ponder grpo`` / ``ponder ttrl`` when no step trained (2 stays the status of bad input).

@@ -15,8 +15,8 @@ from ponder.data.registry import DEMO_TASK
 from ponder.data.sources import make_source
 from ponder.errors import PonderError
 from ponder.models.lookup import load_model
-from ponder.rl import distributed
 from ponder.rl.rlp import RLPConfig, RLPTrainer
+from ponder.train import distributed
 from ponder.train.compute import cpt_budget_tokens, model_size, steps_for_budget
 from ponder.train.next_token import NextTokenConfig, document_token_windows, train_next_token
 from ponder.train.rundir import open_run, write_json_file
@@ -137,7 +137,8 @@ def run_cpt(job: CPTJob, resume: bool = True, progress: bool = True, allow_confi
 
     With ``job.match_run`` the step count is set so the trained tokens equal that RLP run's budget
     (``job.match``: ``flop``, ``token`` or ``compute``); otherwise ``job.steps``. Writes ``final/`` and
-    ``cpt_summary.json`` into ``job.out``.
+    ``cpt_summary.json`` into ``job.out``. Joins the process group ``torchrun`` / ``accelerate launch``
+    describes, if any (each rank trains on its share of each step's windows, the engine's DDP or FSDP2).
 
     Args:
         job: the settings (every field is a flag of ``ponder cpt``).
@@ -147,8 +148,10 @@ def run_cpt(job: CPTJob, resume: bool = True, progress: bool = True, allow_confi
     Returns:
         The summary: steps, trained tokens and, when matched, the budget.
     """
-    with open_run(job.out, "cpt", job, resume, allow_config_change) as out:
-        lm = load_model(job.model, device=job.device)
+    # Under torchrun / accelerate launch: join the group first so each GPU rank loads onto its own device.
+    rank, world = distributed.init_from_env()
+    with open_run(job.out, "cpt", job, resume, allow_config_change, rank) as out:
+        lm = load_model(job.model, device=distributed.rank_device(job.device, world))
         source = _source(job)
         steps, plan = cpt_steps(job, lm.model, lm.tokenizer, (text for text, _ in source.stream()))
         cfg = NextTokenConfig(**{**job.model_dump(include=set(NextTokenConfig.model_fields)), "steps": steps})
@@ -164,5 +167,6 @@ def run_cpt(job: CPTJob, resume: bool = True, progress: bool = True, allow_confi
             token_budget=plan["budget_tokens"] if plan else None,
         )
         summary.update({"match": job.match if job.match_run else None, **(plan or {"budget_tokens": None})})
-        write_json_file(out / "cpt_summary.json", summary)
+        if rank == 0:
+            write_json_file(out / "cpt_summary.json", summary)
     return summary

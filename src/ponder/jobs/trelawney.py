@@ -25,6 +25,7 @@ from ponder.data.trelawney import (
 from ponder.errors import ConfigError
 from ponder.eval.accuracy import evaluate
 from ponder.lm.tiny import TinyArch, build_char_tokenizer, build_tiny_model
+from ponder.train import distributed
 from ponder.train.next_token import NextTokenConfig, train_next_token
 from ponder.train.rundir import open_run, write_json_file
 
@@ -56,11 +57,12 @@ def run_trelawney(
             f"task {job.task!r} is not generated; use a synthetic task whose problems name a goal (paths)"
         )
     meta_goal(task.problems(1, seed=job.seed, split="test")[0])  # fails before training if the task has no goals
-    with open_run(job.out, "trelawney", job, resume, allow_config_change) as out:
-        return _train_and_measure(job, task, out, resume, progress)
+    rank, _ = distributed.init_from_env()  # under torchrun: rank 0 holds the run directory, every rank trains
+    with open_run(job.out, "trelawney", job, resume, allow_config_change, rank) as out:
+        return _train_and_measure(job, task, out, resume, progress, rank)
 
 
-def _train_and_measure(job: TrelawneyJob, task, out: Path, resume: bool, progress: bool) -> dict:
+def _train_and_measure(job: TrelawneyJob, task, out: Path, resume: bool, progress: bool, rank: int = 0) -> dict:
     tokenizer = build_char_tokenizer()
     model = build_tiny_model(tokenizer, job.arch, seed=job.seed)
     ensure_lookahead_tokens(model, tokenizer)
@@ -75,7 +77,8 @@ def _train_and_measure(job: TrelawneyJob, task, out: Path, resume: bool, progres
         description="ponder trelawney",
     )
     summary.update(evaluate_goal_use(model, tokenizer, task, job.eval_n, job.seed, progress=progress))
-    write_json_file(out / "trelawney_summary.json", summary)
+    if rank == 0:
+        write_json_file(out / "trelawney_summary.json", summary)
     return summary
 
 

@@ -37,6 +37,7 @@ from ponder.eval.accuracy import evaluate
 from ponder.lm.load import load_hf_dir
 from ponder.lm.tiny import TinyArch, build_char_tokenizer, build_tiny_model
 from ponder.progress import console
+from ponder.train import distributed
 from ponder.train.next_token import NextTokenConfig, train_next_token
 from ponder.train.reproducible import TRAINING_THREADS, fixed_threads, weights_fingerprint
 from ponder.train.run_config import SettingsMismatchError
@@ -45,8 +46,20 @@ from ponder.train.trackers import TrackingSettings
 
 #: Recipe fields added after caches existed: left out of the fingerprint at their default.
 _LATER_FIELDS = ("lazy_thoughts", "init", "threads")
-#: The same for fields of the training settings (``micro_batch``: None trains the whole batch at once, as before).
-_LATER_TRAIN_FIELDS = ("micro_batch",)
+#: The same for fields of the training settings (``micro_batch``: None trains the whole batch at once, as before;
+#: the engine's settings, which next-token training shares since it runs on the engine: none changes the weights
+#: at its default).
+_LATER_TRAIN_FIELDS = (
+    "micro_batch",
+    "gradient_checkpointing",
+    "lora_rank",
+    "lora_alpha",
+    "lora_dropout",
+    "lora_target_modules",
+    "lora_save_merged",
+    "keep_checkpoints",
+    "data_parallel",
+)
 
 #: ``init`` value naming the default tiny base (the cached ``BaseJob()``): its model name.
 INIT_DEFAULT_TINY = TINY = "tiny"
@@ -138,11 +151,12 @@ def run_base(
 ) -> dict:
     """Train, save ``out_dir/final`` and measure think / no-think accuracy on held-out problems."""
 
-    with open_run(out_dir, "base", job, resume, allow_config_change) as out, fixed_threads(job.threads):
-        return _train_base(job, out, resume, progress)
+    rank, _ = distributed.init_from_env()  # under torchrun: rank 0 holds the run directory, every rank trains
+    with open_run(out_dir, "base", job, resume, allow_config_change, rank) as out, fixed_threads(job.threads):
+        return _train_base(job, out, resume, progress, rank)
 
 
-def _train_base(job: BaseJob, out_dir: Path, resume: bool, progress: bool) -> dict:
+def _train_base(job: BaseJob, out_dir: Path, resume: bool, progress: bool, rank: int = 0) -> dict:
 
     task = get_task(job.task)
     if job.init is None:
@@ -185,7 +199,8 @@ def _train_base(job: BaseJob, out_dir: Path, resume: bool, progress: bool) -> di
     summary["weights_fingerprint"] = weights_fingerprint(model)
     summary["threads"] = job.threads
     summary["eval"] = result.to_json()
-    write_json_file(out_dir / "base_summary.json", summary)
+    if rank == 0:
+        write_json_file(out_dir / "base_summary.json", summary)
     return summary
 
 

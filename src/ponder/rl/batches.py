@@ -8,8 +8,8 @@ log-probs and entropies where either mask is set, the actions at the policy temp
 targets at temperature 1 (a text likelihood), without ever computing the batch's full logits
 (:class:`ponder.lm.logprobs.TokenScorer`).
 
-Both layouts satisfy one contract, :class:`TrainBatch`, which is what the engine
-(:class:`~ponder.rl.engine.StepBatch`) and the micro-batching (:mod:`ponder.rl.micro`) read; a
+Both layouts satisfy one contract, :class:`~ponder.train.batch.TrainBatch`, which is what the engine
+(:class:`~ponder.train.engine.StepBatch`) and the micro-batching (:mod:`ponder.train.micro`) read; a
 layout is a choice of how the forward runs, never of what the loss sees. Two layouts, the same numbers:
 
 * :class:`PaddedBatch`: one right-padded row per sequence (GRPO completions; RLP's fallback for
@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -36,43 +35,6 @@ from ponder.lm.padding import pad_ids, position_ids_from_mask, used_width
 from ponder.lm.thinking import Thoughts
 
 LOG = logging.getLogger(__name__)
-
-
-@runtime_checkable
-class TrainBatch(Protocol):
-    """The one batch contract: ``N`` rows of token ids with per-token masks and behaviour log-probs.
-
-    Every ``[N, L]`` tensor is in the layout's own column coordinates (``L``: the layout's row
-    width); :meth:`scores` returns log-probs in the same coordinates, so a loss reads a batch
-    without knowing its layout. ``loss_mask [N, L]`` bool: the policy's actions;
-    ``target_mask [N, L]`` bool: tokens scored but not trained (RLP's reward tokens);
-    ``behaviour_logp [N, L]`` fp32: the sampler's log-prob of each action (0 elsewhere);
-    ``num_tokens``: tokens the forward computes (padding excluded, a shared prefix once).
-    """
-
-    layout: str
-    loss_mask: Tensor
-    target_mask: Tensor
-    behaviour_logp: Tensor
-
-    @property
-    def num_tokens(self) -> int: ...
-
-    def __len__(self) -> int:
-        """``N``: the rows (sequences) of the batch."""
-        ...
-
-    def sequence(self, row: int) -> list[int]:
-        """Row ``row``'s whole token ids as the model reads them (a shared prefix included), padding excluded."""
-        ...
-
-    def select(self, rows: Tensor) -> TrainBatch:
-        """Rows ``rows`` as a batch of the same layout (a micro-batch; the same numbers per row)."""
-        ...
-
-    def scores(self, model, inv_temperature: float = 1.0) -> tuple[Tensor, Tensor]:
-        """``(logp, entropy) [N, L]``: actions at ``inv_temperature``, targets at 1, 0 elsewhere. Differentiable."""
-        ...
 
 
 @dataclass

@@ -20,7 +20,7 @@ the cost of a rounding noise of at most one bf16 unit per weight (``bench/ema_dt
 both). The rounding's random bits are drawn from a generator keyed by the update's index, so a
 resumed run repeats them.
 
-Sharded (FSDP2, :mod:`ponder.rl.sharding`), teacher and policy are DTensors sharded alike, and
+Sharded (FSDP2, :mod:`ponder.train.sharding`), teacher and policy are DTensors sharded alike, and
 the update, elementwise, runs on each rank's local shards.
 """
 

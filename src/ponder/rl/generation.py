@@ -44,7 +44,7 @@ def sampling_of(cfg, logprob_temperature: float | None, think: bool = True) -> S
     """The one :class:`Sampling` of a recipe's settings ``cfg`` (fields it lacks keep their defaults).
 
     ``cfg.sample_batch_size`` bounds the prompts (positions) per decode batch; ``logprob_temperature``
-    is the engine's (:attr:`~ponder.rl.engine.Engine.sampler_logprob_temperature`).
+    is the engine's (:attr:`~ponder.train.engine.Engine.sampler_logprob_temperature`).
     """
     budgets = {k: getattr(cfg, k) for k in ("max_thought_tokens", "max_answer_tokens") if hasattr(cfg, k)}
     return Sampling(
@@ -108,7 +108,7 @@ class TransformersBackend:
 def sampler_of(cfg, model, tokenizer, fmt: ThoughtFormat, engine) -> tuple[Sampling, GenerationBackend]:
     """A recipe's :class:`Sampling` (from its settings ``cfg``) and the backend ``cfg.generation_backend`` names.
 
-    ``engine``: the :class:`~ponder.rl.engine.Engine` (its log-prob temperature is the sampler's).
+    ``engine``: the :class:`~ponder.train.engine.Engine` (its log-prob temperature is the sampler's).
     """
     sampling = sampling_of(cfg, engine.sampler_logprob_temperature)
     return sampling, make_backend(cfg.generation_backend, model, tokenizer, fmt, sampling.logprob_temperature)

@@ -38,17 +38,17 @@ from ponder.errors import TaskError
 from ponder.lm.padding import pad_id_of
 from ponder.lm.thinking import Completions, ThinkSettings, ThoughtFormat
 from ponder.rewards import REWARDS, combine, parse_reward_spec
-from ponder.rl import distributed
 from ponder.rl.advantages import group_advantages, hicra_advantages
 from ponder.rl.batches import PaddedBatch, padded_batch
 from ponder.rl.ema import EMATeacher
-from ponder.rl.engine import Engine, EngineSettings, Recipe, StepBatch, prepare_model
 from ponder.rl.formats import format_shares
 from ponder.rl.generation import SamplerSettings, sampler_of
 from ponder.rl.hicra import phrase_pattern, planning_token_mask
-from ponder.rl.losses import Reduce, Term, kl_penalty
 from ponder.rl.positions import keyed_generators
 from ponder.rl.prompts import PromptPool
+from ponder.train import distributed
+from ponder.train.engine import Engine, EngineSettings, Recipe, StepBatch, prepare_model
+from ponder.train.losses import Reduce, Term, kl_penalty
 
 #: Rewards that read the reference answers: with one of them the hard-prompt filter may use labels too.
 LABEL_REWARDS = frozenset({"verifiable", "answer_likelihood"})
@@ -103,7 +103,6 @@ class GRPOConfig(EngineSettings, ThinkSettings, SamplerSettings):
         True, description="set aside prompts with pass rate 0 over the group (needs a label-using reward)"
     )
     sample_batch_size: int | None = Field(None, ge=1, description="prompts sampled and scored together (memory bound)")
-    save_every: int = Field(50, ge=1, description="checkpoint every N steps (and at the end)")
 
     @field_validator("group_size")
     @classmethod

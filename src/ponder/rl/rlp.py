@@ -29,14 +29,14 @@ from ponder.lm.thinking import ThoughtFormat
 from ponder.rl.advantages import group_advantages, rlp_reward, valid_groups
 from ponder.rl.batches import target_logprob_sums
 from ponder.rl.ema import EMATeacher
-from ponder.rl.engine import Engine, EngineSettings, Recipe, StepBatch, prepare_model
 from ponder.rl.generation import SamplerSettings, sampler_of
-from ponder.rl.losses import Term, kl_penalty, next_token_loss
-from ponder.rl.micro import part_rows, scores_in_parts
 from ponder.rl.positions import ANSWER, OTHER, Doc, keyed_generators
 from ponder.rl.rollout import POSITION_WEIGHTINGS, Rollout, baseline_pass, make_rollout
 from ponder.train.checkpoint_checks import checkpoint_step, require_count
 from ponder.train.compute import model_size, rollout_compute
+from ponder.train.engine import Engine, EngineSettings, Recipe, StepBatch, prepare_model
+from ponder.train.losses import Term, kl_penalty, next_token_loss
+from ponder.train.micro import part_rows, scores_in_parts
 
 EMA_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 

@@ -22,8 +22,9 @@ from torch import Tensor
 from ponder.lm.logprobs import TokenScorer
 from ponder.lm.padding import model_device, pad_id_of, pad_ids, position_ids_from_mask
 from ponder.lm.thinking import Sampling, ThoughtFormat, Thoughts
-from ponder.rl.batches import TrainBatch, resolve_layout, rlp_padded_batch, rlp_tree_batch
+from ponder.rl.batches import resolve_layout, rlp_padded_batch, rlp_tree_batch
 from ponder.rl.positions import Doc, choose_positions
+from ponder.train.batch import TrainBatch
 
 POSITION_WEIGHTINGS = ("uniform", "ema_loss", "ema_entropy", "think_prob")
 

@@ -387,7 +387,7 @@ def restore_checkpoint(
     global RNGs are restored in place; returns the saved state for the trainer's own fields.
 
     ``load_weights(model, ckpt)`` and ``load_optimizer(optimizer, saved)`` replace the plain loaders
-    (``load_weights_into``, ``optimizer.load_state_dict``) for a sharded model (:mod:`ponder.rl.sharding`).
+    (``load_weights_into``, ``optimizer.load_state_dict``) for a sharded model (:mod:`ponder.train.sharding`).
 
     The optimizer's hyperparameters (lr, weight decay, betas...) stay the ones it was built with:
     the checkpoint restores its moments and step counts, not the settings, so a run resumed with

@@ -4,7 +4,7 @@ Three parts, each following ponder's implementation (not an idealised trainer):
 
 * :func:`held_state` -- what lives across steps: weights, AdamW moments, the EMA teacher, and the
   gradients a step adds; full fine-tuning or LoRA adapters; one replica (DDP) or FSDP2 over ``N``
-  ranks, *at rest* and *during a step* (``ponder.rl.sharding`` gathers the whole policy and the
+  ranks, *at rest* and *during a step* (``ponder.train.sharding`` gathers the whole policy and the
   whole teacher once per step, so during a step a rank holds full weights and full gradients).
 * :func:`activation_bytes` -- the training pass of one micro-batch of RLP (``m`` positions, each
   with ``G`` thoughts), forward and backward: what autograd stores per layer per token (counted

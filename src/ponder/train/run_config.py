@@ -22,7 +22,18 @@ from ponder.errors import PonderError
 
 #: Settings whose change does not alter what a run computes: extending it, logging, where it runs.
 MAY_CHANGE = frozenset(
-    {"steps", "save_every", "log_every", "eval_n", "out", "device", "match_run", "match", "data_parallel"}
+    {
+        "steps",
+        "save_every",
+        "keep_checkpoints",
+        "log_every",
+        "eval_n",
+        "out",
+        "device",
+        "match_run",
+        "match",
+        "data_parallel",
+    }
 )
 
 

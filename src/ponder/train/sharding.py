@@ -50,8 +50,8 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 
-from ponder.rl.distributed import Run
 from ponder.train.checkpoint import load_weights_into
+from ponder.train.distributed import Run
 
 #: Gathered onto rank 0, in CPU memory: what a checkpoint writes.
 GATHER = StateDictOptions(full_state_dict=True, cpu_offload=True)
@@ -62,7 +62,7 @@ SCATTER = StateDictOptions(full_state_dict=True, strict=False)
 class ShardedRun:
     """The FSDP2 units of a run: ``run(fn)`` computes ``fn(model)`` through the policy's unit.
 
-    The policy's unit is a :class:`~ponder.rl.distributed.Run` around the model (FSDP's hooks fire
+    The policy's unit is a :class:`~ponder.train.distributed.Run` around the model (FSDP's hooks fire
     on its forward, so ``fn`` may call the model's parts directly); each extra model gets its own
     ``Run`` unit when :meth:`adopt` first sees it. The model stays an ordinary ``PreTrainedModel``
     (its class, its ``save_pretrained``).

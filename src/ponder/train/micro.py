@@ -7,7 +7,7 @@ backward, so a step's activation memory is one part's, whatever ``--docs-per-ste
 
 The accumulated gradient equals the one-pass gradient because each part's loss terms are sums
 over their units (sequences, action tokens, ...) divided by the unit's count over the whole step
-(:class:`~ponder.rl.losses.Term`, :meth:`~ponder.rl.engine.Engine.global_counts`); a
+(:class:`~ponder.train.losses.Term`, :meth:`~ponder.train.engine.Engine.global_counts`); a
 ``constant`` part keeps the whole batch's ``max_len``.
 
 Shapes: ``N`` sequences of the step, ``L`` columns; a part has ``n <= N`` rows and ``l <= L``
@@ -22,7 +22,7 @@ from dataclasses import replace
 import torch
 from torch import Tensor
 
-from ponder.rl.batches import TrainBatch
+from ponder.train.batch import TrainBatch
 
 
 def part_rows(num_rows: int, rows: int | None) -> list[Tensor]:
@@ -32,7 +32,7 @@ def part_rows(num_rows: int, rows: int | None) -> list[Tensor]:
 
 
 def split_step(sb, rows: int | None) -> list:
-    """The parts of a :class:`~ponder.rl.engine.StepBatch`, each a StepBatch of its rows.
+    """The parts of a :class:`~ponder.train.engine.StepBatch`, each a StepBatch of its rows.
 
     Each part carries ``sequence_share`` (``n / N``) and ``part`` (its index). Per-token advantages
     ``[N, L]`` are cut like the batch.

@@ -19,7 +19,7 @@ from typing import Literal
 import torch
 
 #: How the clipped surrogate reduces over a batch: the one definition, used by the engine
-#: (:class:`~ponder.rl.engine.StepBatch`), the recipes and GRPO's ``--loss-reduce``. ``rlp``: mean over
+#: (:class:`~ponder.train.engine.StepBatch`), the recipes and GRPO's ``--loss-reduce``. ``rlp``: mean over
 #: sequences of per-token means (RLP, GRPO); ``token``: mean over all action tokens (DAPO);
 #: ``constant``: token sum over sequences times a constant budget (Dr. GRPO).
 Reduce = Literal["rlp", "token", "constant"]

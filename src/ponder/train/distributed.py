@@ -4,7 +4,7 @@
 trainer calls :func:`init_from_env` and runs single-process when ``WORLD_SIZE`` is absent or 1.
 Each rank takes its share of a step's documents; gradients are averaged by
 ``DistributedDataParallel`` (mode ``ddp``) or reduce-scattered by FSDP2 (mode ``fsdp``,
-:mod:`ponder.rl.sharding`), and the loss is scaled so the average equals the single-process
+:mod:`ponder.train.sharding`), and the loss is scaled so the average equals the single-process
 loss over the whole global batch.
 """
 

@@ -1,12 +1,14 @@
-"""One trainer engine for every policy-gradient recipe: RLP, GRPO and TTRL are recipes on it.
+"""One training loop for every job that trains: RLP, GRPO, TTRL and next-token training are recipes on it.
 
 The engine owns what the recipes share: the optimizer and its schedule, data parallelism
-(``torchrun`` / ``accelerate launch``: DDP through :mod:`ponder.rl.distributed`, or FSDP2 sharding
-through :mod:`ponder.rl.sharding`), the PPO-epoch
+(``torchrun`` / ``accelerate launch``: DDP through :mod:`ponder.train.distributed`, or FSDP2 sharding
+through :mod:`ponder.train.sharding`), the PPO-epoch
 update with the clipped surrogate, the non-finite guard, the behaviour policy and its importance
 correction, metrics, progress, checkpoints and resume. A recipe (:class:`Recipe`) turns one step's
 data into a :class:`StepBatch` (sequences, action masks, behaviour log-probs, advantages) and may
-add loss terms or hooks (the EMA teacher).
+add loss terms or hooks (the EMA teacher). A recipe with ``update = "terms"`` (next-token training,
+:mod:`ponder.train.next_token`) skips the PPO update: its own loss terms are accumulated over the
+micro-batches and ranks the same way, one optimizer step per step.
 
 The behaviour policy: ``logp_old`` is what the sampler reported for each action (its own
 forward, or an external engine's), so the ratio of the first PPO epoch is 1 up to the float
@@ -20,7 +22,7 @@ Data parallelism: each rank trains on its share of the step's sequences (recipes
 randomness per item, keyed by seed, step and global index, so the shares do not depend on the
 number of ranks), and counters are summed over ranks in the summary.
 
-Every loss term declares what it averages over (a :class:`~ponder.rl.losses.Term`: a sum over
+Every loss term declares what it averages over (a :class:`~ponder.train.losses.Term`: a sum over
 sequences, action tokens, reward tokens or text tokens). Once per step the engine all-reduces the
 count of each unit over every rank's share, and each part of each rank contributes
 ``total / global count``, times the world size (the gradient average of DDP's all-reduce or
@@ -44,10 +46,8 @@ from torch import Tensor
 from ponder.errors import PonderError
 from ponder.lm import adapters, hf_compat
 from ponder.progress import make_progress
-from ponder.rl import distributed, sharding
-from ponder.rl.batches import TrainBatch
-from ponder.rl.losses import SURROGATE_UNIT, UNITS, Reduce, Term, clipped_surrogate, masked_mean
-from ponder.rl.micro import WeightedMeans, split_step
+from ponder.train import distributed, sharding
+from ponder.train.batch import TrainBatch
 from ponder.train.checkpoint import (
     latest_checkpoint,
     load_weights_into,
@@ -55,26 +55,21 @@ from ponder.train.checkpoint import (
     save_checkpoint,
     save_final,
 )
+from ponder.train.checkpoint_checks import CheckpointError
 from ponder.train.guard import step_if_finite
+from ponder.train.losses import SURROGATE_UNIT, UNITS, Reduce, Term, clipped_surrogate, masked_mean
 from ponder.train.metrics import MetricsLogger
-from ponder.train.optim import PolicyUpdateSettings, adamw_constant_after_warmup
+from ponder.train.micro import WeightedMeans, split_step
+from ponder.train.optim import OptimizerSettings, PolicyUpdateSettings, adamw_constant_after_warmup
 from ponder.train.rundir import begin_run
 
 
-class EngineSettings(PolicyUpdateSettings):
-    """Settings every recipe on the engine has (recipes override defaults where they differ)."""
+class TrainSettings(OptimizerSettings):
+    """Settings every recipe on the engine has, next-token training included (recipes override defaults where
+    they differ)."""
 
     steps: int = Field(100, ge=1, description="optimizer steps")
     lr: float = Field(1e-6, gt=0, description="learning rate (AdamW, constant after warmup)")
-    logprob_temperature: Literal["sampling", "one"] = Field(
-        "sampling",
-        description="policy log-probs at the sampling temperature (the distribution thoughts are drawn from; TRL's convention) or at 1",
-    )
-    tis_cap: float | None = Field(
-        None,
-        gt=1,
-        description="truncated importance sampling of the sampler/trainer mismatch with this cap (off: none)",
-    )
     seed: int = Field(0, description="seed of the data draw and of sampling")
     micro_batch: int | None = Field(
         None,
@@ -104,7 +99,18 @@ class EngineSettings(PolicyUpdateSettings):
         False,
         description="with LoRA: also save final/merged, the model with the adapter merged in (an ordinary HF model)",
     )
-    save_every: int = Field(50, ge=1, description="checkpoint every N steps (and at the end)")
+    save_every: int = Field(
+        50,
+        ge=1,
+        description="resumable checkpoint every N steps, and at the end of a run of at least N steps "
+        "(a shorter run writes only final/, the weights)",
+    )
+    keep_checkpoints: int = Field(
+        1,
+        ge=1,
+        description="resumable step checkpoints kept (the newest; older ones are deleted once a newer one is "
+        "written); each holds the optimizer state, about 3x the weights",
+    )
     log_every: int = Field(1, ge=1, description="write metrics every N steps")
     data_parallel: Literal["ddp", "fsdp"] = Field(
         "ddp",
@@ -114,19 +120,33 @@ class EngineSettings(PolicyUpdateSettings):
     )
 
 
+class EngineSettings(TrainSettings, PolicyUpdateSettings):
+    """Settings of the policy-gradient recipes (RLP, GRPO, TTRL): the clipped surrogate's and the behaviour policy's."""
+
+    logprob_temperature: Literal["sampling", "one"] = Field(
+        "sampling",
+        description="policy log-probs at the sampling temperature (the distribution thoughts are drawn from; TRL's convention) or at 1",
+    )
+    tis_cap: float | None = Field(
+        None,
+        gt=1,
+        description="truncated importance sampling of the sampler/trainer mismatch with this cap (off: none)",
+    )
+
+
 @dataclass
 class StepBatch:
     """One rank's share of a step, ready for the policy update.
 
-    ``batch``: any layout of the one batch contract (:class:`~ponder.rl.batches.TrainBatch`: a
+    ``batch``: any layout of the one batch contract (:class:`~ponder.train.batch.TrainBatch`: a
     :class:`~ponder.rl.batches.PaddedBatch` or :class:`~ponder.rl.batches.TreeBatch`), or None
     when this rank has nothing to train on; ``advantages`` ``[N]``
     (one per sequence) or ``[N, L]`` (per token, e.g. HICRA); ``first``: ``(logp, entropy)`` of a
     forward already run with gradients (reused by the first epoch). ``reduce`` and ``max_len``
-    select the surrogate's reduction (:func:`~ponder.rl.losses.clipped_surrogate`). ``counts``: this
+    select the surrogate's reduction (:func:`~ponder.train.losses.clipped_surrogate`). ``counts``: this
     rank's count of each unit its recipe's extra terms average over beyond ``sequences`` and
     ``tokens``, which the engine counts itself (e.g. RLP's ``targets``). A micro-batch of a step
-    (:mod:`ponder.rl.micro`) has ``sequence_share`` (its fraction of the rank's sequences, a
+    (:mod:`ponder.train.micro`) has ``sequence_share`` (its fraction of the rank's sequences, a
     weight of its statistics) and ``part`` (its index).
     """
 
@@ -162,6 +182,11 @@ class Recipe:
     work_name = "sequences"  # the unit of work a rank does (a counter it keeps), reported per rank in the summary
     settings: EngineSettings
     temperature: float = 1.0  # the policy's sampling temperature
+    description: str | None = None  # the progress bar's label (default: "ponder <name>")
+    progress_metric = "reward_mean"  # the metric the progress bar shows
+    #: ``surrogate``: the PPO update (clipped surrogate, epochs, behaviour policy) plus :meth:`extra_loss`;
+    #: ``terms``: the recipe's own loss terms (:meth:`loss_terms`), one optimizer step per step (next-token training).
+    update: Literal["surrogate", "terms"] = "surrogate"
 
     def __init__(self):
         self.counters: dict[str, float] = {}  # this rank's counts, summed over ranks in the summary
@@ -177,6 +202,24 @@ class Recipe:
         (``reduction="sum"``), weight included; the engine divides by the unit's global count.
         """
         return [], {}
+
+    def loss_terms(self, engine: Engine, part: StepBatch) -> tuple[list[Term], dict]:
+        """With ``update = "terms"``: a part's loss terms (sums over their units, run through ``engine.run``)
+        and statistics."""
+        raise NotImplementedError
+
+    def optimizer(self, model) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+        """``(optimizer, scheduler)`` over ``model``'s trainable parameters: AdamW, constant lr after warmup."""
+        s = self.settings
+        return adamw_constant_after_warmup(model, s.lr, s.weight_decay, s.warmup_steps)
+
+    def eval_due(self, step: int, last: bool) -> bool:
+        """Whether :meth:`evaluate` runs after ``step`` (identical on every rank)."""
+        return False
+
+    def evaluate(self, engine: Engine) -> dict:
+        """Metrics logged with the step (every rank calls it, on the whole model)."""
+        return {}
 
     def micro_rows(self) -> int | None:
         """Sequences per forward/backward of the training pass (None: the whole step)."""
@@ -239,7 +282,7 @@ class Engine:
         self.rank, self.world = distributed.init_from_env()
         if self.cfg.gradient_checkpointing and not hf_compat.enable_activation_checkpointing(model):
             raise PonderError(f"{type(model).__name__} has no activation checkpointing: drop --gradient-checkpointing")
-        self.sharded = None  # the FSDP2 units (ponder.rl.sharding) in fsdp mode on more than one rank
+        self.sharded = None  # the FSDP2 units (ponder.train.sharding) in fsdp mode on more than one rank
         if self.world > 1 and distributed.parallel_mode(self.cfg.data_parallel) == "fsdp":
             if adapters.is_adapted(model):
                 # Not built: the EMA adapter lives inside the policy's unit. Adapters are small: DDP replicates them cheaply.
@@ -247,9 +290,7 @@ class Engine:
             self.sharded = self.run = sharding.ShardedRun(model, self.world)
         else:
             self.run = distributed.wrap(model, self.world)  # run(fn) = fn(model), through DDP when data-parallel
-        self.optimizer, self.scheduler = adamw_constant_after_warmup(
-            model, self.cfg.lr, self.cfg.weight_decay, self.cfg.warmup_steps
-        )
+        self.optimizer, self.scheduler = recipe.optimizer(model)
         if self.sharded is not None:
             self.sharded.gather()  # outside train() the model is an ordinary full model on every rank
         self.step = 0
@@ -259,6 +300,7 @@ class Engine:
         self._stepped = False  # an optimizer step was taken in the current training step
         self.saved_totals: dict[str, float] = {}  # recipe counters summed over ranks, as of the resumed checkpoint
         self.work_per_rank: list[float] = []
+        self.last_metrics: dict = {}  # the metrics of the last step trained by train()
 
     # ------------------------------------------------------------------ temperatures
     @property
@@ -334,6 +376,8 @@ class Engine:
 
     def _update(self, sb: StepBatch) -> dict:
         """PPO epochs over the step; each epoch accumulates the gradients of the step's micro-batches, then steps once."""
+        if self.recipe.update == "terms":
+            return self._terms_update(sb)
         cfg = self.cfg
         counts = self.global_counts(sb)
         parts = split_step(sb, self.recipe.micro_rows())
@@ -396,6 +440,34 @@ class Engine:
             self._after_optimizer_step()
         return stats
 
+    def _terms_update(self, sb: StepBatch) -> dict:
+        """One optimizer step on the recipe's own terms, accumulated over the step's micro-batches.
+
+        Each term of each part is divided by its unit's count over the whole step (every rank), as
+        in the surrogate update; the logged ``loss`` is summed over ranks: the whole step's loss.
+        """
+        counts = self.global_counts(sb)
+        parts = split_step(sb, self.recipe.micro_rows())
+        if self.cfg.gradient_checkpointing:
+            self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        total, stats = None, WeightedMeans()
+        for i, part in enumerate(parts):
+            with self._sync(last=i == len(parts) - 1):
+                terms, part_stats = self.recipe.loss_terms(self, part)
+                loss = self._weighted(terms, counts)
+                (loss * self.world).backward()  # the gradient average over ranks divides by world
+            total = loss.detach() if total is None else total + loss.detach()
+            stats.add(part_stats, part.sequence_share)
+        stepped, grad_norm = self._step(total)
+        whole = distributed.all_sum([float(total)], self.world, self.device)[0]
+        out = {"loss": whole, "grad_norm": grad_norm, "micro_batches": len(parts), **stats.means()}
+        if stepped:
+            self._after_optimizer_step()
+        else:
+            out["skipped"] = 1
+        return out
+
     def _sync(self, last: bool):
         """Data-parallel: gradients are all-reduced (reduce-scattered) in the backward of a step's last micro-batch only."""
         if self.sharded is not None:
@@ -419,9 +491,12 @@ class Engine:
         pad = self.tokenizer.pad_token_id or 0
         ids = torch.full((1, 2), pad, dtype=torch.long, device=self.device)
         self.global_counts(None)  # pairs with the other ranks' count all-reduce
-        for _ in range(self.cfg.ppo_epochs):
+        for _ in range(getattr(self.cfg, "ppo_epochs", 1)):
             out = self.run(lambda m: m(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).logits)
-            if not self._optimizer_step(out.float().sum() * 0)[0]:
+            stepped = self._optimizer_step(out.float().sum() * 0)[0]
+            if self.recipe.update == "terms":
+                distributed.all_sum([0.0], self.world, self.device)  # pairs with the loss's sum over ranks
+            if not stepped:
                 break  # another rank's step was not finite: skip with it
             self._after_optimizer_step()
         return {"idle_rank": 1}
@@ -493,7 +568,15 @@ class Engine:
         }
         path = None
         if self.rank == 0:
-            path = save_checkpoint(self.run_dir, self.step, model, self.tokenizer, state, extra_models=extras)
+            path = save_checkpoint(
+                self.run_dir,
+                self.step,
+                model,
+                self.tokenizer,
+                state,
+                extra_models=extras,
+                keep_last=self.cfg.keep_checkpoints,
+            )
         distributed.barrier(self.world)
         return path
 
@@ -510,6 +593,11 @@ class Engine:
             load_weights=self.sharded.load_weights if sharded else load_weights_into,
             load_optimizer=lambda opt, saved: sharding.load_optimizer_state(self.model, opt, saved, sharded),
         )
+        if not isinstance(state.get("counters"), dict) or not isinstance(state.get("recipe"), dict):
+            raise CheckpointError(
+                f"{ckpt} was written by another trainer (the next-token loop of an older ponder); "
+                "rerun with --no-resume to start over"
+            )
         # A checkpoint is only written once a step has trained; older ones lack the count: take every step as trained.
         self.step, self.counters = state["step"], {"steps_trained": state["step"], **state["counters"]}
         # Totals are global: rank 0 carries them on, the others start from zero so sums stay right.
@@ -524,7 +612,8 @@ class Engine:
 
     # ------------------------------------------------------------------ loop
     def train(self, resume: bool = False, progress: bool = True) -> dict:
-        """Run to ``settings.steps``; the last step is always logged and checkpointed. Returns the summary.
+        """Run to ``settings.steps``; the last step is always logged, and checkpointed in a run of at least
+        ``save_every`` steps (a shorter run writes only ``final/``: no optimizer state unless asked). Returns the summary.
 
         A run in which no step trained (``summary["trained_nothing"]``) writes no checkpoint and no final model.
         """
@@ -536,18 +625,23 @@ class Engine:
         progress = progress and self.rank == 0
         resume_step = self.step if resumed else None
         logger = MetricsLogger(self.run_dir, resume_step, **self.cfg.tracking()) if self.rank == 0 else None
-        start, cfg, name = time.time(), self.cfg, self.recipe.name
+        start, cfg, label = time.time(), self.cfg, self.recipe.description or f"ponder {self.recipe.name}"
         with make_progress(progress) as bar:
-            task = bar.add_task(f"ponder {name}", total=cfg.steps, completed=self.step)
+            task = bar.add_task(label, total=cfg.steps, completed=self.step)
             while self.step < cfg.steps:
                 metrics = self.train_step()
                 last = self.step == cfg.steps
+                if self.recipe.eval_due(self.step, last):
+                    with self.sharded.step() if self.sharded is not None else contextlib.nullcontext():
+                        metrics.update(self.recipe.evaluate(self))
+                self.last_metrics = metrics
                 if logger is not None and (self.step % cfg.log_every == 0 or last):
                     logger.log(self.step, metrics)
-                reward = metrics.get("reward_mean", math.nan)
-                bar.update(task, completed=self.step, description=f"ponder {name} reward={reward:+.3f}")
-                if self.step % cfg.save_every == 0 or last:
-                    self.save()
+                shown = self.recipe.progress_metric
+                value = metrics.get(shown, math.nan)
+                bar.update(task, completed=self.step, description=f"{label} {shown.removesuffix('_mean')}={value:+.3f}")
+                if self.step % cfg.save_every == 0 or (last and self.step >= cfg.save_every):
+                    self.save()  # a run shorter than save_every: no optimizer state written, final/ only
         seconds = time.time() - start
         if logger is not None:
             logger.close()
