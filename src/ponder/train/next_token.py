@@ -260,6 +260,8 @@ class NextTokenRecipe(Recipe):
             "tokens_per_s": self._tokens_this_run / max(time.time() - self._started, 1e-9),
         }
         self.model.train()
+        # No advantages here: zeros keep the engine's finiteness check on them neutral (a non-finite loss or
+        # gradient is still caught by the optimizer step's guard).
         if not mine:
             return StepBatch(None, torch.zeros(0), metrics)
         ids, mask, labels = collate_windows(
