@@ -45,9 +45,20 @@ DEFAULT_METHODS = ("mppi", "gradient", "random", "hill", "evolution", *DSPY)
 
 
 def load_cells(path: str | None) -> list[dict]:
+    """The finished cells a previous run wrote to ``path``, as :func:`run_cell` returns them."""
     if not path or not Path(path).is_file():
         return []
-    return json.loads(Path(path).read_text()).get("cells", [])
+    cells = json.loads(Path(path).read_text()).get("cells", [])
+    # The file stores a cell under the issue's names; summarize() reads a run's own.
+    return [
+        {
+            **c,
+            "best_heldout_accuracy": c.get("best_heldout_accuracy", c.get("final_heldout_accuracy")),
+            "calls": c.get("calls", c.get("calls_used")),
+            "evaluations": c.get("evaluations"),
+        }
+        for c in cells
+    ]
 
 
 def run_cell(lm, task: str, seed: int, method: str, a, settings, vocab) -> dict:
@@ -100,6 +111,7 @@ def payload(cells: list[dict], budget: int, baselines) -> dict:
                     "calls_to_target": reach.get(m),
                     "final_heldout_accuracy": c["best_heldout_accuracy"] or 0.0,
                     "calls_used": c["calls"],
+                    "evaluations": c.get("evaluations"),
                     "tokens": c.get("tokens"),
                     "generated_tokens": c.get("generated_tokens"),
                     "seconds": c["seconds"],

@@ -186,6 +186,16 @@ def test_smollm2_resumes_finished_cells_without_a_model(tmp_path, capsys):
     assert "| add1 | mppi | 2 |" in capsys.readouterr().out
 
 
+def test_smollm2_resumes_from_the_file_it_wrote(tmp_path):
+    """The stored cells use the issue's names (final_heldout_accuracy, calls_used): a rerun must read them back."""
+    bench = _bench("plan_smollm2")
+    path = tmp_path / "plan_smollm2.json"
+    first = bench.write(str(path), SMOL_CELLS, 240, ("hill", "mipro"))
+    again = bench.payload(bench.load_cells(str(path)), 240, ("hill", "mipro"))
+    assert again["summary"] == first["summary"]
+    assert [c["calls_to_target"] for c in again["cells"]] == [c["calls_to_target"] for c in first["cells"]]
+
+
 def test_diagnosis_rank_correlation_and_noise_by_hand():
     import numpy as np
 
