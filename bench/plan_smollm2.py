@@ -176,7 +176,9 @@ def main(argv=None) -> int:
         raise ConfigError(f"unknown methods {unknown}; known: {METHODS + DSPY}")
     settings = config_from_args(PlannerSettings, a)
     settings = settings.model_copy(update={"candidates": min(settings.candidates, 16)})
-    baselines = tuple(m for m in (*BASELINE_METHODS, *DSPY) if m in methods)
+    # Every baseline a task and seed has run sets its target, whichever methods this invocation runs
+    # (a rerun with --methods mppi must not lose the targets of the cells stored before).
+    baselines = (*BASELINE_METHODS, *DSPY)
     cells = load_cells(a.json)
     done = {(c["task"], c["seed"], c["method"]) for c in cells}
     lm = None

@@ -196,6 +196,23 @@ def test_smollm2_resumes_from_the_file_it_wrote(tmp_path):
     assert [c["calls_to_target"] for c in again["cells"]] == [c["calls_to_target"] for c in first["cells"]]
 
 
+def test_smollm2_a_rerun_of_one_method_keeps_the_stored_baselines_targets(tmp_path):
+    import json
+
+    path = tmp_path / "plan_smollm2.json"
+    path.write_text(json.dumps({"cells": [c for c in SMOL_CELLS if c["method"] != "mppi"]}))
+    bench = _bench("plan_smollm2")
+    # --methods hill: only already-stored cells, but mipro's stored cell still sets seed 1's target
+    assert (
+        bench.main(
+            ["--model", "no-such-model", "--tasks", "add1", "--seeds", "0-1", "--methods", "hill", "--json", str(path)]
+        )
+        == 0
+    )
+    reach = {(c["seed"], c["method"]): c["calls_to_target"] for c in json.loads(path.read_text())["cells"]}
+    assert reach == {(0, "hill"): 100, (0, "mipro"): None, (1, "hill"): None, (1, "mipro"): 200}
+
+
 def test_diagnosis_rank_correlation_and_noise_by_hand():
     import numpy as np
 
