@@ -198,7 +198,11 @@ def main(argv=None) -> int:
                     f"  {cell['seconds']:.0f} s",
                     flush=True,
                 )
-    data = write(a.json, cells, a.budget, baselines)
+    print_summary(write(a.json, cells, a.budget, baselines))
+    return 0
+
+
+def print_summary(data: dict) -> None:
     print(
         markdown_table(
             ["task", "method", "seeds", "calls to target (median)", "never", "final held-out (median)", "calls used"]
@@ -211,7 +215,6 @@ def main(argv=None) -> int:
             ],
         )
     )
-    return 0
 
 
 if __name__ == "__main__":

@@ -213,6 +213,34 @@ def test_smollm2_a_rerun_of_one_method_keeps_the_stored_baselines_targets(tmp_pa
     assert reach == {(0, "hill"): 100, (0, "mipro"): None, (1, "hill"): None, (1, "mipro"): 200}
 
 
+def test_plan_merge_runs_puts_relabelled_runs_beside_the_baselines(tmp_path):
+    """Two MPPI files under different labels, baselines from a third file: per seed the target is the best
+    baseline's accuracy, and each label's calls to it are read from its own curve."""
+    import json
+
+    def result(seed, runs):
+        return {
+            "task": "add5",
+            "seed": seed,
+            "runs": {m: {k: v for k, v in c.items() if k not in ("task", "method", "seed")} for m, c in runs.items()},
+        }
+
+    base = [result(0, {"hill": _cell("add5", 0, "hill", 0.5, [(8, 0.0), (100, 0.5)])})]
+    new = [result(0, {"mppi": _cell("add5", 0, "mppi", 0.5, [(8, 0.0), (40, 0.5)])})]
+    old = [result(0, {"mppi": _cell("add5", 0, "mppi", 0.5, [(8, 0.0), (80, 0.5)])})]
+    files = []
+    for name, results in (("base", base), ("new", new), ("old", old)):
+        files.append(tmp_path / f"{name}.json")
+        files[-1].write_text(json.dumps({"results": results}))
+    out = tmp_path / "merged.json"
+    args = [f"={files[0]}", f"mppi={files[1]}", f"mppi_world_model={files[2]}", "--budget", "240", "--json", str(out)]
+    assert _bench("plan_merge_runs").main(args) == 0
+    summary = {s["method"]: s for s in json.loads(out.read_text())["summary"]}
+    assert summary["mppi"]["calls_to_target_median"] == 40
+    assert summary["mppi"]["saving_vs_best_baseline_median"] == pytest.approx(0.6)
+    assert summary["mppi_world_model"]["saving_vs_best_baseline_median"] == pytest.approx(0.2)
+
+
 def test_diagnosis_rank_correlation_and_noise_by_hand():
     import numpy as np
 
