@@ -41,6 +41,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from plan_compare import BASELINE_METHODS, compare, method_distributions, summarize  # noqa: E402  (a sibling script)
 
 DSPY = ("mipro", "bootstrap_rs")
+#: A ponder method under other settings, measured beside its default: name -> (method, settings changed).
+VARIANTS = {"mppi_ridge": ("mppi", {"value_head": "ridge"})}
 DEFAULT_METHODS = ("mppi", "gradient", "random", "hill", "evolution", *DSPY)
 
 
@@ -71,6 +73,7 @@ def run_cell(lm, task: str, seed: int, method: str, a, settings, vocab) -> dict:
         start = vocab[0].instructions[:1]
         _, run = optimize(method, env, start, DSPySettings(trials=a.dspy_trials, candidates=a.dspy_candidates), seed)
     else:
+        method_run, changed = VARIANTS.get(method, (method, {}))
         res = compare(
             lm.name,
             task,
@@ -78,14 +81,14 @@ def run_cell(lm, task: str, seed: int, method: str, a, settings, vocab) -> dict:
             a.n_train,
             a.n_heldout,
             seed,
-            (method,),
-            settings,
+            (method_run,),
+            settings.model_copy(update=changed),
             lm=lm,
             log=lambda *_: None,
             mode="instruction",
             vocabulary=vocab,
         )
-        run = res["runs"][method]
+        run = res["runs"][method_run]
         run.pop("trajectory", None)
         run.pop("diagnostics", None)
     return {"task": task, "method": method, "seed": seed, **run, "seconds": round(time.time() - t0, 1)}
@@ -160,7 +163,8 @@ def main(argv=None) -> int:
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--tasks", default="add1,add2")
     p.add_argument("--seeds", default="0", type=parse_seeds, help="a range 0-4, a list 0,1,2 or both")
-    p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help=f"of {METHODS + DSPY}")
+    known = METHODS + DSPY + tuple(VARIANTS)
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help=f"of {known}")
     p.add_argument("--budget", type=int, default=240, help="real LM calls per ponder method")
     p.add_argument("--n-train", type=int, default=4, help="training inputs every evaluation averages over")
     p.add_argument("--n-heldout", type=int, default=16)
@@ -171,9 +175,9 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     methods = tuple(a.methods.split(","))
-    unknown = [m for m in methods if m not in METHODS + DSPY]
+    unknown = [m for m in methods if m not in known]
     if unknown:
-        raise ConfigError(f"unknown methods {unknown}; known: {METHODS + DSPY}")
+        raise ConfigError(f"unknown methods {unknown}; known: {known}")
     settings = config_from_args(PlannerSettings, a)
     settings = settings.model_copy(update={"candidates": min(settings.candidates, 16)})
     # Every baseline a task and seed has run sets its target, whichever methods this invocation runs

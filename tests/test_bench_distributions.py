@@ -213,6 +213,25 @@ def test_smollm2_a_rerun_of_one_method_keeps_the_stored_baselines_targets(tmp_pa
     assert reach == {(0, "hill"): 100, (0, "mipro"): None, (1, "hill"): None, (1, "mipro"): 200}
 
 
+def test_smollm2_variant_is_a_method_with_its_own_cells(tmp_path):
+    """``mppi_ridge`` (MPPI with --value-head ridge) is accepted, stored and summarised beside ``mppi``."""
+    import json
+
+    bench = _bench("plan_smollm2")
+    assert bench.VARIANTS["mppi_ridge"] == ("mppi", {"value_head": "ridge"})
+    ridge = [{**c, "method": "mppi_ridge"} for c in SMOL_CELLS if c["method"] == "mppi"]
+    path = tmp_path / "plan_smollm2.json"
+    path.write_text(json.dumps({"cells": SMOL_CELLS + ridge}))
+    args = ["--model", "no-such-model", "--tasks", "add1", "--seeds", "0-1", "--methods", "mppi,mppi_ridge"]
+    assert bench.main([*args, "--json", str(path)]) == 0  # all stored: nothing runs
+    summary = {s["method"]: s for s in json.loads(path.read_text())["summary"]}
+    assert summary["mppi_ridge"]["calls_to_target_median"] == summary["mppi"]["calls_to_target_median"]
+    from ponder.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="known: .*mppi_ridge"):
+        bench.main(["--methods", "mppi_lasso", "--json", str(path)])
+
+
 def test_plan_merge_runs_puts_relabelled_runs_beside_the_baselines(tmp_path):
     """Two MPPI files under different labels, baselines from a third file: per seed the target is the best
     baseline's accuracy, and each label's calls to it are read from its own curve."""

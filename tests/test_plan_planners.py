@@ -392,9 +392,9 @@ class _LinearGainFeatures(FakeFeatures):
 
 @pytest.mark.parametrize("value_head", ["ridge", "world_model"])
 def test_mppi_values_first_edits_with_the_ridge_gain_head(value_head, one_thread):
-    """Twelve verified edits whose gain is linear in six edit features: the ridge head (the default) finds the best
+    """Twelve verified edits whose gain is linear in six edit features: the ridge head finds the best
     of the twelve unseen ones and MPPI values it as the root's value plus the predicted gain; the world model, left
-    untrained here, does not (the old scoring)."""
+    untrained here, does not (the default scoring)."""
     feats, start = _LinearGainFeatures(), Chain(instructions=("think w0",))
     edits = [Edit("replace_word", field="instructions", index=0, pos=1, payload=w) for w in feats.words[1:]]
     cands = [(e, apply_edit(start, e)) for e in edits]

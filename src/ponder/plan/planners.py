@@ -19,10 +19,11 @@ the gradient planner, the policy's logit), so the three explore alike.
   so far) are rolled out in latent space and scored by the best predicted value along them
   (optimistic for the first edit; the plain ensemble mean for the imagined rest); the
   distribution over first edits is re-weighted by ``softmax(return / temperature)`` (MPPI) for a
-  few iterations, and the first edit with the highest mean return is chosen. By default
-  (``value_head="ridge"``) the first edit's value is not the world model's but a ridge regression of
+  few iterations, and the first edit with the highest mean return is chosen. With
+  ``value_head="ridge"`` the first edit's value is not the world model's but a ridge regression of
   the value gain on the edit's features, refitted on the verified single edits after every real
-  evaluation (:mod:`ponder.plan.value_head`); the ensemble's spread still adds the optimism. Its best sequence
+  evaluation (:mod:`ponder.plan.value_head`); the ensemble's spread still adds the optimism (it ranks
+  SmolLM2's edits better offline, but cost more calls on the tiny model: not the default). Its best sequence
   may be verified whole, up to ``commit`` edits in one real evaluation, where the model predicts
   each extra edit to gain more than the margin (:func:`commit_length`), and only as far as a trust
   region allows: one edit after a failed plan, one more after each plan that entered the elite.
@@ -76,7 +77,7 @@ class PlannerConfig:
     explore: float = 1.0  # count-based bonus explore / (1 + n(op)), added to the rank quantile of a planner's scores
     explore_stalled_only: bool = True  # bonus only after `patience` planned edits in a row failed to enter the elite
     cover_ops: bool = True  # warm-up draws each edit from the operations tried least so far
-    value_head: str = "ridge"  # MPPI's first-edit value: "ridge" (gain head on edit features) or "world_model"
+    value_head: str = "world_model"  # MPPI's first-edit value: "world_model" or "ridge" (gain head on edit features)
     ridge_lam: float = 1.0  # the ridge gain head's penalty per feature (ponder.plan.value_head)
     seed: int = 0
 
@@ -93,8 +94,8 @@ class _Latent:
         """Refit the ridge gain head on the replay's verified single edits; returns how many it read.
 
         A ridge regression of ``value(child) - value(parent)`` on the edit's features: with the
-        handful of transitions a planner has, it ranks unseen edits of SmolLM2's start chain better
-        than the world model's latent step + reward head once the replay passes ~10 transitions
+        handful of transitions a planner has, it ranked unseen edits of SmolLM2's start chain better
+        than the world model's latent step + reward head once the replay passed ~10 transitions
         (``bench/plan_world_model_fits.py``). Needs two transitions; until then the world model scores.
         """
         pairs = single_edit_gains(replay)
