@@ -226,6 +226,8 @@ def test_smollm2_variant_is_a_method_with_its_own_cells(tmp_path):
     assert bench.main([*args, "--json", str(path)]) == 0  # all stored: nothing runs
     summary = {s["method"]: s for s in json.loads(path.read_text())["summary"]}
     assert summary["mppi_ridge"]["calls_to_target_median"] == summary["mppi"]["calls_to_target_median"]
+    assert bench.main(["--no-run", "--seeds", "0-9", "--json", str(path)]) == 0  # missing cells, none run
+    assert len(json.loads(path.read_text())["cells"]) == 8
     from ponder.errors import ConfigError
 
     with pytest.raises(ConfigError, match="known: .*mppi_ridge"):
