@@ -41,13 +41,26 @@ sys.path.insert(0, str(Path(__file__).parent))
 from plan_compare import BASELINE_METHODS, compare, method_distributions, summarize  # noqa: E402  (a sibling script)
 
 DSPY = ("mipro", "bootstrap_rs")
+#: A ponder method under other settings, measured beside its default: name -> (method, settings changed).
+VARIANTS = {"mppi_ridge": ("mppi", {"value_head": "ridge"})}
 DEFAULT_METHODS = ("mppi", "gradient", "random", "hill", "evolution", *DSPY)
 
 
 def load_cells(path: str | None) -> list[dict]:
+    """The finished cells a previous run wrote to ``path``, as :func:`run_cell` returns them."""
     if not path or not Path(path).is_file():
         return []
-    return json.loads(Path(path).read_text()).get("cells", [])
+    cells = json.loads(Path(path).read_text()).get("cells", [])
+    # The file stores a cell under the issue's names; summarize() reads a run's own.
+    return [
+        {
+            **c,
+            "best_heldout_accuracy": c.get("best_heldout_accuracy", c.get("final_heldout_accuracy")),
+            "calls": c.get("calls", c.get("calls_used")),
+            "evaluations": c.get("evaluations"),
+        }
+        for c in cells
+    ]
 
 
 def run_cell(lm, task: str, seed: int, method: str, a, settings, vocab) -> dict:
@@ -60,6 +73,7 @@ def run_cell(lm, task: str, seed: int, method: str, a, settings, vocab) -> dict:
         start = vocab[0].instructions[:1]
         _, run = optimize(method, env, start, DSPySettings(trials=a.dspy_trials, candidates=a.dspy_candidates), seed)
     else:
+        method_run, changed = VARIANTS.get(method, (method, {}))
         res = compare(
             lm.name,
             task,
@@ -67,14 +81,14 @@ def run_cell(lm, task: str, seed: int, method: str, a, settings, vocab) -> dict:
             a.n_train,
             a.n_heldout,
             seed,
-            (method,),
-            settings,
+            (method_run,),
+            settings.model_copy(update=changed),
             lm=lm,
             log=lambda *_: None,
             mode="instruction",
             vocabulary=vocab,
         )
-        run = res["runs"][method]
+        run = res["runs"][method_run]
         run.pop("trajectory", None)
         run.pop("diagnostics", None)
     return {"task": task, "method": method, "seed": seed, **run, "seconds": round(time.time() - t0, 1)}
@@ -100,6 +114,7 @@ def payload(cells: list[dict], budget: int, baselines) -> dict:
                     "calls_to_target": reach.get(m),
                     "final_heldout_accuracy": c["best_heldout_accuracy"] or 0.0,
                     "calls_used": c["calls"],
+                    "evaluations": c.get("evaluations"),
                     "tokens": c.get("tokens"),
                     "generated_tokens": c.get("generated_tokens"),
                     "seconds": c["seconds"],
@@ -148,7 +163,8 @@ def main(argv=None) -> int:
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--tasks", default="add1,add2")
     p.add_argument("--seeds", default="0", type=parse_seeds, help="a range 0-4, a list 0,1,2 or both")
-    p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help=f"of {METHODS + DSPY}")
+    known = METHODS + DSPY + tuple(VARIANTS)
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help=f"of {known}")
     p.add_argument("--budget", type=int, default=240, help="real LM calls per ponder method")
     p.add_argument("--n-train", type=int, default=4, help="training inputs every evaluation averages over")
     p.add_argument("--n-heldout", type=int, default=16)
@@ -156,19 +172,22 @@ def main(argv=None) -> int:
     p.add_argument("--dspy-candidates", type=int, default=6, help="MIPROv2 candidates; random-search programs")
     add_model_arguments(p, PlannerSettings)
     p.add_argument("--json", metavar="PATH", help="cells and summary; finished cells found here are skipped")
+    p.add_argument("--no-run", action="store_true", help="run no cell: rewrite --json's summary from its stored cells")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     methods = tuple(a.methods.split(","))
-    unknown = [m for m in methods if m not in METHODS + DSPY]
+    unknown = [m for m in methods if m not in known]
     if unknown:
-        raise ConfigError(f"unknown methods {unknown}; known: {METHODS + DSPY}")
+        raise ConfigError(f"unknown methods {unknown}; known: {known}")
     settings = config_from_args(PlannerSettings, a)
     settings = settings.model_copy(update={"candidates": min(settings.candidates, 16)})
-    baselines = tuple(m for m in (*BASELINE_METHODS, *DSPY) if m in methods)
+    # Every baseline a task and seed has run sets its target, whichever methods this invocation runs
+    # (a rerun with --methods mppi must not lose the targets of the cells stored before).
+    baselines = (*BASELINE_METHODS, *DSPY)
     cells = load_cells(a.json)
     done = {(c["task"], c["seed"], c["method"]) for c in cells}
     lm = None
-    for task in a.tasks.split(","):
+    for task in [] if a.no_run else a.tasks.split(","):
         for seed in a.seeds:
             todo = [m for m in methods if (task, seed, m) not in done]
             if not todo:
@@ -184,7 +203,11 @@ def main(argv=None) -> int:
                     f"  {cell['seconds']:.0f} s",
                     flush=True,
                 )
-    data = write(a.json, cells, a.budget, baselines)
+    print_summary(write(a.json, cells, a.budget, baselines))
+    return 0
+
+
+def print_summary(data: dict) -> None:
     print(
         markdown_table(
             ["task", "method", "seeds", "calls to target (median)", "never", "final held-out (median)", "calls used"]
@@ -197,7 +220,6 @@ def main(argv=None) -> int:
             ],
         )
     )
-    return 0
 
 
 if __name__ == "__main__":

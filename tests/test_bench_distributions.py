@@ -186,6 +186,82 @@ def test_smollm2_resumes_finished_cells_without_a_model(tmp_path, capsys):
     assert "| add1 | mppi | 2 |" in capsys.readouterr().out
 
 
+def test_smollm2_resumes_from_the_file_it_wrote(tmp_path):
+    """The stored cells use the issue's names (final_heldout_accuracy, calls_used): a rerun must read them back."""
+    bench = _bench("plan_smollm2")
+    path = tmp_path / "plan_smollm2.json"
+    first = bench.write(str(path), SMOL_CELLS, 240, ("hill", "mipro"))
+    again = bench.payload(bench.load_cells(str(path)), 240, ("hill", "mipro"))
+    assert again["summary"] == first["summary"]
+    assert [c["calls_to_target"] for c in again["cells"]] == [c["calls_to_target"] for c in first["cells"]]
+
+
+def test_smollm2_a_rerun_of_one_method_keeps_the_stored_baselines_targets(tmp_path):
+    import json
+
+    path = tmp_path / "plan_smollm2.json"
+    path.write_text(json.dumps({"cells": [c for c in SMOL_CELLS if c["method"] != "mppi"]}))
+    bench = _bench("plan_smollm2")
+    # --methods hill: only already-stored cells, but mipro's stored cell still sets seed 1's target
+    assert (
+        bench.main(
+            ["--model", "no-such-model", "--tasks", "add1", "--seeds", "0-1", "--methods", "hill", "--json", str(path)]
+        )
+        == 0
+    )
+    reach = {(c["seed"], c["method"]): c["calls_to_target"] for c in json.loads(path.read_text())["cells"]}
+    assert reach == {(0, "hill"): 100, (0, "mipro"): None, (1, "hill"): None, (1, "mipro"): 200}
+
+
+def test_smollm2_variant_is_a_method_with_its_own_cells(tmp_path):
+    """``mppi_ridge`` (MPPI with --value-head ridge) is accepted, stored and summarised beside ``mppi``."""
+    import json
+
+    bench = _bench("plan_smollm2")
+    assert bench.VARIANTS["mppi_ridge"] == ("mppi", {"value_head": "ridge"})
+    ridge = [{**c, "method": "mppi_ridge"} for c in SMOL_CELLS if c["method"] == "mppi"]
+    path = tmp_path / "plan_smollm2.json"
+    path.write_text(json.dumps({"cells": SMOL_CELLS + ridge}))
+    args = ["--model", "no-such-model", "--tasks", "add1", "--seeds", "0-1", "--methods", "mppi,mppi_ridge"]
+    assert bench.main([*args, "--json", str(path)]) == 0  # all stored: nothing runs
+    summary = {s["method"]: s for s in json.loads(path.read_text())["summary"]}
+    assert summary["mppi_ridge"]["calls_to_target_median"] == summary["mppi"]["calls_to_target_median"]
+    assert bench.main(["--no-run", "--seeds", "0-9", "--json", str(path)]) == 0  # missing cells, none run
+    assert len(json.loads(path.read_text())["cells"]) == 8
+    from ponder.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="known: .*mppi_ridge"):
+        bench.main(["--methods", "mppi_lasso", "--json", str(path)])
+
+
+def test_plan_merge_runs_puts_relabelled_runs_beside_the_baselines(tmp_path):
+    """Two MPPI files under different labels, baselines from a third file: per seed the target is the best
+    baseline's accuracy, and each label's calls to it are read from its own curve."""
+    import json
+
+    def result(seed, runs):
+        return {
+            "task": "add5",
+            "seed": seed,
+            "runs": {m: {k: v for k, v in c.items() if k not in ("task", "method", "seed")} for m, c in runs.items()},
+        }
+
+    base = [result(0, {"hill": _cell("add5", 0, "hill", 0.5, [(8, 0.0), (100, 0.5)])})]
+    new = [result(0, {"mppi": _cell("add5", 0, "mppi", 0.5, [(8, 0.0), (40, 0.5)])})]
+    old = [result(0, {"mppi": _cell("add5", 0, "mppi", 0.5, [(8, 0.0), (80, 0.5)])})]
+    files = []
+    for name, results in (("base", base), ("new", new), ("old", old)):
+        files.append(tmp_path / f"{name}.json")
+        files[-1].write_text(json.dumps({"results": results}))
+    out = tmp_path / "merged.json"
+    args = [f"={files[0]}", f"mppi={files[1]}", f"mppi_world_model={files[2]}", "--budget", "240", "--json", str(out)]
+    assert _bench("plan_merge_runs").main(args) == 0
+    summary = {s["method"]: s for s in json.loads(out.read_text())["summary"]}
+    assert summary["mppi"]["calls_to_target_median"] == 40
+    assert summary["mppi"]["saving_vs_best_baseline_median"] == pytest.approx(0.6)
+    assert summary["mppi_world_model"]["saving_vs_best_baseline_median"] == pytest.approx(0.2)
+
+
 def test_diagnosis_rank_correlation_and_noise_by_hand():
     import numpy as np
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from types import SimpleNamespace
 
@@ -10,7 +11,7 @@ import torch
 
 from plan_fakes import TRAP_START_STEPS, FakeFeatures, planted_delete_value, planted_trap_value, planted_value
 from ponder.data import get_task
-from ponder.plan.edits import Edit, Vocabulary, apply_edit, candidate_edits
+from ponder.plan.edits import ALL_OPS, Edit, Vocabulary, apply_edit, candidate_edits
 from ponder.plan.elite import Elite
 from ponder.plan.env import Outcome, PlanEnv
 from ponder.plan.planners import (
@@ -21,6 +22,7 @@ from ponder.plan.planners import (
     commit_length,
     drop_cycles,
     plan_with_world_model,
+    single_edit_gains,
 )
 from ponder.plan.search import Search, call_savings, calls_to_reach
 from ponder.plan.state import Chain
@@ -358,3 +360,59 @@ def test_commit_length_and_drop_cycles():
     kept, values = drop_cycles(root, plan, [0.1, 0.2, 0.3])
     assert kept == plan[:1] and values == [0.1]  # the add-then-remove cycle is gone
     assert drop_cycles(root, [(add, with_i), (Edit("remove_instruction", index=0), back)], [0.1, 0.2]) == ([], [])
+
+
+def test_single_edit_gains_read_verified_pairs_only():
+    a, b, c, d = (Chain(instructions=(x,)) for x in "abcd")
+    e1, e2, e3 = (Edit("set_format", payload=f) for f in ("qa", "think", "direct"))
+    replay = Replay()
+    replay.add([a, b], [e1], [0.2, 0.5])
+    replay.add([b, c, d], [e2, e3], [0.5, math.nan, 0.1])  # a two-edit plan: its end has a value, its middle none
+    assert single_edit_gains(replay) == [(e1, a, pytest.approx(0.3))]
+
+
+class _LinearGainFeatures(FakeFeatures):
+    """Edit features ``[v(payload), op one-hot]`` with ``v`` a fixed random vector per word."""
+
+    words = [f"w{i}" for i in range(24)]
+    edit_dim = 6 + len(ALL_OPS)
+
+    def __init__(self):
+        g = torch.Generator().manual_seed(0)
+        self.vec = {w: torch.randn(6, generator=g) for w in self.words}
+        self.beta = torch.randn(6, generator=g)
+
+    def gain(self, word: str) -> float:
+        return 0.05 * float(self.vec[word] @ self.beta)
+
+    def edits(self, edits, chains):
+        onehot = torch.eye(len(ALL_OPS))
+        return torch.stack([torch.cat([self.vec[e.payload], onehot[ALL_OPS.index(e.op)]]) for e in edits])
+
+
+@pytest.mark.parametrize("value_head", ["ridge", "world_model"])
+def test_mppi_values_first_edits_with_the_ridge_gain_head(value_head, one_thread):
+    """Twelve verified edits whose gain is linear in six edit features: the ridge head finds the best
+    of the twelve unseen ones and MPPI values it as the root's value plus the predicted gain; the world model, left
+    untrained here, does not (the default scoring)."""
+    feats, start = _LinearGainFeatures(), Chain(instructions=("think w0",))
+    edits = [Edit("replace_word", field="instructions", index=0, pos=1, payload=w) for w in feats.words[1:]]
+    cands = [(e, apply_edit(start, e)) for e in edits]
+    seen, unseen = cands[:12], cands[12:]
+    replay = Replay()
+    for e, c in seen:
+        replay.add([start, c], [e], [0.5, 0.5 + feats.gain(e.payload)])
+    torch.manual_seed(0)
+    model = WorldModel(feats.chain_dim, feats.edit_dim, latent=16, hidden=32, n_ops=len(ALL_OPS))
+    cfg = PlannerConfig(horizon=1, samples=32, kappa=0.0, seed=0, value_head=value_head, ridge_lam=1e-3)
+    planner = MPPIPlanner(model, feats, VOCAB, None, cfg)
+    assert planner.fit_gain_head(replay) == 12
+    plan, predicted = planner.choose(start, unseen)
+    best = max(unseen, key=lambda ec: feats.gain(ec[0].payload))
+    if value_head == "world_model":
+        assert planner.gain_head is None and plan[0] != best
+        return
+    assert plan[0] == best
+    with torch.no_grad():
+        root = float(model.reward(model.encode(feats.chains([start])))[0])
+    assert predicted[0] == pytest.approx(root + feats.gain(best[0].payload), abs=0.01)

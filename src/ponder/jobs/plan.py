@@ -60,6 +60,12 @@ class PlannerSettings(BaseModel):
         description="apply the exploration bonus only after `patience` planned edits in a row failed to improve (a stall)",
     )
     cover_ops: bool = Field(True, description="warm-up draws each edit from the edit operations tried least so far")
+    value_head: Literal["world_model", "ridge"] = Field(
+        "world_model",
+        description="mppi: what values a first edit: the world model's latent step and reward head (world_model), or "
+        "a ridge regression of the value gain on the edit's features fitted on the verified single edits (ridge)",
+    )
+    ridge_lam: float = Field(1.0, gt=0.0, description="mppi: the ridge gain head's penalty per feature")
     elite: int = Field(8, ge=1, description="world-model planners: good chains kept as roots to plan from")
     patience: int = Field(
         3,

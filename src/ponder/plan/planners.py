@@ -19,7 +19,11 @@ the gradient planner, the policy's logit), so the three explore alike.
   so far) are rolled out in latent space and scored by the best predicted value along them
   (optimistic for the first edit; the plain ensemble mean for the imagined rest); the
   distribution over first edits is re-weighted by ``softmax(return / temperature)`` (MPPI) for a
-  few iterations, and the first edit with the highest mean return is chosen. Its best sequence
+  few iterations, and the first edit with the highest mean return is chosen. With
+  ``value_head="ridge"`` the first edit's value is not the world model's but a ridge regression of
+  the value gain on the edit's features, refitted on the verified single edits after every real
+  evaluation (:mod:`ponder.plan.value_head`); the ensemble's spread still adds the optimism (it ranks
+  SmolLM2's edits better offline, but cost more calls on the tiny model: not the default). Its best sequence
   may be verified whole, up to ``commit`` edits in one real evaluation, where the model predicts
   each extra edit to gain more than the margin (:func:`commit_length`), and only as far as a trust
   region allows: one edit after a failed plan, one more after each plan that entered the elite.
@@ -45,6 +49,7 @@ from ponder.plan.encoder import LMFeatures
 from ponder.plan.explore import OpCounts
 from ponder.plan.search import Search
 from ponder.plan.state import Chain
+from ponder.plan.value_head import RidgeHead, ridge_fit, ridge_predict
 from ponder.plan.world_model import LossWeights, Replay, WorldModel, fit_world_model
 
 
@@ -72,6 +77,8 @@ class PlannerConfig:
     explore: float = 1.0  # count-based bonus explore / (1 + n(op)), added to the rank quantile of a planner's scores
     explore_stalled_only: bool = True  # bonus only after `patience` planned edits in a row failed to enter the elite
     cover_ops: bool = True  # warm-up draws each edit from the operations tried least so far
+    value_head: str = "world_model"  # MPPI's first-edit value: "world_model" or "ridge" (gain head on edit features)
+    ridge_lam: float = 1.0  # the ridge gain head's penalty per feature (ponder.plan.value_head)
     seed: int = 0
 
 
@@ -81,6 +88,30 @@ class _Latent:
     def __init__(self, model: WorldModel, features: LMFeatures, vocab: Vocabulary, accept, cfg: PlannerConfig):
         self.model, self.features, self.vocab, self.accept, self.cfg = model, features, vocab, accept, cfg
         self.rng = random.Random(cfg.seed)
+        self.gain_head: RidgeHead | None = None  # set by fit_gain_head (value_head="ridge")
+
+    def fit_gain_head(self, replay: Replay) -> int:
+        """Refit the ridge gain head on the replay's verified single edits; returns how many it read.
+
+        A ridge regression of ``value(child) - value(parent)`` on the edit's features: with the
+        handful of transitions a planner has, it ranked unseen edits of SmolLM2's start chain better
+        than the world model's latent step + reward head once the replay passed ~10 transitions
+        (``bench/plan_world_model_fits.py``). Needs two transitions; until then the world model scores.
+        """
+        pairs = single_edit_gains(replay)
+        if self.cfg.value_head != "ridge" or len(pairs) < 2:
+            self.gain_head = None
+            return len(pairs)
+        x = self.features.edits([e for e, _, _ in pairs], [c for _, c, _ in pairs])
+        self.gain_head = ridge_fit(x, torch.tensor([g for _, _, g in pairs]), lam=self.cfg.ridge_lam)
+        return len(pairs)
+
+    @torch.no_grad()
+    def predicted_gain(self, chain: Chain, edits: list[Edit]) -> torch.Tensor | None:
+        """``[K]`` the gain head's predicted value gain of each edit of ``chain``, or None without a head."""
+        if self.gain_head is None:
+            return None
+        return ridge_predict(self.gain_head, self.features.edits(edits, [chain] * len(edits)))
 
     def candidates(self, chain: Chain, k: int | None = None, imagined: bool = False) -> list[tuple[Edit, Chain]]:
         """Candidate edits; ``imagined`` ones (inside latent rollouts) skip the prompt-length check."""
@@ -117,6 +148,18 @@ def pick(scores: torch.Tensor, bonus: torch.Tensor | None = None) -> int:
 
 
 Plan = list[tuple[Edit, Chain]]  # edits applied in turn from the root, each with the chain it leads to
+
+
+def single_edit_gains(replay: Replay) -> list[tuple[Edit, Chain, float]]:
+    """``(edit, parent chain, value(child) - value(parent))`` for every verified single edit in ``replay``
+    (the edits of a multi-edit plan pass chains with no value: none of them is a pair)."""
+    out = []
+    for seg in replay.segments:
+        for t, edit in enumerate(seg.edits):
+            before, after = seg.values[t], seg.values[t + 1]
+            if not (math.isnan(before) or math.isnan(after)):
+                out.append((edit, seg.chains[t], after - before))
+    return out
 
 
 def commit_length(values: list[float], margin: float) -> int:
@@ -194,6 +237,10 @@ class MPPIPlanner(_Latent):
         z0 = self.z([chain])  # [1, d]
         z1 = m.step(z0.expand(len(cands), -1), self.e([e for e, _ in cands], [chain] * len(cands)))  # [K, d]
         r1, v1 = m.optimistic_reward(z1, cfg.kappa), m.reward(z1)  # [K]
+        gain = self.predicted_gain(chain, [e for e, _ in cands])
+        if gain is not None:  # the ridge head values the first edit; the ensemble's spread still adds optimism
+            v1 = m.reward(z0)[0] + gain
+            r1 = v1 + (r1 - m.reward(z1))
         logits = torch.zeros(len(cands))
         gen = torch.Generator().manual_seed(self.rng.randrange(1 << 30))
         total, count = torch.zeros(len(cands)), torch.zeros(len(cands))
@@ -385,6 +432,7 @@ def plan_with_world_model(
     diag = {
         "warmup": warm_up,
         "fit": fit_world_model(model, replay, features, cfg.horizon, cfg.fit_steps, optimizer=opt, seed=cfg.seed),
+        "gain_head_pairs": planner.fit_gain_head(replay) if method == "mppi" else 0,
     }
     stale = 0
     failed_in_a_row = 0  # planned edits since the last one that entered the elite
@@ -418,6 +466,8 @@ def plan_with_world_model(
         diag["fit"] = fit_world_model(
             model, replay, features, cfg.horizon, cfg.refit_steps, optimizer=opt, seed=cfg.seed + len(replay)
         )
+        if method == "mppi":
+            diag["gain_head_pairs"] = planner.fit_gain_head(replay)
     diag["replay_transitions"] = len(replay)
     diag["encoder_forwards"] = features.forwards
     diag["elite"] = elite.to_json()
