@@ -192,7 +192,7 @@ def train(seed: int, args, out: Path) -> dict:
     rlp_dir, cpt_dir = out / f"rlp-s{seed}", out / f"cpt-s{seed}"
     common = flags(
         {
-            "model": MODEL,
+            "model": getattr(args, "start", None) or MODEL,  # a warm start's final/ when given
             "corpus": Path(args.corpus) / "train.jsonl",
             "seed": seed,
             "report_to": "none",

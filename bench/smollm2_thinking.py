@@ -5,6 +5,8 @@ and measured on held-out data, each cached under ``--out`` so that a killed run 
 (the training runs resume through ``ponder``'s own checkpoints):
 
 * ``base``: the model as loaded;
+* ``warm`` (``--start DIR``): the format warm start (``bench/format_warmstart.py``'s ``final/``), the
+  start of every trained cell, so RLP and CPT both begin from it and both have paid its compute;
 * ``grpo-sS``: ``ponder grpo --reward verifiable`` on ``--task``'s train split, think mode;
 * ``ttrl-sS``: ``ponder ttrl`` (majority vote, labels never used) on the train split's prompts, so that
   the test split stays held out for every model;
@@ -54,7 +56,8 @@ def parse_args(argv=None):
     p.add_argument("--corpus", required=True, help="folder written by `ponder corpus build` (RLP, CPT, held-out IG)")
     p.add_argument("--out", default="runs/smollm2_thinking", help="run directories and per-cell results")
     p.add_argument("--seeds", default="0", type=parse_seeds, help="a range 0-2, a list 0,1,2 or both")
-    p.add_argument("--model", default=MODEL, help="the start of every cell (tiny: a seconds-long check of the harness)")
+    p.add_argument("--model", default=MODEL, help="the base (tiny: a seconds-long check of the harness)")
+    p.add_argument("--start", help="a warm start's final/ directory: every trained cell starts from it (row `warm`)")
     p.add_argument("--kinds", default="grpo,ttrl,rlp,cpt", help=f"comma separated, of {', '.join(KINDS)}")
     p.add_argument("--task", default="add1", help="the think-mode task (chosen by --probe: base between 0.1 and 0.7)")
     p.add_argument("--eval-n", type=int, default=64, help="held-out (test split) problems per accuracy")
@@ -117,7 +120,7 @@ def rl_cell(kind: str, seed: int, args, out: Path) -> tuple[Path, float]:
     """Train ``ponder grpo`` / ``ponder ttrl`` for ``seed`` (skipped when done); its final model and wall seconds."""
     run = out / f"{kind}-s{seed}"
     settings = {
-        "model": MODEL,
+        "model": args.start or MODEL,
         "task": args.task,
         "seed": seed,
         "steps": args.rl_steps,
@@ -171,41 +174,35 @@ def measure_cell(name: str, path, base, args, out: Path, info_gain: bool, extra:
     return result
 
 
-def positions_trained(run: Path) -> int | None:
-    """RLP positions the run trained on (the ``positions`` counter of its ``summary.json``), None when unknown."""
-    path = run.parent / "summary.json"
+def positions_trained(final: Path) -> int | None:
+    """RLP positions the run trained on: the ``positions`` counter of the ``rlp_summary.json`` beside ``final/``
+    (summed over ranks by the engine); None when the run has not finished."""
+    path = final.parent / "rlp_summary.json"
     if not path.is_file():
         return None
-    found = []
-
-    def walk(x):
-        if isinstance(x, dict):
-            for k, v in x.items():
-                if k == "positions" and isinstance(v, (int, float)):
-                    found.append(int(v))
-                walk(v)
-
-    walk(json.loads(path.read_text()))
-    return max(found) if found else None
+    return int(json.loads(path.read_text())["positions"])
 
 
-def table(cells: dict[str, list[dict]], base: dict) -> dict:
+def single_row(name: str, r: dict) -> dict:
+    """The row of a model measured once (the base, the warm start)."""
+    return {
+        "model": name,
+        "task": r["task"],
+        "heldout_accuracy_per_seed": [r["heldout_accuracy"]],
+        "heldout_accuracy_median": r["heldout_accuracy"],
+        "heldout_accuracy_no_think": r["heldout_accuracy_no_think"],
+        "closed_fraction": r["closed_fraction"],
+        "thought_tokens": r["thought_tokens"],
+        "heldout_info_gain": r.get("heldout_info_gain"),
+        "heldout_info_gain_std": 0.0,
+        "heldout_ntp_loss": r.get("heldout_ntp_loss"),
+        "positions_trained": 0,
+    }
+
+
+def table(cells: dict[str, list[dict]], base: dict, warm: dict | None = None) -> dict:
     """The issue's schema: one row per model kind, per-seed lists and medians."""
-    rows = [
-        {
-            "model": "base",
-            "task": base["task"],
-            "heldout_accuracy_per_seed": [base["heldout_accuracy"]],
-            "heldout_accuracy_median": base["heldout_accuracy"],
-            "heldout_accuracy_no_think": base["heldout_accuracy_no_think"],
-            "closed_fraction": base["closed_fraction"],
-            "thought_tokens": base["thought_tokens"],
-            "heldout_info_gain": base.get("heldout_info_gain"),
-            "heldout_info_gain_std": 0.0,
-            "heldout_ntp_loss": base.get("heldout_ntp_loss"),
-            "positions_trained": 0,
-        }
-    ]
+    rows = [single_row("base", base)] + ([single_row("warm", warm)] if warm else [])
     for kind, results in cells.items():
         if not results:
             continue
@@ -254,6 +251,7 @@ def main(argv=None) -> dict | None:
     t_start = time.time()
     real_text = bool({"rlp", "cpt", "rlp-rtw"} & set(kinds))
     base_row = measure_cell("base", MODEL, base, args, out, real_text, {})
+    warm_row = measure_cell("warm", args.start, base, args, out, real_text, {}) if args.start else None
     cells: dict[str, list[dict]] = {k: [] for k in kinds}
     for seed in args.seeds:
         for kind in ("grpo", "ttrl"):
@@ -278,7 +276,7 @@ def main(argv=None) -> dict | None:
                 cells[label].append(measure_cell(f"{label}-s{seed}", path, base, args, sub, True, cell_extra))
     payload = {
         "model": MODEL,
-        **table(cells, base_row),
+        **table(cells, base_row, warm_row),
         "settings": {k: v for k, v in vars(args).items() if k not in ("json", "probe")},
         "bench_wall_s": round(time.time() - t_start, 1),
     }
