@@ -187,8 +187,8 @@ def flags(settings: dict) -> list[str]:
     return [x for k, v in settings.items() for x in (f"--{k.replace('_', '-')}", str(v))]
 
 
-def train(seed: int, args, out: Path) -> dict:
-    """RLP then FLOP-matched CPT for ``seed``; wall times (0 when the run was already complete)."""
+def train(seed: int, args, out: Path, cpt: bool = True) -> dict:
+    """RLP then (``cpt``) FLOP-matched CPT for ``seed``; wall times (0 when the run was already complete)."""
     rlp_dir, cpt_dir = out / f"rlp-s{seed}", out / f"cpt-s{seed}"
     common = flags(
         {
@@ -222,7 +222,7 @@ def train(seed: int, args, out: Path) -> dict:
     if not (rlp_dir / "final").is_dir():
         argv = ["rlp", *common, *flags(rlp), "--quiet", *args.rlp_args.split()]
         walls["rlp_wall_s"] = run_cli(argv, out / f"rlp-s{seed}.log")
-    if not (cpt_dir / "final").is_dir():
+    if cpt and not (cpt_dir / "final").is_dir():
         walls["cpt_wall_s"] = run_cli(["cpt", *common, *flags(cpt), "--quiet"], out / f"cpt-s{seed}.log")
     return walls
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -85,6 +86,10 @@ def parse_args(argv=None):
     p.add_argument("--eval-group", type=int, default=4)
     p.add_argument("--eval-batch", type=int, default=6)
     p.add_argument("--probe", help="comma-separated tasks: the base's think and no-think accuracy on each, then stop")
+    p.add_argument("--keep-checkpoints", action="store_true", help="keep each finished run's checkpoints/ (GBs each)")
+    p.add_argument(
+        "--table-only", action="store_true", help="write the table of the cells measured so far; train nothing"
+    )
     p.add_argument("--json", help="write the issue's table here")
     return p.parse_args(argv)
 
@@ -145,14 +150,38 @@ def rl_cell(kind: str, seed: int, args, out: Path) -> tuple[Path, float]:
 
 
 def rlp_cells(seed: int, args, out: Path, rtw: bool) -> dict[str, Path]:
-    """RLP (or RLP with the reward-token term) then its FLOP-matched CPT, for ``seed``."""
+    """RLP then its FLOP-matched CPT, for ``seed``; or RLP with the reward-token term alone (compared with
+    the paper form's CPT: the same compute up to the reward's few tokens)."""
     sub = out / ("rtw" if rtw else "paper")
     sub.mkdir(parents=True, exist_ok=True)
     ns = argparse.Namespace(**vars(args))
     if rtw:
         ns.rlp_args = f"{args.rlp_args} --reward-token-weight {args.rtw}".strip()
-    rlp_smollm2.train(seed, ns, sub)
-    return {"rlp": sub / f"rlp-s{seed}" / "final", "cpt": sub / f"cpt-s{seed}" / "final"}
+    rlp_smollm2.train(seed, ns, sub, cpt=not rtw)
+    paths = {"rlp": sub / f"rlp-s{seed}" / "final"}
+    return paths if rtw else {**paths, "cpt": sub / f"cpt-s{seed}" / "final"}
+
+
+def prune(final: Path, args) -> None:
+    """Delete a finished run's resumable checkpoints (GBs of optimizer state; ``final/`` is what is measured)."""
+    if not args.keep_checkpoints and final.is_dir():
+        shutil.rmtree(final.parent / "checkpoints", ignore_errors=True)
+
+
+def cached_cells(args, out: Path, kinds: list[str]) -> tuple[dict | None, dict | None, dict[str, list[dict]]]:
+    """``(base, warm, cells)`` measured so far under ``out`` (a run still going or stopped); nothing is run."""
+
+    def read(folder: Path, name: str) -> dict | None:
+        path = folder / f"cell-{name}.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    cells = {k: [] for k in kinds}
+    for seed in args.seeds:
+        for kind in kinds:
+            folder = out / "rtw" if kind == "rlp-rtw" else out / "paper" if kind in ("rlp", "cpt") else out
+            if (r := read(folder, f"{kind}-s{seed}")) is not None:
+                cells[kind].append(r)
+    return read(out, "base"), read(out, "warm"), cells
 
 
 def measure_cell(name: str, path, base, args, out: Path, info_gain: bool, extra: dict) -> dict:
@@ -241,7 +270,14 @@ def main(argv=None) -> dict | None:
         raise SystemExit(f"{corpus} has no heldout.jsonl: build it with `ponder corpus build --out {corpus}`")
     out.mkdir(parents=True, exist_ok=True)
     global MODEL
-    MODEL = rlp_smollm2.MODEL = args.model  # every cell and the sibling's RLP/CPT phases start from it
+    MODEL = rlp_smollm2.MODEL = args.model  # the base; trained cells start from --start when given
+    if args.table_only:
+        base_row, warm_row, cells = cached_cells(args, out, kinds)
+        if base_row is None:
+            raise SystemExit(f"{out} has no measured base (cell-base.json) yet; run without --table-only first")
+        settings = {k: v for k, v in vars(args).items() if k not in ("json", "probe")}
+        payload = {"model": MODEL, **table(cells, base_row, warm_row), "settings": settings, "partial": True}
+        return write_table(payload, args)
     base = load_model(MODEL, device="cpu", dtype=torch.float32)
     if args.probe:
         for spec in args.probe.split(","):
@@ -258,6 +294,7 @@ def main(argv=None) -> dict | None:
             if kind in kinds:
                 t0 = time.time()
                 path, _ = rl_cell(kind, seed, args, out)
+                prune(path, args)
                 extra = {"seed": seed, "train_wall_s": round(time.time() - t0, 1)}
                 cells[kind].append(measure_cell(f"{kind}-s{seed}", path, base, args, out, False, extra))
         for rtw in (False, True):
@@ -266,9 +303,11 @@ def main(argv=None) -> dict | None:
                 continue
             t0 = time.time()
             paths = rlp_cells(seed, args, out, rtw)
+            for path in paths.values():
+                prune(path, args)
             extra = {"seed": seed, "train_wall_s": round(time.time() - t0, 1)}
             for kind, path in paths.items():
-                label = f"{kind}-rtw" if rtw and kind == "rlp" else kind
+                label = "rlp-rtw" if rtw else kind
                 if label not in kinds:
                     continue
                 cell_extra = {**extra, "positions_trained": positions_trained(paths["rlp"])}
@@ -280,6 +319,10 @@ def main(argv=None) -> dict | None:
         "settings": {k: v for k, v in vars(args).items() if k not in ("json", "probe")},
         "bench_wall_s": round(time.time() - t_start, 1),
     }
+    return write_table(payload, args)
+
+
+def write_table(payload: dict, args) -> dict:
     print(json.dumps(payload["rows"], indent=1))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -35,3 +35,34 @@ def test_table_has_base_and_warm_rows_then_medians():
     assert t["rows"][1]["closed_fraction"] == 0.75 and t["rows"][1]["positions_trained"] == 0
     assert t["rows"][2]["heldout_accuracy_median"] == 0.3 and t["base_accuracy"] == 0.25
     assert [r["model"] for r in bench.table({}, one)["rows"]] == ["base"]
+
+
+def test_table_only_reads_the_cells_measured_so_far(tmp_path):
+    import json
+
+    corpus, out = tmp_path / "corpus", tmp_path / "out"
+    corpus.mkdir()
+    (corpus / "heldout.jsonl").write_text("")
+    (out / "paper").mkdir(parents=True)
+    cell = {"task": "add2", "heldout_accuracy": 0.25, "heldout_accuracy_no_think": 0.5, "closed_fraction": 0.5}
+    cell["thought_tokens"] = 8.0
+    (out / "cell-base.json").write_text(json.dumps(cell))
+    (out / "cell-grpo-s1.json").write_text(json.dumps({**cell, "seed": 1, "heldout_accuracy": 0.5}))
+    ig = {"heldout_info_gain": -1.0, "heldout_ntp_loss": 3.0, "share_positive_gain": 0.25, "positions_trained": 8}
+    (out / "paper" / "cell-rlp-s0.json").write_text(json.dumps({**cell, **ig, "seed": 0}))
+    argv = [
+        "--corpus",
+        str(corpus),
+        "--out",
+        str(out),
+        "--seeds",
+        "0-2",
+        "--table-only",
+        "--json",
+        str(tmp_path / "t.json"),
+    ]
+    _bench().main(argv)
+    rows = {r["model"]: r for r in json.loads((tmp_path / "t.json").read_text())["rows"]}
+    assert set(rows) == {"base", "grpo", "rlp"}  # ttrl and cpt: nothing measured yet, no row
+    assert rows["grpo"]["seeds"] == [1] and rows["rlp"]["heldout_info_gain"] == -1.0
+    assert rows["rlp"]["positions_trained"] == 8
