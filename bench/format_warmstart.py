@@ -80,6 +80,10 @@ def measure(model, tok, fmt, args, problems, task, windows, picks) -> dict:
         "thought_tokens_text": float(at_text.lengths.mean()),
         "think_accuracy": statistics.fmean(task.score(p, t) for p, t in zip(problems, texts)),
         "think_accuracy_last_number": statistics.fmean(last_number(t) == p.answer for p, t in zip(problems, texts)),
+        # Without the sampler's close at the budget (s1's budget forcing) an unclosed thought has no answer.
+        "think_accuracy_own_close": statistics.fmean(
+            bool(c) and last_number(t) == p.answer for p, t, c in zip(problems, texts, th.closed)
+        ),
         "heldout_ntp_loss": heldout_loss(model, [w.ids for w in windows], pad),
         "empty_thought_gain": float((empty - none).mean()),
         "example": tok.decode(contexts[0][len(prompts[0]) :]) + " || " + texts[0],

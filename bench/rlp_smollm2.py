@@ -155,13 +155,13 @@ def measure(name: str, path: str, base, args, out: Path) -> dict:
         "positions": s["positions"],
         "ntp_tokens": s["ntp_tokens"],
         "per_position_gain": [float(g) for g in hg.gains],
-        **think_accuracy(lm, args, args.task),
+        **(think_accuracy(lm, args, args.task) if args.task_n else {}),  # 0: the caller measures accuracy
     }
     result["eval_wall_s"] = round(time.time() - t0, 1)
     cached.write_text(json.dumps(result, indent=1))
     print(
         f"[{name}] IG {result['heldout_info_gain']:+.3f} loss {result['heldout_ntp_loss']:.3f} "
-        f"acc {result['think_accuracy']:.3f} ({result['eval_wall_s']} s)",
+        f"acc {result.get('think_accuracy', float('nan')):.3f} ({result['eval_wall_s']} s)",
         flush=True,
     )
     return result

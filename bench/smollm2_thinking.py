@@ -116,6 +116,9 @@ def accuracy(lm, task_spec: str, args) -> dict:
         out[key] = statistics.fmean(last_number(a) == p.answer.strip() for p, a in zip(problems, answers))
         out[key + "_task_score"] = statistics.fmean(task.score(p, a) for p, a in zip(problems, answers))
         if think:
+            # Answers after the model's own </think> only (no close at the budget: s1's budget forcing off).
+            right = [last_number(a) == p.answer.strip() for p, a in zip(problems, answers)]
+            out["heldout_accuracy_own_close"] = statistics.fmean(r and bool(k) for r, k in zip(right, c.closed))
             out["closed_fraction"] = float(c.closed.float().mean())
             out["thought_tokens"] = float(c.thought_tokens.mean())
     return out
@@ -193,7 +196,7 @@ def measure_cell(name: str, path, base, args, out: Path, info_gain: bool, extra:
     lm = base if str(path) == MODEL else load_model(str(path), device="cpu", dtype=torch.float32)
     result = {"cell": name, **extra, **accuracy(lm, args.task, args)}
     if info_gain:
-        ns = argparse.Namespace(**vars(args), task_n=args.eval_n)
+        ns = argparse.Namespace(**vars(args), task_n=0)  # accuracy is measured above, once
         ig = rlp_smollm2.measure(name, str(path), base, ns, out)
         result.update({k: ig[k] for k in ("heldout_info_gain", "heldout_ntp_loss", "per_position_gain")})
         result["share_positive_gain"] = statistics.fmean(g > 0 for g in ig["per_position_gain"])
