@@ -157,6 +157,21 @@ def closing_documents(model, tok, fmt, args, task) -> tuple[list[Example], int, 
     return examples, sampled, {"text_examples": text_kept, "task_examples": len(kept)}
 
 
+def train_delimiters_only(model, fmt) -> None:
+    """Freeze every weight but the delimiters' embedding rows (input and output; tied or not).
+
+    The rows' gradients are masked to the two ids, so AdamW (weight decay 0) never moves another row:
+    plain text without a thought is then read exactly as before, only ``</think>``'s logit can change.
+    """
+    rows = torch.zeros(model.get_input_embeddings().weight.shape[0], 1)
+    rows[[fmt.open_id, fmt.close_id]] = 1.0
+    tables = {id(t.weight): t.weight for t in (model.get_input_embeddings(), model.get_output_embeddings()) if t}
+    for param in model.parameters():
+        param.requires_grad_(id(param) in tables)
+    for weight in tables.values():
+        weight.register_hook(lambda g: g * rows.to(g.dtype))
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--corpus", required=True)
@@ -172,6 +187,7 @@ def main(argv=None) -> dict:
     p.add_argument("--steps", type=int, default=16)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-5)
+    p.add_argument("--train", choices=["all", "delimiters"], default="all", help="which weights the warm start moves")
     p.add_argument("--task-n", type=int, default=24, help="test problems measured")
     p.add_argument("--task-budget", type=int, default=64)
     p.add_argument("--windows", type=int, default=24, help="held-out windows measured")
@@ -208,6 +224,8 @@ def main(argv=None) -> dict:
         )
     else:
         docs, sampled = inserted_documents(model, tok, fmt, args, task)
+    if args.train == "delimiters":
+        train_delimiters_only(model, fmt)
     cfg = NextTokenConfig(
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=0, min_lr_ratio=1.0,
         weight_decay=0.0, max_length=args.context_length + args.thought_tokens + args.after + 4, seed=args.seed,
