@@ -120,7 +120,7 @@ def closing_documents(model, tok, fmt, args, task) -> tuple[list[Example], int, 
 
     Each example's context is ``prefix <think> thought`` and its loss falls on ``</think>`` and what
     follows (``--after`` tokens of the window's text; or, after a train-split task prompt, the
-    answer the base then gave greedily, and EOS), so the warm start trains closing and reading on
+    answer the base gave greedily after the thought or, ``--answers no-think``, without one; and EOS), so the warm start trains closing and reading on
     after a thought, and no prefix text (no continued pretraining). No label is used. Thoughts
     without a natural end within ``--thought-tokens`` are dropped. The examples, the tokens
     sampled, and counts.
@@ -146,10 +146,10 @@ def closing_documents(model, tok, fmt, args, task) -> tuple[list[Example], int, 
     prompts = fmt.prompt_ids(tok, [p.prompt for p in problems])
     pt = sample_thoughts(model, tok, fmt, prompts, 1, args.thought_tokens, 0.7, generator=gen, batch_size=16)
     kept = [(p, c) for p, ids in zip(prompts, pt.ids) if (c := cut_at_natural_end(ids, ends, args.min_thought))]
-    ans = sample_answers(
-        model, tok, fmt, [p + [fmt.open_id, *c, fmt.close_id] for p, c in kept], 16, stops=ANSWER_STOPS,
-        batch_size=16,
-    )  # fmt: skip
+    # The answer the base gave after that thought, or (no-think) the one it gives with no thought at all: the
+    # delimiters then learn that a thought leaves the answer as the model would give it.
+    contexts = [p + [fmt.open_id, *c, fmt.close_id] if args.answers == "after-thought" else p for p, c in kept]
+    ans = sample_answers(model, tok, fmt, contexts, 16, stops=ANSWER_STOPS, batch_size=16)
     for r, (p, c) in enumerate(kept):
         examples.append(Example(text([*p, fmt.open_id, *c]), text([fmt.close_id, *ans.ids(r)]), eos=True))
     sampled += int(pt.lengths.sum()) + int(ans.num_tokens.sum())
@@ -182,6 +182,8 @@ def main(argv=None) -> dict:
     p.add_argument("--prompts", type=int, default=64, help="task prompts (train split) with a thought and answer")
     p.add_argument("--thought-tokens", type=int, default=8, help="inserted: each thought's length; closing: its budget")
     p.add_argument("--min-thought", type=int, default=2, help="closing: a thought's natural end at this token or later")
+    p.add_argument("--answers", choices=["after-thought", "no-think"], default="after-thought",
+                   help="closing: a task example's answer, the base's greedy one after the thought or without one")  # fmt: skip
     p.add_argument("--after", type=int, default=8, help="closing: text tokens trained after a text position's thought")
     p.add_argument("--context-length", type=int, default=128)
     p.add_argument("--steps", type=int, default=16)
