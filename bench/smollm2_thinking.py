@@ -199,6 +199,8 @@ def measure_cell(name: str, path, base, args, out: Path, info_gain: bool, extra:
         ns = argparse.Namespace(**vars(args), task_n=0)  # accuracy is measured above, once
         ig = rlp_smollm2.measure(name, str(path), base, ns, out)
         result.update({k: ig[k] for k in ("heldout_info_gain", "heldout_ntp_loss", "per_position_gain")})
+        result["closed_fraction_text"] = ig["closed_fraction"]  # thoughts at held-out text positions (T = 0.7)
+        result["thought_tokens_text"] = ig["thought_tokens_mean"]
         result["share_positive_gain"] = statistics.fmean(g > 0 for g in ig["per_position_gain"])
     result["eval_wall_s"] = round(time.time() - t0, 1)
     cached.write_text(json.dumps(result, indent=1))
@@ -228,6 +230,7 @@ def single_row(name: str, r: dict) -> dict:
         "heldout_info_gain": r.get("heldout_info_gain"),
         "heldout_info_gain_std": 0.0,
         "heldout_ntp_loss": r.get("heldout_ntp_loss"),
+        "closed_fraction_text": r.get("closed_fraction_text"),
         "positions_trained": 0,
     }
 
@@ -258,6 +261,8 @@ def table(cells: dict[str, list[dict]], base: dict, warm: dict | None = None) ->
             row["heldout_info_gain_std"] = statistics.stdev(ig) if len(ig) > 1 else 0.0
             row["heldout_ntp_loss_per_seed"] = [r["heldout_ntp_loss"] for r in results]
             row["share_positive_gain_per_seed"] = [r["share_positive_gain"] for r in results]
+            if all("closed_fraction_text" in r for r in results):
+                row["closed_fraction_text_per_seed"] = [r["closed_fraction_text"] for r in results]
         rows.append(row)
     return {"rows": rows, "base_accuracy": base["heldout_accuracy"]}
 
