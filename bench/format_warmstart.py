@@ -36,8 +36,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(Path(__file__).parent))
 
+from ponder.data.early_experience import Example  # noqa: E402
 from ponder.data.registry import get_task  # noqa: E402
-from ponder.data.thought_docs import answered_thought, insert_thought  # noqa: E402
+from ponder.data.thought_docs import (  # noqa: E402
+    answered_thought,
+    cut_at_natural_end,
+    insert_thought,
+    natural_end_ids,
+)
 from ponder.lm.padding import pad_id_of  # noqa: E402
 from ponder.lm.thinking import ANSWER_STOPS, ThoughtFormat, sample_answers, sample_thoughts  # noqa: E402
 from ponder.models.lookup import load_model  # noqa: E402
@@ -62,21 +68,31 @@ def measure(model, tok, fmt, args, problems, task, windows, picks) -> dict:
     th = sample_thoughts(model, tok, fmt, prompts, 1, args.task_budget, 0.0, batch_size=24)
     contexts = [p + [fmt.open_id, *t, fmt.close_id] for p, t in zip(prompts, th.ids)]
     texts = sample_answers(model, tok, fmt, contexts, 24, stops=ANSWER_STOPS, batch_size=24).texts(tok, ANSWER_STOPS)
+    gen = torch.Generator().manual_seed(0)  # text positions: sampled as RLP samples them (T = 0.7)
+    at_text = sample_thoughts(model, tok, fmt, [p for p, _ in picks], 1, args.task_budget, 0.7, generator=gen,
+                              batch_size=24)  # fmt: skip
     none = last_token_logprobs(model, [p + [x] for p, x in picks], pad)
     empty = last_token_logprobs(model, [p + [fmt.open_id, fmt.close_id, x] for p, x in picks], pad)
     return {
         "closed_fraction": float(th.closed.float().mean()),
         "thought_tokens": float(th.lengths.mean()),
+        "closed_fraction_text": float(at_text.closed.float().mean()),
+        "thought_tokens_text": float(at_text.lengths.mean()),
         "think_accuracy": statistics.fmean(task.score(p, t) for p, t in zip(problems, texts)),
         "think_accuracy_last_number": statistics.fmean(last_number(t) == p.answer for p, t in zip(problems, texts)),
+        # Without the sampler's close at the budget (s1's budget forcing) an unclosed thought has no answer.
+        "think_accuracy_own_close": statistics.fmean(
+            bool(c) and last_number(t) == p.answer for p, t, c in zip(problems, texts, th.closed)
+        ),
         "heldout_ntp_loss": heldout_loss(model, [w.ids for w in windows], pad),
         "empty_thought_gain": float((empty - none).mean()),
         "example": tok.decode(contexts[0][len(prompts[0]) :]) + " || " + texts[0],
     }
 
 
-def documents(model, tok, fmt, args, task) -> tuple[list[list[int]], int]:
-    """The warm-start documents (token ids) and the tokens sampled to make them."""
+def inserted_documents(model, tok, fmt, args, task) -> tuple[list[list[int]], int]:
+    """``--form inserted`` (the first measurement): a fixed-length thought inserted in each corpus window,
+    task prompts with thought and answer; every token trained. The documents and the tokens sampled."""
     rng = random.Random(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     train = heldout_windows(Path(args.corpus), tok, args.context_length, args.docs, split="train")
@@ -99,22 +115,86 @@ def documents(model, tok, fmt, args, task) -> tuple[list[list[int]], int]:
     return docs, sampled
 
 
+def closing_documents(model, tok, fmt, args, task) -> tuple[list[Example], int, dict]:
+    """``--form closing``: the base's own thoughts cut at their first line or sentence end, then closed.
+
+    Each example's context is ``prefix <think> thought`` and its loss falls on ``</think>`` and what
+    follows (``--after`` tokens of the window's text; or, after a train-split task prompt, the
+    answer the base gave greedily after the thought or, ``--answers no-think``, without one; and EOS), so the warm start trains closing and reading on
+    after a thought, and no prefix text (no continued pretraining). No label is used. Thoughts
+    without a natural end within ``--thought-tokens`` are dropped. The examples, the tokens
+    sampled, and counts.
+    """
+    rng = random.Random(args.seed)
+    gen = torch.Generator().manual_seed(args.seed)
+    ends = natural_end_ids(tok)
+    text = lambda ids: tok.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)  # noqa: E731
+    train = heldout_windows(Path(args.corpus), tok, args.context_length, args.docs, split="train")
+    cuts = [rng.randrange(8, max(9, len(w.ids) - args.after)) for w in train]
+    th = sample_thoughts(
+        model, tok, fmt, [w.ids[:t] for w, t in zip(train, cuts)], 1, args.thought_tokens, 0.7,
+        generator=gen, batch_size=16,
+    )  # fmt: skip
+    examples, sampled = [], int(th.lengths.sum())
+    for w, t, ids in zip(train, cuts, th.ids):
+        cut = cut_at_natural_end(ids, ends, args.min_thought)
+        if cut is not None:
+            context, target = [*w.ids[:t], fmt.open_id, *cut], [fmt.close_id, *w.ids[t : t + args.after]]
+            examples.append(Example(text(context), text(target)))
+    text_kept = len(examples)
+    problems = task.problems(args.prompts, seed=args.seed, split="train")
+    prompts = fmt.prompt_ids(tok, [p.prompt for p in problems])
+    pt = sample_thoughts(model, tok, fmt, prompts, 1, args.thought_tokens, 0.7, generator=gen, batch_size=16)
+    kept = [(p, c) for p, ids in zip(prompts, pt.ids) if (c := cut_at_natural_end(ids, ends, args.min_thought))]
+    # The answer the base gave after that thought, or (no-think) the one it gives with no thought at all: the
+    # delimiters then learn that a thought leaves the answer as the model would give it.
+    contexts = [p + [fmt.open_id, *c, fmt.close_id] if args.answers == "after-thought" else p for p, c in kept]
+    ans = sample_answers(model, tok, fmt, contexts, 16, stops=ANSWER_STOPS, batch_size=16)
+    for r, (p, c) in enumerate(kept):
+        examples.append(Example(text([*p, fmt.open_id, *c]), text([fmt.close_id, *ans.ids(r)]), eos=True))
+    sampled += int(pt.lengths.sum()) + int(ans.num_tokens.sum())
+    rng.shuffle(examples)
+    return examples, sampled, {"text_examples": text_kept, "task_examples": len(kept)}
+
+
+def train_delimiters_only(model, fmt) -> None:
+    """Freeze every weight but the delimiters' embedding rows (input and output; tied or not).
+
+    The rows' gradients are masked to the two ids, so AdamW (weight decay 0) never moves another row:
+    plain text without a thought is then read exactly as before, only ``</think>``'s logit can change.
+    """
+    rows = torch.zeros(model.get_input_embeddings().weight.shape[0], 1)
+    rows[[fmt.open_id, fmt.close_id]] = 1.0
+    tables = {id(t.weight): t.weight for t in (model.get_input_embeddings(), model.get_output_embeddings()) if t}
+    for param in model.parameters():
+        param.requires_grad_(id(param) in tables)
+    for weight in tables.values():
+        weight.register_hook(lambda g: g * rows.to(g.dtype))
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--corpus", required=True)
     p.add_argument("--out", required=True, help="run directory of the warm start (its final/ is the warm model)")
     p.add_argument("--task", default="add2")
+    p.add_argument("--form", choices=["closing", "inserted"], default="closing", help="the documents (see above)")
     p.add_argument("--docs", type=int, default=64, help="corpus windows with a thought inserted")
     p.add_argument("--prompts", type=int, default=64, help="task prompts (train split) with a thought and answer")
-    p.add_argument("--thought-tokens", type=int, default=8, help="length of each inserted thought")
+    p.add_argument("--thought-tokens", type=int, default=8, help="inserted: each thought's length; closing: its budget")
+    p.add_argument("--min-thought", type=int, default=2, help="closing: a thought's natural end at this token or later")
+    p.add_argument("--answers", choices=["after-thought", "no-think"], default="after-thought",
+                   help="closing: a task example's answer, the base's greedy one after the thought or without one")  # fmt: skip
+    p.add_argument("--after", type=int, default=8, help="closing: text tokens trained after a text position's thought")
     p.add_argument("--context-length", type=int, default=128)
     p.add_argument("--steps", type=int, default=16)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-5)
+    p.add_argument("--train", choices=["all", "delimiters"], default="all", help="which weights the warm start moves")
     p.add_argument("--task-n", type=int, default=24, help="test problems measured")
     p.add_argument("--task-budget", type=int, default=64)
     p.add_argument("--windows", type=int, default=24, help="held-out windows measured")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--before", help="a previous run's --json: reuse its `before` figures (same measurement settings)")
     p.add_argument("--json")
     args = p.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -126,13 +206,31 @@ def main(argv=None) -> dict:
     problems = task.problems(args.task_n, seed=0, split="test")
     windows = heldout_windows(Path(args.corpus), tok, args.context_length, args.windows)
     picks = choose(windows, 2, 0)
-    before = measure(model.eval(), tok, fmt, args, problems, task, windows, picks)
+    reuse = json.loads(Path(args.before).read_text()) if args.before else None
+    keys = ("task", "task_n", "task_budget", "windows", "context_length")
+    if (
+        reuse
+        and all(reuse["settings"].get(k) == getattr(args, k) for k in keys)
+        and "closed_fraction_text" in reuse["before"]
+    ):
+        before = reuse["before"]
+    else:
+        before = measure(model.eval(), tok, fmt, args, problems, task, windows, picks)
     print("before:", json.dumps(before), flush=True)
     t1 = time.time()
-    docs, sampled = documents(model, tok, fmt, args, task)
+    counts = {}
+    if args.form == "closing":
+        docs, sampled, counts = closing_documents(model, tok, fmt, args, task)
+        print(
+            "documents:", json.dumps(counts), "e.g.", json.dumps([docs[0].context[-200:], docs[0].target]), flush=True
+        )
+    else:
+        docs, sampled = inserted_documents(model, tok, fmt, args, task)
+    if args.train == "delimiters":
+        train_delimiters_only(model, fmt)
     cfg = NextTokenConfig(
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=0, min_lr_ratio=1.0,
-        weight_decay=0.0, max_length=args.context_length + args.thought_tokens + 2, seed=args.seed,
+        weight_decay=0.0, max_length=args.context_length + args.thought_tokens + args.after + 4, seed=args.seed,
         save_every=args.steps, report_to=["none"],
     )  # fmt: skip
     summary = train_next_token(model, tok, lambda: itertools.cycle(docs), cfg, args.out, progress=False)
@@ -146,6 +244,7 @@ def main(argv=None) -> dict:
         "before": before,
         "after": after,
         "documents": len(docs),
+        **counts,
         "sampled_tokens": sampled,
         "trained_tokens": trained,
         "flops": FORWARD * size.params * sampled + TRAIN * size.params * trained,
@@ -154,11 +253,13 @@ def main(argv=None) -> dict:
         "settings": {k: v for k, v in vars(args).items() if k != "json"},
         "wall_s": round(time.time() - t0, 1),
     }
-    print("| | closed | thought tokens | think acc (score / last number) | held-out NTP loss | empty thought (nats) |")
+    print("| | closed (task / text) | thought tokens (task / text) | think acc (score / last number) | held-out NTP loss "
+          "| empty thought (nats) |")  # fmt: skip
     print("| --- | --- | --- | --- | --- | --- |")
     for name in ("before", "after"):
         r = payload[name]
-        print(f"| {name} | {r['closed_fraction']:.2f} | {r['thought_tokens']:.1f} | {r['think_accuracy']:.3f} / "
+        print(f"| {name} | {r['closed_fraction']:.2f} / {r['closed_fraction_text']:.2f} | {r['thought_tokens']:.1f} / "
+              f"{r['thought_tokens_text']:.1f} | {r['think_accuracy']:.3f} / "
               f"{r['think_accuracy_last_number']:.3f} | {r['heldout_ntp_loss']:.4f} | {r['empty_thought_gain']:+.3f} |")  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps(payload, indent=1))

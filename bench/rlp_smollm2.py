@@ -155,13 +155,13 @@ def measure(name: str, path: str, base, args, out: Path) -> dict:
         "positions": s["positions"],
         "ntp_tokens": s["ntp_tokens"],
         "per_position_gain": [float(g) for g in hg.gains],
-        **think_accuracy(lm, args, args.task),
+        **(think_accuracy(lm, args, args.task) if args.task_n else {}),  # 0: the caller measures accuracy
     }
     result["eval_wall_s"] = round(time.time() - t0, 1)
     cached.write_text(json.dumps(result, indent=1))
     print(
         f"[{name}] IG {result['heldout_info_gain']:+.3f} loss {result['heldout_ntp_loss']:.3f} "
-        f"acc {result['think_accuracy']:.3f} ({result['eval_wall_s']} s)",
+        f"acc {result.get('think_accuracy', float('nan')):.3f} ({result['eval_wall_s']} s)",
         flush=True,
     )
     return result
@@ -187,12 +187,12 @@ def flags(settings: dict) -> list[str]:
     return [x for k, v in settings.items() for x in (f"--{k.replace('_', '-')}", str(v))]
 
 
-def train(seed: int, args, out: Path) -> dict:
-    """RLP then FLOP-matched CPT for ``seed``; wall times (0 when the run was already complete)."""
+def train(seed: int, args, out: Path, cpt: bool = True) -> dict:
+    """RLP then (``cpt``) FLOP-matched CPT for ``seed``; wall times (0 when the run was already complete)."""
     rlp_dir, cpt_dir = out / f"rlp-s{seed}", out / f"cpt-s{seed}"
     common = flags(
         {
-            "model": MODEL,
+            "model": getattr(args, "start", None) or MODEL,  # a warm start's final/ when given
             "corpus": Path(args.corpus) / "train.jsonl",
             "seed": seed,
             "report_to": "none",
@@ -222,7 +222,7 @@ def train(seed: int, args, out: Path) -> dict:
     if not (rlp_dir / "final").is_dir():
         argv = ["rlp", *common, *flags(rlp), "--quiet", *args.rlp_args.split()]
         walls["rlp_wall_s"] = run_cli(argv, out / f"rlp-s{seed}.log")
-    if not (cpt_dir / "final").is_dir():
+    if cpt and not (cpt_dir / "final").is_dir():
         walls["cpt_wall_s"] = run_cli(["cpt", *common, *flags(cpt), "--quiet"], out / f"cpt-s{seed}.log")
     return walls
 

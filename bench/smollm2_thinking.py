@@ -5,6 +5,8 @@ and measured on held-out data, each cached under ``--out`` so that a killed run 
 (the training runs resume through ``ponder``'s own checkpoints):
 
 * ``base``: the model as loaded;
+* ``warm`` (``--start DIR``): the format warm start (``bench/format_warmstart.py``'s ``final/``), the
+  start of every trained cell, so RLP and CPT both begin from it and both have paid its compute;
 * ``grpo-sS``: ``ponder grpo --reward verifiable`` on ``--task``'s train split, think mode;
 * ``ttrl-sS``: ``ponder ttrl`` (majority vote, labels never used) on the train split's prompts, so that
   the test split stays held out for every model;
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -54,7 +57,8 @@ def parse_args(argv=None):
     p.add_argument("--corpus", required=True, help="folder written by `ponder corpus build` (RLP, CPT, held-out IG)")
     p.add_argument("--out", default="runs/smollm2_thinking", help="run directories and per-cell results")
     p.add_argument("--seeds", default="0", type=parse_seeds, help="a range 0-2, a list 0,1,2 or both")
-    p.add_argument("--model", default=MODEL, help="the start of every cell (tiny: a seconds-long check of the harness)")
+    p.add_argument("--model", default=MODEL, help="the base (tiny: a seconds-long check of the harness)")
+    p.add_argument("--start", help="a warm start's final/ directory: every trained cell starts from it (row `warm`)")
     p.add_argument("--kinds", default="grpo,ttrl,rlp,cpt", help=f"comma separated, of {', '.join(KINDS)}")
     p.add_argument("--task", default="add1", help="the think-mode task (chosen by --probe: base between 0.1 and 0.7)")
     p.add_argument("--eval-n", type=int, default=64, help="held-out (test split) problems per accuracy")
@@ -82,6 +86,10 @@ def parse_args(argv=None):
     p.add_argument("--eval-group", type=int, default=4)
     p.add_argument("--eval-batch", type=int, default=6)
     p.add_argument("--probe", help="comma-separated tasks: the base's think and no-think accuracy on each, then stop")
+    p.add_argument("--keep-checkpoints", action="store_true", help="keep each finished run's checkpoints/ (GBs each)")
+    p.add_argument(
+        "--table-only", action="store_true", help="write the table of the cells measured so far; train nothing"
+    )
     p.add_argument("--json", help="write the issue's table here")
     return p.parse_args(argv)
 
@@ -108,6 +116,9 @@ def accuracy(lm, task_spec: str, args) -> dict:
         out[key] = statistics.fmean(last_number(a) == p.answer.strip() for p, a in zip(problems, answers))
         out[key + "_task_score"] = statistics.fmean(task.score(p, a) for p, a in zip(problems, answers))
         if think:
+            # Answers after the model's own </think> only (no close at the budget: s1's budget forcing off).
+            right = [last_number(a) == p.answer.strip() for p, a in zip(problems, answers)]
+            out["heldout_accuracy_own_close"] = statistics.fmean(r and bool(k) for r, k in zip(right, c.closed))
             out["closed_fraction"] = float(c.closed.float().mean())
             out["thought_tokens"] = float(c.thought_tokens.mean())
     return out
@@ -117,7 +128,7 @@ def rl_cell(kind: str, seed: int, args, out: Path) -> tuple[Path, float]:
     """Train ``ponder grpo`` / ``ponder ttrl`` for ``seed`` (skipped when done); its final model and wall seconds."""
     run = out / f"{kind}-s{seed}"
     settings = {
-        "model": MODEL,
+        "model": args.start or MODEL,
         "task": args.task,
         "seed": seed,
         "steps": args.rl_steps,
@@ -142,14 +153,38 @@ def rl_cell(kind: str, seed: int, args, out: Path) -> tuple[Path, float]:
 
 
 def rlp_cells(seed: int, args, out: Path, rtw: bool) -> dict[str, Path]:
-    """RLP (or RLP with the reward-token term) then its FLOP-matched CPT, for ``seed``."""
+    """RLP then its FLOP-matched CPT, for ``seed``; or RLP with the reward-token term alone (compared with
+    the paper form's CPT: the same compute up to the reward's few tokens)."""
     sub = out / ("rtw" if rtw else "paper")
     sub.mkdir(parents=True, exist_ok=True)
     ns = argparse.Namespace(**vars(args))
     if rtw:
         ns.rlp_args = f"{args.rlp_args} --reward-token-weight {args.rtw}".strip()
-    rlp_smollm2.train(seed, ns, sub)
-    return {"rlp": sub / f"rlp-s{seed}" / "final", "cpt": sub / f"cpt-s{seed}" / "final"}
+    rlp_smollm2.train(seed, ns, sub, cpt=not rtw)
+    paths = {"rlp": sub / f"rlp-s{seed}" / "final"}
+    return paths if rtw else {**paths, "cpt": sub / f"cpt-s{seed}" / "final"}
+
+
+def prune(final: Path, args) -> None:
+    """Delete a finished run's resumable checkpoints (GBs of optimizer state; ``final/`` is what is measured)."""
+    if not args.keep_checkpoints and final.is_dir():
+        shutil.rmtree(final.parent / "checkpoints", ignore_errors=True)
+
+
+def cached_cells(args, out: Path, kinds: list[str]) -> tuple[dict | None, dict | None, dict[str, list[dict]]]:
+    """``(base, warm, cells)`` measured so far under ``out`` (a run still going or stopped); nothing is run."""
+
+    def read(folder: Path, name: str) -> dict | None:
+        path = folder / f"cell-{name}.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    cells = {k: [] for k in kinds}
+    for seed in args.seeds:
+        for kind in kinds:
+            folder = out / "rtw" if kind == "rlp-rtw" else out / "paper" if kind in ("rlp", "cpt") else out
+            if (r := read(folder, f"{kind}-s{seed}")) is not None:
+                cells[kind].append(r)
+    return read(out, "base"), read(out, "warm"), cells
 
 
 def measure_cell(name: str, path, base, args, out: Path, info_gain: bool, extra: dict) -> dict:
@@ -161,9 +196,11 @@ def measure_cell(name: str, path, base, args, out: Path, info_gain: bool, extra:
     lm = base if str(path) == MODEL else load_model(str(path), device="cpu", dtype=torch.float32)
     result = {"cell": name, **extra, **accuracy(lm, args.task, args)}
     if info_gain:
-        ns = argparse.Namespace(**vars(args), task_n=args.eval_n)
+        ns = argparse.Namespace(**vars(args), task_n=0)  # accuracy is measured above, once
         ig = rlp_smollm2.measure(name, str(path), base, ns, out)
         result.update({k: ig[k] for k in ("heldout_info_gain", "heldout_ntp_loss", "per_position_gain")})
+        result["closed_fraction_text"] = ig["closed_fraction"]  # thoughts at held-out text positions (T = 0.7)
+        result["thought_tokens_text"] = ig["thought_tokens_mean"]
         result["share_positive_gain"] = statistics.fmean(g > 0 for g in ig["per_position_gain"])
     result["eval_wall_s"] = round(time.time() - t0, 1)
     cached.write_text(json.dumps(result, indent=1))
@@ -171,41 +208,36 @@ def measure_cell(name: str, path, base, args, out: Path, info_gain: bool, extra:
     return result
 
 
-def positions_trained(run: Path) -> int | None:
-    """RLP positions the run trained on (the ``positions`` counter of its ``summary.json``), None when unknown."""
-    path = run.parent / "summary.json"
+def positions_trained(final: Path) -> int | None:
+    """RLP positions the run trained on: the ``positions`` counter of the ``rlp_summary.json`` beside ``final/``
+    (summed over ranks by the engine); None when the run has not finished."""
+    path = final.parent / "rlp_summary.json"
     if not path.is_file():
         return None
-    found = []
-
-    def walk(x):
-        if isinstance(x, dict):
-            for k, v in x.items():
-                if k == "positions" and isinstance(v, (int, float)):
-                    found.append(int(v))
-                walk(v)
-
-    walk(json.loads(path.read_text()))
-    return max(found) if found else None
+    return int(json.loads(path.read_text())["positions"])
 
 
-def table(cells: dict[str, list[dict]], base: dict) -> dict:
+def single_row(name: str, r: dict) -> dict:
+    """The row of a model measured once (the base, the warm start)."""
+    return {
+        "model": name,
+        "task": r["task"],
+        "heldout_accuracy_per_seed": [r["heldout_accuracy"]],
+        "heldout_accuracy_median": r["heldout_accuracy"],
+        "heldout_accuracy_no_think": r["heldout_accuracy_no_think"],
+        "closed_fraction": r["closed_fraction"],
+        "thought_tokens": r["thought_tokens"],
+        "heldout_info_gain": r.get("heldout_info_gain"),
+        "heldout_info_gain_std": 0.0,
+        "heldout_ntp_loss": r.get("heldout_ntp_loss"),
+        "closed_fraction_text": r.get("closed_fraction_text"),
+        "positions_trained": 0,
+    }
+
+
+def table(cells: dict[str, list[dict]], base: dict, warm: dict | None = None) -> dict:
     """The issue's schema: one row per model kind, per-seed lists and medians."""
-    rows = [
-        {
-            "model": "base",
-            "task": base["task"],
-            "heldout_accuracy_per_seed": [base["heldout_accuracy"]],
-            "heldout_accuracy_median": base["heldout_accuracy"],
-            "heldout_accuracy_no_think": base["heldout_accuracy_no_think"],
-            "closed_fraction": base["closed_fraction"],
-            "thought_tokens": base["thought_tokens"],
-            "heldout_info_gain": base.get("heldout_info_gain"),
-            "heldout_info_gain_std": 0.0,
-            "heldout_ntp_loss": base.get("heldout_ntp_loss"),
-            "positions_trained": 0,
-        }
-    ]
+    rows = [single_row("base", base)] + ([single_row("warm", warm)] if warm else [])
     for kind, results in cells.items():
         if not results:
             continue
@@ -229,6 +261,8 @@ def table(cells: dict[str, list[dict]], base: dict) -> dict:
             row["heldout_info_gain_std"] = statistics.stdev(ig) if len(ig) > 1 else 0.0
             row["heldout_ntp_loss_per_seed"] = [r["heldout_ntp_loss"] for r in results]
             row["share_positive_gain_per_seed"] = [r["share_positive_gain"] for r in results]
+            if all("closed_fraction_text" in r for r in results):
+                row["closed_fraction_text_per_seed"] = [r["closed_fraction_text"] for r in results]
         rows.append(row)
     return {"rows": rows, "base_accuracy": base["heldout_accuracy"]}
 
@@ -244,7 +278,14 @@ def main(argv=None) -> dict | None:
         raise SystemExit(f"{corpus} has no heldout.jsonl: build it with `ponder corpus build --out {corpus}`")
     out.mkdir(parents=True, exist_ok=True)
     global MODEL
-    MODEL = rlp_smollm2.MODEL = args.model  # every cell and the sibling's RLP/CPT phases start from it
+    MODEL = rlp_smollm2.MODEL = args.model  # the base; trained cells start from --start when given
+    if args.table_only:
+        base_row, warm_row, cells = cached_cells(args, out, kinds)
+        if base_row is None:
+            raise SystemExit(f"{out} has no measured base (cell-base.json) yet; run without --table-only first")
+        settings = {k: v for k, v in vars(args).items() if k not in ("json", "probe")}
+        payload = {"model": MODEL, **table(cells, base_row, warm_row), "settings": settings, "partial": True}
+        return write_table(payload, args)
     base = load_model(MODEL, device="cpu", dtype=torch.float32)
     if args.probe:
         for spec in args.probe.split(","):
@@ -254,12 +295,14 @@ def main(argv=None) -> dict | None:
     t_start = time.time()
     real_text = bool({"rlp", "cpt", "rlp-rtw"} & set(kinds))
     base_row = measure_cell("base", MODEL, base, args, out, real_text, {})
+    warm_row = measure_cell("warm", args.start, base, args, out, real_text, {}) if args.start else None
     cells: dict[str, list[dict]] = {k: [] for k in kinds}
     for seed in args.seeds:
         for kind in ("grpo", "ttrl"):
             if kind in kinds:
                 t0 = time.time()
                 path, _ = rl_cell(kind, seed, args, out)
+                prune(path, args)
                 extra = {"seed": seed, "train_wall_s": round(time.time() - t0, 1)}
                 cells[kind].append(measure_cell(f"{kind}-s{seed}", path, base, args, out, False, extra))
         for rtw in (False, True):
@@ -268,9 +311,11 @@ def main(argv=None) -> dict | None:
                 continue
             t0 = time.time()
             paths = rlp_cells(seed, args, out, rtw)
+            for path in paths.values():
+                prune(path, args)
             extra = {"seed": seed, "train_wall_s": round(time.time() - t0, 1)}
             for kind, path in paths.items():
-                label = f"{kind}-rtw" if rtw and kind == "rlp" else kind
+                label = "rlp-rtw" if rtw else kind
                 if label not in kinds:
                     continue
                 cell_extra = {**extra, "positions_trained": positions_trained(paths["rlp"])}
@@ -278,10 +323,14 @@ def main(argv=None) -> dict | None:
                 cells[label].append(measure_cell(f"{label}-s{seed}", path, base, args, sub, True, cell_extra))
     payload = {
         "model": MODEL,
-        **table(cells, base_row),
+        **table(cells, base_row, warm_row),
         "settings": {k: v for k, v in vars(args).items() if k not in ("json", "probe")},
         "bench_wall_s": round(time.time() - t_start, 1),
     }
+    return write_table(payload, args)
+
+
+def write_table(payload: dict, args) -> dict:
     print(json.dumps(payload["rows"], indent=1))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -88,3 +88,29 @@ def test_insert_thought_places_a_closed_thought_before_the_token():
     for bad in (0, 4):
         with pytest.raises(ValueError, match="non-empty prefix"):
             insert_thought([1, 2, 3], bad, [7], 90, 91)
+
+
+def test_cut_at_natural_end_keeps_the_first_line_or_sentence():
+    from ponder.data.thought_docs import cut_at_natural_end
+
+    ends = frozenset({9})
+    assert cut_at_natural_end([1, 9, 2, 9], ends) == [1, 9]
+    assert cut_at_natural_end([1, 9, 2, 9], ends, min_tokens=3) == [1, 9, 2, 9]  # an end before the minimum is passed
+    assert cut_at_natural_end([9], ends) == [9]
+    assert cut_at_natural_end([1, 2], ends) is None
+    assert cut_at_natural_end([], ends) is None
+
+
+def test_natural_end_ids_are_line_and_sentence_ends():
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    from ponder.data.thought_docs import natural_end_ids
+
+    vocab = {"<unk>": 0, "<pad>": 1, "a": 2, ".": 3, "b?": 4, "\n": 5, "c.d": 6, "e! ": 7, "x\ny": 8}
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>")),
+        unk_token="<unk>",
+        pad_token="<pad>",
+    )
+    assert natural_end_ids(tok) == {3, 4, 5, 7, 8}

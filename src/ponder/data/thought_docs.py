@@ -24,3 +24,31 @@ def answered_thought(
 ) -> list[int]:
     """``prompt <think> thought </think> answer``: a task prompt, a closed thought and the answer that followed it."""
     return insert_thought([*prompt, *answer], len(prompt), thought, open_id, close_id)
+
+
+def natural_end_ids(tokenizer) -> frozenset[int]:
+    """Ids of the tokens that end a line or a sentence: their text holds a newline or ends in ``.``, ``!`` or ``?``.
+
+    Where the model's own thoughts stop naturally: a warm start closes a sampled thought at its
+    first such token (:func:`cut_at_natural_end`) instead of after a fixed number of tokens.
+    """
+    special = set(getattr(tokenizer, "all_special_ids", ()))
+    ends = set()
+    for i in range(len(tokenizer)):
+        if i in special:
+            continue
+        text = tokenizer.decode([i], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        if "\n" in text or text.rstrip(" ").endswith((".", "!", "?")):
+            ends.add(i)
+    return frozenset(ends)
+
+
+def cut_at_natural_end(thought: Sequence[int], end_ids: frozenset[int], min_tokens: int = 1) -> list[int] | None:
+    """``thought`` up to and including its first token in ``end_ids`` at or after token ``min_tokens`` (1-based).
+
+    None when no such token: the thought has no natural end within what was sampled.
+    """
+    for i in range(max(min_tokens, 1) - 1, len(thought)):
+        if thought[i] in end_ids:
+            return list(thought[: i + 1])
+    return None

@@ -1,0 +1,38 @@
+"""bench/format_warmstart.py's --train delimiters: only the delimiters' embedding rows move."""
+
+import importlib.util
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def test_train_delimiters_only_moves_the_two_rows_and_nothing_else(tiny_hf_dir):
+    from transformers import AutoModelForCausalLM
+
+    spec = importlib.util.spec_from_file_location("format_warmstart", BENCH / "format_warmstart.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    model = AutoModelForCausalLM.from_pretrained(tiny_hf_dir)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    fmt = SimpleNamespace(open_id=5, close_id=7)
+    bench.train_delimiters_only(model, fmt)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.0)
+    ids = torch.tensor([[3, 5, 9, 7, 11, 12, 5, 7]])
+    for _ in range(2):
+        model(input_ids=ids, labels=ids).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    emb = model.get_input_embeddings().weight
+    moved = (emb.detach() != before[next(n for n, p in model.named_parameters() if p is emb)]).any(1)
+    assert moved.nonzero().flatten().tolist() == [5, 7]
+    for name, p in model.named_parameters():
+        if p is not emb and p is not model.get_output_embeddings().weight:
+            assert torch.equal(p.detach(), before[name]), name
+    out = model.get_output_embeddings().weight
+    if out is not emb:  # untied: its rows likewise
+        assert (out.detach() != before[next(n for n, p in model.named_parameters() if p is out)]).any(
+            1
+        ).nonzero().flatten().tolist() == [5, 7]

@@ -1,0 +1,68 @@
+"""bench/smollm2_thinking.py's readers: the RLP positions a run trained, and the issue's table (warm row)."""
+
+import importlib.util
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("smollm2_thinking", BENCH / "smollm2_thinking.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_positions_trained_reads_the_rlp_run_summary(tiny_hf_dir, tmp_path, one_thread):
+    from ponder.jobs.rlp import RLPJob, run_rlp
+
+    out = tmp_path / "rlp-s0"
+    job = RLPJob(model=str(tiny_hf_dir), task="add2", steps=2, docs_per_step=3, group_size=2, max_thought_tokens=4)
+    run_rlp(job.model_copy(update={"out": str(out)}), resume=False, progress=False)
+    bench = _bench()
+    assert bench.positions_trained(out / "final") == 2 * 3  # steps x documents x one position each
+    assert bench.positions_trained(tmp_path / "unfinished" / "final") is None
+
+
+def test_table_has_base_and_warm_rows_then_medians():
+    bench = _bench()
+    one = {"task": "add2", "heldout_accuracy": 0.25, "heldout_accuracy_no_think": 0.5, "closed_fraction": 0.0}
+    one["thought_tokens"] = 32.0
+    warm = {**one, "heldout_accuracy": 0.5, "closed_fraction": 0.75, "thought_tokens": 6.0}
+    seeds = [{**one, "seed": s, "heldout_accuracy": a, "closed_fraction": 0.5} for s, a in enumerate((0.1, 0.4, 0.3))]
+    t = bench.table({"grpo": seeds}, one, warm)
+    assert [r["model"] for r in t["rows"]] == ["base", "warm", "grpo"]
+    assert t["rows"][1]["closed_fraction"] == 0.75 and t["rows"][1]["positions_trained"] == 0
+    assert t["rows"][2]["heldout_accuracy_median"] == 0.3 and t["base_accuracy"] == 0.25
+    assert [r["model"] for r in bench.table({}, one)["rows"]] == ["base"]
+
+
+def test_table_only_reads_the_cells_measured_so_far(tmp_path):
+    import json
+
+    corpus, out = tmp_path / "corpus", tmp_path / "out"
+    corpus.mkdir()
+    (corpus / "heldout.jsonl").write_text("")
+    (out / "paper").mkdir(parents=True)
+    cell = {"task": "add2", "heldout_accuracy": 0.25, "heldout_accuracy_no_think": 0.5, "closed_fraction": 0.5}
+    cell["thought_tokens"] = 8.0
+    (out / "cell-base.json").write_text(json.dumps(cell))
+    (out / "cell-grpo-s1.json").write_text(json.dumps({**cell, "seed": 1, "heldout_accuracy": 0.5}))
+    ig = {"heldout_info_gain": -1.0, "heldout_ntp_loss": 3.0, "share_positive_gain": 0.25, "positions_trained": 8}
+    (out / "paper" / "cell-rlp-s0.json").write_text(json.dumps({**cell, **ig, "seed": 0}))
+    argv = [
+        "--corpus",
+        str(corpus),
+        "--out",
+        str(out),
+        "--seeds",
+        "0-2",
+        "--table-only",
+        "--json",
+        str(tmp_path / "t.json"),
+    ]
+    _bench().main(argv)
+    rows = {r["model"]: r for r in json.loads((tmp_path / "t.json").read_text())["rows"]}
+    assert set(rows) == {"base", "grpo", "rlp"}  # ttrl and cpt: nothing measured yet, no row
+    assert rows["grpo"]["seeds"] == [1] and rows["rlp"]["heldout_info_gain"] == -1.0
+    assert rows["rlp"]["positions_trained"] == 8
