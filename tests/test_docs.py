@@ -28,8 +28,8 @@ COMMAND = re.compile(r"(?:(?<![\w./-])ponder|-m ponder\.cli)\s+(?!import\b)(corp
 FLAG = re.compile(r"(?<![\w-])(--[a-zA-Z][\w.-]*)")
 # Flags of other tools that the pages write as bare `--flag` spans (torchrun, accelerate, pip, pytest, bench/).
 OTHER_TOOLS_FLAGS = {
-    "--apply_chat_template", "--check", "--collect-only", "--cpu", "--dtype", "--eval-samples", "--methods", "--models", "--multi_gpu",
-    "--no-deps", "--nproc_per_node", "--num_processes", "--smollm-tasks", "--target", "--use_fsdp",
+    "--answers", "--apply_chat_template", "--check", "--collect-only", "--cpu", "--dtype", "--eval-samples", "--methods", "--models", "--multi_gpu",
+    "--no-deps", "--nproc_per_node", "--num_processes", "--smollm-tasks", "--target", "--train", "--use_fsdp",
 }  # fmt: skip
 
 
