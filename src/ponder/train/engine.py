@@ -244,6 +244,7 @@ class Recipe:
         return {}
 
     def state_dict(self) -> dict:
+        """The recipe's own resumable state (counters, data position), saved in every checkpoint (JSON values)."""
         return {}
 
     def load_state_dict(self, state: dict, ckpt: Path) -> None:
@@ -315,6 +316,7 @@ class Engine:
 
     # ------------------------------------------------------------------ one step
     def train_step(self) -> dict:
+        """Run one optimizer step of the recipe (its batch, every PPO epoch and micro-batch); returns its metrics."""
         with self.sharded.step() if self.sharded is not None else contextlib.nullcontext():
             return self._train_step()
 
@@ -581,6 +583,8 @@ class Engine:
         return path
 
     def resume(self) -> bool:
+        """Restore the newest checkpoint of the run directory (weights, optimizer, schedule, recipe state);
+        False when there is none."""
         ckpt = latest_checkpoint(self.run_dir)
         if ckpt is None:
             return False
