@@ -188,3 +188,19 @@ def test_help_shows_each_jobs_effective_defaults(job, capsys, monkeypatch):
         if flag in expected and found:
             shown[flag] = found[-1]
     assert shown == expected
+
+
+def test_a_one_process_command_under_a_multi_rank_launcher_is_one_line_error(monkeypatch, tmp_path, capsys):
+    """torchrun of a command without data parallelism: refused before any rank writes, not a lock race."""
+    from ponder import cli
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert cli.main(["plan", "--model", "tiny", "--out", str(tmp_path / "p")]) == 2
+    captured = capsys.readouterr()
+    err = captured.err + captured.out
+    assert "ponder plan runs in one process" in err and "Traceback" not in err
+    assert not (tmp_path / "p").exists()
+    for command in cli.DATA_PARALLEL_COMMANDS:  # these join the process group instead
+        cli.check_launch(command, {"WORLD_SIZE": "2"})
+    cli.check_launch("eval", {"WORLD_SIZE": "1"})
+    cli.check_launch("eval", {})

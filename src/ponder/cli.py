@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from rich.markup import escape
 from ponder import __version__
 from ponder.config import add_model_arguments, config_from_args
 from ponder.data.registry import DEMO_TASK, known_tasks
-from ponder.errors import PonderError
+from ponder.errors import ConfigError, PonderError
 from ponder.jobs.audit import DIAGNOSTICS, AuditJob, run_audit
 from ponder.jobs.demo import DemoJob, run_demo
 from ponder.jobs.early_experience import EarlyExperienceJob, early_experience_table, run_early_experience
@@ -29,6 +30,20 @@ from ponder.report.tables import console as out
 from ponder.report.tables import print_eval_table, print_table
 from ponder.report.thought_mdp_report import summary_table as thought_mdp_summary
 from ponder.train.rundir import prepare_json_path, write_json_file
+
+#: Commands that join the process group of ``torchrun`` / ``accelerate launch`` (each rank trains its share).
+DATA_PARALLEL_COMMANDS = ("rlp", "grpo", "ttrl", "cpt", "base", "trelawney")
+
+
+def check_launch(command: str | None, environ=os.environ) -> None:
+    """A command that runs in one process, launched as several ranks, is refused before any rank writes: each
+    would redo the work and contend for the run directory."""
+    world = environ.get("WORLD_SIZE", "1")
+    if command and command not in DATA_PARALLEL_COMMANDS and world.isdigit() and int(world) > 1:
+        raise ConfigError(
+            f"ponder {command} runs in one process, but this launcher started {world} (WORLD_SIZE={world}); run it "
+            f"without torchrun / accelerate launch (data-parallel commands: {', '.join(DATA_PARALLEL_COMMANDS)})"
+        )
 
 
 def _add_job(sub, name: str, config_cls, func, help_text: str, description: str):
@@ -497,6 +512,7 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(args, "func", None):
             parser.print_help()
             return 0
+        check_launch(args.command)
         return args.func(args)
     except PonderError as e:
         console.print(f"[red bold]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
