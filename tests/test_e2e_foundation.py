@@ -159,15 +159,10 @@ def test_reasoning_gym_dataset_end_to_end(trained_tiny_dir, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.smollm
-def test_smollm2_loads_from_wheel_and_scores_a_sentence():
-    pytest.importorskip("gguf")
+def test_smollm2_loads_from_wheel_and_scores_a_sentence(smollm2_gguf):
     from ponder.lm.delimiters import think_token_ids
-    from ponder.models.lookup import load_model, smollm2_gguf_path
+    from ponder.models.lookup import load_model
 
-    try:
-        smollm2_gguf_path()
-    except Exception as e:  # noqa: BLE001 - the weights package is installed by `make test`
-        pytest.skip(str(e))
     lm = load_model("smollm2-135m", device="cpu")
     open_id, close_id = think_token_ids(lm.tokenizer)
     assert lm.model.get_input_embeddings().weight.shape[0] >= close_id + 1
@@ -180,17 +175,12 @@ def test_smollm2_loads_from_wheel_and_scores_a_sentence():
 
 @pytest.mark.slow
 @pytest.mark.smollm
-def test_gguf_model_saves_as_a_plain_hf_checkpoint(tmp_path):
+def test_gguf_model_saves_as_a_plain_hf_checkpoint(tmp_path, smollm2_gguf):
     """A GGUF model is de-quantized on load, so it must checkpoint and reload as an ordinary HF model."""
-    pytest.importorskip("gguf")
     from transformers import AutoModelForCausalLM
 
-    from ponder.models.lookup import load_model, smollm2_gguf_path
+    from ponder.models.lookup import load_model
 
-    try:
-        smollm2_gguf_path()
-    except Exception as e:  # noqa: BLE001
-        pytest.skip(str(e))
     lm = load_model("smollm2-135m", device="cpu")
     lm.save(tmp_path / "ckpt")
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "ckpt")

@@ -235,17 +235,12 @@ def test_resume_matches_uninterrupted_run(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.smollm
-def test_rlp_runs_on_smollm2_with_a_text_corpus(tmp_path):
+def test_rlp_runs_on_smollm2_with_a_text_corpus(tmp_path, smollm2_gguf):
     """A few RLP steps on the real 135M model over a plain-text file: finite rewards, logged."""
-    pytest.importorskip("gguf")
     from ponder.data.sources import FileSource
-    from ponder.models.lookup import load_model, smollm2_gguf_path
+    from ponder.models.lookup import load_model
     from ponder.train.metrics import read_metrics
 
-    try:
-        smollm2_gguf_path()
-    except Exception as e:  # noqa: BLE001 - the weights package is installed by `make test`
-        pytest.skip(str(e))
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(
         "The cat sat on the mat because it was warm.\n\nTwo plus three is five, and five plus five is ten.\n"

