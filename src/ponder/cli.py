@@ -20,6 +20,7 @@ from ponder.jobs.early_experience import EarlyExperienceJob, early_experience_ta
 from ponder.jobs.eval import EvalJob, run_eval
 from ponder.jobs.grpo import TRAINED_NOTHING_EXIT, GRPOJob, TTRLJob, run_grpo, run_ttrl
 from ponder.jobs.plan import PlanJob, run_plan
+from ponder.jobs.refine import RefineJob, run_refine
 from ponder.jobs.rlp import CPTJob, RLPJob, run_cpt, run_rlp
 from ponder.jobs.thought_mdp import ThoughtMDPJob, run_thought_mdp
 from ponder.jobs.trelawney import TrelawneyJob, run_trelawney
@@ -32,7 +33,7 @@ from ponder.report.thought_mdp_report import summary_table as thought_mdp_summar
 from ponder.train.rundir import prepare_json_path, write_json_file
 
 #: Commands that join the process group of ``torchrun`` / ``accelerate launch`` (each rank trains its share).
-DATA_PARALLEL_COMMANDS = ("rlp", "grpo", "ttrl", "cpt", "base", "trelawney")
+DATA_PARALLEL_COMMANDS = ("rlp", "grpo", "ttrl", "cpt", "base", "trelawney", "refine", "early-experience")
 
 
 def check_launch(command: str | None, environ=os.environ) -> None:
@@ -258,6 +259,18 @@ def cmd_early_experience(args) -> int:
     return 0
 
 
+def cmd_refine(args) -> int:
+
+    job = config_from_args(RefineJob, args)
+    json_path = _json_target(args)
+    summary = run_refine(job, progress=not args.quiet)
+    title = f"ponder refine: {job.task}, {summary['kept']} of {job.n_train} refinements kept -> {job.out}/student/final"
+    _print_summary(title, {k: v for k, v in summary.items() if k != "eval"})
+    print_eval_table(summary["eval"], title=f"the student on {job.task} (n={job.eval_n}, held out)")
+    _write_json(json_path, summary)
+    return 0
+
+
 def cmd_thought_mdp(args) -> int:
 
     job = config_from_args(ThoughtMDPJob, args)
@@ -453,6 +466,19 @@ def build_parser() -> argparse.ArgumentParser:
         "the observation; world_model_first: the paper's two stages) or with self-reflection (a rule-written "
         "rationale against the own step, then the expert's): same steps and examples per step, no reward. Then a "
         "short GRPO from each; held-out think accuracy before and after. Writes OUT/early_experience.json.",
+    )
+    _add_run_flags(p, resume=False)
+
+    p = _add_job(
+        sub,
+        "refine",
+        RefineJob,
+        cmd_refine,
+        "teacher refinements filtered by the student's losses, then next-token training on the selection",
+        "A teacher rewrites training problems as its own worked thought and answer; the student scores the "
+        "original and the refinement by its per-token loss, a filter rule keeps some refinements, and the student "
+        "is trained by next-token prediction on the selection (refinement where kept, original elsewhere), then "
+        "evaluated held out. Writes OUT/refinement_table.json, OUT/student/final and OUT/refine_summary.json.",
     )
     _add_run_flags(p, resume=False)
 

@@ -14,6 +14,11 @@ right form but gets about one held-out sum in four right, so expert data has som
 The states and examples are plain text, tokenized as the tiny models read a prompt (no chat
 template); a model with a chat template is still evaluated and GRPO-trained through its template
 (``ponder.lm.thinking``), so on such a model the two formats differ.
+
+Under ``torchrun`` / ``accelerate launch`` every training phase is data-parallel (the recipes on the
+one next-token engine, GRPO on the RL engine); the experience collection and the evaluations, seeded,
+run whole on every rank (the same draws everywhere, so every rank trains on the same stream), and rank
+0 writes the run directory.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from ponder.methods.early_experience import (
 )
 from ponder.models.lookup import load_model
 from ponder.models.tiny_base import BaseJob, ensure_base
+from ponder.train import distributed
 from ponder.train.next_token import NextTokenConfig
 from ponder.train.rundir import open_run, write_json_file
 
@@ -106,20 +112,26 @@ def run_early_experience(job: EarlyExperienceJob, progress: bool = True, printer
         raise ConfigError(f"unknown recipes {unknown}; known: {', '.join(RECIPES)}")
     task = get_task(job.task)
     env = step_environment(task)
-    with open_run(job.out, "early-experience", job) as out:
-        return _early_experience(job, task, env, out, progress, printer)
+    rank, world = distributed.init_from_env()
+    if rank != 0:  # one voice: rank 0 prints and shows progress; every rank computes
+        progress, printer = False, lambda *_: None
+    with open_run(job.out, "early-experience", job, rank=rank) as out:
+        return _early_experience(job, task, env, out, progress, printer, rank, world)
 
 
-def _early_experience(job: EarlyExperienceJob, task, env, out: Path, progress: bool, printer) -> dict:
+def _early_experience(
+    job: EarlyExperienceJob, task, env, out: Path, progress: bool, printer, rank: int = 0, world: int = 1
+) -> dict:
     base = _base_spec(job, progress)
     budget = task_thought_budget(task, job.max_thought_tokens)
-    lm = load_model(base, think_settings=job)
+    device = distributed.rank_device(None, world)
+    lm = load_model(base, device=device, think_settings=job)
     base_acc = held_out_think_accuracy(lm.model, lm.tokenizer, task, job.eval_n, budget, ThinkSettings.of(job))
     printer(f"base {base}: think accuracy {base_acc['think_accuracy']:.3f}")
     rows, collection = [], []
     for seed in job.seeds:
         problems = task.problems(job.experts, seed=seed, split="train")
-        lm = load_model(base, think_settings=job)
+        lm = load_model(base, device=device, think_settings=job)
         transitions = collect_experience(
             lm.model, lm.tokenizer, env, problems, job.samples_per_state, job.temperature, seed=seed
         )
@@ -133,7 +145,7 @@ def _early_experience(job: EarlyExperienceJob, task, env, out: Path, progress: b
         printer(f"seed {seed}: {data.stats}")
         for recipe in job.recipes:
             run_dir = out / f"seed{seed}" / recipe
-            lm = load_model(base, think_settings=job)
+            lm = load_model(base, device=device, think_settings=job)
             cfg = job.train.model_copy(update={"seed": seed})
             summary = train_recipe(
                 lm.model,
@@ -190,7 +202,8 @@ def _early_experience(job: EarlyExperienceJob, task, env, out: Path, progress: b
         "collection": collection,
         "runs": rows,
     }
-    write_json_file(out / "early_experience.json", payload)
+    if rank == 0:
+        write_json_file(out / "early_experience.json", payload)
     return payload
 
 

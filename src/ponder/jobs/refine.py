@@ -12,6 +12,12 @@ a wrong one is kept or dropped only by what the student's statistics say.
 Refinements travel as the token ids the teacher sampled (:func:`ponder.lm.thinking.think_then_answer`)
 into the student's scoring and training documents, so teacher and student share one tokenizer (the
 built-in tiny models do); text is decoded only to score the teacher's answers.
+
+Under ``torchrun`` / ``accelerate launch`` the job is data-parallel: the teacher's prompts are split
+across ranks in decode batches of ``teacher_batch_size`` (batch ``b`` goes to rank ``b % world``, each
+batch sampled with a generator keyed by the seed and ``b``), so every refinement is the one a single
+process writes, bit for bit; the ranks gather the table, the student trains on the one engine (DDP or
+FSDP2), and rank 0 writes the run directory.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from ponder.eval.accuracy import evaluate
 from ponder.lm.thinking import Completions, ThoughtFormat, think_then_answer
 from ponder.models.lookup import load_model
 from ponder.models.tiny_base import BaseJob, ensure_base
+from ponder.train import distributed
 from ponder.train.next_token import NextTokenConfig, train_next_token
 from ponder.train.rundir import open_run, write_json_file
 
@@ -62,6 +69,9 @@ class RefineJob(BaseModel):
     )
     n_train: int = Field(1000, ge=1, description="training problems (originals and refinements)")
     teacher_temperature: float = Field(0.0, ge=0, description="teacher sampling temperature (0 = greedy)")
+    teacher_batch_size: int = Field(
+        256, ge=1, description="prompts per teacher decode batch (the unit split across data-parallel ranks)"
+    )
     filter: RefineFilter = RefineFilter()
     eval_n: int = Field(200, ge=1, description="held-out problems")
     seed: int = Field(0, description="seed of the problem draw, the teacher's sampling and the student's training")
@@ -94,28 +104,66 @@ class RefinementTable:
         return out
 
 
+def _rank_device() -> str | None:
+    """This rank's device under a multi-GPU launcher, else the default (None)."""
+    return distributed.rank_device(None, distributed.init_from_env()[1])
+
+
 def student_spec(job: RefineJob, progress: bool = False) -> str:
     """The student model to load: ``job.student``, else the weak student's checkpoint (trained on first use)."""
     return job.student if job.student else str(ensure_base(weak_student_job(), progress=progress))
 
 
+def teacher_batches(n: int, batch_size: int, rank: int = 0, world: int = 1) -> list[tuple[int, range]]:
+    """``(b, prompt indices)`` of the decode batches of ``n`` prompts that ``rank`` of ``world`` samples:
+    batch ``b`` holds prompts ``[b * batch_size, (b + 1) * batch_size)`` and goes to rank ``b % world``."""
+    starts = range(0, n, batch_size)
+    return [(b, range(s, min(s + batch_size, n))) for b, s in enumerate(starts) if b % world == rank]
+
+
+def _batch_generator(model, seed: int, batch: int) -> torch.Generator:
+    """The generator of teacher batch ``batch``: keyed by (seed, batch), so no rank's draws depend on another's."""
+    key = random.Random(f"refine-teacher:{seed}:{batch}").getrandbits(63)
+    return torch.Generator(device=next(model.parameters()).device).manual_seed(key)
+
+
 def teacher_refinements(
-    model, tokenizer, fmt: ThoughtFormat, task, prompt_ids: list[list[int]], temperature: float = 0.0, seed: int = 0
-) -> Completions:
-    """The teacher's think-mode completion of each prompt (a thought cut at the budget is closed there)."""
-    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed) if temperature > 0 else None
-    return think_then_answer(
-        model,
-        tokenizer,
-        fmt,
-        prompt_ids,
-        think=True,
-        temperature=temperature,
-        generator=gen,
-        max_thought_tokens=thought_budget(task),
-        max_answer_tokens=16,
-        batch_size=256,
-    )
+    model,
+    tokenizer,
+    fmt: ThoughtFormat,
+    task,
+    prompt_ids: list[list[int]],
+    temperature: float = 0.0,
+    seed: int = 0,
+    batch_size: int = 256,
+    rank: int = 0,
+    world: int = 1,
+) -> tuple[list[list[int]], list[str]]:
+    """The teacher's think-mode completion of each prompt (a thought cut at the budget is closed there):
+    ``<think> thought </think> answer`` ids without an ending EOS, and their texts, in prompt order.
+
+    Each rank samples its :func:`teacher_batches` and the ranks gather them (a collective when ``world > 1``).
+    """
+    local: dict[int, tuple[list[int], str]] = {}
+    for b, rows in teacher_batches(len(prompt_ids), batch_size, rank, world):
+        done = think_then_answer(
+            model,
+            tokenizer,
+            fmt,
+            [prompt_ids[i] for i in rows],
+            think=True,
+            temperature=temperature,
+            generator=_batch_generator(model, seed, b) if temperature > 0 else None,
+            max_thought_tokens=thought_budget(task),
+            max_answer_tokens=16,
+            batch_size=batch_size,
+        )
+        local.update(zip(rows, zip(refinement_ids(done, fmt.eos_ids), done.texts(tokenizer))))
+    merged: dict[int, tuple[list[int], str]] = {}
+    for part in distributed.all_gather_objects(local, world):
+        merged.update(part)
+    ids, texts = zip(*(merged[i] for i in range(len(prompt_ids)))) if prompt_ids else ((), ())
+    return list(ids), list(texts)
 
 
 def refinement_ids(completions: Completions, end_ids: Sequence[int]) -> list[list[int]]:
@@ -135,19 +183,27 @@ def _check_same_tokenizer(teacher_tok, student_tok, job: RefineJob) -> None:
         )
 
 
-def build_table(job: RefineJob, progress: bool = False) -> RefinementTable:
-    """Draw the problems, let the teacher refine them and the student score both versions."""
+def build_table(job: RefineJob, progress: bool = False, rank: int = 0, world: int = 1) -> RefinementTable:
+    """Draw the problems, let the teacher refine them (split across ``world`` ranks) and the student score
+    both versions (every rank holds the whole table)."""
     task = get_task(job.task)
     problems = task.problems(job.n_train, seed=job.seed, split="train")
-    teacher = load_model(job.teacher)
+    teacher = load_model(job.teacher, device=_rank_device())
     fmt = ThoughtFormat.of(teacher.model, teacher.tokenizer)
     prompt_ids = fmt.prompt_ids(teacher.tokenizer, [p.prompt for p in problems])
-    done = teacher_refinements(
-        teacher.model, teacher.tokenizer, fmt, task, prompt_ids, job.teacher_temperature, job.seed
+    refined_ids, refined_texts = teacher_refinements(
+        teacher.model,
+        teacher.tokenizer,
+        fmt,
+        task,
+        prompt_ids,
+        job.teacher_temperature,
+        job.seed,
+        job.teacher_batch_size,
+        rank,
+        world,
     )
-    refined_ids = refinement_ids(done, fmt.eos_ids)
-    refined_texts = done.texts(teacher.tokenizer)
-    student = load_model(student_spec(job, progress))
+    student = load_model(student_spec(job, progress), device=_rank_device())
     _check_same_tokenizer(teacher.tokenizer, student.tokenizer, job)
     del teacher
     original_ids = [student.tokenizer(p.answer, add_special_tokens=False)["input_ids"] for p in problems]
@@ -190,7 +246,7 @@ def train_on_selection(
         raise ConfigError(
             "the selection keeps no documents to train on; keep some refinements or use fallback 'original'"
         )
-    student = load_model(student_spec(job, progress))
+    student = load_model(student_spec(job, progress), device=_rank_device())
     model, tokenizer = student.model, student.tokenizer
     summary = train_next_token(
         model,
@@ -216,11 +272,17 @@ def train_on_selection(
 
 
 def run_refine(job: RefineJob, progress: bool = True) -> dict:
-    """One run: table, the filter's selection, training, evaluation; writes ``out/refine_summary.json``."""
-    with open_run(job.out, "refine", job) as out:
-        table = build_table(job, progress)
-        (out / "refinement_table.json").write_text(json.dumps(table.to_json()))
+    """One run: table, the filter's selection, training, evaluation; writes ``out/refine_summary.json``.
+
+    Joins the process group ``torchrun`` / ``accelerate launch`` describes, if any (module docstring).
+    """
+    rank, world = distributed.init_from_env()
+    with open_run(job.out, "refine", job, rank=rank) as out:
+        table = build_table(job, progress and rank == 0, rank, world)
+        if rank == 0:
+            (out / "refinement_table.json").write_text(json.dumps(table.to_json()))
         keep = keep_mask(job.filter, table.loss_original, table.loss_refined)
-        summary = train_on_selection(job, table, keep, out / "student", progress)
-        write_json_file(out / "refine_summary.json", summary)
+        summary = train_on_selection(job, table, keep, out / "student", progress and rank == 0)
+        if rank == 0:
+            write_json_file(out / "refine_summary.json", summary)
         return summary
