@@ -7,6 +7,15 @@ optimizers (``mipro``: MIPROv2, ``bootstrap_rs``: BootstrapFewShotWithRandomSear
 every call counted by the same counter (``ponder.plan.dspy_program``). Each finished cell is
 written to ``--json`` at once and skipped when the command is rerun, so a stopped run resumes.
 
+What a call is, on each side (the same counter, ``ponder.plan.env.Counters``): for ponder's methods
+one call per training input an evaluation reads (one prefill of the chain's prompt and the reference
+answer gives the reference's log-likelihood, the prompt's KV cache then serves the greedy answer:
+``ponder.plan.fused``), plus one per LM proposal sample (evolution's mutations); for DSPy one call
+per request its optimizer sends (a task run, a bootstrapping rollout, an instruction proposal). The
+tokens read and written are recorded beside the calls in every cell (``tokens``, ``generated_tokens``).
+Before issue 28's third session a ponder evaluation cost two calls per input (the answer and the
+reference's log-likelihood asked separately).
+
 Per task and seed, the target is the best baseline's final held-out accuracy (baselines: random,
 hill, evolution and the DSPy methods); a method's ``calls_to_target`` is the real calls at which its
 held-out curve first reached it (DSPy returns one program at its end: its calls used, if that

@@ -32,6 +32,8 @@ C = Chain(instructions=("add the numbers",), exemplars=("1+2=3",), steps=("a b c
         (Edit("add_exemplar", index=1, payload="2+2=4"), "exemplars", ("1+2=3", "2+2=4")),
         (Edit("replace_exemplar", index=0, payload="5+5=10"), "exemplars", ("5+5=10",)),
         (Edit("remove_exemplar", index=0), "exemplars", ()),
+        (Edit("bootstrap_demo", index=0, payload="8+7=15"), "exemplars", ("8+7=15",)),  # replaces
+        (Edit("bootstrap_demo", index=1, payload="8+7=15"), "exemplars", ("1+2=3", "8+7=15")),  # appends
     ],
 )
 def test_each_operator(edit, field, expected):
@@ -61,6 +63,7 @@ def test_every_operator_is_covered_by_a_case():
         "replace_exemplar",
         "remove_exemplar",
         "set_format",
+        "bootstrap_demo",
     }
     assert covered == set(ALL_OPS)
 
@@ -84,6 +87,8 @@ def test_set_format_changes_the_rendering():
         Edit("set_format", payload="yaml"),  # unknown format
         Edit("replace_word", "instructions", 0, 0, "   "),  # empty payload
         Edit("insert_word", "nonsense", 0, 0, "x"),
+        Edit("bootstrap_demo", index=2, payload="8+7=15"),  # past the append position
+        Edit("bootstrap_demo", index=0, payload="1+2=3"),  # the same exemplar: no change
     ],
 )
 def test_bad_edits_are_rejected(edit):
@@ -131,3 +136,30 @@ def test_mined_vocabulary_comes_from_the_task():
     assert all("+" in s and "=" in s for s in vocab.steps)  # worked steps, not toy strings
     sort = mine_vocabulary(get_task("sort"), n=8)
     assert any(s.startswith("min ") and " rest " in s for s in sort.steps)  # multi-word steps stay whole
+
+
+@pytest.mark.parametrize("task_name", ["add1", "add3"])
+def test_bootstrap_demos_are_training_problems_in_the_direct_form_never_held_out(task_name):
+    task = get_task(task_name)
+    vocab = mine_vocabulary(task, n=64, seed=3)
+    train = task.problems(64, seed=3, split="train")
+    heldout_prompts = {p.prompt for p in task.problems(64, seed=3, split="test")}
+    direct = {p.prompt + p.answer: p for p in train}
+    assert vocab.demos and set(vocab.demos) <= set(direct)  # "8+7=15": input then reference answer
+    # not a held-out problem, and not one of the evaluation minibatch (the first training problems)
+    assert not {direct[d].prompt for d in vocab.demos} & heldout_prompts
+    assert not set(vocab.demos) & {p.prompt + p.answer for p in train[:8]}
+    # the edit proposes only those payloads, at an exemplar position or appended
+    rng = random.Random(0)
+    chain = Chain(instructions=("Add.",), exemplars=("x <think>y</think>z", "Q: a A: b"), answer_format="direct")
+    demos = [e for _ in range(20) for e in candidate_edits(chain, vocab, rng, 64) if e[0].op == "bootstrap_demo"]
+    assert demos
+    for e, new in demos:
+        assert e.payload in vocab.demos and 0 <= e.index <= len(chain.exemplars)
+        assert e.payload in new.exemplars and len(new.exemplars) == len(chain.exemplars) + (e.index == 2)
+
+
+def test_no_bootstrap_demo_without_demos():
+    vocab = Vocabulary(words=["w"], instructions=["be brief"], exemplars=["1+1=2"], steps=["s"])
+    cands = candidate_edits(C, vocab, random.Random(0), max_candidates=200)
+    assert "bootstrap_demo" not in {e.op for e, _ in cands}

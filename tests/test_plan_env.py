@@ -32,15 +32,16 @@ def test_calls_tokens_and_cache(lm):
     env = PlanEnv(lm, get_task("add3"), n_train=3, n_heldout=2, max_thought_tokens=8, max_answer_tokens=4)
     out = env.evaluate(Chain())  # the empty chain is a valid state: the bare input
     assert 0.0 <= out.accuracy <= 1.0 and out.loglik < 0 and out.n == 3
-    assert env.counters.calls == 6 and env.counters.evaluations == 1 and env.counters.tokens > 0
+    # one call per input: the answer and the reference's log-likelihood come from one prefill
+    assert env.counters.calls == 3 and env.counters.evaluations == 1 and env.counters.tokens > 0
     again = env.evaluate(Chain(steps=()))
-    assert again == out and env.counters.calls == 6 and env.counters.cache_hits == 1
+    assert again == out and env.counters.calls == 3 and env.counters.cache_hits == 1
     env.measure(Chain())
-    assert env.counters.calls == 6 and env.counters.heldout_calls == 4  # held-out is not in the budget
+    assert env.counters.calls == 3 and env.counters.heldout_calls == 2  # held-out is not in the budget
     env.evaluate(Chain(answer_format="direct"))
-    assert env.counters.calls == 12 and env.counters.evaluations == 2
+    assert env.counters.calls == 6 and env.counters.evaluations == 2
     env.propose(["1+"], n=3, max_new_tokens=4)
-    assert env.counters.calls == 15 and env.counters.proposal_calls == 3
+    assert env.counters.calls == 9 and env.counters.proposal_calls == 3
 
 
 def test_per_input_scores_average_to_the_outcome_and_generated_tokens_are_counted(lm):
@@ -51,7 +52,7 @@ def test_per_input_scores_average_to_the_outcome_and_generated_tokens_are_counte
         assert env.counters.calls == calls  # per_input itself counts nothing (evaluate and measure do)
         before = env.counters.generated_tokens
         out = env.evaluate(chain)
-        assert len(scores.correct) == len(scores.loglik) == 3 and scores.calls == 6
+        assert len(scores.correct) == len(scores.loglik) == 3 and scores.calls == 3
         assert out.accuracy == pytest.approx(sum(scores.correct) / 3)
         assert out.loglik == pytest.approx(sum(scores.loglik) / 3, rel=1e-5)
         # The model wrote at least one answer token per input, and in the think format up to 8 thought tokens more.
@@ -69,13 +70,13 @@ def test_chains_reach_the_model_as_text_unless_the_chat_template_is_asked_for(lm
     tok = copy.deepcopy(lm.tokenizer)
     tok.chat_template = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}<assistant>"
     seen = []
-    real = env_module.think_then_answer
+    real = env_module.answer_and_score
 
-    def recording(model, tokenizer, fmt, prompt_ids, **kwargs):
-        seen.extend(list(p) for p in prompt_ids)
-        return real(model, tokenizer, fmt, prompt_ids, **kwargs)
+    def recording(model, tokenizer, rules, contexts, references, max_new_tokens):
+        seen.extend(list(p) for p in contexts)
+        return real(model, tokenizer, rules, contexts, references, max_new_tokens)
 
-    monkeypatch.setattr(env_module, "think_then_answer", recording)
+    monkeypatch.setattr(env_module, "answer_and_score", recording)
     env = PlanEnv(
         LM(lm.model, tok, "templated"),
         get_task("add3"),

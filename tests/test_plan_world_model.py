@@ -108,7 +108,9 @@ def test_world_model_fits_a_planted_replay(one_thread):
         torch.manual_seed(seed)
         model = WorldModel(feats.chain_dim, feats.edit_dim, latent=16, hidden=64)
         before = fit_world_model(model, replay, feats, horizon=2, steps=1, weights=LossWeights())
-        after = fit_world_model(model, replay, feats, horizon=2, steps=300, lr=1e-2)
+        # 600 steps: at 300 the fit's error depended on the initialisation (with one more edit operation, hence one
+        # more edit feature, two seeds of four ended at 0.06-0.08); at 600 eight seeds end within 0.03.
+        after = fit_world_model(model, replay, feats, horizon=2, steps=600, lr=1e-2)
         assert after["reward"] < 0.2 * before["reward"] and after["reward"] < 0.01
         assert after["consistency"] < before["consistency"]
         with torch.no_grad():  # imagined two-step value of start -> qa -> no instruction vs the planted one

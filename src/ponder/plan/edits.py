@@ -5,7 +5,9 @@
   (join a step with the next), ``delete_step``, ``insert_step`` and ``rewrite_step`` (new text
   sampled from the LM or mined from the task's worked thoughts);
 * instruction scale: ``add`` / ``replace`` / ``remove`` an instruction line or an exemplar,
-  and ``set_format`` (change the answer format).
+  ``set_format`` (change the answer format) and ``bootstrap_demo`` (a training problem with its
+  reference answer, in the direct form "8+7=15", replaces an exemplar or is appended: the
+  demonstrations DSPy's bootstrapping optimizers propose, as one edit).
 
 :func:`apply_edit` is pure (text in, text out) and raises :class:`EditRejected` for an edit
 that does not apply: an index out of range, a no-op, or a result with an empty line.
@@ -35,6 +37,7 @@ OPS = {
         "replace_exemplar",
         "remove_exemplar",
         "set_format",
+        "bootstrap_demo",
     ),
 }
 ALL_OPS = tuple(op for ops in OPS.values() for op in ops)
@@ -96,7 +99,7 @@ def _field_of(edit: Edit) -> str:
         return "steps"
     if "instruction" in edit.op:
         return "instructions"
-    if "exemplar" in edit.op:
+    if "exemplar" in edit.op or edit.op == "bootstrap_demo":
         return "exemplars"
     return ""
 
@@ -173,7 +176,11 @@ def _apply(chain: Chain, e: Edit) -> Chain:
         return replace(chain, answer_format=e.payload)
     field_name = _field_of(e)
     lines = list(chain.lines(field_name))
-    if op.startswith("add_"):
+    if op == "bootstrap_demo":  # replace exemplar `index`, or append one at index len(exemplars)
+        if not 0 <= e.index <= len(lines):
+            raise EditRejected(f"{op}: index {e.index} out of range")
+        lines[e.index : e.index + 1] = [_nonempty(e.payload, op)]
+    elif op.startswith("add_"):
         if not 0 <= e.index <= len(lines):
             raise EditRejected(f"{op}: index {e.index} out of range")
         lines.insert(e.index, _nonempty(e.payload, op))
@@ -199,13 +206,15 @@ SEED_INSTRUCTIONS = (
 
 @dataclass
 class Vocabulary:
-    """Payloads for edits: words, instruction lines, exemplars, reasoning steps, formats."""
+    """Payloads for edits: words, instruction lines, exemplars, reasoning steps, formats, and ``demos``:
+    training problems with their reference answers in the direct form (``bootstrap_demo``'s payloads)."""
 
     words: list[str] = field(default_factory=list)
     instructions: list[str] = field(default_factory=list)
     exemplars: list[str] = field(default_factory=list)
     steps: list[str] = field(default_factory=list)
     formats: tuple[str, ...] = FORMATS
+    demos: list[str] = field(default_factory=list)
 
     def extend(self, **lists) -> Vocabulary:
         for name, items in lists.items():
@@ -217,7 +226,7 @@ class Vocabulary:
         return self
 
     def sizes(self) -> dict:
-        return {k: len(getattr(self, k)) for k in ("words", "instructions", "exemplars", "steps", "formats")}
+        return {k: len(getattr(self, k)) for k in ("words", "instructions", "exemplars", "steps", "formats", "demos")}
 
 
 def _step_chunks(thought: str) -> list[str]:
@@ -231,12 +240,22 @@ def _step_chunks(thought: str) -> list[str]:
     return chunks
 
 
-def mine_vocabulary(task, n: int = 64, seed: int = 0, n_words: int = 40, n_exemplars: int = 8) -> Vocabulary:
+def direct_demo(problem) -> str:
+    """A solved problem in the direct form: its input followed by its reference answer ("8+7=" + "15")."""
+    return " ".join((problem.prompt + problem.answer).split())
+
+
+def mine_vocabulary(
+    task, n: int = 64, seed: int = 0, n_words: int = 40, n_exemplars: int = 8, n_demos: int = 8
+) -> Vocabulary:
     """Payloads mined from ``n`` training problems of ``task``.
 
     Words: the most frequent whitespace tokens of prompts, answers and thoughts (and of the
     seed instructions); exemplars: solved problems rendered in each answer format; steps:
-    the steps of the worked thoughts.
+    the steps of the worked thoughts; demos: the last ``n_demos`` of the ``n`` training problems
+    in the direct form (training problems only, never the test split; the last ones, because a
+    planning environment's evaluation minibatch is the first ``n_train`` training problems, and a
+    demonstration of an evaluated input would score that input by copying).
     """
 
     problems = task.problems(n, seed=seed, split="train")
@@ -254,7 +273,8 @@ def mine_vocabulary(task, n: int = 64, seed: int = 0, n_words: int = 40, n_exemp
         exemplars.append(f"Q: {p.prompt} A: {p.answer}")
     for p in problems:
         steps += _step_chunks(p.thought or "")
-    return vocab.extend(exemplars=exemplars, steps=[s for s, _ in Counter(steps).most_common(3 * n_words)])
+    demos = [direct_demo(p) for p in problems[max(0, len(problems) - n_demos) :] if p.answer not in (None, "")]
+    return vocab.extend(exemplars=exemplars, steps=[s for s, _ in Counter(steps).most_common(3 * n_words)], demos=demos)
 
 
 # ---------------------------------------------------------------- candidates
@@ -314,6 +334,10 @@ def enumerate_edits(
             if chain.exemplars:
                 out.append(
                     Edit("replace_exemplar", index=rng.randrange(len(chain.exemplars)), payload=pick(vocab.exemplars))
+                )
+            if vocab.demos:
+                out.append(
+                    Edit("bootstrap_demo", index=rng.randint(0, len(chain.exemplars)), payload=pick(vocab.demos))
                 )
     return out
 

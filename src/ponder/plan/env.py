@@ -9,9 +9,16 @@ per-token geometric-mean probability, or the accuracy alone for a task without r
 
 Accounting (the same for every method, since all go through this class):
 
-* ``calls``: prompts sent to the LM: one per input for the answer, one per input for the
-  reference log-likelihood, one per sample for LM proposals (``propose``);
-* ``tokens``: tokens those calls read and wrote;
+* ``calls``: requests to the LM. An evaluation is one call per input (``fused``, the default): one
+  prefill reads the context and the reference answer after it, which gives the reference's
+  log-likelihood, and the context's KV cache serves the greedy answer (``ponder.plan.fused``), as
+  one API request that returns a completion and the echoed reference's log-probs. In the
+  ``think`` format the thought the model writes first belongs to the same call. With
+  ``fused=False`` the answer and the reference's log-likelihood are asked separately: two calls
+  per input (the counting before issue 28's third session). One call per sample for LM
+  proposals (``propose``);
+* ``tokens``: tokens those calls read and wrote (fused: the context and the reference read once,
+  the thought and the answer written);
 * a repeated evaluation of the same chain is served from a cache and is NOT a call (it is
   counted in ``cache_hits``): no method pays for, or profits from, re-asking the same thing;
 * ``rejected``: edits refused because they did not apply, or the prompt would be empty or
@@ -30,8 +37,17 @@ import torch
 from ponder.errors import PonderError
 from ponder.lm.decode import DecodeRules, sample
 from ponder.lm.delimiters import has_think_tokens, think_ban_ids
-from ponder.lm.thinking import ThinkSettings, ThoughtFormat, Thoughts, continue_thoughts, think_then_answer
+from ponder.lm.thinking import (
+    ANSWER_STOPS,
+    Completions,
+    ThinkSettings,
+    ThoughtFormat,
+    Thoughts,
+    continue_thoughts,
+    think_then_answer,
+)
 from ponder.plan.edits import Edit, EditRejected, apply_edit
+from ponder.plan.fused import answer_and_score
 from ponder.plan.state import Chain, render_parts, render_prompt
 
 #: Nats per token at which the log-likelihood term of :attr:`Outcome.value` reaches 0.
@@ -114,6 +130,8 @@ class PlanEnv:
     #: answer is 6.") and no chain scores (bench/RESULTS.md, issue 28). chat_template "auto"/"on": through the
     #: template, as the other jobs' task prompts.
     think_settings: ThinkSettings | None = None
+    #: One call per input (the answer and the reference's log-likelihood from one prefill); False: two calls.
+    fused: bool = True
     counters: Counters = field(default_factory=Counters)
 
     @property
@@ -205,7 +223,7 @@ class PlanEnv:
         return Outcome(acc, ref_prob, loglik, len(problems)), s.calls, s.tokens, s.generated
 
     def per_input(self, chain: Chain, problems) -> InputScores:
-        """Greedy answers through the one sampler, then the reference's log-likelihood after the ids the model read;
+        """Greedy answers and the reference's log-likelihood after the ids the model read (one prefill when ``fused``);
         one score per problem (uncounted and uncached: :meth:`evaluate` and :meth:`measure` count what they use)."""
         lm, tok = self.lm, self.lm.tokenizer
         think = chain.answer_format == "think"
@@ -217,18 +235,41 @@ class PlanEnv:
         parts = [render_parts(chain, p.prompt) for p in problems]
         prompt_ids = fmt.prompt_ids(tok, [prefix for prefix, _ in parts])
         generated = 0  # tokens the model wrote: its own thought after the chain's steps, then the answers
+        thoughts = None
         with torch.no_grad():
             if think:  # the chain's steps open the thought; the model goes on thinking, closes and answers
                 steps = [tok(s, add_special_tokens=False)["input_ids"] if s else [] for _, s in parts]
                 cont = continue_thoughts(lm.model, tok, fmt, prompt_ids, steps, 1, self.max_thought_tokens, 0.0)
                 generated += sum(len(ids) for ids in cont.ids)
                 thoughts = Thoughts(prompt_ids, 1, [a + b for a, b in zip(steps, cont.ids)], cont.logprobs, cont.closed)
-                comp = think_then_answer(
-                    lm.model, tok, fmt, prompt_ids, max_answer_tokens=self.max_answer_tokens, thoughts=thoughts
+            if self.fused and self.has_reference:
+                contexts = [
+                    thoughts.prompt_of(r) + [fmt.open_id, *thoughts.ids[r], fmt.close_id] if think else prompt_ids[r]
+                    for r in range(len(problems))
+                ]
+                refs = [tok(p.answer, add_special_tokens=False)["input_ids"] for p in problems]
+                both = answer_and_score(
+                    lm.model, tok, fmt.answer_rules(ANSWER_STOPS), contexts, refs, self.max_answer_tokens
+                )
+                comp = Completions(
+                    [list(p) for p in prompt_ids],
+                    1,
+                    thoughts,
+                    both.answer_ids,
+                    both.answer_logprobs,
+                    both.finished,
+                    fmt.open_id,
+                    fmt.close_id,
                 )
             else:
                 comp = think_then_answer(
-                    lm.model, tok, fmt, prompt_ids, think=False, max_answer_tokens=self.max_answer_tokens
+                    lm.model,
+                    tok,
+                    fmt,
+                    prompt_ids,
+                    think=think,
+                    max_answer_tokens=self.max_answer_tokens,
+                    thoughts=thoughts,
                 )
         completions = comp.texts(tok)
         contexts = [
@@ -240,6 +281,10 @@ class PlanEnv:
         correct = [float(self.task.score(p, c)) for p, c in zip(problems, completions)]
         if not self.has_reference:
             return InputScores(correct, None, len(problems), tokens, generated)
+        if self.fused:
+            per_token = (both.ref_sum / both.ref_tokens.clamp(min=1)).tolist()
+            tokens += int(both.ref_tokens.sum())
+            return InputScores(correct, per_token, len(problems), tokens, generated)
         scores = lm.score(contexts, [p.answer for p in problems])
         per_token = (scores.sum / scores.num_tokens.clamp(min=1)).tolist()
         tokens += sum(len(c) for c in contexts) + int(scores.num_tokens.sum())
