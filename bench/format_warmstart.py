@@ -13,7 +13,7 @@ base's own answers (greedy, then sampled, after the thought; then without a thou
 is the train-split problem's label; prompts with none are dropped. Train labels filter, test labels are
 never read. ``--train lora`` / ``delimiters+lora`` train LoRA adapters (and the delimiter rows) so the
 body learns to answer after its own ``</think>``; ``--init`` trains a previous warm start instead of
-the base (the examples are still the base's).
+the base (``--sample-from init``: the examples are that model's own, else the base's).
 
 Measured before and after: on the task's test split (chat prompts, greedy, thought budget
 ``--task-budget``) the share of thoughts the model closed, the thought length and think accuracy
@@ -187,7 +187,9 @@ def verified_answers(model, tok, fmt, args, problems, prompts, pt, gen) -> tuple
     """
     ends, k = natural_end_ids(tok), args.answer_tries
     text = lambda ids: tok.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)  # noqa: E731
-    kept = [(r, c) for r, ids in enumerate(pt.ids) if (c := cut_at_natural_end(ids, ends, args.min_thought))]
+    # A thought the model closed itself ends there (its natural end); another is cut at its first line end.
+    cut = lambda r, ids: list(ids) if bool(pt.closed[r]) else cut_at_natural_end(ids, ends, args.min_thought)  # noqa: E731
+    kept = [(r, c) for r, ids in enumerate(pt.ids) if (c := cut(r, ids)) is not None]
     after = [prompts[r] + [fmt.open_id, *c, fmt.close_id] for r, c in kept]
     plain = [prompts[r] for r, _ in kept]
     phases = []  # (contexts, temperature): each gives one candidate per kept row and try
@@ -252,8 +254,9 @@ def main(argv=None) -> dict:
                         "or (correct) the first of its own answers a train label verifies")  # fmt: skip
     p.add_argument("--answer-tries", type=int, default=4, help="correct: sampled answers tried per prompt and mode")
     p.add_argument("--examples", help="closing: a JSON file of the sampled examples, written once and then reused")
-    p.add_argument("--init", help="train this model (e.g. a warm start's final/) instead of the base; the examples "
-                   "are still sampled from the base")  # fmt: skip
+    p.add_argument("--init", help="train this model (e.g. a warm start's final/) instead of the base")
+    p.add_argument("--sample-from", choices=["base", "init"], default="base",
+                   help="with --init: which model samples the examples' thoughts and answers")  # fmt: skip
     p.add_argument("--after", type=int, default=8, help="closing: text tokens trained after a text position's thought")
     p.add_argument("--context-length", type=int, default=128)
     p.add_argument("--steps", type=int, default=16)
@@ -282,6 +285,8 @@ def main(argv=None) -> dict:
         fmt = ThoughtFormat.of(model, tok)
         if (fmt.open_id, fmt.close_id) != (fmt0.open_id, fmt0.close_id):
             raise SystemExit(f"{args.init} has other delimiter ids than the base: not a warm start of {MODEL}")
+        if args.sample_from == "init":
+            sampler = model
     task = get_task(args.task)
     problems = task.problems(args.task_n, seed=0, split="test")
     windows = heldout_windows(Path(args.corpus), tok, args.context_length, args.windows)
