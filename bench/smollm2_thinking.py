@@ -148,10 +148,22 @@ def rl_cell(kind: str, seed: int, args, out: Path) -> tuple[Path, float]:
     else:
         settings["split"] = "train"  # unlabeled train prompts: the test split stays held out
     wall = 0.0
-    if not (run / "final").is_dir():
+    summary = run / f"{kind}_summary.json"
+    if not (run / "final").is_dir() and not trained_nothing(summary):
         argv = [kind, *rlp_smollm2.flags(settings), "--quiet", *args.rl_args.split()]
-        wall = rlp_smollm2.run_cli(argv, out / f"{kind}-s{seed}.log")
+        try:
+            wall = rlp_smollm2.run_cli(argv, out / f"{kind}-s{seed}.log")
+        except SystemExit:
+            if not trained_nothing(summary):
+                raise
+    if trained_nothing(summary):  # every group set aside (exit 3): the model is its start, measured as such
+        return Path(args.start or MODEL), wall
     return run / "final", wall
+
+
+def trained_nothing(summary: Path) -> bool:
+    """A finished GRPO/TTRL run whose every step trained nothing (its summary says so; ``ponder`` exits 3)."""
+    return summary.is_file() and bool(json.loads(summary.read_text()).get("trained_nothing"))
 
 
 def rlp_cells(seed: int, args, out: Path, rtw: bool) -> dict[str, Path]:
@@ -315,8 +327,10 @@ def main(argv=None) -> dict | None:
             if kind in kinds:
                 t0 = time.time()
                 path, _ = rl_cell(kind, seed, args, out)
-                prune(path, args)
+                if out in path.parents:  # not the start itself (a run that trained nothing)
+                    prune(path, args)
                 extra = {"seed": seed, "train_wall_s": round(time.time() - t0, 1)}
+                extra["trained_nothing"] = trained_nothing(out / f"{kind}-s{seed}" / f"{kind}_summary.json")
                 cells[kind].append(measure_cell(f"{kind}-s{seed}", path, base, args, out, False, extra))
         for rtw in (False, True):
             name = "rlp-rtw" if rtw else "rlp"

@@ -79,3 +79,21 @@ def test_table_carries_transfer_accuracy_per_seed():
     assert t["rows"][1]["transfer_accuracy_per_seed"] == {"rg:chain_sum": [0.1, 0.2]}
     assert t["rows"][1]["transfer_accuracy_no_think_per_seed"] == {"rg:chain_sum": [0.5, 0.5]}
     assert "transfer_accuracy_per_seed" not in bench.table({"grpo": [{**one, "seed": 0}]}, one)["rows"][1]
+
+
+def test_a_run_that_trained_nothing_is_measured_as_its_start(tmp_path):
+    import argparse
+    import json
+
+    bench = _bench()
+    run = tmp_path / "grpo-s1"
+    run.mkdir()
+    (run / "grpo_summary.json").write_text(json.dumps({"steps": 10, "trained_nothing": True}))
+    args = argparse.Namespace(
+        start=str(tmp_path / "warm"), task="add1", rl_steps=10, prompts_per_step=4, rl_group=4,
+        max_thought_tokens=32, rl_lr=1e-5, rl_args="",
+    )  # fmt: skip
+    assert bench.rl_cell("grpo", 1, args, tmp_path) == (tmp_path / "warm", 0.0)  # no ponder run started
+    assert not bench.trained_nothing(tmp_path / "absent.json")
+    (run / "grpo_summary.json").write_text(json.dumps({"trained_nothing": False}))
+    assert not bench.trained_nothing(run / "grpo_summary.json")
