@@ -85,6 +85,8 @@ def parse_args(argv=None):
     p.add_argument("--eval-positions", type=int, default=2)
     p.add_argument("--eval-group", type=int, default=4)
     p.add_argument("--eval-batch", type=int, default=6)
+    p.add_argument("--transfer", default="", help="comma-separated tasks written by others (e.g. rg:chain_sum): "
+                   "every model's think/no-think accuracy on their test split too (--eval-n problems)")  # fmt: skip
     p.add_argument("--probe", help="comma-separated tasks: the base's think and no-think accuracy on each, then stop")
     p.add_argument("--keep-checkpoints", action="store_true", help="keep each finished run's checkpoints/ (GBs each)")
     p.add_argument(
@@ -146,10 +148,22 @@ def rl_cell(kind: str, seed: int, args, out: Path) -> tuple[Path, float]:
     else:
         settings["split"] = "train"  # unlabeled train prompts: the test split stays held out
     wall = 0.0
-    if not (run / "final").is_dir():
+    summary = run / f"{kind}_summary.json"
+    if not (run / "final").is_dir() and not trained_nothing(summary):
         argv = [kind, *rlp_smollm2.flags(settings), "--quiet", *args.rl_args.split()]
-        wall = rlp_smollm2.run_cli(argv, out / f"{kind}-s{seed}.log")
+        try:
+            wall = rlp_smollm2.run_cli(argv, out / f"{kind}-s{seed}.log")
+        except SystemExit:
+            if not trained_nothing(summary):
+                raise
+    if trained_nothing(summary):  # every group set aside (exit 3): the model is its start, measured as such
+        return Path(args.start or MODEL), wall
     return run / "final", wall
+
+
+def trained_nothing(summary: Path) -> bool:
+    """A finished GRPO/TTRL run whose every step trained nothing (its summary says so; ``ponder`` exits 3)."""
+    return summary.is_file() and bool(json.loads(summary.read_text()).get("trained_nothing"))
 
 
 def rlp_cells(seed: int, args, out: Path, rtw: bool) -> dict[str, Path]:
@@ -195,6 +209,8 @@ def measure_cell(name: str, path, base, args, out: Path, info_gain: bool, extra:
     t0 = time.time()
     lm = base if str(path) == MODEL else load_model(str(path), device="cpu", dtype=torch.float32)
     result = {"cell": name, **extra, **accuracy(lm, args.task, args)}
+    if args.transfer:
+        result["transfer"] = {spec: accuracy(lm, spec, args) for spec in args.transfer.split(",")}
     if info_gain:
         ns = argparse.Namespace(**vars(args), task_n=0)  # accuracy is measured above, once
         ig = rlp_smollm2.measure(name, str(path), base, ns, out)
@@ -232,6 +248,7 @@ def single_row(name: str, r: dict) -> dict:
         "heldout_ntp_loss": r.get("heldout_ntp_loss"),
         "closed_fraction_text": r.get("closed_fraction_text"),
         "positions_trained": 0,
+        **({"transfer": r["transfer"]} if "transfer" in r else {}),
     }
 
 
@@ -254,6 +271,14 @@ def table(cells: dict[str, list[dict]], base: dict, warm: dict | None = None) ->
             "positions_trained": results[0].get("positions_trained"),
             "train_wall_s_per_seed": [r.get("train_wall_s") for r in results],
         }
+        if all("transfer" in r for r in results):  # per task written by others: think accuracy per seed
+            row["transfer_accuracy_per_seed"] = {
+                spec: [r["transfer"][spec]["heldout_accuracy"] for r in results] for spec in results[0]["transfer"]
+            }
+            row["transfer_accuracy_no_think_per_seed"] = {
+                spec: [r["transfer"][spec]["heldout_accuracy_no_think"] for r in results]
+                for spec in results[0]["transfer"]
+            }
         if "heldout_info_gain" in results[0]:
             ig = [r["heldout_info_gain"] for r in results]
             row["heldout_info_gain_per_seed"] = ig
@@ -302,8 +327,10 @@ def main(argv=None) -> dict | None:
             if kind in kinds:
                 t0 = time.time()
                 path, _ = rl_cell(kind, seed, args, out)
-                prune(path, args)
+                if out in path.parents:  # not the start itself (a run that trained nothing)
+                    prune(path, args)
                 extra = {"seed": seed, "train_wall_s": round(time.time() - t0, 1)}
+                extra["trained_nothing"] = trained_nothing(out / f"{kind}-s{seed}" / f"{kind}_summary.json")
                 cells[kind].append(measure_cell(f"{kind}-s{seed}", path, base, args, out, False, extra))
         for rtw in (False, True):
             name = "rlp-rtw" if rtw else "rlp"

@@ -36,3 +36,35 @@ def test_train_delimiters_only_moves_the_two_rows_and_nothing_else(tiny_hf_dir):
         assert (out.detach() != before[next(n for n, p in model.named_parameters() if p is out)]).any(
             1
         ).nonzero().flatten().tolist() == [5, 7]
+
+
+def test_delimiter_rows_and_lora_train_together_and_nothing_else_of_the_base(tiny_hf_dir):
+    from transformers import AutoModelForCausalLM
+
+    from ponder.train.engine import prepare_model
+    from ponder.train.next_token import NextTokenConfig
+
+    spec = importlib.util.spec_from_file_location("format_warmstart", BENCH / "format_warmstart.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    model = prepare_model(
+        AutoModelForCausalLM.from_pretrained(tiny_hf_dir), NextTokenConfig(steps=1, lora_rank=2, report_to=["none"])
+    )
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    bench.train_delimiters_only(model, SimpleNamespace(open_id=5, close_id=7), freeze_rest=False)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.0)
+    ids = torch.tensor([[3, 5, 9, 7, 11, 12, 5, 7]])
+    for _ in range(2):
+        model(input_ids=ids, labels=ids).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    emb = model.get_input_embeddings().weight
+    tables = {id(emb), id(model.get_output_embeddings().weight)}
+    for name, p in model.named_parameters():
+        changed = not torch.equal(p.detach(), before[name])
+        if id(p) in tables:
+            assert (p.detach() != before[name]).any(1).nonzero().flatten().tolist() == [5, 7], name
+        elif "lora_B" in name:
+            assert changed, name  # the adapters learn beside the rows
+        elif "lora_" not in name:
+            assert not changed, name  # the base's own weights stay frozen

@@ -66,3 +66,34 @@ def test_table_only_reads_the_cells_measured_so_far(tmp_path):
     assert set(rows) == {"base", "grpo", "rlp"}  # ttrl and cpt: nothing measured yet, no row
     assert rows["grpo"]["seeds"] == [1] and rows["rlp"]["heldout_info_gain"] == -1.0
     assert rows["rlp"]["positions_trained"] == 8
+
+
+def test_table_carries_transfer_accuracy_per_seed():
+    bench = _bench()
+    one = {"task": "add1", "heldout_accuracy": 0.25, "heldout_accuracy_no_think": 0.5, "closed_fraction": 1.0}
+    one["thought_tokens"] = 4.0
+    rg = lambda a, b: {"rg:chain_sum": {"heldout_accuracy": a, "heldout_accuracy_no_think": b}}  # noqa: E731
+    seeds = [{**one, "seed": s, "transfer": rg(a, 0.5)} for s, a in enumerate((0.1, 0.2))]
+    t = bench.table({"grpo": seeds}, {**one, "transfer": rg(0.0, 0.25)})
+    assert t["rows"][0]["transfer"]["rg:chain_sum"]["heldout_accuracy_no_think"] == 0.25
+    assert t["rows"][1]["transfer_accuracy_per_seed"] == {"rg:chain_sum": [0.1, 0.2]}
+    assert t["rows"][1]["transfer_accuracy_no_think_per_seed"] == {"rg:chain_sum": [0.5, 0.5]}
+    assert "transfer_accuracy_per_seed" not in bench.table({"grpo": [{**one, "seed": 0}]}, one)["rows"][1]
+
+
+def test_a_run_that_trained_nothing_is_measured_as_its_start(tmp_path):
+    import argparse
+    import json
+
+    bench = _bench()
+    run = tmp_path / "grpo-s1"
+    run.mkdir()
+    (run / "grpo_summary.json").write_text(json.dumps({"steps": 10, "trained_nothing": True}))
+    args = argparse.Namespace(
+        start=str(tmp_path / "warm"), task="add1", rl_steps=10, prompts_per_step=4, rl_group=4,
+        max_thought_tokens=32, rl_lr=1e-5, rl_args="",
+    )  # fmt: skip
+    assert bench.rl_cell("grpo", 1, args, tmp_path) == (tmp_path / "warm", 0.0)  # no ponder run started
+    assert not bench.trained_nothing(tmp_path / "absent.json")
+    (run / "grpo_summary.json").write_text(json.dumps({"trained_nothing": False}))
+    assert not bench.trained_nothing(run / "grpo_summary.json")

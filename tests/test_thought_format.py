@@ -109,3 +109,20 @@ def test_natural_end_ids_are_line_and_sentence_ends():
         pad_token="<pad>",
     )
     assert natural_end_ids(tok) == {3, 4, 5, 7, 8}
+
+
+def test_first_verified_picks_each_rows_first_answer_its_label_accepts():
+    from ponder.data.thought_docs import first_verified
+
+    labels = ["6", "9", "3"]
+    rows = [["6", "7"], ["8", "x 9", "9"], ["4", "5"]]
+    calls = []
+
+    def verify(r, text):
+        calls.append((r, text))
+        return text.split()[-1] == labels[r]
+
+    assert first_verified(rows, verify) == [0, 1, None]
+    assert calls == [(0, "6"), (1, "8"), (1, "x 9"), (2, "4"), (2, "5")]  # stops at a row's first pass
+    assert first_verified([], verify) == []
+    assert first_verified([[]], verify) == [None]

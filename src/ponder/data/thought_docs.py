@@ -4,12 +4,13 @@ A model that has never read ``<think> ... </think>`` learns the format from its 
 position ``t`` of a document (or after a task prompt) a short thought the model itself sampled is
 inserted and closed, and next-token training then teaches it to close a thought and to read on
 after ``</think>`` as if the thought had not interrupted the text. The thoughts are the model's own,
-so the warm start teaches the format, not new content (no label is used).
+so the warm start teaches the format, not new content (no label is used). An answered warm start
+(:func:`first_verified`) keeps only the model's own answers that a train-split label marks correct.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 
 def insert_thought(ids: Sequence[int], at: int, thought: Sequence[int], open_id: int, close_id: int) -> list[int]:
@@ -52,3 +53,16 @@ def cut_at_natural_end(thought: Sequence[int], end_ids: frozenset[int], min_toke
         if thought[i] in end_ids:
             return list(thought[: i + 1])
     return None
+
+
+def first_verified(candidates: Sequence[Sequence[str]], verify: Callable[[int, str], bool]) -> list[int | None]:
+    """For each row ``r``, the index of its first candidate ``c`` with ``verify(r, c)``; None when none passes.
+
+    The filter of a STaR-style warm start: ``candidates[r]`` are answers the model itself sampled for
+    train-split problem ``r`` (tried in order, e.g. greedy first), ``verify`` the task's check against
+    that problem's train label. Test labels never enter it.
+    """
+    out: list[int | None] = []
+    for r, row in enumerate(candidates):
+        out.append(next((i for i, c in enumerate(row) if verify(r, c)), None))
+    return out
