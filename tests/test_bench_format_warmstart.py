@@ -9,22 +9,33 @@ import torch
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
-def test_train_delimiters_only_moves_the_two_rows_and_nothing_else(tiny_hf_dir):
-    from transformers import AutoModelForCausalLM
-
+def _load_bench():
+    """bench/format_warmstart.py as a module (a script, not a package)."""
     spec = importlib.util.spec_from_file_location("format_warmstart", BENCH / "format_warmstart.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    model = AutoModelForCausalLM.from_pretrained(tiny_hf_dir)
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    fmt = SimpleNamespace(open_id=5, close_id=7)
-    bench.train_delimiters_only(model, fmt)
+    return bench
+
+
+def _two_adamw_steps(model) -> None:
+    """Two AdamW steps (lr 1e-2) of next-token loss on one sequence that reads ids 5 and 7."""
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.0)
     ids = torch.tensor([[3, 5, 9, 7, 11, 12, 5, 7]])
     for _ in range(2):
         model(input_ids=ids, labels=ids).loss.backward()
         opt.step()
         opt.zero_grad()
+
+
+def test_train_delimiters_only_moves_the_two_rows_and_nothing_else(tiny_hf_dir):
+    from transformers import AutoModelForCausalLM
+
+    bench = _load_bench()
+    model = AutoModelForCausalLM.from_pretrained(tiny_hf_dir)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    fmt = SimpleNamespace(open_id=5, close_id=7)
+    bench.train_delimiters_only(model, fmt)
+    _two_adamw_steps(model)
     emb = model.get_input_embeddings().weight
     moved = (emb.detach() != before[next(n for n, p in model.named_parameters() if p is emb)]).any(1)
     assert moved.nonzero().flatten().tolist() == [5, 7]
@@ -44,20 +55,13 @@ def test_delimiter_rows_and_lora_train_together_and_nothing_else_of_the_base(tin
     from ponder.train.engine import prepare_model
     from ponder.train.next_token import NextTokenConfig
 
-    spec = importlib.util.spec_from_file_location("format_warmstart", BENCH / "format_warmstart.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _load_bench()
     model = prepare_model(
         AutoModelForCausalLM.from_pretrained(tiny_hf_dir), NextTokenConfig(steps=1, lora_rank=2, report_to=["none"])
     )
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     bench.train_delimiters_only(model, SimpleNamespace(open_id=5, close_id=7), freeze_rest=False)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.0)
-    ids = torch.tensor([[3, 5, 9, 7, 11, 12, 5, 7]])
-    for _ in range(2):
-        model(input_ids=ids, labels=ids).loss.backward()
-        opt.step()
-        opt.zero_grad()
+    _two_adamw_steps(model)
     emb = model.get_input_embeddings().weight
     tables = {id(emb), id(model.get_output_embeddings().weight)}
     for name, p in model.named_parameters():
