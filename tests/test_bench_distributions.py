@@ -1,23 +1,13 @@
 """The benches' seed lists and distribution summaries (bench/plan_compare.py), without running a search."""
 
-import importlib.util
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from bench_scripts import BENCH, load_bench
 from ponder.config import parse_choices, parse_seeds
 from ponder.errors import ConfigError
-
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-
-
-def _bench(name):
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_seed_ranges_and_lists():
@@ -39,7 +29,7 @@ def test_bench_bad_seeds_exit_2_with_one_line(script):
 
 
 def test_plan_method_distributions_by_hand():
-    bench = _bench("plan_compare")
+    bench = load_bench("plan_compare")
 
     def row(seed, method, calls):
         return {"model": "m", "task": "t", "seed": seed, "repeat": 0, "method": method}, calls
@@ -64,7 +54,7 @@ def test_plan_method_distributions_by_hand():
 
 
 def test_robustness_report_merges_chunks_and_partial_demo_runs(tmp_path):
-    report = _bench("robustness_report")
+    report = load_bench("robustness_report")
     base = {"think_accuracy": 0.155}
     final = {  # ponder demo --json of seeds 0, 1
         "seeds": [0, 1],
@@ -91,7 +81,7 @@ def test_parse_choices_keeps_known_names_and_names_the_unknown():
 
 
 def test_robustness_report_per_seed_rows_and_label_correlation():
-    report = _bench("robustness_report")
+    report = load_bench("robustness_report")
 
     def run(reward, seed, acc, label=None):
         r = {"reward": reward, "seed": seed, "think_accuracy": acc, "sampled_accuracy": acc / 2}
@@ -159,7 +149,7 @@ SMOL_CELLS = [
 
 
 def test_smollm2_cells_and_summary_by_hand():
-    data = _bench("plan_smollm2").payload(SMOL_CELLS, budget=240, baselines=("hill", "mipro"))
+    data = load_bench("plan_smollm2").payload(SMOL_CELLS, budget=240, baselines=("hill", "mipro"))
     reach = {(c["seed"], c["method"]): c["calls_to_target"] for c in data["cells"]}
     assert reach == {
         **{(0, "hill"): 100, (0, "mipro"): None, (0, "mppi"): 40},
@@ -179,7 +169,7 @@ def test_smollm2_resumes_finished_cells_without_a_model(tmp_path, capsys):
 
     path = tmp_path / "plan_smollm2.json"
     path.write_text(json.dumps({"cells": SMOL_CELLS}))
-    bench = _bench("plan_smollm2")
+    bench = load_bench("plan_smollm2")
     args = ["--model", "no-such-model", "--tasks", "add1", "--seeds", "0-1", "--methods", "mppi,hill,mipro"]
     assert bench.main([*args, "--json", str(path)]) == 0
     assert len(json.loads(path.read_text())["cells"]) == 6  # nothing ran again, nothing was lost
@@ -188,7 +178,7 @@ def test_smollm2_resumes_finished_cells_without_a_model(tmp_path, capsys):
 
 def test_smollm2_resumes_from_the_file_it_wrote(tmp_path):
     """The stored cells use the issue's names (final_heldout_accuracy, calls_used): a rerun must read them back."""
-    bench = _bench("plan_smollm2")
+    bench = load_bench("plan_smollm2")
     path = tmp_path / "plan_smollm2.json"
     first = bench.write(str(path), SMOL_CELLS, 240, ("hill", "mipro"))
     again = bench.payload(bench.load_cells(str(path)), 240, ("hill", "mipro"))
@@ -201,7 +191,7 @@ def test_smollm2_a_rerun_of_one_method_keeps_the_stored_baselines_targets(tmp_pa
 
     path = tmp_path / "plan_smollm2.json"
     path.write_text(json.dumps({"cells": [c for c in SMOL_CELLS if c["method"] != "mppi"]}))
-    bench = _bench("plan_smollm2")
+    bench = load_bench("plan_smollm2")
     # --methods hill: only already-stored cells, but mipro's stored cell still sets seed 1's target
     assert (
         bench.main(
@@ -217,7 +207,7 @@ def test_smollm2_variant_is_a_method_with_its_own_cells(tmp_path):
     """``mppi_ridge`` (MPPI with --value-head ridge) is accepted, stored and summarised beside ``mppi``."""
     import json
 
-    bench = _bench("plan_smollm2")
+    bench = load_bench("plan_smollm2")
     assert bench.VARIANTS["mppi_ridge"] == ("mppi", {"value_head": "ridge"})
     ridge = [{**c, "method": "mppi_ridge"} for c in SMOL_CELLS if c["method"] == "mppi"]
     path = tmp_path / "plan_smollm2.json"
@@ -255,7 +245,7 @@ def test_plan_merge_runs_puts_relabelled_runs_beside_the_baselines(tmp_path):
         files[-1].write_text(json.dumps({"results": results}))
     out = tmp_path / "merged.json"
     args = [f"={files[0]}", f"mppi={files[1]}", f"mppi_world_model={files[2]}", "--budget", "240", "--json", str(out)]
-    assert _bench("plan_merge_runs").main(args) == 0
+    assert load_bench("plan_merge_runs").main(args) == 0
     summary = {s["method"]: s for s in json.loads(out.read_text())["summary"]}
     assert summary["mppi"]["calls_to_target_median"] == 40
     assert summary["mppi"]["saving_vs_best_baseline_median"] == pytest.approx(0.6)
@@ -265,7 +255,7 @@ def test_plan_merge_runs_puts_relabelled_runs_beside_the_baselines(tmp_path):
 def test_diagnosis_rank_correlation_and_noise_by_hand():
     import numpy as np
 
-    diag = _bench("plan_diagnose_smol")
+    diag = load_bench("plan_diagnose_smol")
     assert diag.spearman([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
     assert diag.spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
     assert diag.spearman([1, 1, 2], [1, 2, 3]) == pytest.approx(1.5 / 3**0.5)  # ranks (0.5, 0.5, 2) vs (0, 1, 2)

@@ -1,20 +1,10 @@
 """bench/format_warmstart.py's --train delimiters: only the delimiters' embedding rows move."""
 
-import importlib.util
-from pathlib import Path
 from types import SimpleNamespace
 
 import torch
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-
-
-def _load_bench():
-    """bench/format_warmstart.py as a module (a script, not a package)."""
-    spec = importlib.util.spec_from_file_location("format_warmstart", BENCH / "format_warmstart.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
+from bench_scripts import load_bench
 
 
 def _two_adamw_steps(model) -> None:
@@ -30,7 +20,7 @@ def _two_adamw_steps(model) -> None:
 def test_train_delimiters_only_moves_the_two_rows_and_nothing_else(tiny_hf_dir):
     from transformers import AutoModelForCausalLM
 
-    bench = _load_bench()
+    bench = load_bench("format_warmstart")
     model = AutoModelForCausalLM.from_pretrained(tiny_hf_dir)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     fmt = SimpleNamespace(open_id=5, close_id=7)
@@ -55,7 +45,7 @@ def test_delimiter_rows_and_lora_train_together_and_nothing_else_of_the_base(tin
     from ponder.train.engine import prepare_model
     from ponder.train.next_token import NextTokenConfig
 
-    bench = _load_bench()
+    bench = load_bench("format_warmstart")
     model = prepare_model(
         AutoModelForCausalLM.from_pretrained(tiny_hf_dir), NextTokenConfig(steps=1, lora_rank=2, report_to=["none"])
     )

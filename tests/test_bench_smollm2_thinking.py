@@ -1,16 +1,6 @@
 """bench/smollm2_thinking.py's readers: the RLP positions a run trained, and the issue's table (warm row)."""
 
-import importlib.util
-from pathlib import Path
-
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("smollm2_thinking", BENCH / "smollm2_thinking.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from bench_scripts import load_bench
 
 
 def test_positions_trained_reads_the_rlp_run_summary(tiny_hf_dir, tmp_path, one_thread):
@@ -19,13 +9,13 @@ def test_positions_trained_reads_the_rlp_run_summary(tiny_hf_dir, tmp_path, one_
     out = tmp_path / "rlp-s0"
     job = RLPJob(model=str(tiny_hf_dir), task="add2", steps=2, docs_per_step=3, group_size=2, max_thought_tokens=4)
     run_rlp(job.model_copy(update={"out": str(out)}), resume=False, progress=False)
-    bench = _bench()
+    bench = load_bench("smollm2_thinking")
     assert bench.positions_trained(out / "final") == 2 * 3  # steps x documents x one position each
     assert bench.positions_trained(tmp_path / "unfinished" / "final") is None
 
 
 def test_table_has_base_and_warm_rows_then_medians():
-    bench = _bench()
+    bench = load_bench("smollm2_thinking")
     one = {"task": "add2", "heldout_accuracy": 0.25, "heldout_accuracy_no_think": 0.5, "closed_fraction": 0.0}
     one["thought_tokens"] = 32.0
     warm = {**one, "heldout_accuracy": 0.5, "closed_fraction": 0.75, "thought_tokens": 6.0}
@@ -61,7 +51,7 @@ def test_table_only_reads_the_cells_measured_so_far(tmp_path):
         "--json",
         str(tmp_path / "t.json"),
     ]
-    _bench().main(argv)
+    load_bench("smollm2_thinking").main(argv)
     rows = {r["model"]: r for r in json.loads((tmp_path / "t.json").read_text())["rows"]}
     assert set(rows) == {"base", "grpo", "rlp"}  # ttrl and cpt: nothing measured yet, no row
     assert rows["grpo"]["seeds"] == [1] and rows["rlp"]["heldout_info_gain"] == -1.0
@@ -69,7 +59,7 @@ def test_table_only_reads_the_cells_measured_so_far(tmp_path):
 
 
 def test_table_carries_transfer_accuracy_per_seed():
-    bench = _bench()
+    bench = load_bench("smollm2_thinking")
     one = {"task": "add1", "heldout_accuracy": 0.25, "heldout_accuracy_no_think": 0.5, "closed_fraction": 1.0}
     one["thought_tokens"] = 4.0
     rg = lambda a, b: {"rg:chain_sum": {"heldout_accuracy": a, "heldout_accuracy_no_think": b}}  # noqa: E731
@@ -85,7 +75,7 @@ def test_a_run_that_trained_nothing_is_measured_as_its_start(tmp_path):
     import argparse
     import json
 
-    bench = _bench()
+    bench = load_bench("smollm2_thinking")
     run = tmp_path / "grpo-s1"
     run.mkdir()
     (run / "grpo_summary.json").write_text(json.dumps({"steps": 10, "trained_nothing": True}))

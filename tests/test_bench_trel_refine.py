@@ -1,25 +1,18 @@
 """bench/trelawney.py and bench/refine_filter.py in --quick mode: they run and write the documented JSON."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from bench_scripts import load_bench
 
 
 @pytest.mark.slow
 def test_trelawney_bench_quick(tmp_path, one_thread):
     out = tmp_path / "t.json"
-    _load("trelawney").main(["--quick", "--conditions", "plain,goal-span", "--out", str(tmp_path), "--json", str(out)])
+    load_bench("trelawney").main(
+        ["--quick", "--conditions", "plain,goal-span", "--out", str(tmp_path), "--json", str(out)]
+    )
     data = json.loads(out.read_text())
     assert list(data["conditions"]) == ["plain", "goal-span"]
     for row in data["conditions"].values():
@@ -34,7 +27,7 @@ def test_refine_bench_quick(trained_tiny_dir, tmp_path, one_thread):
     out = tmp_path / "r.json"
     argv = ["--quick", "--task", "add2", "--teacher", str(trained_tiny_dir), "--student", str(trained_tiny_dir)]
     argv += ["--conditions", "all,loss-band,quantile-gap-drop", "--out", str(tmp_path), "--json", str(out)]
-    _load("refine_filter").main(argv)
+    load_bench("refine_filter").main(argv)
     data = json.loads(out.read_text())
     rows = data["conditions"]
     assert rows["all"]["kept"] == 16 and rows["all"]["documents"] == 16
