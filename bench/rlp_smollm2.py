@@ -28,6 +28,7 @@ import argparse
 import json
 import math
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -77,6 +78,7 @@ def parse_args(argv=None):
     p.add_argument("--cpt-lr", type=float, default=1e-5, help="CPT peak learning rate")
     p.add_argument("--cpt-batch", type=int, default=8, help="CPT windows per step")
     p.add_argument("--match", default="flop", choices=["flop", "token", "compute"])
+    add_launch_args(p)
     # Evaluation.
     p.add_argument("--eval-windows", type=int, default=24, help="held-out windows measured")
     p.add_argument("--eval-positions", type=int, default=2, help="positions per held-out window")
@@ -87,6 +89,15 @@ def parse_args(argv=None):
     p.add_argument("--probe", help="comma-separated tasks: measure the base's think accuracy on each and stop")
     p.add_argument("--json", help="write the table's rows here")
     return p.parse_args(argv)
+
+
+def add_launch_args(p: argparse.ArgumentParser) -> None:
+    """How RLP and CPT are launched: processes and LoRA (both runs alike, so that FLOP matching compares like with like)."""
+    p.add_argument(
+        "--nproc", type=int, default=1, help="data-parallel processes per training run (torchrun, 1 thread each)"
+    )
+    p.add_argument("--lora-rank", type=int, default=0, help="train LoRA adapters of this rank in RLP and CPT (0: full)")
+    p.add_argument("--lora-alpha", type=float, default=16.0, help="LoRA scale alpha / rank")
 
 
 def heldout_windows(corpus: Path, tokenizer, context: int, n: int, split: str = "heldout"):
@@ -167,16 +178,27 @@ def measure(name: str, path: str, base, args, out: Path) -> dict:
     return result
 
 
-def run_cli(argv: list[str], log: Path) -> float:
-    """Run ``ponder ARGV`` in a child process (resumable; its log in ``log``); the wall seconds."""
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_cli(argv: list[str], log: Path, nproc: int = 1) -> float:
+    """Run ``ponder ARGV`` in a child process (resumable; its log in ``log``); the wall seconds.
+
+    ``nproc`` > 1 launches it as a user would on this machine: ``torchrun --nproc_per_node nproc``, one
+    torch thread per rank (data-parallel over gloo).
+    """
     t0 = time.time()
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    cmd = [sys.executable, "-m", "ponder.cli", *argv]
+    if nproc > 1:
+        env["OMP_NUM_THREADS"] = "1"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+               "--master_port", str(free_port()), "-m", "ponder.cli", *argv]  # fmt: skip
     with open(log, "a") as f:
-        rc = subprocess.call(
-            [sys.executable, "-m", "ponder.cli", *argv],
-            stdout=f,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
-        )
+        rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
     if rc != 0:
         raise SystemExit(f"`ponder {' '.join(argv)}` failed (exit {rc}); see {log}")
     return time.time() - t0
@@ -218,12 +240,15 @@ def train(seed: int, args, out: Path, cpt: bool = True) -> dict:
         "max_length": args.context_length,
         "out": cpt_dir,
     }
+    if getattr(args, "lora_rank", 0):  # the same adapters for both, so that the FLOP match compares like with like
+        common += flags({"lora_rank": args.lora_rank, "lora_alpha": args.lora_alpha})
+    nproc = getattr(args, "nproc", 1)
     walls = {}
     if not (rlp_dir / "final").is_dir():
         argv = ["rlp", *common, *flags(rlp), "--quiet", *args.rlp_args.split()]
-        walls["rlp_wall_s"] = run_cli(argv, out / f"rlp-s{seed}.log")
+        walls["rlp_wall_s"] = run_cli(argv, out / f"rlp-s{seed}.log", nproc)
     if cpt and not (cpt_dir / "final").is_dir():
-        walls["cpt_wall_s"] = run_cli(["cpt", *common, *flags(cpt), "--quiet"], out / f"cpt-s{seed}.log")
+        walls["cpt_wall_s"] = run_cli(["cpt", *common, *flags(cpt), "--quiet"], out / f"cpt-s{seed}.log", nproc)
     return walls
 
 

@@ -81,6 +81,7 @@ def parse_args(argv=None):
     p.add_argument("--cpt-lr", type=float, default=2e-5)
     p.add_argument("--cpt-batch", type=int, default=8)
     p.add_argument("--match", default="flop", choices=["flop", "token", "compute"])
+    rlp_smollm2.add_launch_args(p)
     p.add_argument("--eval-windows", type=int, default=24)
     p.add_argument("--eval-positions", type=int, default=2)
     p.add_argument("--eval-group", type=int, default=4)
