@@ -43,7 +43,7 @@ from ponder.data.registry import get_task
 from ponder.errors import ConfigError, exit_code
 from ponder.jobs.plan import METHODS, PlannerSettings, build_vocabulary
 from ponder.models.lookup import load_model
-from ponder.plan.env import PlanEnv
+from ponder.plan.env import PlanEnv, distinct
 from ponder.report.tables import markdown_table
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -100,7 +100,10 @@ def run_cell(lm, task: str, seed: int, method: str, a, settings, vocab) -> dict:
         run = res["runs"][method_run]
         run.pop("trajectory", None)
         run.pop("diagnostics", None)
-    return {"task": task, "method": method, "seed": seed, **run, "seconds": round(time.time() - t0, 1)}
+    # What the cell was measured on: distinct problems (PlanEnv never repeats one), so a task whose test split is
+    # small (add1: 10 problems) shows it here.
+    sizes = {"n_train": a.n_train, "n_heldout": len(distinct(get_task(task).problems(a.n_heldout, seed, "test")))}
+    return {"task": task, "method": method, "seed": seed, **run, **sizes, "seconds": round(time.time() - t0, 1)}
 
 
 def payload(cells: list[dict], budget: int, baselines) -> dict:
@@ -123,6 +126,8 @@ def payload(cells: list[dict], budget: int, baselines) -> dict:
                     "calls_to_target": reach.get(m),
                     "final_heldout_accuracy": c["best_heldout_accuracy"] or 0.0,
                     "calls_used": c["calls"],
+                    "n_train": c.get("n_train"),
+                    "n_heldout": c.get("n_heldout"),
                     "evaluations": c.get("evaluations"),
                     "tokens": c.get("tokens"),
                     "generated_tokens": c.get("generated_tokens"),

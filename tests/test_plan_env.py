@@ -147,3 +147,17 @@ def test_think_format_needs_think_tokens(lm):
     env = PlanEnv(bare, get_task("add3"), n_train=1, n_heldout=1, max_answer_tokens=2)
     with pytest.raises(PonderError, match="think"):
         env.evaluate(Chain())
+
+
+def test_heldout_and_training_inputs_are_distinct_problems(lm):
+    # add1's test split holds 10 problems; 16 draws repeat six of them (the task allows it once its space
+    # runs out). The environment keeps each problem once, in the order drawn, and counts one call per problem.
+    draws = get_task("add1").problems(16, seed=0, split="test")
+    assert len({p.prompt for p in draws}) == 10 < len(draws)
+    env = PlanEnv(lm, get_task("add1"), n_train=4, n_heldout=16, max_thought_tokens=4, max_answer_tokens=3)
+    prompts = [p.prompt for p in env.heldout]
+    assert prompts == list(dict.fromkeys(p.prompt for p in draws))
+    env.measure(Chain())
+    assert env.counters.heldout_calls == 10
+    big = PlanEnv(lm, get_task("add2"), n_train=4, n_heldout=16)  # a space large enough: all 16 kept
+    assert len({p.prompt for p in big.heldout}) == 16

@@ -108,12 +108,19 @@ class Counters:
     heldout_tokens: int = 0
 
 
+def distinct(problems: list) -> list:
+    """``problems`` without repeats (same prompt and answer), in their first order."""
+    return list({(p.prompt, p.answer): p for p in problems}.values())  # a dict keeps the first of each key's order
+
+
 @dataclass
 class PlanEnv:
     """Environment over ``lm`` and ``task``: see the module docstring.
 
     ``n_train`` inputs form the fixed minibatch every evaluation averages over; ``n_heldout``
-    test-split inputs are used by :meth:`measure` only.
+    test-split inputs are used by :meth:`measure` only. Both are distinct problems: a task whose split
+    holds fewer (``add1``'s test split has 10) gives all it has, never one twice (a repeat costs calls
+    and weighs that problem double in the accuracy).
     """
 
     lm: object
@@ -141,8 +148,8 @@ class PlanEnv:
 
     def __post_init__(self):
         self.think_settings = self.think_settings or ThinkSettings(chat_template="off")
-        self.train = self.task.problems(self.n_train, seed=self.seed, split="train")
-        self.heldout = self.task.problems(self.n_heldout, seed=self.seed, split="test")
+        self.train = distinct(self.task.problems(self.n_train, seed=self.seed, split="train"))
+        self.heldout = distinct(self.task.problems(self.n_heldout, seed=self.seed, split="test"))
         if not self.train:
             raise PlanInputError(f"task {self.task.name!r} gave no training problems to plan on.")
         self.has_reference = all(p.answer not in (None, "") for p in self.train + self.heldout)
