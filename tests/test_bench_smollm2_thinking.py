@@ -87,3 +87,21 @@ def test_a_run_that_trained_nothing_is_measured_as_its_start(tmp_path):
     assert not bench.trained_nothing(tmp_path / "absent.json")
     (run / "grpo_summary.json").write_text(json.dumps({"trained_nothing": False}))
     assert not bench.trained_nothing(run / "grpo_summary.json")
+
+
+def test_rlp_and_cpt_are_launched_alike_data_parallel_with_lora(tmp_path, monkeypatch):
+    # The FLOP match compares like with like only if CPT trains what RLP trains (the same adapters) and is
+    # launched the same way; --nproc 2 goes through torchrun for both.
+    bench = load_bench("rlp_smollm2")
+    launched = []
+    monkeypatch.setattr(bench, "run_cli", lambda argv, log, nproc=1: launched.append((argv, nproc)) or 1.0)
+    args = bench.parse_args(["--corpus", str(tmp_path), "--nproc", "2", "--lora-rank", "16", "--lora-alpha", "32"])
+    walls = bench.train(0, args, tmp_path)
+    assert [argv[0] for argv, _ in launched] == ["rlp", "cpt"] and {n for _, n in launched} == {2}
+    for argv, _ in launched:
+        assert argv[argv.index("--lora-rank") + 1] == "16" and argv[argv.index("--lora-alpha") + 1] == "32.0"
+    assert set(walls) == {"rlp_wall_s", "cpt_wall_s"}
+    full = bench.parse_args(["--corpus", str(tmp_path)])
+    launched.clear()
+    bench.train(1, full, tmp_path)
+    assert all("--lora-rank" not in argv and n == 1 for argv, n in launched)  # the defaults: full model, one process
