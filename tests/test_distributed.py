@@ -79,6 +79,19 @@ def test_two_gloo_ranks_reach_the_single_process_parameters(job, mode, tmp_path,
     assert sum(per_rank) == summary[work] == single_summary[work] == single_summary[f"{work}_per_rank"][0]
     for key in ("thought_tokens", "skipped_nonfinite"):
         assert summary[key] == single_summary[key], key
+    # The logged step metrics are the step's (ranks' shares weighted by their work), not rank 0's share:
+    # equal to the single process's, step by step (docs_per_step 3 splits 2 / 1 over the ranks).
+    logged = {name: _metrics(tmp_path / name) for name in ("single", mode)}
+    assert len(logged[mode]) == len(logged["single"]) > 0
+    for one, two in zip(logged["single"], logged[mode]):
+        for key in ("thought_tokens_mean", "reward_mean", "unclosed_fraction"):
+            assert two[key] == pytest.approx(one[key], rel=1e-4, abs=1e-5), key
+        if job != "rlp":  # counts of groups: summed over ranks
+            assert two["groups_trained"] == one["groups_trained"]
+
+
+def _metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
 
 
 @pytest.mark.slow
@@ -130,3 +143,22 @@ def _assert_close(got: dict, want: dict) -> None:
             torch.testing.assert_close(got[name][~keep], value[~keep], atol=NOISE_ROWS_ATOL, rtol=0, msg=name)
         else:
             torch.testing.assert_close(got[name], value, atol=1e-5, rtol=0, msg=name)
+
+
+def test_step_metrics_over_ranks_by_hand():
+    from ponder.train.distributed import mean_over_ranks
+
+    ranks = [
+        {"reward_mean": 1.0, "thought_tokens_mean": 4.0, "groups_trained": 2, "info_gain_answer": None, "kind": "a"},
+        {"reward_mean": 4.0, "thought_tokens_mean": 1.0, "groups_trained": 1, "info_gain_answer": 0.5, "kind": "b"},
+    ]
+    # Rank 0 did twice rank 1's work: (2 * 1 + 1 * 4) / 3 = 2 and (2 * 4 + 1 * 1) / 3 = 3.
+    got = mean_over_ranks(ranks, [2, 1], summed=("groups_trained",))
+    assert got["reward_mean"] == pytest.approx(2.0) and got["thought_tokens_mean"] == pytest.approx(3.0)
+    assert got["groups_trained"] == 3  # a count: added up
+    assert got["info_gain_answer"] == 0.5  # a rank without the class is left out of the mean
+    assert got["kind"] == "a"  # not a number: the first rank's
+    # No work anywhere (or no weights): plain means; a key only one rank has is that rank's.
+    assert mean_over_ranks(ranks, [0, 0])["reward_mean"] == pytest.approx(2.5)
+    assert mean_over_ranks([{"a": 1.0}, {}])["a"] == 1.0
+    assert mean_over_ranks([{"x": None}, {"x": None}])["x"] is None

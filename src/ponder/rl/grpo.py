@@ -133,6 +133,7 @@ class GRPORecipe(Recipe):
 
     name = "grpo"
     work_name = "completions"
+    summed_metrics = ("groups_hard", "groups_equal", "groups_trained")  # each rank counts its own groups
 
     def __init__(self, model, tokenizer, task: Task, cfg: GRPOConfig):
         super().__init__()

@@ -88,6 +88,33 @@ def all_gather_objects(obj, world: int) -> list:
     return out
 
 
+def mean_over_ranks(per_rank: list[dict], weights: list[float] | None = None, summed: tuple[str, ...] = ()) -> dict:
+    """One step's metrics from every rank (rank order) as one dict.
+
+    A recipe's step metrics (reward mean, thought length, share of groups with signal) are means over
+    the rank's own share of the step: weighted by each rank's share (``weights``: its work this step,
+    e.g. positions or completions; equal when None or all 0) they give the step's mean. The keys in
+    ``summed`` are counts and are added up. A key a rank reports as None is left out of its mean;
+    anything that is not a number on any rank (None, text) is taken from the first rank that has it.
+    """
+    if weights is None or not any(weights):
+        weights = [1.0] * len(per_rank)
+    out: dict = {}
+    for key in dict.fromkeys(k for metrics in per_rank for k in metrics):
+        pairs = [(m[key], w) for m, w in zip(per_rank, weights) if key in m]
+        numbers = [(v, w) for v, w in pairs if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if not numbers:
+            out[key] = pairs[0][0]
+        elif key in summed:
+            out[key] = sum(v for v, _ in numbers)
+        else:
+            total = sum(w for _, w in numbers)
+            out[key] = (
+                sum(v * w for v, w in numbers) / total if total > 0 else sum(v for v, _ in numbers) / len(numbers)
+            )
+    return out
+
+
 def rank_device(requested: str | None, world: int) -> str | None:
     """The device a rank loads its model onto: under a multi-GPU launcher, this rank's GPU."""
     if world > 1 and requested in (None, "cuda") and torch.cuda.is_available():

@@ -184,6 +184,8 @@ class Recipe:
     temperature: float = 1.0  # the policy's sampling temperature
     description: str | None = None  # the progress bar's label (default: "ponder <name>")
     progress_metric = "reward_mean"  # the metric the progress bar shows
+    #: Step metrics that are counts (summed over ranks when logged); every other number is averaged over ranks.
+    summed_metrics: tuple[str, ...] = ()
     #: ``surrogate``: the PPO update (clipped surrogate, epochs, behaviour policy) plus :meth:`extra_loss`;
     #: ``terms``: the recipe's own loss terms (:meth:`loss_terms`), one optimizer step per step (next-token training).
     update: Literal["surrogate", "terms"] = "surrogate"
@@ -328,6 +330,12 @@ class Engine:
         self._adopt_extras()
         self.step += 1
         metrics = dict(sb.metrics) if sb is not None else {}
+        if self.world > 1:  # what is logged is the step's, not rank 0's share of it (a collective: every rank is here)
+            work = self.recipe.counters.get(self.recipe.work_name, 0) - before.get(self.recipe.work_name, 0)
+            gathered = distributed.all_gather_objects((work, metrics), self.world)
+            metrics = distributed.mean_over_ranks(
+                [m for _, m in gathered], [w for w, _ in gathered], summed=self.recipe.summed_metrics
+            )
         finite = sb is None or bool(torch.isfinite(sb.advantages).all())
         if distributed.all_sum([float(not finite)], self.world, self.device)[0] > 0:
             self.counters["skipped_nonfinite"] += 1  # never averaged in: the whole step is dropped and counted
@@ -345,15 +353,14 @@ class Engine:
         self.recipe.after_update(self)
         elapsed = time.time() - t0
         metrics.update(stats)
-        metrics.update(
-            {
-                "lr": self.scheduler.get_last_lr()[0],
-                "step_seconds": elapsed,
-                f"{self.recipe.work_name}_per_s": local / elapsed,
-                **self._counter_metrics(before),
-            }
-        )
-        return metrics
+        # This rank's counts first: a recipe metric of the same name (GRPO's groups_trained) is the step's, over ranks.
+        return {
+            **self._counter_metrics(before),
+            **metrics,
+            "lr": self.scheduler.get_last_lr()[0],
+            "step_seconds": elapsed,
+            f"{self.recipe.work_name}_per_s": local / elapsed,
+        }
 
     def _counter_metrics(self, before: dict) -> dict:
         """This step's counts under their own names, running totals (this rank, resumed totals included) as ``*_total``."""
