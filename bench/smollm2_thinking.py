@@ -21,6 +21,10 @@ models also held-out information gain against the base and plain next-token loss
 
     OMP_NUM_THREADS=1 nohup python bench/smollm2_thinking.py --corpus /tmp/realtext --out runs/smol27 \\
         --seeds 0-2 --json bench/results/smollm2_thinking.json > runs/smol27.log 2>&1 &
+
+RLP and CPT train the same LoRA adapters with ``--lora-rank``/``--lora-alpha`` and run data-parallel with
+``--nproc N`` (``torchrun``, one thread per rank; on the 2-core machine ``--nproc 2 --lora-rank 16`` is the
+fastest RLP, ``bench/smollm2_speed.py``).
 """
 
 from __future__ import annotations
