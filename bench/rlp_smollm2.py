@@ -28,7 +28,6 @@ import argparse
 import json
 import math
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(Path(__file__).parent))
 
 from ponder.config import parse_seeds  # noqa: E402
 from ponder.data.corpus import read_documents  # noqa: E402
@@ -48,6 +48,7 @@ from ponder.eval.info_gain import heldout_information_gain  # noqa: E402
 from ponder.models.lookup import load_model  # noqa: E402
 from ponder.report.stats import bootstrap_interval  # noqa: E402
 from ponder.rl.positions import tokenize_docs  # noqa: E402
+from smollm2_speed import ponder_command  # noqa: E402  (a sibling script: the one way a bench launches ponder)
 
 MODEL = "smollm2-135m"
 #: Per-model figures of the table (means over seeds, with their spread).
@@ -178,12 +179,6 @@ def measure(name: str, path: str, base, args, out: Path) -> dict:
     return result
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_cli(argv: list[str], log: Path, nproc: int = 1) -> float:
     """Run ``ponder ARGV`` in a child process (resumable; its log in ``log``); the wall seconds.
 
@@ -191,14 +186,9 @@ def run_cli(argv: list[str], log: Path, nproc: int = 1) -> float:
     torch thread per rank (data-parallel over gloo).
     """
     t0 = time.time()
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    cmd = [sys.executable, "-m", "ponder.cli", *argv]
-    if nproc > 1:
-        env["OMP_NUM_THREADS"] = "1"
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-               "--master_port", str(free_port()), "-m", "ponder.cli", *argv]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), **({"OMP_NUM_THREADS": "1"} if nproc > 1 else {})}
     with open(log, "a") as f:
-        rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+        rc = subprocess.call(ponder_command(argv, nproc), stdout=f, stderr=subprocess.STDOUT, env=env)
     if rc != 0:
         raise SystemExit(f"`ponder {' '.join(argv)}` failed (exit {rc}); see {log}")
     return time.time() - t0

@@ -73,14 +73,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def ponder_command(argv: list[str], ranks: int = 1) -> list[str]:
+    """The command that runs ``ponder ARGV``: in this process's Python, or with ``ranks`` > 1 under
+    ``torch.distributed.run --nproc_per_node ranks`` on a free local port (gloo on CPU)."""
+    if ranks <= 1:
+        return [sys.executable, "-m", "ponder.cli", *argv]
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(ranks),
+            "--master_port", str(free_port()), "-m", "ponder.cli", *argv]  # fmt: skip
+
+
 def launch(cfg: Config, argv: list[str]) -> float:
     """Run it; returns the wall seconds of the whole launch (model loads included)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(cfg.threads), "PYTHONPATH": str(ROOT / "src")}
-    if cfg.ranks == 1:
-        cmd = [sys.executable, "-m", "ponder.cli", *argv]
-    else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(cfg.ranks),
-               "--master_port", str(free_port()), "-m", "ponder.cli", *argv]  # fmt: skip
+    cmd = ponder_command(argv, cfg.ranks)
     start = time.perf_counter()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if done.returncode != 0:
