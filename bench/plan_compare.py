@@ -58,7 +58,7 @@ def compare(
     for this seed already."""
     task = get_task(task_name)
     lm = lm or load_model(model)
-    vocab, vocab_calls = vocabulary or build_vocabulary(lm, task, seed)
+    vocab, vocab_calls = vocabulary or build_vocabulary(lm, task, seed, n_train=n_train)
     start = default_start(vocab, mode)
     env_kwargs = dict(n_train=n_train, n_heldout=n_heldout, seed=seed)
     runs = {}
@@ -237,14 +237,15 @@ def main(argv=None) -> int:
         budget = a.smollm_budget if smol else a.budget
         budgets.append(budget)
         for task in a.smollm_tasks.split(",") if smol and a.smollm_tasks else tasks:
+            n_train = a.n_train if not smol else min(a.n_train, 4)
             for seed in seeds:
-                vocabulary = build_vocabulary(lm, get_task(task), seed)
+                vocabulary = build_vocabulary(lm, get_task(task), seed, n_train=n_train)
                 for repeat in range(a.repeats):
                     res = compare(
                         model,
                         task,
                         budget,
-                        a.n_train if not smol else min(a.n_train, 4),
+                        n_train,
                         a.n_heldout if not smol else min(a.n_heldout, 16),
                         seed,
                         methods,

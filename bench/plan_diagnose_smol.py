@@ -160,7 +160,7 @@ def main(argv=None) -> int:
     t0 = time.time()
     lm = load_model(a.model)
     task = get_task(a.task)
-    vocab, _ = build_vocabulary(lm, task, a.seed)
+    vocab, _ = build_vocabulary(lm, task, a.seed, n_train=a.n_train)
     start = default_start(vocab, "instruction")
     env = PlanEnv(
         lm,

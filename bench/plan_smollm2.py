@@ -207,7 +207,7 @@ def main(argv=None) -> int:
             if not todo:
                 continue
             lm = lm or load_model(a.model)
-            vocab = build_vocabulary(lm, get_task(task), seed)
+            vocab = build_vocabulary(lm, get_task(task), seed, n_train=a.n_train)
             for m in todo:
                 cell = run_cell(lm, task, seed, m, a, settings, vocab)
                 cells.append(cell)

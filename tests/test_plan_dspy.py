@@ -128,3 +128,33 @@ def test_optimizer_calls_are_the_environment_calls(lm, sampled, method):
             "heldout_accuracy": summary["best_heldout_accuracy"],
         }
     ]
+
+
+@pytest.mark.parametrize("method", ["bootstrap_rs", "mipro"])
+def test_dspy_draws_demonstrations_apart_from_the_inputs_it_is_scored_on(lm, monkeypatch, method):
+    """DSPy scores programs on the planners' evaluated inputs (valset) and draws demonstrations from other training
+    problems (trainset), as the planners' vocabulary does: with valset=trainset a program holding an input's own
+    demonstration scores it by copying."""
+    from ponder.plan import dspy_program
+    from ponder.plan.dspy_program import DSPySettings, optimize
+
+    seen = {}
+
+    class Recording:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def compile(self, student, trainset, valset, **kwargs):
+            seen.update(trainset=trainset, valset=valset)
+            return student
+
+    monkeypatch.setattr(
+        dspy_program.dspy, "MIPROv2" if method == "mipro" else "BootstrapFewShotWithRandomSearch", Recording
+    )
+    env = PlanEnv(lm, get_task("add1"), n_train=4, n_heldout=2, seed=0)
+    optimize(method, env, ["Think step by step."], DSPySettings(), seed=0)
+    evaluated = {p.prompt for p in env.train}
+    assert [e.question for e in seen["valset"]] == [p.prompt for p in env.train]
+    demos = [e.question for e in seen["trainset"]]
+    assert len(demos) == DSPySettings().demo_pool and not set(demos) & evaluated
+    assert not set(demos) & {p.prompt for p in env.heldout}

@@ -159,6 +159,35 @@ def test_bootstrap_demos_are_training_problems_in_the_direct_form_never_held_out
         assert e.payload in new.exemplars and len(new.exemplars) == len(chain.exemplars) + (e.index == 2)
 
 
+@pytest.mark.parametrize("task_name", ["add1", "add3"])
+@pytest.mark.parametrize("seed", [0, 3])
+def test_the_vocabulary_shows_no_input_the_environment_evaluates_solved(random_tiny, task_name, seed):
+    """A solved exemplar, worked step or demonstration of an evaluated input scores that input by copying: the
+    training value would reward memorising the minibatch (add1's and add2's exemplars were its own problems, 8 of 8)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from ponder.jobs.plan import build_vocabulary, default_start
+    from ponder.plan.env import PlanEnv, training_inputs
+
+    task = get_task(task_name)
+    model, tok = random_tiny
+    lm = SimpleNamespace(model=model, tokenizer=tok, device=torch.device("cpu"))
+    evaluated = training_inputs(task, 8, seed)
+    assert [p.prompt for p in evaluated] == [p.prompt for p in PlanEnv(lm, task, n_train=8, seed=seed).train]
+    solved = [p.prompt + p.answer for p in evaluated] + [f"Q: {p.prompt} A: {p.answer}" for p in evaluated]
+    leaky = mine_vocabulary(task, seed=seed)  # nothing left out: the first mined problems are the evaluated ones
+    assert any(x in e for x in solved for e in leaky.exemplars)
+    vocab, calls = build_vocabulary(lm, task, seed, lm_proposals=2, n_train=8)
+    assert calls == 4 and vocab.exemplars and vocab.demos
+    payloads = vocab.exemplars + vocab.demos + vocab.steps
+    assert not [(x, e) for x in solved for e in payloads if x in e]
+    assert not any(p.prompt in e for p in evaluated for e in vocab.exemplars + vocab.demos)
+    start = default_start(vocab, "instruction")
+    assert not any(p.prompt in e for p in evaluated for e in start.exemplars)
+
+
 def test_no_bootstrap_demo_without_demos():
     vocab = Vocabulary(words=["w"], instructions=["be brief"], exemplars=["1+1=2"], steps=["s"])
     cands = candidate_edits(C, vocab, random.Random(0), max_candidates=200)

@@ -19,9 +19,9 @@ from ponder.errors import PonderError
 from ponder.lm.thinking import ThinkSettings
 from ponder.models.lookup import load_model
 from ponder.plan.baselines import BASELINES
-from ponder.plan.edits import mine_vocabulary
+from ponder.plan.edits import mine_vocabulary, mining_pool
 from ponder.plan.encoder import LMFeatures
-from ponder.plan.env import PlanEnv
+from ponder.plan.env import PlanEnv, training_inputs
 from ponder.plan.planners import PlannerConfig, plan_with_world_model
 from ponder.plan.search import Search
 from ponder.plan.state import Chain, render_prompt
@@ -134,20 +134,28 @@ def default_start(vocab, mode: str):
     )
 
 
-def build_vocabulary(lm, task, seed: int = 0, lm_proposals: int = 4):
+def build_vocabulary(lm, task, seed: int = 0, lm_proposals: int = 4, *, n_train: int):
     """Mined payloads plus ``lm_proposals`` LM samples each of instruction lines and thought steps.
 
-    Returns ``(vocab, calls)``: the proposal calls are paid once and shared by every method.
+    ``n_train``: the training inputs the planning environments of this ``seed`` evaluate on
+    (:func:`ponder.plan.env.training_inputs`); no exemplar, step or demonstration is mined from them,
+    and the LM proposes steps for another training problem. Returns ``(vocab, calls)``: the proposal
+    calls are paid once and shared by every method.
     """
 
-    vocab = mine_vocabulary(task, seed=seed)
+    evaluated = [p.prompt for p in training_inputs(task, n_train, seed)]
+    vocab = mine_vocabulary(task, seed=seed, exclude=evaluated)
     if lm_proposals <= 0:
         return vocab, 0
-    env = PlanEnv(lm, task, n_train=2, n_heldout=1, seed=seed)
-    x = env.train[0].prompt
+    env = PlanEnv(lm, task, n_train=1, n_heldout=1, seed=seed)
+    pool = mining_pool(task, seed=seed, exclude=evaluated)
     lines = env.propose([vocab.instructions[0].split()[0] + " "], n=lm_proposals, max_new_tokens=24, seed=seed)
     steps = env.propose(
-        [render_prompt(Chain(), x)], n=lm_proposals, max_new_tokens=24, seed=seed + 1, stop=(" ", "</think>")
+        [render_prompt(Chain(), p.prompt) for p in pool[:1]],
+        n=lm_proposals,
+        max_new_tokens=24,
+        seed=seed + 1,
+        stop=(" ", "</think>"),
     )
     vocab.extend(
         instructions=[vocab.instructions[0].split()[0] + " " + t for t in lines if t],
@@ -182,7 +190,7 @@ def _run_plan(job: PlanJob, out: Path, progress: bool, printer) -> dict:
 
     task = get_task(job.task)
     lm = load_model(job.model, device=job.device, think_settings=job)
-    vocab, vocab_calls = build_vocabulary(lm, task, job.seed, job.lm_proposals)
+    vocab, vocab_calls = build_vocabulary(lm, task, job.seed, job.lm_proposals, n_train=job.n_train)
     if job.start:
         try:
             start = Chain.from_json(json.loads(Path(job.start).read_text()))

@@ -1,9 +1,13 @@
 """A planning task as a DSPy program, optimised by DSPy's own optimizers on ponder's model and counters.
 
 The program is one ``dspy.Predict`` over the signature ``question -> answer``, started from the
-start chain's instruction lines (its demonstrations are the optimizer's to choose). Its training
-set and held-out set are the planning environment's problems (the same ``n_train`` inputs every
-planner's evaluation averages over and the same held-out inputs); the metric is the task's scorer
+start chain's instruction lines (its demonstrations are the optimizer's to choose). Its validation set
+is the planning environment's training inputs (the same ``n_train`` inputs every planner's evaluation
+averages over) and its held-out set the environment's held-out inputs; its training set, where DSPy
+draws and bootstraps demonstrations, is the problems the planners' demonstrations come from
+(``ponder.plan.edits.mining_pool``, the evaluated inputs left out): neither side may score an input by
+showing it solved (with ``valset=trainset`` a program with an input's own demonstration copies
+its answer, which no held-out problem repays); the metric is the task's scorer
 on the answer line, as in :class:`~ponder.plan.env.PlanEnv`. Every LM call of the optimizer (its
 task runs, its bootstrapping rollouts and its instruction proposals alike) goes through
 :class:`~ponder.plan.dspy_lm.PonderLM` into the environment's :class:`~ponder.plan.env.Counters`;
@@ -26,7 +30,8 @@ from dataclasses import dataclass
 import dspy
 
 from ponder.plan.dspy_lm import ANSWER, QUESTION, PlainAdapter, PonderLM
-from ponder.plan.env import Counters, PlanEnv
+from ponder.plan.edits import mining_pool
+from ponder.plan.env import Counters, PlanEnv, PlanInputError
 
 DSPY_METHODS = ("mipro", "bootstrap_rs")
 
@@ -39,6 +44,7 @@ class DSPySettings:
     candidates: int = 6  # MIPROv2 instruction / demo-set candidates; random-search programs
     max_bootstrapped_demos: int = 2
     max_labeled_demos: int = 2
+    demo_pool: int = 8  # training problems DSPy draws demonstrations from (the planners' ``Vocabulary.demos`` count)
     auto: str | None = None  # MIPROv2's own budget ("light", "medium") instead of trials/candidates
     proposal_tokens: int = 96  # cap on an instruction proposal's length (DSPy asks for thousands)
     answer_tokens: int = 12  # as PlanEnv.max_answer_tokens
@@ -91,8 +97,15 @@ def optimize(method: str, env: PlanEnv, start_instructions, settings: DSPySettin
         raise ValueError(f"unknown DSPy method {method!r}; known: {DSPY_METHODS}")
     task_lm = PonderLM(env.lm, env.counters, max_tokens=settings.proposal_tokens, seed=seed)
     adapter = PlainAdapter(settings.answer_tokens, env.chat_template)
-    trainset = examples(env.train)
-    metric = task_metric(env.task, env.train + env.heldout)
+    evaluated = [p.prompt for p in env.train]
+    pool = mining_pool(env.task, seed=env.seed, exclude=evaluated)[-settings.demo_pool :]
+    if not pool:
+        raise PlanInputError(
+            f"task {env.task.name!r} has no training problem beyond the {len(env.train)} evaluated ones for DSPy to "
+            "draw demonstrations from; lower --n-train."
+        )
+    trainset, valset = examples(pool), examples(env.train)
+    metric = task_metric(env.task, pool + env.train + env.heldout)
     student = program(start_instructions)
     logging.getLogger("dspy").setLevel(logging.ERROR)
     with dspy.context(lm=task_lm, adapter=adapter):
@@ -112,7 +125,7 @@ def optimize(method: str, env: PlanEnv, start_instructions, settings: DSPySettin
             compiled = opt.compile(
                 student,
                 trainset=trainset,
-                valset=trainset,
+                valset=valset,
                 num_trials=None if settings.auto else settings.trials,
                 minibatch=False,
             )
@@ -124,7 +137,7 @@ def optimize(method: str, env: PlanEnv, start_instructions, settings: DSPySettin
                 num_candidate_programs=settings.candidates,
                 num_threads=1,
             )
-            compiled = opt.compile(student, trainset=trainset, valset=trainset)
+            compiled = opt.compile(student, trainset=trainset, valset=valset)
     spent = Counters(**vars(env.counters))
     # What the returned program scores is measured apart from the optimizer's budget (as the planners' curves are).
     heldout_counters = Counters()

@@ -20,7 +20,7 @@ from __future__ import annotations
 import random
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 
 from ponder.plan.state import FORMATS, LINE_FIELDS, Chain, render_prompt
@@ -245,20 +245,38 @@ def direct_demo(problem) -> str:
     return " ".join((problem.prompt + problem.answer).split())
 
 
+def mining_pool(task, n: int = 64, seed: int = 0, exclude: Collection[str] = ()) -> list:
+    """The distinct training problems of ``task`` (``n`` drawn with ``seed``) whose prompt is not in ``exclude``.
+
+    ``exclude``: the prompts a planning environment evaluates chains on. A solved exemplar, a worked step or a
+    demonstration of an evaluated input scores that input by copying: the training value then rewards
+    memorising the minibatch, which no held-out problem repays (issue 28: before, add1's and add2's mined
+    exemplars were the minibatch's own problems, 8 of 8).
+    """
+    skip = set(exclude)
+    return [p for p in {(p.prompt, p.answer): p for p in task.problems(n, seed=seed, split="train")}.values()
+            if p.prompt not in skip]  # fmt: skip
+
+
 def mine_vocabulary(
-    task, n: int = 64, seed: int = 0, n_words: int = 40, n_exemplars: int = 8, n_demos: int = 8
+    task,
+    n: int = 64,
+    seed: int = 0,
+    n_words: int = 40,
+    n_exemplars: int = 8,
+    n_demos: int = 8,
+    exclude: Collection[str] = (),
 ) -> Vocabulary:
-    """Payloads mined from ``n`` training problems of ``task``.
+    """Payloads mined from the training problems of :func:`mining_pool` (``n`` drawn, the ``exclude`` prompts left out).
 
     Words: the most frequent whitespace tokens of prompts, answers and thoughts (and of the
-    seed instructions); exemplars: solved problems rendered in each answer format; steps:
-    the steps of the worked thoughts; demos: the last ``n_demos`` of the ``n`` training problems
-    in the direct form (training problems only, never the test split; the last ones, because a
-    planning environment's evaluation minibatch is the first ``n_train`` training problems, and a
-    demonstration of an evaluated input would score that input by copying).
+    seed instructions); exemplars: the first ``n_exemplars`` solved problems rendered in each answer
+    format; steps: the steps of the worked thoughts; demos: the last ``n_demos`` problems in the direct
+    form. Training problems only, never the test split, and never an input in ``exclude`` (give the
+    prompts the planning environment evaluates: :func:`ponder.jobs.plan.build_vocabulary` does).
     """
 
-    problems = task.problems(n, seed=seed, split="train")
+    problems = mining_pool(task, n, seed, exclude)
     counts: Counter = Counter()
     for p in problems:
         counts.update(p.prompt.split() + p.answer.split() + (p.thought or "").split())

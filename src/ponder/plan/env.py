@@ -113,6 +113,12 @@ def distinct(problems: list) -> list:
     return list({(p.prompt, p.answer): p for p in problems}.values())  # a dict keeps the first of each key's order
 
 
+def training_inputs(task, n_train: int, seed: int) -> list:
+    """The distinct training problems a :class:`PlanEnv` of ``task``, ``n_train`` and ``seed`` evaluates chains on
+    (what a payload vocabulary must leave out: :func:`ponder.plan.edits.mining_pool`)."""
+    return distinct(task.problems(n_train, seed=seed, split="train"))
+
+
 @dataclass
 class PlanEnv:
     """Environment over ``lm`` and ``task``: see the module docstring.
@@ -148,7 +154,7 @@ class PlanEnv:
 
     def __post_init__(self):
         self.think_settings = self.think_settings or ThinkSettings(chat_template="off")
-        self.train = distinct(self.task.problems(self.n_train, seed=self.seed, split="train"))
+        self.train = training_inputs(self.task, self.n_train, self.seed)
         self.heldout = distinct(self.task.problems(self.n_heldout, seed=self.seed, split="test"))
         if not self.train:
             raise PlanInputError(f"task {self.task.name!r} gave no training problems to plan on.")
