@@ -23,13 +23,15 @@ program reaches the target). The summary gives per task and method the medians o
 saving ``1 - calls / best baseline's calls`` (a method that never reached the target counts
 ``budget + 1`` calls) with its median and 95% bootstrap interval (``ponder.report.stats``).
 
-    OMP_NUM_THREADS=1 python bench/plan_smollm2.py --tasks add1,add2 --seeds 0-4 --json bench/results/plan_smollm2.json
+    OMP_NUM_THREADS=1 python bench/plan_smollm2.py --tasks rg:count_bits --seeds 0-4 --n-train 8 --n-heldout 32 \\
+        --json bench/results/plan_smollm2.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -44,6 +46,7 @@ from ponder.errors import ConfigError, exit_code
 from ponder.jobs.plan import METHODS, PlannerSettings, build_vocabulary
 from ponder.models.lookup import load_model
 from ponder.plan.env import PlanEnv, distinct
+from ponder.report.stats import rank_correlation
 from ponder.report.tables import markdown_table
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -160,7 +163,35 @@ def payload(cells: list[dict], budget: int, baselines) -> dict:
                     "win_share": d.get("win_share"),
                 }
             )
-    return {"budget": budget, "baselines": list(baselines), "cells": out_cells, "summary": summary}
+    return {
+        "budget": budget,
+        "baselines": list(baselines),
+        "cells": out_cells,
+        "summary": summary,
+        "diagnostics": [
+            noise(task, [c for c in out_cells if c["task"] == task]) for task in sorted({c["task"] for c in out_cells})
+        ],
+    }
+
+
+def noise(task: str, cells: list[dict]) -> dict:
+    """Whether a task can separate the methods: does the training value of a returned chain predict its held-out
+    accuracy (Spearman over the cells), and how large a held-out accuracy's binomial standard error is."""
+    last = [c["curve"][-1] for c in cells]
+    pairs = [
+        (point.get("best_train_accuracy", point.get("best_value")), c["final_heldout_accuracy"])
+        for point, c in zip(last, cells)
+    ]
+    pairs = [(t, h) for t, h in pairs if t is not None]  # a cell stored without its training figure
+    held = [c["final_heldout_accuracy"] for c in cells]
+    p, n = statistics.median(held), statistics.median(c.get("n_heldout") or 0 for c in cells)
+    return {
+        "task": task,
+        "cells": len(cells),
+        "train_heldout_rank_correlation": rank_correlation(*zip(*pairs)) if len(pairs) > 1 else None,
+        "heldout_accuracy_median": p,
+        "heldout_binomial_se": math.sqrt(p * (1 - p) / n) if n else None,
+    }
 
 
 def write(path: str | None, cells: list[dict], budget: int, baselines) -> dict:
@@ -234,6 +265,12 @@ def print_summary(data: dict) -> None:
             ],
         )
     )
+    for d in data.get("diagnostics", []):
+        print(
+            f"{d['task']}: {d['cells']} cells; rank correlation of the returned chain's training accuracy with its held-out "
+            f"accuracy {d['train_heldout_rank_correlation']}; held-out median {d['heldout_accuracy_median']}, binomial "
+            f"standard error {d['heldout_binomial_se']}"
+        )
 
 
 if __name__ == "__main__":

@@ -266,3 +266,16 @@ def test_diagnosis_rank_correlation_and_noise_by_hand():
     rows = diag.noise_table(correct, loglik, np.array([0.0, 0.5, 1.0]), sizes=(8,), draws=5)
     assert rows[0]["spearman_accuracy"] == pytest.approx(1.0) and rows[0]["heldout_of_pick_value"] == 1.0
     assert rows[0]["spearman_loglik"] == 0.0  # a constant term ranks nothing
+
+
+def test_smollm2_diagnostics_say_whether_the_training_value_predicts_held_out_accuracy():
+    bench = load_bench("plan_smollm2")
+    cells = [{**_cell("t", s, "hill", h, [(8, h)]), "n_heldout": 32} for s, h in enumerate([0.0625, 0.125, 0.25])]
+    for c, train in zip(cells, [0.5, 0.25, 0.125]):  # the best training value, the worst held out
+        c["curve"][-1]["best_train_accuracy"] = train
+    (diag,) = bench.payload(cells, 240, ("hill",))["diagnostics"]
+    assert diag["train_heldout_rank_correlation"] == pytest.approx(-1.0)
+    assert diag["heldout_accuracy_median"] == 0.125
+    assert diag["heldout_binomial_se"] == pytest.approx((0.125 * 0.875 / 32) ** 0.5)
+    (diag,) = bench.payload(SMOL_CELLS, 240, ("hill", "mipro"))["diagnostics"]  # no training figures stored
+    assert diag["train_heldout_rank_correlation"] is None and diag["heldout_binomial_se"] is None

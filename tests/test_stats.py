@@ -1,5 +1,7 @@
 """Distribution statistics against hand computations and identities (ponder.report.stats)."""
 
+import math
+
 import pytest
 
 from ponder.report.stats import bootstrap_interval, compare, distribution, iqr, median, quartiles, win_share
@@ -55,3 +57,16 @@ def test_distribution_and_compare_fields():
     not_shown = compare([0.05, 0.4, 0.1, 0.3], 0.155)  # two seeds below the base, two above
     assert not_shown["win_share"] == 0.5 and not not_shown["shown"]
     assert not_shown["diff_low"] < 0 < not_shown["diff_high"]
+
+
+def test_rank_correlation_by_hand_and_its_identities():
+    from ponder.report.stats import average_ranks, rank_correlation
+
+    assert average_ranks([3.0, 1.0, 3.0, 2.0]).tolist() == [2.5, 0.0, 2.5, 1.0]  # the tied pair shares ranks 2 and 3
+    # x ranks 0,1,2,3; y = [1, 3, 2, 4] ranks 0,2,1,3: d = 0,-1,1,0, rho = 1 - 6 * 2 / (4 * 15) = 0.8
+    assert rank_correlation([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)
+    assert rank_correlation([1, 2, 3], [10, 20, 1000]) == pytest.approx(1.0)  # monotone: 1 whatever the spacing
+    assert rank_correlation([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert math.isnan(rank_correlation([1, 1, 1], [1, 2, 3]))  # a constant side has no ranking
+    with pytest.raises(ValueError):
+        rank_correlation([1, 2], [1])

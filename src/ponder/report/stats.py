@@ -40,6 +40,30 @@ def iqr(xs: Sequence[float]) -> float:
     return q3 - q1
 
 
+def average_ranks(xs: Sequence[float]) -> np.ndarray:
+    """Ranks ``[n]`` of ``xs`` from 0, tied values sharing the mean of their ranks."""
+    a = np.asarray(xs, dtype=float)
+    order = np.argsort(a, kind="stable")
+    ranks = np.empty(a.size)
+    ranks[order] = np.arange(a.size, dtype=float)
+    for value in np.unique(a):
+        tied = a == value
+        ranks[tied] = ranks[tied].mean()
+    return ranks
+
+
+def rank_correlation(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Spearman's rank correlation of paired values (Pearson's on average ranks); NaN when either side is constant."""
+    if len(xs) != len(ys) or len(xs) < 2:
+        raise ValueError(
+            f"rank correlation needs two equally long lists of 2 or more values, got {len(xs)} and {len(ys)}"
+        )
+    rx, ry = average_ranks(xs), average_ranks(ys)
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    den = float(np.sqrt((rx**2).sum() * (ry**2).sum()))
+    return float((rx * ry).sum() / den) if den else float("nan")
+
+
 def paired_differences(method: Sequence[float], comparison: Sequence[float] | float) -> np.ndarray:
     """``method[i] - comparison[i]`` per seed ``[n]``; a scalar comparison is the same for every seed."""
     a = np.asarray(method, dtype=float)
