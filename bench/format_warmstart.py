@@ -51,6 +51,7 @@ from ponder.data.thought_docs import (  # noqa: E402
     first_verified,
     insert_thought,
     natural_end_ids,
+    thought_in_target,
 )
 from ponder.lm.padding import pad_id_of  # noqa: E402
 from ponder.lm.thinking import ANSWER_STOPS, ThoughtFormat, sample_answers, sample_thoughts  # noqa: E402
@@ -258,6 +259,17 @@ def main(argv=None) -> dict:
     p.add_argument("--sample-from", choices=["base", "init"], default="base",
                    help="with --init: which model samples the examples' thoughts and answers")  # fmt: skip
     p.add_argument("--after", type=int, default=8, help="closing: text tokens trained after a text position's thought")
+    p.add_argument(
+        "--thought-loss",
+        action="store_true",
+        help="closing: the thought's own tokens in the loss too (not only </think> and what follows)",
+    )
+    p.add_argument(
+        "--plain",
+        type=int,
+        default=0,
+        help="plain train-split corpus windows (no thought) mixed into the documents, every token trained",
+    )
     p.add_argument("--context-length", type=int, default=128)
     p.add_argument("--steps", type=int, default=16)
     p.add_argument("--batch-size", type=int, default=8)
@@ -318,6 +330,14 @@ def main(argv=None) -> dict:
         )
     else:
         docs, sampled = inserted_documents(model, tok, fmt, args, task)
+    if args.thought_loss:  # the thought's own tokens in the loss: the body learns where its thought stops
+        open_text = tok.decode([fmt.open_id], skip_special_tokens=False)
+        docs = [Example(*thought_in_target(e.context, e.target, open_text), e.eos) for e in docs]
+    if args.plain:  # plain train-split windows, every token trained: they hold plain next-token loss
+        plain = heldout_windows(Path(args.corpus), tok, args.context_length, args.plain, split="train")
+        docs = [*docs, *(w.ids for w in plain)]
+        random.Random(args.seed).shuffle(docs)
+        counts["plain_windows"] = len(plain)
     if sampler is not model:
         del sampler, lm
     lora = "lora" in args.train

@@ -126,3 +126,16 @@ def test_first_verified_picks_each_rows_first_answer_its_label_accepts():
     assert calls == [(0, "6"), (1, "8"), (1, "x 9"), (2, "4"), (2, "5")]  # stops at a row's first pass
     assert first_verified([], verify) == []
     assert first_verified([[]], verify) == [None]
+
+
+def test_thought_in_target_moves_the_last_thought_into_the_loss():
+    from ponder.data.thought_docs import thought_in_target
+
+    assert thought_in_target("a <think>x</think> b <think>5+9=14.", "</think>14", "<think>") == (
+        "a <think>x</think> b <think>",
+        "5+9=14.</think>14",
+    )
+    # An empty thought moves nothing; the text round-trips either way.
+    assert thought_in_target("q<think>", "</think>a", "<think>") == ("q<think>", "</think>a")
+    with pytest.raises(ValueError, match="no '<think>'"):
+        thought_in_target("no thought here", "x", "<think>")

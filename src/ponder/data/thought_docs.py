@@ -66,3 +66,17 @@ def first_verified(candidates: Sequence[Sequence[str]], verify: Callable[[int, s
     for r, row in enumerate(candidates):
         out.append(next((i for i, c in enumerate(row) if verify(r, c)), None))
     return out
+
+
+def thought_in_target(context: str, target: str, open_text: str) -> tuple[str, str]:
+    """Move a thought from an example's context into its target: split at the context's last ``open_text``.
+
+    ``("... <think>th", "</think>answer")`` becomes ``("... <think>", "th</think>answer")``, so next-token
+    training puts loss on the thought's own tokens too and the model learns where its thought stops (a
+    warm start with only ``</think>`` and the answer in the loss leaves the thought's length untrained).
+    """
+    at = context.rfind(open_text)
+    if at < 0:
+        raise ValueError(f"the example's context holds no {open_text!r}: no thought to move into the target")
+    cut = at + len(open_text)
+    return context[:cut], context[cut:] + target
