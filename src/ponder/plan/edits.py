@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 
-from ponder.plan.state import FORMATS, LINE_FIELDS, Chain, render_prompt
+from ponder.plan.state import FORMATS, LINE_FIELDS, Chain, distinct, render_prompt
 
 SCALES = ("token", "step", "instruction")
 OPS = {
@@ -254,8 +254,7 @@ def mining_pool(task, n: int = 64, seed: int = 0, exclude: Collection[str] = ())
     exemplars were the minibatch's own problems, 8 of 8).
     """
     skip = set(exclude)
-    return [p for p in {(p.prompt, p.answer): p for p in task.problems(n, seed=seed, split="train")}.values()
-            if p.prompt not in skip]  # fmt: skip
+    return [p for p in distinct(task.problems(n, seed=seed, split="train")) if p.prompt not in skip]
 
 
 def mine_vocabulary(

@@ -48,7 +48,7 @@ from ponder.lm.thinking import (
 )
 from ponder.plan.edits import Edit, EditRejected, apply_edit
 from ponder.plan.fused import answer_and_score
-from ponder.plan.state import Chain, render_parts, render_prompt
+from ponder.plan.state import Chain, distinct, render_parts, render_prompt
 
 #: Nats per token at which the log-likelihood term of :attr:`Outcome.value` reaches 0.
 LOGLIK_SCALE = 10.0
@@ -106,11 +106,6 @@ class Counters:
     proposal_calls: int = 0
     heldout_calls: int = 0
     heldout_tokens: int = 0
-
-
-def distinct(problems: list) -> list:
-    """``problems`` without repeats (same prompt and answer), in their first order."""
-    return list({(p.prompt, p.answer): p for p in problems}.values())  # a dict keeps the first of each key's order
 
 
 def training_inputs(task, n_train: int, seed: int) -> list:

@@ -107,3 +107,8 @@ def render_parts(chain: Chain, x: str) -> tuple[str, str | None]:
     if chain.answer_format == "think":
         return chain.header() + x, " ".join(chain.steps)
     return render_prompt(chain, x), None
+
+
+def distinct(problems: list) -> list:
+    """``problems`` without repeats (same prompt and answer), in their first order."""
+    return list({(p.prompt, p.answer): p for p in problems}.values())  # a dict keeps the first of each key's order
