@@ -284,6 +284,11 @@ def table(cells: dict[str, list[dict]], base: dict, warm: dict | None = None) ->
                 spec: [r["transfer"][spec]["heldout_accuracy_no_think"] for r in results]
                 for spec in results[0]["transfer"]
             }
+            if all("heldout_accuracy_task_score" in t for r in results for t in r["transfer"].values()):
+                row["transfer_task_score_per_seed"] = {  # the benchmark's own scorer (partial credit included)
+                    spec: [r["transfer"][spec]["heldout_accuracy_task_score"] for r in results]
+                    for spec in results[0]["transfer"]
+                }
         if "heldout_info_gain" in results[0]:
             ig = [r["heldout_info_gain"] for r in results]
             row["heldout_info_gain_per_seed"] = ig
