@@ -285,6 +285,8 @@ def main(argv=None) -> dict:
     p.add_argument("--before", help="a previous run's --json: reuse its `before` figures (same measurement settings)")
     p.add_argument("--json")
     args = p.parse_args(argv)
+    if args.thought_loss and args.form != "closing":
+        p.error("--thought-loss moves a closing example's thought into its loss: use it with --form closing")
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     t0 = time.time()
     lm = load_model(MODEL, device="cpu", dtype=torch.float32)
@@ -325,9 +327,6 @@ def main(argv=None) -> dict:
             docs, sampled, counts = closing_documents(sampler.eval(), tok, fmt, args, task)
             if cache:
                 cache.write_text(json.dumps({"examples": docs, "sampled": sampled, "counts": counts}))
-        print(
-            "documents:", json.dumps(counts), "e.g.", json.dumps([docs[0].context[-200:], docs[0].target]), flush=True
-        )
     else:
         docs, sampled = inserted_documents(model, tok, fmt, args, task)
     if args.thought_loss:  # the thought's own tokens in the loss: the body learns where its thought stops
@@ -338,6 +337,9 @@ def main(argv=None) -> dict:
         docs = [*docs, *(w.ids for w in plain)]
         random.Random(args.seed).shuffle(docs)
         counts["plain_windows"] = len(plain)
+    if args.form == "closing":
+        first = next(d for d in docs if isinstance(d, Example))
+        print("documents:", json.dumps(counts), "e.g.", json.dumps([first.context[-200:], first.target]), flush=True)
     if sampler is not model:
         del sampler, lm
     lora = "lora" in args.train

@@ -2,6 +2,7 @@
 
 from types import SimpleNamespace
 
+import pytest
 import torch
 
 from bench_scripts import load_bench
@@ -62,3 +63,11 @@ def test_delimiter_rows_and_lora_train_together_and_nothing_else_of_the_base(tin
             assert changed, name  # the adapters learn beside the rows
         elif "lora_" not in name:
             assert not changed, name  # the base's own weights stay frozen
+
+
+def test_thought_loss_needs_closing_examples(capsys):
+    bench = load_bench("format_warmstart")
+    with pytest.raises(SystemExit) as stop:
+        bench.main(["--corpus", "c", "--out", "o", "--form", "inserted", "--thought-loss"])
+    assert stop.value.code == 2
+    assert "--form closing" in capsys.readouterr().err
