@@ -93,6 +93,12 @@ def parse_args(argv=None):
     p.add_argument("--transfer", default="", help="comma-separated tasks written by others (e.g. rg:chain_sum): "
                    "every model's think/no-think accuracy on their test split too (--eval-n problems)")  # fmt: skip
     p.add_argument("--probe", help="comma-separated tasks: the base's think and no-think accuracy on each, then stop")
+    p.add_argument(
+        "--text",
+        action="store_true",
+        help="every cell (GRPO, TTRL, the base and the warm start too) also on held-out text: information "
+        "gain, plain loss, thoughts closed; a cell measured before without it gets only this part",
+    )
     p.add_argument("--keep-checkpoints", action="store_true", help="keep each finished run's checkpoints/ (GBs each)")
     p.add_argument(
         "--table-only", action="store_true", help="write the table of the cells measured so far; train nothing"
@@ -209,21 +215,23 @@ def cached_cells(args, out: Path, kinds: list[str]) -> tuple[dict | None, dict |
 def measure_cell(name: str, path, base, args, out: Path, info_gain: bool, extra: dict) -> dict:
     """The figures of one trained model (cached in ``out/cell-<name>.json``)."""
     cached = out / f"cell-{name}.json"
-    if cached.is_file():
-        return json.loads(cached.read_text())
+    result = json.loads(cached.read_text()) if cached.is_file() else None
+    if result is not None and (not info_gain or "heldout_info_gain" in result):
+        return result
     t0 = time.time()
     lm = base if str(path) == MODEL else load_model(str(path), device="cpu", dtype=torch.float32)
-    result = {"cell": name, **extra, **accuracy(lm, args.task, args)}
-    if args.transfer:
-        result["transfer"] = {spec: accuracy(lm, spec, args) for spec in args.transfer.split(",")}
-    if info_gain:
+    if result is None:
+        result = {"cell": name, **extra, **accuracy(lm, args.task, args)}
+        if args.transfer:
+            result["transfer"] = {spec: accuracy(lm, spec, args) for spec in args.transfer.split(",")}
+    if info_gain:  # also for a cell measured before without it (--text added later): only this part runs
         ns = argparse.Namespace(**vars(args), task_n=0)  # accuracy is measured above, once
         ig = rlp_smollm2.measure(name, str(path), base, ns, out)
         result.update({k: ig[k] for k in ("heldout_info_gain", "heldout_ntp_loss", "per_position_gain")})
         result["closed_fraction_text"] = ig["closed_fraction"]  # thoughts at held-out text positions (T = 0.7)
         result["thought_tokens_text"] = ig["thought_tokens_mean"]
         result["share_positive_gain"] = statistics.fmean(g > 0 for g in ig["per_position_gain"])
-    result["eval_wall_s"] = round(time.time() - t0, 1)
+    result["eval_wall_s"] = round(result.get("eval_wall_s", 0.0) + time.time() - t0, 1)
     cached.write_text(json.dumps(result, indent=1))
     print(f"[{name}] " + json.dumps({k: v for k, v in result.items() if k != "per_position_gain"}), flush=True)
     return result
@@ -328,7 +336,7 @@ def main(argv=None) -> dict | None:
             print(json.dumps({**accuracy(base, spec, args), "wall_s": round(time.time() - t0, 1)}), flush=True)
         return None
     t_start = time.time()
-    real_text = bool({"rlp", "cpt", "rlp-rtw"} & set(kinds))
+    real_text = args.text or bool({"rlp", "cpt", "rlp-rtw"} & set(kinds))
     base_row = measure_cell("base", MODEL, base, args, out, real_text, {})
     warm_row = measure_cell("warm", args.start, base, args, out, real_text, {}) if args.start else None
     cells: dict[str, list[dict]] = {k: [] for k in kinds}
@@ -341,7 +349,7 @@ def main(argv=None) -> dict | None:
                     prune(path, args)
                 extra = {"seed": seed, "train_wall_s": round(time.time() - t0, 1)}
                 extra["trained_nothing"] = trained_nothing(out / f"{kind}-s{seed}" / f"{kind}_summary.json")
-                cells[kind].append(measure_cell(f"{kind}-s{seed}", path, base, args, out, False, extra))
+                cells[kind].append(measure_cell(f"{kind}-s{seed}", path, base, args, out, args.text, extra))
         for rtw in (False, True):
             name = "rlp-rtw" if rtw else "rlp"
             if name not in kinds and (rtw or "cpt" not in kinds):

@@ -1,5 +1,7 @@
 """bench/smollm2_thinking.py's readers: the RLP positions a run trained, and the issue's table (warm row)."""
 
+import pytest
+
 from bench_scripts import load_bench
 
 
@@ -69,6 +71,30 @@ def test_table_carries_transfer_accuracy_per_seed():
     assert t["rows"][1]["transfer_accuracy_per_seed"] == {"rg:chain_sum": [0.1, 0.2]}
     assert t["rows"][1]["transfer_accuracy_no_think_per_seed"] == {"rg:chain_sum": [0.5, 0.5]}
     assert "transfer_accuracy_per_seed" not in bench.table({"grpo": [{**one, "seed": 0}]}, one)["rows"][1]
+    assert "transfer_task_score_per_seed" not in t["rows"][1]  # cells measured without the benchmark's own score
+    scored = [{**c, "transfer": {k: {**v, "heldout_accuracy_task_score": 0.3} for k, v in c["transfer"].items()}}
+              for c in seeds]  # fmt: skip
+    assert bench.table({"grpo": scored}, one)["rows"][1]["transfer_task_score_per_seed"] == {"rg:chain_sum": [0.3, 0.3]}
+
+
+def test_text_figures_are_added_to_a_cell_measured_without_them(tmp_path, monkeypatch):
+    import argparse
+    import json
+
+    bench = load_bench("smollm2_thinking")
+    (tmp_path / "cell-grpo-s0.json").write_text(
+        json.dumps({"cell": "grpo-s0", "heldout_accuracy": 0.5, "eval_wall_s": 7})
+    )
+    monkeypatch.setattr(bench, "load_model", lambda *a, **k: "model")
+    monkeypatch.setattr(bench, "accuracy", lambda *a: pytest.fail("the cell's accuracy is measured again"))
+    ig = {"heldout_info_gain": -4.5, "heldout_ntp_loss": 3.5, "per_position_gain": [0.5, -1.0], "closed_fraction": 0.25}
+    monkeypatch.setattr(bench.rlp_smollm2, "measure", lambda *a: {**ig, "thought_tokens_mean": 3.0})
+    args = argparse.Namespace(transfer="", task="add1")
+    cell = bench.measure_cell("grpo-s0", tmp_path / "run", None, args, tmp_path, True, {})
+    assert (cell["heldout_accuracy"], cell["heldout_info_gain"], cell["heldout_ntp_loss"]) == (0.5, -4.5, 3.5)
+    assert (cell["share_positive_gain"], cell["closed_fraction_text"]) == (0.5, 0.25)
+    assert json.loads((tmp_path / "cell-grpo-s0.json").read_text())["heldout_info_gain"] == -4.5  # cached
+    assert bench.measure_cell("grpo-s0", tmp_path / "run", None, args, tmp_path, True, {}) == cell  # nothing rerun
 
 
 def test_a_run_that_trained_nothing_is_measured_as_its_start(tmp_path):
