@@ -72,6 +72,12 @@ def parse_args(argv=None):
     p.add_argument("--prompts-per-step", type=int, default=4)
     p.add_argument("--rl-group", type=int, default=8)
     p.add_argument("--rl-lr", type=float, default=1e-5)
+    p.add_argument(
+        "--answer-rule",
+        default="last_number",
+        help="GRPO/TTRL's answer rule (`ponder grpo --answer-rule`): the bench reads accuracy by the last "
+        "number, so the reward must too (the task's first_line reads a chat answer's whole sentence)",
+    )
     p.add_argument("--rl-args", default="", help="more `ponder grpo`/`ponder ttrl` flags, space separated")
     # RLP / CPT (the flags of bench/rlp_smollm2.py).
     p.add_argument("--steps", type=int, default=240, help="RLP steps (x --docs-per-step positions)")
@@ -149,6 +155,7 @@ def rl_cell(kind: str, seed: int, args, out: Path) -> tuple[Path, float]:
         "group_size": args.rl_group,
         "max_thought_tokens": args.max_thought_tokens,
         "lr": args.rl_lr,
+        "answer_rule": args.answer_rule,  # the reward reads answers as this bench's accuracy does
         "eval_n": 0,  # measured here, think and no-think, on the same problems for every model
         "report_to": "none",
         "device": "cpu",

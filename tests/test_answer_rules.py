@@ -87,3 +87,12 @@ def test_bad_eval_settings_are_one_line_errors_before_any_work(flags, message, c
     assert main(["eval", "--task", "add3", "--model", "/nonexistent-model", *flags]) == 2
     err = capsys.readouterr().err
     assert message in " ".join(err.split()) and "Traceback" not in err
+
+
+@pytest.mark.parametrize("job", ["grpo", "ttrl"])
+def test_a_bad_answer_rule_stops_rl_jobs_before_their_run_exists(job, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main([job, "--task", "add3", "--answer-rule", "last", "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown answer rule 'last'" in " ".join(err.split()) and "Traceback" not in err
+    assert not out.exists()

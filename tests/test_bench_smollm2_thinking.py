@@ -107,7 +107,7 @@ def test_a_run_that_trained_nothing_is_measured_as_its_start(tmp_path):
     (run / "grpo_summary.json").write_text(json.dumps({"steps": 10, "trained_nothing": True}))
     args = argparse.Namespace(
         start=str(tmp_path / "warm"), task="add1", rl_steps=10, prompts_per_step=4, rl_group=4,
-        max_thought_tokens=32, rl_lr=1e-5, rl_args="",
+        max_thought_tokens=32, rl_lr=1e-5, rl_args="", answer_rule="last_number",
     )  # fmt: skip
     assert bench.rl_cell("grpo", 1, args, tmp_path) == (tmp_path / "warm", 0.0)  # no ponder run started
     assert not bench.trained_nothing(tmp_path / "absent.json")
@@ -131,3 +131,18 @@ def test_rlp_and_cpt_are_launched_alike_data_parallel_with_lora(tmp_path, monkey
     launched.clear()
     bench.train(1, full, tmp_path)
     assert all("--lora-rank" not in argv and n == 1 for argv, n in launched)  # the defaults: full model, one process
+
+
+def test_rl_cells_reward_answers_read_as_the_bench_reads_them(tmp_path, monkeypatch):
+    import argparse
+
+    bench = load_bench("smollm2_thinking")
+    launched = []
+    monkeypatch.setattr(bench.rlp_smollm2, "run_cli", lambda argv, log: launched.append(argv) or 1.0)
+    args = argparse.Namespace(
+        start=None, task="add1", rl_steps=2, prompts_per_step=4, rl_group=8,
+        max_thought_tokens=32, rl_lr=1e-5, rl_args="", answer_rule="last_number",
+    )  # fmt: skip
+    bench.rl_cell("ttrl", 0, args, tmp_path)
+    argv = launched[0]
+    assert argv[0] == "ttrl" and argv[argv.index("--answer-rule") + 1] == "last_number"

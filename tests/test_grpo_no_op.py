@@ -150,3 +150,29 @@ def test_job_measures_the_default_sized_evaluation(random_tiny_dir, tmp_path, mo
     sizes.clear()
     run_grpo(GRPOJob(**common, eval_n=5, out=str(tmp_path / "b")), progress=False)
     assert sizes[0] == 5  # an explicit --eval-n wins
+
+
+def test_the_jobs_answer_rule_reads_the_rewards_answers(random_tiny_dir, tmp_path, monkeypatch, one_thread):
+    # A chat model answers "5 + 9 = 14.": the task's first_line rule reads that whole line, so the verifiable reward
+    # is 0 on every completion; --answer-rule last_number makes the reward read answers as the evaluation does.
+    import ponder.eval.accuracy as accuracy
+
+    rules, scored = [], []
+    real_score = Addition.score
+
+    def spy_score(self, problem, completion):
+        scored.append(self.answer_rule)
+        return real_score(self, problem, completion)
+
+    def fake_evaluate(model, tokenizer, task, n, seed, modes, max_thought_tokens, think_settings):
+        rules.append(task.answer_rule)
+        mode = type("Mode", (), {"accuracy": 0.0, "mean_thought_tokens": 0.0})()
+        return type("Result", (), {"modes": {"think": mode}})()
+
+    monkeypatch.setattr(accuracy, "evaluate", fake_evaluate)
+    monkeypatch.setattr(Addition, "score", spy_score)
+    common = dict(model=str(random_tiny_dir), task="add2", steps=1, prompts_per_step=2, group_size=2, pool_size=4)
+    common.update(max_thought_tokens=4, max_answer_tokens=3, eval_n=2, answer_rule="last_number")
+    run_grpo(GRPOJob(**common, out=str(tmp_path / "a")), progress=False)
+    assert rules and set(rules) == {"last_number"}  # the held-out measurement
+    assert scored and set(scored) == {"last_number"}  # the trainer's verifiable reward and pass rates

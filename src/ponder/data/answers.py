@@ -27,6 +27,12 @@ RULES = {
     "boxed": "content of the last \\boxed{...} after the thought",
     "regex:PATTERN": "first match of PATTERN after the thought (its first group if it has one)",
 }
+#: The help of every job's ``--answer-rule`` (``ponder eval``, ``grpo``, ``ttrl``): one rule reads answers in evaluation
+#: and in the rewards that train on them.
+ANSWER_RULE_HELP = (
+    "how answers are read: first_line, last_number, boxed or regex:PATTERN (default: the task's own rule, shown by "
+    "`ponder tasks`; a BIG-bench file's is its stop_string / output_regex)"
+)
 _LEADING_JUNK = re.compile(r"^[\s:=>,;]+")
 _NUMBER = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?")
 

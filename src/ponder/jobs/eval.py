@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from ponder.config import SETTINGS
-from ponder.data.answers import check_rule
+from ponder.data.answers import ANSWER_RULE_HELP, check_rule
 from ponder.data.bigbench import BigBenchTask
 from ponder.data.registry import DEMO_TASK, get_task
 from ponder.data.task import thought_budget
@@ -35,11 +35,7 @@ class EvalJob(ThinkSettings, BaseModel):
         description="problems drawn from: test (held out), train, or all (BIG-bench files only: every example, "
         "drawn as BIG-bench's max_examples; --seed 42 is BIG-bench's own draw)",
     )
-    answer_rule: str | None = Field(
-        None,
-        description="how answers are read: first_line, last_number, boxed or regex:PATTERN (default: the task's own "
-        "rule, shown by `ponder tasks`; a BIG-bench file's is its stop_string / output_regex)",
-    )
+    answer_rule: str | None = Field(None, description=ANSWER_RULE_HELP)
     shots: int = Field(
         0,
         ge=0,

@@ -6,6 +6,7 @@ from pydantic import BaseModel, Field
 from rich.markup import escape
 
 from ponder.config import SETTINGS
+from ponder.data.answers import ANSWER_RULE_HELP, check_rule
 from ponder.data.registry import DEMO_TASK, get_task
 from ponder.data.task import task_thought_budget
 from ponder.eval.accuracy import held_out_think_accuracy
@@ -69,6 +70,9 @@ class ModelAndTask(BaseModel):
         description="tiny, tiny-lazy, smollm2-135m, a random-init shape (smollm2-135m-shape, qwen3-0.6b-shape[:LAYERS]), a HF model directory or a .gguf file",
     )
     task: str = Field(DEMO_TASK, description="task whose problems give the prompts (see `ponder tasks`)")
+    # The reward reads answers as evaluation does: a chat model answers in a sentence ("5 + 9 = 14."), which the
+    # default first_line rule never matches, so a verifiable reward would be 0 on every completion (issue 27).
+    answer_rule: str | None = Field(None, description=ANSWER_RULE_HELP)
     eval_n: int | None = Field(
         None,
         ge=0,
@@ -96,8 +100,11 @@ def _run(job, config_cls, trainer_cls, resume: bool, progress: bool, allow_confi
     # Under torchrun / accelerate launch: join the group first so each GPU rank loads onto its own device.
     rank, world = distributed.init_from_env()
     name = trainer_cls.recipe_class.name
+    rule = check_rule(job.answer_rule) if job.answer_rule is not None else None  # bad input: before the run exists
     with open_run(job.out, name, job, resume, allow_config_change, rank) as out:
         task = get_task(job.task)
+        if rule is not None:
+            task.answer_rule = rule
         # The job's thought format also says how new <think>/</think> rows start (a model without them).
         lm = load_model(job.model, device=distributed.rank_device(job.device, world), think_settings=job)
         budget = task_thought_budget(task, job.max_thought_tokens)
