@@ -222,7 +222,7 @@ def train(seed: int, args, out: Path, cpt: bool = True) -> dict:
         "save_every": 10,
         "out": rlp_dir,
     }
-    cpt = {
+    cpt_run = {
         "match_run": rlp_dir,
         "match": args.match,
         "lr": args.cpt_lr,
@@ -238,7 +238,7 @@ def train(seed: int, args, out: Path, cpt: bool = True) -> dict:
         argv = ["rlp", *common, *flags(rlp), "--quiet", *args.rlp_args.split()]
         walls["rlp_wall_s"] = run_cli(argv, out / f"rlp-s{seed}.log", nproc)
     if cpt and not (cpt_dir / "final").is_dir():
-        walls["cpt_wall_s"] = run_cli(["cpt", *common, *flags(cpt), "--quiet"], out / f"cpt-s{seed}.log", nproc)
+        walls["cpt_wall_s"] = run_cli(["cpt", *common, *flags(cpt_run), "--quiet"], out / f"cpt-s{seed}.log", nproc)
     return walls
 
 

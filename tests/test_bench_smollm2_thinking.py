@@ -131,6 +131,9 @@ def test_rlp_and_cpt_are_launched_alike_data_parallel_with_lora(tmp_path, monkey
     launched.clear()
     bench.train(1, full, tmp_path)
     assert all("--lora-rank" not in argv and n == 1 for argv, n in launched)  # the defaults: full model, one process
+    launched.clear()
+    bench.train(2, args, tmp_path, cpt=False)  # the reward-token variant: RLP alone (the CPT run was launched anyway)
+    assert [argv[0] for argv, _ in launched] == ["rlp"]
 
 
 def test_rl_cells_reward_answers_read_as_the_bench_reads_them(tmp_path, monkeypatch):
