@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import sys
 import time
@@ -41,21 +42,18 @@ from ponder.plan.edits import ALL_OPS, candidate_edits
 from ponder.plan.encoder import LMFeatures
 from ponder.plan.env import LOGLIK_SCALE, PlanEnv
 from ponder.plan.world_model import Replay, WorldModel, fit_world_model
+from ponder.report.stats import rank_correlation
 
 sys.path.insert(0, str(Path(__file__).parent))
 from plan_probe_smol import probe_chains  # noqa: E402  (a sibling script, not a package)
 
 
 def spearman(a, b) -> float:
-    """Rank correlation (average ranks for ties); 0 when either side is constant."""
-    ra, rb = (np.argsort(np.argsort(x, kind="stable"), kind="stable").astype(float) for x in (a, b))
-    for r, x in ((ra, a), (rb, b)):  # average ranks over ties
-        x = np.asarray(x, dtype=float)
-        for v in np.unique(x):
-            r[x == v] = r[x == v].mean()
-    if ra.std() == 0 or rb.std() == 0:
+    """Rank correlation (:func:`ponder.report.stats.rank_correlation`); 0 when either side is constant or has one value."""
+    if len(a) < 2:
         return 0.0
-    return float(np.corrcoef(ra, rb)[0, 1])
+    rho = rank_correlation(a, b)
+    return 0.0 if math.isnan(rho) else rho
 
 
 def value_terms(correct: np.ndarray, loglik: np.ndarray, idx) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

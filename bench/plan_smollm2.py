@@ -45,7 +45,8 @@ from ponder.data.registry import get_task
 from ponder.errors import ConfigError, exit_code
 from ponder.jobs.plan import METHODS, PlannerSettings, build_vocabulary
 from ponder.models.lookup import load_model
-from ponder.plan.env import PlanEnv, distinct
+from ponder.plan.env import PlanEnv
+from ponder.plan.state import distinct
 from ponder.report.stats import rank_correlation
 from ponder.report.tables import markdown_table
 
