@@ -132,17 +132,21 @@ def test_help_states_the_default_evaluation_rule_and_the_exit_status():
         assert f"exits {TRAINED_NOTHING_EXIT}" in text
 
 
-def test_job_measures_the_default_sized_evaluation(random_tiny_dir, tmp_path, monkeypatch, one_thread):
-    import ponder.eval.accuracy as accuracy  # held_out_think_accuracy's evaluate
-
-    sizes = []
+def _record_evaluations(monkeypatch, record) -> None:
+    """Replace held_out_think_accuracy's evaluate by one that calls ``record(task, n)`` and scores 0 (no sampling)."""
+    import ponder.eval.accuracy as accuracy
 
     def fake_evaluate(model, tokenizer, task, n, seed, modes, max_thought_tokens, think_settings):
-        sizes.append(n)
+        record(task, n)
         mode = type("Mode", (), {"accuracy": 0.0, "mean_thought_tokens": 0.0})()
         return type("Result", (), {"modes": {"think": mode}})()
 
     monkeypatch.setattr(accuracy, "evaluate", fake_evaluate)
+
+
+def test_job_measures_the_default_sized_evaluation(random_tiny_dir, tmp_path, monkeypatch, one_thread):
+    sizes = []
+    _record_evaluations(monkeypatch, lambda task, n: sizes.append(n))
     common = dict(model=str(random_tiny_dir), task="add2", steps=1, prompts_per_step=3, group_size=2, pool_size=4)
     common.update(max_thought_tokens=4, max_answer_tokens=3, reward="verifiable=1,format=0.1")
     summary = run_grpo(GRPOJob(**common, out=str(tmp_path / "a")), progress=False)
@@ -155,8 +159,6 @@ def test_job_measures_the_default_sized_evaluation(random_tiny_dir, tmp_path, mo
 def test_the_jobs_answer_rule_reads_the_rewards_answers(random_tiny_dir, tmp_path, monkeypatch, one_thread):
     # A chat model answers "5 + 9 = 14.": the task's first_line rule reads that whole line, so the verifiable reward
     # is 0 on every completion; --answer-rule last_number makes the reward read answers as the evaluation does.
-    import ponder.eval.accuracy as accuracy
-
     rules, scored = [], []
     real_score = Addition.score
 
@@ -164,12 +166,7 @@ def test_the_jobs_answer_rule_reads_the_rewards_answers(random_tiny_dir, tmp_pat
         scored.append(self.answer_rule)
         return real_score(self, problem, completion)
 
-    def fake_evaluate(model, tokenizer, task, n, seed, modes, max_thought_tokens, think_settings):
-        rules.append(task.answer_rule)
-        mode = type("Mode", (), {"accuracy": 0.0, "mean_thought_tokens": 0.0})()
-        return type("Result", (), {"modes": {"think": mode}})()
-
-    monkeypatch.setattr(accuracy, "evaluate", fake_evaluate)
+    _record_evaluations(monkeypatch, lambda task, n: rules.append(task.answer_rule))
     monkeypatch.setattr(Addition, "score", spy_score)
     common = dict(model=str(random_tiny_dir), task="add2", steps=1, prompts_per_step=2, group_size=2, pool_size=4)
     common.update(max_thought_tokens=4, max_answer_tokens=3, eval_n=2, answer_rule="last_number")
